@@ -1,0 +1,31 @@
+//! `vault-server --dev`: initialises with one share, unseals itself, prints the share and root
+//! token; restarted on the same directory it unseals itself again.
+
+use vault_tests::TestServer;
+
+fn banner_value(server: &TestServer, label: &str) -> String {
+    server
+        .banner
+        .iter()
+        .find_map(|line| line.trim().strip_prefix(label).map(|rest| rest.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {label:?} line in {:#?}", server.banner))
+}
+
+#[test]
+fn dev_server_unseals_itself_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &["--dev"]);
+    assert!(server.banner.iter().any(|line| line.contains("DEV MODE")), "{:#?}", server.banner);
+    let token = banner_value(&server, "Root token:");
+    assert!(token.starts_with("vt."));
+    assert!(!banner_value(&server, "Unseal share:").is_empty());
+    let status = server.cli(None, &["status", "--format", "json"]).json();
+    assert_eq!((status["initialized"].as_bool(), status["sealed"].as_bool()), (Some(true), Some(false)));
+    server.cli(Some(&token), &["tenant", "create", "dev"]).ok();
+    server.cli(Some(&token), &["put", "--tenant", "dev", "hello", "greeting=world"]).ok();
+    server.kill();
+
+    let restarted = TestServer::start(dir.path(), &["--dev"]);
+    assert_eq!(banner_value(&restarted, "Root token:"), token);
+    assert_eq!(restarted.cli(Some(&token), &["get", "--tenant", "dev", "hello", "--field", "greeting"]).ok(), "world");
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests against the real `vault-server` and `vault-cli` binaries. One test binary
+//! (modules below) so it links once.
+
+mod at_rest;
+mod cli_flow;
+mod dev_mode;
+mod grpc;

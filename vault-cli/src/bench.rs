@@ -1,0 +1,210 @@
+//! `vault-cli bench`: N concurrent clients, each on its own connection, doing put, get or a mix
+//! against a running server for a fixed time (or number of requests). Prints throughput and
+//! latency percentiles.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tonic::transport::Channel;
+use vault_proto::v1::{self, secrets_client::SecretsClient, tenants_client::TenantsClient};
+use zeroize::Zeroizing;
+
+use crate::{
+    Format,
+    client::{CliError, CliResult, authed, connect, token},
+    commands::already_exists,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Stop after this many requests in all (instead of --duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// put, get, or mix (put one in --put-every, get the rest).
+    #[arg(long, value_parser = ["put", "get", "mix"], default_value = "mix")]
+    pub op: String,
+    /// In a mix, one request in this many is a put.
+    #[arg(long, default_value_t = 10)]
+    pub put_every: u64,
+    /// Bytes of the secret value.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Distinct secret paths to spread requests over.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Tenant to use (created if missing).
+    #[arg(long, default_value = "bench")]
+    pub tenant: String,
+}
+
+#[derive(Default)]
+struct ClientResult {
+    latencies_micros: Vec<u32>,
+    puts: u64,
+    gets: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
+    if args.clients == 0 || args.keys == 0 || args.put_every == 0 {
+        return Err(CliError::new("--clients, --keys and --put-every must be at least 1"));
+    }
+    let token = token()?;
+    let channel = connect(addr).await?;
+    let mut tenants = TenantsClient::new(channel.clone());
+    if let Err(status) = tenants.create_tenant(authed(v1::CreateTenantRequest { name: args.tenant.clone() }, &token)?).await {
+        if !already_exists(&status) {
+            return Err(CliError::from_status(status, addr));
+        }
+    }
+    // Every path exists before a get can ask for it.
+    let value = vec![b'x'; args.value_size];
+    let mut secrets = SecretsClient::new(channel);
+    for key in 0..args.keys {
+        let request = put_request(&args.tenant, key, &value);
+        secrets.put(authed(request, &token)?).await.map_err(|s| CliError::from_status(s, addr))?;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
+    let per_client_requests = args.requests.map(|total| total.div_ceil(args.clients as u64));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for client_index in 0..args.clients {
+        let channel = connect(addr).await?;
+        let token = Zeroizing::new(token.as_str().to_owned());
+        let op = args.op.clone();
+        let tenant = args.tenant.clone();
+        let value = value.clone();
+        let (keys, put_every) = (args.keys, args.put_every);
+        tasks.push(tokio::spawn(async move {
+            drive(channel, token, &op, &tenant, &value, keys, put_every, client_index as u64, deadline, per_client_requests).await
+        }));
+    }
+    let mut total = ClientResult::default();
+    for task in tasks {
+        let result = task.await.map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
+        total.latencies_micros.extend(result.latencies_micros);
+        total.puts += result.puts;
+        total.gets += result.gets;
+        total.errors += result.errors;
+        total.first_error = total.first_error.or(result.first_error);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    report(&args, &mut total, elapsed, format);
+    Ok(())
+}
+
+fn put_request(tenant: &str, key: u64, value: &[u8]) -> v1::PutRequest {
+    let mut request = v1::PutRequest { tenant: tenant.to_owned(), path: format!("bench/k{key:08}"), ..Default::default() };
+    request.data.insert("value".to_owned(), value.to_vec());
+    request
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    channel: Channel,
+    token: Zeroizing<String>,
+    op: &str,
+    tenant: &str,
+    value: &[u8],
+    keys: u64,
+    put_every: u64,
+    seed: u64,
+    deadline: Instant,
+    max_requests: Option<u64>,
+) -> ClientResult {
+    let mut client = SecretsClient::new(channel);
+    let mut result = ClientResult::default();
+    let mut counter: u64 = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut sent = 0u64;
+    loop {
+        if max_requests.map_or(Instant::now() >= deadline, |max| sent >= max) {
+            break;
+        }
+        sent += 1;
+        counter = counter.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let key = (counter >> 33) % keys;
+        let is_put = match op {
+            "put" => true,
+            "get" => false,
+            _ => sent % put_every == 0,
+        };
+        let begun = Instant::now();
+        let outcome = if is_put {
+            match authed(put_request(tenant, key, value), &token) {
+                Ok(request) => client.put(request).await.map(|_| ()),
+                Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+            }
+        } else {
+            let request = v1::GetRequest { tenant: tenant.to_owned(), path: format!("bench/k{key:08}"), version: 0 };
+            match authed(request, &token) {
+                Ok(request) => client.get(request).await.map(|_| ()),
+                Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+            }
+        };
+        let micros = u32::try_from(begun.elapsed().as_micros()).unwrap_or(u32::MAX);
+        match outcome {
+            Ok(()) => {
+                result.latencies_micros.push(micros);
+                if is_put { result.puts += 1 } else { result.gets += 1 }
+            }
+            Err(status) => {
+                result.errors += 1;
+                result.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+            }
+        }
+    }
+    result
+}
+
+fn percentile(sorted: &[u32], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64) * fraction).ceil() as usize;
+    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+}
+
+fn report(args: &BenchArgs, total: &mut ClientResult, elapsed: f64, format: Format) {
+    total.latencies_micros.sort_unstable();
+    let done = total.puts + total.gets;
+    let throughput = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+    let (p50, p99, p999) = (
+        percentile(&total.latencies_micros, 0.50),
+        percentile(&total.latencies_micros, 0.99),
+        percentile(&total.latencies_micros, 0.999),
+    );
+    let max = total.latencies_micros.last().map_or(0.0, |m| f64::from(*m) / 1000.0);
+    let put_ratio = if done > 0 { total.puts as f64 / done as f64 } else { 0.0 };
+    let error_ratio = if done + total.errors > 0 { total.errors as f64 / (done + total.errors) as f64 } else { 0.0 };
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({
+                "op": args.op, "clients": args.clients, "value_size": args.value_size, "seconds": elapsed,
+                "requests": done, "puts": total.puts, "gets": total.gets, "errors": total.errors,
+                "put_ratio": put_ratio, "error_ratio": error_ratio, "throughput_per_second": throughput,
+                "latency_ms": { "p50": p50, "p99": p99, "p999": p999, "max": max },
+                "first_error": total.first_error,
+            })
+        ),
+        Format::Text => {
+            println!(
+                "op={} clients={} value_size={}B seconds={elapsed:.1} requests={done} (puts {} / gets {}, put ratio {put_ratio:.2}) errors={} (ratio {error_ratio:.4})",
+                args.op, args.clients, args.value_size, total.puts, total.gets, total.errors
+            );
+            println!("throughput: {throughput:.0} requests/s");
+            println!("latency ms: p50 {p50:.3}  p99 {p99:.3}  p999 {p999:.3}  max {max:.3}");
+            if let Some(error) = &total.first_error {
+                println!("first error: {error}");
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Connecting to the server and turning its statuses into messages with hints.
+
+use tonic::{
+    Code, Request, Status,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+use zeroize::Zeroizing;
+
+/// A failed command: one line for the user, and a hint where one helps.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError { message: message.into(), hint: None }
+    }
+
+    pub fn with_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError { message: message.into(), hint: Some(hint.into()) }
+    }
+
+    pub fn from_status(status: Status, addr: &str) -> Self {
+        let message = status.message().to_owned();
+        let request_id = status.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let hint = match status.code() {
+            Code::Unauthenticated => Some("set VAULT_TOKEN to a token (init prints the root token)".to_owned()),
+            Code::FailedPrecondition if message == "vault is sealed" => {
+                Some("unseal it: each operator runs `vault-cli unseal` with one share".to_owned())
+            }
+            Code::FailedPrecondition if message == "vault is not initialized" => Some("run `vault-cli init` first".to_owned()),
+            Code::Unavailable if message.contains("transport") || message.contains("connect") => {
+                Some(format!("is vault-server running at {addr}? (set VAULT_ADDR)"))
+            }
+            Code::Internal | Code::Unavailable => request_id.map(|id| format!("the server log has details under request id {id}")),
+            _ => None,
+        };
+        let message = if message.is_empty() { format!("{:?}", status.code()) } else { message };
+        CliError { message, hint }
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+pub async fn connect(addr: &str) -> CliResult<Channel> {
+    let endpoint = Endpoint::from_shared(addr.to_owned())
+        .map_err(|_| CliError::with_hint(format!("invalid address {addr:?}"), "VAULT_ADDR looks like http://127.0.0.1:8200"))?;
+    endpoint.connect().await.map_err(|e| {
+        CliError::with_hint(
+            format!("cannot connect to the vault at {addr}: {}", source_text(&e)),
+            "is vault-server running there? (set VAULT_ADDR)",
+        )
+    })
+}
+
+fn source_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
+}
+
+/// The token from VAULT_TOKEN.
+pub fn token() -> CliResult<Zeroizing<String>> {
+    match std::env::var("VAULT_TOKEN") {
+        Ok(token) if !token.trim().is_empty() => Ok(Zeroizing::new(token.trim().to_owned())),
+        _ => Err(CliError::with_hint("no token: VAULT_TOKEN is not set", "export VAULT_TOKEN=<token> (init prints the root token)")),
+    }
+}
+
+/// A request carrying the bearer token.
+pub fn authed<T>(message: T, token: &Zeroizing<String>) -> CliResult<Request<T>> {
+    let mut request = Request::new(message);
+    let value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
+        .map_err(|_| CliError::new("VAULT_TOKEN contains characters that cannot be sent"))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}

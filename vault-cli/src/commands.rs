@@ -1,0 +1,228 @@
+//! One function per command.
+
+use serde_json::json;
+use tonic::Code;
+use vault_proto::v1::{
+    self, secrets_client::SecretsClient, system_client::SystemClient, tenants_client::TenantsClient,
+};
+use zeroize::Zeroizing;
+
+use crate::{
+    Cli, Command, Format, TenantCommand, bench,
+    client::{CliError, CliResult, authed, connect, token},
+    input::{read_fields, read_share},
+    output::{field_text, fields_json, json_string, print_json, print_rows, write_raw},
+};
+
+pub async fn run(cli: Cli) -> CliResult<()> {
+    let addr = cli.addr.clone();
+    let format = cli.format;
+    let status_error = |status: tonic::Status| CliError::from_status(status, &addr);
+    match cli.command {
+        Command::Init { shares, threshold } => {
+            let mut client = SystemClient::new(connect(&addr).await?);
+            let response = client.init(v1::InitRequest { shares, threshold }).await.map_err(status_error)?.into_inner();
+            print_init(&response, format);
+        }
+        Command::Unseal { share_file, reset } => {
+            let share = if reset { Zeroizing::new(String::new()) } else { read_share(share_file.as_deref())? };
+            let mut client = SystemClient::new(connect(&addr).await?);
+            let request = v1::UnsealRequest { share: share.as_str().to_owned(), reset };
+            let response = client.unseal(request).await.map_err(status_error)?.into_inner();
+            match format {
+                Format::Json => print_json(&json!({
+                    "sealed": response.sealed, "threshold": response.threshold,
+                    "shares": response.shares, "progress": response.progress,
+                })),
+                Format::Text if !response.sealed => println!("Vault is unsealed."),
+                Format::Text => println!("Vault is sealed: {}/{} shares entered.", response.progress, response.threshold),
+            }
+        }
+        Command::Status => {
+            let mut client = SystemClient::new(connect(&addr).await?);
+            let s = client.status(v1::StatusRequest {}).await.map_err(status_error)?.into_inner();
+            match format {
+                Format::Json => print_json(&json!({
+                    "initialized": s.initialized, "sealed": s.sealed, "threshold": s.threshold,
+                    "shares": s.shares, "progress": s.progress, "version": s.version,
+                    "node_id": s.node_id, "storage": s.storage,
+                })),
+                Format::Text => print_rows(&[
+                    ("Initialized", s.initialized.to_string()),
+                    ("Sealed", s.sealed.to_string()),
+                    ("Shares", s.shares.to_string()),
+                    ("Threshold", s.threshold.to_string()),
+                    ("Unseal progress", format!("{}/{}", s.progress, s.threshold)),
+                    ("Version", s.version),
+                    ("Node", s.node_id),
+                    ("Storage", s.storage),
+                ]),
+            }
+        }
+        Command::Seal => {
+            let token = token()?;
+            let mut client = SystemClient::new(connect(&addr).await?);
+            client.seal(authed(v1::SealRequest {}, &token)?).await.map_err(status_error)?;
+            match format {
+                Format::Json => print_json(&json!({ "sealed": true })),
+                Format::Text => println!("Vault is sealed."),
+            }
+        }
+        Command::Tenant(TenantCommand::Create { name }) => {
+            let token = token()?;
+            let mut client = TenantsClient::new(connect(&addr).await?);
+            let response = client.create_tenant(authed(v1::CreateTenantRequest { name }, &token)?).await.map_err(status_error)?;
+            let tenant = response.into_inner().tenant.unwrap_or_default();
+            match format {
+                Format::Json => print_json(&tenant_json(&tenant)),
+                Format::Text => println!("Created tenant {} (id {}).", tenant.name, tenant.id),
+            }
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let token = token()?;
+            let mut client = TenantsClient::new(connect(&addr).await?);
+            let response = client.list_tenants(authed(v1::ListTenantsRequest {}, &token)?).await.map_err(status_error)?;
+            let tenants = response.into_inner().tenants;
+            match format {
+                Format::Json => print_json(&json!({ "tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>() })),
+                Format::Text => {
+                    for tenant in tenants {
+                        println!("{}", tenant.name);
+                    }
+                }
+            }
+        }
+        Command::Put { tenant, path, fields } => {
+            let data = read_fields(&fields)?;
+            let token = token()?;
+            let mut client = SecretsClient::new(connect(&addr).await?);
+            let request = v1::PutRequest { tenant: tenant.tenant, path: path.clone(), data };
+            let response = client.put(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            match format {
+                Format::Json => print_json(&json!({ "path": path, "version": response.version, "created_time": response.created_time })),
+                Format::Text => println!("Wrote {path} version {}.", response.version),
+            }
+        }
+        Command::Get { tenant, path, field, version } => {
+            let token = token()?;
+            let mut client = SecretsClient::new(connect(&addr).await?);
+            let request = v1::GetRequest { tenant: tenant.tenant, path, version };
+            let response = client.get(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            print_secret(&response, field.as_deref(), format)?;
+        }
+        Command::List { tenant, prefix, page_size, page_token, recursive } => {
+            let token = token()?;
+            let mut client = SecretsClient::new(connect(&addr).await?);
+            let request = v1::ListRequest { tenant: tenant.tenant, prefix, page_size, page_token, recursive };
+            let response = client.list(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            match format {
+                Format::Json => print_json(&json!({ "keys": response.keys, "next_page_token": response.next_page_token })),
+                Format::Text => {
+                    for key in &response.keys {
+                        println!("{key}");
+                    }
+                    if !response.next_page_token.is_empty() {
+                        eprintln!("(more: --page-token {})", response.next_page_token);
+                    }
+                }
+            }
+        }
+        Command::Delete { tenant, path } => {
+            let token = token()?;
+            let mut client = SecretsClient::new(connect(&addr).await?);
+            let request = v1::DeleteRequest { tenant: tenant.tenant, path: path.clone() };
+            client.delete(authed(request, &token)?).await.map_err(status_error)?;
+            match format {
+                Format::Json => print_json(&json!({ "path": path, "deleted": true })),
+                Format::Text => println!("Deleted {path}."),
+            }
+        }
+        Command::Rotate { tenant } => {
+            let token = token()?;
+            let mut client = SystemClient::new(connect(&addr).await?);
+            let response = client.rotate(authed(v1::RotateRequest { tenant: tenant.tenant }, &token)?).await.map_err(status_error)?;
+            let response = response.into_inner();
+            match format {
+                Format::Json => print_json(&json!({ "tenant": response.tenant, "key_version": response.key_version })),
+                Format::Text => println!("Rotated tenant {}: key version {} seals new data.", response.tenant, response.key_version),
+            }
+        }
+        Command::Bench(args) => bench::run(&addr, args, format).await?,
+    }
+    Ok(())
+}
+
+fn tenant_json(tenant: &v1::Tenant) -> serde_json::Value {
+    json!({ "name": tenant.name, "id": tenant.id, "created_time": tenant.created_time, "key_version": tenant.key_version })
+}
+
+fn print_init(response: &v1::InitResponse, format: Format) {
+    match format {
+        Format::Json => {
+            // Built by hand into a zeroizing buffer rather than through a serde value.
+            let mut out = Zeroizing::new(String::from("{\"shares\":["));
+            for (index, share) in response.shares.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&json_string(share));
+            }
+            out.push_str("],\"root_token\":");
+            out.push_str(&json_string(&response.root_token));
+            out.push_str(&format!(",\"threshold\":{}}}", response.threshold));
+            println!("{}", out.as_str());
+        }
+        Format::Text => {
+            for (index, share) in response.shares.iter().enumerate() {
+                println!("Unseal share {}: {share}", index + 1);
+            }
+            println!("Root token: {}", response.root_token);
+            println!();
+            println!(
+                "The vault is initialized and sealed. Give each share to a different operator; any {} of the {} \
+                 shares unseal it (`vault-cli unseal`). They are shown only now.",
+                response.threshold,
+                response.shares.len()
+            );
+        }
+    }
+}
+
+fn print_secret(response: &v1::GetResponse, field: Option<&str>, format: Format) -> CliResult<()> {
+    if let Some(name) = field {
+        let value = response
+            .data
+            .get(name)
+            .ok_or_else(|| CliError::new(format!("field {name:?} not found in {} version {}", response.path, response.version)))?;
+        return match format {
+            Format::Json => {
+                let (text, binary) = fields_json(&[(&name.to_owned(), value)]);
+                print_json(&json!({ "field": name, "value": text.get(name), "value_base64": binary.get(name) }));
+                Ok(())
+            }
+            Format::Text => write_raw(value).map_err(|e| CliError::new(format!("cannot write to standard output: {e}"))),
+        };
+    }
+    let mut fields: Vec<(&String, &Vec<u8>)> = response.data.iter().collect();
+    fields.sort();
+    match format {
+        Format::Json => {
+            let (text, binary) = fields_json(&fields);
+            print_json(&json!({
+                "path": response.path, "version": response.version, "created_time": response.created_time,
+                "key_version": response.key_version, "data": text, "data_base64": binary,
+            }));
+        }
+        Format::Text => {
+            println!("== {} (version {}, created {}) ==", response.path, response.version, response.created_time);
+            let rows: Vec<(&str, String)> = fields.iter().map(|(name, value)| (name.as_str(), field_text(value))).collect();
+            print_rows(&rows);
+        }
+    }
+    Ok(())
+}
+
+/// True when the status says the object exists already (used by bench set-up).
+pub fn already_exists(status: &tonic::Status) -> bool {
+    status.code() == Code::AlreadyExists
+}

@@ -1,0 +1,68 @@
+//! Reading secret input: unseal shares and secret field values.
+
+use std::{
+    collections::HashMap,
+    io::{IsTerminal, Read},
+    path::Path,
+};
+
+use zeroize::Zeroizing;
+
+use crate::client::{CliError, CliResult};
+
+/// The share from --share-file, a hidden prompt (terminal) or standard input.
+pub fn read_share(file: Option<&Path>) -> CliResult<Zeroizing<String>> {
+    let text = match file {
+        Some(path) => Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read share file {}: {e}", path.display())))?,
+        ),
+        None if std::io::stdin().is_terminal() => Zeroizing::new(
+            rpassword::prompt_password("Unseal share (input hidden): ").map_err(|e| CliError::new(format!("cannot read the share: {e}")))?,
+        ),
+        None => {
+            let mut text = Zeroizing::new(String::new());
+            std::io::stdin().read_to_string(&mut text).map_err(|e| CliError::new(format!("cannot read the share from standard input: {e}")))?;
+            text
+        }
+    };
+    let trimmed = Zeroizing::new(text.trim().to_owned());
+    if trimmed.is_empty() {
+        return Err(CliError::new("share: empty input"));
+    }
+    Ok(trimmed)
+}
+
+/// Parses NAME=VALUE, NAME=@FILE and NAME=- arguments into field values.
+pub fn read_fields(arguments: &[String]) -> CliResult<HashMap<String, Vec<u8>>> {
+    let mut fields = HashMap::new();
+    let mut stdin_used = false;
+    for argument in arguments {
+        let Some((name, value)) = argument.split_once('=') else {
+            let name = argument.chars().take(40).collect::<String>();
+            return Err(CliError::with_hint(
+                format!("field argument {name:?} is not NAME=VALUE"),
+                "use NAME=VALUE, NAME=@FILE or NAME=- (standard input)",
+            ));
+        };
+        if name.is_empty() {
+            return Err(CliError::new("a field argument has an empty NAME before '='"));
+        }
+        let bytes = if value == "-" {
+            if stdin_used {
+                return Err(CliError::new(format!("field {name}: standard input can be read for one field only")));
+            }
+            stdin_used = true;
+            let mut buffer = Vec::new();
+            std::io::stdin().read_to_end(&mut buffer).map_err(|e| CliError::new(format!("field {name}: cannot read standard input: {e}")))?;
+            buffer
+        } else if let Some(path) = value.strip_prefix('@') {
+            std::fs::read(path).map_err(|e| CliError::new(format!("field {name}: cannot read {path}: {e}")))?
+        } else {
+            value.as_bytes().to_vec()
+        };
+        if fields.insert(name.to_owned(), bytes).is_some() {
+            return Err(CliError::new(format!("field {name} is given twice")));
+        }
+    }
+    Ok(fields)
+}

@@ -1,0 +1,169 @@
+//! `vault-cli`: the vault's command-line client for operators and scripts.
+//!
+//! Invariant: vault-cli talks to the server over gRPC only; it never links RocksDB or
+//! vault-core.
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod client;
+mod commands;
+mod input;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes: 0 success; 1 the server refused or the command failed; 2 invalid usage.
+const AFTER_HELP: &str = "\
+Environment:
+  VAULT_ADDR    server address (default http://127.0.0.1:8200)
+  VAULT_TOKEN   token for every command that needs one
+  VAULT_TENANT  tenant for secret commands, in place of --tenant
+
+Exit codes: 0 success, 1 error (from the server or the command), 2 invalid usage.";
+
+#[derive(Parser, Debug)]
+#[command(name = "vault-cli", version, about = "Operate and use the vault", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Server address.
+    #[arg(long, global = true, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    pub addr: String,
+
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Initialise a new vault: prints the unseal shares and the root token, once.
+    Init {
+        /// Number of unseal shares to create.
+        #[arg(long, default_value_t = 5)]
+        shares: u32,
+        /// Number of shares needed to unseal.
+        #[arg(long, default_value_t = 3)]
+        threshold: u32,
+    },
+    /// Submit one unseal share (from a hidden prompt, standard input or --share-file).
+    ///
+    /// Shares are never taken as arguments: arguments leak into shell history and process lists.
+    Unseal {
+        /// Read the share from this file.
+        #[arg(long, value_name = "FILE", conflicts_with = "reset")]
+        share_file: Option<std::path::PathBuf>,
+        /// Forget the shares submitted so far.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Show whether the vault is initialized and sealed, and the unseal progress.
+    Status,
+    /// Seal the vault: every key in memory is forgotten until it is unsealed again.
+    Seal,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Write a new version of a secret.
+    ///
+    /// Fields are NAME=VALUE, NAME=@FILE (the file's bytes) or NAME=- (standard input, once).
+    /// Prefer @FILE or - for real secrets: values given as arguments leak into shell history
+    /// and process lists.
+    Put {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// Secret path, e.g. db/primary.
+        path: String,
+        /// Fields: NAME=VALUE, NAME=@FILE or NAME=-.
+        #[arg(required = true, value_name = "FIELD")]
+        fields: Vec<String>,
+    },
+    /// Read a secret.
+    Get {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+        /// Print only this field's value.
+        #[arg(long)]
+        field: Option<String>,
+        /// Read this version instead of the current one.
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+    },
+    /// List one level of a tenant's secrets, like a directory (folders end in '/').
+    List {
+        #[command(flatten)]
+        tenant: TenantArg,
+        /// Folder to list (default: the top level).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Entries per page (at most 1000; default 100).
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
+        /// Token printed by the previous page.
+        #[arg(long, default_value = "")]
+        page_token: String,
+        /// List every secret below the folder instead of one level.
+        #[arg(long)]
+        recursive: bool,
+    },
+    /// Delete a secret with all its versions.
+    Delete {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+    },
+    /// Add a key-encryption-key version for a tenant; new data is sealed under it at once.
+    Rotate {
+        #[command(flatten)]
+        tenant: TenantArg,
+    },
+    /// Drive a running server with concurrent clients and print throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TenantArg {
+    /// Tenant that owns the secret.
+    #[arg(long, env = "VAULT_TENANT")]
+    pub tenant: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create { name: String },
+    /// List tenants.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vault-cli: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("vault-cli: error: {}", error.message);
+            if let Some(hint) = error.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

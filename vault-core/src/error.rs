@@ -1,0 +1,124 @@
+//! Errors of the vault core. Messages are lower case, name the offending field or path, and
+//! never contain a secret value, share, token or key.
+
+use std::fmt;
+
+/// Every failure the core reports. The server maps each variant to one gRPC status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request field is malformed; `field` names it, `reason` says what is wrong.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    /// A request is larger than a configured limit.
+    #[error("{field} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { field: String, size: usize, limit: usize },
+    /// No token was presented.
+    #[error("a token is required")]
+    Unauthenticated,
+    /// The token presented is unknown or no longer valid.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The named object does not exist (or the caller may not know that it does).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The named object exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The vault holds no keys in memory.
+    #[error("vault is sealed")]
+    Sealed,
+    /// The vault has not been initialized yet.
+    #[error("vault is not initialized")]
+    NotInitialized,
+    /// Init was called on an initialized vault.
+    #[error("vault is already initialized")]
+    AlreadyInitialized,
+    /// The operation makes no sense in the current state (e.g. unseal while unsealed).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The submitted shares combine to a key that does not open the root key.
+    #[error("unseal failed: the shares do not reconstruct the unseal key")]
+    UnsealFailed,
+    /// A stored ciphertext failed to open: tampered, moved or sealed under another key.
+    #[error("integrity check failed for {0}")]
+    Integrity(String),
+    /// The operating system's random number generator failed.
+    #[error("the operating system's random number generator failed")]
+    Rng,
+    /// The storage backend failed; the detail goes to the server log only.
+    #[error("storage unavailable")]
+    Storage(#[source] StorageError),
+}
+
+/// A storage backend failure. The message is for operators (server log), not for callers.
+#[derive(Debug)]
+pub struct StorageError(pub String);
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+impl From<StorageError> for Error {
+    fn from(error: StorageError) -> Self {
+        Error::Storage(error)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prints every variant so that the wording is reviewed in one place.
+    #[test]
+    fn every_message_is_lower_case_and_names_its_subject() {
+        let all = [
+            Error::invalid("path", "segment 2 is empty"),
+            Error::TooLarge { field: "data[\"password\"]".into(), size: 2_000_000, limit: 1_048_576 },
+            Error::Unauthenticated,
+            Error::PermissionDenied,
+            Error::NotFound("secret db/primary".into()),
+            Error::AlreadyExists("tenant acme".into()),
+            Error::Sealed,
+            Error::NotInitialized,
+            Error::AlreadyInitialized,
+            Error::FailedPrecondition("vault is already unsealed".into()),
+            Error::UnsealFailed,
+            Error::Integrity("secret db/primary version 3".into()),
+            Error::Rng,
+            Error::Storage(StorageError("disk on fire".into())),
+        ];
+        let printed: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            printed,
+            [
+                "invalid path: segment 2 is empty",
+                "data[\"password\"] is 2000000 bytes, over the limit of 1048576 bytes",
+                "a token is required",
+                "permission denied",
+                "secret db/primary not found",
+                "tenant acme already exists",
+                "vault is sealed",
+                "vault is not initialized",
+                "vault is already initialized",
+                "vault is already unsealed",
+                "unseal failed: the shares do not reconstruct the unseal key",
+                "integrity check failed for secret db/primary version 3",
+                "the operating system's random number generator failed",
+                "storage unavailable",
+            ]
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The vault's core: sealing, the key hierarchy, Shamir sharing, the seal state machine and
+//! storage.
+//!
+//! This crate knows nothing of gRPC, protobuf or command lines. Its API is synchronous: storage
+//! calls block, and the server runs them on a blocking thread pool.
+
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod error;
+pub mod names;
+pub mod secret;
+pub mod shamir;
+pub mod storage;
+pub mod time;
+pub mod token;
+pub mod vault;
+
+pub use error::{Error, Result};
+pub use vault::{Vault, VaultConfig};

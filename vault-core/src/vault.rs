@@ -1,0 +1,814 @@
+//! The vault: seal state machine, keyring and the operations on tenants and secrets.
+//!
+//! Key hierarchy (DESIGN.md): shares -> unseal key -> root key -> per-tenant KEK versions ->
+//! per-secret-version DEK -> value. Only the sealed forms are ever stored; the unseal key exists
+//! only while shares are being combined, and every key in memory is dropped (zeroized) on seal.
+//!
+//! Two stores: the key store (its own RocksDB instance) holds the seal configuration, the sealed
+//! root key, the sealed system keys and every sealed KEK version; the data store holds tenants,
+//! token records and secrets. A copy of the data store therefore carries no key material.
+//!
+//! Invariant: every data operation takes a [`Caller`], which only [`Vault::authenticate`] can
+//! construct, so "forgot to check the token" does not compile.
+
+use std::{
+    collections::HashMap,
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
+    error::{Error, Result},
+    names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
+    secret::{SecretData, SecretKey},
+    shamir::{self, UnsealShare},
+    storage::{Space, Storage, WriteBatch},
+    time::now_unix_nanos,
+    token::{Token, TokenHash, TokenHasher, new_accessor},
+};
+
+/// Default largest secret (all fields of one version together), in bytes.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Default and largest page sizes for listing.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// More KEK versions than this per tenant is refused (retirement arrives with key lifecycle).
+const MAX_KEK_VERSIONS: usize = 100_000;
+
+const SEAL_CONFIG_KEY: &[u8] = b"seal/config";
+const TOKEN_HMAC_KEY: &[u8] = b"sys/token-hmac";
+const TOKEN_HMAC_PATH: &str = "token-hmac";
+const ROOT_KEY_PATH: &str = "root";
+const LOCK_STRIPES: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// Largest secret (all fields of one version together), in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig { max_value_bytes: DEFAULT_MAX_VALUE_BYTES }
+    }
+}
+
+/// What status reports about the seal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealStatus {
+    pub initialized: bool,
+    pub sealed: bool,
+    pub threshold: u32,
+    pub shares: u32,
+    pub progress: u32,
+}
+
+/// What init hands out, once.
+pub struct InitOutput {
+    pub shares: Vec<UnsealShare>,
+    pub root_token: Token,
+    pub threshold: u32,
+}
+
+/// An authenticated caller. Only [`Vault::authenticate`] constructs one.
+#[derive(Debug)]
+pub struct Caller {
+    accessor: String,
+    policies: Vec<String>,
+    _private: (),
+}
+
+impl Caller {
+    /// The token's accessor: safe to log and to put in audit records.
+    pub fn accessor(&self) -> &str {
+        &self.accessor
+    }
+
+    pub fn policies(&self) -> &[String] {
+        &self.policies
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TenantInfo {
+    pub name: TenantName,
+    pub id: TenantId,
+    pub created_unix_nanos: i64,
+    pub key_version: u32,
+}
+
+/// A secret version as read.
+pub struct SecretVersion {
+    pub version: u64,
+    pub created_unix_nanos: i64,
+    /// The KEK version its data key is wrapped under.
+    pub key_version: u32,
+    pub data: SecretData,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub version: u64,
+    pub created_unix_nanos: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListPage {
+    pub keys: Vec<String>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealConfig {
+    shares: u32,
+    threshold: u32,
+    unseal_key_version: u32,
+    root_key_version: u32,
+    /// The root key sealed under the unseal key (base64).
+    root_key_sealed: String,
+    created_unix_nanos: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TenantRecord {
+    id: String,
+    name: String,
+    created_unix_nanos: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    /// Hex of the keyed hash; compared in constant time after the lookup.
+    hash: String,
+    accessor: String,
+    policies: Vec<String>,
+    display_name: String,
+    created_unix_nanos: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KekRecord {
+    created_unix_nanos: i64,
+    /// The KEK sealed under the root key (base64).
+    sealed: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SecretMeta {
+    current_version: u64,
+    created_unix_nanos: i64,
+    updated_unix_nanos: i64,
+}
+
+enum State {
+    Sealed { progress: Vec<UnsealShare> },
+    Unsealed(Arc<Keyring>),
+}
+
+/// Every key the vault holds while unsealed. Dropping it zeroizes them all.
+struct Keyring {
+    root: SecretKey,
+    root_version: u32,
+    token_hasher: TokenHasher,
+    tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
+}
+
+struct TenantKeys {
+    current: u32,
+    versions: HashMap<u32, Arc<SecretKey>>,
+}
+
+pub struct Vault {
+    data: Arc<dyn Storage>,
+    keys: Arc<dyn Storage>,
+    config: VaultConfig,
+    seal_config: RwLock<Option<SealConfig>>,
+    state: RwLock<State>,
+    tenants: RwLock<HashMap<TenantName, TenantId>>,
+    stripes: Vec<Mutex<()>>,
+    tenant_create: Mutex<()>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Integrity(what.to_owned())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|_| corrupt("a record that cannot be encoded"))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|_| corrupt(what))
+}
+
+fn kek_prefix(tenant: TenantId) -> Vec<u8> {
+    format!("kek/{}/", tenant.to_hex()).into_bytes()
+}
+
+fn kek_key(tenant: TenantId, version: u32) -> Vec<u8> {
+    let mut key = kek_prefix(tenant);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn tenant_key(name: &TenantName) -> Vec<u8> {
+    format!("tenant/{}", name.as_str()).into_bytes()
+}
+
+fn token_record_key(hash: &TokenHash) -> Vec<u8> {
+    format!("token/{}", hash.to_hex()).into_bytes()
+}
+
+/// Secret metadata: `t/<tenant id>/m/<path>`; listing is an ordered scan of these.
+fn meta_prefix(tenant: TenantId) -> Vec<u8> {
+    format!("t/{}/m/", tenant.to_hex()).into_bytes()
+}
+
+fn meta_key(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
+    let mut key = meta_prefix(tenant);
+    key.extend_from_slice(path.as_str().as_bytes());
+    key
+}
+
+/// Secret versions: `t/<tenant id>/v/<path>\0<version, u64 big-endian>`. Paths never contain
+/// NUL, so the prefix up to NUL holds exactly one secret's versions, in version order.
+fn versions_prefix(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
+    let mut key = format!("t/{}/v/", tenant.to_hex()).into_bytes();
+    key.extend_from_slice(path.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+fn version_key(tenant: TenantId, path: &SecretPath, version: u64) -> Vec<u8> {
+    let mut key = versions_prefix(tenant, path);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// A stored secret version: created time (i64 BE), wrapped-DEK length (u32 BE), wrapped DEK,
+/// sealed value.
+fn encode_version(created_unix_nanos: i64, wrapped_dek: &[u8], sealed_value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + wrapped_dek.len() + sealed_value.len());
+    out.extend_from_slice(&created_unix_nanos.to_be_bytes());
+    out.extend_from_slice(&(wrapped_dek.len() as u32).to_be_bytes());
+    out.extend_from_slice(wrapped_dek);
+    out.extend_from_slice(sealed_value);
+    out
+}
+
+fn decode_version(bytes: &[u8]) -> Option<(i64, &[u8], &[u8])> {
+    let created = i64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let dek_len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let wrapped_dek = bytes.get(12..12usize.checked_add(dek_len)?)?;
+    let sealed_value = bytes.get(12 + dek_len..)?;
+    Some((created, wrapped_dek, sealed_value))
+}
+
+impl Vault {
+    /// Opens a vault on its two stores. It starts sealed (or uninitialized).
+    pub fn open(data: Arc<dyn Storage>, keys: Arc<dyn Storage>, config: VaultConfig) -> Result<Vault> {
+        let seal_config = keys
+            .get(Space::Config, SEAL_CONFIG_KEY)?
+            .map(|bytes| from_json::<SealConfig>(&bytes, "the seal configuration"))
+            .transpose()?;
+        Ok(Vault {
+            data,
+            keys,
+            config,
+            seal_config: RwLock::new(seal_config),
+            state: RwLock::new(State::Sealed { progress: Vec::new() }),
+            tenants: RwLock::new(HashMap::new()),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            tenant_create: Mutex::new(()),
+        })
+    }
+
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    pub fn storage_kind(&self) -> &'static str {
+        self.data.kind()
+    }
+
+    pub fn status(&self) -> SealStatus {
+        let seal_config = read(&self.seal_config);
+        let state = read(&self.state);
+        let (sealed, progress) = match &*state {
+            State::Sealed { progress } => (true, progress.len() as u32),
+            State::Unsealed(_) => (false, 0),
+        };
+        match &*seal_config {
+            Some(config) => SealStatus { initialized: true, sealed, threshold: config.threshold, shares: config.shares, progress },
+            None => SealStatus { initialized: false, sealed: true, threshold: 0, shares: 0, progress: 0 },
+        }
+    }
+
+    /// Creates the unseal key (split into `shares` shares, `threshold` to unseal), the root key
+    /// and the root token. The vault stays sealed.
+    pub fn init(&self, shares: u32, threshold: u32) -> Result<InitOutput> {
+        shamir::check_parameters(shares, threshold)?;
+        let mut seal_config = write(&self.seal_config);
+        if seal_config.is_some() {
+            return Err(Error::AlreadyInitialized);
+        }
+        let unseal_key = SecretKey::generate()?;
+        let root_key = SecretKey::generate()?;
+        let token_key = SecretKey::generate()?;
+        let root_sealed = crypto::seal(
+            &unseal_key,
+            KeyRef { kind: KeyKind::Unseal, version: 1 },
+            &root_key_context(),
+            root_key.expose_secret(),
+        )?;
+        let token_key_sealed = crypto::seal(
+            &root_key,
+            KeyRef { kind: KeyKind::Root, version: 1 },
+            &token_key_context(),
+            token_key.expose_secret(),
+        )?;
+        let split = shamir::split(&unseal_key, shares, threshold)?;
+        drop(unseal_key);
+
+        let root_token = Token::generate()?;
+        let hash = TokenHasher::new(&token_key).hash(&root_token);
+        let record = TokenRecord {
+            hash: hash.to_hex(),
+            accessor: new_accessor()?,
+            policies: vec!["root".into()],
+            display_name: "root".into(),
+            created_unix_nanos: now_unix_nanos(),
+        };
+        // The token record goes first: the key store's write is the commit point of init, and a
+        // crash before it leaves an uninitialized vault with an unusable stray record.
+        let mut data_batch = WriteBatch::new();
+        data_batch.put(Space::Config, token_record_key(&hash), to_json(&record)?);
+        self.data.write(data_batch)?;
+
+        let config = SealConfig {
+            shares,
+            threshold,
+            unseal_key_version: 1,
+            root_key_version: 1,
+            root_key_sealed: STANDARD.encode(&root_sealed),
+            created_unix_nanos: now_unix_nanos(),
+        };
+        let mut key_batch = WriteBatch::new();
+        key_batch.put(Space::Config, TOKEN_HMAC_KEY, token_key_sealed).put(Space::Config, SEAL_CONFIG_KEY, to_json(&config)?);
+        self.keys.write(key_batch)?;
+        *seal_config = Some(config);
+        Ok(InitOutput { shares: split, root_token, threshold })
+    }
+
+    /// Adds one share to the unseal attempt. A share already submitted does not count twice;
+    /// shares that do not reconstruct the unseal key fail the attempt and reset the progress.
+    pub fn unseal(&self, share: UnsealShare) -> Result<SealStatus> {
+        let seal_config = read(&self.seal_config);
+        let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+        let mut state = write(&self.state);
+        let State::Sealed { progress } = &mut *state else {
+            drop(state);
+            drop(seal_config);
+            return Ok(self.status());
+        };
+        if let Some(existing) = progress.iter().find(|s| s.identifier() == share.identifier()) {
+            if existing.same_as(&share) {
+                drop(state);
+                drop(seal_config);
+                return Ok(self.status());
+            }
+            progress.clear();
+            return Err(Error::UnsealFailed);
+        }
+        progress.push(share);
+        if (progress.len() as u32) < config.threshold {
+            drop(state);
+            drop(seal_config);
+            return Ok(self.status());
+        }
+        let shares = std::mem::take(progress);
+        let keyring = self.open_keyring(config, &shares)?;
+        *state = State::Unsealed(Arc::new(keyring));
+        drop(state);
+        drop(seal_config);
+        Ok(self.status())
+    }
+
+    fn open_keyring(&self, config: &SealConfig, shares: &[UnsealShare]) -> Result<Keyring> {
+        let unseal_key = shamir::combine(shares)?;
+        let root_sealed = STANDARD.decode(&config.root_key_sealed).map_err(|_| corrupt("the sealed root key"))?;
+        let header = Header::parse(&root_sealed)?;
+        if header.key != (KeyRef { kind: KeyKind::Unseal, version: config.unseal_key_version }) {
+            return Err(corrupt("the sealed root key (unexpected key)"));
+        }
+        let root_bytes =
+            crypto::open(&unseal_key, &root_key_context(), &root_sealed, &|| "the root key".into()).map_err(|_| Error::UnsealFailed)?;
+        drop(unseal_key);
+        let root = SecretKey::from_bytes(root_bytes).ok_or_else(|| corrupt("the root key (wrong length)"))?;
+        let token_sealed = self.keys.get(Space::Config, TOKEN_HMAC_KEY)?.ok_or_else(|| corrupt("the token hashing key (missing)"))?;
+        let token_key = crypto::open(&root, &token_key_context(), &token_sealed, &|| "the token hashing key".into())?;
+        let token_key = SecretKey::from_bytes(token_key).ok_or_else(|| corrupt("the token hashing key (wrong length)"))?;
+        Ok(Keyring {
+            root,
+            root_version: config.root_key_version,
+            token_hasher: TokenHasher::new(&token_key),
+            tenants: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Forgets the shares submitted so far.
+    pub fn reset_unseal(&self) -> Result<SealStatus> {
+        if let State::Sealed { progress } = &mut *write(&self.state) {
+            progress.clear();
+        }
+        Ok(self.status())
+    }
+
+    /// Drops every key held in memory. Calls already in flight finish with the keys they hold.
+    pub fn seal(&self, _caller: &Caller) -> Result<()> {
+        *write(&self.state) = State::Sealed { progress: Vec::new() };
+        Ok(())
+    }
+
+    fn keyring(&self) -> Result<Arc<Keyring>> {
+        if read(&self.seal_config).is_none() {
+            return Err(Error::NotInitialized);
+        }
+        match &*read(&self.state) {
+            State::Unsealed(keyring) => Ok(Arc::clone(keyring)),
+            State::Sealed { .. } => Err(Error::Sealed),
+        }
+    }
+
+    /// Checks a presented token. Sealed answers [`Error::Sealed`]; an unknown token
+    /// [`Error::PermissionDenied`].
+    pub fn authenticate(&self, token: &Token) -> Result<Caller> {
+        let keyring = self.keyring()?;
+        let hash = keyring.token_hasher.hash(token);
+        let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
+            return Err(Error::PermissionDenied);
+        };
+        let record: TokenRecord = from_json(&bytes, "a token record")?;
+        let stored = hex::decode(&record.hash).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| corrupt("a token record"))?;
+        if !TokenHash(stored).same_as(&hash) {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(Caller { accessor: record.accessor, policies: record.policies, _private: () })
+    }
+
+    // ---- tenants ----
+
+    pub fn create_tenant(&self, _caller: &Caller, name: &TenantName) -> Result<TenantInfo> {
+        let keyring = self.keyring()?;
+        let _guard = lock(&self.tenant_create);
+        if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
+            return Err(Error::AlreadyExists(format!("tenant {name}")));
+        }
+        let id = TenantId::generate()?;
+        let created = now_unix_nanos();
+        // The KEK first: a crash between the two writes leaves an unreachable KEK under a random
+        // id, never a tenant without a key.
+        let kek = SecretKey::generate()?;
+        let mut key_batch = WriteBatch::new();
+        key_batch.put(Space::Config, kek_key(id, 1), self.seal_kek(&keyring, id, 1, &kek, created)?);
+        self.keys.write(key_batch)?;
+        let record = TenantRecord { id: id.to_hex(), name: name.as_str().to_owned(), created_unix_nanos: created };
+        let mut data_batch = WriteBatch::new();
+        data_batch.put(Space::Config, tenant_key(name), to_json(&record)?);
+        self.data.write(data_batch)?;
+        write(&self.tenants).insert(name.clone(), id);
+        Ok(TenantInfo { name: name.clone(), id, created_unix_nanos: created, key_version: 1 })
+    }
+
+    pub fn list_tenants(&self, _caller: &Caller) -> Result<Vec<TenantInfo>> {
+        let keyring = self.keyring()?;
+        let mut tenants = Vec::new();
+        let mut start = b"tenant/".to_vec();
+        loop {
+            let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
+            let Some((last, _)) = page.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (_, value) in &page {
+                let record: TenantRecord = from_json(value, "a tenant record")?;
+                let info = self.tenant_info(&keyring, record)?;
+                tenants.push(info);
+            }
+        }
+        Ok(tenants)
+    }
+
+    fn tenant_info(&self, keyring: &Keyring, record: TenantRecord) -> Result<TenantInfo> {
+        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        let keys = self.tenant_keys(keyring, id)?;
+        Ok(TenantInfo { name, id, created_unix_nanos: record.created_unix_nanos, key_version: keys.current })
+    }
+
+    fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
+        if let Some(id) = read(&self.tenants).get(name) {
+            return Ok(*id);
+        }
+        let bytes = self.data.get(Space::Config, &tenant_key(name))?.ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
+        let record: TenantRecord = from_json(&bytes, "a tenant record")?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        write(&self.tenants).insert(name.clone(), id);
+        Ok(id)
+    }
+
+    // ---- key-encryption keys ----
+
+    fn seal_kek(&self, keyring: &Keyring, tenant: TenantId, version: u32, kek: &SecretKey, created: i64) -> Result<Vec<u8>> {
+        let sealed = crypto::seal(
+            &keyring.root,
+            KeyRef { kind: KeyKind::Root, version: keyring.root_version },
+            &kek_context(tenant, version),
+            kek.expose_secret(),
+        )?;
+        to_json(&KekRecord { created_unix_nanos: created, sealed: STANDARD.encode(sealed) })
+    }
+
+    /// The tenant's KEK versions, unsealed on first use and cached until seal.
+    fn tenant_keys(&self, keyring: &Keyring, tenant: TenantId) -> Result<Arc<TenantKeys>> {
+        if let Some(keys) = read(&keyring.tenants).get(&tenant) {
+            return Ok(Arc::clone(keys));
+        }
+        let prefix = kek_prefix(tenant);
+        let entries = self.keys.scan(Space::Config, &prefix, &prefix, MAX_KEK_VERSIONS)?;
+        let mut versions = HashMap::new();
+        let mut current = 0;
+        for (key, value) in entries {
+            let version = key[prefix.len()..].try_into().map(u32::from_be_bytes).map_err(|_| corrupt("a KEK key"))?;
+            let record: KekRecord = from_json(&value, "a KEK record")?;
+            let sealed = STANDARD.decode(&record.sealed).map_err(|_| corrupt("a KEK record"))?;
+            let header = Header::parse(&sealed)?;
+            if header.key != (KeyRef { kind: KeyKind::Root, version: keyring.root_version }) {
+                return Err(corrupt("a KEK record (sealed under an unknown root key version)"));
+            }
+            let what = || format!("KEK version {version} of tenant {tenant}");
+            let bytes = crypto::open(&keyring.root, &kek_context(tenant, version), &sealed, &what)?;
+            let kek = SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a KEK (wrong length)"))?;
+            versions.insert(version, Arc::new(kek));
+            current = current.max(version);
+        }
+        if versions.is_empty() {
+            return Err(corrupt(&format!("the KEKs of tenant {tenant} (none stored)")));
+        }
+        let loaded = Arc::new(TenantKeys { current, versions });
+        // A rotation may have cached a newer set while this one was loading: keep the newer.
+        let mut cache = write(&keyring.tenants);
+        let cached = cache.entry(tenant).or_insert_with(|| Arc::clone(&loaded));
+        if cached.current < loaded.current {
+            *cached = Arc::clone(&loaded);
+        }
+        Ok(Arc::clone(cached))
+    }
+
+    /// The KEK of `version`, reloading the tenant's keys once if the cache does not have it
+    /// (another writer may have rotated since the cache was filled).
+    fn kek(&self, keyring: &Keyring, tenant: TenantId, version: u32) -> Result<Option<Arc<SecretKey>>> {
+        if let Some(kek) = self.tenant_keys(keyring, tenant)?.versions.get(&version) {
+            return Ok(Some(Arc::clone(kek)));
+        }
+        write(&keyring.tenants).remove(&tenant);
+        Ok(self.tenant_keys(keyring, tenant)?.versions.get(&version).cloned())
+    }
+
+    /// Adds a KEK version for the tenant; every seal after this returns uses it.
+    pub fn rotate(&self, _caller: &Caller, tenant: &TenantName) -> Result<u32> {
+        let keyring = self.keyring()?;
+        let id = self.tenant_id(tenant)?;
+        let _guard = lock(self.stripe(id, ""));
+        let keys = self.tenant_keys(&keyring, id)?;
+        let version = keys.current.checked_add(1).ok_or_else(|| Error::FailedPrecondition("no KEK versions left".into()))?;
+        let kek = SecretKey::generate()?;
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, kek_key(id, version), self.seal_kek(&keyring, id, version, &kek, now_unix_nanos())?);
+        self.keys.write(batch)?;
+        let mut versions: HashMap<u32, Arc<SecretKey>> = keys.versions.iter().map(|(v, k)| (*v, Arc::clone(k))).collect();
+        versions.insert(version, Arc::new(kek));
+        write(&keyring.tenants).insert(id, Arc::new(TenantKeys { current: version, versions }));
+        Ok(version)
+    }
+
+    fn stripe(&self, tenant: TenantId, path: &str) -> &Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        (tenant, path).hash(&mut hasher);
+        &self.stripes[(hasher.finish() as usize) % self.stripes.len()]
+    }
+
+    // ---- secrets ----
+
+    fn check_data(&self, data: &SecretData) -> Result<()> {
+        if data.is_empty() {
+            return Err(Error::invalid("data", "a secret needs at least one field"));
+        }
+        let limit = self.config.max_value_bytes;
+        let mut total = 0usize;
+        for (name, value) in data.expose_secret() {
+            check_field_name(name)?;
+            if value.len() > limit {
+                return Err(Error::TooLarge { field: format!("data[{name:?}]"), size: value.len(), limit });
+            }
+            total += name.len() + value.len();
+        }
+        if total > limit {
+            return Err(Error::TooLarge { field: "data".into(), size: total, limit });
+        }
+        Ok(())
+    }
+
+    /// Writes a new version of the secret: a fresh DEK wrapped under the tenant's current KEK,
+    /// all fields sealed together under the DEK, metadata and version in one atomic write.
+    pub fn put(&self, _caller: &Caller, tenant: &TenantName, path: &SecretPath, data: SecretData) -> Result<PutOutcome> {
+        self.check_data(&data)?;
+        let keyring = self.keyring()?;
+        let id = self.tenant_id(tenant)?;
+        let keys = self.tenant_keys(&keyring, id)?;
+        let kek_version = keys.current;
+        let kek = keys.versions.get(&kek_version).ok_or_else(|| corrupt("the current KEK"))?;
+
+        let _guard = lock(self.stripe(id, path.as_str()));
+        let meta_key = meta_key(id, path);
+        let previous = self.data.get(Space::Secrets, &meta_key)?.map(|b| from_json::<SecretMeta>(&b, "secret metadata")).transpose()?;
+        let version = previous.as_ref().map_or(1, |meta| meta.current_version + 1);
+        let now = now_unix_nanos();
+
+        let dek = SecretKey::generate()?;
+        let wrapped_dek = crypto::seal(
+            kek,
+            KeyRef { kind: KeyKind::Kek, version: kek_version },
+            &dek_context(id, path, version),
+            dek.expose_secret(),
+        )?;
+        let sealed_value =
+            crypto::seal(&dek, KeyRef { kind: KeyKind::Dek, version: 0 }, &value_context(id, path, version), &data.encode())?;
+        drop(dek);
+
+        let meta = SecretMeta {
+            current_version: version,
+            created_unix_nanos: previous.as_ref().map_or(now, |meta| meta.created_unix_nanos),
+            updated_unix_nanos: now,
+        };
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Space::Secrets, version_key(id, path, version), encode_version(now, &wrapped_dek, &sealed_value))
+            .put(Space::Secrets, meta_key, to_json(&meta)?);
+        self.data.write(batch)?;
+        Ok(PutOutcome { version, created_unix_nanos: now })
+    }
+
+    /// Reads a version of the secret (0: the current one).
+    pub fn get(&self, _caller: &Caller, tenant: &TenantName, path: &SecretPath, version: u64) -> Result<SecretVersion> {
+        let keyring = self.keyring()?;
+        let id = self.tenant_id(tenant)?;
+        let not_found = || Error::NotFound(format!("secret {path}"));
+        let meta_bytes = self.data.get(Space::Secrets, &meta_key(id, path))?.ok_or_else(not_found)?;
+        let meta: SecretMeta = from_json(&meta_bytes, "secret metadata")?;
+        let version = if version == 0 { meta.current_version } else { version };
+        let version_not_found = || Error::NotFound(format!("secret {path} version {version}"));
+        if version > meta.current_version {
+            return Err(version_not_found());
+        }
+        let stored = self.data.get(Space::Secrets, &version_key(id, path, version))?.ok_or_else(version_not_found)?;
+        let what = || format!("secret {path} version {version}");
+        let (created, wrapped_dek, sealed_value) = decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
+        let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
+        if header.key.kind != KeyKind::Kek {
+            return Err(Error::Integrity(what()));
+        }
+        let kek = self.kek(&keyring, id, header.key.version)?.ok_or_else(|| Error::Integrity(what()))?;
+        let dek_bytes = crypto::open(&kek, &dek_context(id, path, version), wrapped_dek, &what)?;
+        let dek = SecretKey::from_bytes(dek_bytes).ok_or_else(|| Error::Integrity(what()))?;
+        let plaintext = crypto::open(&dek, &value_context(id, path, version), sealed_value, &what)?;
+        let data = SecretData::decode(&plaintext).ok_or_else(|| Error::Integrity(what()))?;
+        Ok(SecretVersion { version, created_unix_nanos: created, key_version: header.key.version, data })
+    }
+
+    /// Lists one level below `prefix` (folders end in `/`), or every secret below it when
+    /// `recursive`. Reads at most `page_size + 1` entries per page, plus one seek per folder
+    /// skipped over.
+    pub fn list(
+        &self,
+        _caller: &Caller,
+        tenant: &TenantName,
+        prefix: &FolderPrefix,
+        page_size: usize,
+        page_token: &str,
+        recursive: bool,
+    ) -> Result<ListPage> {
+        let _keyring = self.keyring()?;
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Error::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}")));
+            }
+            n => n,
+        };
+        let id = self.tenant_id(tenant)?;
+        let mut base = meta_prefix(id);
+        base.extend_from_slice(prefix.as_str().as_bytes());
+        let mut cursor = base.clone();
+        cursor.extend_from_slice(&URL_SAFE_NO_PAD.decode(page_token).map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?);
+
+        let mut keys = Vec::new();
+        let mut next_page_token = None;
+        'scan: loop {
+            let want = page_size + 1 - keys.len();
+            let entries = self.data.scan(Space::Secrets, &base, &cursor, want)?;
+            let exhausted = entries.len() < want;
+            for (key, _) in &entries {
+                let relative = &key[base.len()..];
+                if keys.len() == page_size {
+                    next_page_token = Some(URL_SAFE_NO_PAD.encode(relative));
+                    break 'scan;
+                }
+                let name = std::str::from_utf8(relative).map_err(|_| corrupt("a secret path"))?;
+                match name.find('/') {
+                    Some(slash) if !recursive => {
+                        keys.push(name[..=slash].to_owned());
+                        // Skip the folder's subtree: '0' is the byte after '/'.
+                        cursor = base.clone();
+                        cursor.extend_from_slice(&relative[..slash]);
+                        cursor.push(b'/' + 1);
+                        continue 'scan;
+                    }
+                    _ => {
+                        keys.push(name.to_owned());
+                        cursor = key.clone();
+                        cursor.push(0);
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        Ok(ListPage { keys, next_page_token })
+    }
+
+    /// Removes the secret with all its versions, in one atomic write.
+    pub fn delete(&self, _caller: &Caller, tenant: &TenantName, path: &SecretPath) -> Result<()> {
+        let _keyring = self.keyring()?;
+        let id = self.tenant_id(tenant)?;
+        let _guard = lock(self.stripe(id, path.as_str()));
+        let meta_key = meta_key(id, path);
+        if self.data.get(Space::Secrets, &meta_key)?.is_none() {
+            return Err(Error::NotFound(format!("secret {path}")));
+        }
+        let prefix = versions_prefix(id, path);
+        let mut batch = WriteBatch::new();
+        let mut start = prefix.clone();
+        loop {
+            let entries = self.data.scan(Space::Secrets, &prefix, &start, 1024)?;
+            let Some((last, _)) = entries.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (key, _) in entries {
+                batch.delete(Space::Secrets, key);
+            }
+        }
+        batch.delete(Space::Secrets, meta_key);
+        self.data.write(batch)?;
+        Ok(())
+    }
+}
+
+fn root_key_context() -> Context<'static> {
+    Context { purpose: Purpose::RootKey, tenant: None, path: ROOT_KEY_PATH, version: 1 }
+}
+
+fn token_key_context() -> Context<'static> {
+    Context { purpose: Purpose::SystemKey, tenant: None, path: TOKEN_HMAC_PATH, version: 1 }
+}
+
+fn kek_context(tenant: TenantId, version: u32) -> Context<'static> {
+    Context { purpose: Purpose::Kek, tenant: Some(tenant), path: "", version: u64::from(version) }
+}
+
+fn dek_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'_> {
+    Context { purpose: Purpose::Dek, tenant: Some(tenant), path: path.as_str(), version }
+}
+
+fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'_> {
+    Context { purpose: Purpose::SecretValue, tenant: Some(tenant), path: path.as_str(), version }
+}
+
+#[cfg(test)]
+mod tests;

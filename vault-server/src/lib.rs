@@ -1,0 +1,168 @@
+//! The vault's gRPC server: turns protobuf into vault-core calls and back.
+//!
+//! Invariant: this is the only crate that converts between protobuf messages and domain types,
+//! and every RPC passes through [`call::CallLayer`], which knows the request id, the caller and
+//! the outcome of every call (the audit log hooks in there).
+
+#![forbid(unsafe_code)]
+
+pub mod call;
+mod dev;
+mod secrets;
+mod status;
+mod system;
+mod tenants;
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use vault_core::{Vault, VaultConfig, storage::RocksStorage};
+use vault_proto::v1::{
+    FILE_DESCRIPTOR_SET, secrets_server::SecretsServer, system_server::SystemServer, tenants_server::TenantsServer,
+};
+
+/// Default transport limit for one request message.
+const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Parser, Debug)]
+#[command(name = "vault-server", version, about = "The vault: secrets and key-management server (gRPC)")]
+pub struct Args {
+    /// Development mode: embedded RocksDB in --data-dir (default ./vault-dev-data), one share,
+    /// unseals itself and prints the share and root token. Insecure; loopback only.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// Address to listen on. Plaintext gRPC is only allowed on loopback addresses.
+    #[arg(long, default_value = "127.0.0.1:8200", env = "VAULT_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Directory for the data store and the key store (created if missing).
+    #[arg(long, env = "VAULT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Largest secret accepted (all fields of one version together), in bytes.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+
+    /// Transport limit for one request message, in bytes; larger requests get RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
+    /// This node's name in status output and audit records (default: the host name).
+    #[arg(long, env = "VAULT_NODE_ID")]
+    pub node_id: Option<String>,
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// What every service shares.
+pub(crate) struct Shared {
+    pub vault: Arc<Vault>,
+    pub node_id: String,
+}
+
+pub async fn run(args: Args) -> Result<(), String> {
+    if !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {} without TLS: plaintext gRPC is allowed on loopback addresses only \
+             (use --listen 127.0.0.1:PORT; TLS support arrives with access control)",
+            args.listen
+        ));
+    }
+    if args.max_request_bytes <= args.max_value_bytes {
+        return Err(format!(
+            "--max-request-bytes ({}) must be larger than --max-value-bytes ({})",
+            args.max_request_bytes, args.max_value_bytes
+        ));
+    }
+    let data_dir = match (&args.data_dir, args.dev) {
+        (Some(dir), _) => dir.clone(),
+        (None, true) => PathBuf::from("vault-dev-data"),
+        (None, false) => return Err("--data-dir is required (or use --dev to try the vault)".into()),
+    };
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let data = RocksStorage::open(&data_dir.join("data")).map_err(|e| format!("cannot open the data store: {e}"))?;
+    let keys = RocksStorage::open(&data_dir.join("keys")).map_err(|e| format!("cannot open the key store: {e}"))?;
+    let config = VaultConfig { max_value_bytes: args.max_value_bytes };
+    let vault = Arc::new(Vault::open(Arc::new(data), Arc::new(keys), config).map_err(|e| format!("cannot open the vault: {e}"))?);
+
+    if args.dev {
+        dev::bootstrap(&vault, &data_dir)?;
+    }
+
+    let node_id = args.node_id.clone().unwrap_or_else(host_name);
+    let shared = Arc::new(Shared { vault: Arc::clone(&vault), node_id: node_id.clone() });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<SystemServer<system::SystemService>>().await;
+    health_reporter.set_serving::<SecretsServer<secrets::SecretsService>>().await;
+    health_reporter.set_serving::<TenantsServer<tenants::TenantsService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("cannot build the reflection service: {e}"))?;
+
+    let limit = args.max_request_bytes;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    // The first line on stdout is for humans and for tests that start the server on port 0.
+    println!("vault-server listening on {local}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
+
+    Server::builder()
+        .layer(call::CallLayer::new(node_id, limit))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(SystemServer::new(system::SystemService::new(Arc::clone(&shared))).max_decoding_message_size(limit))
+        .add_service(SecretsServer::new(secrets::SecretsService::new(Arc::clone(&shared))).max_decoding_message_size(limit))
+        .add_service(TenantsServer::new(tenants::TenantsService::new(Arc::clone(&shared))).max_decoding_message_size(limit))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "vault-node".into())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown requested");
+}
