@@ -116,8 +116,9 @@ fn init_unseal_use_restart_rotate_seal() {
     let other_dir = tempfile::tempdir().expect("tempdir");
     let other = TestServer::start(other_dir.path(), &[]);
     let (foreign, _) = init(&other, 3, 2);
-    unseal(&server, &[&shares[0]]);
-    let wrong = server.cli_with_stdin(None, &["unseal"], Some(foreign[1].as_bytes()));
+    // The mismatch shows when the threshold is reached: two good shares, then the foreign one.
+    unseal(&server, &[&shares[0], &shares[1]]);
+    let wrong = server.cli_with_stdin(None, &["unseal"], Some(foreign[2].as_bytes()));
     assert!(wrong.failed().contains("unseal failed: the shares do not reconstruct the unseal key"), "{}", wrong.stderr);
     assert_eq!(server.cli(None, &["status", "--format", "json"]).json()["progress"], 0);
     let garbage = server.cli_with_stdin(None, &["unseal"], Some(b"not-a-share"));
