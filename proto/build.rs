@@ -4,7 +4,12 @@ use std::{env, fs, io, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["vault/v1/system.proto", "vault/v1/secrets.proto", "vault/v1/tenants.proto"];
+const PROTOS: &[&str] = &[
+    "vault/v1/system.proto",
+    "vault/v1/secrets.proto",
+    "vault/v1/tenants.proto",
+    "vault/v1/audit.proto",
+];
 
 /// Messages that carry shares, tokens or secret values: their generated Debug would print them,
 /// so lib.rs implements a redacting one instead.
@@ -20,7 +25,9 @@ fn main() -> io::Result<()> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let fds = protox::compile(PROTOS, ["."]).map_err(|e| io::Error::other(e.to_string()))?;
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR is not set"))?);
+    let out_dir = PathBuf::from(
+        env::var_os("OUT_DIR").ok_or_else(|| io::Error::other("OUT_DIR is not set"))?,
+    );
     fs::write(out_dir.join("vault_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .skip_debug(SECRET_BEARING.iter().copied())

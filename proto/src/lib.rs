@@ -10,7 +10,8 @@ pub mod vault {
         tonic::include_proto!("vault.v1");
 
         /// The encoded file descriptor set, for gRPC server reflection.
-        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vault_descriptor");
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            tonic::include_file_descriptor_set!("vault_descriptor");
     }
 }
 
@@ -62,7 +63,9 @@ struct RedactedFields<'a, I: Iterator<Item = &'a String> + Clone>(I);
 
 impl<'a, I: Iterator<Item = &'a String> + Clone> fmt::Debug for RedactedFields<'a, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.0.clone().map(|name| (name, "<redacted>"))).finish()
+        f.debug_map()
+            .entries(self.0.clone().map(|name| (name, "<redacted>")))
+            .finish()
     }
 }
 
@@ -72,10 +75,22 @@ mod tests {
 
     #[test]
     fn debug_of_secret_bearing_messages_hides_values() {
-        let mut put = v1::PutRequest { tenant: "acme".into(), path: "db/primary".into(), ..Default::default() };
-        put.data.insert("password".into(), b"hunter2-canary".to_vec());
-        let init = v1::InitResponse { shares: vec!["share-canary".into()], root_token: "token-canary".into(), threshold: 1 };
-        let unseal = v1::UnsealRequest { share: "share-canary".into(), reset: false };
+        let mut put = v1::PutRequest {
+            tenant: "acme".into(),
+            path: "db/primary".into(),
+            ..Default::default()
+        };
+        put.data
+            .insert("password".into(), b"hunter2-canary".to_vec());
+        let init = v1::InitResponse {
+            shares: vec!["share-canary".into()],
+            root_token: "token-canary".into(),
+            threshold: 1,
+        };
+        let unseal = v1::UnsealRequest {
+            share: "share-canary".into(),
+            reset: false,
+        };
         let printed = format!("{put:?} {init:?} {unseal:?}");
         assert!(printed.contains("password"), "{printed}");
         for canary in ["hunter2", "share-canary", "token-canary"] {

@@ -3,11 +3,17 @@
 
 use std::path::Path;
 
-use base64::{Engine, engine::general_purpose::{STANDARD, URL_SAFE}};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE},
+};
 use vault_tests::{TestServer, init, unseal};
 
 fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read_dir").map_while(Result::ok) {
+    for entry in std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map_while(Result::ok)
+    {
         let path = entry.path();
         if path.is_dir() {
             files(&path, out);
@@ -20,7 +26,11 @@ fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 /// Every encoding a careless implementation might store `needle` in.
 fn encodings(needle: &str) -> Vec<Vec<u8>> {
     let bytes = needle.as_bytes();
-    let mut forms = vec![bytes.to_vec(), hex::encode(bytes).into_bytes(), hex::encode_upper(bytes).into_bytes()];
+    let mut forms = vec![
+        bytes.to_vec(),
+        hex::encode(bytes).into_bytes(),
+        hex::encode_upper(bytes).into_bytes(),
+    ];
     // Base64 depends on alignment: take the stable middle of the encoding at each offset.
     for offset in 0..3 {
         for engine in [&STANDARD, &URL_SAFE] {
@@ -40,15 +50,49 @@ fn canaries_never_reach_the_disk_in_any_encoding() {
     unseal(&server, &[&shares[0], &shares[1]]);
     let token = Some(token.as_str());
     server.cli(token, &["tenant", "create", "acme"]).ok();
-    let canaries: Vec<String> = (0..5).map(|i| format!("CANARY-{i}-d41d8cd98f00b204e9800998ecf8427e")).collect();
+    let canaries: Vec<String> = (0..5)
+        .map(|i| format!("CANARY-{i}-d41d8cd98f00b204e9800998ecf8427e"))
+        .collect();
     for (i, canary) in canaries.iter().enumerate() {
         let field = format!("password={canary}");
-        server.cli(token, &["put", "--tenant", "acme", &format!("canaries/c{i}"), &field]).ok();
-        server.cli(token, &["put", "--tenant", "acme", &format!("canaries/c{i}"), &field, "note=second version"]).ok();
+        server
+            .cli(
+                token,
+                &["put", "--tenant", "acme", &format!("canaries/c{i}"), &field],
+            )
+            .ok();
+        server
+            .cli(
+                token,
+                &[
+                    "put",
+                    "--tenant",
+                    "acme",
+                    &format!("canaries/c{i}"),
+                    &field,
+                    "note=second version",
+                ],
+            )
+            .ok();
     }
     server.cli(token, &["rotate", "--tenant", "acme"]).ok();
     // Read one back so the test would notice if the canaries were not stored at all.
-    assert_eq!(server.cli(token, &["get", "--tenant", "acme", "canaries/c0", "--field", "password"]).ok(), canaries[0]);
+    assert_eq!(
+        server
+            .cli(
+                token,
+                &[
+                    "get",
+                    "--tenant",
+                    "acme",
+                    "canaries/c0",
+                    "--field",
+                    "password"
+                ]
+            )
+            .ok(),
+        canaries[0]
+    );
     server.kill();
     // Restart and stop once more so RocksDB has flushed and compacted what it will.
     let restarted = TestServer::start(dir.path(), &[]);
@@ -58,7 +102,11 @@ fn canaries_never_reach_the_disk_in_any_encoding() {
     files(dir.path(), &mut all);
     assert!(all.len() > 5, "expected RocksDB files, found {all:?}");
     let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
-    for secret in canaries.iter().chain(shares.iter()).chain(std::iter::once(&token.expect("token").to_owned())) {
+    for secret in canaries
+        .iter()
+        .chain(shares.iter())
+        .chain(std::iter::once(&token.expect("token").to_owned()))
+    {
         for form in encodings(secret) {
             needles.push((secret.chars().take(12).collect(), form));
         }
@@ -67,7 +115,10 @@ fn canaries_never_reach_the_disk_in_any_encoding() {
     for file in &all {
         let contents = std::fs::read(file).expect("read file");
         for (label, needle) in &needles {
-            if contents.windows(needle.len()).any(|window| window == needle.as_slice()) {
+            if contents
+                .windows(needle.len())
+                .any(|window| window == needle.as_slice())
+            {
                 hits.push(format!("{label}… in {}", file.display()));
             }
         }

@@ -19,9 +19,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/it-<hash>  ->  target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build the binaries first (cargo build --workspace --bins)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
     path
 }
 
@@ -36,14 +43,24 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `data_dir` with extra arguments, and waits for its listening line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> TestServer {
-        Self::try_start(data_dir, extra).unwrap_or_else(|output| panic!("vault-server did not start:\n{output}"))
+        Self::try_start(data_dir, extra)
+            .unwrap_or_else(|output| panic!("vault-server did not start:\n{output}"))
     }
 
     /// Like `start`, but returns what the server printed if it exits instead of listening.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<TestServer, String> {
         let mut command = Command::new(binary("vault-server"));
-        command.arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(extra);
-        command.env("VAULT_LOG", "warn,vault::call=info").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra);
+        command
+            .env("VAULT_LOG", "warn,vault::call=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn vault-server");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
@@ -66,19 +83,30 @@ impl TestServer {
         loop {
             match lines_rx.recv_timeout(START_TIMEOUT) {
                 Ok(line) => {
-                    let addr = line.strip_prefix("vault-server listening on ").map(str::to_owned);
+                    let addr = line
+                        .strip_prefix("vault-server listening on ")
+                        .map(str::to_owned);
                     banner.push(line);
                     if let Some(addr) = addr {
                         // Keep receiving in the background so the channel never fills.
                         std::thread::spawn(move || while lines_rx.recv().is_ok() {});
-                        return Ok(TestServer { child: Some(child), addr: format!("http://{addr}"), data_dir: data_dir.to_owned(), banner });
+                        return Ok(TestServer {
+                            child: Some(child),
+                            addr: format!("http://{addr}"),
+                            data_dir: data_dir.to_owned(),
+                            banner,
+                        });
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     let stderr: Vec<String> = err_rx.try_iter().collect();
-                    return Err(format!("stdout:\n{}\nstderr:\n{}", banner.join("\n"), stderr.join("\n")));
+                    return Err(format!(
+                        "stdout:\n{}\nstderr:\n{}",
+                        banner.join("\n"),
+                        stderr.join("\n")
+                    ));
                 }
             }
         }
@@ -97,8 +125,23 @@ impl TestServer {
         self.cli_with_stdin(token, args, None)
     }
 
-    pub fn cli_with_stdin(&self, token: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    pub fn cli_with_stdin(
+        &self,
+        token: Option<&str>,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> CliOutput {
         run_cli(&self.addr, token, args, stdin)
+    }
+
+    /// Runs vault-cli with extra environment variables (e.g. VAULT_TENANT).
+    pub fn cli_with_env(
+        &self,
+        token: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> CliOutput {
+        run_cli_with(&self.addr, token, args, None, env)
     }
 
     pub fn endpoint(&self) -> String {
@@ -124,34 +167,69 @@ pub struct CliOutput {
 impl CliOutput {
     /// Asserts success and returns stdout.
     pub fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "vault-cli failed\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "vault-cli failed\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         &self.stdout
     }
 
     /// Asserts failure and returns stderr.
     pub fn failed(&self) -> &str {
-        assert_ne!(self.code, 0, "vault-cli unexpectedly succeeded\nstdout: {}", self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "vault-cli unexpectedly succeeded\nstdout: {}",
+            self.stdout
+        );
         &self.stderr
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.ok()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }
 
 pub fn run_cli(addr: &str, token: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    run_cli_with(addr, token, args, stdin, &[])
+}
+
+fn run_cli_with(
+    addr: &str,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &str)],
+) -> CliOutput {
     let mut command = Command::new(binary("vault-cli"));
-    command.args(args).env("VAULT_ADDR", addr).env_remove("VAULT_TOKEN").env_remove("VAULT_TENANT");
+    command
+        .args(args)
+        .env("VAULT_ADDR", addr)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("VAULT_TENANT");
+    command.envs(env.iter().copied());
     if let Some(token) = token {
         command.env("VAULT_TOKEN", token);
     }
-    command.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn vault-cli");
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().expect("stdin");
         pipe.write_all(bytes).expect("write stdin");
     }
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("vault-cli output");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("vault-cli output");
     CliOutput {
         code: status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -161,9 +239,25 @@ pub fn run_cli(addr: &str, token: Option<&str>, args: &[&str], stdin: Option<&[u
 
 /// Init through the CLI; returns (shares, root token).
 pub fn init(server: &TestServer, shares: u32, threshold: u32) -> (Vec<String>, String) {
-    let output = server.cli(None, &["init", "--shares", &shares.to_string(), "--threshold", &threshold.to_string(), "--format", "json"]);
+    let output = server.cli(
+        None,
+        &[
+            "init",
+            "--shares",
+            &shares.to_string(),
+            "--threshold",
+            &threshold.to_string(),
+            "--format",
+            "json",
+        ],
+    );
     let json = output.json();
-    let shares = json["shares"].as_array().expect("shares").iter().map(|s| s.as_str().expect("share").to_owned()).collect();
+    let shares = json["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .map(|s| s.as_str().expect("share").to_owned())
+        .collect();
     let token = json["root_token"].as_str().expect("root token").to_owned();
     (shares, token)
 }
@@ -172,7 +266,13 @@ pub fn init(server: &TestServer, shares: u32, threshold: u32) -> (Vec<String>, S
 pub fn unseal(server: &TestServer, shares: &[&str]) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     for share in shares {
-        last = server.cli_with_stdin(None, &["unseal", "--format", "json"], Some(share.as_bytes())).json();
+        last = server
+            .cli_with_stdin(
+                None,
+                &["unseal", "--format", "json"],
+                Some(share.as_bytes()),
+            )
+            .json();
     }
     last
 }

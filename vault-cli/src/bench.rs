@@ -54,12 +54,22 @@ struct ClientResult {
 
 pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
     if args.clients == 0 || args.keys == 0 || args.put_every == 0 {
-        return Err(CliError::new("--clients, --keys and --put-every must be at least 1"));
+        return Err(CliError::new(
+            "--clients, --keys and --put-every must be at least 1",
+        ));
     }
     let token = token()?;
     let channel = connect(addr).await?;
     let mut tenants = TenantsClient::new(channel.clone());
-    if let Err(status) = tenants.create_tenant(authed(v1::CreateTenantRequest { name: args.tenant.clone() }, &token)?).await {
+    if let Err(status) = tenants
+        .create_tenant(authed(
+            v1::CreateTenantRequest {
+                name: args.tenant.clone(),
+            },
+            &token,
+        )?)
+        .await
+    {
         if !already_exists(&status) {
             return Err(CliError::from_status(status, addr));
         }
@@ -69,11 +79,16 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
     let mut secrets = SecretsClient::new(channel);
     for key in 0..args.keys {
         let request = put_request(&args.tenant, key, &value);
-        secrets.put(authed(request, &token)?).await.map_err(|s| CliError::from_status(s, addr))?;
+        secrets
+            .put(authed(request, &token)?)
+            .await
+            .map_err(|s| CliError::from_status(s, addr))?;
     }
 
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
-    let per_client_requests = args.requests.map(|total| total.div_ceil(args.clients as u64));
+    let per_client_requests = args
+        .requests
+        .map(|total| total.div_ceil(args.clients as u64));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
     for client_index in 0..args.clients {
@@ -84,12 +99,26 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         let value = value.clone();
         let (keys, put_every) = (args.keys, args.put_every);
         tasks.push(tokio::spawn(async move {
-            drive(channel, token, &op, &tenant, &value, keys, put_every, client_index as u64, deadline, per_client_requests).await
+            drive(
+                channel,
+                token,
+                &op,
+                &tenant,
+                &value,
+                keys,
+                put_every,
+                client_index as u64,
+                deadline,
+                per_client_requests,
+            )
+            .await
         }));
     }
     let mut total = ClientResult::default();
     for task in tasks {
-        let result = task.await.map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
+        let result = task
+            .await
+            .map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
         total.latencies_micros.extend(result.latencies_micros);
         total.puts += result.puts;
         total.gets += result.gets;
@@ -102,7 +131,11 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
 }
 
 fn put_request(tenant: &str, key: u64, value: &[u8]) -> v1::PutRequest {
-    let mut request = v1::PutRequest { tenant: tenant.to_owned(), path: format!("bench/k{key:08}"), ..Default::default() };
+    let mut request = v1::PutRequest {
+        tenant: tenant.to_owned(),
+        path: format!("bench/k{key:08}"),
+        ..Default::default()
+    };
     request.data.insert("value".to_owned(), value.to_vec());
     request
 }
@@ -129,7 +162,9 @@ async fn drive(
             break;
         }
         sent += 1;
-        counter = counter.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        counter = counter
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         let key = (counter >> 33) % keys;
         let is_put = match op {
             "put" => true,
@@ -143,7 +178,11 @@ async fn drive(
                 Err(e) => Err(tonic::Status::invalid_argument(e.message)),
             }
         } else {
-            let request = v1::GetRequest { tenant: tenant.to_owned(), path: format!("bench/k{key:08}"), version: 0 };
+            let request = v1::GetRequest {
+                tenant: tenant.to_owned(),
+                path: format!("bench/k{key:08}"),
+                version: 0,
+            };
             match authed(request, &token) {
                 Ok(request) => client.get(request).await.map(|_| ()),
                 Err(e) => Err(tonic::Status::invalid_argument(e.message)),
@@ -153,11 +192,17 @@ async fn drive(
         match outcome {
             Ok(()) => {
                 result.latencies_micros.push(micros);
-                if is_put { result.puts += 1 } else { result.gets += 1 }
+                if is_put {
+                    result.puts += 1
+                } else {
+                    result.gets += 1
+                }
             }
             Err(status) => {
                 result.errors += 1;
-                result.first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                result
+                    .first_error
+                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
             }
         }
     }
@@ -175,15 +220,30 @@ fn percentile(sorted: &[u32], fraction: f64) -> f64 {
 fn report(args: &BenchArgs, total: &mut ClientResult, elapsed: f64, format: Format) {
     total.latencies_micros.sort_unstable();
     let done = total.puts + total.gets;
-    let throughput = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+    let throughput = if elapsed > 0.0 {
+        done as f64 / elapsed
+    } else {
+        0.0
+    };
     let (p50, p99, p999) = (
         percentile(&total.latencies_micros, 0.50),
         percentile(&total.latencies_micros, 0.99),
         percentile(&total.latencies_micros, 0.999),
     );
-    let max = total.latencies_micros.last().map_or(0.0, |m| f64::from(*m) / 1000.0);
-    let put_ratio = if done > 0 { total.puts as f64 / done as f64 } else { 0.0 };
-    let error_ratio = if done + total.errors > 0 { total.errors as f64 / (done + total.errors) as f64 } else { 0.0 };
+    let max = total
+        .latencies_micros
+        .last()
+        .map_or(0.0, |m| f64::from(*m) / 1000.0);
+    let put_ratio = if done > 0 {
+        total.puts as f64 / done as f64
+    } else {
+        0.0
+    };
+    let error_ratio = if done + total.errors > 0 {
+        total.errors as f64 / (done + total.errors) as f64
+    } else {
+        0.0
+    };
     match format {
         Format::Json => println!(
             "{}",

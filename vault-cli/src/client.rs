@@ -16,29 +16,51 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(message: impl Into<String>) -> Self {
-        CliError { message: message.into(), hint: None }
+        CliError {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn with_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
-        CliError { message: message.into(), hint: Some(hint.into()) }
+        CliError {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
     }
 
     pub fn from_status(status: Status, addr: &str) -> Self {
         let message = status.message().to_owned();
-        let request_id = status.metadata().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request_id = status
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let hint = match status.code() {
-            Code::Unauthenticated => Some("set VAULT_TOKEN to a token (init prints the root token)".to_owned()),
+            Code::Unauthenticated => {
+                Some("set VAULT_TOKEN to a token (init prints the root token)".to_owned())
+            }
             Code::FailedPrecondition if message == "vault is sealed" => {
                 Some("unseal it: each operator runs `vault-cli unseal` with one share".to_owned())
             }
-            Code::FailedPrecondition if message == "vault is not initialized" => Some("run `vault-cli init` first".to_owned()),
-            Code::Unavailable if message.contains("transport") || message.contains("connect") => {
-                Some(format!("is vault-server running at {addr}? (set VAULT_ADDR)"))
+            Code::FailedPrecondition if message == "vault is not initialized" => {
+                Some("run `vault-cli init` first".to_owned())
             }
-            Code::Internal | Code::Unavailable => request_id.map(|id| format!("the server log has details under request id {id}")),
+            Code::Unavailable if message.contains("transport") || message.contains("connect") => {
+                Some(format!(
+                    "is vault-server running at {addr}? (set VAULT_ADDR)"
+                ))
+            }
+            Code::Internal | Code::Unavailable => {
+                request_id.map(|id| format!("the server log has details under request id {id}"))
+            }
             _ => None,
         };
-        let message = if message.is_empty() { format!("{:?}", status.code()) } else { message };
+        let message = if message.is_empty() {
+            format!("{:?}", status.code())
+        } else {
+            message
+        };
         CliError { message, hint }
     }
 }
@@ -46,8 +68,12 @@ impl CliError {
 pub type CliResult<T> = Result<T, CliError>;
 
 pub async fn connect(addr: &str) -> CliResult<Channel> {
-    let endpoint = Endpoint::from_shared(addr.to_owned())
-        .map_err(|_| CliError::with_hint(format!("invalid address {addr:?}"), "VAULT_ADDR looks like http://127.0.0.1:8200"))?;
+    let endpoint = Endpoint::from_shared(addr.to_owned()).map_err(|_| {
+        CliError::with_hint(
+            format!("invalid address {addr:?}"),
+            "VAULT_ADDR looks like http://127.0.0.1:8200",
+        )
+    })?;
     endpoint.connect().await.map_err(|e| {
         CliError::with_hint(
             format!("cannot connect to the vault at {addr}: {}", source_text(&e)),
@@ -70,7 +96,10 @@ fn source_text(error: &dyn std::error::Error) -> String {
 pub fn token() -> CliResult<Zeroizing<String>> {
     match std::env::var("VAULT_TOKEN") {
         Ok(token) if !token.trim().is_empty() => Ok(Zeroizing::new(token.trim().to_owned())),
-        _ => Err(CliError::with_hint("no token: VAULT_TOKEN is not set", "export VAULT_TOKEN=<token> (init prints the root token)")),
+        _ => Err(CliError::with_hint(
+            "no token: VAULT_TOKEN is not set",
+            "export VAULT_TOKEN=<token> (init prints the root token)",
+        )),
     }
 }
 

@@ -21,26 +21,48 @@ pub async fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Init { shares, threshold } => {
             let mut client = SystemClient::new(connect(&addr).await?);
-            let response = client.init(v1::InitRequest { shares, threshold }).await.map_err(status_error)?.into_inner();
+            let response = client
+                .init(v1::InitRequest { shares, threshold })
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print_init(&response, format);
         }
         Command::Unseal { share_file, reset } => {
-            let share = if reset { Zeroizing::new(String::new()) } else { read_share(share_file.as_deref())? };
+            let share = if reset {
+                Zeroizing::new(String::new())
+            } else {
+                read_share(share_file.as_deref())?
+            };
             let mut client = SystemClient::new(connect(&addr).await?);
-            let request = v1::UnsealRequest { share: share.as_str().to_owned(), reset };
-            let response = client.unseal(request).await.map_err(status_error)?.into_inner();
+            let request = v1::UnsealRequest {
+                share: share.as_str().to_owned(),
+                reset,
+            };
+            let response = client
+                .unseal(request)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             match format {
                 Format::Json => print_json(&json!({
                     "sealed": response.sealed, "threshold": response.threshold,
                     "shares": response.shares, "progress": response.progress,
                 })),
                 Format::Text if !response.sealed => println!("Vault is unsealed."),
-                Format::Text => println!("Vault is sealed: {}/{} shares entered.", response.progress, response.threshold),
+                Format::Text => println!(
+                    "Vault is sealed: {}/{} shares entered.",
+                    response.progress, response.threshold
+                ),
             }
         }
         Command::Status => {
             let mut client = SystemClient::new(connect(&addr).await?);
-            let s = client.status(v1::StatusRequest {}).await.map_err(status_error)?.into_inner();
+            let s = client
+                .status(v1::StatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
             match format {
                 Format::Json => print_json(&json!({
                     "initialized": s.initialized, "sealed": s.sealed, "threshold": s.threshold,
@@ -62,7 +84,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Seal => {
             let token = token()?;
             let mut client = SystemClient::new(connect(&addr).await?);
-            client.seal(authed(v1::SealRequest {}, &token)?).await.map_err(status_error)?;
+            client
+                .seal(authed(v1::SealRequest {}, &token)?)
+                .await
+                .map_err(status_error)?;
             match format {
                 Format::Json => print_json(&json!({ "sealed": true })),
                 Format::Text => println!("Vault is sealed."),
@@ -71,7 +96,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Tenant(TenantCommand::Create { name }) => {
             let token = token()?;
             let mut client = TenantsClient::new(connect(&addr).await?);
-            let response = client.create_tenant(authed(v1::CreateTenantRequest { name }, &token)?).await.map_err(status_error)?;
+            let response = client
+                .create_tenant(authed(v1::CreateTenantRequest { name }, &token)?)
+                .await
+                .map_err(status_error)?;
             let tenant = response.into_inner().tenant.unwrap_or_default();
             match format {
                 Format::Json => print_json(&tenant_json(&tenant)),
@@ -81,10 +109,15 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Tenant(TenantCommand::List) => {
             let token = token()?;
             let mut client = TenantsClient::new(connect(&addr).await?);
-            let response = client.list_tenants(authed(v1::ListTenantsRequest {}, &token)?).await.map_err(status_error)?;
+            let response = client
+                .list_tenants(authed(v1::ListTenantsRequest {}, &token)?)
+                .await
+                .map_err(status_error)?;
             let tenants = response.into_inner().tenants;
             match format {
-                Format::Json => print_json(&json!({ "tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>() })),
+                Format::Json => print_json(
+                    &json!({ "tenants": tenants.iter().map(tenant_json).collect::<Vec<_>>() }),
+                ),
                 Format::Text => {
                     for tenant in tenants {
                         println!("{}", tenant.name);
@@ -92,31 +125,76 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 }
             }
         }
-        Command::Put { tenant, path, fields } => {
+        Command::Put {
+            tenant,
+            path,
+            fields,
+        } => {
             let data = read_fields(&fields)?;
             let token = token()?;
             let mut client = SecretsClient::new(connect(&addr).await?);
-            let request = v1::PutRequest { tenant: tenant.tenant, path: path.clone(), data };
-            let response = client.put(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            let request = v1::PutRequest {
+                tenant: tenant.tenant,
+                path: path.clone(),
+                data,
+            };
+            let response = client
+                .put(authed(request, &token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             match format {
-                Format::Json => print_json(&json!({ "path": path, "version": response.version, "created_time": response.created_time })),
+                Format::Json => print_json(
+                    &json!({ "path": path, "version": response.version, "created_time": response.created_time }),
+                ),
                 Format::Text => println!("Wrote {path} version {}.", response.version),
             }
         }
-        Command::Get { tenant, path, field, version } => {
+        Command::Get {
+            tenant,
+            path,
+            field,
+            version,
+        } => {
             let token = token()?;
             let mut client = SecretsClient::new(connect(&addr).await?);
-            let request = v1::GetRequest { tenant: tenant.tenant, path, version };
-            let response = client.get(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            let request = v1::GetRequest {
+                tenant: tenant.tenant,
+                path,
+                version,
+            };
+            let response = client
+                .get(authed(request, &token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             print_secret(&response, field.as_deref(), format)?;
         }
-        Command::List { tenant, prefix, page_size, page_token, recursive } => {
+        Command::List {
+            tenant,
+            prefix,
+            page_size,
+            page_token,
+            recursive,
+        } => {
             let token = token()?;
             let mut client = SecretsClient::new(connect(&addr).await?);
-            let request = v1::ListRequest { tenant: tenant.tenant, prefix, page_size, page_token, recursive };
-            let response = client.list(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            let request = v1::ListRequest {
+                tenant: tenant.tenant,
+                prefix,
+                page_size,
+                page_token,
+                recursive,
+            };
+            let response = client
+                .list(authed(request, &token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             match format {
-                Format::Json => print_json(&json!({ "keys": response.keys, "next_page_token": response.next_page_token })),
+                Format::Json => print_json(
+                    &json!({ "keys": response.keys, "next_page_token": response.next_page_token }),
+                ),
                 Format::Text => {
                     for key in &response.keys {
                         println!("{key}");
@@ -130,8 +208,14 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Delete { tenant, path } => {
             let token = token()?;
             let mut client = SecretsClient::new(connect(&addr).await?);
-            let request = v1::DeleteRequest { tenant: tenant.tenant, path: path.clone() };
-            client.delete(authed(request, &token)?).await.map_err(status_error)?;
+            let request = v1::DeleteRequest {
+                tenant: tenant.tenant,
+                path: path.clone(),
+            };
+            client
+                .delete(authed(request, &token)?)
+                .await
+                .map_err(status_error)?;
             match format {
                 Format::Json => print_json(&json!({ "path": path, "deleted": true })),
                 Format::Text => println!("Deleted {path}."),
@@ -140,11 +224,24 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Rotate { tenant } => {
             let token = token()?;
             let mut client = SystemClient::new(connect(&addr).await?);
-            let response = client.rotate(authed(v1::RotateRequest { tenant: tenant.tenant }, &token)?).await.map_err(status_error)?;
+            let response = client
+                .rotate(authed(
+                    v1::RotateRequest {
+                        tenant: tenant.tenant,
+                    },
+                    &token,
+                )?)
+                .await
+                .map_err(status_error)?;
             let response = response.into_inner();
             match format {
-                Format::Json => print_json(&json!({ "tenant": response.tenant, "key_version": response.key_version })),
-                Format::Text => println!("Rotated tenant {}: key version {} seals new data.", response.tenant, response.key_version),
+                Format::Json => print_json(
+                    &json!({ "tenant": response.tenant, "key_version": response.key_version }),
+                ),
+                Format::Text => println!(
+                    "Rotated tenant {}: key version {} seals new data.",
+                    response.tenant, response.key_version
+                ),
             }
         }
         Command::Bench(args) => bench::run(&addr, args, format).await?,
@@ -190,17 +287,22 @@ fn print_init(response: &v1::InitResponse, format: Format) {
 
 fn print_secret(response: &v1::GetResponse, field: Option<&str>, format: Format) -> CliResult<()> {
     if let Some(name) = field {
-        let value = response
-            .data
-            .get(name)
-            .ok_or_else(|| CliError::new(format!("field {name:?} not found in {} version {}", response.path, response.version)))?;
+        let value = response.data.get(name).ok_or_else(|| {
+            CliError::new(format!(
+                "field {name:?} not found in {} version {}",
+                response.path, response.version
+            ))
+        })?;
         return match format {
             Format::Json => {
                 let (text, binary) = fields_json(&[(&name.to_owned(), value)]);
-                print_json(&json!({ "field": name, "value": text.get(name), "value_base64": binary.get(name) }));
+                print_json(
+                    &json!({ "field": name, "value": text.get(name), "value_base64": binary.get(name) }),
+                );
                 Ok(())
             }
-            Format::Text => write_raw(value).map_err(|e| CliError::new(format!("cannot write to standard output: {e}"))),
+            Format::Text => write_raw(value)
+                .map_err(|e| CliError::new(format!("cannot write to standard output: {e}"))),
         };
     }
     let mut fields: Vec<(&String, &Vec<u8>)> = response.data.iter().collect();
@@ -214,8 +316,14 @@ fn print_secret(response: &v1::GetResponse, field: Option<&str>, format: Format)
             }));
         }
         Format::Text => {
-            println!("== {} (version {}, created {}) ==", response.path, response.version, response.created_time);
-            let rows: Vec<(&str, String)> = fields.iter().map(|(name, value)| (name.as_str(), field_text(value))).collect();
+            println!(
+                "== {} (version {}, created {}) ==",
+                response.path, response.version, response.created_time
+            );
+            let rows: Vec<(&str, String)> = fields
+                .iter()
+                .map(|(name, value)| (name.as_str(), field_text(value)))
+                .collect();
             print_rows(&rows);
         }
     }

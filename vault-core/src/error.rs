@@ -12,7 +12,11 @@ pub enum Error {
     InvalidArgument { field: &'static str, reason: String },
     /// A request is larger than a configured limit.
     #[error("{field} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { field: String, size: usize, limit: usize },
+    TooLarge {
+        field: String,
+        size: usize,
+        limit: usize,
+    },
     /// No token was presented.
     #[error("a token is required")]
     Unauthenticated,
@@ -46,6 +50,9 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed")]
     Rng,
+    /// The audit log cannot be written, so the call may not proceed (fail closed).
+    #[error("audit log unavailable")]
+    AuditUnavailable,
     /// The storage backend failed; the detail goes to the server log only.
     #[error("storage unavailable")]
     Storage(#[source] StorageError),
@@ -73,7 +80,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument { field, reason: reason.into() }
+        Error::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -86,7 +96,11 @@ mod tests {
     fn every_message_is_lower_case_and_names_its_subject() {
         let all = [
             Error::invalid("path", "segment 2 is empty"),
-            Error::TooLarge { field: "data[\"password\"]".into(), size: 2_000_000, limit: 1_048_576 },
+            Error::TooLarge {
+                field: "data[\"password\"]".into(),
+                size: 2_000_000,
+                limit: 1_048_576,
+            },
             Error::Unauthenticated,
             Error::PermissionDenied,
             Error::NotFound("secret db/primary".into()),
@@ -98,6 +112,7 @@ mod tests {
             Error::UnsealFailed,
             Error::Integrity("secret db/primary version 3".into()),
             Error::Rng,
+            Error::AuditUnavailable,
             Error::Storage(StorageError("disk on fire".into())),
         ];
         let printed: Vec<String> = all.iter().map(ToString::to_string).collect();
@@ -117,6 +132,7 @@ mod tests {
                 "unseal failed: the shares do not reconstruct the unseal key",
                 "integrity check failed for secret db/primary version 3",
                 "the operating system's random number generator failed",
+                "audit log unavailable",
                 "storage unavailable",
             ]
         );

@@ -23,10 +23,19 @@ impl TenantName {
             return Err(Error::invalid(field, "must not be empty"));
         }
         if name.len() > MAX_TENANT_NAME_LEN {
-            return Err(Error::invalid(field, format!("longer than {MAX_TENANT_NAME_LEN} bytes")));
+            return Err(Error::invalid(
+                field,
+                format!("longer than {MAX_TENANT_NAME_LEN} bytes"),
+            ));
         }
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-            return Err(Error::invalid(field, "may contain only a-z, 0-9, '-' and '_'"));
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(Error::invalid(
+                field,
+                "may contain only a-z, 0-9, '-' and '_'",
+            ));
         }
         if !name.as_bytes()[0].is_ascii_alphanumeric() {
             return Err(Error::invalid(field, "must start with a letter or digit"));
@@ -85,7 +94,10 @@ impl SecretPath {
             return Err(Error::invalid(field, "must not be empty"));
         }
         if path.ends_with('/') {
-            return Err(Error::invalid(field, "must not end in '/' (that names a folder)"));
+            return Err(Error::invalid(
+                field,
+                "must not end in '/' (that names a folder)",
+            ));
         }
         check_segments(field, path)?;
         Ok(SecretPath(path.to_owned()))
@@ -125,17 +137,31 @@ impl FolderPrefix {
 
 fn check_segments(field: &'static str, path: &str) -> Result<()> {
     if path.len() > MAX_PATH_LEN {
-        return Err(Error::invalid(field, format!("longer than {MAX_PATH_LEN} bytes")));
+        return Err(Error::invalid(
+            field,
+            format!("longer than {MAX_PATH_LEN} bytes"),
+        ));
     }
     if path.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain NUL or control characters"));
+        return Err(Error::invalid(
+            field,
+            "must not contain NUL or control characters",
+        ));
     }
     for (index, segment) in path.split('/').enumerate() {
         let position = index + 1;
         match segment {
-            "" => return Err(Error::invalid(field, format!("segment {position} is empty"))),
+            "" => {
+                return Err(Error::invalid(
+                    field,
+                    format!("segment {position} is empty"),
+                ));
+            }
             "." | ".." => {
-                return Err(Error::invalid(field, format!("segment {position} is '{segment}'")));
+                return Err(Error::invalid(
+                    field,
+                    format!("segment {position} is '{segment}'"),
+                ));
             }
             _ => {}
         }
@@ -151,10 +177,16 @@ pub fn check_field_name(name: &str) -> Result<()> {
         return Err(Error::invalid(field, "a field name is empty"));
     }
     if name.len() > MAX_FIELD_NAME_LEN {
-        return Err(Error::invalid(field, format!("a field name is longer than {MAX_FIELD_NAME_LEN} bytes")));
+        return Err(Error::invalid(
+            field,
+            format!("a field name is longer than {MAX_FIELD_NAME_LEN} bytes"),
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "a field name contains a control character"));
+        return Err(Error::invalid(
+            field,
+            "a field name contains a control character",
+        ));
     }
     Ok(())
 }
@@ -176,14 +208,23 @@ mod tests {
             ("acme", "ok"),
             ("acme-2_prod", "ok"),
             ("", "invalid tenant: must not be empty"),
-            ("Acme", "invalid tenant: may contain only a-z, 0-9, '-' and '_'"),
-            ("a/b", "invalid tenant: may contain only a-z, 0-9, '-' and '_'"),
+            (
+                "Acme",
+                "invalid tenant: may contain only a-z, 0-9, '-' and '_'",
+            ),
+            (
+                "a/b",
+                "invalid tenant: may contain only a-z, 0-9, '-' and '_'",
+            ),
             ("-acme", "invalid tenant: must start with a letter or digit"),
         ];
         for (input, expected) in cases {
             assert_eq!(reason(TenantName::parse(input)), expected, "{input:?}");
         }
-        assert_eq!(reason(TenantName::parse(&"a".repeat(64))), "invalid tenant: longer than 63 bytes");
+        assert_eq!(
+            reason(TenantName::parse(&"a".repeat(64))),
+            "invalid tenant: longer than 63 bytes"
+        );
     }
 
     #[test]
@@ -193,27 +234,54 @@ mod tests {
             ("a", "ok"),
             ("with space/and.dots/x..y", "ok"),
             ("", "invalid path: must not be empty"),
-            ("db/", "invalid path: must not end in '/' (that names a folder)"),
+            (
+                "db/",
+                "invalid path: must not end in '/' (that names a folder)",
+            ),
             ("/db", "invalid path: segment 1 is empty"),
             ("db//primary", "invalid path: segment 2 is empty"),
             ("db/../etc", "invalid path: segment 2 is '..'"),
             ("./db", "invalid path: segment 1 is '.'"),
-            ("db\0x", "invalid path: must not contain NUL or control characters"),
-            ("db\nx", "invalid path: must not contain NUL or control characters"),
+            (
+                "db\0x",
+                "invalid path: must not contain NUL or control characters",
+            ),
+            (
+                "db\nx",
+                "invalid path: must not contain NUL or control characters",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(reason(SecretPath::parse(input)), expected, "{input:?}");
         }
         assert_eq!(reason(SecretPath::parse(&"a".repeat(512))), "ok");
-        assert_eq!(reason(SecretPath::parse(&"a".repeat(513))), "invalid path: longer than 512 bytes");
+        assert_eq!(
+            reason(SecretPath::parse(&"a".repeat(513))),
+            "invalid path: longer than 512 bytes"
+        );
     }
 
     #[test]
     fn folder_prefixes() {
-        assert_eq!(FolderPrefix::parse("").map(|p| p.0).ok().as_deref(), Some(""));
-        assert_eq!(FolderPrefix::parse("db").map(|p| p.0).ok().as_deref(), Some("db/"));
-        assert_eq!(FolderPrefix::parse("db/").map(|p| p.0).ok().as_deref(), Some("db/"));
-        assert_eq!(reason(FolderPrefix::parse("db//")), "invalid prefix: segment 2 is empty");
-        assert_eq!(reason(FolderPrefix::parse("../")), "invalid prefix: segment 1 is '..'");
+        assert_eq!(
+            FolderPrefix::parse("").map(|p| p.0).ok().as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            FolderPrefix::parse("db").map(|p| p.0).ok().as_deref(),
+            Some("db/")
+        );
+        assert_eq!(
+            FolderPrefix::parse("db/").map(|p| p.0).ok().as_deref(),
+            Some("db/")
+        );
+        assert_eq!(
+            reason(FolderPrefix::parse("db//")),
+            "invalid prefix: segment 2 is empty"
+        );
+        assert_eq!(
+            reason(FolderPrefix::parse("../")),
+            "invalid prefix: segment 1 is '..'"
+        );
     }
 }

@@ -28,7 +28,12 @@ impl SecretKey {
 
     /// Takes a key from a buffer of exactly [`KEY_LEN`] bytes; the buffer is zeroized either way.
     pub fn from_bytes(mut bytes: Zeroizing<Vec<u8>>) -> Option<Self> {
-        let key = <[u8; KEY_LEN]>::try_from(bytes.as_slice()).ok().map(|array| SecretKey(Box::new(array)));
+        let key = (bytes.len() == KEY_LEN).then(|| {
+            // Copied straight into the heap: no stack copy of the key is left behind.
+            let mut key = Box::new([0u8; KEY_LEN]);
+            key.copy_from_slice(&bytes);
+            SecretKey(key)
+        });
         bytes.zeroize();
         key
     }
@@ -97,7 +102,9 @@ impl SecretData {
 
     /// Field names with their values.
     pub fn expose_secret(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().map(|(name, value)| (name.as_str(), value.expose_secret()))
+        self.fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose_secret()))
     }
 
     /// Takes the fields out, name by name (for handing to a transport that owns its buffers).
@@ -108,7 +115,11 @@ impl SecretData {
     /// The canonical plaintext encoding that is sealed: for each field in name order,
     /// u32 name length, name, u32 value length, value (big-endian lengths).
     pub(crate) fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let size: usize = self.fields.iter().map(|(name, value)| 8 + name.len() + value.len()).sum();
+        let size: usize = self
+            .fields
+            .iter()
+            .map(|(name, value)| 8 + name.len() + value.len())
+            .sum();
         let mut out = Zeroizing::new(Vec::with_capacity(4 + size));
         out.extend_from_slice(&(self.fields.len() as u32).to_be_bytes());
         for (name, value) in &self.fields {
@@ -139,7 +150,9 @@ impl SecretData {
         let mut data = SecretData::new();
         for _ in 0..count {
             let name_len = take_len(&mut input)?;
-            let name = std::str::from_utf8(take(&mut input, name_len)?).ok()?.to_owned();
+            let name = std::str::from_utf8(take(&mut input, name_len)?)
+                .ok()?
+                .to_owned();
             let value_len = take_len(&mut input)?;
             let value = take(&mut input, value_len)?.to_vec();
             data.insert(name, SecretBytes::new(value));
@@ -170,7 +183,10 @@ mod tests {
         let encoded = data.encode();
         let decoded = SecretData::decode(&encoded).expect("decodes");
         let fields: Vec<(&str, &[u8])> = decoded.expose_secret().collect();
-        assert_eq!(fields, [("password", &[0u8, 1, 2, 255][..]), ("user", &b"app"[..])]);
+        assert_eq!(
+            fields,
+            [("password", &[0u8, 1, 2, 255][..]), ("user", &b"app"[..])]
+        );
         let mut longer = encoded.to_vec();
         longer.push(0);
         assert!(SecretData::decode(&longer).is_none());

@@ -29,10 +29,15 @@ impl UnsealShare {
     /// Parses a share as printed by init; the error names the field and never echoes the input.
     pub fn parse(text: &str) -> Result<UnsealShare> {
         let bytes = Zeroizing::new(
-            STANDARD.decode(text.trim()).map_err(|_| Error::invalid("share", "not base64"))?,
+            STANDARD
+                .decode(text.trim())
+                .map_err(|_| Error::invalid("share", "not base64"))?,
         );
         if bytes.len() != 1 + KEY_LEN {
-            return Err(Error::invalid("share", format!("must decode to {} bytes", 1 + KEY_LEN)));
+            return Err(Error::invalid(
+                "share",
+                format!("must decode to {} bytes", 1 + KEY_LEN),
+            ));
         }
         if bytes[0] == 0 {
             return Err(Error::invalid("share", "identifier 0 is not a valid share"));
@@ -73,9 +78,17 @@ pub fn split(key: &SecretKey, shares: u32, threshold: u32) -> Result<Vec<UnsealS
             .collect();
     }
     let mut rng = OsRng { failed: false };
-    let raw = Gf256::split_bytes(threshold as usize, shares as usize, key.expose_secret(), &mut rng)
-        .map_err(|e| Error::invalid("shares", format!("cannot split: {e:?}")))?;
-    let shares: Vec<UnsealShare> = raw.into_iter().map(|share| UnsealShare(Zeroizing::new(share))).collect();
+    let raw = Gf256::split_bytes(
+        threshold as usize,
+        shares as usize,
+        key.expose_secret(),
+        &mut rng,
+    )
+    .map_err(|e| Error::invalid("shares", format!("cannot split: {e:?}")))?;
+    let shares: Vec<UnsealShare> = raw
+        .into_iter()
+        .map(|share| UnsealShare(Zeroizing::new(share)))
+        .collect();
     if rng.failed {
         return Err(Error::Rng);
     }
@@ -91,7 +104,8 @@ pub fn combine(shares: &[UnsealShare]) -> Result<SecretKey> {
     let key = if shares.len() == 1 {
         Zeroizing::new(first.0[1..].to_vec())
     } else {
-        let raw: Zeroizing<Vec<Vec<u8>>> = Zeroizing::new(shares.iter().map(|share| share.0.to_vec()).collect());
+        let raw: Zeroizing<Vec<Vec<u8>>> =
+            Zeroizing::new(shares.iter().map(|share| share.0.to_vec()).collect());
         Zeroizing::new(Gf256::combine_bytes(raw.as_slice()).map_err(|_| Error::UnsealFailed)?)
     };
     SecretKey::from_bytes(key).ok_or(Error::UnsealFailed)
@@ -99,13 +113,22 @@ pub fn combine(shares: &[UnsealShare]) -> Result<SecretKey> {
 
 pub fn check_parameters(shares: u32, threshold: u32) -> Result<()> {
     if shares == 0 || shares > MAX_SHARES {
-        return Err(Error::invalid("shares", format!("must be between 1 and {MAX_SHARES}")));
+        return Err(Error::invalid(
+            "shares",
+            format!("must be between 1 and {MAX_SHARES}"),
+        ));
     }
     if threshold == 0 || threshold > shares {
-        return Err(Error::invalid("threshold", "must be between 1 and the number of shares"));
+        return Err(Error::invalid(
+            "threshold",
+            "must be between 1 and the number of shares",
+        ));
     }
     if threshold == 1 && shares > 1 {
-        return Err(Error::invalid("threshold", "must be at least 2 when there is more than one share"));
+        return Err(Error::invalid(
+            "threshold",
+            "must be at least 2 when there is more than one share",
+        ));
     }
     Ok(())
 }
@@ -160,7 +183,9 @@ mod tests {
     }
 
     fn reparse(shares: &[UnsealShare], pick: &[usize]) -> Vec<UnsealShare> {
-        pick.iter().map(|&i| UnsealShare::parse(&shares[i].expose_secret()).expect("parses")).collect()
+        pick.iter()
+            .map(|&i| UnsealShare::parse(&shares[i].expose_secret()).expect("parses"))
+            .collect()
     }
 
     #[test]
@@ -172,13 +197,21 @@ mod tests {
             let mut checked = 0;
             for pick in subsets(count as usize, threshold as usize) {
                 let combined = combine(&reparse(&shares, &pick)).expect("combine");
-                assert_eq!(combined.expose_secret(), key.expose_secret(), "({threshold},{count}) {pick:?}");
+                assert_eq!(
+                    combined.expose_secret(),
+                    key.expose_secret(),
+                    "({threshold},{count}) {pick:?}"
+                );
                 checked += 1;
             }
             assert!(checked >= count as usize);
             for pick in subsets(count as usize, threshold as usize - 1) {
                 if let Ok(combined) = combine(&reparse(&shares, &pick)) {
-                    assert_ne!(combined.expose_secret(), key.expose_secret(), "({threshold},{count}) {pick:?}");
+                    assert_ne!(
+                        combined.expose_secret(),
+                        key.expose_secret(),
+                        "({threshold},{count}) {pick:?}"
+                    );
                 }
             }
         }
@@ -188,16 +221,28 @@ mod tests {
     fn single_share_is_the_key() {
         let key = SecretKey::generate().expect("rng");
         let shares = split(&key, 1, 1).expect("split");
-        assert_eq!(combine(&shares).expect("combine").expose_secret(), key.expose_secret());
+        assert_eq!(
+            combine(&shares).expect("combine").expose_secret(),
+            key.expose_secret()
+        );
     }
 
     #[test]
     fn bad_parameters_and_shares_are_named() {
         let key = SecretKey::generate().expect("rng");
         let message = |r: Result<Vec<UnsealShare>>| r.err().map(|e| e.to_string());
-        assert_eq!(message(split(&key, 0, 0)).as_deref(), Some("invalid shares: must be between 1 and 255"));
-        assert_eq!(message(split(&key, 3, 4)).as_deref(), Some("invalid threshold: must be between 1 and the number of shares"));
-        assert_eq!(message(split(&key, 3, 1)).as_deref(), Some("invalid threshold: must be at least 2 when there is more than one share"));
+        assert_eq!(
+            message(split(&key, 0, 0)).as_deref(),
+            Some("invalid shares: must be between 1 and 255")
+        );
+        assert_eq!(
+            message(split(&key, 3, 4)).as_deref(),
+            Some("invalid threshold: must be between 1 and the number of shares")
+        );
+        assert_eq!(
+            message(split(&key, 3, 1)).as_deref(),
+            Some("invalid threshold: must be at least 2 when there is more than one share")
+        );
         assert!(UnsealShare::parse("not base64!").is_err());
         assert!(UnsealShare::parse(&STANDARD.encode([1u8; 10])).is_err());
         assert!(UnsealShare::parse(&STANDARD.encode([0u8; 33])).is_err());

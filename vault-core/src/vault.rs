@@ -20,7 +20,15 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
+use ring::{rand::SystemRandom, signature::Ed25519KeyPair};
+use zeroize::Zeroizing;
+
 use crate::{
+    audit::{
+        record::format_public_key,
+        record::public_key_of,
+        writer::{AuditLog, Head},
+    },
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
     error::{Error, Result},
     names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
@@ -36,12 +44,19 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Default and largest page sizes for listing.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
-/// More KEK versions than this per tenant is refused (retirement arrives with key lifecycle).
+/// Rotation past this many KEK versions per tenant is refused (retirement arrives with key
+/// lifecycle).
 const MAX_KEK_VERSIONS: usize = 100_000;
 
 const SEAL_CONFIG_KEY: &[u8] = b"seal/config";
 const TOKEN_HMAC_KEY: &[u8] = b"sys/token-hmac";
 const TOKEN_HMAC_PATH: &str = "token-hmac";
+/// The audit checkpoint signing key (PKCS#8), sealed under the root key, and its public half.
+const AUDIT_SIGNING_KEY: &[u8] = b"sys/audit-signing";
+const AUDIT_SIGNING_PATH: &str = "audit-signing";
+const AUDIT_PUBLIC_KEY: &[u8] = b"sys/audit-public-key";
+/// The audit chain head as last recorded in the vault's own state (data store).
+const AUDIT_HEAD_KEY: &[u8] = b"audit/head";
 const ROOT_KEY_PATH: &str = "root";
 const LOCK_STRIPES: usize = 64;
 
@@ -53,7 +68,9 @@ pub struct VaultConfig {
 
 impl Default for VaultConfig {
     fn default() -> Self {
-        VaultConfig { max_value_bytes: DEFAULT_MAX_VALUE_BYTES }
+        VaultConfig {
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
     }
 }
 
@@ -174,6 +191,7 @@ struct Keyring {
     root: SecretKey,
     root_version: u32,
     token_hasher: TokenHasher,
+    audit_signer: Option<Arc<Ed25519KeyPair>>,
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
 }
 
@@ -191,6 +209,13 @@ pub struct Vault {
     tenants: RwLock<HashMap<TenantName, TenantId>>,
     stripes: Vec<Mutex<()>>,
     tenant_create: Mutex<()>,
+    audit: Option<Arc<AuditLog>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredHead {
+    seq: u64,
+    hash: String,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -198,11 +223,14 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn corrupt(what: &str) -> Error {
@@ -282,7 +310,11 @@ fn decode_version(bytes: &[u8]) -> Option<(i64, &[u8], &[u8])> {
 
 impl Vault {
     /// Opens a vault on its two stores. It starts sealed (or uninitialized).
-    pub fn open(data: Arc<dyn Storage>, keys: Arc<dyn Storage>, config: VaultConfig) -> Result<Vault> {
+    pub fn open(
+        data: Arc<dyn Storage>,
+        keys: Arc<dyn Storage>,
+        config: VaultConfig,
+    ) -> Result<Vault> {
         let seal_config = keys
             .get(Space::Config, SEAL_CONFIG_KEY)?
             .map(|bytes| from_json::<SealConfig>(&bytes, "the seal configuration"))
@@ -292,11 +324,59 @@ impl Vault {
             keys,
             config,
             seal_config: RwLock::new(seal_config),
-            state: RwLock::new(State::Sealed { progress: Vec::new() }),
+            state: RwLock::new(State::Sealed {
+                progress: Vec::new(),
+            }),
             tenants: RwLock::new(HashMap::new()),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             tenant_create: Mutex::new(()),
+            audit: None,
         })
+    }
+
+    /// Connects the audit log: on unseal it receives the checkpoint signing key, on seal it
+    /// loses it again.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Vault {
+        self.audit = Some(audit);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// The audit checkpoint public key (base64), readable while sealed; `None` before init.
+    pub fn audit_public_key(&self) -> Result<Option<String>> {
+        let stored = self.keys.get(Space::Config, AUDIT_PUBLIC_KEY)?;
+        stored
+            .map(|bytes| String::from_utf8(bytes).map_err(|_| corrupt("the audit public key")))
+            .transpose()
+    }
+
+    /// Records the audit chain head in the vault's own state, so that a log cut short while the
+    /// vault was down is noticed.
+    pub fn store_audit_head(&self, head: &Head) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Space::Config,
+            AUDIT_HEAD_KEY,
+            to_json(&StoredHead {
+                seq: head.seq,
+                hash: head.hash.clone(),
+            })?,
+        );
+        Ok(self.data.write(batch)?)
+    }
+
+    pub fn stored_audit_head(&self) -> Result<Option<Head>> {
+        let stored = self.data.get(Space::Config, AUDIT_HEAD_KEY)?;
+        Ok(stored
+            .map(|bytes| from_json::<StoredHead>(&bytes, "the stored audit head"))
+            .transpose()?
+            .map(|h| Head {
+                seq: h.seq,
+                hash: h.hash,
+            }))
     }
 
     pub fn config(&self) -> &VaultConfig {
@@ -315,8 +395,20 @@ impl Vault {
             State::Unsealed(_) => (false, 0),
         };
         match &*seal_config {
-            Some(config) => SealStatus { initialized: true, sealed, threshold: config.threshold, shares: config.shares, progress },
-            None => SealStatus { initialized: false, sealed: true, threshold: 0, shares: 0, progress: 0 },
+            Some(config) => SealStatus {
+                initialized: true,
+                sealed,
+                threshold: config.threshold,
+                shares: config.shares,
+                progress,
+            },
+            None => SealStatus {
+                initialized: false,
+                sealed: true,
+                threshold: 0,
+                shares: 0,
+                progress: 0,
+            },
         }
     }
 
@@ -333,18 +425,40 @@ impl Vault {
         let token_key = SecretKey::generate()?;
         let root_sealed = crypto::seal(
             &unseal_key,
-            KeyRef { kind: KeyKind::Unseal, version: 1 },
+            KeyRef {
+                kind: KeyKind::Unseal,
+                version: 1,
+            },
             &root_key_context(),
             root_key.expose_secret(),
         )?;
         let token_key_sealed = crypto::seal(
             &root_key,
-            KeyRef { kind: KeyKind::Root, version: 1 },
+            KeyRef {
+                kind: KeyKind::Root,
+                version: 1,
+            },
             &token_key_context(),
             token_key.expose_secret(),
         )?;
         let split = shamir::split(&unseal_key, shares, threshold)?;
         drop(unseal_key);
+        let signing_pkcs8 = Zeroizing::new(
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(|_| Error::Rng)?
+                .as_ref()
+                .to_vec(),
+        );
+        let signing_key = Ed25519KeyPair::from_pkcs8(&signing_pkcs8).map_err(|_| Error::Rng)?;
+        let signing_sealed = crypto::seal(
+            &root_key,
+            KeyRef {
+                kind: KeyKind::Root,
+                version: 1,
+            },
+            &audit_signing_context(),
+            &signing_pkcs8,
+        )?;
 
         let root_token = Token::generate()?;
         let hash = TokenHasher::new(&token_key).hash(&root_token);
@@ -370,10 +484,22 @@ impl Vault {
             created_unix_nanos: now_unix_nanos(),
         };
         let mut key_batch = WriteBatch::new();
-        key_batch.put(Space::Config, TOKEN_HMAC_KEY, token_key_sealed).put(Space::Config, SEAL_CONFIG_KEY, to_json(&config)?);
+        key_batch
+            .put(Space::Config, TOKEN_HMAC_KEY, token_key_sealed)
+            .put(Space::Config, AUDIT_SIGNING_KEY, signing_sealed)
+            .put(
+                Space::Config,
+                AUDIT_PUBLIC_KEY,
+                format_public_key(&public_key_of(&signing_key)),
+            )
+            .put(Space::Config, SEAL_CONFIG_KEY, to_json(&config)?);
         self.keys.write(key_batch)?;
         *seal_config = Some(config);
-        Ok(InitOutput { shares: split, root_token, threshold })
+        Ok(InitOutput {
+            shares: split,
+            root_token,
+            threshold,
+        })
     }
 
     /// Adds one share to the unseal attempt. A share already submitted does not count twice;
@@ -387,14 +513,21 @@ impl Vault {
             drop(seal_config);
             return Ok(self.status());
         };
-        if let Some(existing) = progress.iter().find(|s| s.identifier() == share.identifier()) {
+        if let Some(existing) = progress
+            .iter()
+            .find(|s| s.identifier() == share.identifier())
+        {
             if existing.same_as(&share) {
                 drop(state);
                 drop(seal_config);
                 return Ok(self.status());
             }
-            progress.clear();
-            return Err(Error::UnsealFailed);
+            // Refused without clearing: an unauthenticated caller must not be able to wipe the
+            // operators' progress this way.
+            return Err(Error::invalid(
+                "share",
+                "differs from a share with the same identifier already entered",
+            ));
         }
         progress.push(share);
         if (progress.len() as u32) < config.threshold {
@@ -404,6 +537,9 @@ impl Vault {
         }
         let shares = std::mem::take(progress);
         let keyring = self.open_keyring(config, &shares)?;
+        if let Some(audit) = &self.audit {
+            audit.set_signer(keyring.audit_signer.clone());
+        }
         *state = State::Unsealed(Arc::new(keyring));
         drop(state);
         drop(seal_config);
@@ -412,22 +548,51 @@ impl Vault {
 
     fn open_keyring(&self, config: &SealConfig, shares: &[UnsealShare]) -> Result<Keyring> {
         let unseal_key = shamir::combine(shares)?;
-        let root_sealed = STANDARD.decode(&config.root_key_sealed).map_err(|_| corrupt("the sealed root key"))?;
+        let root_sealed = STANDARD
+            .decode(&config.root_key_sealed)
+            .map_err(|_| corrupt("the sealed root key"))?;
         let header = Header::parse(&root_sealed)?;
-        if header.key != (KeyRef { kind: KeyKind::Unseal, version: config.unseal_key_version }) {
+        if header.key
+            != (KeyRef {
+                kind: KeyKind::Unseal,
+                version: config.unseal_key_version,
+            })
+        {
             return Err(corrupt("the sealed root key (unexpected key)"));
         }
-        let root_bytes =
-            crypto::open(&unseal_key, &root_key_context(), &root_sealed, &|| "the root key".into()).map_err(|_| Error::UnsealFailed)?;
+        let root_bytes = crypto::open(&unseal_key, &root_key_context(), &root_sealed, &|| {
+            "the root key".into()
+        })
+        .map_err(|_| Error::UnsealFailed)?;
         drop(unseal_key);
-        let root = SecretKey::from_bytes(root_bytes).ok_or_else(|| corrupt("the root key (wrong length)"))?;
-        let token_sealed = self.keys.get(Space::Config, TOKEN_HMAC_KEY)?.ok_or_else(|| corrupt("the token hashing key (missing)"))?;
-        let token_key = crypto::open(&root, &token_key_context(), &token_sealed, &|| "the token hashing key".into())?;
-        let token_key = SecretKey::from_bytes(token_key).ok_or_else(|| corrupt("the token hashing key (wrong length)"))?;
+        let root = SecretKey::from_bytes(root_bytes)
+            .ok_or_else(|| corrupt("the root key (wrong length)"))?;
+        let token_sealed = self
+            .keys
+            .get(Space::Config, TOKEN_HMAC_KEY)?
+            .ok_or_else(|| corrupt("the token hashing key (missing)"))?;
+        let token_key = crypto::open(&root, &token_key_context(), &token_sealed, &|| {
+            "the token hashing key".into()
+        })?;
+        let token_key = SecretKey::from_bytes(token_key)
+            .ok_or_else(|| corrupt("the token hashing key (wrong length)"))?;
+        let audit_signer = match self.keys.get(Space::Config, AUDIT_SIGNING_KEY)? {
+            Some(sealed) => {
+                let pkcs8 = crypto::open(&root, &audit_signing_context(), &sealed, &|| {
+                    "the audit signing key".into()
+                })?;
+                Some(Arc::new(
+                    Ed25519KeyPair::from_pkcs8(&pkcs8)
+                        .map_err(|_| corrupt("the audit signing key"))?,
+                ))
+            }
+            None => None,
+        };
         Ok(Keyring {
             root,
             root_version: config.root_key_version,
             token_hasher: TokenHasher::new(&token_key),
+            audit_signer,
             tenants: RwLock::new(HashMap::new()),
         })
     }
@@ -442,7 +607,12 @@ impl Vault {
 
     /// Drops every key held in memory. Calls already in flight finish with the keys they hold.
     pub fn seal(&self, _caller: &Caller) -> Result<()> {
-        *write(&self.state) = State::Sealed { progress: Vec::new() };
+        *write(&self.state) = State::Sealed {
+            progress: Vec::new(),
+        };
+        if let Some(audit) = &self.audit {
+            audit.set_signer(None);
+        }
         Ok(())
     }
 
@@ -465,11 +635,18 @@ impl Vault {
             return Err(Error::PermissionDenied);
         };
         let record: TokenRecord = from_json(&bytes, "a token record")?;
-        let stored = hex::decode(&record.hash).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| corrupt("a token record"))?;
+        let stored = hex::decode(&record.hash)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| corrupt("a token record"))?;
         if !TokenHash(stored).same_as(&hash) {
             return Err(Error::PermissionDenied);
         }
-        Ok(Caller { accessor: record.accessor, policies: record.policies, _private: () })
+        Ok(Caller {
+            accessor: record.accessor,
+            policies: record.policies,
+            _private: (),
+        })
     }
 
     // ---- tenants ----
@@ -486,14 +663,27 @@ impl Vault {
         // id, never a tenant without a key.
         let kek = SecretKey::generate()?;
         let mut key_batch = WriteBatch::new();
-        key_batch.put(Space::Config, kek_key(id, 1), self.seal_kek(&keyring, id, 1, &kek, created)?);
+        key_batch.put(
+            Space::Config,
+            kek_key(id, 1),
+            self.seal_kek(&keyring, id, 1, &kek, created)?,
+        );
         self.keys.write(key_batch)?;
-        let record = TenantRecord { id: id.to_hex(), name: name.as_str().to_owned(), created_unix_nanos: created };
+        let record = TenantRecord {
+            id: id.to_hex(),
+            name: name.as_str().to_owned(),
+            created_unix_nanos: created,
+        };
         let mut data_batch = WriteBatch::new();
         data_batch.put(Space::Config, tenant_key(name), to_json(&record)?);
         self.data.write(data_batch)?;
         write(&self.tenants).insert(name.clone(), id);
-        Ok(TenantInfo { name: name.clone(), id, created_unix_nanos: created, key_version: 1 })
+        Ok(TenantInfo {
+            name: name.clone(),
+            id,
+            created_unix_nanos: created,
+            key_version: 1,
+        })
     }
 
     pub fn list_tenants(&self, _caller: &Caller) -> Result<Vec<TenantInfo>> {
@@ -518,14 +708,22 @@ impl Vault {
         let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
         let keys = self.tenant_keys(keyring, id)?;
-        Ok(TenantInfo { name, id, created_unix_nanos: record.created_unix_nanos, key_version: keys.current })
+        Ok(TenantInfo {
+            name,
+            id,
+            created_unix_nanos: record.created_unix_nanos,
+            key_version: keys.current,
+        })
     }
 
     fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
         if let Some(id) = read(&self.tenants).get(name) {
             return Ok(*id);
         }
-        let bytes = self.data.get(Space::Config, &tenant_key(name))?.ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
+        let bytes = self
+            .data
+            .get(Space::Config, &tenant_key(name))?
+            .ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
         let record: TenantRecord = from_json(&bytes, "a tenant record")?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
         write(&self.tenants).insert(name.clone(), id);
@@ -534,14 +732,27 @@ impl Vault {
 
     // ---- key-encryption keys ----
 
-    fn seal_kek(&self, keyring: &Keyring, tenant: TenantId, version: u32, kek: &SecretKey, created: i64) -> Result<Vec<u8>> {
+    fn seal_kek(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        version: u32,
+        kek: &SecretKey,
+        created: i64,
+    ) -> Result<Vec<u8>> {
         let sealed = crypto::seal(
             &keyring.root,
-            KeyRef { kind: KeyKind::Root, version: keyring.root_version },
+            KeyRef {
+                kind: KeyKind::Root,
+                version: keyring.root_version,
+            },
             &kek_context(tenant, version),
             kek.expose_secret(),
         )?;
-        to_json(&KekRecord { created_unix_nanos: created, sealed: STANDARD.encode(sealed) })
+        to_json(&KekRecord {
+            created_unix_nanos: created,
+            sealed: STANDARD.encode(sealed),
+        })
     }
 
     /// The tenant's KEK versions, unsealed on first use and cached until seal.
@@ -550,25 +761,47 @@ impl Vault {
             return Ok(Arc::clone(keys));
         }
         let prefix = kek_prefix(tenant);
-        let entries = self.keys.scan(Space::Config, &prefix, &prefix, MAX_KEK_VERSIONS)?;
+        let entries = self
+            .keys
+            .scan(Space::Config, &prefix, &prefix, MAX_KEK_VERSIONS + 1)?;
+        if entries.len() > MAX_KEK_VERSIONS {
+            return Err(corrupt(&format!(
+                "the KEKs of tenant {tenant} (more than {MAX_KEK_VERSIONS} versions)"
+            )));
+        }
         let mut versions = HashMap::new();
         let mut current = 0;
         for (key, value) in entries {
-            let version = key[prefix.len()..].try_into().map(u32::from_be_bytes).map_err(|_| corrupt("a KEK key"))?;
+            let version = key[prefix.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("a KEK key"))?;
             let record: KekRecord = from_json(&value, "a KEK record")?;
-            let sealed = STANDARD.decode(&record.sealed).map_err(|_| corrupt("a KEK record"))?;
+            let sealed = STANDARD
+                .decode(&record.sealed)
+                .map_err(|_| corrupt("a KEK record"))?;
             let header = Header::parse(&sealed)?;
-            if header.key != (KeyRef { kind: KeyKind::Root, version: keyring.root_version }) {
-                return Err(corrupt("a KEK record (sealed under an unknown root key version)"));
+            if header.key
+                != (KeyRef {
+                    kind: KeyKind::Root,
+                    version: keyring.root_version,
+                })
+            {
+                return Err(corrupt(
+                    "a KEK record (sealed under an unknown root key version)",
+                ));
             }
             let what = || format!("KEK version {version} of tenant {tenant}");
             let bytes = crypto::open(&keyring.root, &kek_context(tenant, version), &sealed, &what)?;
-            let kek = SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a KEK (wrong length)"))?;
+            let kek =
+                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a KEK (wrong length)"))?;
             versions.insert(version, Arc::new(kek));
             current = current.max(version);
         }
         if versions.is_empty() {
-            return Err(corrupt(&format!("the KEKs of tenant {tenant} (none stored)")));
+            return Err(corrupt(&format!(
+                "the KEKs of tenant {tenant} (none stored)"
+            )));
         }
         let loaded = Arc::new(TenantKeys { current, versions });
         // A rotation may have cached a newer set while this one was loading: keep the newer.
@@ -582,12 +815,21 @@ impl Vault {
 
     /// The KEK of `version`, reloading the tenant's keys once if the cache does not have it
     /// (another writer may have rotated since the cache was filled).
-    fn kek(&self, keyring: &Keyring, tenant: TenantId, version: u32) -> Result<Option<Arc<SecretKey>>> {
+    fn kek(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        version: u32,
+    ) -> Result<Option<Arc<SecretKey>>> {
         if let Some(kek) = self.tenant_keys(keyring, tenant)?.versions.get(&version) {
             return Ok(Some(Arc::clone(kek)));
         }
         write(&keyring.tenants).remove(&tenant);
-        Ok(self.tenant_keys(keyring, tenant)?.versions.get(&version).cloned())
+        Ok(self
+            .tenant_keys(keyring, tenant)?
+            .versions
+            .get(&version)
+            .cloned())
     }
 
     /// Adds a KEK version for the tenant; every seal after this returns uses it.
@@ -596,14 +838,46 @@ impl Vault {
         let id = self.tenant_id(tenant)?;
         let _guard = lock(self.stripe(id, ""));
         let keys = self.tenant_keys(&keyring, id)?;
-        let version = keys.current.checked_add(1).ok_or_else(|| Error::FailedPrecondition("no KEK versions left".into()))?;
+        if keys.versions.len() >= MAX_KEK_VERSIONS {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {tenant} has {MAX_KEK_VERSIONS} KEK versions, the most it may keep"
+            )));
+        }
+        let version = keys
+            .current
+            .checked_add(1)
+            .ok_or_else(|| Error::FailedPrecondition("no KEK versions left".into()))?;
+        // Never overwrite a stored KEK: data may still be wrapped under it.
+        if self
+            .keys
+            .get(Space::Config, &kek_key(id, version))?
+            .is_some()
+        {
+            return Err(corrupt(&format!(
+                "KEK version {version} of tenant {tenant} (exists but is not cached)"
+            )));
+        }
         let kek = SecretKey::generate()?;
         let mut batch = WriteBatch::new();
-        batch.put(Space::Config, kek_key(id, version), self.seal_kek(&keyring, id, version, &kek, now_unix_nanos())?);
+        batch.put(
+            Space::Config,
+            kek_key(id, version),
+            self.seal_kek(&keyring, id, version, &kek, now_unix_nanos())?,
+        );
         self.keys.write(batch)?;
-        let mut versions: HashMap<u32, Arc<SecretKey>> = keys.versions.iter().map(|(v, k)| (*v, Arc::clone(k))).collect();
+        let mut versions: HashMap<u32, Arc<SecretKey>> = keys
+            .versions
+            .iter()
+            .map(|(v, k)| (*v, Arc::clone(k)))
+            .collect();
         versions.insert(version, Arc::new(kek));
-        write(&keyring.tenants).insert(id, Arc::new(TenantKeys { current: version, versions }));
+        write(&keyring.tenants).insert(
+            id,
+            Arc::new(TenantKeys {
+                current: version,
+                versions,
+            }),
+        );
         Ok(version)
     }
 
@@ -624,86 +898,152 @@ impl Vault {
         for (name, value) in data.expose_secret() {
             check_field_name(name)?;
             if value.len() > limit {
-                return Err(Error::TooLarge { field: format!("data[{name:?}]"), size: value.len(), limit });
+                return Err(Error::TooLarge {
+                    field: format!("data[{name:?}]"),
+                    size: value.len(),
+                    limit,
+                });
             }
             total += name.len() + value.len();
         }
         if total > limit {
-            return Err(Error::TooLarge { field: "data".into(), size: total, limit });
+            return Err(Error::TooLarge {
+                field: "data".into(),
+                size: total,
+                limit,
+            });
         }
         Ok(())
     }
 
     /// Writes a new version of the secret: a fresh DEK wrapped under the tenant's current KEK,
     /// all fields sealed together under the DEK, metadata and version in one atomic write.
-    pub fn put(&self, _caller: &Caller, tenant: &TenantName, path: &SecretPath, data: SecretData) -> Result<PutOutcome> {
+    pub fn put(
+        &self,
+        _caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        data: SecretData,
+    ) -> Result<PutOutcome> {
         self.check_data(&data)?;
         let keyring = self.keyring()?;
         let id = self.tenant_id(tenant)?;
         let keys = self.tenant_keys(&keyring, id)?;
         let kek_version = keys.current;
-        let kek = keys.versions.get(&kek_version).ok_or_else(|| corrupt("the current KEK"))?;
+        let kek = keys
+            .versions
+            .get(&kek_version)
+            .ok_or_else(|| corrupt("the current KEK"))?;
 
         let _guard = lock(self.stripe(id, path.as_str()));
         let meta_key = meta_key(id, path);
-        let previous = self.data.get(Space::Secrets, &meta_key)?.map(|b| from_json::<SecretMeta>(&b, "secret metadata")).transpose()?;
+        let previous = self
+            .data
+            .get(Space::Secrets, &meta_key)?
+            .map(|b| from_json::<SecretMeta>(&b, "secret metadata"))
+            .transpose()?;
         let version = previous.as_ref().map_or(1, |meta| meta.current_version + 1);
         let now = now_unix_nanos();
 
         let dek = SecretKey::generate()?;
         let wrapped_dek = crypto::seal(
             kek,
-            KeyRef { kind: KeyKind::Kek, version: kek_version },
+            KeyRef {
+                kind: KeyKind::Kek,
+                version: kek_version,
+            },
             &dek_context(id, path, version),
             dek.expose_secret(),
         )?;
-        let sealed_value =
-            crypto::seal(&dek, KeyRef { kind: KeyKind::Dek, version: 0 }, &value_context(id, path, version), &data.encode())?;
+        let sealed_value = crypto::seal(
+            &dek,
+            KeyRef {
+                kind: KeyKind::Dek,
+                version: 0,
+            },
+            &value_context(id, path, version),
+            &data.encode(),
+        )?;
         drop(dek);
 
         let meta = SecretMeta {
             current_version: version,
-            created_unix_nanos: previous.as_ref().map_or(now, |meta| meta.created_unix_nanos),
+            created_unix_nanos: previous
+                .as_ref()
+                .map_or(now, |meta| meta.created_unix_nanos),
             updated_unix_nanos: now,
         };
         let mut batch = WriteBatch::new();
         batch
-            .put(Space::Secrets, version_key(id, path, version), encode_version(now, &wrapped_dek, &sealed_value))
+            .put(
+                Space::Secrets,
+                version_key(id, path, version),
+                encode_version(now, &wrapped_dek, &sealed_value),
+            )
             .put(Space::Secrets, meta_key, to_json(&meta)?);
         self.data.write(batch)?;
-        Ok(PutOutcome { version, created_unix_nanos: now })
+        Ok(PutOutcome {
+            version,
+            created_unix_nanos: now,
+        })
     }
 
     /// Reads a version of the secret (0: the current one).
-    pub fn get(&self, _caller: &Caller, tenant: &TenantName, path: &SecretPath, version: u64) -> Result<SecretVersion> {
+    pub fn get(
+        &self,
+        _caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<SecretVersion> {
         let keyring = self.keyring()?;
         let id = self.tenant_id(tenant)?;
         let not_found = || Error::NotFound(format!("secret {path}"));
-        let meta_bytes = self.data.get(Space::Secrets, &meta_key(id, path))?.ok_or_else(not_found)?;
+        let meta_bytes = self
+            .data
+            .get(Space::Secrets, &meta_key(id, path))?
+            .ok_or_else(not_found)?;
         let meta: SecretMeta = from_json(&meta_bytes, "secret metadata")?;
-        let version = if version == 0 { meta.current_version } else { version };
+        let version = if version == 0 {
+            meta.current_version
+        } else {
+            version
+        };
         let version_not_found = || Error::NotFound(format!("secret {path} version {version}"));
         if version > meta.current_version {
             return Err(version_not_found());
         }
-        let stored = self.data.get(Space::Secrets, &version_key(id, path, version))?.ok_or_else(version_not_found)?;
+        let stored = self
+            .data
+            .get(Space::Secrets, &version_key(id, path, version))?
+            .ok_or_else(version_not_found)?;
         let what = || format!("secret {path} version {version}");
-        let (created, wrapped_dek, sealed_value) = decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
+        let (created, wrapped_dek, sealed_value) =
+            decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
         let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
         if header.key.kind != KeyKind::Kek {
             return Err(Error::Integrity(what()));
         }
-        let kek = self.kek(&keyring, id, header.key.version)?.ok_or_else(|| Error::Integrity(what()))?;
+        let kek = self
+            .kek(&keyring, id, header.key.version)?
+            .ok_or_else(|| Error::Integrity(what()))?;
         let dek_bytes = crypto::open(&kek, &dek_context(id, path, version), wrapped_dek, &what)?;
         let dek = SecretKey::from_bytes(dek_bytes).ok_or_else(|| Error::Integrity(what()))?;
         let plaintext = crypto::open(&dek, &value_context(id, path, version), sealed_value, &what)?;
         let data = SecretData::decode(&plaintext).ok_or_else(|| Error::Integrity(what()))?;
-        Ok(SecretVersion { version, created_unix_nanos: created, key_version: header.key.version, data })
+        Ok(SecretVersion {
+            version,
+            created_unix_nanos: created,
+            key_version: header.key.version,
+            data,
+        })
     }
 
     /// Lists one level below `prefix` (folders end in `/`), or every secret below it when
-    /// `recursive`. Reads at most `page_size + 1` entries per page, plus one seek per folder
-    /// skipped over.
+    /// `recursive`. A page of plain entries reads `page_size + 1` entries from storage. Each
+    /// folder is skipped with one seek; after a folder the scan probes one entry at a time and
+    /// doubles its batch while it finds plain entries, so a page reads at most about twice the
+    /// entries it returns, plus one.
     pub fn list(
         &self,
         _caller: &Caller,
@@ -713,11 +1053,27 @@ impl Vault {
         page_token: &str,
         recursive: bool,
     ) -> Result<ListPage> {
+        self.list_counting(tenant, prefix, page_size, page_token, recursive)
+            .map(|(page, _)| page)
+    }
+
+    /// [`Vault::list`], also returning how many entries it read from storage.
+    fn list_counting(
+        &self,
+        tenant: &TenantName,
+        prefix: &FolderPrefix,
+        page_size: usize,
+        page_token: &str,
+        recursive: bool,
+    ) -> Result<(ListPage, usize)> {
         let _keyring = self.keyring()?;
         let page_size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
-                return Err(Error::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}")));
+                return Err(Error::invalid(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}"),
+                ));
             }
             n => n,
         };
@@ -725,14 +1081,21 @@ impl Vault {
         let mut base = meta_prefix(id);
         base.extend_from_slice(prefix.as_str().as_bytes());
         let mut cursor = base.clone();
-        cursor.extend_from_slice(&URL_SAFE_NO_PAD.decode(page_token).map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?);
+        cursor.extend_from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(page_token)
+                .map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?,
+        );
 
         let mut keys = Vec::new();
         let mut next_page_token = None;
+        let mut read = 0;
+        // One more than the page, so that a full page knows whether another follows.
+        let mut batch = page_size + 1;
         'scan: loop {
-            let want = page_size + 1 - keys.len();
-            let entries = self.data.scan(Space::Secrets, &base, &cursor, want)?;
-            let exhausted = entries.len() < want;
+            let entries = self.data.scan(Space::Secrets, &base, &cursor, batch)?;
+            read += entries.len();
+            let exhausted = entries.len() < batch;
             for (key, _) in &entries {
                 let relative = &key[base.len()..];
                 if keys.len() == page_size {
@@ -747,6 +1110,7 @@ impl Vault {
                         cursor = base.clone();
                         cursor.extend_from_slice(&relative[..slash]);
                         cursor.push(b'/' + 1);
+                        batch = 1;
                         continue 'scan;
                     }
                     _ => {
@@ -759,8 +1123,15 @@ impl Vault {
             if exhausted {
                 break;
             }
+            batch = (batch * 2).min(page_size + 1 - keys.len()).max(1);
         }
-        Ok(ListPage { keys, next_page_token })
+        Ok((
+            ListPage {
+                keys,
+                next_page_token,
+            },
+            read,
+        ))
     }
 
     /// Removes the secret with all its versions, in one atomic write.
@@ -777,7 +1148,9 @@ impl Vault {
         let mut start = prefix.clone();
         loop {
             let entries = self.data.scan(Space::Secrets, &prefix, &start, 1024)?;
-            let Some((last, _)) = entries.last() else { break };
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
             start = last.clone();
             start.push(0);
             for (key, _) in entries {
@@ -791,23 +1164,57 @@ impl Vault {
 }
 
 fn root_key_context() -> Context<'static> {
-    Context { purpose: Purpose::RootKey, tenant: None, path: ROOT_KEY_PATH, version: 1 }
+    Context {
+        purpose: Purpose::RootKey,
+        tenant: None,
+        path: ROOT_KEY_PATH,
+        version: 1,
+    }
 }
 
 fn token_key_context() -> Context<'static> {
-    Context { purpose: Purpose::SystemKey, tenant: None, path: TOKEN_HMAC_PATH, version: 1 }
+    Context {
+        purpose: Purpose::SystemKey,
+        tenant: None,
+        path: TOKEN_HMAC_PATH,
+        version: 1,
+    }
+}
+
+fn audit_signing_context() -> Context<'static> {
+    Context {
+        purpose: Purpose::SystemKey,
+        tenant: None,
+        path: AUDIT_SIGNING_PATH,
+        version: 1,
+    }
 }
 
 fn kek_context(tenant: TenantId, version: u32) -> Context<'static> {
-    Context { purpose: Purpose::Kek, tenant: Some(tenant), path: "", version: u64::from(version) }
+    Context {
+        purpose: Purpose::Kek,
+        tenant: Some(tenant),
+        path: "",
+        version: u64::from(version),
+    }
 }
 
 fn dek_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'_> {
-    Context { purpose: Purpose::Dek, tenant: Some(tenant), path: path.as_str(), version }
+    Context {
+        purpose: Purpose::Dek,
+        tenant: Some(tenant),
+        path: path.as_str(),
+        version,
+    }
 }
 
 fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'_> {
-    Context { purpose: Purpose::SecretValue, tenant: Some(tenant), path: path.as_str(), version }
+    Context {
+        purpose: Purpose::SecretValue,
+        tenant: Some(tenant),
+        path: path.as_str(),
+        version,
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 //! [`CallLayer`] wraps every service (ours, health and reflection). For each request it assigns
 //! a request id (echoed to the client in the `x-request-id` response header), notes the method
 //! and source address, hands the handler a [`Call`] to record the tenant, path and principal,
-//! and once the handler has answered, records the outcome. The audit log hooks in at
-//! [`CallService::call`]; today the record goes to the server log.
+//! and once the handler has answered, appends the call's one outcome record to the audit log
+//! and holds the answer until that record is durable. If it cannot be written, the answer is
+//! replaced by UNAVAILABLE: no secret leaves without its record. Health and reflection calls
+//! are not audited (they touch no vault data); every other call is.
+//!
+//! Mutating handlers also call [`Call::intent`] before they change anything, so a change is
+//! never committed without a durable record covering it, even if the process dies mid-call.
 //!
 //! It also turns tonic's OUT_OF_RANGE for an oversized request into RESOURCE_EXHAUSTED, the code
 //! gRPC specifies for exceeding the receive limit: such a request never reaches a handler, which
@@ -22,7 +27,15 @@ use std::{
 use http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use tonic::{Code, Request, Status, transport::server::TcpConnectInfo};
 use tower::{Layer, Service};
-use vault_core::{Error, token::Token};
+use vault_core::{
+    Error, Vault,
+    audit::{
+        Entry, Kind,
+        writer::{APPEND_TIMEOUT, AuditLog},
+    },
+    token::Token,
+    vault::Caller,
+};
 
 use crate::status::to_status;
 
@@ -30,13 +43,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 #[derive(Clone)]
 pub struct CallLayer {
-    node_id: Arc<str>,
     max_request_bytes: usize,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl CallLayer {
-    pub fn new(node_id: String, max_request_bytes: usize) -> Self {
-        CallLayer { node_id: node_id.into(), max_request_bytes }
+    /// `audit` is `None` only when the operator started the server with audit disabled.
+    pub fn new(max_request_bytes: usize, audit: Option<Arc<AuditLog>>) -> Self {
+        CallLayer {
+            max_request_bytes,
+            audit,
+        }
     }
 }
 
@@ -44,15 +61,19 @@ impl<S> Layer<S> for CallLayer {
     type Service = CallService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallService { inner, node_id: Arc::clone(&self.node_id), max_request_bytes: self.max_request_bytes }
+        CallService {
+            inner,
+            max_request_bytes: self.max_request_bytes,
+            audit: self.audit.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct CallService<S> {
     inner: S,
-    node_id: Arc<str>,
     max_request_bytes: usize,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// What is known about one call; shared between the layer and the handler.
@@ -68,23 +89,36 @@ struct CallRecord {
 #[derive(Clone)]
 pub struct Call {
     request_id: Arc<str>,
+    method: Arc<str>,
+    source: Arc<str>,
+    audit: Option<Arc<AuditLog>>,
     record: Arc<Mutex<CallRecord>>,
 }
 
 impl Call {
     /// The call for this request, marking it as having reached its handler.
     pub fn of<T>(request: &Request<T>) -> Call {
-        let call = request.extensions().get::<Call>().cloned().unwrap_or_else(|| Call {
-            // Only reachable if a service is mounted outside the layer; keep serving.
-            request_id: Arc::from(new_request_id()),
-            record: Arc::default(),
-        });
+        let call = request
+            .extensions()
+            .get::<Call>()
+            .cloned()
+            .unwrap_or_else(|| Call {
+                // Only reachable if a service is mounted outside the layer; keep serving.
+                request_id: Arc::from(new_request_id()),
+                method: Arc::from(""),
+                source: Arc::from("-"),
+                audit: None,
+                record: Arc::default(),
+            });
         call.update(|record| record.handled = true);
         call
     }
 
     fn update(&self, change: impl FnOnce(&mut CallRecord)) {
-        let mut record = self.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut record = self
+            .record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         change(&mut record);
     }
 
@@ -92,18 +126,73 @@ impl Call {
         &self.request_id
     }
 
-    /// Records what the call is about (names only, never values).
+    /// Records what the call is about (names only, never values). Raw input is recorded, so
+    /// that malformed calls are traceable too, cut to [`MAX_RECORDED_NAME`] bytes.
     pub fn target(&self, tenant: &str, path: &str) {
         self.update(|record| {
-            record.tenant = tenant.to_owned();
-            record.path = path.to_owned();
+            record.tenant = truncated(tenant);
+            record.path = truncated(path);
         });
     }
 
-    /// Records who is calling: a token accessor, never the token.
-    pub fn principal(&self, accessor: &str) {
-        self.update(|record| record.principal = accessor.to_owned());
+    /// Writes the intent record of a mutation and waits until it is durable. Call it after
+    /// authentication and validation, immediately before the change; if it fails, do not make
+    /// the change. Blocking: call it from blocking work.
+    pub fn intent(&self) -> Result<(), Error> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let mut entry = self.entry();
+        entry.kind = Some(Kind::Intent);
+        audit.append(entry).map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, request_id = %self.request_id, "intent record not written; change refused");
+            Error::AuditUnavailable
+        })
     }
+
+    /// An audit entry with everything known about the call so far.
+    fn entry(&self) -> Entry {
+        let record = self
+            .record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Entry {
+            kind: Some(Kind::Outcome),
+            request_id: self.request_id.to_string(),
+            method: self.method.to_string(),
+            tenant: record.tenant.clone(),
+            path: record.path.clone(),
+            principal: record.principal.clone(),
+            source: self.source.to_string(),
+            ..Entry::default()
+        }
+    }
+
+    /// Checks the presented token and records who is calling (the token's accessor, never the
+    /// token itself).
+    pub fn authenticate(
+        &self,
+        vault: &Vault,
+        token: Result<Token, Error>,
+    ) -> Result<Caller, Error> {
+        let caller = vault.authenticate(&token?)?;
+        self.update(|record| record.principal = caller.accessor().to_owned());
+        Ok(caller)
+    }
+}
+
+/// Longest tenant or path recorded for a call; longer input is cut (on a character boundary).
+pub const MAX_RECORDED_NAME: usize = 600;
+
+fn truncated(text: &str) -> String {
+    if text.len() <= MAX_RECORDED_NAME {
+        return text.to_owned();
+    }
+    let mut end = MAX_RECORDED_NAME;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
 }
 
 /// The bearer token of a request: `authorization: Bearer <token>` or `x-vault-token: <token>`.
@@ -111,10 +200,17 @@ pub fn presented_token<T>(request: &Request<T>) -> Result<Token, Error> {
     let metadata = request.metadata();
     let raw = if let Some(value) = metadata.get("authorization") {
         let text = value.to_str().map_err(|_| Error::PermissionDenied)?;
-        let token = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")).ok_or(Error::PermissionDenied)?;
+        let token = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+            .ok_or(Error::PermissionDenied)?;
         token.trim().to_owned()
     } else if let Some(value) = metadata.get("x-vault-token") {
-        value.to_str().map_err(|_| Error::PermissionDenied)?.trim().to_owned()
+        value
+            .to_str()
+            .map_err(|_| Error::PermissionDenied)?
+            .trim()
+            .to_owned()
     } else {
         return Err(Error::Unauthenticated);
     };
@@ -122,7 +218,9 @@ pub fn presented_token<T>(request: &Request<T>) -> Result<Token, Error> {
 }
 
 /// Runs blocking vault-core work off the async threads and maps its error to a status.
-pub async fn blocking<R: Send + 'static>(work: impl FnOnce() -> Result<R, Error> + Send + 'static) -> Result<R, Status> {
+pub async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, Error> + Send + 'static,
+) -> Result<R, Status> {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(to_status),
         Err(e) => {
@@ -149,7 +247,7 @@ where
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -161,52 +259,122 @@ where
 
     fn call(&mut self, mut request: HttpRequest<ReqBody>) -> Self::Future {
         let started = Instant::now();
-        let call = Call { request_id: Arc::from(new_request_id()), record: Arc::default() };
         let method = request.uri().path().to_owned();
-        let source: Option<SocketAddr> = request.extensions().get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr);
+        let source: Option<SocketAddr> = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
+        let audited =
+            !method.starts_with("/grpc.health.") && !method.starts_with("/grpc.reflection.");
+        let call = Call {
+            request_id: Arc::from(new_request_id()),
+            method: Arc::from(method.as_str()),
+            source: Arc::from(source.map_or_else(|| "-".to_owned(), |addr| addr.to_string())),
+            audit: if audited { self.audit.clone() } else { None },
+            record: Arc::default(),
+        };
         request.extensions_mut().insert(call.clone());
         // The service that was polled ready is the one to call; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let node_id = Arc::clone(&self.node_id);
         let max_request_bytes = self.max_request_bytes;
-        Box::pin(async move {
+        // The handler and the outcome record run in their own task: a client that cancels or
+        // times out drops this future, but must not stop a mutation's outcome from being
+        // recorded.
+        let task = tokio::spawn(async move {
             let mut response = inner.call(request).await?;
-            let record = call.record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let handled = call
+                .record
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .handled;
             let headers = response.headers_mut();
             let mut code = headers
                 .get("grpc-status")
                 .and_then(|value| value.to_str().ok())
                 .and_then(|text| text.parse::<i32>().ok())
                 .map_or(Code::Ok, Code::from);
-            if code == Code::OutOfRange && !record.handled {
+            if code == Code::OutOfRange && !handled {
                 code = Code::ResourceExhausted;
-                let message = format!("request is larger than the transport limit of {max_request_bytes} bytes");
+                let message = format!(
+                    "request is larger than the transport limit of {max_request_bytes} bytes"
+                );
                 headers.insert("grpc-status", HeaderValue::from(code as i32));
                 if let Ok(value) = HeaderValue::from_str(&message) {
                     headers.insert("grpc-message", value);
                 }
             }
-            if let Ok(value) = HeaderValue::from_str(&call.request_id) {
-                headers.insert(REQUEST_ID_HEADER, value);
+            if let Err(e) = record_outcome(&call, code).await {
+                tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written; answer withheld");
+                response = Status::unavailable(
+                    "audit log unavailable; no call is served until it can be written",
+                )
+                .into_http();
             }
-            tracing::info!(
+            if let Ok(value) = HeaderValue::from_str(&call.request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            tracing::debug!(
                 target: "vault::call",
                 request_id = %call.request_id,
-                node = %node_id,
-                method = %method,
-                source = %source.map_or_else(|| "-".to_owned(), |addr| addr.to_string()),
-                tenant = %record.tenant,
-                path = %record.path,
-                principal = %record.principal,
-                outcome = outcome(code),
+                method = %call.method,
                 code = ?code,
                 micros = started.elapsed().as_micros() as u64,
                 "call"
             );
-            drop(record);
             Ok(response)
+        });
+        Box::pin(async move {
+            match task.await {
+                Ok(result) => result,
+                Err(e) => {
+                    tracing::error!(error = %e, "call task failed");
+                    Ok(Status::internal("internal error; see the server log").into_http())
+                }
+            }
         })
+    }
+}
+
+/// Appends the call's outcome record and waits until it is durable (never longer than
+/// [`APPEND_TIMEOUT`]).
+async fn record_outcome(call: &Call, code: Code) -> Result<(), String> {
+    let Some(audit) = &call.audit else {
+        return Ok(());
+    };
+    let mut entry = call.entry();
+    entry.outcome = outcome(code).to_owned();
+    entry.code = code_name(code).to_owned();
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    audit.submit(entry, Box::new(move |result| drop(sender.send(result))));
+    match tokio::time::timeout(APPEND_TIMEOUT, receiver).await {
+        Ok(Ok(Ok(_))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(_)) => Err("the audit writer dropped the record".into()),
+        Err(_) => Err("timed out waiting for the audit log".into()),
+    }
+}
+
+/// The canonical name of a gRPC status code, as audit records carry it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

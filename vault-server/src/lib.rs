@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 pub mod call;
 mod dev;
 mod secrets;
@@ -13,27 +14,31 @@ mod status;
 mod system;
 mod tenants;
 
-use std::{
-    io::Write,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::Arc,
-};
+use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
-use vault_core::{Vault, VaultConfig, storage::RocksStorage};
+use vault_core::{
+    Vault, VaultConfig,
+    audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
+    storage::RocksStorage,
+};
 use vault_proto::v1::{
-    FILE_DESCRIPTOR_SET, secrets_server::SecretsServer, system_server::SystemServer, tenants_server::TenantsServer,
+    FILE_DESCRIPTOR_SET, audit_server::AuditServer, secrets_server::SecretsServer,
+    system_server::SystemServer, tenants_server::TenantsServer,
 };
 
 /// Default transport limit for one request message.
 const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Parser, Debug)]
-#[command(name = "vault-server", version, about = "The vault: secrets and key-management server (gRPC)")]
+#[command(
+    name = "vault-server",
+    version,
+    about = "The vault: secrets and key-management server (gRPC)"
+)]
 pub struct Args {
     /// Development mode: embedded RocksDB in --data-dir (default ./vault-dev-data), one share,
     /// unseals itself and prints the share and root token. Insecure; loopback only.
@@ -59,11 +64,52 @@ pub struct Args {
     /// This node's name in status output and audit records (default: the host name).
     #[arg(long, env = "VAULT_NODE_ID")]
     pub node_id: Option<String>,
+
+    /// Directory for the audit log's segment files (default: DATA_DIR/audit). May be on another
+    /// disk.
+    #[arg(long, env = "VAULT_AUDIT_DIR")]
+    pub audit_dir: Option<PathBuf>,
+
+    /// Size at which an audit segment is closed and a new one started.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub audit_segment_bytes: u64,
+
+    /// A signed checkpoint is written after this many records...
+    #[arg(long, default_value_t = 1000)]
+    pub audit_checkpoint_records: u64,
+
+    /// ...or once the oldest unsigned record is this many milliseconds old.
+    #[arg(long, default_value_t = 1000)]
+    pub audit_checkpoint_ms: u64,
+
+    /// Audit segments whose newest record is older than this many days are pruned, with a signed
+    /// pruning record. 0 keeps everything.
+    #[arg(long, default_value_t = 0)]
+    pub audit_retention_days: u64,
+
+    /// Also send every audit record to this Unix datagram socket as RFC 5424 syslog (e.g.
+    /// /dev/log). Fed from the durable log; a slow or absent receiver never blocks calls.
+    #[arg(long, value_name = "PATH")]
+    pub audit_syslog_socket: Option<PathBuf>,
+
+    /// DANGER, for tests: while this file exists, every audit write fails.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub danger_audit_fault_file: Option<PathBuf>,
+
+    /// DANGER, for benchmarks only: serve calls without an audit log.
+    #[arg(long)]
+    pub danger_disable_audit: bool,
 }
 
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// What every service shares.
@@ -89,50 +135,170 @@ pub async fn run(args: Args) -> Result<(), String> {
     let data_dir = match (&args.data_dir, args.dev) {
         (Some(dir), _) => dir.clone(),
         (None, true) => PathBuf::from("vault-dev-data"),
-        (None, false) => return Err("--data-dir is required (or use --dev to try the vault)".into()),
+        (None, false) => {
+            return Err("--data-dir is required (or use --dev to try the vault)".into());
+        }
     };
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let data = RocksStorage::open(&data_dir.join("data")).map_err(|e| format!("cannot open the data store: {e}"))?;
-    let keys = RocksStorage::open(&data_dir.join("keys")).map_err(|e| format!("cannot open the key store: {e}"))?;
-    let config = VaultConfig { max_value_bytes: args.max_value_bytes };
-    let vault = Arc::new(Vault::open(Arc::new(data), Arc::new(keys), config).map_err(|e| format!("cannot open the vault: {e}"))?);
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+    let data = RocksStorage::open(&data_dir.join("data"))
+        .map_err(|e| format!("cannot open the data store: {e}"))?;
+    let keys = RocksStorage::open(&data_dir.join("keys"))
+        .map_err(|e| format!("cannot open the key store: {e}"))?;
+    let config = VaultConfig {
+        max_value_bytes: args.max_value_bytes,
+    };
+    let mut vault = Vault::open(Arc::new(data), Arc::new(keys), config)
+        .map_err(|e| format!("cannot open the vault: {e}"))?;
+    let node_id = args.node_id.clone().unwrap_or_else(host_name);
+    let audit = if args.danger_disable_audit {
+        tracing::warn!(
+            "DANGER: the audit log is disabled (--danger-disable-audit); calls leave no trace"
+        );
+        None
+    } else {
+        let audit = open_audit(&args, &data_dir, &node_id, &vault)?;
+        vault = vault.with_audit(Arc::clone(&audit));
+        Some(audit)
+    };
+    let vault = Arc::new(vault);
 
     if args.dev {
         dev::bootstrap(&vault, &data_dir)?;
+        if let Some(audit) = &audit {
+            audit
+                .append(system_entry(
+                    "dev mode: unsealed with the share kept in the data directory".into(),
+                ))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(audit) = &audit {
+        tokio::spawn(persist_audit_head(Arc::clone(&vault), Arc::clone(audit)));
+        #[cfg(unix)]
+        if let Some(socket) = &args.audit_syslog_socket {
+            vault_core::audit::sink::spawn_syslog_sink(
+                Arc::clone(audit),
+                socket.clone(),
+                node_id.clone(),
+            )
+            .map_err(|e| format!("cannot start the syslog sink: {e}"))?;
+        }
     }
 
-    let node_id = args.node_id.clone().unwrap_or_else(host_name);
-    let shared = Arc::new(Shared { vault: Arc::clone(&vault), node_id: node_id.clone() });
+    let shared = Arc::new(Shared {
+        vault: Arc::clone(&vault),
+        node_id: node_id.clone(),
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<SystemServer<system::SystemService>>().await;
-    health_reporter.set_serving::<SecretsServer<secrets::SecretsService>>().await;
-    health_reporter.set_serving::<TenantsServer<tenants::TenantsService>>().await;
+    health_reporter
+        .set_serving::<SystemServer<system::SystemService>>()
+        .await;
+    health_reporter
+        .set_serving::<SecretsServer<secrets::SecretsService>>()
+        .await;
+    health_reporter
+        .set_serving::<TenantsServer<tenants::TenantsService>>()
+        .await;
+    health_reporter
+        .set_serving::<AuditServer<audit::AuditService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
 
     let limit = args.max_request_bytes;
-    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
     // The first line on stdout is for humans and for tests that start the server on port 0.
     println!("vault-server listening on {local}");
     let _ = std::io::stdout().flush();
     tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
 
     Server::builder()
-        .layer(call::CallLayer::new(node_id, limit))
+        .layer(call::CallLayer::new(limit, audit.clone()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(SystemServer::new(system::SystemService::new(Arc::clone(&shared))).max_decoding_message_size(limit))
-        .add_service(SecretsServer::new(secrets::SecretsService::new(Arc::clone(&shared))).max_decoding_message_size(limit))
-        .add_service(TenantsServer::new(tenants::TenantsService::new(Arc::clone(&shared))).max_decoding_message_size(limit))
+        .add_service(
+            SystemServer::new(system::SystemService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            SecretsServer::new(secrets::SecretsService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            TenantsServer::new(tenants::TenantsService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            AuditServer::new(audit::AuditService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Opens the audit log: recovery (torn tail, crashed intents, tail check against the head the
+/// vault's state recorded) happens here, and corruption refuses start-up.
+fn open_audit(
+    args: &Args,
+    data_dir: &std::path::Path,
+    node_id: &str,
+    vault: &Vault,
+) -> Result<Arc<AuditLog>, String> {
+    let dir = args
+        .audit_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("audit"));
+    let mut config = AuditConfig::new(dir.clone(), node_id.to_owned());
+    config.segment_bytes = args.audit_segment_bytes.max(1);
+    config.checkpoint_records = args.audit_checkpoint_records.max(1);
+    config.checkpoint_interval = std::time::Duration::from_millis(args.audit_checkpoint_ms.max(1));
+    config.retention = (args.audit_retention_days > 0)
+        .then(|| std::time::Duration::from_secs(args.audit_retention_days * 86_400));
+    config.fault_file = args.danger_audit_fault_file.clone();
+    config.expected_head = vault
+        .stored_audit_head()
+        .map_err(|e| format!("cannot read the stored audit head: {e}"))?;
+    let audit = AuditLog::open(config).map_err(|e| match e {
+        AuditError::Corrupt(broken) => {
+            format!("refusing to start: the audit log is corrupt: {broken}")
+        }
+        other => format!("cannot open the audit log in {}: {other}", dir.display()),
+    })?;
+    let recovery = &audit.recovery;
+    tracing::info!(records = recovery.records, repaired_bytes = recovery.repaired_bytes, crashed_intents = recovery.crashed_intents, dir = %dir.display(), "audit log opened");
+    Ok(Arc::new(audit))
+}
+
+/// Keeps the audit head in the vault's own state (at most once a second), so a log cut short
+/// while the server is down is noticed at the next start.
+async fn persist_audit_head(vault: Arc<Vault>, audit: Arc<AuditLog>) {
+    let mut stored = None;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let head = audit.head();
+        if stored.as_ref() == Some(&head) {
+            continue;
+        }
+        let (vault, to_store) = (Arc::clone(&vault), head.clone());
+        match tokio::task::spawn_blocking(move || vault.store_audit_head(&to_store)).await {
+            Ok(Ok(())) => stored = Some(head),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot store the audit head"),
+            Err(e) => tracing::warn!(error = %e, "cannot store the audit head"),
+        }
+    }
 }
 
 fn host_name() -> String {

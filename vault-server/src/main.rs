@@ -9,7 +9,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = vault_server::Args::parse();
     vault_server::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("vault-server: error: cannot start the async runtime: {e}");

@@ -27,7 +27,10 @@ impl SecretsService {
 
 #[tonic::async_trait]
 impl Secrets for SecretsService {
-    async fn put(&self, request: Request<v1::PutRequest>) -> Result<Response<v1::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<v1::PutRequest>,
+    ) -> Result<Response<v1::PutResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let v1::PutRequest { tenant, path, data } = request.into_inner();
@@ -39,32 +42,45 @@ impl Secrets for SecretsService {
         }
         let vault = Arc::clone(&self.shared.vault);
         let outcome = blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
             let tenant = TenantName::parse(&tenant)?;
             let path = SecretPath::parse(&path)?;
+            call.intent()?;
             vault.put(&caller, &tenant, &path, secret)
         })
         .await?;
-        Ok(Response::new(v1::PutResponse { version: outcome.version, created_time: rfc3339(outcome.created_unix_nanos) }))
+        Ok(Response::new(v1::PutResponse {
+            version: outcome.version,
+            created_time: rfc3339(outcome.created_unix_nanos),
+        }))
     }
 
-    async fn get(&self, request: Request<v1::GetRequest>) -> Result<Response<v1::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<v1::GetRequest>,
+    ) -> Result<Response<v1::GetResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
-        let v1::GetRequest { tenant, path, version } = request.into_inner();
+        let v1::GetRequest {
+            tenant,
+            path,
+            version,
+        } = request.into_inner();
         call.target(&tenant, &path);
         let vault = Arc::clone(&self.shared.vault);
         let (path, found) = blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
             let tenant = TenantName::parse(&tenant)?;
             let path = SecretPath::parse(&path)?;
             let found = vault.get(&caller, &tenant, &path, version)?;
             Ok((path, found))
         })
         .await?;
-        let data = found.data.expose_secret().map(|(name, value)| (name.to_owned(), value.to_vec())).collect();
+        let data = found
+            .data
+            .expose_secret()
+            .map(|(name, value)| (name.to_owned(), value.to_vec()))
+            .collect();
         Ok(Response::new(v1::GetResponse {
             path: path.to_string(),
             version: found.version,
@@ -74,34 +90,55 @@ impl Secrets for SecretsService {
         }))
     }
 
-    async fn list(&self, request: Request<v1::ListRequest>) -> Result<Response<v1::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
-        let v1::ListRequest { tenant, prefix, page_size, page_token, recursive } = request.into_inner();
+        let v1::ListRequest {
+            tenant,
+            prefix,
+            page_size,
+            page_token,
+            recursive,
+        } = request.into_inner();
         call.target(&tenant, &prefix);
         let vault = Arc::clone(&self.shared.vault);
         let page = blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
             let tenant = TenantName::parse(&tenant)?;
             let prefix = FolderPrefix::parse(&prefix)?;
-            vault.list(&caller, &tenant, &prefix, page_size as usize, &page_token, recursive)
+            vault.list(
+                &caller,
+                &tenant,
+                &prefix,
+                page_size as usize,
+                &page_token,
+                recursive,
+            )
         })
         .await?;
-        Ok(Response::new(v1::ListResponse { keys: page.keys, next_page_token: page.next_page_token.unwrap_or_default() }))
+        Ok(Response::new(v1::ListResponse {
+            keys: page.keys,
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
     }
 
-    async fn delete(&self, request: Request<v1::DeleteRequest>) -> Result<Response<v1::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let v1::DeleteRequest { tenant, path } = request.into_inner();
         call.target(&tenant, &path);
         let vault = Arc::clone(&self.shared.vault);
         blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
             let tenant = TenantName::parse(&tenant)?;
             let path = SecretPath::parse(&path)?;
+            call.intent()?;
             vault.delete(&caller, &tenant, &path)
         })
         .await?;

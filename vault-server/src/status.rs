@@ -6,14 +6,17 @@ use vault_core::Error;
 
 pub(crate) fn to_status(error: Error) -> Status {
     match error {
-        Error::InvalidArgument { .. } | Error::TooLarge { .. } | Error::UnsealFailed => Status::invalid_argument(error.to_string()),
+        Error::InvalidArgument { .. } | Error::TooLarge { .. } | Error::UnsealFailed => {
+            Status::invalid_argument(error.to_string())
+        }
         Error::Unauthenticated => Status::unauthenticated(error.to_string()),
         Error::PermissionDenied => Status::permission_denied(error.to_string()),
         Error::NotFound(_) => Status::not_found(error.to_string()),
         Error::AlreadyExists(_) => Status::already_exists(error.to_string()),
-        Error::Sealed | Error::NotInitialized | Error::AlreadyInitialized | Error::FailedPrecondition(_) => {
-            Status::failed_precondition(error.to_string())
-        }
+        Error::Sealed
+        | Error::NotInitialized
+        | Error::AlreadyInitialized
+        | Error::FailedPrecondition(_) => Status::failed_precondition(error.to_string()),
         Error::Integrity(_) => {
             tracing::error!(error = %error, "integrity failure");
             Status::internal("integrity check failed; see the server log")
@@ -21,6 +24,9 @@ pub(crate) fn to_status(error: Error) -> Status {
         Error::Storage(ref detail) => {
             tracing::error!(error = %detail, "storage failure");
             Status::unavailable("storage unavailable; see the server log")
+        }
+        Error::AuditUnavailable => {
+            Status::unavailable("audit log unavailable; no call is served until it can be written")
         }
         Error::Rng => {
             tracing::error!(error = %error, "rng failure");

@@ -22,24 +22,43 @@ impl SystemService {
 }
 
 fn unseal_response(status: SealStatus) -> v1::UnsealResponse {
-    v1::UnsealResponse { sealed: status.sealed, threshold: status.threshold, shares: status.shares, progress: status.progress }
+    v1::UnsealResponse {
+        sealed: status.sealed,
+        threshold: status.threshold,
+        shares: status.shares,
+        progress: status.progress,
+    }
 }
 
 #[tonic::async_trait]
 impl System for SystemService {
-    async fn init(&self, request: Request<v1::InitRequest>) -> Result<Response<v1::InitResponse>, Status> {
-        let _call = Call::of(&request);
+    async fn init(
+        &self,
+        request: Request<v1::InitRequest>,
+    ) -> Result<Response<v1::InitResponse>, Status> {
+        let call = Call::of(&request);
         let v1::InitRequest { shares, threshold } = request.into_inner();
         let vault = Arc::clone(&self.shared.vault);
-        let output = blocking(move || vault.init(shares, threshold)).await?;
+        let output = blocking(move || {
+            call.intent()?;
+            vault.init(shares, threshold)
+        })
+        .await?;
         Ok(Response::new(v1::InitResponse {
-            shares: output.shares.iter().map(|share| share.expose_secret().to_string()).collect(),
+            shares: output
+                .shares
+                .iter()
+                .map(|share| share.expose_secret().to_string())
+                .collect(),
             root_token: output.root_token.expose_secret().to_owned(),
             threshold: output.threshold,
         }))
     }
 
-    async fn unseal(&self, request: Request<v1::UnsealRequest>) -> Result<Response<v1::UnsealResponse>, Status> {
+    async fn unseal(
+        &self,
+        request: Request<v1::UnsealRequest>,
+    ) -> Result<Response<v1::UnsealResponse>, Status> {
         let _call = Call::of(&request);
         let v1::UnsealRequest { share, reset } = request.into_inner();
         let share = zeroize::Zeroizing::new(share);
@@ -54,13 +73,16 @@ impl System for SystemService {
         Ok(Response::new(unseal_response(status)))
     }
 
-    async fn seal(&self, request: Request<v1::SealRequest>) -> Result<Response<v1::SealResponse>, Status> {
+    async fn seal(
+        &self,
+        request: Request<v1::SealRequest>,
+    ) -> Result<Response<v1::SealResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let vault = Arc::clone(&self.shared.vault);
         blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
+            call.intent()?;
             vault.seal(&caller)
         })
         .await?;
@@ -68,9 +90,14 @@ impl System for SystemService {
         Ok(Response::new(v1::SealResponse {}))
     }
 
-    async fn status(&self, request: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
         let _call = Call::of(&request);
-        let status = self.shared.vault.status();
+        let vault = Arc::clone(&self.shared.vault);
+        // Status takes the seal locks, which init and unseal hold across storage I/O.
+        let status = blocking(move || Ok(vault.status())).await?;
         Ok(Response::new(v1::StatusResponse {
             initialized: status.initialized,
             sealed: status.sealed,
@@ -83,20 +110,26 @@ impl System for SystemService {
         }))
     }
 
-    async fn rotate(&self, request: Request<v1::RotateRequest>) -> Result<Response<v1::RotateResponse>, Status> {
+    async fn rotate(
+        &self,
+        request: Request<v1::RotateRequest>,
+    ) -> Result<Response<v1::RotateResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let v1::RotateRequest { tenant } = request.into_inner();
         call.target(&tenant, "");
         let vault = Arc::clone(&self.shared.vault);
         let (tenant, key_version) = blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
             let tenant = TenantName::parse(&tenant)?;
+            call.intent()?;
             let version = vault.rotate(&caller, &tenant)?;
             Ok::<_, Error>((tenant, version))
         })
         .await?;
-        Ok(Response::new(v1::RotateResponse { tenant: tenant.to_string(), key_version }))
+        Ok(Response::new(v1::RotateResponse {
+            tenant: tenant.to_string(),
+            key_version,
+        }))
     }
 }

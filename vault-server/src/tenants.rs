@@ -32,31 +32,41 @@ fn tenant_message(info: TenantInfo) -> v1::Tenant {
 
 #[tonic::async_trait]
 impl Tenants for TenantsService {
-    async fn create_tenant(&self, request: Request<v1::CreateTenantRequest>) -> Result<Response<v1::CreateTenantResponse>, Status> {
+    async fn create_tenant(
+        &self,
+        request: Request<v1::CreateTenantRequest>,
+    ) -> Result<Response<v1::CreateTenantResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let v1::CreateTenantRequest { name } = request.into_inner();
         call.target(&name, "");
         let vault = Arc::clone(&self.shared.vault);
         let info = blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
-            vault.create_tenant(&caller, &TenantName::parse(&name)?)
+            let caller = call.authenticate(&vault, token)?;
+            let name = TenantName::parse(&name)?;
+            call.intent()?;
+            vault.create_tenant(&caller, &name)
         })
         .await?;
-        Ok(Response::new(v1::CreateTenantResponse { tenant: Some(tenant_message(info)) }))
+        Ok(Response::new(v1::CreateTenantResponse {
+            tenant: Some(tenant_message(info)),
+        }))
     }
 
-    async fn list_tenants(&self, request: Request<v1::ListTenantsRequest>) -> Result<Response<v1::ListTenantsResponse>, Status> {
+    async fn list_tenants(
+        &self,
+        request: Request<v1::ListTenantsRequest>,
+    ) -> Result<Response<v1::ListTenantsResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let vault = Arc::clone(&self.shared.vault);
         let tenants = blocking(move || {
-            let caller = vault.authenticate(&token?)?;
-            call.principal(caller.accessor());
+            let caller = call.authenticate(&vault, token)?;
             vault.list_tenants(&caller)
         })
         .await?;
-        Ok(Response::new(v1::ListTenantsResponse { tenants: tenants.into_iter().map(tenant_message).collect() }))
+        Ok(Response::new(v1::ListTenantsResponse {
+            tenants: tenants.into_iter().map(tenant_message).collect(),
+        }))
     }
 }

@@ -31,7 +31,13 @@ impl Storage for MemoryStorage {
         Ok(spaces.get(&space).and_then(|map| map.get(key)).cloned())
     }
 
-    fn scan(&self, space: Space, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         let spaces = self.spaces.read().map_err(|_| poisoned())?;
         let Some(map) = spaces.get(&space) else {
             return Ok(Vec::new());

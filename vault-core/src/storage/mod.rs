@@ -43,8 +43,15 @@ impl Space {
 /// One change in a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    Put { space: Space, key: Vec<u8>, value: Vec<u8> },
-    Delete { space: Space, key: Vec<u8> },
+    Put {
+        space: Space,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        space: Space,
+        key: Vec<u8>,
+    },
 }
 
 /// Changes applied together or not at all.
@@ -58,13 +65,25 @@ impl WriteBatch {
         WriteBatch::default()
     }
 
-    pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.ops.push(Op::Put { space, key: key.into(), value: value.into() });
+    pub fn put(
+        &mut self,
+        space: Space,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.ops.push(Op::Put {
+            space,
+            key: key.into(),
+            value: value.into(),
+        });
         self
     }
 
     pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) -> &mut Self {
-        self.ops.push(Op::Delete { space, key: key.into() });
+        self.ops.push(Op::Delete {
+            space,
+            key: key.into(),
+        });
         self
     }
 
@@ -81,7 +100,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Up to `limit` entries whose keys start with `prefix`, in key order, beginning at the
     /// first key `>= start` (`start` itself begins with `prefix`, or is the prefix).
-    fn scan(&self, space: Space, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError>;
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError>;
 
     /// Applies the batch atomically; returns once it is durable.
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;

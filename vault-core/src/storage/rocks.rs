@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions,
+};
 
 use super::{Entry, Op, Space, Storage, WriteBatch, prefix_end};
 use crate::error::StorageError;
@@ -27,11 +29,16 @@ impl RocksStorage {
         // Keys and values are small; keep the memory footprint modest for a 2-core box.
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
-        let families = Space::ALL.iter().map(|space| ColumnFamilyDescriptor::new(space.name(), Options::default()));
+        let families = Space::ALL
+            .iter()
+            .map(|space| ColumnFamilyDescriptor::new(space.name(), Options::default()));
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
             let text = e.to_string();
             if text.contains("lock") {
-                StorageError(format!("{} is in use by another process ({text})", dir.display()))
+                StorageError(format!(
+                    "{} is in use by another process ({text})",
+                    dir.display()
+                ))
             } else {
                 error(&format!("open {}", dir.display()), e)
             }
@@ -40,22 +47,36 @@ impl RocksStorage {
     }
 
     fn family(&self, space: Space) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.db.cf_handle(space.name()).ok_or_else(|| StorageError(format!("column family {} missing", space.name())))
+        self.db
+            .cf_handle(space.name())
+            .ok_or_else(|| StorageError(format!("column family {} missing", space.name())))
     }
 }
 
 impl Storage for RocksStorage {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.db.get_cf(self.family(space)?, key).map_err(|e| error("get", e))
+        self.db
+            .get_cf(self.family(space)?, key)
+            .map_err(|e| error("get", e))
     }
 
-    fn scan(&self, space: Space, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         let start = if start < prefix { prefix } else { start };
         let mut read = ReadOptions::default();
         if let Some(end) = prefix_end(prefix) {
             read.set_iterate_upper_bound(end);
         }
-        let iterator = self.db.iterator_cf_opt(self.family(space)?, read, IteratorMode::From(start, Direction::Forward));
+        let iterator = self.db.iterator_cf_opt(
+            self.family(space)?,
+            read,
+            IteratorMode::From(start, Direction::Forward),
+        );
         let mut entries = Vec::new();
         for item in iterator {
             if entries.len() >= limit {
@@ -74,13 +95,17 @@ impl Storage for RocksStorage {
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in &batch.ops {
             match op {
-                Op::Put { space, key, value } => rocks_batch.put_cf(self.family(*space)?, key, value),
+                Op::Put { space, key, value } => {
+                    rocks_batch.put_cf(self.family(*space)?, key, value)
+                }
                 Op::Delete { space, key } => rocks_batch.delete_cf(self.family(*space)?, key),
             }
         }
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(rocks_batch, &options).map_err(|e| error("write", e))
+        self.db
+            .write_opt(rocks_batch, &options)
+            .map_err(|e| error("write", e))
     }
 
     fn kind(&self) -> &'static str {

@@ -1,8 +1,5 @@
 use super::*;
-use crate::{
-    secret::SecretBytes,
-    storage::MemoryStorage,
-};
+use crate::{secret::SecretBytes, storage::MemoryStorage};
 
 struct Fixture {
     data: Arc<MemoryStorage>,
@@ -25,7 +22,11 @@ impl Fixture {
 }
 
 fn share_texts(output: &InitOutput) -> Vec<String> {
-    output.shares.iter().map(|s| s.expose_secret().to_string()).collect()
+    output
+        .shares
+        .iter()
+        .map(|s| s.expose_secret().to_string())
+        .collect()
 }
 
 fn unseal_with(vault: &Vault, shares: &[&String]) -> Result<SealStatus> {
@@ -39,13 +40,20 @@ fn unseal_with(vault: &Vault, shares: &[&String]) -> Result<SealStatus> {
 fn data(fields: &[(&str, &str)]) -> SecretData {
     let mut data = SecretData::new();
     for (name, value) in fields {
-        data.insert((*name).to_owned(), SecretBytes::new(value.as_bytes().to_vec()));
+        data.insert(
+            (*name).to_owned(),
+            SecretBytes::new(value.as_bytes().to_vec()),
+        );
     }
     data
 }
 
 fn fields(version: &SecretVersion) -> Vec<(String, String)> {
-    version.data.expose_secret().map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into_owned())).collect()
+    version
+        .data
+        .expose_secret()
+        .map(|(n, v)| (n.to_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
 }
 
 fn tenant(name: &str) -> TenantName {
@@ -62,31 +70,64 @@ fn unsealed() -> (Fixture, Vec<String>, Caller) {
     let output = fixture.vault.init(5, 3).expect("init");
     let shares = share_texts(&output);
     unseal_with(&fixture.vault, &[&shares[0], &shares[1], &shares[2]]).expect("unseal");
-    let caller = fixture.vault.authenticate(&output.root_token).expect("root token");
-    fixture.vault.create_tenant(&caller, &tenant("acme")).expect("tenant");
+    let caller = fixture
+        .vault
+        .authenticate(&output.root_token)
+        .expect("root token");
+    fixture
+        .vault
+        .create_tenant(&caller, &tenant("acme"))
+        .expect("tenant");
     (fixture, shares, caller)
 }
 
 #[test]
 fn init_unseal_threshold_and_progress() {
     let fixture = Fixture::new();
-    assert_eq!(fixture.vault.status(), SealStatus { initialized: false, sealed: true, threshold: 0, shares: 0, progress: 0 });
+    assert_eq!(
+        fixture.vault.status(),
+        SealStatus {
+            initialized: false,
+            sealed: true,
+            threshold: 0,
+            shares: 0,
+            progress: 0
+        }
+    );
     let output = fixture.vault.init(5, 3).expect("init");
-    assert!(matches!(fixture.vault.init(5, 3), Err(Error::AlreadyInitialized)));
+    assert!(matches!(
+        fixture.vault.init(5, 3),
+        Err(Error::AlreadyInitialized)
+    ));
     let shares = share_texts(&output);
     assert_eq!(shares.len(), 5);
     let status = unseal_with(&fixture.vault, &[&shares[4], &shares[1]]).expect("two shares");
-    assert_eq!(status, SealStatus { initialized: true, sealed: true, threshold: 3, shares: 5, progress: 2 });
+    assert_eq!(
+        status,
+        SealStatus {
+            initialized: true,
+            sealed: true,
+            threshold: 3,
+            shares: 5,
+            progress: 2
+        }
+    );
     // A repeated share does not count twice.
     let status = unseal_with(&fixture.vault, &[&shares[1]]).expect("repeat");
     assert_eq!(status.progress, 2);
     assert!(status.sealed);
     // The token cannot be checked while sealed.
-    assert!(matches!(fixture.vault.authenticate(&output.root_token), Err(Error::Sealed)));
+    assert!(matches!(
+        fixture.vault.authenticate(&output.root_token),
+        Err(Error::Sealed)
+    ));
     let status = unseal_with(&fixture.vault, &[&shares[2]]).expect("third");
     assert!(!status.sealed);
     assert_eq!(status.progress, 0);
-    fixture.vault.authenticate(&output.root_token).expect("root token works");
+    fixture
+        .vault
+        .authenticate(&output.root_token)
+        .expect("root token works");
 }
 
 #[test]
@@ -97,17 +138,21 @@ fn wrong_share_fails_and_resets_progress() {
     let other = Fixture::new();
     let foreign = share_texts(&other.vault.init(3, 2).expect("init"));
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
-    let error = unseal_with(&fixture.vault, &[&foreign[1]]).err().expect("must fail");
-    assert_eq!(error.to_string(), "unseal failed: the shares do not reconstruct the unseal key");
+    let error = unseal_with(&fixture.vault, &[&foreign[1]])
+        .err()
+        .expect("must fail");
+    assert_eq!(
+        error.to_string(),
+        "unseal failed: the shares do not reconstruct the unseal key"
+    );
     assert_eq!(fixture.vault.status().progress, 0);
     assert!(fixture.vault.status().sealed);
-    // A share with the same identifier but other content also fails and resets.
-    unseal_with(&fixture.vault, &[&shares[1]]).expect("one");
-    let error = unseal_with(&fixture.vault, &[&foreign[1]]).err().expect("must fail");
-    assert!(matches!(error, Error::UnsealFailed));
-    assert_eq!(fixture.vault.status().progress, 0);
     // And the right shares still work afterwards.
-    assert!(!unseal_with(&fixture.vault, &[&shares[2], &shares[0]]).expect("unseal").sealed);
+    assert!(
+        !unseal_with(&fixture.vault, &[&shares[2], &shares[0]])
+            .expect("unseal")
+            .sealed
+    );
 }
 
 #[test]
@@ -122,7 +167,10 @@ fn reset_forgets_progress() {
 fn unknown_and_malformed_tokens_are_denied() {
     let (fixture, _, _) = unsealed();
     let stranger = Token::generate().expect("rng");
-    assert!(matches!(fixture.vault.authenticate(&stranger), Err(Error::PermissionDenied)));
+    assert!(matches!(
+        fixture.vault.authenticate(&stranger),
+        Err(Error::PermissionDenied)
+    ));
 }
 
 #[test]
@@ -130,35 +178,109 @@ fn put_get_versions_and_fields() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     let acme = tenant("acme");
-    let first = vault.put(&caller, &acme, &path("db/primary"), data(&[("user", "app"), ("password", "s3cret")])).expect("put");
+    let first = vault
+        .put(
+            &caller,
+            &acme,
+            &path("db/primary"),
+            data(&[("user", "app"), ("password", "s3cret")]),
+        )
+        .expect("put");
     assert_eq!(first.version, 1);
-    let second = vault.put(&caller, &acme, &path("db/primary"), data(&[("password", "n3w")])).expect("put");
+    let second = vault
+        .put(
+            &caller,
+            &acme,
+            &path("db/primary"),
+            data(&[("password", "n3w")]),
+        )
+        .expect("put");
     assert_eq!(second.version, 2);
-    let current = vault.get(&caller, &acme, &path("db/primary"), 0).expect("get");
+    let current = vault
+        .get(&caller, &acme, &path("db/primary"), 0)
+        .expect("get");
     assert_eq!(current.version, 2);
-    assert_eq!(fields(&current), [("password".to_owned(), "n3w".to_owned())]);
-    let old = vault.get(&caller, &acme, &path("db/primary"), 1).expect("get v1");
-    assert_eq!(fields(&old), [("password".to_owned(), "s3cret".to_owned()), ("user".to_owned(), "app".to_owned())]);
-    assert!(matches!(vault.get(&caller, &acme, &path("db/primary"), 3), Err(Error::NotFound(_))));
-    assert!(matches!(vault.get(&caller, &acme, &path("db/other"), 0), Err(Error::NotFound(_))));
+    assert_eq!(
+        fields(&current),
+        [("password".to_owned(), "n3w".to_owned())]
+    );
+    let old = vault
+        .get(&caller, &acme, &path("db/primary"), 1)
+        .expect("get v1");
+    assert_eq!(
+        fields(&old),
+        [
+            ("password".to_owned(), "s3cret".to_owned()),
+            ("user".to_owned(), "app".to_owned())
+        ]
+    );
+    assert!(matches!(
+        vault.get(&caller, &acme, &path("db/primary"), 3),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        vault.get(&caller, &acme, &path("db/other"), 0),
+        Err(Error::NotFound(_))
+    ));
 }
 
 #[test]
 fn tenants_are_isolated() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
-    vault.create_tenant(&caller, &tenant("globex")).expect("tenant");
-    assert!(matches!(vault.create_tenant(&caller, &tenant("globex")), Err(Error::AlreadyExists(_))));
-    vault.put(&caller, &tenant("acme"), &path("shared/name"), data(&[("v", "acme")])).expect("put");
-    vault.put(&caller, &tenant("globex"), &path("shared/name"), data(&[("v", "globex")])).expect("put");
-    let acme = vault.get(&caller, &tenant("acme"), &path("shared/name"), 0).expect("get");
-    let globex = vault.get(&caller, &tenant("globex"), &path("shared/name"), 0).expect("get");
+    vault
+        .create_tenant(&caller, &tenant("globex"))
+        .expect("tenant");
+    assert!(matches!(
+        vault.create_tenant(&caller, &tenant("globex")),
+        Err(Error::AlreadyExists(_))
+    ));
+    vault
+        .put(
+            &caller,
+            &tenant("acme"),
+            &path("shared/name"),
+            data(&[("v", "acme")]),
+        )
+        .expect("put");
+    vault
+        .put(
+            &caller,
+            &tenant("globex"),
+            &path("shared/name"),
+            data(&[("v", "globex")]),
+        )
+        .expect("put");
+    let acme = vault
+        .get(&caller, &tenant("acme"), &path("shared/name"), 0)
+        .expect("get");
+    let globex = vault
+        .get(&caller, &tenant("globex"), &path("shared/name"), 0)
+        .expect("get");
     assert_eq!(fields(&acme)[0].1, "acme");
     assert_eq!(fields(&globex)[0].1, "globex");
-    vault.put(&caller, &tenant("acme"), &path("only/acme"), data(&[("v", "x")])).expect("put");
-    assert!(matches!(vault.get(&caller, &tenant("globex"), &path("only/acme"), 0), Err(Error::NotFound(_))));
-    assert!(matches!(vault.get(&caller, &tenant("initech"), &path("only/acme"), 0), Err(Error::NotFound(_))));
-    let names: Vec<String> = vault.list_tenants(&caller).expect("list").into_iter().map(|t| t.name.to_string()).collect();
+    vault
+        .put(
+            &caller,
+            &tenant("acme"),
+            &path("only/acme"),
+            data(&[("v", "x")]),
+        )
+        .expect("put");
+    assert!(matches!(
+        vault.get(&caller, &tenant("globex"), &path("only/acme"), 0),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        vault.get(&caller, &tenant("initech"), &path("only/acme"), 0),
+        Err(Error::NotFound(_))
+    ));
+    let names: Vec<String> = vault
+        .list_tenants(&caller)
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
     assert_eq!(names, ["acme", "globex"]);
 }
 
@@ -166,37 +288,75 @@ fn tenants_are_isolated() {
 fn stored_version_moved_to_another_path_or_tenant_fails() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
-    vault.create_tenant(&caller, &tenant("globex")).expect("tenant");
-    vault.put(&caller, &tenant("acme"), &path("a"), data(&[("v", "1")])).expect("put");
-    vault.put(&caller, &tenant("acme"), &path("b"), data(&[("v", "2")])).expect("put");
-    vault.put(&caller, &tenant("globex"), &path("a"), data(&[("v", "3")])).expect("put");
+    vault
+        .create_tenant(&caller, &tenant("globex"))
+        .expect("tenant");
+    vault
+        .put(&caller, &tenant("acme"), &path("a"), data(&[("v", "1")]))
+        .expect("put");
+    vault
+        .put(&caller, &tenant("acme"), &path("b"), data(&[("v", "2")]))
+        .expect("put");
+    vault
+        .put(&caller, &tenant("globex"), &path("a"), data(&[("v", "3")]))
+        .expect("put");
     let acme = vault.tenant_id(&tenant("acme")).expect("id");
     let globex = vault.tenant_id(&tenant("globex")).expect("id");
-    let stored_a = fixture.data.get(Space::Secrets, &version_key(acme, &path("a"), 1)).expect("get").expect("present");
+    let stored_a = fixture
+        .data
+        .get(Space::Secrets, &version_key(acme, &path("a"), 1))
+        .expect("get")
+        .expect("present");
     // Copy acme's "a" over acme's "b", and over globex's "a".
     for (target_tenant, target) in [(acme, "b"), (globex, "a")] {
         let mut batch = WriteBatch::new();
-        batch.put(Space::Secrets, version_key(target_tenant, &path(target), 1), stored_a.clone());
+        batch.put(
+            Space::Secrets,
+            version_key(target_tenant, &path(target), 1),
+            stored_a.clone(),
+        );
         fixture.data.write(batch).expect("write");
     }
-    assert!(matches!(vault.get(&caller, &tenant("acme"), &path("b"), 0), Err(Error::Integrity(_))));
-    assert!(matches!(vault.get(&caller, &tenant("globex"), &path("a"), 0), Err(Error::Integrity(_))));
+    assert!(matches!(
+        vault.get(&caller, &tenant("acme"), &path("b"), 0),
+        Err(Error::Integrity(_))
+    ));
+    assert!(matches!(
+        vault.get(&caller, &tenant("globex"), &path("a"), 0),
+        Err(Error::Integrity(_))
+    ));
     // And version 1 moved to version 2 of the same path.
-    vault.put(&caller, &tenant("acme"), &path("a"), data(&[("v", "new")])).expect("put");
+    vault
+        .put(&caller, &tenant("acme"), &path("a"), data(&[("v", "new")]))
+        .expect("put");
     let mut batch = WriteBatch::new();
     batch.put(Space::Secrets, version_key(acme, &path("a"), 2), stored_a);
     fixture.data.write(batch).expect("write");
-    assert!(matches!(vault.get(&caller, &tenant("acme"), &path("a"), 2), Err(Error::Integrity(_))));
+    assert!(matches!(
+        vault.get(&caller, &tenant("acme"), &path("a"), 2),
+        Err(Error::Integrity(_))
+    ));
 }
 
 #[test]
 fn every_bit_flip_of_a_stored_version_is_rejected() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
-    vault.put(&caller, &tenant("acme"), &path("p"), data(&[("k", "value")])).expect("put");
+    vault
+        .put(
+            &caller,
+            &tenant("acme"),
+            &path("p"),
+            data(&[("k", "value")]),
+        )
+        .expect("put");
     let id = vault.tenant_id(&tenant("acme")).expect("id");
     let key = version_key(id, &path("p"), 1);
-    let stored = fixture.data.get(Space::Secrets, &key).expect("get").expect("present");
+    let stored = fixture
+        .data
+        .get(Space::Secrets, &key)
+        .expect("get")
+        .expect("present");
     let mut tampered_variants: Vec<Vec<u8>> = Vec::new();
     // The 8 bytes of created time are metadata, not sealed; every other byte is covered.
     for byte in 8..stored.len() {
@@ -222,9 +382,13 @@ fn rotate_keeps_old_data_readable_and_seals_new_data_under_the_new_version() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     let acme = tenant("acme");
-    vault.put(&caller, &acme, &path("old"), data(&[("v", "before")])).expect("put");
+    vault
+        .put(&caller, &acme, &path("old"), data(&[("v", "before")]))
+        .expect("put");
     assert_eq!(vault.rotate(&caller, &acme).expect("rotate"), 2);
-    vault.put(&caller, &acme, &path("new"), data(&[("v", "after")])).expect("put");
+    vault
+        .put(&caller, &acme, &path("new"), data(&[("v", "after")]))
+        .expect("put");
     let old = vault.get(&caller, &acme, &path("old"), 0).expect("get");
     let new = vault.get(&caller, &acme, &path("new"), 0).expect("get");
     assert_eq!((old.key_version, fields(&old)[0].1.as_str()), (1, "before"));
@@ -235,17 +399,44 @@ fn rotate_keeps_old_data_readable_and_seals_new_data_under_the_new_version() {
 #[test]
 fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
     let (fixture, shares, caller) = unsealed();
-    fixture.vault.put(&caller, &tenant("acme"), &path("db/primary"), data(&[("password", "p")])).expect("put");
-    fixture.vault.rotate(&caller, &tenant("acme")).expect("rotate");
-    fixture.vault.put(&caller, &tenant("acme"), &path("db/replica"), data(&[("password", "r")])).expect("put");
+    fixture
+        .vault
+        .put(
+            &caller,
+            &tenant("acme"),
+            &path("db/primary"),
+            data(&[("password", "p")]),
+        )
+        .expect("put");
+    fixture
+        .vault
+        .rotate(&caller, &tenant("acme"))
+        .expect("rotate");
+    fixture
+        .vault
+        .put(
+            &caller,
+            &tenant("acme"),
+            &path("db/replica"),
+            data(&[("password", "r")]),
+        )
+        .expect("put");
     let restarted = fixture.restart();
     assert!(restarted.status().sealed);
     assert!(restarted.status().initialized);
     assert!(matches!(restarted.keyring(), Err(Error::Sealed)));
     unseal_with(&restarted, &[&shares[4], &shares[3], &shares[1]]).expect("unseal");
-    let caller2 = Caller { accessor: caller.accessor.clone(), policies: caller.policies.clone(), _private: () };
-    let primary = restarted.get(&caller2, &tenant("acme"), &path("db/primary"), 0).expect("get");
-    let replica = restarted.get(&caller2, &tenant("acme"), &path("db/replica"), 0).expect("get");
+    let caller2 = Caller {
+        accessor: caller.accessor.clone(),
+        policies: caller.policies.clone(),
+        _private: (),
+    };
+    let primary = restarted
+        .get(&caller2, &tenant("acme"), &path("db/primary"), 0)
+        .expect("get");
+    let replica = restarted
+        .get(&caller2, &tenant("acme"), &path("db/replica"), 0)
+        .expect("get");
     assert_eq!(fields(&primary)[0].1, "p");
     assert_eq!(fields(&replica)[0].1, "r");
 }
@@ -256,12 +447,34 @@ fn sealed_vault_refuses_data_calls() {
     let vault = &fixture.vault;
     vault.seal(&caller).expect("seal");
     let acme = tenant("acme");
-    assert!(matches!(vault.get(&caller, &acme, &path("x"), 0), Err(Error::Sealed)));
-    assert!(matches!(vault.put(&caller, &acme, &path("x"), data(&[("k", "v")])), Err(Error::Sealed)));
-    assert!(matches!(vault.list(&caller, &acme, &FolderPrefix::parse("").expect("prefix"), 0, "", false), Err(Error::Sealed)));
-    assert!(matches!(vault.delete(&caller, &acme, &path("x")), Err(Error::Sealed)));
+    assert!(matches!(
+        vault.get(&caller, &acme, &path("x"), 0),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        vault.put(&caller, &acme, &path("x"), data(&[("k", "v")])),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        vault.list(
+            &caller,
+            &acme,
+            &FolderPrefix::parse("").expect("prefix"),
+            0,
+            "",
+            false
+        ),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        vault.delete(&caller, &acme, &path("x")),
+        Err(Error::Sealed)
+    ));
     assert!(matches!(vault.rotate(&caller, &acme), Err(Error::Sealed)));
-    assert!(matches!(vault.create_tenant(&caller, &tenant("new")), Err(Error::Sealed)));
+    assert!(matches!(
+        vault.create_tenant(&caller, &tenant("new")),
+        Err(Error::Sealed)
+    ));
     assert!(matches!(vault.list_tenants(&caller), Err(Error::Sealed)));
 }
 
@@ -271,21 +484,45 @@ fn listing_is_one_level_paginated_and_bounded() {
     let vault = &fixture.vault;
     let acme = tenant("acme");
     for name in ["a", "a-b", "a/x", "a/y/z", "b", "c/d", "c/e", "d"] {
-        vault.put(&caller, &acme, &path(name), data(&[("k", "v")])).expect("put");
+        vault
+            .put(&caller, &acme, &path(name), data(&[("k", "v")]))
+            .expect("put");
     }
     let top = FolderPrefix::parse("").expect("prefix");
-    let all = vault.list(&caller, &acme, &top, 0, "", false).expect("list");
+    let all = vault
+        .list(&caller, &acme, &top, 0, "", false)
+        .expect("list");
     assert_eq!(all.keys, ["a", "a-b", "a/", "b", "c/", "d"]);
     assert_eq!(all.next_page_token, None);
-    let inside = vault.list(&caller, &acme, &FolderPrefix::parse("a").expect("prefix"), 0, "", false).expect("list");
+    let inside = vault
+        .list(
+            &caller,
+            &acme,
+            &FolderPrefix::parse("a").expect("prefix"),
+            0,
+            "",
+            false,
+        )
+        .expect("list");
     assert_eq!(inside.keys, ["x", "y/"]);
-    let recursive = vault.list(&caller, &acme, &FolderPrefix::parse("a/").expect("prefix"), 0, "", true).expect("list");
+    let recursive = vault
+        .list(
+            &caller,
+            &acme,
+            &FolderPrefix::parse("a/").expect("prefix"),
+            0,
+            "",
+            true,
+        )
+        .expect("list");
     assert_eq!(recursive.keys, ["x", "y/z"]);
     // Pages of two walk the same listing.
     let mut walked = Vec::new();
     let mut token = String::new();
     loop {
-        let page = vault.list(&caller, &acme, &top, 2, &token, false).expect("page");
+        let page = vault
+            .list(&caller, &acme, &top, 2, &token, false)
+            .expect("page");
         assert!(page.keys.len() <= 2);
         walked.extend(page.keys);
         match page.next_page_token {
@@ -294,8 +531,20 @@ fn listing_is_one_level_paginated_and_bounded() {
         }
     }
     assert_eq!(walked, all.keys);
-    assert!(matches!(vault.list(&caller, &acme, &top, 5000, "", false), Err(Error::InvalidArgument { field: "page_size", .. })));
-    assert!(matches!(vault.list(&caller, &acme, &top, 1, "!!", false), Err(Error::InvalidArgument { field: "page_token", .. })));
+    assert!(matches!(
+        vault.list(&caller, &acme, &top, 5000, "", false),
+        Err(Error::InvalidArgument {
+            field: "page_size",
+            ..
+        })
+    ));
+    assert!(matches!(
+        vault.list(&caller, &acme, &top, 1, "!!", false),
+        Err(Error::InvalidArgument {
+            field: "page_token",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -304,37 +553,92 @@ fn delete_removes_every_version_atomically() {
     let vault = &fixture.vault;
     let acme = tenant("acme");
     for _ in 0..3 {
-        vault.put(&caller, &acme, &path("gone"), data(&[("k", "v")])).expect("put");
+        vault
+            .put(&caller, &acme, &path("gone"), data(&[("k", "v")]))
+            .expect("put");
     }
-    vault.put(&caller, &acme, &path("gone-not"), data(&[("k", "v")])).expect("put");
+    vault
+        .put(&caller, &acme, &path("gone-not"), data(&[("k", "v")]))
+        .expect("put");
     vault.delete(&caller, &acme, &path("gone")).expect("delete");
-    assert!(matches!(vault.get(&caller, &acme, &path("gone"), 0), Err(Error::NotFound(_))));
-    assert!(matches!(vault.delete(&caller, &acme, &path("gone")), Err(Error::NotFound(_))));
+    assert!(matches!(
+        vault.get(&caller, &acme, &path("gone"), 0),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        vault.delete(&caller, &acme, &path("gone")),
+        Err(Error::NotFound(_))
+    ));
     let id = vault.tenant_id(&acme).expect("id");
     let prefix = format!("t/{}/", id.to_hex()).into_bytes();
-    let left: Vec<Vec<u8>> = fixture.data.scan(Space::Secrets, &prefix, &prefix, 100).expect("scan").into_iter().map(|(k, _)| k).collect();
+    let left: Vec<Vec<u8>> = fixture
+        .data
+        .scan(Space::Secrets, &prefix, &prefix, 100)
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(left.len(), 2, "only gone-not's metadata and version remain");
     // A fresh put after delete starts again at version 1.
-    assert_eq!(vault.put(&caller, &acme, &path("gone"), data(&[("k", "v")])).expect("put").version, 1);
+    assert_eq!(
+        vault
+            .put(&caller, &acme, &path("gone"), data(&[("k", "v")]))
+            .expect("put")
+            .version,
+        1
+    );
 }
 
 #[test]
 fn bad_secret_data_is_refused_naming_the_field() {
     let fixture = Fixture::new();
-    let vault = Vault::open(fixture.data.clone(), fixture.keys.clone(), VaultConfig { max_value_bytes: 16 }).expect("open");
-    assert!(matches!(vault.check_data(&SecretData::new()), Err(Error::InvalidArgument { field: "data", .. })));
-    let too_big = vault.check_data(&data(&[("password", "0123456789abcdefX")])).err().expect("too big");
-    assert_eq!(too_big.to_string(), "data[\"password\"] is 17 bytes, over the limit of 16 bytes");
-    let too_big_total = vault.check_data(&data(&[("a", "01234567"), ("b", "01234567")])).err().expect("too big");
-    assert_eq!(too_big_total.to_string(), "data is 18 bytes, over the limit of 16 bytes");
-    assert!(matches!(vault.check_data(&data(&[("", "v")])), Err(Error::InvalidArgument { field: "data", .. })));
+    let vault = Vault::open(
+        fixture.data.clone(),
+        fixture.keys.clone(),
+        VaultConfig {
+            max_value_bytes: 16,
+        },
+    )
+    .expect("open");
+    assert!(matches!(
+        vault.check_data(&SecretData::new()),
+        Err(Error::InvalidArgument { field: "data", .. })
+    ));
+    let too_big = vault
+        .check_data(&data(&[("password", "0123456789abcdefX")]))
+        .err()
+        .expect("too big");
+    assert_eq!(
+        too_big.to_string(),
+        "data[\"password\"] is 17 bytes, over the limit of 16 bytes"
+    );
+    let too_big_total = vault
+        .check_data(&data(&[("a", "01234567"), ("b", "01234567")]))
+        .err()
+        .expect("too big");
+    assert_eq!(
+        too_big_total.to_string(),
+        "data is 18 bytes, over the limit of 16 bytes"
+    );
+    assert!(matches!(
+        vault.check_data(&data(&[("", "v")])),
+        Err(Error::InvalidArgument { field: "data", .. })
+    ));
 }
 
 #[test]
 fn nothing_secret_reaches_storage_in_the_clear() {
     let (fixture, shares, caller) = unsealed();
     let canary = "canary-7f3a9c-secret-value";
-    fixture.vault.put(&caller, &tenant("acme"), &path("canary"), data(&[("password", canary)])).expect("put");
+    fixture
+        .vault
+        .put(
+            &caller,
+            &tenant("acme"),
+            &path("canary"),
+            data(&[("password", canary)]),
+        )
+        .expect("put");
     let mut stored = Vec::new();
     for storage in [&fixture.data, &fixture.keys] {
         for space in Space::ALL {
@@ -344,8 +648,110 @@ fn nothing_secret_reaches_storage_in_the_clear() {
             }
         }
     }
-    let needles: Vec<Vec<u8>> = std::iter::once(canary.as_bytes().to_vec()).chain(shares.iter().map(|s| s.as_bytes().to_vec())).collect();
+    let needles: Vec<Vec<u8>> = std::iter::once(canary.as_bytes().to_vec())
+        .chain(shares.iter().map(|s| s.as_bytes().to_vec()))
+        .collect();
     for needle in needles {
-        assert!(!stored.iter().any(|blob| blob.windows(needle.len()).any(|w| w == needle.as_slice())));
+        assert!(
+            !stored
+                .iter()
+                .any(|blob| blob.windows(needle.len()).any(|w| w == needle.as_slice()))
+        );
     }
+}
+
+#[test]
+fn listing_reads_a_bounded_number_of_entries() {
+    let (fixture, _, caller) = unsealed();
+    let vault = &fixture.vault;
+    let acme = tenant("acme");
+    for i in 0..300 {
+        vault
+            .put(
+                &caller,
+                &acme,
+                &path(&format!("flat/s{i:04}")),
+                data(&[("k", "v")]),
+            )
+            .expect("put");
+    }
+    for folder in 0..30 {
+        for i in 0..20 {
+            vault
+                .put(
+                    &caller,
+                    &acme,
+                    &path(&format!("deep/f{folder:02}/s{i:02}")),
+                    data(&[("k", "v")]),
+                )
+                .expect("put");
+        }
+        vault
+            .put(
+                &caller,
+                &acme,
+                &path(&format!("deep/g{folder:02}")),
+                data(&[("k", "v")]),
+            )
+            .expect("put");
+    }
+    let flat = FolderPrefix::parse("flat/").expect("prefix");
+    let (page, read) = vault
+        .list_counting(&acme, &flat, 100, "", false)
+        .expect("list");
+    assert_eq!((page.keys.len(), read), (100, 101));
+    let token = page.next_page_token.expect("more");
+    let (page, read) = vault
+        .list_counting(&acme, &flat, 100, &token, false)
+        .expect("list");
+    assert_eq!(
+        (page.keys.first().map(String::as_str), read),
+        (Some("s0100"), 101)
+    );
+    // 30 folders of 20 secrets and 30 plain secrets: every page stays near its own size.
+    let deep = FolderPrefix::parse("deep/").expect("prefix");
+    let mut token = String::new();
+    let mut listed = Vec::new();
+    loop {
+        let (page, read) = vault
+            .list_counting(&acme, &deep, 10, &token, false)
+            .expect("list");
+        assert!(
+            read <= 2 * page.keys.len() + 2,
+            "read {read} entries for a page of {}",
+            page.keys.len()
+        );
+        listed.extend(page.keys);
+        match page.next_page_token {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    assert_eq!(listed.len(), 60);
+    assert_eq!(&listed[..3], ["f00/", "f01/", "f02/"]);
+}
+
+#[test]
+fn a_conflicting_share_is_refused_without_losing_progress() {
+    let fixture = Fixture::new();
+    let shares = share_texts(&fixture.vault.init(5, 3).expect("init"));
+    let foreign = share_texts(&Fixture::new().vault.init(5, 3).expect("init"));
+    unseal_with(&fixture.vault, &[&shares[0], &shares[1]]).expect("two");
+    let conflicting = foreign.iter().find(|f| {
+        UnsealShare::parse(f).map(|s| s.identifier()).ok()
+            == UnsealShare::parse(&shares[0]).map(|s| s.identifier()).ok()
+    });
+    let error = unseal_with(&fixture.vault, &[conflicting.expect("same identifier")])
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(error, Error::InvalidArgument { field: "share", .. }),
+        "{error}"
+    );
+    assert_eq!(fixture.vault.status().progress, 2);
+    assert!(
+        !unseal_with(&fixture.vault, &[&shares[2]])
+            .expect("third")
+            .sealed
+    );
 }

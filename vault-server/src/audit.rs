@@ -1,0 +1,198 @@
+//! Audit service: the checkpoint public key, the chain head, query and export.
+
+use std::{pin::Pin, sync::Arc};
+
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+use vault_core::{
+    Error,
+    audit::{query, writer::AuditLog},
+    time::parse_rfc3339,
+};
+use vault_proto::v1::{self, audit_server::Audit};
+
+use crate::{
+    Shared,
+    call::{Call, blocking, presented_token},
+};
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+/// Records sent per export message.
+const EXPORT_CHUNK: usize = 256;
+
+pub struct AuditService {
+    shared: Arc<Shared>,
+}
+
+impl AuditService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        AuditService { shared }
+    }
+
+    fn log(&self) -> Result<Arc<AuditLog>, Status> {
+        self.shared
+            .vault
+            .audit()
+            .cloned()
+            .ok_or_else(|| Status::failed_precondition("the audit log is disabled on this server"))
+    }
+}
+
+fn time_field(field: &'static str, text: &str) -> Result<Option<i64>, Error> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse_rfc3339(text)
+        .map(Some)
+        .ok_or_else(|| Error::InvalidArgument {
+            field,
+            reason: "not an RFC 3339 time (e.g. 2026-11-22T14:00:00Z)".into(),
+        })
+}
+
+type ExportStream = Pin<Box<dyn Stream<Item = Result<v1::AuditExportChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn public_key(
+        &self,
+        request: Request<v1::AuditPublicKeyRequest>,
+    ) -> Result<Response<v1::AuditPublicKeyResponse>, Status> {
+        let _call = Call::of(&request);
+        let vault = Arc::clone(&self.shared.vault);
+        let key = blocking(move || vault.audit_public_key()?.ok_or(Error::NotInitialized)).await?;
+        Ok(Response::new(v1::AuditPublicKeyResponse {
+            public_key: key,
+        }))
+    }
+
+    async fn head(
+        &self,
+        request: Request<v1::AuditHeadRequest>,
+    ) -> Result<Response<v1::AuditHeadResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let vault = Arc::clone(&self.shared.vault);
+        blocking(move || call.authenticate(&vault, token).map(drop)).await?;
+        let head = self.log()?.head();
+        Ok(Response::new(v1::AuditHeadResponse {
+            seq: head.seq,
+            hash: head.hash,
+        }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<v1::AuditQueryRequest>,
+    ) -> Result<Response<v1::AuditQueryResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let query = request.into_inner();
+        call.target(&query.tenant, &query.path_prefix);
+        let log = self.log()?;
+        let vault = Arc::clone(&self.shared.vault);
+        let response = blocking(move || {
+            call.authenticate(&vault, token)?;
+            let page_size = match query.page_size as usize {
+                0 => DEFAULT_PAGE_SIZE,
+                n if n > MAX_PAGE_SIZE => {
+                    return Err(Error::InvalidArgument {
+                        field: "page_size",
+                        reason: format!("must be at most {MAX_PAGE_SIZE}"),
+                    });
+                }
+                n => n,
+            };
+            let from_seq = match query.page_token.as_str() {
+                "" => 0,
+                token => token.parse::<u64>().map_err(|_| Error::InvalidArgument {
+                    field: "page_token",
+                    reason: "not a token from a previous page".into(),
+                })?,
+            };
+            let filter = query::Filter {
+                tenant: query.tenant,
+                principal: query.principal,
+                path_prefix: query.path_prefix,
+                method: query.method,
+                outcome: query.outcome,
+                since: time_field("since", &query.since)?,
+                until: time_field("until", &query.until)?,
+            };
+            let mut records = Vec::new();
+            let next = query::read(log.dir(), from_seq, |record| {
+                if filter.matches(&record) {
+                    records.push(String::from_utf8_lossy(&record.to_line()).into_owned());
+                }
+                records.len() < page_size
+            })
+            .map_err(|e| {
+                Error::Storage(vault_core::error::StorageError(format!(
+                    "reading the audit log: {e}"
+                )))
+            })?;
+            Ok(v1::AuditQueryResponse {
+                records,
+                next_page_token: next.map(|seq| seq.to_string()).unwrap_or_default(),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    type ExportStream = ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<v1::AuditExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let since_text = request.into_inner().since;
+        let log = self.log()?;
+        let vault = Arc::clone(&self.shared.vault);
+        let since = blocking(move || {
+            call.authenticate(&vault, token)?;
+            time_field("since", &since_text)
+        })
+        .await?;
+        let filter = query::Filter {
+            since,
+            ..query::Filter::default()
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut chunk = String::new();
+            let mut count = 0;
+            let result = query::read(log.dir(), 0, |record| {
+                if filter.matches(&record) {
+                    chunk.push_str(&String::from_utf8_lossy(&record.to_line()));
+                    chunk.push('\n');
+                    count += 1;
+                    if count == EXPORT_CHUNK {
+                        count = 0;
+                        let lines = std::mem::take(&mut chunk);
+                        // A client that went away stops the export.
+                        return sender
+                            .blocking_send(Ok(v1::AuditExportChunk { lines }))
+                            .is_ok();
+                    }
+                }
+                true
+            });
+            let last = match result {
+                Ok(_) if chunk.is_empty() => return,
+                Ok(_) => Ok(v1::AuditExportChunk { lines: chunk }),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export failed");
+                    Err(Status::unavailable(
+                        "reading the audit log failed; see the server log",
+                    ))
+                }
+            };
+            let _ = sender.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
