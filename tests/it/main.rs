@@ -2,6 +2,7 @@
 //! (modules below) so it links once.
 
 mod at_rest;
+mod audit;
 mod cli_flow;
 mod dev_mode;
 mod grpc;

@@ -8,7 +8,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
 
@@ -38,6 +38,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// Everything the server printed on stdout before and including its listening line.
     pub banner: Vec<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -73,10 +74,11 @@ impl TestServer {
                 }
             }
         });
-        let (err_tx, err_rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&stderr_lines);
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = err_tx.send(line);
+                collected.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
         let mut banner = Vec::new();
@@ -95,21 +97,30 @@ impl TestServer {
                             addr: format!("http://{addr}"),
                             data_dir: data_dir.to_owned(),
                             banner,
+                            stderr: stderr_lines,
                         });
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    let stderr: Vec<String> = err_rx.try_iter().collect();
-                    return Err(format!(
-                        "stdout:\n{}\nstderr:\n{}",
-                        banner.join("\n"),
-                        stderr.join("\n")
-                    ));
+                    // The process is gone, so the reader reaches the end of the pipe.
+                    let _ = stderr_reader.join();
+                    let stderr = stderr_lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                    return Err(format!("stdout:\n{}\nstderr:\n{stderr}", banner.join("\n")));
                 }
             }
         }
+    }
+
+    /// What the server has written to stderr (its log) so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The audit directory (the default one, inside the data directory).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.data_dir.join("audit")
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
@@ -275,4 +286,22 @@ pub fn unseal(server: &TestServer, shares: &[&str]) -> serde_json::Value {
             .json();
     }
     last
+}
+
+/// Every record in an audit directory, in order.
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .map_while(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let mut records = Vec::new();
+    for file in files {
+        for line in std::fs::read_to_string(&file).expect("read segment").lines() {
+            records.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display())));
+        }
+    }
+    records
 }

@@ -244,6 +244,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 ),
             }
         }
+        Command::Audit(command) => crate::audit::run(&addr, command, format).await?,
         Command::Bench(args) => bench::run(&addr, args, format).await?,
     }
     Ok(())

@@ -1,10 +1,11 @@
 //! `vault-cli`: the vault's command-line client for operators and scripts.
 //!
-//! Invariant: vault-cli talks to the server over gRPC only; it never links RocksDB or
-//! vault-core.
+//! Invariant: vault-cli talks to the server over gRPC only and never links RocksDB; it uses
+//! vault-core (without its storage backends) only to verify audit logs offline.
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod bench;
 mod client;
 mod commands;
@@ -133,6 +134,9 @@ pub enum Command {
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// The audit log: verify it offline, query and export it, fetch its public key.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Drive a running server with concurrent clients and print throughput and latency.
     Bench(bench::BenchArgs),
 }

@@ -16,3 +16,6 @@ pub mod writer;
 
 pub use record::{Entry, Kind, Record};
 pub use verify::{Report, scan};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+//! `vault-cli audit ...`: offline verification, query, export and the public key.
+
+use std::{io::Write, path::PathBuf, time::Instant};
+
+use serde_json::json;
+use tokio_stream::StreamExt;
+use vault_core::audit::{
+    record::{line_hash, parse_public_key},
+    verify,
+};
+use vault_proto::v1::{self, audit_client::AuditClient};
+
+use crate::{
+    Format,
+    client::{CliError, CliResult, authed, connect, token},
+    output::print_json,
+};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the Ed25519 public key that signs checkpoints (base64); pin it for `verify`.
+    PublicKey {
+        /// Also write it to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Verify an audit directory offline: chain, sequence and checkpoint signatures.
+    ///
+    /// Exit code 0 only if everything verifies against the pinned key.
+    Verify {
+        /// The audit directory (DATA_DIR/audit by default on the server).
+        #[arg(long)]
+        dir: PathBuf,
+        /// File holding the pinned public key (from `audit public-key --out`).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// Also compare the log's head with the running server's (needs VAULT_ADDR and
+        /// VAULT_TOKEN): catches records cut off the tail.
+        #[arg(long)]
+        against_server: bool,
+        /// Most records allowed after the last verified checkpoint.
+        #[arg(long, default_value_t = 10_000)]
+        max_unsigned: u64,
+    },
+    /// Query records, oldest first, a page at a time.
+    Query {
+        #[arg(long = "tenant", default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        principal: String,
+        #[arg(long, default_value = "")]
+        path_prefix: String,
+        /// Full (/vault.v1.Secrets/Get) or short (Get).
+        #[arg(long, default_value = "")]
+        method: String,
+        /// ok, denied, error or crashed.
+        #[arg(long, default_value = "")]
+        outcome: String,
+        /// RFC 3339, inclusive.
+        #[arg(long, default_value = "")]
+        since: String,
+        /// RFC 3339, exclusive.
+        #[arg(long, default_value = "")]
+        until: String,
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Stream every record since a time as JSON lines.
+    Export {
+        /// RFC 3339; everything when absent.
+        #[arg(long, default_value = "")]
+        since: String,
+    },
+}
+
+pub async fn run(addr: &str, command: AuditCommand, format: Format) -> CliResult<()> {
+    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
+    match command {
+        AuditCommand::PublicKey { out } => {
+            let mut client = AuditClient::new(connect(addr).await?);
+            let key = client.public_key(v1::AuditPublicKeyRequest {}).await.map_err(status_error)?.into_inner().public_key;
+            if let Some(path) = out {
+                std::fs::write(&path, format!("{key}\n")).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+            }
+            match format {
+                Format::Json => print_json(&json!({ "public_key": key })),
+                Format::Text => println!("{key}"),
+            }
+        }
+        AuditCommand::Verify { dir, public_key, against_server, max_unsigned } => {
+            verify_command(addr, dir, public_key, against_server, max_unsigned, format).await?;
+        }
+        AuditCommand::Query { tenant, principal, path_prefix, method, outcome, since, until, page_size, page_token } => {
+            let token = token()?;
+            let mut client = AuditClient::new(connect(addr).await?);
+            let request = v1::AuditQueryRequest { tenant, principal, path_prefix, method, outcome, since, until, page_size, page_token };
+            let response = client.query(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            match format {
+                Format::Json => {
+                    let records: Vec<serde_json::Value> = response.records.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+                    print_json(&json!({ "records": records, "next_page_token": response.next_page_token }));
+                }
+                Format::Text => {
+                    for record in &response.records {
+                        println!("{record}");
+                    }
+                    if !response.next_page_token.is_empty() {
+                        eprintln!("(more: --page-token {})", response.next_page_token);
+                    }
+                }
+            }
+        }
+        AuditCommand::Export { since } => {
+            let token = token()?;
+            let mut client = AuditClient::new(connect(addr).await?);
+            let mut stream = client.export(authed(v1::AuditExportRequest { since }, &token)?).await.map_err(status_error)?.into_inner();
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(status_error)?;
+                out.write_all(chunk.lines.as_bytes()).map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
+            }
+            out.flush().map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+async fn verify_command(addr: &str, dir: PathBuf, key_file: PathBuf, against_server: bool, max_unsigned: u64, format: Format) -> CliResult<()> {
+    let key_text = std::fs::read_to_string(&key_file).map_err(|e| CliError::new(format!("cannot read public key {}: {e}", key_file.display())))?;
+    let key = parse_public_key(&key_text).ok_or_else(|| CliError::new(format!("public key {}: not base64 of 32 bytes", key_file.display())))?;
+    if !dir.is_dir() {
+        return Err(CliError::new(format!("audit directory {} does not exist", dir.display())));
+    }
+    // The server's head is read first: anything written after it is simply more log.
+    let server_head = if against_server {
+        let token = token()?;
+        let mut client = AuditClient::new(connect(addr).await?);
+        let head = client.head(authed(v1::AuditHeadRequest {}, &token)?).await.map_err(|s| CliError::from_status(s, addr))?.into_inner();
+        Some(head)
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let mut hash_at_server_head = None;
+    let report = verify::scan(&dir, Some(&key), |record, line| {
+        if server_head.as_ref().is_some_and(|head| head.seq == record.seq) {
+            hash_at_server_head = Some(line_hash(line));
+        }
+    })
+    .map_err(|e| CliError::new(format!("cannot read {}: {e}", dir.display())))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let megabytes = report.bytes as f64 / 1_000_000.0;
+    let rate = if seconds > 0.0 { megabytes / seconds } else { 0.0 };
+
+    let mut problems: Vec<String> = Vec::new();
+    if let Some(broken) = &report.broken {
+        problems.push(format!("first broken link: {broken}"));
+    }
+    if report.broken.is_none() && report.unsigned_tail > max_unsigned {
+        problems.push(format!("{} records after the last verified checkpoint (more than --max-unsigned {max_unsigned})", report.unsigned_tail));
+    }
+    let server_check = server_head.as_ref().map(|head| match &hash_at_server_head {
+        Some(hash) if *hash == head.hash => format!("record {} matches the server's head", head.seq),
+        Some(_) => {
+            let message = format!("record {} differs from the server's head: the log was rewritten", head.seq);
+            problems.push(message.clone());
+            message
+        }
+        None => {
+            let message = format!("the log ends at record {} but the server's head is record {}: records were removed from the tail", report.head_seq, head.seq);
+            problems.push(message.clone());
+            message
+        }
+    });
+    let torn = report.torn_tail.as_ref().map(|(file, offset, length)| {
+        format!("a partial record of {length} bytes at byte {offset} of {} (a crash or a write in progress; the server removes it at start)", file.display())
+    });
+
+    match format {
+        Format::Json => print_json(&json!({
+            "ok": problems.is_empty(),
+            "records": report.records,
+            "bytes": report.bytes,
+            "seconds": seconds,
+            "megabytes_per_second": rate,
+            "checkpoints_verified": report.checkpoints_verified,
+            "unsigned_tail": report.unsigned_tail,
+            "head_seq": report.head_seq,
+            "head_hash": report.head_hash,
+            "first_broken": report.broken.as_ref().map(|b| json!({ "file": b.file, "offset": b.offset, "reason": b.reason })),
+            "server": server_check,
+            "partial_tail": torn,
+            "problems": problems,
+        })),
+        Format::Text => {
+            println!("records checked:      {} ({megabytes:.1} MB in {seconds:.3} s, {rate:.0} MB/s)", report.records);
+            println!("checkpoints verified: {}", report.checkpoints_verified);
+            println!("unsigned tail:        {} records after the last verified checkpoint", report.unsigned_tail);
+            println!("head:                 record {} {}", report.head_seq, report.head_hash);
+            if let Some(check) = &server_check {
+                println!("server:               {check}");
+            }
+            if let Some(torn) = &torn {
+                println!("note:                 {torn}");
+            }
+            for problem in &problems {
+                println!("FAILED: {problem}");
+            }
+            if problems.is_empty() {
+                println!("OK: the log verifies against the pinned key");
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(CliError::new(problems.join("; "))) }
+}
