@@ -18,8 +18,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use vault_core::{
     Vault, VaultConfig,
     audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
@@ -241,7 +240,8 @@ pub async fn run(args: Args) -> Result<(), String> {
             AuditServer::new(audit::AuditService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("shut down");

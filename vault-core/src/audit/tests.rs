@@ -371,3 +371,26 @@ fn the_syslog_sink_catches_up_after_the_receiver_returns() {
     deduplicated.dedup();
     assert_eq!(deduplicated, expected);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_black_holed_sink_never_blocks_appends() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("never-read.sock");
+    // A receiver that exists but never reads: its queue fills and sends would block.
+    let _receiver = UnixDatagram::bind(&socket).expect("bind");
+    let log = Arc::new(AuditLog::open(config(&dir.path().join("audit"))).expect("open"));
+    super::sink::spawn_syslog_sink(Arc::clone(&log), socket, "host".into()).expect("sink");
+    let (sender, results) = std::sync::mpsc::channel();
+    for i in 0..5000 {
+        let sender = sender.clone();
+        log.submit(entry(i), Box::new(move |result| drop(sender.send(result))));
+    }
+    drop(sender);
+    // Every append completes (each with its own bounded wait inside the writer) even though
+    // the sink is stuck.
+    let completed = results.iter().filter(Result::is_ok).count();
+    assert_eq!(completed, 5000);
+    assert_eq!(log.head().seq, 5000);
+}
