@@ -1,6 +1,9 @@
 //! End-to-end tests against the real `vault-server` and `vault-cli` binaries. One test binary
 //! (modules below) so it links once.
 
+// A panic is how a test fails.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod at_rest;
 mod audit;
 mod cli_flow;

@@ -4,6 +4,9 @@
 //! The binaries are found next to the test executable's `deps/` directory; the README's test
 //! command builds them before running the tests.
 
+// Test support: a panic is how a test fails.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -78,7 +81,10 @@ impl TestServer {
         let collected = Arc::clone(&stderr_lines);
         let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                collected.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                collected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line);
             }
         });
         let mut banner = Vec::new();
@@ -106,7 +112,10 @@ impl TestServer {
                     let _ = child.wait();
                     // The process is gone, so the reader reaches the end of the pipe.
                     let _ = stderr_reader.join();
-                    let stderr = stderr_lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+                    let stderr = stderr_lines
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .join("\n");
                     return Err(format!("stdout:\n{}\nstderr:\n{stderr}", banner.join("\n")));
                 }
             }
@@ -115,7 +124,10 @@ impl TestServer {
 
     /// What the server has written to stderr (its log) so far.
     pub fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The audit directory (the default one, inside the data directory).
@@ -299,8 +311,14 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     files.sort();
     let mut records = Vec::new();
     for file in files {
-        for line in std::fs::read_to_string(&file).expect("read segment").lines() {
-            records.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display())));
+        for line in std::fs::read_to_string(&file)
+            .expect("read segment")
+            .lines()
+        {
+            records.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {line}", file.display())),
+            );
         }
     }
     records

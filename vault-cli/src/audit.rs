@@ -80,27 +80,68 @@ pub async fn run(addr: &str, command: AuditCommand, format: Format) -> CliResult
     match command {
         AuditCommand::PublicKey { out } => {
             let mut client = AuditClient::new(connect(addr).await?);
-            let key = client.public_key(v1::AuditPublicKeyRequest {}).await.map_err(status_error)?.into_inner().public_key;
+            let key = client
+                .public_key(v1::AuditPublicKeyRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .public_key;
             if let Some(path) = out {
-                std::fs::write(&path, format!("{key}\n")).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+                std::fs::write(&path, format!("{key}\n"))
+                    .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
             }
             match format {
                 Format::Json => print_json(&json!({ "public_key": key })),
                 Format::Text => println!("{key}"),
             }
         }
-        AuditCommand::Verify { dir, public_key, against_server, max_unsigned } => {
+        AuditCommand::Verify {
+            dir,
+            public_key,
+            against_server,
+            max_unsigned,
+        } => {
             verify_command(addr, dir, public_key, against_server, max_unsigned, format).await?;
         }
-        AuditCommand::Query { tenant, principal, path_prefix, method, outcome, since, until, page_size, page_token } => {
+        AuditCommand::Query {
+            tenant,
+            principal,
+            path_prefix,
+            method,
+            outcome,
+            since,
+            until,
+            page_size,
+            page_token,
+        } => {
             let token = token()?;
             let mut client = AuditClient::new(connect(addr).await?);
-            let request = v1::AuditQueryRequest { tenant, principal, path_prefix, method, outcome, since, until, page_size, page_token };
-            let response = client.query(authed(request, &token)?).await.map_err(status_error)?.into_inner();
+            let request = v1::AuditQueryRequest {
+                tenant,
+                principal,
+                path_prefix,
+                method,
+                outcome,
+                since,
+                until,
+                page_size,
+                page_token,
+            };
+            let response = client
+                .query(authed(request, &token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             match format {
                 Format::Json => {
-                    let records: Vec<serde_json::Value> = response.records.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
-                    print_json(&json!({ "records": records, "next_page_token": response.next_page_token }));
+                    let records: Vec<serde_json::Value> = response
+                        .records
+                        .iter()
+                        .filter_map(|r| serde_json::from_str(r).ok())
+                        .collect();
+                    print_json(
+                        &json!({ "records": records, "next_page_token": response.next_page_token }),
+                    );
                 }
                 Format::Text => {
                     for record in &response.records {
@@ -115,29 +156,59 @@ pub async fn run(addr: &str, command: AuditCommand, format: Format) -> CliResult
         AuditCommand::Export { since } => {
             let token = token()?;
             let mut client = AuditClient::new(connect(addr).await?);
-            let mut stream = client.export(authed(v1::AuditExportRequest { since }, &token)?).await.map_err(status_error)?.into_inner();
+            let mut stream = client
+                .export(authed(v1::AuditExportRequest { since }, &token)?)
+                .await
+                .map_err(status_error)?
+                .into_inner();
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(status_error)?;
-                out.write_all(chunk.lines.as_bytes()).map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
+                out.write_all(chunk.lines.as_bytes())
+                    .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
             }
-            out.flush().map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
+            out.flush()
+                .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
         }
     }
     Ok(())
 }
 
-async fn verify_command(addr: &str, dir: PathBuf, key_file: PathBuf, against_server: bool, max_unsigned: u64, format: Format) -> CliResult<()> {
-    let key_text = std::fs::read_to_string(&key_file).map_err(|e| CliError::new(format!("cannot read public key {}: {e}", key_file.display())))?;
-    let key = parse_public_key(&key_text).ok_or_else(|| CliError::new(format!("public key {}: not base64 of 32 bytes", key_file.display())))?;
+async fn verify_command(
+    addr: &str,
+    dir: PathBuf,
+    key_file: PathBuf,
+    against_server: bool,
+    max_unsigned: u64,
+    format: Format,
+) -> CliResult<()> {
+    let key_text = std::fs::read_to_string(&key_file).map_err(|e| {
+        CliError::new(format!(
+            "cannot read public key {}: {e}",
+            key_file.display()
+        ))
+    })?;
+    let key = parse_public_key(&key_text).ok_or_else(|| {
+        CliError::new(format!(
+            "public key {}: not base64 of 32 bytes",
+            key_file.display()
+        ))
+    })?;
     if !dir.is_dir() {
-        return Err(CliError::new(format!("audit directory {} does not exist", dir.display())));
+        return Err(CliError::new(format!(
+            "audit directory {} does not exist",
+            dir.display()
+        )));
     }
     // The server's head is read first: anything written after it is simply more log.
     let server_head = if against_server {
         let token = token()?;
         let mut client = AuditClient::new(connect(addr).await?);
-        let head = client.head(authed(v1::AuditHeadRequest {}, &token)?).await.map_err(|s| CliError::from_status(s, addr))?.into_inner();
+        let head = client
+            .head(authed(v1::AuditHeadRequest {}, &token)?)
+            .await
+            .map_err(|s| CliError::from_status(s, addr))?
+            .into_inner();
         Some(head)
     } else {
         None
@@ -145,14 +216,21 @@ async fn verify_command(addr: &str, dir: PathBuf, key_file: PathBuf, against_ser
     let started = Instant::now();
     let mut hash_at_server_head = None;
     let report = verify::scan(&dir, Some(&key), |record, line| {
-        if server_head.as_ref().is_some_and(|head| head.seq == record.seq) {
+        if server_head
+            .as_ref()
+            .is_some_and(|head| head.seq == record.seq)
+        {
             hash_at_server_head = Some(line_hash(line));
         }
     })
     .map_err(|e| CliError::new(format!("cannot read {}: {e}", dir.display())))?;
     let seconds = started.elapsed().as_secs_f64();
     let megabytes = report.bytes as f64 / 1_000_000.0;
-    let rate = if seconds > 0.0 { megabytes / seconds } else { 0.0 };
+    let rate = if seconds > 0.0 {
+        megabytes / seconds
+    } else {
+        0.0
+    };
 
     let mut problems: Vec<String> = Vec::new();
     if let Some(broken) = &report.broken {
@@ -195,10 +273,19 @@ async fn verify_command(addr: &str, dir: PathBuf, key_file: PathBuf, against_ser
             "problems": problems,
         })),
         Format::Text => {
-            println!("records checked:      {} ({megabytes:.1} MB in {seconds:.3} s, {rate:.0} MB/s)", report.records);
+            println!(
+                "records checked:      {} ({megabytes:.1} MB in {seconds:.3} s, {rate:.0} MB/s)",
+                report.records
+            );
             println!("checkpoints verified: {}", report.checkpoints_verified);
-            println!("unsigned tail:        {} records after the last verified checkpoint", report.unsigned_tail);
-            println!("head:                 record {} {}", report.head_seq, report.head_hash);
+            println!(
+                "unsigned tail:        {} records after the last verified checkpoint",
+                report.unsigned_tail
+            );
+            println!(
+                "head:                 record {} {}",
+                report.head_seq, report.head_hash
+            );
             if let Some(check) = &server_check {
                 println!("server:               {check}");
             }
@@ -213,5 +300,9 @@ async fn verify_command(addr: &str, dir: PathBuf, key_file: PathBuf, against_ser
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(CliError::new(problems.join("; "))) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::new(problems.join("; ")))
+    }
 }

@@ -241,7 +241,10 @@ pub async fn run(args: Args) -> Result<(), String> {
                 .max_decoding_message_size(limit),
         )
         // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown_signal())
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown_signal(),
+        )
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("shut down");

@@ -121,13 +121,13 @@ impl Follower {
     fn send_available(&mut self) -> io::Result<bool> {
         let segments = list_segments(self.log.dir())?;
         // Segments removed by retention before the sink reached them are skipped.
-        if let Some((first, _)) = segments.first() {
-            if self.cursor.segment < *first {
-                self.cursor = Cursor {
-                    segment: *first,
-                    offset: 0,
-                };
-            }
+        if let Some((first, _)) = segments.first()
+            && self.cursor.segment < *first
+        {
+            self.cursor = Cursor {
+                segment: *first,
+                offset: 0,
+            };
         }
         let Some((_, path)) = segments
             .iter()

@@ -33,15 +33,27 @@ fn config(dir: &Path) -> AuditConfig {
 
 fn entry(i: usize) -> Entry {
     Entry {
-        kind: Some(if i % 3 == 0 { Kind::Intent } else { Kind::Outcome }),
+        kind: Some(if i % 3 == 0 {
+            Kind::Intent
+        } else {
+            Kind::Outcome
+        }),
         request_id: format!("req-{}", i / 3 * 3),
         method: "/vault.v1.Secrets/Put".into(),
         tenant: "acme".into(),
         path: format!("db/secret-{i}"),
         principal: "va.0123".into(),
         source: "127.0.0.1:5000".into(),
-        outcome: if i % 3 == 0 { String::new() } else { "ok".into() },
-        code: if i % 3 == 0 { String::new() } else { "OK".into() },
+        outcome: if i % 3 == 0 {
+            String::new()
+        } else {
+            "ok".into()
+        },
+        code: if i % 3 == 0 {
+            String::new()
+        } else {
+            "OK".into()
+        },
         detail: String::new(),
     }
 }
@@ -78,7 +90,10 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
 
 fn lines(path: &Path) -> Vec<Vec<u8>> {
     let data = fs::read(path).expect("read");
-    data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+    data.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn write_lines(path: &Path, lines: &[Vec<u8>]) {
@@ -91,7 +106,11 @@ fn write_lines(path: &Path, lines: &[Vec<u8>]) {
 }
 
 fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    list_segments(dir).expect("list").into_iter().map(|(_, path)| path).collect()
+    list_segments(dir)
+        .expect("list")
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
 }
 
 fn verifies(dir: &Path, key: &[u8; 32]) -> Result<(), String> {
@@ -110,9 +129,17 @@ fn tampering_with_a_ten_thousand_record_log_is_detected() {
     let report = scan(original.path(), Some(&public), |_, _| {}).expect("scan");
     assert!(report.broken.is_none(), "{:?}", report.broken);
     assert!(report.records >= 10_000, "{}", report.records);
-    assert!(report.checkpoints_verified >= 20, "{}", report.checkpoints_verified);
+    assert!(
+        report.checkpoints_verified >= 20,
+        "{}",
+        report.checkpoints_verified
+    );
     let segments = segment_paths(original.path());
-    assert!(segments.len() >= 3, "expected several segments, got {}", segments.len());
+    assert!(
+        segments.len() >= 3,
+        "expected several segments, got {}",
+        segments.len()
+    );
     let first = &segments[0];
     let first_name = first.file_name().expect("name").to_owned();
 
@@ -124,7 +151,10 @@ fn tampering_with_a_ten_thousand_record_log_is_detected() {
             let mut tampered = data.clone();
             tampered[position] ^= 1 << bit;
             fs::write(copy.path().join(&first_name), tampered).expect("write");
-            assert!(verifies(copy.path(), &public).is_err(), "flip of bit {bit} at byte {position} went unnoticed");
+            assert!(
+                verifies(copy.path(), &public).is_err(),
+                "flip of bit {bit} at byte {position} went unnoticed"
+            );
         }
     }
 
@@ -172,12 +202,23 @@ fn tampering_with_a_ten_thousand_record_log_is_detected() {
     let truncated = copy_dir(original.path());
     let middle = truncated.path().join(&first_name);
     let length = fs::metadata(&middle).expect("metadata").len();
-    fs::OpenOptions::new().write(true).open(&middle).expect("open").set_len(length / 2).expect("truncate");
-    assert!(verifies(truncated.path(), &public).is_err(), "truncated middle segment");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&middle)
+        .expect("open")
+        .set_len(length / 2)
+        .expect("truncate");
+    assert!(
+        verifies(truncated.path(), &public).is_err(),
+        "truncated middle segment"
+    );
     // A whole middle segment removed.
     let gap = copy_dir(original.path());
     fs::remove_file(gap.path().join(segments[1].file_name().expect("name"))).expect("remove");
-    assert!(verifies(gap.path(), &public).is_err(), "removed middle segment");
+    assert!(
+        verifies(gap.path(), &public).is_err(),
+        "removed middle segment"
+    );
     // The first segment removed without a signed pruning record.
     let headless = copy_dir(original.path());
     fs::remove_file(headless.path().join(&first_name)).expect("remove");
@@ -195,20 +236,33 @@ fn a_torn_tail_is_repaired_at_every_offset_and_mid_log_corruption_refuses_to_ope
     let public = public_key_of(&key);
     let last_segment = segment_paths(original.path()).pop().expect("segment");
     let data = fs::read(&last_segment).expect("read");
-    let last_start = data[..data.len() - 1].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let last_start = data[..data.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
     for cut in last_start..data.len() {
         let copy = copy_dir(original.path());
         let path = copy.path().join(last_segment.file_name().expect("name"));
         fs::write(&path, &data[..cut]).expect("write");
-        let log = AuditLog::open(config(copy.path())).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        let expected_repair = if cut > last_start { cut - last_start } else { 0 } as u64;
+        let log =
+            AuditLog::open(config(copy.path())).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let expected_repair = if cut > last_start {
+            cut - last_start
+        } else {
+            0
+        } as u64;
         assert_eq!(log.recovery.repaired_bytes, expected_repair, "cut at {cut}");
         drop(log);
         assert_eq!(verifies(copy.path(), &public), Ok(()), "cut at {cut}");
         if expected_repair > 0 {
             let repaired = lines(&path);
-            let note: Record = serde_json::from_slice(repaired.last().expect("line")).expect("record");
-            assert!(note.detail.contains("repaired a torn tail"), "{}", note.detail);
+            let note: Record =
+                serde_json::from_slice(repaired.last().expect("line")).expect("record");
+            assert!(
+                note.detail.contains("repaired a torn tail"),
+                "{}",
+                note.detail
+            );
         }
     }
     // Corruption before the tail: start-up refuses, naming the file and offset.
@@ -221,7 +275,11 @@ fn a_torn_tail_is_repaired_at_every_offset_and_mid_log_corruption_refuses_to_ope
     match AuditLog::open(config(corrupt.path())) {
         Err(AuditError::Corrupt(broken)) => {
             assert_eq!(broken.file, first);
-            assert_eq!(broken.offset, (offset - 4) as u64, "the broken record starts where its line does");
+            assert_eq!(
+                broken.offset,
+                (offset - 4) as u64,
+                "the broken record starts where its line does"
+            );
         }
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a corrupt log opened"),
@@ -239,12 +297,18 @@ fn failed_writes_fail_closed_and_recover_without_a_restart() {
     log.set_signer(Some(Arc::clone(&key)));
     assert_eq!(log.append(entry(1)).expect("append"), 1);
     fs::write(&fault, b"").expect("fault on");
-    assert!(matches!(log.append(entry(2)), Err(AuditError::Unavailable(_))));
+    assert!(matches!(
+        log.append(entry(2)),
+        Err(AuditError::Unavailable(_))
+    ));
     assert_eq!(log.head().seq, 1);
     fs::remove_file(&fault).expect("fault off");
     assert_eq!(log.append(entry(3)).expect("append"), 2);
     drop(log);
-    assert_eq!(verifies(&dir.path().join("audit"), &public_key_of(&key)), Ok(()));
+    assert_eq!(
+        verifies(&dir.path().join("audit"), &public_key_of(&key)),
+        Ok(())
+    );
 }
 
 #[test]
@@ -273,7 +337,13 @@ fn intents_without_outcomes_get_a_crashed_outcome_on_open() {
     .expect("scan");
     assert_eq!(crashed, ["lost-call"]);
     // Reconciled once: a second open finds nothing left to reconcile.
-    assert_eq!(AuditLog::open(config(dir.path())).expect("open").recovery.crashed_intents, 0);
+    assert_eq!(
+        AuditLog::open(config(dir.path()))
+            .expect("open")
+            .recovery
+            .crashed_intents,
+        0
+    );
 }
 
 #[test]
@@ -324,10 +394,20 @@ fn a_log_shorter_than_the_recorded_head_is_reported_on_open() {
     all.truncate(all.len() - 3);
     write_lines(&path, &all);
     let mut config = config(dir.path());
-    config.expected_head = Some(Head { seq: head.seq, hash: head.hash });
+    config.expected_head = Some(Head {
+        seq: head.seq,
+        hash: head.hash,
+    });
     let reopened = AuditLog::open(config).expect("open");
-    let problem = reopened.recovery.tail_problem.clone().expect("tail problem");
-    assert!(problem.contains("records were removed from the tail"), "{problem}");
+    let problem = reopened
+        .recovery
+        .tail_problem
+        .clone()
+        .expect("tail problem");
+    assert!(
+        problem.contains("records were removed from the tail"),
+        "{problem}"
+    );
 }
 
 #[cfg(unix)]
@@ -338,13 +418,17 @@ fn the_syslog_sink_catches_up_after_the_receiver_returns() {
     let socket = dir.path().join("syslog.sock");
     let log = Arc::new(AuditLog::open(config(&dir.path().join("audit"))).expect("open"));
     let receiver = UnixDatagram::bind(&socket).expect("bind");
-    receiver.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     super::sink::spawn_syslog_sink(Arc::clone(&log), socket.clone(), "host".into()).expect("sink");
     let mut seen = Vec::new();
-    let mut receive = |receiver: &UnixDatagram, until: u64, seen: &mut Vec<u64>| {
+    let receive = |receiver: &UnixDatagram, until: u64, seen: &mut Vec<u64>| {
         let mut buffer = vec![0u8; 65536];
         while seen.last().copied().unwrap_or(0) < until {
-            let n = receiver.recv(&mut buffer).expect("a record within the timeout");
+            let n = receiver
+                .recv(&mut buffer)
+                .expect("a record within the timeout");
             let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
             assert!(text.starts_with("<110>1 "), "{text}");
             let json = &text[text.find('{').expect("json")..];
@@ -364,7 +448,9 @@ fn the_syslog_sink_catches_up_after_the_receiver_returns() {
     }
     // It comes back and receives everything it missed, in order.
     let receiver = UnixDatagram::bind(&socket).expect("rebind");
-    receiver.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     receive(&receiver, 15, &mut seen);
     let expected: Vec<u64> = (1..=15).collect();
     let mut deduplicated = seen.clone();

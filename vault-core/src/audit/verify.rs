@@ -223,20 +223,20 @@ pub fn scan(
         report.segments.push(info);
     }
 
-    if report.broken.is_none() {
-        if let (Some(first), Some((file, prev))) = (report.first_seq, &first_prev) {
-            let explained = prunes
-                .iter()
-                .any(|(through, head)| *through + 1 == first && head == prev);
-            if !explained {
-                report.broken = Some(Break {
-                    file: file.clone(),
-                    offset: 0,
-                    reason: format!(
-                        "the log starts at record {first}, and no signed pruning record accounts for the records before it"
-                    ),
-                });
-            }
+    if report.broken.is_none()
+        && let (Some(first), Some((file, prev))) = (report.first_seq, &first_prev)
+    {
+        let explained = prunes
+            .iter()
+            .any(|(through, head)| *through + 1 == first && head == prev);
+        if !explained {
+            report.broken = Some(Break {
+                file: file.clone(),
+                offset: 0,
+                reason: format!(
+                    "the log starts at record {first}, and no signed pruning record accounts for the records before it"
+                ),
+            });
         }
     }
     report.unsigned_tail = report

@@ -85,7 +85,7 @@ pub enum AuditError {
 pub type Completion = Box<dyn FnOnce(Result<u64, AuditError>) + Send>;
 
 enum Command {
-    Append(Entry, Completion),
+    Append(Box<Entry>, Completion),
     Signer(Option<Arc<Ed25519KeyPair>>),
     /// Runs retention now (tests; the writer also runs it every minute).
     Prune(Completion),
@@ -248,7 +248,7 @@ impl AuditLog {
 
     /// Queues an entry; `done` runs once it is durable (or failed).
     pub fn submit(&self, entry: Entry, done: Completion) {
-        if let Err(Command::Append(_, done)) = self.send(Command::Append(entry, done)) {
+        if let Err(Command::Append(_, done)) = self.send(Command::Append(Box::new(entry), done)) {
             done(Err(AuditError::Unavailable(
                 "the audit writer has stopped".into(),
             )));
@@ -376,7 +376,7 @@ impl Writer {
             let mut prunes = Vec::new();
             for command in commands {
                 match command {
-                    Command::Append(entry, done) => appends.push((entry, done)),
+                    Command::Append(entry, done) => appends.push((*entry, done)),
                     Command::Signer(signer) => {
                         // Records queued before the key changed are written first.
                         self.flush(std::mem::take(&mut appends));

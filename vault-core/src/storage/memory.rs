@@ -10,9 +10,11 @@ use std::{
 use super::{Entry, Op, Space, Storage, WriteBatch};
 use crate::error::StorageError;
 
+type Spaces = HashMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 #[derive(Default)]
 pub struct MemoryStorage {
-    spaces: RwLock<HashMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    spaces: RwLock<Spaces>,
 }
 
 impl MemoryStorage {
