@@ -48,6 +48,7 @@ fn canaries_never_reach_the_disk_in_any_encoding() {
     let server = TestServer::start(dir.path(), &[]);
     let (shares, token) = init(&server, 3, 2);
     unseal(&server, &[&shares[0], &shares[1]]);
+    let root_token = token.clone();
     let token = Some(token.as_str());
     server.cli(token, &["tenant", "create", "acme"]).ok();
     let canaries: Vec<String> = (0..5)
@@ -105,7 +106,7 @@ fn canaries_never_reach_the_disk_in_any_encoding() {
     for secret in canaries
         .iter()
         .chain(shares.iter())
-        .chain(std::iter::once(&token.expect("token").to_owned()))
+        .chain(std::iter::once(&root_token))
     {
         for form in encodings(secret) {
             needles.push((secret.chars().take(12).collect(), form));

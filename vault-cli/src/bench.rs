@@ -69,10 +69,9 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
             &token,
         )?)
         .await
+        && !already_exists(&status)
     {
-        if !already_exists(&status) {
-            return Err(CliError::from_status(status, addr));
-        }
+        return Err(CliError::from_status(status, addr));
     }
     // Every path exists before a get can ask for it.
     let value = vec![b'x'; args.value_size];
@@ -169,7 +168,7 @@ async fn drive(
         let is_put = match op {
             "put" => true,
             "get" => false,
-            _ => sent % put_every == 0,
+            _ => sent.is_multiple_of(put_every),
         };
         let begun = Instant::now();
         let outcome = if is_put {

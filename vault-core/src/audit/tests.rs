@@ -33,7 +33,7 @@ fn config(dir: &Path) -> AuditConfig {
 
 fn entry(i: usize) -> Entry {
     Entry {
-        kind: Some(if i % 3 == 0 {
+        kind: Some(if i.is_multiple_of(3) {
             Kind::Intent
         } else {
             Kind::Outcome
@@ -44,12 +44,12 @@ fn entry(i: usize) -> Entry {
         path: format!("db/secret-{i}"),
         principal: "va.0123".into(),
         source: "127.0.0.1:5000".into(),
-        outcome: if i % 3 == 0 {
+        outcome: if i.is_multiple_of(3) {
             String::new()
         } else {
             "ok".into()
         },
-        code: if i % 3 == 0 {
+        code: if i.is_multiple_of(3) {
             String::new()
         } else {
             "OK".into()
@@ -246,11 +246,7 @@ fn a_torn_tail_is_repaired_at_every_offset_and_mid_log_corruption_refuses_to_ope
         fs::write(&path, &data[..cut]).expect("write");
         let log =
             AuditLog::open(config(copy.path())).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        let expected_repair = if cut > last_start {
-            cut - last_start
-        } else {
-            0
-        } as u64;
+        let expected_repair = cut.saturating_sub(last_start) as u64;
         assert_eq!(log.recovery.repaired_bytes, expected_repair, "cut at {cut}");
         drop(log);
         assert_eq!(verifies(copy.path(), &public), Ok(()), "cut at {cut}");

@@ -138,9 +138,7 @@ fn wrong_share_fails_and_resets_progress() {
     let other = Fixture::new();
     let foreign = share_texts(&other.vault.init(3, 2).expect("init"));
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
-    let error = unseal_with(&fixture.vault, &[&foreign[1]])
-        .err()
-        .expect("must fail");
+    let error = unseal_with(&fixture.vault, &[&foreign[1]]).expect_err("must fail");
     assert_eq!(
         error.to_string(),
         "unseal failed: the shares do not reconstruct the unseal key"
@@ -606,16 +604,14 @@ fn bad_secret_data_is_refused_naming_the_field() {
     ));
     let too_big = vault
         .check_data(&data(&[("password", "0123456789abcdefX")]))
-        .err()
-        .expect("too big");
+        .expect_err("too big");
     assert_eq!(
         too_big.to_string(),
         "data[\"password\"] is 17 bytes, over the limit of 16 bytes"
     );
     let too_big_total = vault
         .check_data(&data(&[("a", "01234567"), ("b", "01234567")]))
-        .err()
-        .expect("too big");
+        .expect_err("too big");
     assert_eq!(
         too_big_total.to_string(),
         "data is 18 bytes, over the limit of 16 bytes"
@@ -741,9 +737,8 @@ fn a_conflicting_share_is_refused_without_losing_progress() {
         UnsealShare::parse(f).map(|s| s.identifier()).ok()
             == UnsealShare::parse(&shares[0]).map(|s| s.identifier()).ok()
     });
-    let error = unseal_with(&fixture.vault, &[conflicting.expect("same identifier")])
-        .err()
-        .expect("refused");
+    let error =
+        unseal_with(&fixture.vault, &[conflicting.expect("same identifier")]).expect_err("refused");
     assert!(
         matches!(error, Error::InvalidArgument { field: "share", .. }),
         "{error}"
