@@ -9,3 +9,4 @@ mod audit;
 mod cli_flow;
 mod dev_mode;
 mod grpc;
+mod tls;

@@ -1,9 +1,11 @@
 //! Connecting to the server and turning its statuses into messages with hints.
 
+use std::{path::PathBuf, sync::OnceLock};
+
 use tonic::{
     Code, Request, Status,
     metadata::MetadataValue,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use zeroize::Zeroizing;
 
@@ -67,13 +69,55 @@ impl CliError {
 
 pub type CliResult<T> = Result<T, CliError>;
 
+/// TLS files from the global flags; set once in main.
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+static TLS: OnceLock<TlsFiles> = OnceLock::new();
+
+pub fn set_tls(files: TlsFiles) {
+    let _ = TLS.set(files);
+}
+
+fn tls_config(addr: &str) -> CliResult<ClientTlsConfig> {
+    let files = TLS.get().cloned().unwrap_or_default();
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| CliError::new(format!("{flag} {}: {e}", path.display())))
+    };
+    let ca = files.ca_cert.as_ref().ok_or_else(|| {
+        CliError::with_hint(
+            format!("{addr} is https but no CA certificate is given"),
+            "pass --ca-cert FILE or set VAULT_CACERT",
+        )
+    })?;
+    let mut config =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
+    if let (Some(cert), Some(key)) = (&files.client_cert, &files.client_key) {
+        let key_pem = Zeroizing::new(read("--client-key", key)?);
+        config = config.identity(Identity::from_pem(
+            read("--client-cert", cert)?,
+            key_pem.as_slice(),
+        ));
+    }
+    Ok(config)
+}
+
 pub async fn connect(addr: &str) -> CliResult<Channel> {
-    let endpoint = Endpoint::from_shared(addr.to_owned()).map_err(|_| {
+    let mut endpoint = Endpoint::from_shared(addr.to_owned()).map_err(|_| {
         CliError::with_hint(
             format!("invalid address {addr:?}"),
             "VAULT_ADDR looks like http://127.0.0.1:8200",
         )
     })?;
+    if addr.starts_with("https://") {
+        endpoint = endpoint.tls_config(tls_config(addr)?).map_err(|e| {
+            CliError::new(format!("invalid TLS configuration: {}", source_text(&e)))
+        })?;
+    }
     endpoint.connect().await.map_err(|e| {
         CliError::with_hint(
             format!("cannot connect to the vault at {addr}: {}", source_text(&e)),

@@ -19,7 +19,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Exit codes: 0 success; 1 the server refused or the command failed; 2 invalid usage.
 const AFTER_HELP: &str = "\
 Environment:
-  VAULT_ADDR    server address (default http://127.0.0.1:8200)
+  VAULT_ADDR    server address (default http://127.0.0.1:8200; https:// needs --ca-cert)
+  VAULT_CACERT  CA certificate for https (and VAULT_CLIENT_CERT, VAULT_CLIENT_KEY for mTLS)
   VAULT_TOKEN   token for every command that needs one
   VAULT_TENANT  tenant for secret commands, in place of --tenant
 
@@ -36,6 +37,30 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8200"
     )]
     pub addr: String,
+
+    /// PEM CA certificate to trust for an https:// VAULT_ADDR.
+    #[arg(long, global = true, env = "VAULT_CACERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// PEM client certificate, for servers that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of the client certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
@@ -168,6 +193,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    client::set_tls(client::TlsFiles {
+        ca_cert: cli.ca_cert.clone(),
+        client_cert: cli.client_cert.clone(),
+        client_key: cli.client_key.clone(),
+    });
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -25,7 +25,10 @@ use std::{
 };
 
 use http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
-use tonic::{Code, Request, Status, transport::server::TcpConnectInfo};
+use tonic::{
+    Code, Request, Status,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 use tower::{Layer, Service};
 use vault_core::{
     Error, Vault,
@@ -260,10 +263,15 @@ where
     fn call(&mut self, mut request: HttpRequest<ReqBody>) -> Self::Future {
         let started = Instant::now();
         let method = request.uri().path().to_owned();
-        let source: Option<SocketAddr> = request
-            .extensions()
+        let extensions = request.extensions();
+        let source: Option<SocketAddr> = extensions
             .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+            .and_then(TcpConnectInfo::remote_addr)
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|info| info.get_ref().remote_addr())
+            });
         let audited =
             !method.starts_with("/grpc.health.") && !method.starts_with("/grpc.reflection.");
         let call = Call {

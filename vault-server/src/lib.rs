@@ -18,7 +18,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use vault_core::{
     Vault, VaultConfig,
     audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
@@ -44,9 +44,37 @@ pub struct Args {
     #[arg(long)]
     pub dev: bool,
 
-    /// Address to listen on. Plaintext gRPC is only allowed on loopback addresses.
+    /// Address to listen on. Plaintext gRPC is only allowed on loopback addresses; any other
+    /// address needs --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:8200", env = "VAULT_LISTEN")]
     pub listen: SocketAddr,
+
+    /// PEM certificate chain for TLS (rustls).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "VAULT_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "VAULT_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "VAULT_TLS_CLIENT_CA"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Directory for the data store and the key store (created if missing).
     #[arg(long, env = "VAULT_DATA_DIR")]
@@ -118,10 +146,17 @@ pub(crate) struct Shared {
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
-    if !args.listen.ip().is_loopback() {
+    let tls = tls_config(&args)?;
+    if args.dev && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {} in dev mode: dev mode is loopback only",
+            args.listen
+        ));
+    }
+    if tls.is_none() && !args.listen.ip().is_loopback() {
         return Err(format!(
             "refusing to listen on {} without TLS: plaintext gRPC is allowed on loopback addresses only \
-             (use --listen 127.0.0.1:PORT; TLS support arrives with access control)",
+             (use --listen 127.0.0.1:PORT, or give --tls-cert and --tls-key)",
             args.listen
         ));
     }
@@ -220,7 +255,13 @@ pub async fn run(args: Args) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
 
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| format!("invalid TLS configuration: {e}"))?;
+    }
+    builder
         .layer(call::CallLayer::new(limit, audit.clone()))
         .add_service(health_service)
         .add_service(reflection)
@@ -249,6 +290,26 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The TLS configuration from --tls-cert, --tls-key and --tls-client-ca, if given.
+fn tls_config(args: &Args) -> Result<Option<ServerTlsConfig>, String> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read = |flag: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    };
+    let cert_pem = read("--tls-cert", cert)?;
+    let key_pem = zeroize::Zeroizing::new(read("--tls-key", key)?);
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem.as_slice()));
+    if let Some(ca) = &args.tls_client_ca {
+        config = config
+            .client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(Some(config))
 }
 
 /// Opens the audit log: recovery (torn tail, crashed intents, tail check against the head the
