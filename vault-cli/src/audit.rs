@@ -38,8 +38,10 @@ pub enum AuditCommand {
         /// VAULT_TOKEN): catches records cut off the tail.
         #[arg(long)]
         against_server: bool,
-        /// Most records allowed after the last verified checkpoint.
-        #[arg(long, default_value_t = 10_000)]
+        /// Most records allowed after the last verified checkpoint (the server signs every
+        /// 1000 records or 1 s while unsealed; records written while it is sealed wait for the
+        /// first checkpoint after unseal).
+        #[arg(long, default_value_t = 2_000)]
         max_unsigned: u64,
     },
     /// Query records, oldest first, a page at a time.
@@ -236,8 +238,13 @@ async fn verify_command(
     if let Some(broken) = &report.broken {
         problems.push(format!("first broken link: {broken}"));
     }
+    if report.records == 0 {
+        problems.push(format!("{} holds no audit records", dir.display()));
+    } else if report.broken.is_none() && report.checkpoints_verified == 0 {
+        problems.push("no checkpoint signed by the pinned key: nothing in the log is authenticated (unseal the vault so it signs one)".into());
+    }
     if report.broken.is_none() && report.unsigned_tail > max_unsigned {
-        problems.push(format!("{} records after the last verified checkpoint (more than --max-unsigned {max_unsigned})", report.unsigned_tail));
+        problems.push(format!("{} records after the last verified checkpoint (more than --max-unsigned {max_unsigned}; if the vault is sealed, unseal it so a checkpoint covers them)", report.unsigned_tail));
     }
     let server_check = server_head.as_ref().map(|head| match &hash_at_server_head {
         Some(hash) if *hash == head.hash => format!("record {} matches the server's head", head.seq),

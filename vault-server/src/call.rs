@@ -18,12 +18,14 @@
 use std::{
     future::Future,
     net::SocketAddr,
+    panic::AssertUnwindSafe,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context as TaskContext, Poll},
     time::Instant,
 };
 
+use futures_util::FutureExt;
 use http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use tonic::{
     Code, Request, Status,
@@ -290,7 +292,14 @@ where
         // times out drops this future, but must not stop a mutation's outcome from being
         // recorded.
         let task = tokio::spawn(async move {
-            let mut response = inner.call(request).await?;
+            // A panicking handler still gets its outcome record (INTERNAL).
+            let mut response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+                Ok(result) => result?,
+                Err(_) => {
+                    tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
+                    Status::internal("internal error; see the server log").into_http()
+                }
+            };
             let handled = call
                 .record
                 .lock()

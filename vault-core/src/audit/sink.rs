@@ -135,7 +135,15 @@ impl Follower {
         else {
             return Ok(false);
         };
-        let data = read_from(path, self.cursor.offset)?;
+        // Only what is durable: a record the writer later cuts back must never be sent.
+        let durable = self.log.durable();
+        if self.cursor.segment > durable.segment {
+            return Ok(false);
+        }
+        let mut data = read_from(path, self.cursor.offset)?;
+        if self.cursor.segment == durable.segment {
+            data.truncate(durable.len.saturating_sub(self.cursor.offset) as usize);
+        }
         let mut sent_any = false;
         let mut consumed = 0usize;
         while let Some(newline) = data[consumed..].iter().position(|b| *b == b'\n') {
@@ -151,7 +159,10 @@ impl Follower {
         }
         // The segment is finished once a later one exists and everything whole was sent.
         let next = self.cursor.segment + 1;
-        if consumed == data.len() && segments.iter().any(|(number, _)| *number == next) {
+        if consumed == data.len()
+            && self.cursor.segment < durable.segment
+            && segments.iter().any(|(number, _)| *number == next)
+        {
             self.cursor = Cursor {
                 segment: next,
                 offset: 0,

@@ -299,7 +299,8 @@ fn failed_writes_fail_closed_and_recover_without_a_restart() {
     ));
     assert_eq!(log.head().seq, 1);
     fs::remove_file(&fault).expect("fault off");
-    assert_eq!(log.append(entry(3)).expect("append"), 2);
+    // The failed outcome record is written late (as record 2) before the next one.
+    assert_eq!(log.append(entry(3)).expect("append"), 3);
     drop(log);
     assert_eq!(
         verifies(&dir.path().join("audit"), &public_key_of(&key)),
@@ -475,4 +476,109 @@ fn a_black_holed_sink_never_blocks_appends() {
     let completed = results.iter().filter(Result::is_ok).count();
     assert_eq!(completed, 5000);
     assert_eq!(log.head().seq, 5000);
+}
+
+#[test]
+fn an_outcome_that_fails_to_write_is_written_late_marked_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fault = dir.path().join("fault");
+    let mut config = config(&dir.path().join("audit"));
+    config.fault_file = Some(fault.clone());
+    let log = AuditLog::open(config).expect("open");
+    log.append(entry(1)).expect("append");
+    fs::write(&fault, b"").expect("fault on");
+    let mut late = entry(2);
+    late.request_id = "late-call".into();
+    assert!(log.append(late).is_err());
+    fs::remove_file(&fault).expect("fault off");
+    log.append(entry(4)).expect("append");
+    drop(log);
+    let mut found = Vec::new();
+    scan(&dir.path().join("audit"), None, |record, _| {
+        if record.request_id == "late-call" {
+            found.push(record.clone());
+        }
+    })
+    .expect("scan");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].outcome.as_str(), found[0].code.as_str()),
+        ("error", "UNAVAILABLE")
+    );
+    assert!(
+        found[0].detail.contains("written late"),
+        "{}",
+        found[0].detail
+    );
+}
+
+#[test]
+fn a_prune_interrupted_part_way_verifies_and_is_finished_at_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let saved = tempfile::tempdir().expect("tempdir");
+    let now = Arc::new(AtomicI64::new(1_800_000_000_000_000_000));
+    let clock_now = Arc::clone(&now);
+    let mut config = config(dir.path());
+    config.segment_bytes = 4096;
+    config.retention = Some(Duration::from_secs(86_400));
+    config.clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+    let log = AuditLog::open(config.clone()).expect("open");
+    let key = key_pair();
+    log.set_signer(Some(Arc::clone(&key)));
+    for i in 0..60 {
+        log.append(entry(i)).expect("append");
+    }
+    now.fetch_add(2 * 86_400 * 1_000_000_000, Ordering::SeqCst);
+    log.append(entry(60)).expect("append");
+    let before = segment_paths(dir.path());
+    for path in &before {
+        fs::copy(path, saved.path().join(path.file_name().expect("name"))).expect("save");
+    }
+    assert!(log.prune_now().expect("prune") >= 2);
+    drop(log);
+    // As if the process had died before deleting the newest expired segment.
+    let after = segment_paths(dir.path());
+    let newest_removed = before
+        .iter()
+        .filter(|p| !after.contains(p))
+        .next_back()
+        .expect("a removed segment");
+    let name = newest_removed.file_name().expect("name");
+    fs::copy(saved.path().join(name), dir.path().join(name)).expect("restore");
+    let public = public_key_of(&key);
+    assert_eq!(verifies(dir.path(), &public), Ok(()));
+    let reopened = AuditLog::open(config).expect("open");
+    drop(reopened);
+    assert!(
+        !dir.path().join(name).exists(),
+        "start-up finishes the prune"
+    );
+    assert_eq!(verifies(dir.path(), &public), Ok(()));
+}
+
+#[test]
+fn a_repair_marker_left_by_a_crash_is_recorded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = AuditLog::open(config(dir.path())).expect("open");
+    log.append(entry(1)).expect("append");
+    drop(log);
+    // The crash came after the cut but before the repair record.
+    fs::write(
+        dir.path().join("repair-pending.txt"),
+        "repaired a torn tail: test marker",
+    )
+    .expect("marker");
+    drop(AuditLog::open(config(dir.path())).expect("open"));
+    assert!(!dir.path().join("repair-pending.txt").exists());
+    let mut notes = Vec::new();
+    scan(dir.path(), None, |record, _| {
+        notes.push(record.detail.clone())
+    })
+    .expect("scan");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n == "repaired a torn tail: test marker"),
+        "{notes:?}"
+    );
 }

@@ -65,6 +65,8 @@ pub struct Report {
     pub broken: Option<Break>,
     /// Intent records with no outcome record, in log order.
     pub open_intents: Vec<Record>,
+    /// Prune records seen: (last record removed, its hash).
+    pub prunes: Vec<(u64, String)>,
     pub segments: Vec<SegmentInfo>,
 }
 
@@ -226,9 +228,15 @@ pub fn scan(
     if report.broken.is_none()
         && let (Some(first), Some((file, prev))) = (report.first_seq, &first_prev)
     {
-        let explained = prunes
-            .iter()
-            .any(|(through, head)| *through + 1 == first && head == prev);
+        // Either the log starts right after a prune, or a prune stopped part-way and the
+        // segment it ended at is still here, ending with the record the prune names.
+        let explained = prunes.iter().any(|(through, head)| {
+            (*through + 1 == first && head == prev)
+                || (*through >= first
+                    && report.segments.iter().any(|s| {
+                        s.last_seq == Some(*through) && s.last_hash.as_ref() == Some(head)
+                    }))
+        });
         if !explained {
             report.broken = Some(Break {
                 file: file.clone(),
@@ -245,6 +253,7 @@ pub fn scan(
     if report.records == 0 {
         report.unsigned_tail = 0;
     }
+    report.prunes = prunes;
     report.open_intents = intent_order
         .into_iter()
         .filter_map(|id| intents.remove(&id))

@@ -27,6 +27,14 @@ use super::{
 };
 use crate::time::{parse_rfc3339, rfc3339};
 
+/// Written before a torn tail is cut, removed once the repair is recorded.
+const REPAIR_MARKER: &str = "repair-pending.txt";
+/// After a failed write, the writer waits this long before retrying on its own.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Outcome records kept for a late write while the log is failing; beyond this they are lost
+/// (and the calls are reconciled as crashed at the next start).
+const MAX_RETRY: usize = 100_000;
+
 /// Longest a caller waits for its record before the call fails: a hung disk must not hang calls.
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BATCH: usize = 4096;
@@ -98,8 +106,16 @@ pub struct Head {
     pub hash: String,
 }
 
+/// How far the log is durable: readers (the sink) never read past it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub segment: u64,
+    pub len: u64,
+}
+
 struct Shared {
     head: Mutex<Head>,
+    durable: Mutex<Durable>,
     /// Bumped after every durable write; sinks wait on it.
     changed: Condvar,
 }
@@ -141,8 +157,21 @@ impl AuditLog {
             return Err(AuditError::Corrupt(broken));
         }
         let mut segments = report.segments.clone();
+        // Start-up records are written before anyone else can submit.
+        let mut startup = Vec::new();
+
+        // A torn tail is cut in three durable steps (marker, cut, record), so a crash at any
+        // point still leaves the repair recorded at the next start.
+        let marker = config.dir.join(REPAIR_MARKER);
         let mut repaired_bytes = 0;
         if let Some((path, offset, length)) = &report.torn_tail {
+            let note = format!(
+                "repaired a torn tail: removed a partial record of {length} bytes at byte {offset} of {}",
+                path.display()
+            );
+            fs::write(&marker, note.as_bytes())?;
+            fs::File::open(&marker)?.sync_all()?;
+            sync_dir(&config.dir)?;
             let file = OpenOptions::new().write(true).open(path)?;
             file.set_len(*offset)?;
             file.sync_all()?;
@@ -151,38 +180,33 @@ impl AuditLog {
                 last.len = *offset;
             }
         }
-        let head = Head {
-            seq: report.head_seq,
-            hash: report.head_hash.clone(),
-        };
-        let shared = Arc::new(Shared {
-            head: Mutex::new(head.clone()),
-            changed: Condvar::new(),
-        });
-        let (sender, receiver) = mpsc::channel();
-        let (number, len) = segments.last().map_or((1, 0), |s| (s.number, s.len));
-        let mut writer = Writer {
-            config: config.clone(),
-            file: None,
-            segment: number,
-            segment_len: len,
-            seq: head.seq,
-            head: head.hash,
-            unsigned: report.unsigned_tail,
-            oldest_unsigned: (report.unsigned_tail > 0).then(Instant::now),
-            signer: None,
-            segments,
-            shared: Arc::clone(&shared),
-            last_prune_check: Instant::now(),
-        };
-        // Start-up records are written before anyone else can submit.
-        let mut startup = Vec::new();
-        if let Some((path, offset, length)) = &report.torn_tail {
-            startup.push(system_entry(format!("repaired a torn tail: removed a partial record of {length} bytes at byte {offset} of {}", path.display())));
+        if let Ok(note) = fs::read_to_string(&marker) {
+            startup.push(system_entry(note));
         }
+
+        // A prune that stopped part-way (crash, or a failed delete) is finished now.
+        if let Some(through) = report.prunes.iter().map(|(through, _)| *through).max() {
+            let closed = segments.len().saturating_sub(1);
+            let done: Vec<SegmentInfo> = segments[..closed]
+                .iter()
+                .take_while(|s| s.last_seq.is_none_or(|last| last <= through))
+                .cloned()
+                .collect();
+            for segment in &done {
+                remove_if_present(&segment.path)?;
+            }
+            if !done.is_empty() {
+                sync_dir(&config.dir)?;
+                segments.drain(..done.len());
+            }
+        }
+
         let tail_problem = config.expected_head.as_ref().and_then(|expected| match &expected_found {
             Some(hash) if *hash == expected.hash => None,
-            Some(_) => Some(format!("record {} differs from the one the vault's state recorded: the log was rewritten", expected.seq)),
+            Some(_) => Some(format!(
+                "record {} differs from the one the vault's state recorded: the log was rewritten",
+                expected.seq
+            )),
             // Retention removed it, with a signed record saying so.
             None if report.first_seq.is_some_and(|first| expected.seq < first) => None,
             None => Some(format!(
@@ -213,11 +237,41 @@ impl AuditLog {
                 ),
             });
         }
+
+        let head = Head {
+            seq: report.head_seq,
+            hash: report.head_hash.clone(),
+        };
+        let (number, len) = segments.last().map_or((1, 0), |s| (s.number, s.len));
+        let shared = Arc::new(Shared {
+            head: Mutex::new(head.clone()),
+            durable: Mutex::new(Durable {
+                segment: number,
+                len,
+            }),
+            changed: Condvar::new(),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let mut writer = Writer {
+            config: config.clone(),
+            file: None,
+            segment: number,
+            segment_len: len,
+            seq: head.seq,
+            head: head.hash,
+            unsigned: report.unsigned_tail,
+            oldest_unsigned: (report.unsigned_tail > 0).then(Instant::now),
+            signer: None,
+            segments,
+            shared: Arc::clone(&shared),
+            last_prune_check: Instant::now(),
+            retry: Vec::new(),
+            retry_after: None,
+        };
         if !startup.is_empty() {
-            writer
-                .write_batch(startup.into_iter().map(Pending::plain).collect())
-                .map_err(AuditError::Io)?;
+            writer.write_batch(startup.into_iter().map(Pending::plain).collect())?;
         }
+        remove_if_present(&marker)?;
         let recovery = Recovery {
             records: report.records,
             repaired_bytes,
@@ -233,6 +287,15 @@ impl AuditLog {
             dir: config.dir,
             recovery,
         })
+    }
+
+    /// How far the log is durable.
+    pub fn durable(&self) -> Durable {
+        *self
+            .shared
+            .durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -312,6 +375,13 @@ impl AuditLog {
     }
 }
 
+fn remove_if_present(path: &std::path::Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 pub fn system_entry(detail: String) -> Entry {
     Entry {
         kind: Some(Kind::System),
@@ -354,6 +424,10 @@ struct Writer {
     segments: Vec<SegmentInfo>,
     shared: Arc<Shared>,
     last_prune_check: Instant,
+    /// Outcome records whose write failed, written first once the log works again.
+    retry: Vec<Entry>,
+    /// No write is attempted on the writer's own initiative before this.
+    retry_after: Option<Instant>,
 }
 
 impl Writer {
@@ -409,36 +483,80 @@ impl Writer {
         }
     }
 
-    /// How long until a checkpoint is due (zero: now); `None` when none can or need be written.
+    /// How long until the writer has work of its own (zero: now): a due checkpoint, or
+    /// outcome records to retry. `None` when there is none. After a failed write it waits
+    /// [`RETRY_DELAY`] rather than spinning on a failing disk.
     fn checkpoint_wait(&self) -> Option<Duration> {
+        let backoff = self
+            .retry_after
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        if !self.retry.is_empty() {
+            return Some(backoff.unwrap_or(Duration::ZERO));
+        }
         if self.signer.is_none() || self.unsigned == 0 {
             return None;
         }
-        if self.unsigned >= self.config.checkpoint_records {
-            return Some(Duration::ZERO);
-        }
-        let age = self
-            .oldest_unsigned
-            .map_or(Duration::ZERO, |at| at.elapsed());
-        Some(self.config.checkpoint_interval.saturating_sub(age))
+        let due = if self.unsigned >= self.config.checkpoint_records {
+            Duration::ZERO
+        } else {
+            let age = self
+                .oldest_unsigned
+                .map_or(Duration::ZERO, |at| at.elapsed());
+            self.config.checkpoint_interval.saturating_sub(age)
+        };
+        Some(due.max(backoff.unwrap_or(Duration::ZERO)))
     }
 
+    /// Writes the queued entries (after any outcome records waiting for a retry) and completes
+    /// each caller. When the write fails, the callers get an error, and every outcome record is
+    /// kept to be written later, marked as answered UNAVAILABLE, so that each call still ends
+    /// up with exactly one outcome.
     fn flush(&mut self, appends: Vec<(Entry, Completion)>) {
-        if appends.is_empty() {
+        let retry_due =
+            !self.retry.is_empty() && self.retry_after.is_none_or(|at| Instant::now() >= at);
+        if appends.is_empty() && !retry_due {
             return;
         }
-        let (entries, completions): (Vec<_>, Vec<_>) = appends
-            .into_iter()
-            .map(|(entry, done)| (Pending::plain(entry), done))
-            .unzip();
-        match self.write_batch(entries) {
+        let retried = std::mem::take(&mut self.retry);
+        let (entries, completions): (Vec<Entry>, Vec<Completion>) = appends.into_iter().unzip();
+        let pending = retried
+            .iter()
+            .chain(&entries)
+            .cloned()
+            .map(Pending::plain)
+            .collect();
+        match self.write_batch(pending) {
             Ok(seqs) => {
-                for (done, seq) in completions.into_iter().zip(seqs) {
+                for (done, seq) in completions
+                    .into_iter()
+                    .zip(seqs.into_iter().skip(retried.len()))
+                {
                     done(Ok(seq));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "audit write failed; calls fail until it succeeds again");
+                if self.retry_after.is_none() {
+                    tracing::error!(error = %e, "audit write failed; calls fail until it succeeds again");
+                }
+                self.retry_after = Some(Instant::now() + RETRY_DELAY);
+                self.retry = retried;
+                for entry in entries
+                    .into_iter()
+                    .filter(|entry| entry.kind == Some(Kind::Outcome))
+                {
+                    if self.retry.len() >= MAX_RETRY {
+                        break;
+                    }
+                    self.retry.push(Entry {
+                        outcome: "error".into(),
+                        detail: format!(
+                            "written late: the audit log failed when the call ended ({} {}), so the caller was answered UNAVAILABLE",
+                            entry.outcome, entry.code
+                        ),
+                        code: "UNAVAILABLE".into(),
+                        ..entry
+                    });
+                }
                 for done in completions {
                     done(Err(AuditError::Unavailable(e.to_string())));
                 }
@@ -457,7 +575,10 @@ impl Writer {
             sign: true,
             pruned: None,
         }]) {
-            tracing::error!(error = %e, "audit checkpoint failed");
+            if self.retry_after.is_none() {
+                tracing::error!(error = %e, "audit checkpoint failed");
+            }
+            self.retry_after = Some(Instant::now() + RETRY_DELAY);
         }
     }
 
@@ -468,61 +589,66 @@ impl Writer {
         }
     }
 
-    /// The current segment, reopened and cut back to its last whole record if a write failed.
+    /// The current segment: reopened and cut back to its last whole record after a failed
+    /// write, and rolled over once full. State changes only after each step has succeeded.
     fn current_file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            self.file = Some(self.open_segment(self.segment, self.segment_len)?);
+        }
         if self.segment_len >= self.config.segment_bytes {
-            if let Some(file) = self.file.take() {
+            if let Some(file) = &self.file {
                 file.sync_all()?;
             }
-            self.segment += 1;
+            let next = self.segment + 1;
+            let file = self.open_segment(next, 0)?;
+            self.file = Some(file);
+            self.segment = next;
             self.segment_len = 0;
-            let path = self.config.dir.join(segment_name(self.segment));
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            sync_dir(&self.config.dir)?;
+            self.publish_durable();
+        }
+        if self
+            .segments
+            .last()
+            .is_none_or(|s| s.number != self.segment)
+        {
             self.segments.push(SegmentInfo {
                 number: self.segment,
-                path,
-                len: 0,
+                path: self.config.dir.join(segment_name(self.segment)),
+                len: self.segment_len,
                 first_seq: None,
                 last_seq: None,
                 last_time: None,
                 last_hash: None,
             });
         }
-        if self.file.is_none() {
-            let path = self.config.dir.join(segment_name(self.segment));
-            let created = !path.exists();
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            if file.metadata()?.len() != self.segment_len {
-                file.set_len(self.segment_len)?;
-                file.sync_data()?;
-            }
-            if created {
-                sync_dir(&self.config.dir)?;
-                if self
-                    .segments
-                    .last()
-                    .is_none_or(|s| s.number != self.segment)
-                {
-                    self.segments.push(SegmentInfo {
-                        number: self.segment,
-                        path,
-                        len: 0,
-                        first_seq: None,
-                        last_seq: None,
-                        last_time: None,
-                        last_hash: None,
-                    });
-                }
-            }
-            self.file = Some(file);
-        }
         self.file
             .as_mut()
             .ok_or_else(|| io::Error::other("audit segment not open"))
+    }
+
+    /// Opens segment `number` for appending, cut back to `len` bytes (its last whole, durable
+    /// record), with its directory entry made durable.
+    fn open_segment(&self, number: u64, len: u64) -> io::Result<File> {
+        let path = self.config.dir.join(segment_name(number));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if file.metadata()?.len() != len {
+            file.set_len(len)?;
+            file.sync_data()?;
+        }
+        sync_dir(&self.config.dir)?;
+        Ok(file)
+    }
+
+    fn publish_durable(&self) {
+        let mut durable = self
+            .shared
+            .durable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *durable = Durable {
+            segment: self.segment,
+            len: self.segment_len,
+        };
     }
 
     /// Appends records in one write and one fdatasync; returns their sequence numbers.
@@ -629,6 +755,10 @@ impl Writer {
             info.last_time = Some(last_time);
             info.last_hash = Some(head.clone());
         }
+        if self.retry_after.take().is_some() {
+            tracing::info!("audit log writable again");
+        }
+        self.publish_durable();
         let mut shared_head = self.shared.head.lock().unwrap_or_else(|p| p.into_inner());
         *shared_head = Head { seq, hash: head };
         self.shared.changed.notify_all();
@@ -665,7 +795,7 @@ impl Writer {
             newest.last_seq.unwrap_or(0),
             newest.last_hash.clone().unwrap_or_else(|| GENESIS.into()),
         );
-        let removed: Vec<PathBuf> = self.segments[..expired]
+        let removed: Vec<std::path::PathBuf> = self.segments[..expired]
             .iter()
             .map(|s| s.path.clone())
             .collect();
@@ -680,11 +810,14 @@ impl Writer {
             sign: true,
             pruned: Some((through, pruned_head)),
         }])?;
+        // Oldest first, each dropped from the index as it goes: a failure part-way leaves a log
+        // that starts inside the pruned range, which the prune record accounts for (and the
+        // next start-up finishes).
         for path in &removed {
-            fs::remove_file(path)?;
+            remove_if_present(path)?;
+            self.segments.remove(0);
         }
         sync_dir(&self.config.dir)?;
-        self.segments.drain(..expired);
         Ok(removed.len() as u64)
     }
 }
