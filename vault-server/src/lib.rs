@@ -119,7 +119,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub audit_syslog_socket: Option<PathBuf>,
 
-    /// DANGER, for tests: while this file exists, every audit write fails.
+    /// DANGER, for tests: while this file exists, every audit write fails (if it contains
+    /// `partial`, half of each batch reaches the segment first, as in a torn write).
     #[arg(long, value_name = "FILE", hide = true)]
     pub danger_audit_fault_file: Option<PathBuf>,
 

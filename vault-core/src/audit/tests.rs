@@ -540,8 +540,7 @@ fn a_prune_interrupted_part_way_verifies_and_is_finished_at_start_up() {
     let after = segment_paths(dir.path());
     let newest_removed = before
         .iter()
-        .filter(|p| !after.contains(p))
-        .next_back()
+        .rfind(|p| !after.contains(p))
         .expect("a removed segment");
     let name = newest_removed.file_name().expect("name");
     fs::copy(saved.path().join(name), dir.path().join(name)).expect("restore");
@@ -581,4 +580,40 @@ fn a_repair_marker_left_by_a_crash_is_recorded() {
             .any(|n| n == "repaired a torn tail: test marker"),
         "{notes:?}"
     );
+}
+
+#[test]
+fn a_torn_write_is_cut_back_before_the_next_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fault = dir.path().join("fault");
+    let mut config = config(&dir.path().join("audit"));
+    config.fault_file = Some(fault.clone());
+    let log = AuditLog::open(config.clone()).expect("open");
+    let key = key_pair();
+    log.set_signer(Some(Arc::clone(&key)));
+    for i in 0..5 {
+        log.append(entry(i)).expect("append");
+    }
+    // Half of the next batch reaches the file, then the write fails.
+    fs::write(&fault, b"partial").expect("fault on");
+    assert!(log.append(entry(5)).is_err());
+    let segment = segment_paths(&dir.path().join("audit"))
+        .pop()
+        .expect("segment");
+    assert!(
+        !fs::read(&segment).expect("read").ends_with(b"\n"),
+        "the torn bytes are on disk"
+    );
+    fs::remove_file(&fault).expect("fault off");
+    for i in 6..10 {
+        log.append(entry(i)).expect("append");
+    }
+    drop(log);
+    // No fragment is left in the chain, and nothing needed repair.
+    assert_eq!(
+        verifies(&dir.path().join("audit"), &public_key_of(&key)),
+        Ok(())
+    );
+    let reopened = AuditLog::open(config).expect("reopen");
+    assert_eq!(reopened.recovery.repaired_bytes, 0);
 }

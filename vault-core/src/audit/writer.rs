@@ -99,6 +99,12 @@ enum Command {
     Prune(Completion),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Before,
+    Partial,
+}
+
 /// The chain head: the last durable record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Head {
@@ -582,11 +588,17 @@ impl Writer {
         }
     }
 
-    fn fault(&self) -> io::Result<()> {
-        match &self.config.fault_file {
-            Some(path) if path.exists() => Err(io::Error::other("injected audit write failure")),
-            _ => Ok(()),
-        }
+    /// The injected fault, if the fault file exists: by default every write fails before it
+    /// starts; if the file says `partial`, half of the batch reaches the segment first (a
+    /// torn write).
+    fn fault(&self) -> Option<Fault> {
+        let path = self.config.fault_file.as_ref()?;
+        let contents = fs::read_to_string(path).ok()?;
+        Some(if contents.trim() == "partial" {
+            Fault::Partial
+        } else {
+            Fault::Before
+        })
     }
 
     /// The current segment: reopened and cut back to its last whole record after a failed
@@ -653,7 +665,6 @@ impl Writer {
 
     /// Appends records in one write and one fdatasync; returns their sequence numbers.
     fn write_batch(&mut self, entries: Vec<Pending>) -> io::Result<Vec<u64>> {
-        self.fault()?;
         let signer = self.signer.clone();
         let mut buffer = Vec::new();
         let mut seq = self.seq;
@@ -715,7 +726,15 @@ impl Writer {
     }
 
     fn write_durably(&mut self, buffer: &[u8]) -> io::Result<()> {
+        let fault = self.fault();
+        if fault == Some(Fault::Before) {
+            return Err(io::Error::other("injected audit write failure"));
+        }
         let result = self.current_file().and_then(|file| {
+            if fault == Some(Fault::Partial) {
+                file.write_all(&buffer[..buffer.len() / 2])?;
+                return Err(io::Error::other("injected torn audit write"));
+            }
             file.write_all(buffer)?;
             file.sync_data()
         });
