@@ -20,9 +20,13 @@ pub enum Error {
     /// No token was presented.
     #[error("a token is required")]
     Unauthenticated,
-    /// The token presented is unknown or no longer valid.
+    /// The token presented is unknown or malformed.
     #[error("permission denied")]
     PermissionDenied,
+    /// A valid token lacks the right; `reason` names the failed check for the audit record and
+    /// never reaches the client.
+    #[error("permission denied")]
+    Denied { reason: String },
     /// The named object does not exist (or the caller may not know that it does).
     #[error("{0} not found")]
     NotFound(String),
@@ -79,6 +83,22 @@ impl From<StorageError> for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// What the audit record says about this failure: the failed check for a denial, the
+    /// message otherwise. Never contains a value, token, share or key.
+    pub fn audit_detail(&self) -> String {
+        match self {
+            Error::Denied { reason } => reason.clone(),
+            Error::PermissionDenied => "unknown or malformed token".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub(crate) fn denied(reason: impl Into<String>) -> Self {
+        Error::Denied {
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field,
@@ -103,6 +123,7 @@ mod tests {
             },
             Error::Unauthenticated,
             Error::PermissionDenied,
+            Error::denied("no policy grants read on \"db/x\""),
             Error::NotFound("secret db/primary".into()),
             Error::AlreadyExists("tenant acme".into()),
             Error::Sealed,
@@ -122,6 +143,7 @@ mod tests {
                 "invalid path: segment 2 is empty",
                 "data[\"password\"] is 2000000 bytes, over the limit of 1048576 bytes",
                 "a token is required",
+                "permission denied",
                 "permission denied",
                 "secret db/primary not found",
                 "tenant acme already exists",

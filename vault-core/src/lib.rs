@@ -10,6 +10,7 @@ pub mod audit;
 pub mod crypto;
 pub mod error;
 pub mod names;
+pub mod policy;
 pub mod secret;
 pub mod shamir;
 pub mod storage;

@@ -32,6 +32,7 @@ use crate::{
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
     error::{Error, Result},
     names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
+    policy::{Capability, Policy},
     secret::{SecretData, SecretKey},
     shamir::{self, UnsealShare},
     storage::{Space, Storage, WriteBatch},
@@ -95,8 +96,11 @@ pub struct InitOutput {
 #[derive(Debug)]
 pub struct Caller {
     accessor: String,
-    policies: Vec<String>,
-    _private: (),
+    /// The token's tenant; `None` for system-scope tokens (root).
+    tenant: Option<TenantId>,
+    system: bool,
+    policies: Vec<Policy>,
+    record: TokenRecord,
 }
 
 impl Caller {
@@ -105,8 +109,9 @@ impl Caller {
         &self.accessor
     }
 
-    pub fn policies(&self) -> &[String] {
-        &self.policies
+    /// Whether the token has the system scope (seal, tenants, audit of all tenants).
+    pub fn is_system(&self) -> bool {
+        self.system
     }
 }
 
@@ -157,7 +162,7 @@ struct TenantRecord {
     created_unix_nanos: i64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct TokenRecord {
     /// Hex of the keyed hash; compared in constant time after the lookup.
     hash: String,
@@ -165,6 +170,21 @@ struct TokenRecord {
     policies: Vec<String>,
     display_name: String,
     created_unix_nanos: i64,
+    /// The tenant id (hex) a tenant token belongs to; empty for system tokens.
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    system: bool,
+    /// The accessor of the token that created this one.
+    #[serde(default)]
+    parent: String,
+    /// 0: never.
+    #[serde(default)]
+    expires_unix_nanos: i64,
+    #[serde(default)]
+    max_expires_unix_nanos: i64,
+    #[serde(default)]
+    ttl_nanos: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -210,6 +230,7 @@ pub struct Vault {
     stripes: Vec<Mutex<()>>,
     tenant_create: Mutex<()>,
     audit: Option<Arc<AuditLog>>,
+    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -331,7 +352,18 @@ impl Vault {
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             tenant_create: Mutex::new(()),
             audit: None,
+            clock: Arc::new(now_unix_nanos),
         })
+    }
+
+    /// Replaces the wall clock (tests drive token expiry with it).
+    pub fn with_clock(mut self, clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> Vault {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
     }
 
     /// Connects the audit log: on unseal it receives the checkpoint signing key, on seal it
@@ -467,12 +499,20 @@ impl Vault {
             accessor: new_accessor()?,
             policies: vec!["root".into()],
             display_name: "root".into(),
-            created_unix_nanos: now_unix_nanos(),
+            created_unix_nanos: self.now(),
+            tenant: String::new(),
+            system: true,
+            parent: String::new(),
+            expires_unix_nanos: 0,
+            max_expires_unix_nanos: 0,
+            ttl_nanos: 0,
         };
         // The token record goes first: the key store's write is the commit point of init, and a
         // crash before it leaves an uninitialized vault with an unusable stray record.
         let mut data_batch = WriteBatch::new();
-        data_batch.put(Space::Config, token_record_key(&hash), to_json(&record)?);
+        data_batch
+            .put(Space::Config, token_record_key(&hash), to_json(&record)?)
+            .put(Space::Config, accessor_key(&record.accessor), hash.to_hex());
         self.data.write(data_batch)?;
 
         let config = SealConfig {
@@ -606,7 +646,8 @@ impl Vault {
     }
 
     /// Drops every key held in memory. Calls already in flight finish with the keys they hold.
-    pub fn seal(&self, _caller: &Caller) -> Result<()> {
+    pub fn seal(&self, caller: &Caller) -> Result<()> {
+        require_system(caller)?;
         *write(&self.state) = State::Sealed {
             progress: Vec::new(),
         };
@@ -626,32 +667,10 @@ impl Vault {
         }
     }
 
-    /// Checks a presented token. Sealed answers [`Error::Sealed`]; an unknown token
-    /// [`Error::PermissionDenied`].
-    pub fn authenticate(&self, token: &Token) -> Result<Caller> {
-        let keyring = self.keyring()?;
-        let hash = keyring.token_hasher.hash(token);
-        let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
-            return Err(Error::PermissionDenied);
-        };
-        let record: TokenRecord = from_json(&bytes, "a token record")?;
-        let stored = hex::decode(&record.hash)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| corrupt("a token record"))?;
-        if !TokenHash(stored).same_as(&hash) {
-            return Err(Error::PermissionDenied);
-        }
-        Ok(Caller {
-            accessor: record.accessor,
-            policies: record.policies,
-            _private: (),
-        })
-    }
-
     // ---- tenants ----
 
-    pub fn create_tenant(&self, _caller: &Caller, name: &TenantName) -> Result<TenantInfo> {
+    pub fn create_tenant(&self, caller: &Caller, name: &TenantName) -> Result<TenantInfo> {
+        require_system(caller)?;
         let keyring = self.keyring()?;
         let _guard = lock(&self.tenant_create);
         if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
@@ -686,7 +705,8 @@ impl Vault {
         })
     }
 
-    pub fn list_tenants(&self, _caller: &Caller) -> Result<Vec<TenantInfo>> {
+    pub fn list_tenants(&self, caller: &Caller) -> Result<Vec<TenantInfo>> {
+        require_system(caller)?;
         let keyring = self.keyring()?;
         let mut tenants = Vec::new();
         let mut start = b"tenant/".to_vec();
@@ -833,9 +853,9 @@ impl Vault {
     }
 
     /// Adds a KEK version for the tenant; every seal after this returns uses it.
-    pub fn rotate(&self, _caller: &Caller, tenant: &TenantName) -> Result<u32> {
+    pub fn rotate(&self, caller: &Caller, tenant: &TenantName) -> Result<u32> {
         let keyring = self.keyring()?;
-        let id = self.tenant_id(tenant)?;
+        let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
         let _guard = lock(self.stripe(id, ""));
         let keys = self.tenant_keys(&keyring, id)?;
         if keys.versions.len() >= MAX_KEK_VERSIONS {
@@ -920,14 +940,14 @@ impl Vault {
     /// all fields sealed together under the DEK, metadata and version in one atomic write.
     pub fn put(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         tenant: &TenantName,
         path: &SecretPath,
         data: SecretData,
     ) -> Result<PutOutcome> {
         self.check_data(&data)?;
         let keyring = self.keyring()?;
-        let id = self.tenant_id(tenant)?;
+        let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
         let keys = self.tenant_keys(&keyring, id)?;
         let kek_version = keys.current;
         let kek = keys
@@ -991,13 +1011,13 @@ impl Vault {
     /// Reads a version of the secret (0: the current one).
     pub fn get(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         tenant: &TenantName,
         path: &SecretPath,
         version: u64,
     ) -> Result<SecretVersion> {
         let keyring = self.keyring()?;
-        let id = self.tenant_id(tenant)?;
+        let id = self.authorize(caller, tenant, path.as_str(), Capability::Read)?;
         let not_found = || Error::NotFound(format!("secret {path}"));
         let meta_bytes = self
             .data
@@ -1046,13 +1066,14 @@ impl Vault {
     /// entries it returns, plus one.
     pub fn list(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         tenant: &TenantName,
         prefix: &FolderPrefix,
         page_size: usize,
         page_token: &str,
         recursive: bool,
     ) -> Result<ListPage> {
+        self.authorize(caller, tenant, prefix.as_str(), Capability::List)?;
         self.list_counting(tenant, prefix, page_size, page_token, recursive)
             .map(|(page, _)| page)
     }
@@ -1135,9 +1156,9 @@ impl Vault {
     }
 
     /// Removes the secret with all its versions, in one atomic write.
-    pub fn delete(&self, _caller: &Caller, tenant: &TenantName, path: &SecretPath) -> Result<()> {
+    pub fn delete(&self, caller: &Caller, tenant: &TenantName, path: &SecretPath) -> Result<()> {
         let _keyring = self.keyring()?;
-        let id = self.tenant_id(tenant)?;
+        let id = self.authorize(caller, tenant, path.as_str(), Capability::Delete)?;
         let _guard = lock(self.stripe(id, path.as_str()));
         let meta_key = meta_key(id, path);
         if self.data.get(Space::Secrets, &meta_key)?.is_none() {
@@ -1216,6 +1237,10 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
         version,
     }
 }
+
+mod access;
+pub use access::{CreatedToken, TokenInfo, TokenRequest};
+use access::{accessor_key, require_system};
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,9 @@ pub(crate) fn to_status(error: Error) -> Status {
             Status::invalid_argument(error.to_string())
         }
         Error::Unauthenticated => Status::unauthenticated(error.to_string()),
-        Error::PermissionDenied => Status::permission_denied(error.to_string()),
+        Error::PermissionDenied | Error::Denied { .. } => {
+            Status::permission_denied("permission denied")
+        }
         Error::NotFound(_) => Status::not_found(error.to_string()),
         Error::AlreadyExists(_) => Status::already_exists(error.to_string()),
         Error::Sealed

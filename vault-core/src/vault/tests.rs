@@ -5,6 +5,8 @@ struct Fixture {
     data: Arc<MemoryStorage>,
     keys: Arc<MemoryStorage>,
     vault: Vault,
+    /// The root token, once init has run.
+    root: String,
 }
 
 impl Fixture {
@@ -12,7 +14,12 @@ impl Fixture {
         let data = Arc::new(MemoryStorage::new());
         let keys = Arc::new(MemoryStorage::new());
         let vault = Vault::open(data.clone(), keys.clone(), VaultConfig::default()).expect("open");
-        Fixture { data, keys, vault }
+        Fixture {
+            data,
+            keys,
+            vault,
+            root: String::new(),
+        }
     }
 
     /// The same stores opened again, as after a restart.
@@ -66,8 +73,9 @@ fn path(text: &str) -> SecretPath {
 
 /// An initialized, unsealed vault with tenant "acme", its shares and root caller.
 fn unsealed() -> (Fixture, Vec<String>, Caller) {
-    let fixture = Fixture::new();
+    let mut fixture = Fixture::new();
     let output = fixture.vault.init(5, 3).expect("init");
+    fixture.root = output.root_token.expose_secret().to_owned();
     let shares = share_texts(&output);
     unseal_with(&fixture.vault, &[&shares[0], &shares[1], &shares[2]]).expect("unseal");
     let caller = fixture
@@ -424,11 +432,10 @@ fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
     assert!(restarted.status().initialized);
     assert!(matches!(restarted.keyring(), Err(Error::Sealed)));
     unseal_with(&restarted, &[&shares[4], &shares[3], &shares[1]]).expect("unseal");
-    let caller2 = Caller {
-        accessor: caller.accessor.clone(),
-        policies: caller.policies.clone(),
-        _private: (),
-    };
+    drop(caller);
+    let caller2 = restarted
+        .authenticate(&Token::from_presented(fixture.root.clone()).expect("token"))
+        .expect("root token after restart");
     let primary = restarted
         .get(&caller2, &tenant("acme"), &path("db/primary"), 0)
         .expect("get");
@@ -749,4 +756,273 @@ fn a_conflicting_share_is_refused_without_losing_progress() {
             .expect("third")
             .sealed
     );
+}
+
+mod access {
+    use std::{
+        sync::atomic::{AtomicI64, Ordering},
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::policy::{Policy, PolicyName};
+
+    fn policy(name: &str, rules: &[(&str, &[&str])]) -> Policy {
+        let rules = rules
+            .iter()
+            .map(|(p, c)| ((*p).to_owned(), c.iter().map(|s| (*s).to_owned()).collect()))
+            .collect();
+        Policy::new(PolicyName::parse(name).expect("name"), rules).expect("policy")
+    }
+
+    fn names(list: &[&str]) -> Vec<PolicyName> {
+        list.iter()
+            .map(|n| PolicyName::parse(n).expect("name"))
+            .collect()
+    }
+
+    /// An unsealed vault on a controllable clock, with tenants acme and globex, a policy
+    /// `app` in acme, and an acme token holding it.
+    struct World {
+        fixture: Fixture,
+        clock: Arc<AtomicI64>,
+        root: Caller,
+        app: Caller,
+        app_accessor: String,
+    }
+
+    fn world() -> World {
+        let clock = Arc::new(AtomicI64::new(1_800_000_000_000_000_000));
+        let reading = Arc::clone(&clock);
+        let mut fixture = Fixture::new();
+        fixture.vault = Vault::open(
+            fixture.data.clone(),
+            fixture.keys.clone(),
+            VaultConfig::default(),
+        )
+        .expect("open")
+        .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
+        let output = fixture.vault.init(1, 1).expect("init");
+        unseal_with(&fixture.vault, &[&share_texts(&output)[0]]).expect("unseal");
+        let root = fixture
+            .vault
+            .authenticate(&output.root_token)
+            .expect("root");
+        for name in ["acme", "globex"] {
+            fixture
+                .vault
+                .create_tenant(&root, &tenant(name))
+                .expect("tenant");
+        }
+        let app = policy(
+            "app",
+            &[
+                ("db/*", &["read", "list", "write"]),
+                ("db/admin/*", &["deny"]),
+                ("", &["rotate"]),
+            ],
+        );
+        fixture
+            .vault
+            .write_policy(&root, &tenant("acme"), &app)
+            .expect("policy");
+        fixture
+            .vault
+            .write_policy(
+                &root,
+                &tenant("acme"),
+                &policy("narrow", &[("db/narrow", &["read"])]),
+            )
+            .expect("policy");
+        fixture
+            .vault
+            .put(
+                &root,
+                &tenant("acme"),
+                &path("db/admin/key"),
+                data(&[("k", "v")]),
+            )
+            .expect("put");
+        fixture
+            .vault
+            .put(
+                &root,
+                &tenant("globex"),
+                &path("db/x"),
+                data(&[("k", "globex")]),
+            )
+            .expect("put");
+        let request = TokenRequest {
+            tenant: tenant("acme"),
+            policies: names(&["app", "narrow"]),
+            ttl: None,
+            display_name: "app".into(),
+        };
+        let created = fixture.vault.create_token(&root, request).expect("token");
+        let app_accessor = created.info.accessor.clone();
+        let app = fixture
+            .vault
+            .authenticate(&created.token)
+            .expect("app token");
+        World {
+            fixture,
+            clock,
+            root,
+            app,
+            app_accessor,
+        }
+    }
+
+    #[test]
+    fn policies_decide_what_a_tenant_token_may_do() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let acme = tenant("acme");
+        vault
+            .put(&w.app, &acme, &path("db/app"), data(&[("k", "v")]))
+            .expect("write allowed");
+        vault
+            .get(&w.app, &acme, &path("db/app"), 0)
+            .expect("read allowed");
+        vault
+            .list(
+                &w.app,
+                &acme,
+                &FolderPrefix::parse("db/").expect("prefix"),
+                0,
+                "",
+                false,
+            )
+            .expect("list allowed");
+        assert_eq!(vault.rotate(&w.app, &acme).expect("rotate allowed"), 2);
+        let denied = |result: Result<()>| match result {
+            Err(Error::Denied { reason }) => reason,
+            other => panic!("expected a denial, got {:?}", other.err()),
+        };
+        let reason = denied(vault.delete(&w.app, &acme, &path("db/app")));
+        assert!(reason.contains("no policy grants delete"), "{reason}");
+        let reason = denied(vault.get(&w.app, &acme, &path("db/admin/key"), 0).map(drop));
+        assert!(reason.contains("denies"), "{reason}");
+        denied(
+            vault
+                .put(&w.app, &acme, &path("web/x"), data(&[("k", "v")]))
+                .map(drop),
+        );
+        denied(vault.create_tenant(&w.app, &tenant("initech")).map(drop));
+        denied(vault.list_tenants(&w.app).map(drop));
+        denied(vault.seal(&w.app));
+        denied(vault.write_policy(&w.app, &acme, &policy("mine", &[("*", &["admin"])])));
+    }
+
+    #[test]
+    fn another_tenant_and_a_missing_tenant_look_the_same() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let existing = vault
+            .get(&w.app, &tenant("globex"), &path("db/x"), 0)
+            .err()
+            .expect("denied");
+        let missing = vault
+            .get(&w.app, &tenant("initech"), &path("db/x"), 0)
+            .err()
+            .expect("denied");
+        assert_eq!(existing.to_string(), missing.to_string());
+        assert!(matches!(existing, Error::Denied { .. }));
+        assert!(matches!(missing, Error::Denied { .. }));
+    }
+
+    #[test]
+    fn child_tokens_take_a_subset_of_policies_and_never_outlive_their_parent() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let ask = |policies: &[&str], tenant_name: &str| TokenRequest {
+            tenant: tenant(tenant_name),
+            policies: names(policies),
+            ttl: Some(Duration::from_secs(10 * 3600)),
+            display_name: "child".into(),
+        };
+        let child = vault
+            .create_token(&w.app, ask(&["narrow"], "acme"))
+            .expect("subset");
+        assert_eq!(
+            child.info.expires_unix_nanos, w.app.record.expires_unix_nanos,
+            "capped at the parent's expiry"
+        );
+        assert!(matches!(
+            vault.create_token(&w.app, ask(&["admin-all"], "acme")),
+            Err(Error::Denied { .. })
+        ));
+        assert!(matches!(
+            vault.create_token(&w.app, ask(&["narrow"], "globex")),
+            Err(Error::Denied { .. })
+        ));
+        assert!(matches!(
+            vault.create_token(&w.root, ask(&["missing"], "acme")),
+            Err(Error::InvalidArgument {
+                field: "policies",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn tokens_expire_renew_up_to_their_maximum_and_revoke_with_their_children() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let child = vault
+            .create_token(
+                &w.app,
+                TokenRequest {
+                    tenant: tenant("acme"),
+                    policies: names(&["narrow"]),
+                    ttl: Some(Duration::from_secs(60)),
+                    display_name: "child".into(),
+                },
+            )
+            .expect("child");
+        let grandchild = vault
+            .create_token(
+                &vault.authenticate(&child.token).expect("child"),
+                TokenRequest {
+                    tenant: tenant("acme"),
+                    policies: names(&["narrow"]),
+                    ttl: None,
+                    display_name: "grandchild".into(),
+                },
+            )
+            .expect("grandchild");
+        // The parent sees its descendants; a sibling tenant token would not.
+        assert_eq!(
+            vault
+                .lookup_token(&w.app, Some(&grandchild.info.accessor))
+                .expect("lookup")
+                .display_name,
+            "grandchild"
+        );
+        // Time passes: the 60 s child expires, renewal brings it back only while it lives.
+        w.clock.fetch_add(30 * 1_000_000_000, Ordering::SeqCst);
+        let renewed = vault
+            .renew_token(&w.app, Some(&child.info.accessor), None)
+            .expect("renew");
+        assert!(renewed.expires_unix_nanos > child.info.expires_unix_nanos);
+        w.clock.fetch_add(61 * 1_000_000_000, Ordering::SeqCst);
+        assert!(
+            matches!(vault.authenticate(&child.token), Err(Error::Denied { reason }) if reason.contains("expired"))
+        );
+        // Revoking the parent revokes everything below it.
+        assert_eq!(
+            vault
+                .revoke_token(&w.root, Some(&w.app_accessor))
+                .expect("revoke"),
+            3
+        );
+        assert!(matches!(
+            vault.authenticate(&grandchild.token),
+            Err(Error::PermissionDenied)
+        ));
+        assert!(matches!(
+            vault.revoke_token(&w.root, None),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
 }

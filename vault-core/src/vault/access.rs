@@ -1,0 +1,485 @@
+//! Access control: authenticating tokens, authorizing each operation, and the token and policy
+//! operations.
+//!
+//! Invariant: every tenant operation starts with [`Vault::authorize`], which returns the
+//! tenant id the operation needs, so skipping the check leaves nothing to work with. A tenant
+//! token naming another tenant is denied whether or not that tenant exists.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use super::*;
+use crate::policy::{Decision, PolicyName, decide};
+
+/// Default lifetime of a new token, and the longest any token (or chain of renewals) may live.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(32 * 24 * 3600);
+
+fn nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn accessor_key(accessor: &str) -> Vec<u8> {
+    format!("accessor/{accessor}").into_bytes()
+}
+
+fn children_prefix(parent: &str) -> Vec<u8> {
+    format!("children/{parent}/").into_bytes()
+}
+
+fn policy_prefix(tenant: TenantId) -> Vec<u8> {
+    format!("policy/{}/", tenant.to_hex()).into_bytes()
+}
+
+fn policy_key(tenant: TenantId, name: &PolicyName) -> Vec<u8> {
+    let mut key = policy_prefix(tenant);
+    key.extend_from_slice(name.as_str().as_bytes());
+    key
+}
+
+pub(super) fn require_system(caller: &Caller) -> Result<()> {
+    if caller.system {
+        Ok(())
+    } else {
+        Err(Error::denied("the operation needs the system scope"))
+    }
+}
+
+/// What a caller asks for when creating a token.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub tenant: TenantName,
+    pub policies: Vec<PolicyName>,
+    pub ttl: Option<Duration>,
+    pub display_name: String,
+}
+
+/// A token just created: shown once.
+pub struct CreatedToken {
+    pub token: Token,
+    pub info: TokenInfo,
+}
+
+/// What lookup shows about a token (never the token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub accessor: String,
+    pub tenant: Option<TenantName>,
+    pub policies: Vec<String>,
+    pub system: bool,
+    pub parent: String,
+    pub display_name: String,
+    pub created_unix_nanos: i64,
+    /// 0: never.
+    pub expires_unix_nanos: i64,
+    pub max_expires_unix_nanos: i64,
+}
+
+impl Vault {
+    /// Checks a presented token: known, unexpired, its tenant still there. Sealed answers
+    /// [`Error::Sealed`]; an unknown token [`Error::PermissionDenied`].
+    pub fn authenticate(&self, token: &Token) -> Result<Caller> {
+        let keyring = self.keyring()?;
+        let hash = keyring.token_hasher.hash(token);
+        let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
+            return Err(Error::PermissionDenied);
+        };
+        let record: TokenRecord = from_json(&bytes, "a token record")?;
+        let stored = hex::decode(&record.hash)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| corrupt("a token record"))?;
+        if !TokenHash(stored).same_as(&hash) {
+            return Err(Error::PermissionDenied);
+        }
+        if record.expires_unix_nanos != 0 && self.now() >= record.expires_unix_nanos {
+            return Err(Error::denied(format!("token {} expired", record.accessor)));
+        }
+        let tenant = match record.tenant.as_str() {
+            "" => None,
+            hex => Some(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a token record"))?),
+        };
+        let policies = match tenant {
+            Some(id) => self.load_policies(id, &record.policies)?,
+            None => Vec::new(),
+        };
+        Ok(Caller {
+            accessor: record.accessor.clone(),
+            tenant,
+            system: record.system,
+            policies,
+            record,
+        })
+    }
+
+    /// The tenant's id if `caller` may use `capability` on `path` in it.
+    pub(super) fn authorize(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &str,
+        capability: Capability,
+    ) -> Result<TenantId> {
+        if caller.system {
+            return self.tenant_id(tenant);
+        }
+        let other_tenant =
+            || Error::denied(format!("token of another tenant used for tenant {tenant}"));
+        let own = caller.tenant.ok_or_else(other_tenant)?;
+        match self.tenant_id(tenant) {
+            Ok(id) if id == own => {}
+            _ => return Err(other_tenant()),
+        }
+        match decide(&caller.policies, path, capability) {
+            Decision::Allow => Ok(own),
+            Decision::Deny(reason) => Err(Error::denied(reason)),
+        }
+    }
+
+    /// Whether the caller may see (lookup, renew, revoke) the token with `record`: its own, one
+    /// it created (directly or not), or any with the system scope.
+    fn may_manage(&self, caller: &Caller, record: &TokenRecord) -> Result<bool> {
+        if caller.system || record.accessor == caller.accessor {
+            return Ok(true);
+        }
+        let mut parent = record.parent.clone();
+        // Bounded: a chain longer than this is not something the vault creates.
+        for _ in 0..64 {
+            if parent.is_empty() {
+                return Ok(false);
+            }
+            if parent == caller.accessor {
+                return Ok(true);
+            }
+            parent = match self.record_by_accessor(&parent)? {
+                Some(ancestor) => ancestor.parent,
+                None => return Ok(false),
+            };
+        }
+        Ok(false)
+    }
+
+    fn record_by_accessor(&self, accessor: &str) -> Result<Option<TokenRecord>> {
+        let Some(hash) = self.data.get(Space::Config, &accessor_key(accessor))? else {
+            return Ok(None);
+        };
+        let hash = String::from_utf8(hash).map_err(|_| corrupt("an accessor index entry"))?;
+        let key = format!("token/{hash}").into_bytes();
+        self.data
+            .get(Space::Config, &key)?
+            .map(|bytes| from_json::<TokenRecord>(&bytes, "a token record"))
+            .transpose()
+    }
+
+    fn target(&self, caller: &Caller, accessor: Option<&str>) -> Result<TokenRecord> {
+        let record = match accessor {
+            None => caller.record.clone(),
+            Some(accessor) => {
+                let unknown = || Error::NotFound(format!("token with accessor {accessor}"));
+                let record = self.record_by_accessor(accessor)?.ok_or_else(unknown)?;
+                // A token the caller may not manage looks exactly like one that does not exist.
+                if !self.may_manage(caller, &record)? {
+                    return Err(unknown());
+                }
+                record
+            }
+        };
+        Ok(record)
+    }
+
+    fn token_info(&self, record: &TokenRecord) -> Result<TokenInfo> {
+        let tenant = match TenantId::parse_hex(&record.tenant) {
+            Some(id) => self.tenant_name(id)?,
+            None => None,
+        };
+        Ok(TokenInfo {
+            accessor: record.accessor.clone(),
+            tenant,
+            policies: record.policies.clone(),
+            system: record.system,
+            parent: record.parent.clone(),
+            display_name: record.display_name.clone(),
+            created_unix_nanos: record.created_unix_nanos,
+            expires_unix_nanos: record.expires_unix_nanos,
+            max_expires_unix_nanos: record.max_expires_unix_nanos,
+        })
+    }
+
+    fn tenant_name(&self, id: TenantId) -> Result<Option<TenantName>> {
+        if let Some((name, _)) = read(&self.tenants)
+            .iter()
+            .find(|(_, tenant)| **tenant == id)
+        {
+            return Ok(Some(name.clone()));
+        }
+        let mut start = b"tenant/".to_vec();
+        loop {
+            let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(None);
+            };
+            start = last.clone();
+            start.push(0);
+            for (_, value) in &page {
+                let record: TenantRecord = from_json(value, "a tenant record")?;
+                if record.id == id.to_hex() {
+                    return Ok(TenantName::parse(&record.name).ok());
+                }
+            }
+        }
+    }
+
+    /// Creates a token for a tenant. A tenant token may only create tokens for its own tenant
+    /// with a subset of its own policies, living no longer than itself.
+    pub fn create_token(&self, caller: &Caller, request: TokenRequest) -> Result<CreatedToken> {
+        let keyring = self.keyring()?;
+        let tenant_id = if caller.system {
+            self.tenant_id(&request.tenant)?
+        } else {
+            let own = caller.tenant.ok_or_else(|| {
+                Error::denied("a system token without a tenant cannot create tenant tokens")
+            })?;
+            match self.tenant_id(&request.tenant) {
+                Ok(id) if id == own => id,
+                _ => {
+                    return Err(Error::denied(format!(
+                        "token of another tenant used for tenant {}",
+                        request.tenant
+                    )));
+                }
+            }
+        };
+        if request.policies.is_empty() {
+            return Err(Error::invalid(
+                "policies",
+                "a token needs at least one policy",
+            ));
+        }
+        let own: BTreeSet<&str> = caller.record.policies.iter().map(String::as_str).collect();
+        for policy in &request.policies {
+            if !caller.system && !own.contains(policy.as_str()) {
+                return Err(Error::denied(format!(
+                    "policy {} is not among the creating token's policies",
+                    policy.as_str()
+                )));
+            }
+            if self
+                .data
+                .get(Space::Config, &policy_key(tenant_id, policy))?
+                .is_none()
+            {
+                return Err(Error::invalid(
+                    "policies",
+                    format!(
+                        "policy {} does not exist in tenant {}",
+                        policy.as_str(),
+                        request.tenant
+                    ),
+                ));
+            }
+        }
+        let ttl = request.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(Error::invalid(
+                "ttl",
+                format!("must be between 1s and {}h", MAX_TOKEN_TTL.as_secs() / 3600),
+            ));
+        }
+        let now = self.now();
+        let mut max_expires = now.saturating_add(nanos(MAX_TOKEN_TTL));
+        if caller.record.max_expires_unix_nanos != 0 {
+            max_expires = max_expires.min(caller.record.max_expires_unix_nanos);
+        }
+        let mut expires = now.saturating_add(nanos(ttl)).min(max_expires);
+        if caller.record.expires_unix_nanos != 0 {
+            expires = expires.min(caller.record.expires_unix_nanos);
+        }
+        let token = Token::generate()?;
+        let hash = keyring.token_hasher.hash(&token);
+        let record = TokenRecord {
+            hash: hash.to_hex(),
+            accessor: new_accessor()?,
+            policies: request
+                .policies
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            display_name: request.display_name,
+            created_unix_nanos: now,
+            tenant: tenant_id.to_hex(),
+            system: false,
+            parent: caller.accessor.clone(),
+            expires_unix_nanos: expires,
+            max_expires_unix_nanos: max_expires,
+            ttl_nanos: nanos(ttl),
+        };
+        let mut children = children_prefix(&caller.accessor);
+        children.extend_from_slice(record.accessor.as_bytes());
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Space::Config, token_record_key(&hash), to_json(&record)?)
+            .put(Space::Config, accessor_key(&record.accessor), hash.to_hex())
+            .put(Space::Config, children, Vec::new());
+        self.data.write(batch)?;
+        let info = self.token_info(&record)?;
+        Ok(CreatedToken { token, info })
+    }
+
+    /// Shows a token: the caller's own (`None`) or one it may manage.
+    pub fn lookup_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<TokenInfo> {
+        self.keyring()?;
+        self.token_info(&self.target(caller, accessor)?)
+    }
+
+    /// Extends a token's life by `increment` (default: its original TTL) from now, never past
+    /// its maximum.
+    pub fn renew_token(
+        &self,
+        caller: &Caller,
+        accessor: Option<&str>,
+        increment: Option<Duration>,
+    ) -> Result<TokenInfo> {
+        self.keyring()?;
+        let mut record = self.target(caller, accessor)?;
+        if record.expires_unix_nanos == 0 {
+            return self.token_info(&record);
+        }
+        let increment = increment.map_or(record.ttl_nanos, nanos);
+        if increment <= 0 {
+            return Err(Error::invalid("increment", "must be positive"));
+        }
+        record.expires_unix_nanos = self
+            .now()
+            .saturating_add(increment)
+            .min(record.max_expires_unix_nanos);
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Space::Config,
+            format!("token/{}", record.hash).into_bytes(),
+            to_json(&record)?,
+        );
+        self.data.write(batch)?;
+        self.token_info(&record)
+    }
+
+    /// Revokes a token and every token created from it, in one atomic write. Returns how many
+    /// tokens were revoked.
+    pub fn revoke_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<usize> {
+        self.keyring()?;
+        let target = self.target(caller, accessor)?;
+        if target.system && target.parent.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "the root token cannot be revoked (rekey issues a new one)".into(),
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        let mut queue = vec![target];
+        let mut revoked = 0;
+        while let Some(record) = queue.pop() {
+            let prefix = children_prefix(&record.accessor);
+            for (key, _) in self
+                .data
+                .scan(Space::Config, &prefix, &prefix, usize::MAX)?
+            {
+                let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                if let Some(child_record) = self.record_by_accessor(&child)? {
+                    queue.push(child_record);
+                }
+                batch.delete(Space::Config, key);
+            }
+            let mut own_index = children_prefix(&record.parent);
+            own_index.extend_from_slice(record.accessor.as_bytes());
+            batch
+                .delete(Space::Config, format!("token/{}", record.hash).into_bytes())
+                .delete(Space::Config, accessor_key(&record.accessor))
+                .delete(Space::Config, own_index);
+            revoked += 1;
+        }
+        self.data.write(batch)?;
+        Ok(revoked)
+    }
+
+    // ---- policies ----
+
+    fn load_policies(&self, tenant: TenantId, names: &[String]) -> Result<Vec<Policy>> {
+        let mut policies = Vec::with_capacity(names.len());
+        for name in names {
+            let Ok(name) = PolicyName::parse(name) else {
+                continue;
+            };
+            // A deleted policy simply grants nothing any more.
+            if let Some(bytes) = self.data.get(Space::Config, &policy_key(tenant, &name))? {
+                policies.push(from_json::<Policy>(&bytes, "a policy")?);
+            }
+        }
+        Ok(policies)
+    }
+
+    /// Creates or replaces a policy in a tenant (needs `admin` on the tenant root).
+    pub fn write_policy(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        policy: &Policy,
+    ) -> Result<()> {
+        self.keyring()?;
+        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Space::Config,
+            policy_key(id, &policy.name),
+            to_json(policy)?,
+        );
+        Ok(self.data.write(batch)?)
+    }
+
+    pub fn read_policy(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        name: &PolicyName,
+    ) -> Result<Policy> {
+        self.keyring()?;
+        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let bytes = self
+            .data
+            .get(Space::Config, &policy_key(id, name))?
+            .ok_or_else(|| Error::NotFound(format!("policy {}", name.as_str())))?;
+        from_json(&bytes, "a policy")
+    }
+
+    pub fn list_policies(&self, caller: &Caller, tenant: &TenantName) -> Result<Vec<String>> {
+        self.keyring()?;
+        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let prefix = policy_prefix(id);
+        let entries = self
+            .data
+            .scan(Space::Config, &prefix, &prefix, usize::MAX)?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, _)| String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    pub fn delete_policy(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        name: &PolicyName,
+    ) -> Result<()> {
+        self.keyring()?;
+        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let key = policy_key(id, name);
+        if self.data.get(Space::Config, &key)?.is_none() {
+            return Err(Error::NotFound(format!("policy {}", name.as_str())));
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Space::Config, key);
+        Ok(self.data.write(batch)?)
+    }
+
+    /// Fails unless the caller has the system scope (for server-level operations such as the
+    /// audit log).
+    pub fn require_system(&self, caller: &Caller) -> Result<()> {
+        require_system(caller)
+    }
+}
