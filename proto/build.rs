@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "vault/v1/secrets.proto",
     "vault/v1/tenants.proto",
     "vault/v1/audit.proto",
+    "vault/v1/auth.proto",
 ];
 
 /// Messages that carry shares, tokens or secret values: their generated Debug would print them,
@@ -18,6 +19,7 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.UnsealRequest",
     "vault.v1.PutRequest",
     "vault.v1.GetResponse",
+    "vault.v1.CreateTokenResponse",
 ];
 
 fn main() -> io::Result<()> {

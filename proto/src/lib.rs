@@ -58,6 +58,15 @@ impl fmt::Debug for v1::GetResponse {
     }
 }
 
+impl fmt::Debug for v1::CreateTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateTokenResponse")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
 /// Prints the field names of a secret, never the values.
 struct RedactedFields<'a, I: Iterator<Item = &'a String> + Clone>(I);
 

@@ -13,7 +13,7 @@ use vault_proto::v1::{self, audit_server::Audit};
 
 use crate::{
     Shared,
-    call::{Call, blocking, presented_token},
+    call::{Call, presented_token},
 };
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -59,9 +59,11 @@ impl Audit for AuditService {
         &self,
         request: Request<v1::AuditPublicKeyRequest>,
     ) -> Result<Response<v1::AuditPublicKeyResponse>, Status> {
-        let _call = Call::of(&request);
+        let call = Call::of(&request);
         let vault = Arc::clone(&self.shared.vault);
-        let key = blocking(move || vault.audit_public_key()?.ok_or(Error::NotInitialized)).await?;
+        let key = call
+            .blocking(move |_| vault.audit_public_key()?.ok_or(Error::NotInitialized))
+            .await?;
         Ok(Response::new(v1::AuditPublicKeyResponse {
             public_key: key,
         }))
@@ -74,7 +76,8 @@ impl Audit for AuditService {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let vault = Arc::clone(&self.shared.vault);
-        blocking(move || call.authenticate(&vault, token).map(drop)).await?;
+        call.blocking(move |call| vault.require_system(&call.authenticate(&vault, token)?))
+            .await?;
         let head = self.log()?.head();
         Ok(Response::new(v1::AuditHeadResponse {
             seq: head.seq,
@@ -92,52 +95,54 @@ impl Audit for AuditService {
         call.target(&query.tenant, &query.path_prefix);
         let log = self.log()?;
         let vault = Arc::clone(&self.shared.vault);
-        let response = blocking(move || {
-            call.authenticate(&vault, token)?;
-            let page_size = match query.page_size as usize {
-                0 => DEFAULT_PAGE_SIZE,
-                n if n > MAX_PAGE_SIZE => {
-                    return Err(Error::InvalidArgument {
-                        field: "page_size",
-                        reason: format!("must be at most {MAX_PAGE_SIZE}"),
-                    });
-                }
-                n => n,
-            };
-            let from_seq = match query.page_token.as_str() {
-                "" => 0,
-                token => token.parse::<u64>().map_err(|_| Error::InvalidArgument {
-                    field: "page_token",
-                    reason: "not a token from a previous page".into(),
-                })?,
-            };
-            let filter = query::Filter {
-                tenant: query.tenant,
-                principal: query.principal,
-                path_prefix: query.path_prefix,
-                method: query.method,
-                outcome: query.outcome,
-                since: time_field("since", &query.since)?,
-                until: time_field("until", &query.until)?,
-            };
-            let mut records = Vec::new();
-            let next = query::read(log.dir(), from_seq, |record| {
-                if filter.matches(&record) {
-                    records.push(String::from_utf8_lossy(&record.to_line()).into_owned());
-                }
-                records.len() < page_size
+        let response = call
+            .blocking(move |call| {
+                // The whole log spans every tenant: system scope only (until tenant filtering).
+                vault.require_system(&call.authenticate(&vault, token)?)?;
+                let page_size = match query.page_size as usize {
+                    0 => DEFAULT_PAGE_SIZE,
+                    n if n > MAX_PAGE_SIZE => {
+                        return Err(Error::InvalidArgument {
+                            field: "page_size",
+                            reason: format!("must be at most {MAX_PAGE_SIZE}"),
+                        });
+                    }
+                    n => n,
+                };
+                let from_seq = match query.page_token.as_str() {
+                    "" => 0,
+                    token => token.parse::<u64>().map_err(|_| Error::InvalidArgument {
+                        field: "page_token",
+                        reason: "not a token from a previous page".into(),
+                    })?,
+                };
+                let filter = query::Filter {
+                    tenant: query.tenant,
+                    principal: query.principal,
+                    path_prefix: query.path_prefix,
+                    method: query.method,
+                    outcome: query.outcome,
+                    since: time_field("since", &query.since)?,
+                    until: time_field("until", &query.until)?,
+                };
+                let mut records = Vec::new();
+                let next = query::read(log.dir(), from_seq, |record| {
+                    if filter.matches(&record) {
+                        records.push(String::from_utf8_lossy(&record.to_line()).into_owned());
+                    }
+                    records.len() < page_size
+                })
+                .map_err(|e| {
+                    Error::Storage(vault_core::error::StorageError(format!(
+                        "reading the audit log: {e}"
+                    )))
+                })?;
+                Ok(v1::AuditQueryResponse {
+                    records,
+                    next_page_token: next.map(|seq| seq.to_string()).unwrap_or_default(),
+                })
             })
-            .map_err(|e| {
-                Error::Storage(vault_core::error::StorageError(format!(
-                    "reading the audit log: {e}"
-                )))
-            })?;
-            Ok(v1::AuditQueryResponse {
-                records,
-                next_page_token: next.map(|seq| seq.to_string()).unwrap_or_default(),
-            })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -152,11 +157,13 @@ impl Audit for AuditService {
         let since_text = request.into_inner().since;
         let log = self.log()?;
         let vault = Arc::clone(&self.shared.vault);
-        let since = blocking(move || {
-            call.authenticate(&vault, token)?;
-            time_field("since", &since_text)
-        })
-        .await?;
+        let since = call
+            .blocking(move |call| {
+                // The whole log spans every tenant: system scope only (until tenant filtering).
+                vault.require_system(&call.authenticate(&vault, token)?)?;
+                time_field("since", &since_text)
+            })
+            .await?;
         let filter = query::Filter {
             since,
             ..query::Filter::default()

@@ -88,6 +88,8 @@ struct CallRecord {
     tenant: String,
     path: String,
     principal: String,
+    /// Why the call failed (e.g. which check denied it); for the audit record only.
+    detail: String,
 }
 
 /// The handler's view of the call it is serving.
@@ -169,6 +171,7 @@ impl Call {
             path: record.path.clone(),
             principal: record.principal.clone(),
             source: self.source.to_string(),
+            detail: record.detail.clone(),
             ..Entry::default()
         }
     }
@@ -222,15 +225,29 @@ pub fn presented_token<T>(request: &Request<T>) -> Result<Token, Error> {
     Token::from_presented(raw)
 }
 
-/// Runs blocking vault-core work off the async threads and maps its error to a status.
-pub async fn blocking<R: Send + 'static>(
-    work: impl FnOnce() -> Result<R, Error> + Send + 'static,
-) -> Result<R, Status> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(to_status),
-        Err(e) => {
-            tracing::error!(error = %e, "request task failed");
-            Err(Status::internal("internal error; see the server log"))
+impl Call {
+    /// Runs blocking vault-core work off the async threads. On failure the audit record gets
+    /// the error's detail (which check denied the call), the client only its status.
+    pub async fn blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Call) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Status> {
+        let call = self.clone();
+        match tokio::task::spawn_blocking(move || {
+            let result = work(&call);
+            if let Err(error) = &result {
+                let detail = error.audit_detail();
+                call.update(|record| record.detail = detail);
+            }
+            result
+        })
+        .await
+        {
+            Ok(result) => result.map_err(to_status),
+            Err(e) => {
+                tracing::error!(error = %e, "request task failed");
+                Err(Status::internal("internal error; see the server log"))
+            }
         }
     }
 }

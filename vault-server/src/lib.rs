@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod auth;
 pub mod call;
 mod dev;
 mod secrets;
@@ -25,8 +26,9 @@ use vault_core::{
     storage::RocksStorage,
 };
 use vault_proto::v1::{
-    FILE_DESCRIPTOR_SET, audit_server::AuditServer, secrets_server::SecretsServer,
-    system_server::SystemServer, tenants_server::TenantsServer,
+    FILE_DESCRIPTOR_SET, audit_server::AuditServer, policies_server::PoliciesServer,
+    secrets_server::SecretsServer, system_server::SystemServer, tenants_server::TenantsServer,
+    tokens_server::TokensServer,
 };
 
 /// Default transport limit for one request message.
@@ -239,6 +241,12 @@ pub async fn run(args: Args) -> Result<(), String> {
     health_reporter
         .set_serving::<AuditServer<audit::AuditService>>()
         .await;
+    health_reporter
+        .set_serving::<TokensServer<auth::TokensService>>()
+        .await;
+    health_reporter
+        .set_serving::<PoliciesServer<auth::PoliciesService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -280,6 +288,14 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
         .add_service(
             AuditServer::new(audit::AuditService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            TokensServer::new(auth::TokensService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            PoliciesServer::new(auth::PoliciesService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
         // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).

@@ -12,7 +12,7 @@ use vault_proto::v1::{self, secrets_server::Secrets};
 
 use crate::{
     Shared,
-    call::{Call, blocking, presented_token},
+    call::{Call, presented_token},
 };
 
 pub struct SecretsService {
@@ -41,14 +41,15 @@ impl Secrets for SecretsService {
             secret.insert(name, SecretBytes::new(value));
         }
         let vault = Arc::clone(&self.shared.vault);
-        let outcome = blocking(move || {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            let path = SecretPath::parse(&path)?;
-            call.intent()?;
-            vault.put(&caller, &tenant, &path, secret)
-        })
-        .await?;
+        let outcome = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let tenant = TenantName::parse(&tenant)?;
+                let path = SecretPath::parse(&path)?;
+                call.intent()?;
+                vault.put(&caller, &tenant, &path, secret)
+            })
+            .await?;
         Ok(Response::new(v1::PutResponse {
             version: outcome.version,
             created_time: rfc3339(outcome.created_unix_nanos),
@@ -68,14 +69,15 @@ impl Secrets for SecretsService {
         } = request.into_inner();
         call.target(&tenant, &path);
         let vault = Arc::clone(&self.shared.vault);
-        let (path, found) = blocking(move || {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            let path = SecretPath::parse(&path)?;
-            let found = vault.get(&caller, &tenant, &path, version)?;
-            Ok((path, found))
-        })
-        .await?;
+        let (path, found) = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let tenant = TenantName::parse(&tenant)?;
+                let path = SecretPath::parse(&path)?;
+                let found = vault.get(&caller, &tenant, &path, version)?;
+                Ok((path, found))
+            })
+            .await?;
         let data = found
             .data
             .expose_secret()
@@ -105,20 +107,21 @@ impl Secrets for SecretsService {
         } = request.into_inner();
         call.target(&tenant, &prefix);
         let vault = Arc::clone(&self.shared.vault);
-        let page = blocking(move || {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            let prefix = FolderPrefix::parse(&prefix)?;
-            vault.list(
-                &caller,
-                &tenant,
-                &prefix,
-                page_size as usize,
-                &page_token,
-                recursive,
-            )
-        })
-        .await?;
+        let page = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let tenant = TenantName::parse(&tenant)?;
+                let prefix = FolderPrefix::parse(&prefix)?;
+                vault.list(
+                    &caller,
+                    &tenant,
+                    &prefix,
+                    page_size as usize,
+                    &page_token,
+                    recursive,
+                )
+            })
+            .await?;
         Ok(Response::new(v1::ListResponse {
             keys: page.keys,
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -134,7 +137,7 @@ impl Secrets for SecretsService {
         let v1::DeleteRequest { tenant, path } = request.into_inner();
         call.target(&tenant, &path);
         let vault = Arc::clone(&self.shared.vault);
-        blocking(move || {
+        call.blocking(move |call| {
             let caller = call.authenticate(&vault, token)?;
             let tenant = TenantName::parse(&tenant)?;
             let path = SecretPath::parse(&path)?;

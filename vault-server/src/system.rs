@@ -8,7 +8,7 @@ use vault_proto::v1::{self, system_server::System};
 
 use crate::{
     Shared,
-    call::{Call, blocking, presented_token},
+    call::{Call, presented_token},
 };
 
 pub struct SystemService {
@@ -39,11 +39,12 @@ impl System for SystemService {
         let call = Call::of(&request);
         let v1::InitRequest { shares, threshold } = request.into_inner();
         let vault = Arc::clone(&self.shared.vault);
-        let output = blocking(move || {
-            call.intent()?;
-            vault.init(shares, threshold)
-        })
-        .await?;
+        let output = call
+            .blocking(move |call| {
+                call.intent()?;
+                vault.init(shares, threshold)
+            })
+            .await?;
         Ok(Response::new(v1::InitResponse {
             shares: output
                 .shares
@@ -59,17 +60,18 @@ impl System for SystemService {
         &self,
         request: Request<v1::UnsealRequest>,
     ) -> Result<Response<v1::UnsealResponse>, Status> {
-        let _call = Call::of(&request);
+        let call = Call::of(&request);
         let v1::UnsealRequest { share, reset } = request.into_inner();
         let share = zeroize::Zeroizing::new(share);
         let vault = Arc::clone(&self.shared.vault);
-        let status = blocking(move || {
-            if reset {
-                return vault.reset_unseal();
-            }
-            vault.unseal(UnsealShare::parse(&share)?)
-        })
-        .await?;
+        let status = call
+            .blocking(move |_| {
+                if reset {
+                    return vault.reset_unseal();
+                }
+                vault.unseal(UnsealShare::parse(&share)?)
+            })
+            .await?;
         Ok(Response::new(unseal_response(status)))
     }
 
@@ -80,7 +82,7 @@ impl System for SystemService {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let vault = Arc::clone(&self.shared.vault);
-        blocking(move || {
+        call.blocking(move |call| {
             let caller = call.authenticate(&vault, token)?;
             call.intent()?;
             vault.seal(&caller)
@@ -94,10 +96,10 @@ impl System for SystemService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
-        let _call = Call::of(&request);
+        let call = Call::of(&request);
         let vault = Arc::clone(&self.shared.vault);
         // Status takes the seal locks, which init and unseal hold across storage I/O.
-        let status = blocking(move || Ok(vault.status())).await?;
+        let status = call.blocking(move |_| Ok(vault.status())).await?;
         Ok(Response::new(v1::StatusResponse {
             initialized: status.initialized,
             sealed: status.sealed,
@@ -119,14 +121,15 @@ impl System for SystemService {
         let v1::RotateRequest { tenant } = request.into_inner();
         call.target(&tenant, "");
         let vault = Arc::clone(&self.shared.vault);
-        let (tenant, key_version) = blocking(move || {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            call.intent()?;
-            let version = vault.rotate(&caller, &tenant)?;
-            Ok::<_, Error>((tenant, version))
-        })
-        .await?;
+        let (tenant, key_version) = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let tenant = TenantName::parse(&tenant)?;
+                call.intent()?;
+                let version = vault.rotate(&caller, &tenant)?;
+                Ok::<_, Error>((tenant, version))
+            })
+            .await?;
         Ok(Response::new(v1::RotateResponse {
             tenant: tenant.to_string(),
             key_version,

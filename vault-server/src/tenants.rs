@@ -8,7 +8,7 @@ use vault_proto::v1::{self, tenants_server::Tenants};
 
 use crate::{
     Shared,
-    call::{Call, blocking, presented_token},
+    call::{Call, presented_token},
 };
 
 pub struct TenantsService {
@@ -41,13 +41,14 @@ impl Tenants for TenantsService {
         let v1::CreateTenantRequest { name } = request.into_inner();
         call.target(&name, "");
         let vault = Arc::clone(&self.shared.vault);
-        let info = blocking(move || {
-            let caller = call.authenticate(&vault, token)?;
-            let name = TenantName::parse(&name)?;
-            call.intent()?;
-            vault.create_tenant(&caller, &name)
-        })
-        .await?;
+        let info = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let name = TenantName::parse(&name)?;
+                call.intent()?;
+                vault.create_tenant(&caller, &name)
+            })
+            .await?;
         Ok(Response::new(v1::CreateTenantResponse {
             tenant: Some(tenant_message(info)),
         }))
@@ -60,11 +61,12 @@ impl Tenants for TenantsService {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let vault = Arc::clone(&self.shared.vault);
-        let tenants = blocking(move || {
-            let caller = call.authenticate(&vault, token)?;
-            vault.list_tenants(&caller)
-        })
-        .await?;
+        let tenants = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                vault.list_tenants(&caller)
+            })
+            .await?;
         Ok(Response::new(v1::ListTenantsResponse {
             tenants: tenants.into_iter().map(tenant_message).collect(),
         }))
