@@ -4,6 +4,7 @@
 // A panic is how a test fails.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod access;
 mod at_rest;
 mod audit;
 mod cli_flow;

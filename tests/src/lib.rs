@@ -218,7 +218,7 @@ pub fn run_cli(addr: &str, token: Option<&str>, args: &[&str], stdin: Option<&[u
     run_cli_with(addr, token, args, stdin, &[])
 }
 
-fn run_cli_with(
+pub fn run_cli_with(
     addr: &str,
     token: Option<&str>,
     args: &[&str],
@@ -231,6 +231,8 @@ fn run_cli_with(
         .env("VAULT_ADDR", addr)
         .env_remove("VAULT_TOKEN")
         .env_remove("VAULT_TENANT");
+    // No ~/.vault-token of the machine's user leaks in; tests that want one set HOME.
+    command.env("HOME", "/nonexistent/vault-tests-home");
     command.envs(env.iter().copied());
     if let Some(token) = token {
         command.env("VAULT_TOKEN", token);

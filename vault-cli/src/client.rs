@@ -136,15 +136,32 @@ fn source_text(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The token from VAULT_TOKEN.
+/// Where `vault-cli login` keeps the token: `~/.vault-token`.
+pub fn token_file() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(|home| PathBuf::from(home).join(".vault-token"))
+}
+
+/// The token from VAULT_TOKEN, else from `~/.vault-token` (written by `vault-cli login`).
 pub fn token() -> CliResult<Zeroizing<String>> {
-    match std::env::var("VAULT_TOKEN") {
-        Ok(token) if !token.trim().is_empty() => Ok(Zeroizing::new(token.trim().to_owned())),
-        _ => Err(CliError::with_hint(
-            "no token: VAULT_TOKEN is not set",
-            "export VAULT_TOKEN=<token> (init prints the root token)",
-        )),
+    if let Ok(token) = std::env::var("VAULT_TOKEN") {
+        if !token.trim().is_empty() {
+            return Ok(Zeroizing::new(token.trim().to_owned()));
+        }
     }
+    if let Some(path) = token_file() {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let text = Zeroizing::new(text);
+            if !text.trim().is_empty() {
+                return Ok(Zeroizing::new(text.trim().to_owned()));
+            }
+        }
+    }
+    Err(CliError::with_hint(
+        "no token: VAULT_TOKEN is not set and there is no ~/.vault-token",
+        "export VAULT_TOKEN=<token> or run `vault-cli login` (init prints the root token)",
+    ))
 }
 
 /// A request carrying the bearer token.

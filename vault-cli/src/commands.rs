@@ -244,6 +244,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 ),
             }
         }
+        Command::Token(command) => crate::access::token_command(&addr, command, format).await?,
+        Command::Policy(command) => crate::access::policy_command(&addr, command, format).await?,
+        Command::Login => crate::access::login(&addr, format).await?,
         Command::Audit(command) => crate::audit::run(&addr, command, format).await?,
         Command::Bench(args) => bench::run(&addr, args, format).await?,
     }

@@ -10,6 +10,27 @@ use zeroize::Zeroizing;
 
 use crate::client::{CliError, CliResult};
 
+/// One secret line from a hidden prompt (terminal) or standard input; `what` names it in errors.
+pub fn read_secret_line(prompt: &str, what: &str) -> CliResult<Zeroizing<String>> {
+    let text = if std::io::stdin().is_terminal() {
+        Zeroizing::new(
+            rpassword::prompt_password(prompt)
+                .map_err(|e| CliError::new(format!("cannot read the {what}: {e}")))?,
+        )
+    } else {
+        let mut text = Zeroizing::new(String::new());
+        std::io::stdin().read_to_string(&mut text).map_err(|e| {
+            CliError::new(format!("cannot read the {what} from standard input: {e}"))
+        })?;
+        text
+    };
+    let trimmed = Zeroizing::new(text.trim().to_owned());
+    if trimmed.is_empty() {
+        return Err(CliError::new(format!("{what}: empty input")));
+    }
+    Ok(trimmed)
+}
+
 /// The share from --share-file, a hidden prompt (terminal) or standard input.
 pub fn read_share(file: Option<&Path>) -> CliResult<Zeroizing<String>> {
     let text = match file {

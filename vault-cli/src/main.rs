@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod audit;
 mod bench;
 mod client;
@@ -21,7 +22,7 @@ const AFTER_HELP: &str = "\
 Environment:
   VAULT_ADDR    server address (default http://127.0.0.1:8200; https:// needs --ca-cert)
   VAULT_CACERT  CA certificate for https (and VAULT_CLIENT_CERT, VAULT_CLIENT_KEY for mTLS)
-  VAULT_TOKEN   token for every command that needs one
+  VAULT_TOKEN   token for every command that needs one (else ~/.vault-token from `login`)
   VAULT_TENANT  tenant for secret commands, in place of --tenant
 
 Exit codes: 0 success, 1 error (from the server or the command), 2 invalid usage.";
@@ -159,6 +160,14 @@ pub enum Command {
         #[command(flatten)]
         tenant: TenantArg,
     },
+    /// Tokens: create, lookup, renew, revoke.
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// Policies of a tenant: write (from TOML), read, list, delete.
+    #[command(subcommand)]
+    Policy(access::PolicyCommand),
+    /// Check a token (hidden prompt or standard input) and keep it in ~/.vault-token.
+    Login,
     /// The audit log: verify it offline, query and export it, fetch its public key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),

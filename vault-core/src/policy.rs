@@ -158,10 +158,8 @@ fn check_glob(path: &str) -> std::result::Result<(), &'static str> {
     if path.starts_with('/') {
         return Err("must not start with '/'");
     }
-    if let Some(star) = path.find('*') {
-        if star != path.len() - 1 {
-            return Err("'*' may only end the path");
-        }
+    if path.find('*').is_some_and(|star| star != path.len() - 1) {
+        return Err("'*' may only end the path");
     }
     let body = path.strip_suffix('*').unwrap_or(path);
     for segment in body.split('/') {

@@ -1,0 +1,650 @@
+//! Access control end to end: policies from TOML, tenant tokens, denials that say nothing to
+//! the client but name the check in the audit record, cascading revocation, login, and the
+//! RPC-to-capability table of ARCHITECTURE.md walked for every capability.
+
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use vault_proto::v1::{
+    self, audit_client::AuditClient, policies_client::PoliciesClient,
+    secrets_client::SecretsClient, system_client::SystemClient, tenants_client::TenantsClient,
+    tokens_client::TokensClient,
+};
+use vault_tests::{TestServer, init, run_cli_with, unseal};
+
+const EXAMPLE_POLICY: &str = r#"
+[[rule]]
+path = "db/*"
+capabilities = ["read", "list"]
+[[rule]]
+path = "db/admin/*"
+capabilities = ["deny"]
+"#;
+
+fn ready(dir: &std::path::Path) -> (TestServer, String) {
+    let server = TestServer::start(dir, &[]);
+    let (shares, token) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    for tenant in ["acme", "globex"] {
+        server.cli(Some(&token), &["tenant", "create", tenant]).ok();
+    }
+    (server, token)
+}
+
+#[test]
+fn tenant_tokens_do_what_their_policies_allow_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, root) = ready(&dir.path().join("data"));
+    let root = Some(root.as_str());
+    let policy_file = dir.path().join("readers.toml");
+    std::fs::write(&policy_file, EXAMPLE_POLICY).expect("write policy");
+    server
+        .cli(
+            root,
+            &[
+                "policy",
+                "write",
+                "--tenant",
+                "acme",
+                "readers",
+                policy_file.to_str().expect("utf-8"),
+            ],
+        )
+        .ok();
+    assert_eq!(
+        server
+            .cli(root, &["policy", "list", "--tenant", "acme"])
+            .ok()
+            .trim(),
+        "readers"
+    );
+    server
+        .cli(
+            root,
+            &["put", "--tenant", "acme", "db/primary", "password=p1"],
+        )
+        .ok();
+    server
+        .cli(root, &["put", "--tenant", "acme", "db/admin/key", "k=v"])
+        .ok();
+    server
+        .cli(
+            root,
+            &["put", "--tenant", "globex", "db/primary", "password=g1"],
+        )
+        .ok();
+
+    let created = server
+        .cli(
+            root,
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "readers", "--ttl", "2h",
+                "--format", "json",
+            ],
+        )
+        .json();
+    let reader = created["token"].as_str().expect("token").to_owned();
+    assert!(reader.starts_with("vt."));
+    assert!(
+        created["info"]["accessor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("va."))
+    );
+    let reader = Some(reader.as_str());
+
+    assert_eq!(
+        server
+            .cli(
+                reader,
+                &[
+                    "get",
+                    "--tenant",
+                    "acme",
+                    "db/primary",
+                    "--field",
+                    "password"
+                ]
+            )
+            .ok(),
+        "p1"
+    );
+    assert!(
+        server
+            .cli(reader, &["list", "--tenant", "acme", "db/"])
+            .ok()
+            .contains("primary")
+    );
+    for args in [
+        &["put", "--tenant", "acme", "db/primary", "password=x"][..],
+        &["get", "--tenant", "acme", "db/admin/key"],
+        &["delete", "--tenant", "acme", "db/primary"],
+        &["get", "--tenant", "globex", "db/primary"],
+        &["get", "--tenant", "no-such-tenant", "db/primary"],
+        &["tenant", "list"],
+        &["rotate", "--tenant", "acme"],
+        &["policy", "list", "--tenant", "acme"],
+        &["audit", "query"],
+    ] {
+        let denied = server.cli(reader, args);
+        assert_eq!(
+            denied.failed().trim(),
+            "vault-cli: error: permission denied",
+            "{args:?}"
+        );
+    }
+    // The audit record names the check that failed; the client never learned it.
+    let denials = server
+        .cli(
+            root,
+            &[
+                "audit",
+                "query",
+                "--outcome",
+                "denied",
+                "--page-size",
+                "100",
+                "--format",
+                "json",
+            ],
+        )
+        .json();
+    let details: Vec<&str> = denials["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("denies \"db/admin/key\"")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("no policy grants write on \"db/primary\"")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("token of another tenant used for tenant globex")),
+        "{details:?}"
+    );
+    assert!(
+        details.iter().any(|d| d.contains("needs the system scope")),
+        "{details:?}"
+    );
+
+    let lookup = server
+        .cli(reader, &["token", "lookup", "--format", "json"])
+        .json();
+    assert_eq!(
+        (lookup["tenant"].as_str(), lookup["policies"][0].as_str()),
+        (Some("acme"), Some("readers"))
+    );
+    let bad_policy = std::fs::write(
+        &policy_file,
+        "[[rule]]\npath = \"db/*/x\"\ncapabilities = [\"read\"]\n",
+    );
+    bad_policy.expect("write");
+    let refused = server.cli(
+        root,
+        &[
+            "policy",
+            "write",
+            "--tenant",
+            "acme",
+            "bad",
+            policy_file.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        refused
+            .failed()
+            .contains("rule 1: path \"db/*/x\": '*' may only end the path"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn revoking_a_token_revokes_the_tokens_it_created_and_login_keeps_a_private_token_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, root) = ready(&dir.path().join("data"));
+    let policy_file = dir.path().join("p.toml");
+    std::fs::write(&policy_file, EXAMPLE_POLICY).expect("write policy");
+    server
+        .cli(
+            Some(&root),
+            &[
+                "policy",
+                "write",
+                "--tenant",
+                "acme",
+                "readers",
+                policy_file.to_str().expect("utf-8"),
+            ],
+        )
+        .ok();
+    let parent = server
+        .cli(
+            Some(&root),
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "readers", "--format", "json",
+            ],
+        )
+        .json();
+    let parent_token = parent["token"].as_str().expect("token").to_owned();
+    let child = server
+        .cli(
+            Some(&parent_token),
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "readers", "--format", "json",
+            ],
+        )
+        .json();
+    let child_token = child["token"].as_str().expect("token").to_owned();
+    // A child may not ask for more than its parent has.
+    let wider = server.cli(
+        Some(&parent_token),
+        &["token", "create", "--tenant", "acme", "--policy", "admins"],
+    );
+    assert!(
+        wider.failed().contains("permission denied"),
+        "{}",
+        wider.stderr
+    );
+
+    // login keeps the child token in ~/.vault-token, mode 0600, used when VAULT_TOKEN is unset.
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("home");
+    let home_env = [("HOME", home.to_str().expect("utf-8"))];
+    let addr = server.endpoint();
+    run_cli_with(
+        &addr,
+        None,
+        &["login"],
+        Some(child_token.as_bytes()),
+        &home_env,
+    )
+    .ok();
+    let token_file = home.join(".vault-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token_file)
+                .expect("token file")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+    let whoami = run_cli_with(
+        &addr,
+        None,
+        &["token", "lookup", "--format", "json"],
+        None,
+        &home_env,
+    )
+    .json();
+    assert_eq!(whoami["accessor"], child["info"]["accessor"]);
+    let overridden = run_cli_with(
+        &addr,
+        Some(&root),
+        &["token", "lookup", "--format", "json"],
+        None,
+        &home_env,
+    )
+    .json();
+    assert_eq!(overridden["system"], true);
+
+    let revoked = server
+        .cli(
+            Some(&root),
+            &[
+                "token",
+                "revoke",
+                "--accessor",
+                parent["info"]["accessor"].as_str().expect("accessor"),
+                "--format",
+                "json",
+            ],
+        )
+        .json();
+    assert_eq!(revoked["revoked"], 2);
+    for token in [&parent_token, &child_token] {
+        assert!(
+            server
+                .cli(Some(token), &["token", "lookup"])
+                .failed()
+                .contains("permission denied")
+        );
+    }
+}
+
+/// One row of the RPC-to-capability table in ARCHITECTURE.md.
+struct Row {
+    rpc: &'static str,
+    /// The capability a tenant token needs; `None`: system scope only.
+    needs: Option<&'static str>,
+}
+
+const TABLE: &[Row] = &[
+    Row {
+        rpc: "Secrets/Get",
+        needs: Some("read"),
+    },
+    Row {
+        rpc: "Secrets/List",
+        needs: Some("list"),
+    },
+    Row {
+        rpc: "Secrets/Put",
+        needs: Some("write"),
+    },
+    Row {
+        rpc: "Secrets/Delete",
+        needs: Some("delete"),
+    },
+    Row {
+        rpc: "System/Rotate",
+        needs: Some("rotate"),
+    },
+    Row {
+        rpc: "Policies/ListPolicies",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Policies/ReadPolicy",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Policies/WritePolicy",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Policies/DeletePolicy",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Tenants/ListTenants",
+        needs: None,
+    },
+    Row {
+        rpc: "Tenants/CreateTenant",
+        needs: None,
+    },
+    Row {
+        rpc: "Audit/Head",
+        needs: None,
+    },
+    Row {
+        rpc: "Audit/Query",
+        needs: None,
+    },
+    Row {
+        rpc: "System/Seal",
+        needs: None,
+    },
+];
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
+    );
+    request
+}
+
+async fn call(channel: &Channel, rpc: &str, token: &str, seq: usize) -> Result<(), Status> {
+    let put = |path: &str| {
+        let mut request = v1::PutRequest {
+            tenant: "acme".into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        request.data.insert("k".into(), b"v".to_vec());
+        request
+    };
+    let scratch = format!("scratch-{seq}");
+    match rpc {
+        "Secrets/Get" => SecretsClient::new(channel.clone())
+            .get(with_token(
+                v1::GetRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                    version: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/List" => SecretsClient::new(channel.clone())
+            .list(with_token(
+                v1::ListRequest {
+                    tenant: "acme".into(),
+                    prefix: "db/".into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/Put" => SecretsClient::new(channel.clone())
+            .put(with_token(put("db/b"), token))
+            .await
+            .map(drop),
+        "Secrets/Delete" => SecretsClient::new(channel.clone())
+            .delete(with_token(
+                v1::DeleteRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "System/Rotate" => SystemClient::new(channel.clone())
+            .rotate(with_token(
+                v1::RotateRequest {
+                    tenant: "acme".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "System/Seal" => SystemClient::new(channel.clone())
+            .seal(with_token(v1::SealRequest {}, token))
+            .await
+            .map(drop),
+        "Policies/ListPolicies" => PoliciesClient::new(channel.clone())
+            .list_policies(with_token(
+                v1::ListPoliciesRequest {
+                    tenant: "acme".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Policies/ReadPolicy" => PoliciesClient::new(channel.clone())
+            .read_policy(with_token(
+                v1::ReadPolicyRequest {
+                    tenant: "acme".into(),
+                    name: "only-read".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Policies/WritePolicy" => {
+            let rules = vec![v1::PolicyRule {
+                path: "x".into(),
+                capabilities: vec!["read".into()],
+            }];
+            PoliciesClient::new(channel.clone())
+                .write_policy(with_token(
+                    v1::WritePolicyRequest {
+                        tenant: "acme".into(),
+                        name: scratch,
+                        rules,
+                    },
+                    token,
+                ))
+                .await
+                .map(drop)
+        }
+        "Policies/DeletePolicy" => PoliciesClient::new(channel.clone())
+            .delete_policy(with_token(
+                v1::DeletePolicyRequest {
+                    tenant: "acme".into(),
+                    name: format!("doomed-{seq}"),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Tenants/ListTenants" => TenantsClient::new(channel.clone())
+            .list_tenants(with_token(v1::ListTenantsRequest {}, token))
+            .await
+            .map(drop),
+        "Tenants/CreateTenant" => TenantsClient::new(channel.clone())
+            .create_tenant(with_token(v1::CreateTenantRequest { name: scratch }, token))
+            .await
+            .map(drop),
+        "Audit/Head" => AuditClient::new(channel.clone())
+            .head(with_token(v1::AuditHeadRequest {}, token))
+            .await
+            .map(drop),
+        "Audit/Query" => AuditClient::new(channel.clone())
+            .query(with_token(v1::AuditQueryRequest::default(), token))
+            .await
+            .map(drop),
+        other => panic!("no call for {other}"),
+    }
+}
+
+/// What the calls act on, made fresh by root before each one: the secret that reads and
+/// deletes use, and the policy a delete removes.
+async fn seed(channel: &Channel, root: &str, seq: usize) {
+    let mut put = v1::PutRequest {
+        tenant: "acme".into(),
+        path: "db/a".into(),
+        ..Default::default()
+    };
+    put.data.insert("k".into(), b"v".to_vec());
+    SecretsClient::new(channel.clone())
+        .put(with_token(put, root))
+        .await
+        .expect("seed secret");
+    let rules = vec![v1::PolicyRule {
+        path: "x".into(),
+        capabilities: vec!["read".into()],
+    }];
+    let request = v1::WritePolicyRequest {
+        tenant: "acme".into(),
+        name: format!("doomed-{seq}"),
+        rules,
+    };
+    PoliciesClient::new(channel.clone())
+        .write_policy(with_token(request, root))
+        .await
+        .expect("seed policy");
+}
+
+#[test]
+fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, root) = ready(&dir.path().join("data"));
+    let capabilities = ["read", "list", "write", "delete", "rotate", "admin"];
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let channel = Channel::from_shared(server.endpoint())
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect");
+            let mut policies = PoliciesClient::new(channel.clone());
+            let mut tokens = TokensClient::new(channel.clone());
+            let mut holders = Vec::new();
+            for capability in capabilities {
+                let rules = vec![v1::PolicyRule {
+                    path: "*".into(),
+                    capabilities: vec![capability.into()],
+                }];
+                let name = format!("only-{capability}");
+                policies
+                    .write_policy(with_token(
+                        v1::WritePolicyRequest {
+                            tenant: "acme".into(),
+                            name: name.clone(),
+                            rules,
+                        },
+                        &root,
+                    ))
+                    .await
+                    .expect("policy");
+                let created = tokens
+                    .create_token(with_token(
+                        v1::CreateTokenRequest {
+                            tenant: "acme".into(),
+                            policies: vec![name],
+                            ..Default::default()
+                        },
+                        &root,
+                    ))
+                    .await
+                    .expect("token")
+                    .into_inner();
+                holders.push((capability, created.token));
+            }
+            let mut seq = 0;
+            for row in TABLE.iter().filter(|row| row.rpc != "System/Seal") {
+                for (capability, token) in &holders {
+                    seq += 1;
+                    seed(&channel, &root, seq).await;
+                    let result = call(&channel, row.rpc, token, seq).await;
+                    let allowed = row.needs == Some(*capability);
+                    match (&result, allowed) {
+                        (Ok(()), true) => {}
+                        (Err(status), false) if status.code() == Code::PermissionDenied => {}
+                        _ => panic!(
+                            "{} with only {capability}: expected {}, got {result:?}",
+                            row.rpc,
+                            if allowed {
+                                "allowed"
+                            } else {
+                                "PERMISSION_DENIED"
+                            }
+                        ),
+                    }
+                }
+                seq += 1;
+                seed(&channel, &root, seq).await;
+                assert!(
+                    call(&channel, row.rpc, &root, seq).await.is_ok(),
+                    "{} must be allowed for root",
+                    row.rpc
+                );
+            }
+            // Seal last: denied to every tenant token, allowed to root.
+            for (capability, token) in &holders {
+                let status = call(&channel, "System/Seal", token, 0)
+                    .await
+                    .expect_err("seal denied");
+                assert_eq!(
+                    status.code(),
+                    Code::PermissionDenied,
+                    "seal with only {capability}"
+                );
+            }
+            call(&channel, "System/Seal", &root, 0)
+                .await
+                .expect("root seals");
+        });
+}
