@@ -145,17 +145,17 @@ pub fn token_file() -> Option<PathBuf> {
 
 /// The token from VAULT_TOKEN, else from `~/.vault-token` (written by `vault-cli login`).
 pub fn token() -> CliResult<Zeroizing<String>> {
-    if let Ok(token) = std::env::var("VAULT_TOKEN") {
-        if !token.trim().is_empty() {
-            return Ok(Zeroizing::new(token.trim().to_owned()));
-        }
+    if let Ok(token) = std::env::var("VAULT_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(Zeroizing::new(token.trim().to_owned()));
     }
-    if let Some(path) = token_file() {
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            let text = Zeroizing::new(text);
-            if !text.trim().is_empty() {
-                return Ok(Zeroizing::new(text.trim().to_owned()));
-            }
+    if let Some(path) = token_file()
+        && let Ok(text) = std::fs::read_to_string(&path)
+    {
+        let text = Zeroizing::new(text);
+        if !text.trim().is_empty() {
+            return Ok(Zeroizing::new(text.trim().to_owned()));
         }
     }
     Err(CliError::with_hint(
