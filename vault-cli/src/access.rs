@@ -32,12 +32,12 @@ pub enum TokenCommand {
     },
     /// Show a token: yours, or one you created (by accessor).
     Lookup {
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         accessor: Option<String>,
     },
     /// Extend a token's life (never past its maximum).
     Renew {
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         accessor: Option<String>,
         /// From now; default: the token's original TTL.
         #[arg(long, value_parser = parse_duration)]

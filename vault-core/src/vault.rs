@@ -32,7 +32,7 @@ use crate::{
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
     error::{Error, Result},
     names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
-    policy::{Capability, Policy},
+    policy::{Capability, Decision, Policy, decide},
     secret::{SecretData, SecretKey},
     shamir::{self, UnsealShare},
     storage::{Space, Storage, WriteBatch},
@@ -231,6 +231,8 @@ pub struct Vault {
     tenant_create: Mutex<()>,
     audit: Option<Arc<AuditLog>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Serializes token creation, renewal and revocation (each re-reads what it changes).
+    token_changes: Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -353,6 +355,7 @@ impl Vault {
             tenant_create: Mutex::new(()),
             audit: None,
             clock: Arc::new(now_unix_nanos),
+            token_changes: Mutex::new(()),
         })
     }
 
@@ -1074,8 +1077,15 @@ impl Vault {
         recursive: bool,
     ) -> Result<ListPage> {
         self.authorize(caller, tenant, prefix.as_str(), Capability::List)?;
-        self.list_counting(tenant, prefix, page_size, page_token, recursive)
-            .map(|(page, _)| page)
+        let (mut page, _) = self.list_counting(tenant, prefix, page_size, page_token, recursive)?;
+        if !caller.system {
+            // Names under a denied path stay hidden, even inside a listable folder.
+            page.keys.retain(|key| {
+                let full = format!("{}{key}", prefix.as_str());
+                decide(&caller.policies, &full, Capability::List) == Decision::Allow
+            });
+        }
+        Ok(page)
     }
 
     /// [`Vault::list`], also returning how many entries it read from storage.

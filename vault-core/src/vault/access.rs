@@ -13,6 +13,10 @@ use crate::policy::{Decision, PolicyName, decide};
 /// Default lifetime of a new token, and the longest any token (or chain of renewals) may live.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(32 * 24 * 3600);
+/// Most tokens between a token and the root of its family.
+pub const MAX_TOKEN_DEPTH: usize = 32;
+/// Longest display name.
+pub const MAX_DISPLAY_NAME_LEN: usize = 128;
 
 fn nanos(duration: Duration) -> i64 {
     i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
@@ -91,9 +95,7 @@ impl Vault {
         if !TokenHash(stored).same_as(&hash) {
             return Err(Error::PermissionDenied);
         }
-        if record.expires_unix_nanos != 0 && self.now() >= record.expires_unix_nanos {
-            return Err(Error::denied(format!("token {} expired", record.accessor)));
-        }
+        self.check_alive(&record)?;
         let tenant = match record.tenant.as_str() {
             "" => None,
             hex => Some(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a token record"))?),
@@ -109,6 +111,51 @@ impl Vault {
             policies,
             record,
         })
+    }
+
+    /// A token is alive while it is unexpired, still indexed by its accessor (revocation removes
+    /// both), and every token above it is alive too: expiry and revocation reach the whole
+    /// subtree at once.
+    fn check_alive(&self, record: &TokenRecord) -> Result<()> {
+        let now = self.now();
+        let mut current = record.clone();
+        for _ in 0..=MAX_TOKEN_DEPTH {
+            if current.expires_unix_nanos != 0 && now >= current.expires_unix_nanos {
+                return Err(Error::denied(if current.accessor == record.accessor {
+                    format!("token {} expired", record.accessor)
+                } else {
+                    format!(
+                        "token {} expired with its ancestor {}",
+                        record.accessor, current.accessor
+                    )
+                }));
+            }
+            let indexed = self
+                .data
+                .get(Space::Config, &accessor_key(&current.accessor))?;
+            if indexed.as_deref() != Some(current.hash.as_bytes()) {
+                return Err(Error::denied(format!(
+                    "token {} was revoked (or an ancestor was)",
+                    record.accessor
+                )));
+            }
+            if current.parent.is_empty() {
+                return Ok(());
+            }
+            current = match self.record_by_accessor(&current.parent)? {
+                Some(parent) => parent,
+                None => {
+                    return Err(Error::denied(format!(
+                        "token {} lost its parent {}",
+                        record.accessor, current.parent
+                    )));
+                }
+            };
+        }
+        Err(Error::denied(format!(
+            "token {} is nested too deep",
+            record.accessor
+        )))
     }
 
     /// The tenant's id if `caller` may use `capability` on `path` in it.
@@ -143,7 +190,7 @@ impl Vault {
         }
         let mut parent = record.parent.clone();
         // Bounded: a chain longer than this is not something the vault creates.
-        for _ in 0..64 {
+        for _ in 0..=MAX_TOKEN_DEPTH {
             if parent.is_empty() {
                 return Ok(false);
             }
@@ -156,6 +203,20 @@ impl Vault {
             };
         }
         Ok(false)
+    }
+
+    /// How many tokens sit above this one.
+    fn depth(&self, record: &TokenRecord) -> Result<usize> {
+        let mut depth = 0;
+        let mut parent = record.parent.clone();
+        while !parent.is_empty() && depth <= MAX_TOKEN_DEPTH {
+            depth += 1;
+            parent = self
+                .record_by_accessor(&parent)?
+                .map(|r| r.parent)
+                .unwrap_or_default();
+        }
+        Ok(depth)
     }
 
     fn record_by_accessor(&self, accessor: &str) -> Result<Option<TokenRecord>> {
@@ -172,7 +233,9 @@ impl Vault {
 
     fn target(&self, caller: &Caller, accessor: Option<&str>) -> Result<TokenRecord> {
         let record = match accessor {
-            None => caller.record.clone(),
+            None => self
+                .record_by_accessor(&caller.accessor)?
+                .ok_or_else(|| Error::denied(format!("token {} was revoked", caller.accessor)))?,
             Some(accessor) => {
                 let unknown = || Error::NotFound(format!("token with accessor {accessor}"));
                 let record = self.record_by_accessor(accessor)?.ok_or_else(unknown)?;
@@ -232,6 +295,23 @@ impl Vault {
     /// with a subset of its own policies, living no longer than itself.
     pub fn create_token(&self, caller: &Caller, request: TokenRequest) -> Result<CreatedToken> {
         let keyring = self.keyring()?;
+        let name = &request.display_name;
+        if name.len() > MAX_DISPLAY_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "display_name",
+                format!("at most {MAX_DISPLAY_NAME_LEN} bytes, no control characters"),
+            ));
+        }
+        // Token changes are serialized, and the creator must still be alive under the lock: a
+        // revocation that committed meanwhile leaves no orphan behind.
+        let _guard = lock(&self.token_changes);
+        self.check_alive(&caller.record)?;
+        if self.depth(&caller.record)? >= MAX_TOKEN_DEPTH {
+            return Err(Error::invalid(
+                "policies",
+                format!("tokens nest at most {MAX_TOKEN_DEPTH} deep"),
+            ));
+        }
         let tenant_id = if caller.system {
             self.tenant_id(&request.tenant)?
         } else {
@@ -327,7 +407,12 @@ impl Vault {
     /// Shows a token: the caller's own (`None`) or one it may manage.
     pub fn lookup_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<TokenInfo> {
         self.keyring()?;
-        self.token_info(&self.target(caller, accessor)?)
+        let mut info = self.token_info(&self.target(caller, accessor)?)?;
+        // Who created a token is for the system scope to see (it may be root's accessor).
+        if !caller.system {
+            info.parent.clear();
+        }
+        Ok(info)
     }
 
     /// Extends a token's life by `increment` (default: its original TTL) from now, never past
@@ -339,10 +424,18 @@ impl Vault {
         increment: Option<Duration>,
     ) -> Result<TokenInfo> {
         self.keyring()?;
+        let _guard = lock(&self.token_changes);
+        self.check_alive(&caller.record)?;
         let mut record = self.target(caller, accessor)?;
+        // Re-read under the lock; a dead token is not brought back.
+        self.check_alive(&record)?;
         if record.expires_unix_nanos == 0 {
             return self.token_info(&record);
         }
+        let parent_expires = match self.record_by_accessor(&record.parent)? {
+            Some(parent) if parent.expires_unix_nanos != 0 => parent.expires_unix_nanos,
+            _ => i64::MAX,
+        };
         let increment = increment.map_or(record.ttl_nanos, nanos);
         if increment <= 0 {
             return Err(Error::invalid("increment", "must be positive"));
@@ -350,7 +443,8 @@ impl Vault {
         record.expires_unix_nanos = self
             .now()
             .saturating_add(increment)
-            .min(record.max_expires_unix_nanos);
+            .min(record.max_expires_unix_nanos)
+            .min(parent_expires);
         let mut batch = WriteBatch::new();
         batch.put(
             Space::Config,
@@ -365,6 +459,7 @@ impl Vault {
     /// tokens were revoked.
     pub fn revoke_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<usize> {
         self.keyring()?;
+        let _guard = lock(&self.token_changes);
         let target = self.target(caller, accessor)?;
         if target.system && target.parent.is_empty() {
             return Err(Error::FailedPrecondition(

@@ -1025,4 +1025,105 @@ mod access {
             Err(Error::FailedPrecondition(_))
         ));
     }
+
+    #[test]
+    fn children_die_with_their_parent_and_renew_no_further_than_it() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let ask = |ttl: u64| TokenRequest {
+            tenant: tenant("acme"),
+            policies: names(&["narrow"]),
+            ttl: Some(Duration::from_secs(ttl)),
+            display_name: "child".into(),
+        };
+        // app lives 1 h; its child asks for 10 h and gets app's expiry.
+        let child = vault.create_token(&w.app, ask(36_000)).expect("child");
+        let child_caller = vault.authenticate(&child.token).expect("child");
+        let renewed = vault
+            .renew_token(&child_caller, None, Some(Duration::from_secs(36_000)))
+            .expect("renew");
+        assert_eq!(
+            renewed.expires_unix_nanos, w.app.record.expires_unix_nanos,
+            "never past the parent"
+        );
+        // The parent expires: the child goes with it, and cannot be renewed back.
+        w.clock.fetch_add(3601 * 1_000_000_000, Ordering::SeqCst);
+        let error = vault.authenticate(&child.token).err().expect("dead");
+        assert!(
+            matches!(&error, Error::Denied { reason } if reason.contains("expired")),
+            "{error:?}"
+        );
+        assert!(
+            vault
+                .renew_token(&w.root, Some(&child.info.accessor), None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_recursive_listing_hides_names_under_denied_paths() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        vault
+            .put(
+                &w.root,
+                &tenant("acme"),
+                &path("db/app/x"),
+                data(&[("k", "v")]),
+            )
+            .expect("put");
+        let listed = vault
+            .list(
+                &w.app,
+                &tenant("acme"),
+                &FolderPrefix::parse("db/").expect("prefix"),
+                0,
+                "",
+                true,
+            )
+            .expect("list");
+        assert_eq!(listed.keys, ["app/x"]);
+        let top = vault
+            .list(
+                &w.app,
+                &tenant("acme"),
+                &FolderPrefix::parse("db/").expect("prefix"),
+                0,
+                "",
+                false,
+            )
+            .expect("list");
+        assert_eq!(top.keys, ["app/"]);
+        let all = vault
+            .list(
+                &w.root,
+                &tenant("acme"),
+                &FolderPrefix::parse("db/").expect("prefix"),
+                0,
+                "",
+                true,
+            )
+            .expect("list");
+        assert_eq!(all.keys, ["admin/key", "app/x"]);
+    }
+
+    #[test]
+    fn display_names_are_bounded_and_printable() {
+        let w = world();
+        let request = |name: &str| TokenRequest {
+            tenant: tenant("acme"),
+            policies: names(&["narrow"]),
+            ttl: None,
+            display_name: name.into(),
+        };
+        for bad in ["a\u{1b}[31mred".to_owned(), "x".repeat(129)] {
+            assert!(matches!(
+                w.fixture.vault.create_token(&w.root, request(&bad)),
+                Err(Error::InvalidArgument {
+                    field: "display_name",
+                    ..
+                })
+            ));
+        }
+    }
 }
