@@ -93,7 +93,6 @@ pub struct InitOutput {
 }
 
 /// An authenticated caller. Only [`Vault::authenticate`] constructs one.
-#[derive(Debug)]
 pub struct Caller {
     accessor: String,
     /// The token's tenant; `None` for system-scope tokens (root).
@@ -101,6 +100,19 @@ pub struct Caller {
     system: bool,
     policies: Vec<Policy>,
     record: TokenRecord,
+}
+
+/// Prints what an audit record may hold: the accessor, tenant, scope and policy names (not
+/// the token record, which holds the token's keyed hash).
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("accessor", &self.accessor)
+            .field("tenant", &self.tenant)
+            .field("system", &self.system)
+            .field("policies", &self.record.policies)
+            .finish()
+    }
 }
 
 impl Caller {

@@ -1048,7 +1048,7 @@ mod access {
         );
         // The parent expires: the child goes with it, and cannot be renewed back.
         w.clock.fetch_add(3601 * 1_000_000_000, Ordering::SeqCst);
-        let error = vault.authenticate(&child.token).err().expect("dead");
+        let error = vault.authenticate(&child.token).expect_err("dead");
         assert!(
             matches!(&error, Error::Denied { reason } if reason.contains("expired")),
             "{error:?}"
