@@ -648,3 +648,80 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
                 .expect("root seals");
         });
 }
+
+#[test]
+fn a_token_bound_to_a_network_that_excludes_loopback_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, root) = ready(&dir.path().join("data"));
+    let policy_file = dir.path().join("p.toml");
+    std::fs::write(&policy_file, EXAMPLE_POLICY).expect("write policy");
+    server
+        .cli(
+            Some(&root),
+            &[
+                "policy",
+                "write",
+                "--tenant",
+                "acme",
+                "readers",
+                policy_file.to_str().expect("utf-8"),
+            ],
+        )
+        .ok();
+    server
+        .cli(
+            Some(&root),
+            &["put", "--tenant", "acme", "db/primary", "password=p"],
+        )
+        .ok();
+    let token_for = |cidr: &str| {
+        let created = server
+            .cli(
+                Some(&root),
+                &[
+                    "token", "create", "--tenant", "acme", "--policy", "readers", "--cidr", cidr,
+                    "--format", "json",
+                ],
+            )
+            .json();
+        assert_eq!(created["info"]["cidrs"][0], cidr);
+        created["token"].as_str().expect("token").to_owned()
+    };
+    let elsewhere = token_for("10.0.0.0/8");
+    let refused = server.cli(Some(&elsewhere), &["get", "--tenant", "acme", "db/primary"]);
+    assert_eq!(
+        refused.failed().trim(),
+        "vault-cli: error: permission denied"
+    );
+    let local = token_for("127.0.0.0/8");
+    assert_eq!(
+        server
+            .cli(
+                Some(&local),
+                &[
+                    "get",
+                    "--tenant",
+                    "acme",
+                    "db/primary",
+                    "--field",
+                    "password"
+                ]
+            )
+            .ok(),
+        "p"
+    );
+    let bad = server.cli(
+        Some(&root),
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--policy",
+            "readers",
+            "--cidr",
+            "10.0.0.0/99",
+        ],
+    );
+    assert!(bad.failed().contains("invalid cidr"), "{}", bad.stderr);
+}

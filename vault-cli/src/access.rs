@@ -29,6 +29,9 @@ pub enum TokenCommand {
         /// A name that shows in lookups.
         #[arg(long, default_value = "")]
         display_name: String,
+        /// A network the token may be used from, e.g. 10.0.0.0/8 (repeat for several).
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
     },
     /// Show a token: yours, or one you created (by accessor).
     Lookup {
@@ -133,6 +136,14 @@ fn info_rows(info: &v1::TokenInfo) -> Vec<(&'static str, String)> {
             },
         ),
         ("Parent", info.parent_accessor.clone()),
+        (
+            "Networks",
+            if info.cidrs.is_empty() {
+                "any".into()
+            } else {
+                info.cidrs.join(", ")
+            },
+        ),
     ]
 }
 
@@ -140,7 +151,7 @@ fn info_json(info: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "accessor": info.accessor, "tenant": info.tenant, "policies": info.policies, "system": info.system,
         "display_name": info.display_name, "created_time": info.created_time, "expire_time": info.expire_time,
-        "max_expire_time": info.max_expire_time, "parent_accessor": info.parent_accessor,
+        "max_expire_time": info.max_expire_time, "parent_accessor": info.parent_accessor, "cidrs": info.cidrs,
     })
 }
 
@@ -161,12 +172,14 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
             policies,
             ttl,
             display_name,
+            cidrs,
         } => {
             let request = v1::CreateTokenRequest {
                 tenant: tenant.tenant,
                 policies,
                 ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
                 display_name,
+                cidrs,
             };
             let response = client
                 .create_token(authed(request, &token)?)

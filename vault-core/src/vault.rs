@@ -197,6 +197,9 @@ struct TokenRecord {
     max_expires_unix_nanos: i64,
     #[serde(default)]
     ttl_nanos: i64,
+    /// Networks the token may be used from; empty: anywhere.
+    #[serde(default)]
+    cidrs: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -521,6 +524,7 @@ impl Vault {
             expires_unix_nanos: 0,
             max_expires_unix_nanos: 0,
             ttl_nanos: 0,
+            cidrs: Vec::new(),
         };
         // The token record goes first: the key store's write is the commit point of init, and a
         // crash before it leaves an uninitialized vault with an unusable stray record.

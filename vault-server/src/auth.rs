@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tonic::{Request, Response, Status};
 use vault_core::{
     Error,
+    cidr::Cidr,
     names::TenantName,
     policy::{Policy, PolicyName},
     time::rfc3339,
@@ -56,6 +57,7 @@ fn info_message(info: TokenInfo) -> v1::TokenInfo {
         created_time: rfc3339(info.created_unix_nanos),
         expire_time: time_or_empty(info.expires_unix_nanos),
         max_expire_time: time_or_empty(info.max_expires_unix_nanos),
+        cidrs: info.cidrs,
     }
 }
 
@@ -80,6 +82,7 @@ impl Tokens for TokensService {
             policies,
             ttl_seconds,
             display_name,
+            cidrs,
         } = request.into_inner();
         call.target(&tenant, "");
         let vault = Arc::clone(&self.shared.vault);
@@ -94,6 +97,10 @@ impl Tokens for TokensService {
                         .collect::<Result<_, Error>>()?,
                     ttl: seconds(ttl_seconds),
                     display_name,
+                    cidrs: cidrs
+                        .iter()
+                        .map(|c| Cidr::parse(c))
+                        .collect::<Result<_, Error>>()?,
                 };
                 call.intent()?;
                 vault.create_token(&caller, request)

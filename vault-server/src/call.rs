@@ -98,6 +98,8 @@ pub struct Call {
     request_id: Arc<str>,
     method: Arc<str>,
     source: Arc<str>,
+    /// The connection's peer address, which network restrictions are checked against.
+    source_ip: Option<std::net::IpAddr>,
     audit: Option<Arc<AuditLog>>,
     record: Arc<Mutex<CallRecord>>,
 }
@@ -114,6 +116,7 @@ impl Call {
                 request_id: Arc::from(new_request_id()),
                 method: Arc::from(""),
                 source: Arc::from("-"),
+                source_ip: None,
                 audit: None,
                 record: Arc::default(),
             });
@@ -183,7 +186,7 @@ impl Call {
         vault: &Vault,
         token: Result<Token, Error>,
     ) -> Result<Caller, Error> {
-        let caller = vault.authenticate(&token?)?;
+        let caller = vault.authenticate_from(&token?, self.source_ip)?;
         self.update(|record| record.principal = caller.accessor().to_owned());
         Ok(caller)
     }
@@ -297,6 +300,7 @@ where
             request_id: Arc::from(new_request_id()),
             method: Arc::from(method.as_str()),
             source: Arc::from(source.map_or_else(|| "-".to_owned(), |addr| addr.to_string())),
+            source_ip: source.map(|addr| addr.ip()),
             audit: if audited { self.audit.clone() } else { None },
             record: Arc::default(),
         };

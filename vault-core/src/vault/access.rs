@@ -8,7 +8,12 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use super::*;
-use crate::policy::{Decision, PolicyName, decide};
+use std::net::IpAddr;
+
+use crate::{
+    cidr::Cidr,
+    policy::{Decision, PolicyName, decide},
+};
 
 /// Default lifetime of a new token, and the longest any token (or chain of renewals) may live.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
@@ -40,6 +45,15 @@ fn policy_key(tenant: TenantId, name: &PolicyName) -> Vec<u8> {
     key
 }
 
+/// Whether a liveness check also checks where the call comes from.
+#[derive(Clone, Copy)]
+enum Networks {
+    /// At authentication: the peer address (unknown: `None`).
+    From(Option<IpAddr>),
+    /// Re-checks of a record already authenticated, or of a token acted upon.
+    Ignore,
+}
+
 pub(super) fn require_system(caller: &Caller) -> Result<()> {
     if caller.system {
         Ok(())
@@ -55,6 +69,8 @@ pub struct TokenRequest {
     pub policies: Vec<PolicyName>,
     pub ttl: Option<Duration>,
     pub display_name: String,
+    /// Networks the token may be used from (on top of its ancestors' restrictions).
+    pub cidrs: Vec<Cidr>,
 }
 
 /// A token just created: shown once.
@@ -76,12 +92,20 @@ pub struct TokenInfo {
     /// 0: never.
     pub expires_unix_nanos: i64,
     pub max_expires_unix_nanos: i64,
+    pub cidrs: Vec<String>,
 }
 
 impl Vault {
     /// Checks a presented token: known, unexpired, its tenant still there. Sealed answers
     /// [`Error::Sealed`]; an unknown token [`Error::PermissionDenied`].
     pub fn authenticate(&self, token: &Token) -> Result<Caller> {
+        self.authenticate_from(token, None)
+    }
+
+    /// [`Vault::authenticate`] for a call from `source` (the connection's peer address). A
+    /// token bound to networks, or whose ancestors are, is refused from anywhere else, and
+    /// from an unknown source.
+    pub fn authenticate_from(&self, token: &Token, source: Option<IpAddr>) -> Result<Caller> {
         let keyring = self.keyring()?;
         let hash = keyring.token_hasher.hash(token);
         let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
@@ -95,7 +119,7 @@ impl Vault {
         if !TokenHash(stored).same_as(&hash) {
             return Err(Error::PermissionDenied);
         }
-        self.check_alive(&record)?;
+        self.check_alive(&record, Networks::From(source))?;
         let tenant = match record.tenant.as_str() {
             "" => None,
             hex => Some(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a token record"))?),
@@ -116,10 +140,30 @@ impl Vault {
     /// A token is alive while it is unexpired, still indexed by its accessor (revocation removes
     /// both), and every token above it is alive too: expiry and revocation reach the whole
     /// subtree at once.
-    fn check_alive(&self, record: &TokenRecord) -> Result<()> {
+    fn check_alive(&self, record: &TokenRecord, networks: Networks) -> Result<()> {
         let now = self.now();
         let mut current = record.clone();
         for _ in 0..=MAX_TOKEN_DEPTH {
+            if let Networks::From(source) = networks
+                && !current.cidrs.is_empty()
+            {
+                let allowed = source.is_some_and(|address| {
+                    current
+                        .cidrs
+                        .iter()
+                        .filter_map(|c| Cidr::parse(c).ok())
+                        .any(|c| c.contains(address))
+                });
+                if !allowed {
+                    let from =
+                        source.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
+                    return Err(Error::denied(format!(
+                        "token {} may not be used from {from} (allowed: {})",
+                        record.accessor,
+                        current.cidrs.join(", ")
+                    )));
+                }
+            }
             if current.expires_unix_nanos != 0 && now >= current.expires_unix_nanos {
                 return Err(Error::denied(if current.accessor == record.accessor {
                     format!("token {} expired", record.accessor)
@@ -264,6 +308,7 @@ impl Vault {
             created_unix_nanos: record.created_unix_nanos,
             expires_unix_nanos: record.expires_unix_nanos,
             max_expires_unix_nanos: record.max_expires_unix_nanos,
+            cidrs: record.cidrs.clone(),
         })
     }
 
@@ -305,7 +350,7 @@ impl Vault {
         // Token changes are serialized, and the creator must still be alive under the lock: a
         // revocation that committed meanwhile leaves no orphan behind.
         let _guard = lock(&self.token_changes);
-        self.check_alive(&caller.record)?;
+        self.check_alive(&caller.record, Networks::Ignore)?;
         if self.depth(&caller.record)? >= MAX_TOKEN_DEPTH {
             return Err(Error::invalid(
                 "policies",
@@ -391,6 +436,7 @@ impl Vault {
             expires_unix_nanos: expires,
             max_expires_unix_nanos: max_expires,
             ttl_nanos: nanos(ttl),
+            cidrs: request.cidrs.iter().map(ToString::to_string).collect(),
         };
         let mut children = children_prefix(&caller.accessor);
         children.extend_from_slice(record.accessor.as_bytes());
@@ -425,10 +471,10 @@ impl Vault {
     ) -> Result<TokenInfo> {
         self.keyring()?;
         let _guard = lock(&self.token_changes);
-        self.check_alive(&caller.record)?;
+        self.check_alive(&caller.record, Networks::Ignore)?;
         let mut record = self.target(caller, accessor)?;
         // Re-read under the lock; a dead token is not brought back.
-        self.check_alive(&record)?;
+        self.check_alive(&record, Networks::Ignore)?;
         if record.expires_unix_nanos == 0 {
             return self.token_info(&record);
         }

@@ -857,6 +857,7 @@ mod access {
             policies: names(&["app", "narrow"]),
             ttl: None,
             display_name: "app".into(),
+            cidrs: Vec::new(),
         };
         let created = fixture.vault.create_token(&root, request).expect("token");
         let app_accessor = created.info.accessor.clone();
@@ -940,6 +941,7 @@ mod access {
             policies: names(policies),
             ttl: Some(Duration::from_secs(10 * 3600)),
             display_name: "child".into(),
+            cidrs: Vec::new(),
         };
         let child = vault
             .create_token(&w.app, ask(&["narrow"], "acme"))
@@ -977,6 +979,7 @@ mod access {
                     policies: names(&["narrow"]),
                     ttl: Some(Duration::from_secs(60)),
                     display_name: "child".into(),
+                    cidrs: Vec::new(),
                 },
             )
             .expect("child");
@@ -988,6 +991,7 @@ mod access {
                     policies: names(&["narrow"]),
                     ttl: None,
                     display_name: "grandchild".into(),
+                    cidrs: Vec::new(),
                 },
             )
             .expect("grandchild");
@@ -1035,6 +1039,7 @@ mod access {
             policies: names(&["narrow"]),
             ttl: Some(Duration::from_secs(ttl)),
             display_name: "child".into(),
+            cidrs: Vec::new(),
         };
         // app lives 1 h; its child asks for 10 h and gets app's expiry.
         let child = vault.create_token(&w.app, ask(36_000)).expect("child");
@@ -1115,6 +1120,7 @@ mod access {
             policies: names(&["narrow"]),
             ttl: None,
             display_name: name.into(),
+            cidrs: Vec::new(),
         };
         for bad in ["a\u{1b}[31mred".to_owned(), "x".repeat(129)] {
             assert!(matches!(
@@ -1125,5 +1131,60 @@ mod access {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn network_bound_tokens_work_only_from_their_networks_and_so_do_their_children() {
+        use crate::cidr::Cidr;
+        let w = world();
+        let vault = &w.fixture.vault;
+        let bound = vault
+            .create_token(
+                &w.root,
+                TokenRequest {
+                    tenant: tenant("acme"),
+                    policies: names(&["narrow"]),
+                    ttl: None,
+                    display_name: "office".into(),
+                    cidrs: vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+                },
+            )
+            .expect("token");
+        let inside = "10.1.2.3".parse().ok();
+        let outside = "192.168.1.1".parse().ok();
+        let caller = vault
+            .authenticate_from(&bound.token, inside)
+            .expect("from inside");
+        let refused = vault
+            .authenticate_from(&bound.token, outside)
+            .expect_err("from outside");
+        assert!(
+            matches!(&refused, Error::Denied { reason } if reason.contains("may not be used from 192.168.1.1")),
+            "{refused:?}"
+        );
+        assert!(
+            matches!(vault.authenticate(&bound.token), Err(Error::Denied { .. })),
+            "unknown source"
+        );
+        // A child without restrictions of its own still carries its parent's.
+        let child = vault
+            .create_token(
+                &caller,
+                TokenRequest {
+                    tenant: tenant("acme"),
+                    policies: names(&["narrow"]),
+                    ttl: None,
+                    display_name: "child".into(),
+                    cidrs: Vec::new(),
+                },
+            )
+            .expect("child");
+        vault
+            .authenticate_from(&child.token, inside)
+            .expect("child inside");
+        assert!(matches!(
+            vault.authenticate_from(&child.token, outside),
+            Err(Error::Denied { .. })
+        ));
     }
 }
