@@ -1,9 +1,10 @@
 //! `vault-cli token ...`, `vault-cli policy ...` and `vault-cli login`.
 
-use std::{io::Write, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use serde_json::json;
+use vault_core::files::write_private;
 use vault_proto::v1::{self, policies_client::PoliciesClient, tokens_client::TokensClient};
 use zeroize::Zeroizing;
 
@@ -385,24 +386,4 @@ pub async fn login(addr: &str, format: Format) -> CliResult<()> {
         }
     }
     Ok(())
-}
-
-/// Writes a file readable only by its owner: a fresh temporary file, then a rename.
-fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    match std::fs::remove_file(&temporary) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
 }

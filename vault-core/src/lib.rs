@@ -10,6 +10,7 @@ pub mod audit;
 pub mod cidr;
 pub mod crypto;
 pub mod error;
+pub mod files;
 pub mod names;
 pub mod policy;
 pub mod secret;

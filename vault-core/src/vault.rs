@@ -174,7 +174,8 @@ struct TenantRecord {
     created_unix_nanos: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// No Debug: it holds the token's keyed hash, which has no business in a log.
+#[derive(Clone, Serialize, Deserialize)]
 struct TokenRecord {
     /// Hex of the keyed hash; compared in constant time after the lookup.
     hash: String,
@@ -728,6 +729,15 @@ impl Vault {
         require_system(caller)?;
         let keyring = self.keyring()?;
         let mut tenants = Vec::new();
+        for record in self.tenant_records()? {
+            tenants.push(self.tenant_info(&keyring, record)?);
+        }
+        Ok(tenants)
+    }
+
+    /// Every tenant record, in name order.
+    fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
+        let mut records = Vec::new();
         let mut start = b"tenant/".to_vec();
         loop {
             let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
@@ -735,12 +745,10 @@ impl Vault {
             start = last.clone();
             start.push(0);
             for (_, value) in &page {
-                let record: TenantRecord = from_json(value, "a tenant record")?;
-                let info = self.tenant_info(&keyring, record)?;
-                tenants.push(info);
+                records.push(from_json(value, "a tenant record")?);
             }
         }
-        Ok(tenants)
+        Ok(records)
     }
 
     fn tenant_info(&self, keyring: &Keyring, record: TenantRecord) -> Result<TenantInfo> {

@@ -4,7 +4,7 @@
 
 use std::{fs, io::Write, path::Path};
 
-use vault_core::{Vault, shamir::UnsealShare};
+use vault_core::{Vault, files::write_private, shamir::UnsealShare};
 use zeroize::Zeroizing;
 
 const CREDENTIALS_FILE: &str = "dev-credentials.json";
@@ -71,25 +71,4 @@ pub(crate) fn bootstrap(vault: &Vault, data_dir: &Path) -> Result<(), String> {
         .unseal(parsed)
         .map_err(|e| format!("dev mode: unseal failed: {e}"))?;
     Ok(())
-}
-
-/// Writes a file readable only by its owner, atomically: a fresh temporary file (never one left
-/// behind or planted, which could carry other permissions), then a rename.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    match fs::remove_file(&temporary) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    fs::rename(&temporary, path)
 }

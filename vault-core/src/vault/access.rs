@@ -319,21 +319,12 @@ impl Vault {
         {
             return Ok(Some(name.clone()));
         }
-        let mut start = b"tenant/".to_vec();
-        loop {
-            let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(None);
-            };
-            start = last.clone();
-            start.push(0);
-            for (_, value) in &page {
-                let record: TenantRecord = from_json(value, "a tenant record")?;
-                if record.id == id.to_hex() {
-                    return Ok(TenantName::parse(&record.name).ok());
-                }
-            }
-        }
+        let hex = id.to_hex();
+        Ok(self
+            .tenant_records()?
+            .into_iter()
+            .find(|record| record.id == hex)
+            .and_then(|record| TenantName::parse(&record.name).ok()))
     }
 
     /// Creates a token for a tenant. A tenant token may only create tokens for its own tenant
