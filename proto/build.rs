@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "vault/v1/tenants.proto",
     "vault/v1/audit.proto",
     "vault/v1/auth.proto",
+    "vault/v1/login.proto",
 ];
 
 /// Messages that carry shares, tokens or secret values: their generated Debug would print them,
@@ -20,6 +21,12 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.PutRequest",
     "vault.v1.GetResponse",
     "vault.v1.CreateTokenResponse",
+    "vault.v1.LoginAppRoleRequest",
+    "vault.v1.LoginJwtRequest",
+    "vault.v1.RefreshRequest",
+    "vault.v1.LoginResponse",
+    "vault.v1.GenerateSecretIdResponse",
+    "vault.v1.EnrollTotpResponse",
 ];
 
 fn main() -> io::Result<()> {

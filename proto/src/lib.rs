@@ -63,6 +63,63 @@ impl fmt::Debug for v1::CreateTokenResponse {
         f.debug_struct("CreateTokenResponse")
             .field("token", &"<redacted>")
             .field("info", &self.info)
+            .field("refresh_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::LoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .field("refresh_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::LoginAppRoleRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginAppRoleRequest")
+            .field("tenant", &self.tenant)
+            .field("role_id", &self.role_id)
+            .field("secret_id", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::LoginJwtRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginJwtRequest")
+            .field("config", &self.config)
+            .field("jwt", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::RefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateSecretIdResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateSecretIdResponse")
+            .field("secret_id", &"<redacted>")
+            .field("accessor", &self.accessor)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::EnrollTotpResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollTotpResponse")
+            .field("entity", &self.entity)
+            .field("secret", &"<redacted>")
+            .field("otpauth_uri", &"<redacted>")
             .finish()
     }
 }

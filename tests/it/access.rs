@@ -2,13 +2,14 @@
 //! the client but name the check in the audit record, cascading revocation, login, and the
 //! RPC-to-capability table of ARCHITECTURE.md walked for every capability.
 
-use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tonic::{Code, Status, transport::Channel};
 use vault_proto::v1::{
-    self, audit_client::AuditClient, policies_client::PoliciesClient,
+    self, app_roles_client::AppRolesClient, audit_client::AuditClient,
+    jwt_auth_client::JwtAuthClient, mfa_client::MfaClient, policies_client::PoliciesClient,
     secrets_client::SecretsClient, system_client::SystemClient, tenants_client::TenantsClient,
     tokens_client::TokensClient,
 };
-use vault_tests::{TestServer, init, run_cli_with, unseal};
+use vault_tests::{TestServer, init, run_cli_with, unseal, with_token};
 
 const EXAMPLE_POLICY: &str = r#"
 [[rule]]
@@ -385,21 +386,105 @@ const TABLE: &[Row] = &[
         needs: None,
     },
     Row {
+        rpc: "Tenants/GetTenant",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Tenants/UpdateTenant",
+        needs: None,
+    },
+    Row {
+        rpc: "Tenants/DeleteTenant",
+        needs: None,
+    },
+    Row {
+        rpc: "AppRoles/WriteRole",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "AppRoles/ReadRole",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "AppRoles/DeleteRole",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "AppRoles/GenerateSecretId",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "JwtAuth/WriteJwtConfig",
+        needs: None,
+    },
+    Row {
+        rpc: "JwtAuth/ReadJwtConfig",
+        needs: None,
+    },
+    Row {
+        rpc: "JwtAuth/DeleteJwtConfig",
+        needs: None,
+    },
+    Row {
+        rpc: "Mfa/SetSystemMfa",
+        needs: None,
+    },
+    Row {
+        rpc: "Mfa/GetSystemMfa",
+        needs: None,
+    },
+    Row {
+        rpc: "Mfa/ResetMfa",
+        needs: None,
+    },
+    Row {
         rpc: "System/Seal",
         needs: None,
     },
 ];
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
-    );
-    request
+/// A JWKS file for the JWT configurations the table's calls write (the test-only RSA key).
+fn jwks_file(dir: &std::path::Path) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let rsa = ring::signature::RsaKeyPair::from_pkcs8(include_bytes!(
+        "../fixtures/jwt-test-rsa-2048.pk8"
+    ))
+    .expect("fixture");
+    let public = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(rsa.public());
+    let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k",
+        "n": URL_SAFE_NO_PAD.encode(&public.n), "e": URL_SAFE_NO_PAD.encode(&public.e)}]});
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, jwks.to_string()).expect("jwks");
+    path.to_str().expect("utf-8").to_owned()
 }
 
-async fn call(channel: &Channel, rpc: &str, token: &str, seq: usize) -> Result<(), Status> {
+fn jwt_config(name: String, jwks: &str) -> v1::JwtConfig {
+    v1::JwtConfig {
+        name,
+        issuer: "https://idp.example.test".into(),
+        jwks_file: jwks.into(),
+        audiences: vec!["vault".into()],
+        tenant: "acme".into(),
+        policies: vec!["only-read".into()],
+        ..Default::default()
+    }
+}
+
+fn role(name: String) -> v1::AppRole {
+    v1::AppRole {
+        name,
+        policies: vec!["only-read".into()],
+        ..Default::default()
+    }
+}
+
+async fn call(
+    channel: &Channel,
+    rpc: &str,
+    token: &str,
+    seq: usize,
+    jwks: &str,
+) -> Result<(), Status> {
     let put = |path: &str| {
         let mut request = v1::PutRequest {
             tenant: "acme".into(),
@@ -490,6 +575,7 @@ async fn call(channel: &Channel, rpc: &str, token: &str, seq: usize) -> Result<(
                         tenant: "acme".into(),
                         name: scratch,
                         rules,
+                        ..Default::default()
                     },
                     token,
                 ))
@@ -511,7 +597,13 @@ async fn call(channel: &Channel, rpc: &str, token: &str, seq: usize) -> Result<(
             .await
             .map(drop),
         "Tenants/CreateTenant" => TenantsClient::new(channel.clone())
-            .create_tenant(with_token(v1::CreateTenantRequest { name: scratch }, token))
+            .create_tenant(with_token(
+                v1::CreateTenantRequest {
+                    name: scratch,
+                    ..Default::default()
+                },
+                token,
+            ))
             .await
             .map(drop),
         "Audit/Head" => AuditClient::new(channel.clone())
@@ -522,13 +614,127 @@ async fn call(channel: &Channel, rpc: &str, token: &str, seq: usize) -> Result<(
             .query(with_token(v1::AuditQueryRequest::default(), token))
             .await
             .map(drop),
+        "Tenants/GetTenant" => TenantsClient::new(channel.clone())
+            .get_tenant(with_token(
+                v1::GetTenantRequest {
+                    name: "acme".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Tenants/UpdateTenant" => TenantsClient::new(channel.clone())
+            .update_tenant(with_token(
+                v1::UpdateTenantRequest {
+                    name: "acme".into(),
+                    rate_limit: Some(0),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Tenants/DeleteTenant" => TenantsClient::new(channel.clone())
+            .delete_tenant(with_token(
+                v1::DeleteTenantRequest {
+                    name: format!("gone-{seq}"),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "AppRoles/WriteRole" => AppRolesClient::new(channel.clone())
+            .write_role(with_token(
+                v1::WriteRoleRequest {
+                    tenant: "acme".into(),
+                    role: Some(role(scratch)),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "AppRoles/ReadRole" => AppRolesClient::new(channel.clone())
+            .read_role(with_token(
+                v1::ReadRoleRequest {
+                    tenant: "acme".into(),
+                    name: "seeded".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "AppRoles/DeleteRole" => AppRolesClient::new(channel.clone())
+            .delete_role(with_token(
+                v1::DeleteRoleRequest {
+                    tenant: "acme".into(),
+                    name: format!("doomed-{seq}"),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "AppRoles/GenerateSecretId" => AppRolesClient::new(channel.clone())
+            .generate_secret_id(with_token(
+                v1::GenerateSecretIdRequest {
+                    tenant: "acme".into(),
+                    role: "seeded".into(),
+                    cidrs: Vec::new(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "JwtAuth/WriteJwtConfig" => JwtAuthClient::new(channel.clone())
+            .write_jwt_config(with_token(
+                v1::WriteJwtConfigRequest {
+                    config: Some(jwt_config(scratch, jwks)),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "JwtAuth/ReadJwtConfig" => JwtAuthClient::new(channel.clone())
+            .read_jwt_config(with_token(
+                v1::ReadJwtConfigRequest {
+                    name: "seeded".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "JwtAuth/DeleteJwtConfig" => JwtAuthClient::new(channel.clone())
+            .delete_jwt_config(with_token(
+                v1::DeleteJwtConfigRequest {
+                    name: format!("doomed-{seq}"),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Mfa/SetSystemMfa" => MfaClient::new(channel.clone())
+            .set_system_mfa(with_token(v1::SetSystemMfaRequest::default(), token))
+            .await
+            .map(drop),
+        "Mfa/GetSystemMfa" => MfaClient::new(channel.clone())
+            .get_system_mfa(with_token(v1::GetSystemMfaRequest {}, token))
+            .await
+            .map(drop),
+        "Mfa/ResetMfa" => MfaClient::new(channel.clone())
+            .reset_mfa(with_token(
+                v1::ResetMfaRequest {
+                    entity: "root".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     }
 }
 
 /// What the calls act on, made fresh by root before each one: the secret that reads and
 /// deletes use, and the policy a delete removes.
-async fn seed(channel: &Channel, root: &str, seq: usize) {
+async fn seed(channel: &Channel, root: &str, seq: usize, jwks: &str) {
     let mut put = v1::PutRequest {
         tenant: "acme".into(),
         path: "db/a".into(),
@@ -547,17 +753,62 @@ async fn seed(channel: &Channel, root: &str, seq: usize) {
         tenant: "acme".into(),
         name: format!("doomed-{seq}"),
         rules,
+        ..Default::default()
     };
     PoliciesClient::new(channel.clone())
         .write_policy(with_token(request, root))
         .await
         .expect("seed policy");
+    TenantsClient::new(channel.clone())
+        .create_tenant(with_token(
+            v1::CreateTenantRequest {
+                name: format!("gone-{seq}"),
+                ..Default::default()
+            },
+            root,
+        ))
+        .await
+        .expect("seed tenant");
+    for name in ["seeded".to_owned(), format!("doomed-{seq}")] {
+        AppRolesClient::new(channel.clone())
+            .write_role(with_token(
+                v1::WriteRoleRequest {
+                    tenant: "acme".into(),
+                    role: Some(role(name.clone())),
+                },
+                root,
+            ))
+            .await
+            .expect("seed role");
+        JwtAuthClient::new(channel.clone())
+            .write_jwt_config(with_token(
+                v1::WriteJwtConfigRequest {
+                    config: Some(jwt_config(name, jwks)),
+                },
+                root,
+            ))
+            .await
+            .expect("seed jwt config");
+    }
+    // Root's entity is enrolled, so that resetting it has something to reset.
+    MfaClient::new(channel.clone())
+        .enroll_totp(with_token(v1::EnrollTotpRequest::default(), root))
+        .await
+        .map(drop)
+        .or_else(|status| {
+            // Enrolled already: re-enrolling needs a code, and an enrolment is all we need.
+            (status.code() == Code::PermissionDenied)
+                .then_some(())
+                .ok_or(status)
+        })
+        .expect("seed mfa enrolment");
 }
 
 #[test]
 fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, root) = ready(&dir.path().join("data"));
+    let jwks = jwks_file(dir.path());
     let capabilities = ["read", "list", "write", "delete", "rotate", "admin"];
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -584,6 +835,7 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
                             tenant: "acme".into(),
                             name: name.clone(),
                             rules,
+                            ..Default::default()
                         },
                         &root,
                     ))
@@ -607,8 +859,8 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
             for row in TABLE.iter().filter(|row| row.rpc != "System/Seal") {
                 for (capability, token) in &holders {
                     seq += 1;
-                    seed(&channel, &root, seq).await;
-                    let result = call(&channel, row.rpc, token, seq).await;
+                    seed(&channel, &root, seq, &jwks).await;
+                    let result = call(&channel, row.rpc, token, seq, &jwks).await;
                     let allowed = row.needs == Some(*capability);
                     match (&result, allowed) {
                         (Ok(()), true) => {}
@@ -625,16 +877,17 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
                     }
                 }
                 seq += 1;
-                seed(&channel, &root, seq).await;
+                seed(&channel, &root, seq, &jwks).await;
+                let result = call(&channel, row.rpc, &root, seq, &jwks).await;
                 assert!(
-                    call(&channel, row.rpc, &root, seq).await.is_ok(),
-                    "{} must be allowed for root",
+                    result.is_ok(),
+                    "{} must be allowed for root: {result:?}",
                     row.rpc
                 );
             }
             // Seal last: denied to every tenant token, allowed to root.
             for (capability, token) in &holders {
-                let status = call(&channel, "System/Seal", token, 0)
+                let status = call(&channel, "System/Seal", token, 0, &jwks)
                     .await
                     .expect_err("seal denied");
                 assert_eq!(
@@ -643,7 +896,7 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
                     "seal with only {capability}"
                 );
             }
-            call(&channel, "System/Seal", &root, 0)
+            call(&channel, "System/Seal", &root, 0, &jwks)
                 .await
                 .expect("root seals");
         });

@@ -232,6 +232,7 @@ fn bad_input_is_invalid_argument_naming_the_field() {
             .create_tenant(with_token(
                 v1::CreateTenantRequest {
                     name: "has space".into(),
+                    ..Default::default()
                 },
                 &fixture.token,
             ))

@@ -10,4 +10,7 @@ mod audit;
 mod cli_flow;
 mod dev_mode;
 mod grpc;
+mod isolation;
+mod limits;
+mod logins;
 mod tls;

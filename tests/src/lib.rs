@@ -325,3 +325,13 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     }
     records
 }
+
+/// A gRPC request carrying `token` as its bearer token.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token"),
+    );
+    request
+}

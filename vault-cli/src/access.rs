@@ -4,26 +4,32 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 use serde_json::json;
-use vault_core::files::write_private;
 use vault_proto::v1::{self, policies_client::PoliciesClient, tokens_client::TokensClient};
 use zeroize::Zeroizing;
 
 use crate::{
     Format, TenantArg,
-    client::{CliError, CliResult, authed, connect, token, token_file},
-    input::read_secret_line,
-    output::{json_string, print_json, print_rows},
+    client::{CliError, CliResult, authed, connect, token},
+    output::{print_json, print_rows},
 };
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TokenCommand {
-    /// Create a token for a tenant with some of your policies; prints it once, with its accessor.
+    /// Create a token for a tenant with some of your policies (or, with --system, a
+    /// system-scope token); prints it once, with its accessor.
     Create {
-        #[command(flatten)]
-        tenant: TenantArg,
+        /// The tenant the token is for.
+        #[arg(long, env = "VAULT_TENANT", required_unless_present = "system")]
+        tenant: Option<String>,
         /// A policy of the tenant (repeat for several).
-        #[arg(long = "policy", required = true)]
+        #[arg(long = "policy", required_unless_present = "system")]
         policies: Vec<String>,
+        /// A system-scope token (no tenant, no policies); needs the system scope.
+        #[arg(long, conflicts_with_all = ["tenant", "policies"])]
+        system: bool,
+        /// Also issue a refresh token; the family it starts lives at most this long (e.g. 24h).
+        #[arg(long, value_parser = parse_duration)]
+        refresh_max_ttl: Option<Duration>,
         /// Lifetime, e.g. 30m, 1h, 7d (default 1h; never past the creating token's own).
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<Duration>,
@@ -47,6 +53,9 @@ pub enum TokenCommand {
         #[arg(long, value_parser = parse_duration)]
         increment: Option<Duration>,
     },
+    /// Exchange a refresh token (VAULT_REFRESH_TOKEN, else ~/.vault-refresh-token) for a new
+    /// token and refresh token; the files from `login` are updated in place.
+    Refresh,
     /// Revoke a token and every token created from it.
     Revoke {
         #[arg(
@@ -106,7 +115,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-fn info_rows(info: &v1::TokenInfo) -> Vec<(&'static str, String)> {
+pub fn info_rows(info: &v1::TokenInfo) -> Vec<(&'static str, String)> {
     vec![
         ("Accessor", info.accessor.clone()),
         (
@@ -137,6 +146,7 @@ fn info_rows(info: &v1::TokenInfo) -> Vec<(&'static str, String)> {
             },
         ),
         ("Parent", info.parent_accessor.clone()),
+        ("Entity", info.entity.clone()),
         (
             "Networks",
             if info.cidrs.is_empty() {
@@ -148,11 +158,12 @@ fn info_rows(info: &v1::TokenInfo) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn info_json(info: &v1::TokenInfo) -> serde_json::Value {
+pub fn info_json(info: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "accessor": info.accessor, "tenant": info.tenant, "policies": info.policies, "system": info.system,
         "display_name": info.display_name, "created_time": info.created_time, "expire_time": info.expire_time,
         "max_expire_time": info.max_expire_time, "parent_accessor": info.parent_accessor, "cidrs": info.cidrs,
+        "entity": info.entity, "family": info.family,
     })
 }
 
@@ -165,22 +176,30 @@ fn print_info(info: &v1::TokenInfo, format: Format) {
 
 pub async fn token_command(addr: &str, command: TokenCommand, format: Format) -> CliResult<()> {
     let status_error = |status: tonic::Status| CliError::from_status(status, addr);
+    // A refresh token is the credential here; no access token is needed.
+    if let TokenCommand::Refresh = command {
+        return crate::login::refresh(addr, format).await;
+    }
     let token = token()?;
     let mut client = TokensClient::new(connect(addr).await?);
     match command {
         TokenCommand::Create {
             tenant,
             policies,
+            system,
+            refresh_max_ttl,
             ttl,
             display_name,
             cidrs,
         } => {
             let request = v1::CreateTokenRequest {
-                tenant: tenant.tenant,
+                tenant: tenant.unwrap_or_default(),
                 policies,
                 ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
                 display_name,
                 cidrs,
+                system,
+                refresh_max_ttl_seconds: refresh_max_ttl.map_or(0, |t| t.as_secs()),
             };
             let response = client
                 .create_token(authed(request, &token)?)
@@ -188,25 +207,15 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
                 .map_err(status_error)?
                 .into_inner();
             let created = Zeroizing::new(response.token.clone());
+            let refresh = Zeroizing::new(response.refresh_token.clone());
             let info = response.info.clone().unwrap_or_default();
-            match format {
-                Format::Json => {
-                    let mut out = Zeroizing::new(String::from("{\"token\":"));
-                    out.push_str(&json_string(&created));
-                    out.push_str(",\"info\":");
-                    out.push_str(&info_json(&info).to_string());
-                    out.push('}');
-                    println!("{}", out.as_str());
-                }
-                Format::Text => {
-                    println!("Token:     {}", created.as_str());
-                    print_rows(&info_rows(&info));
-                    println!();
-                    println!(
-                        "The token is shown only now. Revoke it by accessor: vault-cli token revoke --accessor {}",
-                        info.accessor
-                    );
-                }
+            crate::login::print_issued(&created, &refresh, &info, format);
+            if format == Format::Text {
+                println!();
+                println!(
+                    "The token is shown only now. Revoke it by accessor: vault-cli token revoke --accessor {}",
+                    info.accessor
+                );
             }
         }
         TokenCommand::Lookup { accessor } => {
@@ -235,6 +244,8 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
                 .into_inner();
             print_info(&response.info.unwrap_or_default(), format);
         }
+        // Answered above, before a token is required.
+        TokenCommand::Refresh => crate::login::refresh(addr, format).await?,
         TokenCommand::Revoke {
             accessor,
             self_token: _,
@@ -261,6 +272,9 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
 struct PolicyFile {
     #[serde(default)]
     rule: Vec<RuleFile>,
+    /// Capabilities this policy grants only with an MFA code.
+    #[serde(default)]
+    require_mfa: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +306,7 @@ pub async fn policy_command(addr: &str, command: PolicyCommand, format: Format) 
                 tenant: tenant.tenant,
                 name: name.clone(),
                 rules,
+                require_mfa: parsed.require_mfa,
             };
             client
                 .write_policy(authed(request, &token)?)
@@ -316,8 +331,12 @@ pub async fn policy_command(addr: &str, command: PolicyCommand, format: Format) 
                 Format::Json => print_json(&json!({
                     "name": policy.name,
                     "rules": policy.rules.iter().map(|r| json!({ "path": r.path, "capabilities": r.capabilities })).collect::<Vec<_>>(),
+                    "require_mfa": policy.require_mfa,
                 })),
                 Format::Text => {
+                    if !policy.require_mfa.is_empty() {
+                        println!("require_mfa = {}\n", json!(policy.require_mfa));
+                    }
                     for rule in &policy.rules {
                         println!(
                             "[[rule]]\npath = {}\ncapabilities = {}\n",
@@ -356,33 +375,6 @@ pub async fn policy_command(addr: &str, command: PolicyCommand, format: Format) 
                 Format::Json => print_json(&json!({ "name": name, "deleted": true })),
                 Format::Text => println!("Deleted policy {name}."),
             }
-        }
-    }
-    Ok(())
-}
-
-/// Checks a token with the server and keeps it in ~/.vault-token (mode 0600).
-pub async fn login(addr: &str, format: Format) -> CliResult<()> {
-    let token = read_secret_line("Token (input hidden): ", "token")?;
-    let mut client = TokensClient::new(connect(addr).await?);
-    let response = client
-        .lookup_token(authed(v1::LookupTokenRequest::default(), &token)?)
-        .await
-        .map_err(|s| CliError::from_status(s, addr))?
-        .into_inner();
-    let path = token_file()
-        .ok_or_else(|| CliError::new("cannot find the home directory (HOME is not set)"))?;
-    write_private(&path, token.as_bytes())
-        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
-    let info = response.info.unwrap_or_default();
-    match format {
-        Format::Json => print_json(&json!({ "token_file": path, "info": info_json(&info) })),
-        Format::Text => {
-            println!(
-                "Logged in; the token is kept in {} (VAULT_TOKEN overrides it).",
-                path.display()
-            );
-            print_rows(&info_rows(&info));
         }
     }
     Ok(())

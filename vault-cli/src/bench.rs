@@ -65,6 +65,7 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         .create_tenant(authed(
             v1::CreateTenantRequest {
                 name: args.tenant.clone(),
+                settings: None,
             },
             &token,
         )?)

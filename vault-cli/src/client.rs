@@ -83,6 +83,13 @@ pub fn set_tls(files: TlsFiles) {
     let _ = TLS.set(files);
 }
 
+static MFA_CODE: OnceLock<Option<String>> = OnceLock::new();
+
+/// The one-time MFA code (`--mfa`) sent with every authenticated request.
+pub fn set_mfa_code(code: Option<String>) {
+    let _ = MFA_CODE.set(code);
+}
+
 fn tls_config(addr: &str) -> CliResult<ClientTlsConfig> {
     let files = TLS.get().cloned().unwrap_or_default();
     let read = |flag: &str, path: &PathBuf| {
@@ -136,6 +143,13 @@ fn source_text(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Where `vault-cli login` keeps a refresh token: `~/.vault-refresh-token`.
+pub fn refresh_token_file() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(|home| PathBuf::from(home).join(".vault-refresh-token"))
+}
+
 /// Where `vault-cli login` keeps the token: `~/.vault-token`.
 pub fn token_file() -> Option<PathBuf> {
     std::env::var_os("HOME")
@@ -170,5 +184,11 @@ pub fn authed<T>(message: T, token: &Zeroizing<String>) -> CliResult<Request<T>>
     let value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
         .map_err(|_| CliError::new("VAULT_TOKEN contains characters that cannot be sent"))?;
     request.metadata_mut().insert("authorization", value);
+    if let Some(Some(code)) = MFA_CODE.get() {
+        let value = MetadataValue::try_from(code.as_str()).map_err(|_| {
+            CliError::new("--mfa: the code contains characters that cannot be sent")
+        })?;
+        request.metadata_mut().insert("x-vault-mfa", value);
+    }
     Ok(request)
 }

@@ -93,17 +93,72 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 Format::Text => println!("Vault is sealed."),
             }
         }
-        Command::Tenant(TenantCommand::Create { name }) => {
+        Command::Tenant(TenantCommand::Create { name, settings }) => {
             let token = token()?;
             let mut client = TenantsClient::new(connect(&addr).await?);
+            let request = v1::CreateTenantRequest {
+                name,
+                settings: Some(v1::TenantSettings {
+                    allowed_cidrs: settings.cidrs,
+                    rate_limit: settings.rate_limit.unwrap_or(0),
+                    default_max_versions: settings.max_versions.unwrap_or(0),
+                }),
+            };
             let response = client
-                .create_tenant(authed(v1::CreateTenantRequest { name }, &token)?)
+                .create_tenant(authed(request, &token)?)
                 .await
                 .map_err(status_error)?;
             let tenant = response.into_inner().tenant.unwrap_or_default();
             match format {
                 Format::Json => print_json(&tenant_json(&tenant)),
                 Format::Text => println!("Created tenant {} (id {}).", tenant.name, tenant.id),
+            }
+        }
+        Command::Tenant(TenantCommand::Show { name }) => {
+            let token = token()?;
+            let mut client = TenantsClient::new(connect(&addr).await?);
+            let response = client
+                .get_tenant(authed(v1::GetTenantRequest { name }, &token)?)
+                .await
+                .map_err(status_error)?;
+            print_tenant(&response.into_inner().tenant.unwrap_or_default(), format);
+        }
+        Command::Tenant(TenantCommand::Update {
+            name,
+            settings,
+            clear_cidrs,
+        }) => {
+            let token = token()?;
+            let mut client = TenantsClient::new(connect(&addr).await?);
+            let allowed_cidrs =
+                (clear_cidrs || !settings.cidrs.is_empty()).then_some(v1::CidrList {
+                    cidrs: settings.cidrs,
+                });
+            let request = v1::UpdateTenantRequest {
+                name,
+                allowed_cidrs,
+                rate_limit: settings.rate_limit,
+                default_max_versions: settings.max_versions,
+            };
+            let response = client
+                .update_tenant(authed(request, &token)?)
+                .await
+                .map_err(status_error)?;
+            print_tenant(&response.into_inner().tenant.unwrap_or_default(), format);
+        }
+        Command::Tenant(TenantCommand::Delete { name }) => {
+            let token = token()?;
+            let mut client = TenantsClient::new(connect(&addr).await?);
+            client
+                .delete_tenant(authed(
+                    v1::DeleteTenantRequest { name: name.clone() },
+                    &token,
+                )?)
+                .await
+                .map_err(status_error)?;
+            match format {
+                Format::Json => print_json(&json!({ "name": name, "deleted": true })),
+                Format::Text => println!("Deleted tenant {name}; its tokens no longer work."),
             }
         }
         Command::Tenant(TenantCommand::List) => {
@@ -246,7 +301,10 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         }
         Command::Token(command) => crate::access::token_command(&addr, command, format).await?,
         Command::Policy(command) => crate::access::policy_command(&addr, command, format).await?,
-        Command::Login => crate::access::login(&addr, format).await?,
+        Command::Login(args) => crate::login::login(&addr, args, format).await?,
+        Command::Approle(command) => crate::login::approle(&addr, command, format).await?,
+        Command::Jwt(command) => crate::login::jwt(&addr, command, format).await?,
+        Command::Mfa(command) => crate::login::mfa(&addr, command, format).await?,
         Command::Audit(command) => crate::audit::run(&addr, command, format).await?,
         Command::Bench(args) => bench::run(&addr, args, format).await?,
     }
@@ -254,7 +312,47 @@ pub async fn run(cli: Cli) -> CliResult<()> {
 }
 
 fn tenant_json(tenant: &v1::Tenant) -> serde_json::Value {
-    json!({ "name": tenant.name, "id": tenant.id, "created_time": tenant.created_time, "key_version": tenant.key_version })
+    let settings = tenant.settings.clone().unwrap_or_default();
+    json!({
+        "name": tenant.name, "id": tenant.id, "created_time": tenant.created_time, "key_version": tenant.key_version,
+        "allowed_cidrs": settings.allowed_cidrs, "rate_limit": settings.rate_limit,
+        "default_max_versions": settings.default_max_versions,
+    })
+}
+
+fn print_tenant(tenant: &v1::Tenant, format: Format) {
+    let settings = tenant.settings.clone().unwrap_or_default();
+    match format {
+        Format::Json => print_json(&tenant_json(tenant)),
+        Format::Text => print_rows(&[
+            ("Name", tenant.name.clone()),
+            ("Id", tenant.id.clone()),
+            ("Created", tenant.created_time.clone()),
+            ("Key version", tenant.key_version.to_string()),
+            (
+                "Networks",
+                if settings.allowed_cidrs.is_empty() {
+                    "any".into()
+                } else {
+                    settings.allowed_cidrs.join(", ")
+                },
+            ),
+            (
+                "Rate limit",
+                match settings.rate_limit {
+                    0 => "none".into(),
+                    n => format!("{n} calls/s"),
+                },
+            ),
+            (
+                "Max versions",
+                match settings.default_max_versions {
+                    0 => "server default".into(),
+                    n => n.to_string(),
+                },
+            ),
+        ]),
+    }
 }
 
 fn print_init(response: &v1::InitResponse, format: Format) {

@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod commands;
 mod input;
+mod login;
 mod output;
 
 use std::process::ExitCode;
@@ -66,6 +67,10 @@ pub struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// A one-time MFA code (TOTP) for operations that require one.
+    #[arg(long = "mfa", global = true, env = "VAULT_MFA", value_name = "CODE")]
+    pub mfa: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -166,8 +171,18 @@ pub enum Command {
     /// Policies of a tenant: write (from TOML), read, list, delete.
     #[command(subcommand)]
     Policy(access::PolicyCommand),
-    /// Check a token (hidden prompt or standard input) and keep it in ~/.vault-token.
-    Login,
+    /// Log in and keep the token in ~/.vault-token (mode 0600): check a token (hidden prompt or
+    /// standard input), or log in with AppRole or a JWT.
+    Login(login::LoginArgs),
+    /// AppRole roles of a tenant: write, read, delete, and issue secret ids.
+    #[command(subcommand)]
+    Approle(login::ApproleCommand),
+    /// JWT/OIDC login configurations (system scope): write (from TOML), read, delete.
+    #[command(subcommand)]
+    Jwt(login::JwtCommand),
+    /// Multi-factor authentication: enrol in TOTP, reset an entity, require MFA for system operations.
+    #[command(subcommand)]
+    Mfa(login::MfaCommand),
     /// The audit log: verify it offline, query and export it, fetch its public key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -185,9 +200,39 @@ pub struct TenantArg {
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
     /// Create a tenant.
-    Create { name: String },
+    Create {
+        name: String,
+        #[command(flatten)]
+        settings: TenantSettingsArgs,
+    },
     /// List tenants.
     List,
+    /// Show a tenant and its settings.
+    Show { name: String },
+    /// Change a tenant's settings; unnamed settings keep their value.
+    Update {
+        name: String,
+        #[command(flatten)]
+        settings: TenantSettingsArgs,
+        /// Remove the network allowlist (calls from anywhere).
+        #[arg(long, conflicts_with = "cidrs")]
+        clear_cidrs: bool,
+    },
+    /// Delete a tenant: all access to it stops at once.
+    Delete { name: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TenantSettingsArgs {
+    /// A network the tenant's tokens may be used from, e.g. 10.0.0.0/8 (repeat for several).
+    #[arg(long = "cidr")]
+    pub cidrs: Vec<String>,
+    /// Calls per second for all of the tenant's tokens together (0: no limit).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+    /// Versions kept per secret by default (0: the server default).
+    #[arg(long)]
+    pub max_versions: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -202,6 +247,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    client::set_mfa_code(cli.mfa.clone());
     client::set_tls(client::TlsFiles {
         ca_cert: cli.ca_cert.clone(),
         client_cert: cli.client_cert.clone(),

@@ -50,6 +50,8 @@ pub enum Purpose {
     SecretValue = 4,
     /// A key the vault keeps for itself (e.g. the token hashing key), sealed under the root key.
     SystemKey = 5,
+    /// An entity's TOTP secret, sealed under the root key (path: the entity).
+    MfaSecret = 6,
 }
 
 /// Which level of the key hierarchy sealed a blob.
@@ -70,6 +72,7 @@ impl Purpose {
             Purpose::Dek,
             Purpose::SecretValue,
             Purpose::SystemKey,
+            Purpose::MfaSecret,
         ]
         .into_iter()
         .find(|p| *p as u8 == byte)

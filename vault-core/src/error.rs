@@ -27,6 +27,12 @@ pub enum Error {
     /// never reaches the client.
     #[error("permission denied")]
     Denied { reason: String },
+    /// A login presented credentials that do not check out; `reason` is for the audit record.
+    #[error("login failed")]
+    LoginFailed { reason: String },
+    /// A rate or concurrency limit refused the call.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The named object does not exist (or the caller may not know that it does).
     #[error("{0} not found")]
     NotFound(String),
@@ -87,7 +93,7 @@ impl Error {
     /// message otherwise. Never contains a value, token, share or key.
     pub fn audit_detail(&self) -> String {
         match self {
-            Error::Denied { reason } => reason.clone(),
+            Error::Denied { reason } | Error::LoginFailed { reason } => reason.clone(),
             Error::PermissionDenied => "unknown or malformed token".into(),
             other => other.to_string(),
         }
@@ -95,6 +101,12 @@ impl Error {
 
     pub(crate) fn denied(reason: impl Into<String>) -> Self {
         Error::Denied {
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn login_failed(reason: impl Into<String>) -> Self {
+        Error::LoginFailed {
             reason: reason.into(),
         }
     }
@@ -124,6 +136,8 @@ mod tests {
             Error::Unauthenticated,
             Error::PermissionDenied,
             Error::denied("no policy grants read on \"db/x\""),
+            Error::login_failed("secret id expired"),
+            Error::ResourceExhausted("tenant acme is over its rate limit of 5 calls/s".into()),
             Error::NotFound("secret db/primary".into()),
             Error::AlreadyExists("tenant acme".into()),
             Error::Sealed,
@@ -145,6 +159,8 @@ mod tests {
                 "a token is required",
                 "permission denied",
                 "permission denied",
+                "login failed",
+                "tenant acme is over its rate limit of 5 calls/s",
                 "secret db/primary not found",
                 "tenant acme already exists",
                 "vault is sealed",

@@ -11,6 +11,8 @@ pub mod cidr;
 pub mod crypto;
 pub mod error;
 pub mod files;
+pub mod jwt;
+pub mod limits;
 pub mod names;
 pub mod policy;
 pub mod secret;
@@ -18,6 +20,7 @@ pub mod shamir;
 pub mod storage;
 pub mod time;
 pub mod token;
+pub mod totp;
 pub mod vault;
 
 pub use error::{Error, Result};

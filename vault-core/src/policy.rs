@@ -107,6 +107,9 @@ pub struct Rule {
 pub struct Policy {
     pub name: PolicyName,
     pub rules: Vec<Rule>,
+    /// Capabilities this policy grants only together with a valid MFA code.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub require_mfa: BTreeSet<Capability>,
 }
 
 impl Policy {
@@ -144,7 +147,22 @@ impl Policy {
         Ok(Policy {
             name,
             rules: parsed,
+            require_mfa: BTreeSet::new(),
         })
+    }
+
+    /// Makes the named capabilities need an MFA code when this policy is what grants them.
+    pub fn with_required_mfa(mut self, capabilities: &[String]) -> Result<Policy> {
+        for name in capabilities {
+            let capability = Capability::parse(name).map_err(|_| {
+                Error::invalid("require_mfa", format!("unknown capability {name:?}"))
+            })?;
+            if capability == Capability::Deny {
+                return Err(Error::invalid("require_mfa", "deny cannot require mfa"));
+            }
+            self.require_mfa.insert(capability);
+        }
+        Ok(self)
     }
 }
 
@@ -219,13 +237,17 @@ pub fn glob_matches(pattern: &str, path: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
+    /// Allowed once the caller's MFA code checks out; names the policy that asks for it.
+    AllowWithMfa(String),
     Deny(String),
 }
 
 /// Checks `capability` on `path` against a token's policies: some rule must grant it, and no
-/// matching rule may deny.
+/// matching rule may deny. If any granting policy requires MFA for the capability, so does the
+/// decision.
 pub fn decide(policies: &[Policy], path: &str, capability: Capability) -> Decision {
     let mut granted_by = None;
+    let mut mfa_by = None;
     for policy in policies {
         for rule in &policy.rules {
             if !glob_matches(&rule.path, path) {
@@ -240,12 +262,16 @@ pub fn decide(policies: &[Policy], path: &str, capability: Capability) -> Decisi
             }
             if rule.capabilities.contains(&capability) {
                 granted_by.get_or_insert(policy.name.as_str());
+                if policy.require_mfa.contains(&capability) {
+                    mfa_by.get_or_insert(policy.name.as_str());
+                }
             }
         }
     }
-    match granted_by {
-        Some(_) => Decision::Allow,
-        None => Decision::Deny(format!("no policy grants {capability} on {path:?}")),
+    match (granted_by, mfa_by) {
+        (Some(_), Some(policy)) => Decision::AllowWithMfa(policy.to_owned()),
+        (Some(_), None) => Decision::Allow,
+        (None, _) => Decision::Deny(format!("no policy grants {capability} on {path:?}")),
     }
 }
 
@@ -333,6 +359,43 @@ mod tests {
             decide(&[], "x", Capability::Read),
             Decision::Deny(_)
         ));
+    }
+
+    #[test]
+    fn mfa_is_required_when_a_granting_policy_asks_for_it() {
+        let guarded = policy("guarded", &[("*", &["rotate", "read"])])
+            .with_required_mfa(&["rotate".to_owned()])
+            .expect("mfa");
+        let plain = policy("plain", &[("db/*", &["read"])]);
+        let both = [guarded.clone(), plain.clone()];
+        assert_eq!(
+            decide(&both, "", Capability::Rotate),
+            Decision::AllowWithMfa("guarded".into())
+        );
+        assert_eq!(decide(&both, "x", Capability::Read), Decision::Allow);
+        // Another policy granting the same capability does not lift the requirement.
+        assert_eq!(
+            decide(&both, "db/x", Capability::Read),
+            Decision::Allow,
+            "read is not marked"
+        );
+        let rotating = policy("rotating", &[("*", &["rotate"])]);
+        assert_eq!(
+            decide(&[rotating, guarded.clone()], "", Capability::Rotate),
+            Decision::AllowWithMfa("guarded".into())
+        );
+        // A deny still wins, and nothing is granted where no rule matches.
+        let deny = policy("deny", &[("*", &["deny"])]);
+        assert!(matches!(
+            decide(&[guarded.clone(), deny], "", Capability::Rotate),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            decide(&[plain], "", Capability::Rotate),
+            Decision::Deny(_)
+        ));
+        assert!(guarded.clone().with_required_mfa(&["deny".into()]).is_err());
+        assert!(guarded.with_required_mfa(&["fly".into()]).is_err());
     }
 
     #[test]

@@ -20,24 +20,56 @@ const MAX_TOKEN_LEN: usize = 128;
 /// A bearer token as presented by a caller or just created.
 pub struct Token(Zeroizing<String>);
 
+/// What a bearer credential is for; each kind has its own prefix, so one is never accepted as
+/// another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An access token (`vt.`), presented on every call.
+    Access,
+    /// A refresh token (`vr.`), exchanged once for a new access and refresh token.
+    Refresh,
+    /// An AppRole secret id (`vs.`), presented with a role id to log in.
+    SecretId,
+}
+
+impl TokenKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TokenKind::Access => TOKEN_PREFIX,
+            TokenKind::Refresh => "vr.",
+            TokenKind::SecretId => "vs.",
+        }
+    }
+}
+
 impl Token {
     pub fn generate() -> Result<Token> {
+        Token::generate_kind(TokenKind::Access)
+    }
+
+    pub fn generate_kind(kind: TokenKind) -> Result<Token> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         getrandom::fill(bytes.as_mut_slice()).map_err(|_| Error::Rng)?;
         // Encoded straight into a zeroizing buffer of the final size: no unzeroized copy.
-        let mut text = Zeroizing::new(String::with_capacity(TOKEN_PREFIX.len() + 43));
-        text.push_str(TOKEN_PREFIX);
+        let prefix = kind.prefix();
+        let mut text = Zeroizing::new(String::with_capacity(prefix.len() + 43));
+        text.push_str(prefix);
         URL_SAFE_NO_PAD.encode_string(bytes.as_slice(), &mut text);
         Ok(Token(text))
     }
 
     /// Takes a presented token. Only the shape is checked here; whether it is valid is a lookup.
     pub fn from_presented(text: String) -> Result<Token> {
+        Token::from_presented_kind(text, TokenKind::Access)
+    }
+
+    /// [`Token::from_presented`] for a credential of `kind`.
+    pub fn from_presented_kind(text: String, kind: TokenKind) -> Result<Token> {
         let text = Zeroizing::new(text);
         if text.is_empty() {
             return Err(Error::Unauthenticated);
         }
-        if text.len() > MAX_TOKEN_LEN || !text.starts_with(TOKEN_PREFIX) {
+        if text.len() > MAX_TOKEN_LEN || !text.starts_with(kind.prefix()) {
             return Err(Error::PermissionDenied);
         }
         Ok(Token(text))

@@ -59,6 +59,8 @@ const AUDIT_PUBLIC_KEY: &[u8] = b"sys/audit-public-key";
 /// The audit chain head as last recorded in the vault's own state (data store).
 const AUDIT_HEAD_KEY: &[u8] = b"audit/head";
 const ROOT_KEY_PATH: &str = "root";
+/// The entity of the root token.
+const ROOT_ENTITY: &str = "root";
 const LOCK_STRIPES: usize = 64;
 
 #[derive(Clone, Debug)]
@@ -100,6 +102,11 @@ pub struct Caller {
     system: bool,
     policies: Vec<Policy>,
     record: TokenRecord,
+    /// The one-time code presented with the call (request metadata), if any.
+    mfa_code: Option<Zeroizing<String>>,
+    /// Whether the code was checked and accepted in this call (a code is used at most once, and
+    /// one call may authorize several steps).
+    mfa_verified: Mutex<bool>,
 }
 
 /// Prints what an audit record may hold: the accessor, tenant, scope and policy names (not
@@ -125,6 +132,12 @@ impl Caller {
     pub fn is_system(&self) -> bool {
         self.system
     }
+
+    /// Attaches the MFA code presented with the call; checked only if an operation needs it.
+    pub fn with_mfa_code(mut self, code: Option<String>) -> Caller {
+        self.mfa_code = code.map(Zeroizing::new);
+        self
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +146,7 @@ pub struct TenantInfo {
     pub id: TenantId,
     pub created_unix_nanos: i64,
     pub key_version: u32,
+    pub settings: TenantSettings,
 }
 
 /// A secret version as read.
@@ -172,6 +186,11 @@ struct TenantRecord {
     id: String,
     name: String,
     created_unix_nanos: i64,
+    #[serde(default)]
+    settings: TenantSettings,
+    /// Set on the copy kept under `tenant-deleted/` for crypto-shredding.
+    #[serde(default)]
+    deleted_unix_nanos: i64,
 }
 
 /// No Debug: it holds the token's keyed hash, which has no business in a log.
@@ -201,6 +220,13 @@ struct TokenRecord {
     /// Networks the token may be used from; empty: anywhere.
     #[serde(default)]
     cidrs: Vec<String>,
+    /// The identity the token acts for, which outlives rotating tokens (MFA enrolment is per
+    /// entity): "root", "token:<accessor>", "approle:<tenant>:<role>" or "jwt:<config>:<sub>".
+    #[serde(default)]
+    entity: String,
+    /// The refresh family an access token belongs to; empty for a plain token.
+    #[serde(default)]
+    family: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -243,12 +269,16 @@ pub struct Vault {
     seal_config: RwLock<Option<SealConfig>>,
     state: RwLock<State>,
     tenants: RwLock<HashMap<TenantName, TenantId>>,
+    /// Live tenants by id: name, settings, rate limiter. Deleting a tenant removes its entry.
+    tenant_states: RwLock<HashMap<TenantId, Arc<TenantState>>>,
     stripes: Vec<Mutex<()>>,
     tenant_create: Mutex<()>,
     audit: Option<Arc<AuditLog>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// Serializes token creation, renewal and revocation (each re-reads what it changes).
     token_changes: Mutex<()>,
+    /// Serializes MFA checks and enrolments (each reads, then writes, an entity's record).
+    mfa_changes: Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -358,6 +388,7 @@ impl Vault {
             .get(Space::Config, SEAL_CONFIG_KEY)?
             .map(|bytes| from_json::<SealConfig>(&bytes, "the seal configuration"))
             .transpose()?;
+        tenants::index_tenant_ids(data.as_ref())?;
         Ok(Vault {
             data,
             keys,
@@ -367,11 +398,13 @@ impl Vault {
                 progress: Vec::new(),
             }),
             tenants: RwLock::new(HashMap::new()),
+            tenant_states: RwLock::new(HashMap::new()),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             tenant_create: Mutex::new(()),
             audit: None,
             clock: Arc::new(now_unix_nanos),
             token_changes: Mutex::new(()),
+            mfa_changes: Mutex::new(()),
         })
     }
 
@@ -526,6 +559,8 @@ impl Vault {
             max_expires_unix_nanos: 0,
             ttl_nanos: 0,
             cidrs: Vec::new(),
+            entity: ROOT_ENTITY.into(),
+            family: String::new(),
         };
         // The token record goes first: the key store's write is the commit point of init, and a
         // crash before it leaves an uninitialized vault with an unusable stray record.
@@ -667,7 +702,7 @@ impl Vault {
 
     /// Drops every key held in memory. Calls already in flight finish with the keys they hold.
     pub fn seal(&self, caller: &Caller) -> Result<()> {
-        require_system(caller)?;
+        self.require_system_op(caller, SystemOp::Seal)?;
         *write(&self.state) = State::Sealed {
             progress: Vec::new(),
         };
@@ -685,96 +720,6 @@ impl Vault {
             State::Unsealed(keyring) => Ok(Arc::clone(keyring)),
             State::Sealed { .. } => Err(Error::Sealed),
         }
-    }
-
-    // ---- tenants ----
-
-    pub fn create_tenant(&self, caller: &Caller, name: &TenantName) -> Result<TenantInfo> {
-        require_system(caller)?;
-        let keyring = self.keyring()?;
-        let _guard = lock(&self.tenant_create);
-        if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
-            return Err(Error::AlreadyExists(format!("tenant {name}")));
-        }
-        let id = TenantId::generate()?;
-        let created = now_unix_nanos();
-        // The KEK first: a crash between the two writes leaves an unreachable KEK under a random
-        // id, never a tenant without a key.
-        let kek = SecretKey::generate()?;
-        let mut key_batch = WriteBatch::new();
-        key_batch.put(
-            Space::Config,
-            kek_key(id, 1),
-            self.seal_kek(&keyring, id, 1, &kek, created)?,
-        );
-        self.keys.write(key_batch)?;
-        let record = TenantRecord {
-            id: id.to_hex(),
-            name: name.as_str().to_owned(),
-            created_unix_nanos: created,
-        };
-        let mut data_batch = WriteBatch::new();
-        data_batch.put(Space::Config, tenant_key(name), to_json(&record)?);
-        self.data.write(data_batch)?;
-        write(&self.tenants).insert(name.clone(), id);
-        Ok(TenantInfo {
-            name: name.clone(),
-            id,
-            created_unix_nanos: created,
-            key_version: 1,
-        })
-    }
-
-    pub fn list_tenants(&self, caller: &Caller) -> Result<Vec<TenantInfo>> {
-        require_system(caller)?;
-        let keyring = self.keyring()?;
-        let mut tenants = Vec::new();
-        for record in self.tenant_records()? {
-            tenants.push(self.tenant_info(&keyring, record)?);
-        }
-        Ok(tenants)
-    }
-
-    /// Every tenant record, in name order.
-    fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
-        let mut records = Vec::new();
-        let mut start = b"tenant/".to_vec();
-        loop {
-            let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
-            let Some((last, _)) = page.last() else { break };
-            start = last.clone();
-            start.push(0);
-            for (_, value) in &page {
-                records.push(from_json(value, "a tenant record")?);
-            }
-        }
-        Ok(records)
-    }
-
-    fn tenant_info(&self, keyring: &Keyring, record: TenantRecord) -> Result<TenantInfo> {
-        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        let keys = self.tenant_keys(keyring, id)?;
-        Ok(TenantInfo {
-            name,
-            id,
-            created_unix_nanos: record.created_unix_nanos,
-            key_version: keys.current,
-        })
-    }
-
-    fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
-        if let Some(id) = read(&self.tenants).get(name) {
-            return Ok(*id);
-        }
-        let bytes = self
-            .data
-            .get(Space::Config, &tenant_key(name))?
-            .ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
-        let record: TenantRecord = from_json(&bytes, "a tenant record")?;
-        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        write(&self.tenants).insert(name.clone(), id);
-        Ok(id)
     }
 
     // ---- key-encryption keys ----
@@ -882,6 +827,9 @@ impl Vault {
     /// Adds a KEK version for the tenant; every seal after this returns uses it.
     pub fn rotate(&self, caller: &Caller, tenant: &TenantName) -> Result<u32> {
         let keyring = self.keyring()?;
+        if caller.system {
+            self.require_system_op(caller, SystemOp::Rotate)?;
+        }
         let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
         let _guard = lock(self.stripe(id, ""));
         let keys = self.tenant_keys(&keyring, id)?;
@@ -1028,6 +976,26 @@ impl Vault {
                 encode_version(now, &wrapped_dek, &sealed_value),
             )
             .put(Space::Secrets, meta_key, to_json(&meta)?);
+        // The tenant keeps at most its configured number of versions: older ones go in the
+        // same write.
+        let keep = self
+            .tenant_state(id)?
+            .map_or(0, |state| u64::from(state.default_max_versions));
+        if keep > 0 && version > keep {
+            let prefix = versions_prefix(id, path);
+            for (key, _) in self
+                .data
+                .scan(Space::Secrets, &prefix, &prefix, usize::MAX)?
+            {
+                let old = key[prefix.len()..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("a secret version key"))?;
+                if old + keep <= version {
+                    batch.delete(Space::Secrets, key);
+                }
+            }
+        }
         self.data.write(batch)?;
         Ok(PutOutcome {
             version,
@@ -1106,7 +1074,11 @@ impl Vault {
             // Names under a denied path stay hidden, even inside a listable folder.
             page.keys.retain(|key| {
                 let full = format!("{}{key}", prefix.as_str());
-                decide(&caller.policies, &full, Capability::List) == Decision::Allow
+                // MFA, if the listing needed it, was checked above.
+                !matches!(
+                    decide(&caller.policies, &full, Capability::List),
+                    Decision::Deny(_)
+                )
             });
         }
         Ok(page)
@@ -1273,8 +1245,22 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
 }
 
 mod access;
+mod approle;
+mod login;
+mod mfa;
+mod oidc;
+mod tenants;
+
+pub use approle::{AppRole, AppRoleSpec, SecretIdSpec};
+pub use login::{DEFAULT_FAMILY_MAX_TTL, REFRESH_GRACE};
+use login::{Issue, nonzero_min};
+pub use mfa::{MAX_MFA_FAILURES, MFA_LOCKOUT, SystemOp, TotpEnrollment};
+pub use oidc::{JwtConfig, PolicyMapping};
+
 pub use access::{CreatedToken, TokenInfo, TokenRequest};
 use access::{accessor_key, require_system};
+use tenants::TenantState;
+pub use tenants::{TenantSettings, TenantUpdate};
 
 #[cfg(test)]
 mod tests;

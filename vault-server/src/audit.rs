@@ -76,7 +76,7 @@ impl Audit for AuditService {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| vault.require_system(&call.authenticate(&vault, token)?))
+        call.blocking(move |call| vault.require_audit_access(&call.authenticate(&vault, token)?))
             .await?;
         let head = self.log()?.head();
         Ok(Response::new(v1::AuditHeadResponse {
@@ -98,7 +98,7 @@ impl Audit for AuditService {
         let response = call
             .blocking(move |call| {
                 // The whole log spans every tenant: system scope only (until tenant filtering).
-                vault.require_system(&call.authenticate(&vault, token)?)?;
+                vault.require_audit_access(&call.authenticate(&vault, token)?)?;
                 let page_size = match query.page_size as usize {
                     0 => DEFAULT_PAGE_SIZE,
                     n if n > MAX_PAGE_SIZE => {
@@ -160,7 +160,7 @@ impl Audit for AuditService {
         let since = call
             .blocking(move |call| {
                 // The whole log spans every tenant: system scope only (until tenant filtering).
-                vault.require_system(&call.authenticate(&vault, token)?)?;
+                vault.require_audit_access(&call.authenticate(&vault, token)?)?;
                 time_field("since", &since_text)
             })
             .await?;

@@ -46,7 +46,7 @@ fn time_or_empty(unix_nanos: i64) -> String {
     }
 }
 
-fn info_message(info: TokenInfo) -> v1::TokenInfo {
+pub(crate) fn info_message(info: TokenInfo) -> v1::TokenInfo {
     v1::TokenInfo {
         accessor: info.accessor,
         tenant: info.tenant.map(|t| t.to_string()).unwrap_or_default(),
@@ -58,6 +58,8 @@ fn info_message(info: TokenInfo) -> v1::TokenInfo {
         expire_time: time_or_empty(info.expires_unix_nanos),
         max_expire_time: time_or_empty(info.max_expires_unix_nanos),
         cidrs: info.cidrs,
+        entity: info.entity,
+        family: info.family,
     }
 }
 
@@ -65,7 +67,7 @@ fn accessor_arg(accessor: String) -> Option<String> {
     (!accessor.is_empty()).then_some(accessor)
 }
 
-fn seconds(value: u64) -> Option<Duration> {
+pub(crate) fn seconds(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_secs(value))
 }
 
@@ -83,6 +85,8 @@ impl Tokens for TokensService {
             ttl_seconds,
             display_name,
             cidrs,
+            system,
+            refresh_max_ttl_seconds,
         } = request.into_inner();
         call.target(&tenant, "");
         let vault = Arc::clone(&self.shared.vault);
@@ -90,7 +94,13 @@ impl Tokens for TokensService {
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, token)?;
                 let request = TokenRequest {
-                    tenant: TenantName::parse(&tenant)?,
+                    tenant: if system && tenant.is_empty() {
+                        None
+                    } else {
+                        Some(TenantName::parse(&tenant)?)
+                    },
+                    system,
+                    refresh_max_ttl: seconds(refresh_max_ttl_seconds),
                     policies: policies
                         .iter()
                         .map(|p| PolicyName::parse(p))
@@ -106,9 +116,14 @@ impl Tokens for TokensService {
                 vault.create_token(&caller, request)
             })
             .await?;
+        call.note(format!("created token {}", created.info.accessor));
         Ok(Response::new(v1::CreateTokenResponse {
             token: created.token.expose_secret().to_owned(),
             info: Some(info_message(created.info)),
+            refresh_token: created
+                .refresh_token
+                .map(|t| t.expose_secret().to_owned())
+                .unwrap_or_default(),
         }))
     }
 
@@ -203,6 +218,7 @@ impl Policies for PoliciesService {
             tenant,
             name,
             rules,
+            require_mfa,
         } = request.into_inner();
         call.target(&tenant, &name);
         let vault = Arc::clone(&self.shared.vault);
@@ -215,7 +231,8 @@ impl Policies for PoliciesService {
                     .into_iter()
                     .map(|r| (r.path, r.capabilities))
                     .collect(),
-            )?;
+            )?
+            .with_required_mfa(&require_mfa)?;
             call.intent()?;
             vault.write_policy(&caller, &tenant, &policy)
         })
@@ -245,6 +262,11 @@ impl Policies for PoliciesService {
         Ok(Response::new(v1::ReadPolicyResponse {
             name: policy.name.as_str().to_owned(),
             rules: rules_message(&policy),
+            require_mfa: policy
+                .require_mfa
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
         }))
     }
 

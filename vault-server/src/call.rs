@@ -16,8 +16,9 @@
 //! is how the layer tells it apart from a handler's own OUT_OF_RANGE.
 
 use std::{
+    collections::HashMap,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -27,6 +28,7 @@ use std::{
 
 use futures_util::FutureExt;
 use http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Code, Request, Status,
     transport::server::{TcpConnectInfo, TlsConnectInfo},
@@ -38,6 +40,8 @@ use vault_core::{
         Entry, Kind,
         writer::{APPEND_TIMEOUT, AuditLog},
     },
+    cidr::Cidr,
+    limits::{KeyedRateLimit, source_key},
     token::Token,
     vault::Caller,
 };
@@ -46,18 +50,125 @@ use crate::status::to_status;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Limits applied to every call before it reaches a handler (health and reflection excepted).
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    /// Peers whose `x-forwarded-for` header is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Calls per second from one source address, before authentication; 0: no limit.
+    pub source_rate: u32,
+    /// Calls served at once by the whole server; 0: no limit.
+    pub max_concurrent: usize,
+}
+
+/// The layer's shared state: the limits and the bookkeeping of refusals.
+struct Guards {
+    limits: Limits,
+    per_source: Option<KeyedRateLimit<IpAddr>>,
+    concurrency: Option<Arc<Semaphore>>,
+    /// Refusals per (source, reason) since the last one that was audited: a flood is recorded
+    /// once a second per source, with a count, instead of once per call.
+    refusals: Mutex<HashMap<RefusalKey, (u64, Instant)>>,
+}
+
+/// Refusals are counted per source address and reason.
+type RefusalKey = (IpAddr, &'static str);
+
+/// At most one audited refusal per source and reason in this interval.
+const REFUSAL_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct CallLayer {
     max_request_bytes: usize,
     audit: Option<Arc<AuditLog>>,
+    guards: Arc<Guards>,
 }
 
 impl CallLayer {
     /// `audit` is `None` only when the operator started the server with audit disabled.
-    pub fn new(max_request_bytes: usize, audit: Option<Arc<AuditLog>>) -> Self {
+    pub fn new(max_request_bytes: usize, audit: Option<Arc<AuditLog>>, limits: Limits) -> Self {
+        let per_source = (limits.source_rate > 0)
+            .then(|| KeyedRateLimit::new(limits.source_rate, limits.source_rate.saturating_mul(2)));
+        let concurrency =
+            (limits.max_concurrent > 0).then(|| Arc::new(Semaphore::new(limits.max_concurrent)));
         CallLayer {
             max_request_bytes,
             audit,
+            guards: Arc::new(Guards {
+                limits,
+                per_source,
+                concurrency,
+                refusals: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Guards {
+    /// The address a call comes from: the peer, unless the peer is a trusted proxy, in which
+    /// case the right-most `x-forwarded-for` entry that is not itself a trusted proxy.
+    /// Every `x-forwarded-for` field counts, in order: a proxy that adds its own field instead
+    /// of appending to the client's must not let the client's field be read as the truth.
+    fn source<'a>(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded: impl Iterator<Item = &'a HeaderValue>,
+    ) -> Option<IpAddr> {
+        let peer = peer?;
+        let trusted = |address: IpAddr| {
+            self.limits
+                .trusted_proxies
+                .iter()
+                .any(|c| c.contains(address))
+        };
+        if !trusted(peer) {
+            return Some(peer);
+        }
+        let fields: Option<Vec<&str>> = forwarded.map(|v| v.to_str().ok()).collect();
+        let Some(list) = fields.map(|fields| fields.join(",")) else {
+            // A field that is not text: believe none of it.
+            return Some(peer);
+        };
+        let mut client = peer;
+        for entry in list.rsplit(',') {
+            let Ok(address) = entry.trim().parse::<IpAddr>() else {
+                // Garbage in the chain: stop believing it here.
+                break;
+            };
+            client = address;
+            if !trusted(address) {
+                break;
+            }
+        }
+        Some(client)
+    }
+
+    /// Whether a refusal of this kind from `source` should be audited now, and how many were
+    /// left unrecorded since the last one.
+    fn refusal_to_record(&self, source: IpAddr, reason: &'static str) -> Option<u64> {
+        let now = Instant::now();
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if refusals.len() > 65_536 {
+            refusals.retain(|_, (_, last)| now.duration_since(*last) < REFUSAL_RECORD_INTERVAL);
+        }
+        match refusals.get_mut(&(source, reason)) {
+            Some((suppressed, last)) if now.duration_since(*last) < REFUSAL_RECORD_INTERVAL => {
+                *suppressed += 1;
+                None
+            }
+            Some((suppressed, last)) => {
+                let count = *suppressed;
+                *suppressed = 0;
+                *last = now;
+                Some(count)
+            }
+            None => {
+                refusals.insert((source, reason), (0, now));
+                Some(0)
+            }
         }
     }
 }
@@ -70,6 +181,7 @@ impl<S> Layer<S> for CallLayer {
             inner,
             max_request_bytes: self.max_request_bytes,
             audit: self.audit.clone(),
+            guards: Arc::clone(&self.guards),
         }
     }
 }
@@ -79,6 +191,7 @@ pub struct CallService<S> {
     inner: S,
     max_request_bytes: usize,
     audit: Option<Arc<AuditLog>>,
+    guards: Arc<Guards>,
 }
 
 /// What is known about one call; shared between the layer and the handler.
@@ -102,6 +215,8 @@ pub struct Call {
     source_ip: Option<std::net::IpAddr>,
     audit: Option<Arc<AuditLog>>,
     record: Arc<Mutex<CallRecord>>,
+    /// The call's place under the server-wide concurrency limit.
+    slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
 }
 
 impl Call {
@@ -119,6 +234,7 @@ impl Call {
                 source_ip: None,
                 audit: None,
                 record: Arc::default(),
+                slot: Arc::default(),
             });
         call.update(|record| record.handled = true);
         call
@@ -180,17 +296,52 @@ impl Call {
     }
 
     /// Checks the presented token and records who is calling (the token's accessor, never the
-    /// token itself).
-    pub fn authenticate(
-        &self,
-        vault: &Vault,
-        token: Result<Token, Error>,
-    ) -> Result<Caller, Error> {
-        let caller = vault.authenticate_from(&token?, self.source_ip)?;
+    /// token itself). The MFA code, if one came with the call, rides along.
+    pub fn authenticate(&self, vault: &Vault, presented: Presented) -> Result<Caller, Error> {
+        let caller = vault.authenticate_from(&presented.token?, self.source_ip)?;
         self.update(|record| record.principal = caller.accessor().to_owned());
-        Ok(caller)
+        Ok(caller.with_mfa_code(presented.mfa_code))
+    }
+
+    /// Gives up the call's place under the concurrency limit, for a handler about to wait on
+    /// purpose (a held-back login) rather than work.
+    pub fn release_slot(&self) {
+        self.slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+    }
+
+    /// The caller's address: the peer, or the client a trusted proxy forwarded for.
+    pub fn source_ip(&self) -> Option<std::net::IpAddr> {
+        self.source_ip
+    }
+
+    /// Records the principal of a login (the accessor of the token it issued).
+    pub fn set_principal(&self, principal: &str) {
+        self.update(|record| record.principal = principal.to_owned());
+    }
+
+    /// Adds to the audit detail of a call that succeeds (failures get the error's detail).
+    pub fn note(&self, detail: String) {
+        self.update(|record| {
+            if record.detail.is_empty() {
+                record.detail = detail;
+            } else {
+                record.detail = format!("{}; {detail}", record.detail);
+            }
+        });
     }
 }
+
+/// What a call presented: its bearer token and, if any, an MFA code.
+pub struct Presented {
+    token: Result<Token, Error>,
+    mfa_code: Option<String>,
+}
+
+/// Request metadata carrying a one-time MFA code.
+pub const MFA_HEADER: &str = "x-vault-mfa";
 
 /// Longest tenant or path recorded for a call; longer input is cut (on a character boundary).
 pub const MAX_RECORDED_NAME: usize = 600;
@@ -206,8 +357,21 @@ fn truncated(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
-/// The bearer token of a request: `authorization: Bearer <token>` or `x-vault-token: <token>`.
-pub fn presented_token<T>(request: &Request<T>) -> Result<Token, Error> {
+/// The bearer token of a request (`authorization: Bearer <token>` or `x-vault-token: <token>`)
+/// and its MFA code (`x-vault-mfa`).
+pub fn presented_token<T>(request: &Request<T>) -> Presented {
+    let mfa_code = request
+        .metadata()
+        .get(MFA_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(|code| code.trim().to_owned());
+    Presented {
+        token: bearer_token(request),
+        mfa_code,
+    }
+}
+
+fn bearer_token<T>(request: &Request<T>) -> Result<Token, Error> {
     let metadata = request.metadata();
     let raw = if let Some(value) = metadata.get("authorization") {
         let text = value.to_str().map_err(|_| Error::PermissionDenied)?;
@@ -239,8 +403,7 @@ impl Call {
         match tokio::task::spawn_blocking(move || {
             let result = work(&call);
             if let Err(error) = &result {
-                let detail = error.audit_detail();
-                call.update(|record| record.detail = detail);
+                call.note(error.audit_detail());
             }
             result
         })
@@ -296,14 +459,84 @@ where
             });
         let audited =
             !method.starts_with("/grpc.health.") && !method.starts_with("/grpc.reflection.");
+        let guards = Arc::clone(&self.guards);
+        let source_ip = guards.source(
+            source.map(|addr| addr.ip()),
+            request.headers().get_all("x-forwarded-for").iter(),
+        );
+        let source_text = match (source, source_ip) {
+            (Some(peer), Some(ip)) if peer.ip() != ip => format!("{ip} (via {peer})"),
+            (Some(peer), _) => peer.to_string(),
+            _ => "-".to_owned(),
+        };
         let call = Call {
             request_id: Arc::from(new_request_id()),
             method: Arc::from(method.as_str()),
-            source: Arc::from(source.map_or_else(|| "-".to_owned(), |addr| addr.to_string())),
-            source_ip: source.map(|addr| addr.ip()),
+            source: Arc::from(source_text),
+            source_ip,
             audit: if audited { self.audit.clone() } else { None },
             record: Arc::default(),
+            slot: Arc::default(),
         };
+        // Limits before anything else (authentication included): a flood is refused cheaply
+        // and recorded once a second per source, not once per call.
+        let mut permit = None;
+        let refusal = if !audited {
+            None
+        } else if let Some(semaphore) = &guards.concurrency {
+            match Arc::clone(semaphore).try_acquire_owned() {
+                Ok(held) => {
+                    permit = Some(held);
+                    None
+                }
+                Err(_) => Some((
+                    "concurrency",
+                    format!(
+                        "the server is serving its limit of {} calls at once",
+                        guards.limits.max_concurrent
+                    ),
+                )),
+            }
+        } else {
+            None
+        };
+        let refusal = refusal.or_else(|| {
+            let limit = guards.per_source.as_ref()?;
+            let ip = source_ip?;
+            (audited && !limit.try_take(&source_key(ip), Instant::now())).then(|| {
+                (
+                    "source-rate",
+                    format!(
+                        "source {ip} is over the limit of {} calls/s",
+                        guards.limits.source_rate
+                    ),
+                )
+            })
+        });
+        if let Some((reason, message)) = refusal {
+            let record = source_ip.and_then(|ip| guards.refusal_to_record(source_key(ip), reason));
+            return Box::pin(async move {
+                if let Some(suppressed) = record {
+                    call.note(format!(
+                        "refused: {message}; {suppressed} similar refusals not recorded since the last record"
+                    ));
+                    if let Err(e) = record_outcome(&call, Code::ResourceExhausted).await {
+                        tracing::warn!(error = %e, "refusal record not written");
+                    }
+                }
+                let mut response = Status::resource_exhausted(message).into_http();
+                if let Ok(value) = HeaderValue::from_str(&call.request_id) {
+                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
+                }
+                Ok(response)
+            });
+        }
+        // Held until the call's last handle is dropped, after its outcome record (or until
+        // the handler gives it up, see `Call::release_slot`).
+        *call
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = permit;
         request.extensions_mut().insert(call.clone());
         // The service that was polled ready is the one to call; leave a fresh clone behind.
         let clone = self.inner.clone();
@@ -421,5 +654,112 @@ fn outcome(code: Code) -> &'static str {
         Code::Ok => "ok",
         Code::PermissionDenied | Code::Unauthenticated => "denied",
         _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used)]
+
+    use std::convert::Infallible;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    fn grpc_status<B>(response: &HttpResponse<B>) -> Code {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.parse::<i32>().ok())
+            .map_or(Code::Ok, Code::from)
+    }
+
+    fn request() -> HttpRequest<()> {
+        HttpRequest::builder()
+            .uri("/vault.v1.System/Status")
+            .body(())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_concurrency_limit_are_refused_until_a_slot_frees() {
+        let release = Arc::new(Notify::new());
+        let entered = Arc::new(Notify::new());
+        let inner = {
+            let (release, entered) = (Arc::clone(&release), Arc::clone(&entered));
+            tower::service_fn(move |_request: HttpRequest<()>| {
+                let (release, entered) = (Arc::clone(&release), Arc::clone(&entered));
+                async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    Ok::<_, Infallible>(HttpResponse::new(String::new()))
+                }
+            })
+        };
+        let limits = Limits {
+            max_concurrent: 1,
+            ..Limits::default()
+        };
+        let mut service = CallLayer::new(1024, None, limits).layer(inner);
+        let first = tokio::spawn(service.call(request()));
+        entered.notified().await;
+        let refused = service.call(request()).await.expect("answer");
+        assert_eq!(grpc_status(&refused), Code::ResourceExhausted);
+        release.notify_one();
+        let answered = first.await.expect("task").expect("answer");
+        assert_eq!(grpc_status(&answered), Code::Ok);
+        // The slot is free again.
+        let again = tokio::spawn(service.call(request()));
+        entered.notified().await;
+        release.notify_one();
+        assert_eq!(
+            grpc_status(&again.await.expect("task").expect("answer")),
+            Code::Ok
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_read_from_the_right_and_only_from_trusted_proxies() {
+        let guards = |trusted: &[&str]| Guards {
+            limits: Limits {
+                trusted_proxies: trusted
+                    .iter()
+                    .map(|c| Cidr::parse(c).expect("cidr"))
+                    .collect(),
+                ..Limits::default()
+            },
+            per_source: None,
+            concurrency: None,
+            refusals: Mutex::new(HashMap::new()),
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let header = |text: &'static str| HeaderValue::from_static(text);
+        let proxy = Some(ip("10.0.0.1"));
+        let trusting = guards(&["10.0.0.0/24"]);
+        let one = [header("203.0.113.9")];
+        assert_eq!(trusting.source(proxy, one.iter()), Some(ip("203.0.113.9")));
+        // Chained proxies are skipped; a forged left-most entry is never reached.
+        let chain = [header("6.6.6.6, 203.0.113.9, 10.0.0.7")];
+        assert_eq!(
+            trusting.source(proxy, chain.iter()),
+            Some(ip("203.0.113.9"))
+        );
+        let split = [header("6.6.6.6"), header("203.0.113.9")];
+        assert_eq!(
+            trusting.source(proxy, split.iter()),
+            Some(ip("203.0.113.9"))
+        );
+        // Garbage stops the walk at the last believable hop.
+        let garbage = [header("203.0.113.9, nonsense")];
+        assert_eq!(trusting.source(proxy, garbage.iter()), proxy);
+        // From an untrusted peer the header means nothing.
+        assert_eq!(
+            guards(&[]).source(proxy, one.iter()),
+            proxy,
+            "untrusted peer"
+        );
+        assert_eq!(trusting.source(proxy, [].iter()), proxy);
     }
 }

@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 pub mod call;
 mod dev;
+mod login;
 mod secrets;
 mod status;
 mod system;
@@ -23,13 +24,19 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::T
 use vault_core::{
     Vault, VaultConfig,
     audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
+    cidr::Cidr,
+    limits::LoginFailures,
     storage::RocksStorage,
 };
 use vault_proto::v1::{
-    FILE_DESCRIPTOR_SET, audit_server::AuditServer, policies_server::PoliciesServer,
-    secrets_server::SecretsServer, system_server::SystemServer, tenants_server::TenantsServer,
-    tokens_server::TokensServer,
+    FILE_DESCRIPTOR_SET, app_roles_server::AppRolesServer, audit_server::AuditServer,
+    jwt_auth_server::JwtAuthServer, login_server::LoginServer, mfa_server::MfaServer,
+    policies_server::PoliciesServer, secrets_server::SecretsServer, system_server::SystemServer,
+    tenants_server::TenantsServer, tokens_server::TokensServer,
 };
+
+/// Failed logins from one source are counted over this window.
+const LOGIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Default transport limit for one request message.
 const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -121,6 +128,20 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub audit_syslog_socket: Option<PathBuf>,
 
+    /// A proxy (CIDR) whose `x-forwarded-for` header is believed; repeat or separate with
+    /// commas. Calls from anywhere else are judged by their peer address alone.
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Calls per second one source address may make (bursts of twice that), counted before
+    /// authentication so floods cannot fill the audit disk; 0: no limit.
+    #[arg(long, default_value_t = 1000)]
+    pub source_rate_limit: u32,
+
+    /// Calls served at once by the whole server; more get RESOURCE_EXHAUSTED. 0: no limit.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_calls: usize,
+
     /// DANGER, for tests: while this file exists, every audit write fails (if it contains
     /// `partial`, half of each batch reaches the segment first, as in a torn write).
     #[arg(long, value_name = "FILE", hide = true)]
@@ -129,6 +150,10 @@ pub struct Args {
     /// DANGER, for benchmarks only: serve calls without an audit log.
     #[arg(long)]
     pub danger_disable_audit: bool,
+}
+
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    Cidr::parse(text).map_err(|e| e.to_string())
 }
 
 pub fn init_logging() {
@@ -146,6 +171,8 @@ pub fn init_logging() {
 pub(crate) struct Shared {
     pub vault: Arc<Vault>,
     pub node_id: String,
+    /// Recent failed logins per source; logins from a source that keeps failing are slowed.
+    pub login_failures: LoginFailures,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -226,6 +253,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     let shared = Arc::new(Shared {
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
+        login_failures: LoginFailures::new(LOGIN_FAILURE_WINDOW),
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -246,6 +274,18 @@ pub async fn run(args: Args) -> Result<(), String> {
         .await;
     health_reporter
         .set_serving::<PoliciesServer<auth::PoliciesService>>()
+        .await;
+    health_reporter
+        .set_serving::<LoginServer<login::LoginService>>()
+        .await;
+    health_reporter
+        .set_serving::<AppRolesServer<login::AppRolesService>>()
+        .await;
+    health_reporter
+        .set_serving::<JwtAuthServer<login::JwtAuthService>>()
+        .await;
+    health_reporter
+        .set_serving::<MfaServer<login::MfaService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -271,7 +311,15 @@ pub async fn run(args: Args) -> Result<(), String> {
             .map_err(|e| format!("invalid TLS configuration: {e}"))?;
     }
     builder
-        .layer(call::CallLayer::new(limit, audit.clone()))
+        .layer(call::CallLayer::new(
+            limit,
+            audit.clone(),
+            call::Limits {
+                trusted_proxies: args.trusted_proxies.clone(),
+                source_rate: args.source_rate_limit,
+                max_concurrent: args.max_concurrent_calls,
+            },
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -296,6 +344,22 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
         .add_service(
             PoliciesServer::new(auth::PoliciesService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            LoginServer::new(login::LoginService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            AppRolesServer::new(login::AppRolesService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            JwtAuthServer::new(login::JwtAuthService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            MfaServer::new(login::MfaService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
         // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).

@@ -13,6 +13,8 @@ pub(crate) fn to_status(error: Error) -> Status {
         Error::PermissionDenied | Error::Denied { .. } => {
             Status::permission_denied("permission denied")
         }
+        Error::LoginFailed { .. } => Status::unauthenticated("login failed"),
+        Error::ResourceExhausted(_) => Status::resource_exhausted(error.to_string()),
         Error::NotFound(_) => Status::not_found(error.to_string()),
         Error::AlreadyExists(_) => Status::already_exists(error.to_string()),
         Error::Sealed

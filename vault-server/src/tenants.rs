@@ -1,9 +1,13 @@
-//! Tenants service: create and list.
+//! Tenants service: create, list, get, update settings, delete.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::{names::TenantName, time::rfc3339, vault::TenantInfo};
+use vault_core::{
+    names::TenantName,
+    time::rfc3339,
+    vault::{TenantInfo, TenantSettings, TenantUpdate},
+};
 use vault_proto::v1::{self, tenants_server::Tenants};
 
 use crate::{
@@ -27,6 +31,20 @@ fn tenant_message(info: TenantInfo) -> v1::Tenant {
         id: info.id.to_hex(),
         created_time: rfc3339(info.created_unix_nanos),
         key_version: info.key_version,
+        settings: Some(v1::TenantSettings {
+            allowed_cidrs: info.settings.allowed_cidrs,
+            rate_limit: info.settings.rate_limit,
+            default_max_versions: info.settings.default_max_versions,
+        }),
+    }
+}
+
+fn settings_of(message: Option<v1::TenantSettings>) -> TenantSettings {
+    let message = message.unwrap_or_default();
+    TenantSettings {
+        allowed_cidrs: message.allowed_cidrs,
+        rate_limit: message.rate_limit,
+        default_max_versions: message.default_max_versions,
     }
 }
 
@@ -38,7 +56,7 @@ impl Tenants for TenantsService {
     ) -> Result<Response<v1::CreateTenantResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
-        let v1::CreateTenantRequest { name } = request.into_inner();
+        let v1::CreateTenantRequest { name, settings } = request.into_inner();
         call.target(&name, "");
         let vault = Arc::clone(&self.shared.vault);
         let info = call
@@ -46,7 +64,7 @@ impl Tenants for TenantsService {
                 let caller = call.authenticate(&vault, token)?;
                 let name = TenantName::parse(&name)?;
                 call.intent()?;
-                vault.create_tenant(&caller, &name)
+                vault.create_tenant(&caller, &name, settings_of(settings))
             })
             .await?;
         Ok(Response::new(v1::CreateTenantResponse {
@@ -70,5 +88,76 @@ impl Tenants for TenantsService {
         Ok(Response::new(v1::ListTenantsResponse {
             tenants: tenants.into_iter().map(tenant_message).collect(),
         }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<v1::GetTenantRequest>,
+    ) -> Result<Response<v1::GetTenantResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::GetTenantRequest { name } = request.into_inner();
+        call.target(&name, "");
+        let vault = Arc::clone(&self.shared.vault);
+        let info = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                vault.show_tenant(&caller, &TenantName::parse(&name)?)
+            })
+            .await?;
+        Ok(Response::new(v1::GetTenantResponse {
+            tenant: Some(tenant_message(info)),
+        }))
+    }
+
+    async fn update_tenant(
+        &self,
+        request: Request<v1::UpdateTenantRequest>,
+    ) -> Result<Response<v1::UpdateTenantResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::UpdateTenantRequest {
+            name,
+            allowed_cidrs,
+            rate_limit,
+            default_max_versions,
+        } = request.into_inner();
+        call.target(&name, "");
+        let vault = Arc::clone(&self.shared.vault);
+        let info = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let name = TenantName::parse(&name)?;
+                let update = TenantUpdate {
+                    allowed_cidrs: allowed_cidrs.map(|list| list.cidrs),
+                    rate_limit,
+                    default_max_versions,
+                };
+                call.intent()?;
+                vault.update_tenant(&caller, &name, update)
+            })
+            .await?;
+        Ok(Response::new(v1::UpdateTenantResponse {
+            tenant: Some(tenant_message(info)),
+        }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<v1::DeleteTenantRequest>,
+    ) -> Result<Response<v1::DeleteTenantResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::DeleteTenantRequest { name } = request.into_inner();
+        call.target(&name, "");
+        let vault = Arc::clone(&self.shared.vault);
+        call.blocking(move |call| {
+            let caller = call.authenticate(&vault, token)?;
+            let name = TenantName::parse(&name)?;
+            call.intent()?;
+            vault.delete_tenant(&caller, &name)
+        })
+        .await?;
+        Ok(Response::new(v1::DeleteTenantResponse {}))
     }
 }

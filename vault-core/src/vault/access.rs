@@ -23,15 +23,13 @@ pub const MAX_TOKEN_DEPTH: usize = 32;
 /// Longest display name.
 pub const MAX_DISPLAY_NAME_LEN: usize = 128;
 
-fn nanos(duration: Duration) -> i64 {
-    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
-}
+use super::login::nanos;
 
 pub(super) fn accessor_key(accessor: &str) -> Vec<u8> {
     format!("accessor/{accessor}").into_bytes()
 }
 
-fn children_prefix(parent: &str) -> Vec<u8> {
+pub(super) fn children_prefix(parent: &str) -> Vec<u8> {
     format!("children/{parent}/").into_bytes()
 }
 
@@ -39,7 +37,7 @@ fn policy_prefix(tenant: TenantId) -> Vec<u8> {
     format!("policy/{}/", tenant.to_hex()).into_bytes()
 }
 
-fn policy_key(tenant: TenantId, name: &PolicyName) -> Vec<u8> {
+pub(super) fn policy_key(tenant: TenantId, name: &PolicyName) -> Vec<u8> {
     let mut key = policy_prefix(tenant);
     key.extend_from_slice(name.as_str().as_bytes());
     key
@@ -47,7 +45,7 @@ fn policy_key(tenant: TenantId, name: &PolicyName) -> Vec<u8> {
 
 /// Whether a liveness check also checks where the call comes from.
 #[derive(Clone, Copy)]
-enum Networks {
+pub(super) enum Networks {
     /// At authentication: the peer address (unknown: `None`).
     From(Option<IpAddr>),
     /// Re-checks of a record already authenticated, or of a token acted upon.
@@ -65,17 +63,24 @@ pub(super) fn require_system(caller: &Caller) -> Result<()> {
 /// What a caller asks for when creating a token.
 #[derive(Clone, Debug)]
 pub struct TokenRequest {
-    pub tenant: TenantName,
+    /// The tenant of a tenant token; `None` for a system-scope token.
+    pub tenant: Option<TenantName>,
     pub policies: Vec<PolicyName>,
+    /// A system-scope token (only the system scope may create one).
+    pub system: bool,
     pub ttl: Option<Duration>,
     pub display_name: String,
     /// Networks the token may be used from (on top of its ancestors' restrictions).
     pub cidrs: Vec<Cidr>,
+    /// Also issue a refresh token; the family it starts lives at most this long.
+    pub refresh_max_ttl: Option<Duration>,
 }
 
 /// A token just created: shown once.
 pub struct CreatedToken {
     pub token: Token,
+    /// For a token of a refresh family: the refresh token to exchange for the next pair.
+    pub refresh_token: Option<Token>,
     pub info: TokenInfo,
 }
 
@@ -93,6 +98,9 @@ pub struct TokenInfo {
     pub expires_unix_nanos: i64,
     pub max_expires_unix_nanos: i64,
     pub cidrs: Vec<String>,
+    pub entity: String,
+    /// The refresh family; empty for a plain token.
+    pub family: String,
 }
 
 impl Vault {
@@ -124,6 +132,15 @@ impl Vault {
             "" => None,
             hex => Some(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a token record"))?),
         };
+        if let Some(id) = tenant {
+            let state = self.tenant_state(id)?.ok_or_else(|| {
+                Error::denied(format!(
+                    "token {} belongs to a deleted tenant",
+                    record.accessor
+                ))
+            })?;
+            state.admit(source)?;
+        }
         let policies = match tenant {
             Some(id) => self.load_policies(id, &record.policies)?,
             None => Vec::new(),
@@ -134,13 +151,15 @@ impl Vault {
             system: record.system,
             policies,
             record,
+            mfa_code: None,
+            mfa_verified: Mutex::new(false),
         })
     }
 
     /// A token is alive while it is unexpired, still indexed by its accessor (revocation removes
     /// both), and every token above it is alive too: expiry and revocation reach the whole
     /// subtree at once.
-    fn check_alive(&self, record: &TokenRecord, networks: Networks) -> Result<()> {
+    pub(super) fn check_alive(&self, record: &TokenRecord, networks: Networks) -> Result<()> {
         let now = self.now();
         let mut current = record.clone();
         for _ in 0..=MAX_TOKEN_DEPTH {
@@ -222,6 +241,13 @@ impl Vault {
         }
         match decide(&caller.policies, path, capability) {
             Decision::Allow => Ok(own),
+            Decision::AllowWithMfa(policy) => {
+                self.verify_mfa(
+                    caller,
+                    &format!("policy {policy} requires mfa for {capability}"),
+                )?;
+                Ok(own)
+            }
             Decision::Deny(reason) => Err(Error::denied(reason)),
         }
     }
@@ -263,7 +289,7 @@ impl Vault {
         Ok(depth)
     }
 
-    fn record_by_accessor(&self, accessor: &str) -> Result<Option<TokenRecord>> {
+    pub(super) fn record_by_accessor(&self, accessor: &str) -> Result<Option<TokenRecord>> {
         let Some(hash) = self.data.get(Space::Config, &accessor_key(accessor))? else {
             return Ok(None);
         };
@@ -293,7 +319,7 @@ impl Vault {
         Ok(record)
     }
 
-    fn token_info(&self, record: &TokenRecord) -> Result<TokenInfo> {
+    pub(super) fn token_info(&self, record: &TokenRecord) -> Result<TokenInfo> {
         let tenant = match TenantId::parse_hex(&record.tenant) {
             Some(id) => self.tenant_name(id)?,
             None => None,
@@ -309,33 +335,49 @@ impl Vault {
             expires_unix_nanos: record.expires_unix_nanos,
             max_expires_unix_nanos: record.max_expires_unix_nanos,
             cidrs: record.cidrs.clone(),
+            entity: record.entity.clone(),
+            family: record.family.clone(),
         })
     }
 
     fn tenant_name(&self, id: TenantId) -> Result<Option<TenantName>> {
-        if let Some((name, _)) = read(&self.tenants)
-            .iter()
-            .find(|(_, tenant)| **tenant == id)
-        {
-            return Ok(Some(name.clone()));
-        }
-        let hex = id.to_hex();
-        Ok(self
-            .tenant_records()?
-            .into_iter()
-            .find(|record| record.id == hex)
-            .and_then(|record| TenantName::parse(&record.name).ok()))
+        Ok(self.tenant_state(id)?.map(|state| state.name.clone()))
     }
 
-    /// Creates a token for a tenant. A tenant token may only create tokens for its own tenant
-    /// with a subset of its own policies, living no longer than itself.
+    /// Creates a token. A tenant token may only create tokens for its own tenant with a subset
+    /// of its own policies, living no longer than itself; only the system scope may create
+    /// system-scope tokens.
     pub fn create_token(&self, caller: &Caller, request: TokenRequest) -> Result<CreatedToken> {
-        let keyring = self.keyring()?;
+        self.keyring()?;
         let name = &request.display_name;
         if name.len() > MAX_DISPLAY_NAME_LEN || name.chars().any(char::is_control) {
             return Err(Error::invalid(
                 "display_name",
                 format!("at most {MAX_DISPLAY_NAME_LEN} bytes, no control characters"),
+            ));
+        }
+        let ttl = request.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(Error::invalid(
+                "ttl",
+                format!("must be between 1s and {}h", MAX_TOKEN_TTL.as_secs() / 3600),
+            ));
+        }
+        if request.system && request.refresh_max_ttl.is_some() {
+            return Err(Error::invalid(
+                "refresh_max_ttl",
+                "system-scope tokens are not refreshable",
+            ));
+        }
+        if let Some(max) = request.refresh_max_ttl
+            && (max < ttl || max > MAX_TOKEN_TTL)
+        {
+            return Err(Error::invalid(
+                "refresh_max_ttl",
+                format!(
+                    "must be at least the ttl and at most {}h",
+                    MAX_TOKEN_TTL.as_secs() / 3600
+                ),
             ));
         }
         // Token changes are serialized, and the creator must still be alive under the lock: a
@@ -348,30 +390,81 @@ impl Vault {
                 format!("tokens nest at most {MAX_TOKEN_DEPTH} deep"),
             ));
         }
-        let tenant_id = if caller.system {
-            self.tenant_id(&request.tenant)?
-        } else {
-            let own = caller.tenant.ok_or_else(|| {
-                Error::denied("a system token without a tenant cannot create tenant tokens")
-            })?;
-            match self.tenant_id(&request.tenant) {
-                Ok(id) if id == own => id,
-                _ => {
-                    return Err(Error::denied(format!(
-                        "token of another tenant used for tenant {}",
-                        request.tenant
-                    )));
-                }
+        let (tenant_id, policies) = if request.system {
+            self.require_system_op(caller, SystemOp::CreateSystemToken)?;
+            if request.tenant.is_some() || !request.policies.is_empty() {
+                return Err(Error::invalid(
+                    "system",
+                    "a system-scope token has no tenant and no policies",
+                ));
             }
+            (None, vec!["system".to_owned()])
+        } else {
+            let tenant = request
+                .tenant
+                .as_ref()
+                .ok_or_else(|| Error::invalid("tenant", "a tenant token needs a tenant"))?;
+            (
+                Some(self.token_tenant(caller, tenant)?),
+                self.token_policies(caller, tenant, &request.policies)?,
+            )
         };
-        if request.policies.is_empty() {
+        // A token created by another of the same tenant (or scope) acts for the same entity; one
+        // created across that line starts its own.
+        let inherit = caller.record.system == request.system
+            && caller.record.tenant == tenant_id.map(|t| t.to_hex()).unwrap_or_default()
+            && !caller.record.entity.is_empty();
+        let mut max_expires = caller.record.max_expires_unix_nanos;
+        if caller.record.expires_unix_nanos != 0 {
+            max_expires = nonzero_min(max_expires, caller.record.expires_unix_nanos);
+        }
+        self.issue(Issue {
+            tenant: tenant_id,
+            system: request.system,
+            policies,
+            display_name: request.display_name,
+            parent: caller.accessor.clone(),
+            entity: inherit.then(|| caller.record.entity.clone()),
+            ttl,
+            max_expires,
+            cidrs: request.cidrs.iter().map(ToString::to_string).collect(),
+            family_max_ttl: request.refresh_max_ttl,
+        })
+    }
+
+    /// The tenant a new token is for: any for the system scope, the caller's own otherwise.
+    fn token_tenant(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
+        if caller.system {
+            return self.tenant_id(tenant);
+        }
+        let own = caller.tenant.ok_or_else(|| {
+            Error::denied("a system token without a tenant cannot create tenant tokens")
+        })?;
+        match self.tenant_id(tenant) {
+            Ok(id) if id == own => Ok(id),
+            _ => Err(Error::denied(format!(
+                "token of another tenant used for tenant {tenant}"
+            ))),
+        }
+    }
+
+    /// Checks the policies of a new tenant token: at least one, each existing in the tenant,
+    /// and (unless the caller has the system scope) each among the caller's own.
+    fn token_policies(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        requested: &[PolicyName],
+    ) -> Result<Vec<String>> {
+        if requested.is_empty() {
             return Err(Error::invalid(
                 "policies",
                 "a token needs at least one policy",
             ));
         }
+        let tenant_id = self.tenant_id(tenant)?;
         let own: BTreeSet<&str> = caller.record.policies.iter().map(String::as_str).collect();
-        for policy in &request.policies {
+        for policy in requested {
             if !caller.system && !own.contains(policy.as_str()) {
                 return Err(Error::denied(format!(
                     "policy {} is not among the creating token's policies",
@@ -386,59 +479,13 @@ impl Vault {
                 return Err(Error::invalid(
                     "policies",
                     format!(
-                        "policy {} does not exist in tenant {}",
-                        policy.as_str(),
-                        request.tenant
+                        "policy {} does not exist in tenant {tenant}",
+                        policy.as_str()
                     ),
                 ));
             }
         }
-        let ttl = request.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
-        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-            return Err(Error::invalid(
-                "ttl",
-                format!("must be between 1s and {}h", MAX_TOKEN_TTL.as_secs() / 3600),
-            ));
-        }
-        let now = self.now();
-        let mut max_expires = now.saturating_add(nanos(MAX_TOKEN_TTL));
-        if caller.record.max_expires_unix_nanos != 0 {
-            max_expires = max_expires.min(caller.record.max_expires_unix_nanos);
-        }
-        let mut expires = now.saturating_add(nanos(ttl)).min(max_expires);
-        if caller.record.expires_unix_nanos != 0 {
-            expires = expires.min(caller.record.expires_unix_nanos);
-        }
-        let token = Token::generate()?;
-        let hash = keyring.token_hasher.hash(&token);
-        let record = TokenRecord {
-            hash: hash.to_hex(),
-            accessor: new_accessor()?,
-            policies: request
-                .policies
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect(),
-            display_name: request.display_name,
-            created_unix_nanos: now,
-            tenant: tenant_id.to_hex(),
-            system: false,
-            parent: caller.accessor.clone(),
-            expires_unix_nanos: expires,
-            max_expires_unix_nanos: max_expires,
-            ttl_nanos: nanos(ttl),
-            cidrs: request.cidrs.iter().map(ToString::to_string).collect(),
-        };
-        let mut children = children_prefix(&caller.accessor);
-        children.extend_from_slice(record.accessor.as_bytes());
-        let mut batch = WriteBatch::new();
-        batch
-            .put(Space::Config, token_record_key(&hash), to_json(&record)?)
-            .put(Space::Config, accessor_key(&record.accessor), hash.to_hex())
-            .put(Space::Config, children, Vec::new());
-        self.data.write(batch)?;
-        let info = self.token_info(&record)?;
-        Ok(CreatedToken { token, info })
+        Ok(requested.iter().map(|p| p.as_str().to_owned()).collect())
     }
 
     /// Shows a token: the caller's own (`None`) or one it may manage.
@@ -493,7 +540,7 @@ impl Vault {
     }
 
     /// Revokes a token and every token created from it, in one atomic write. Returns how many
-    /// tokens were revoked.
+    /// tokens were revoked. Revoking a token of a refresh family revokes the family too.
     pub fn revoke_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<usize> {
         self.keyring()?;
         let _guard = lock(&self.token_changes);
@@ -504,6 +551,14 @@ impl Vault {
             ));
         }
         let mut batch = WriteBatch::new();
+        let revoked = self.revoke_into(&mut batch, target)?;
+        self.data.write(batch)?;
+        Ok(revoked)
+    }
+
+    /// Adds the deletion of `target` and everything created from it to `batch` (and, for a
+    /// family's token, the family's revocation). Call with `token_changes` held.
+    pub(super) fn revoke_into(&self, batch: &mut WriteBatch, target: TokenRecord) -> Result<usize> {
         let mut queue = vec![target];
         let mut revoked = 0;
         while let Some(record) = queue.pop() {
@@ -524,9 +579,11 @@ impl Vault {
                 .delete(Space::Config, format!("token/{}", record.hash).into_bytes())
                 .delete(Space::Config, accessor_key(&record.accessor))
                 .delete(Space::Config, own_index);
+            if !record.family.is_empty() {
+                self.revoke_family_into(batch, &record.family)?;
+            }
             revoked += 1;
         }
-        self.data.write(batch)?;
         Ok(revoked)
     }
 
@@ -613,5 +670,11 @@ impl Vault {
     /// audit log).
     pub fn require_system(&self, caller: &Caller) -> Result<()> {
         require_system(caller)
+    }
+
+    /// Fails unless the caller may read the audit log of all tenants (system scope, and MFA if
+    /// the audit operation needs it).
+    pub fn require_audit_access(&self, caller: &Caller) -> Result<()> {
+        self.require_system_op(caller, SystemOp::Audit)
     }
 }

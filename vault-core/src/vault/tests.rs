@@ -84,7 +84,7 @@ fn unsealed() -> (Fixture, Vec<String>, Caller) {
         .expect("root token");
     fixture
         .vault
-        .create_tenant(&caller, &tenant("acme"))
+        .create_tenant(&caller, &tenant("acme"), TenantSettings::default())
         .expect("tenant");
     (fixture, shares, caller)
 }
@@ -235,10 +235,10 @@ fn tenants_are_isolated() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     vault
-        .create_tenant(&caller, &tenant("globex"))
+        .create_tenant(&caller, &tenant("globex"), TenantSettings::default())
         .expect("tenant");
     assert!(matches!(
-        vault.create_tenant(&caller, &tenant("globex")),
+        vault.create_tenant(&caller, &tenant("globex"), TenantSettings::default()),
         Err(Error::AlreadyExists(_))
     ));
     vault
@@ -295,7 +295,7 @@ fn stored_version_moved_to_another_path_or_tenant_fails() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     vault
-        .create_tenant(&caller, &tenant("globex"))
+        .create_tenant(&caller, &tenant("globex"), TenantSettings::default())
         .expect("tenant");
     vault
         .put(&caller, &tenant("acme"), &path("a"), data(&[("v", "1")]))
@@ -477,7 +477,7 @@ fn sealed_vault_refuses_data_calls() {
     ));
     assert!(matches!(vault.rotate(&caller, &acme), Err(Error::Sealed)));
     assert!(matches!(
-        vault.create_tenant(&caller, &tenant("new")),
+        vault.create_tenant(&caller, &tenant("new"), TenantSettings::default()),
         Err(Error::Sealed)
     ));
     assert!(matches!(vault.list_tenants(&caller), Err(Error::Sealed)));
@@ -811,7 +811,7 @@ mod access {
         for name in ["acme", "globex"] {
             fixture
                 .vault
-                .create_tenant(&root, &tenant(name))
+                .create_tenant(&root, &tenant(name), TenantSettings::default())
                 .expect("tenant");
         }
         let app = policy(
@@ -853,7 +853,9 @@ mod access {
             )
             .expect("put");
         let request = TokenRequest {
-            tenant: tenant("acme"),
+            tenant: Some(tenant("acme")),
+            system: false,
+            refresh_max_ttl: None,
             policies: names(&["app", "narrow"]),
             ttl: None,
             display_name: "app".into(),
@@ -872,6 +874,131 @@ mod access {
             app,
             app_accessor,
         }
+    }
+
+    fn refreshable(w: &World, max: Duration) -> CreatedToken {
+        let request = TokenRequest {
+            tenant: Some(tenant("acme")),
+            system: false,
+            refresh_max_ttl: Some(max),
+            policies: names(&["narrow"]),
+            ttl: Some(Duration::from_secs(600)),
+            display_name: "refreshing".into(),
+            cidrs: Vec::new(),
+        };
+        w.fixture
+            .vault
+            .create_token(&w.app, request)
+            .expect("refreshable token")
+    }
+
+    fn advance(w: &World, by: Duration) {
+        w.clock.fetch_add(by.as_nanos() as i64, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_refresh_token_reused_after_the_grace_window_revokes_its_family() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let first = refreshable(&w, Duration::from_secs(3600));
+        let refresh = first.refresh_token.as_ref().expect("refresh token");
+        let second = vault.refresh(refresh, None).expect("refresh");
+        assert_eq!(
+            second.info.entity, first.info.entity,
+            "the entity outlives rotation"
+        );
+        advance(&w, REFRESH_GRACE + Duration::from_secs(1));
+        let reuse = vault
+            .refresh(refresh, None)
+            .map(drop)
+            .expect_err("reuse after grace");
+        assert!(reuse.audit_detail().contains("reused"), "{reuse}");
+        assert!(
+            vault.authenticate(&second.token).is_err(),
+            "the family's live token goes"
+        );
+        let next = second.refresh_token.as_ref().expect("refresh token");
+        assert!(vault.refresh(next, None).is_err(), "the family is revoked");
+    }
+
+    #[test]
+    fn a_family_ends_at_its_maximum_lifetime_and_with_its_creator() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let first = refreshable(&w, Duration::from_secs(900));
+        assert!(
+            first.info.max_expires_unix_nanos <= first.info.created_unix_nanos + 900_000_000_000
+        );
+        advance(&w, Duration::from_secs(901));
+        let ended = vault
+            .refresh(first.refresh_token.as_ref().expect("refresh"), None)
+            .map(drop)
+            .expect_err("past the family's lifetime");
+        assert!(ended.audit_detail().contains("maximum lifetime"), "{ended}");
+        // Revoking the creator ends the families it started.
+        let w = world();
+        let vault = &w.fixture.vault;
+        let first = refreshable(&w, Duration::from_secs(3600));
+        vault
+            .revoke_token(&w.root, Some(&w.app_accessor))
+            .expect("revoke the creator");
+        let orphaned = vault
+            .refresh(first.refresh_token.as_ref().expect("refresh"), None)
+            .map(drop)
+            .expect_err("creator revoked");
+        // The cascade reached the family's access token, and with it the family.
+        assert!(
+            orphaned.audit_detail().contains("is revoked"),
+            "{}",
+            orphaned.audit_detail()
+        );
+    }
+
+    #[test]
+    fn deleting_a_tenant_stops_its_tokens_and_frees_its_name() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let acme = tenant("acme");
+        let token = refreshable(&w, Duration::from_secs(3600));
+        vault.authenticate(&token.token).expect("alive");
+        vault
+            .delete_tenant(&w.app, &acme)
+            .map(drop)
+            .expect_err("tenant tokens cannot delete tenants");
+        vault.delete_tenant(&w.root, &acme).expect("delete");
+        let refused = vault
+            .authenticate(&token.token)
+            .map(drop)
+            .expect_err("tenant deleted");
+        assert!(
+            refused.audit_detail().contains("deleted tenant"),
+            "{refused}"
+        );
+        assert!(
+            vault
+                .refresh(token.refresh_token.as_ref().expect("refresh"), None)
+                .is_err()
+        );
+        // A caller authenticated before the deletion is stopped at its next operation.
+        assert!(matches!(
+            vault.get(&w.app, &acme, &path("db/x"), 0),
+            Err(Error::Denied { .. })
+        ));
+        vault
+            .create_tenant(&w.root, &acme, TenantSettings::default())
+            .expect("the name is free again");
+        assert!(
+            matches!(
+                vault.get(&w.root, &acme, &path("db/admin/key"), 0),
+                Err(Error::NotFound(_))
+            ),
+            "the new tenant starts empty"
+        );
+        assert!(vault.authenticate(&token.token).is_err());
+        assert!(matches!(
+            vault.get(&w.app, &acme, &path("db/x"), 0),
+            Err(Error::Denied { .. })
+        ));
     }
 
     #[test]
@@ -909,7 +1036,11 @@ mod access {
                 .put(&w.app, &acme, &path("web/x"), data(&[("k", "v")]))
                 .map(drop),
         );
-        denied(vault.create_tenant(&w.app, &tenant("initech")).map(drop));
+        denied(
+            vault
+                .create_tenant(&w.app, &tenant("initech"), TenantSettings::default())
+                .map(drop),
+        );
         denied(vault.list_tenants(&w.app).map(drop));
         denied(vault.seal(&w.app));
         denied(vault.write_policy(&w.app, &acme, &policy("mine", &[("*", &["admin"])])));
@@ -921,12 +1052,12 @@ mod access {
         let vault = &w.fixture.vault;
         let existing = vault
             .get(&w.app, &tenant("globex"), &path("db/x"), 0)
-            .err()
-            .expect("denied");
+            .map(drop)
+            .expect_err("denied");
         let missing = vault
             .get(&w.app, &tenant("initech"), &path("db/x"), 0)
-            .err()
-            .expect("denied");
+            .map(drop)
+            .expect_err("denied");
         assert_eq!(existing.to_string(), missing.to_string());
         assert!(matches!(existing, Error::Denied { .. }));
         assert!(matches!(missing, Error::Denied { .. }));
@@ -937,7 +1068,9 @@ mod access {
         let w = world();
         let vault = &w.fixture.vault;
         let ask = |policies: &[&str], tenant_name: &str| TokenRequest {
-            tenant: tenant(tenant_name),
+            tenant: Some(tenant(tenant_name)),
+            system: false,
+            refresh_max_ttl: None,
             policies: names(policies),
             ttl: Some(Duration::from_secs(10 * 3600)),
             display_name: "child".into(),
@@ -975,7 +1108,9 @@ mod access {
             .create_token(
                 &w.app,
                 TokenRequest {
-                    tenant: tenant("acme"),
+                    tenant: Some(tenant("acme")),
+                    system: false,
+                    refresh_max_ttl: None,
                     policies: names(&["narrow"]),
                     ttl: Some(Duration::from_secs(60)),
                     display_name: "child".into(),
@@ -987,7 +1122,9 @@ mod access {
             .create_token(
                 &vault.authenticate(&child.token).expect("child"),
                 TokenRequest {
-                    tenant: tenant("acme"),
+                    tenant: Some(tenant("acme")),
+                    system: false,
+                    refresh_max_ttl: None,
                     policies: names(&["narrow"]),
                     ttl: None,
                     display_name: "grandchild".into(),
@@ -1035,7 +1172,9 @@ mod access {
         let w = world();
         let vault = &w.fixture.vault;
         let ask = |ttl: u64| TokenRequest {
-            tenant: tenant("acme"),
+            tenant: Some(tenant("acme")),
+            system: false,
+            refresh_max_ttl: None,
             policies: names(&["narrow"]),
             ttl: Some(Duration::from_secs(ttl)),
             display_name: "child".into(),
@@ -1116,7 +1255,9 @@ mod access {
     fn display_names_are_bounded_and_printable() {
         let w = world();
         let request = |name: &str| TokenRequest {
-            tenant: tenant("acme"),
+            tenant: Some(tenant("acme")),
+            system: false,
+            refresh_max_ttl: None,
             policies: names(&["narrow"]),
             ttl: None,
             display_name: name.into(),
@@ -1142,7 +1283,9 @@ mod access {
             .create_token(
                 &w.root,
                 TokenRequest {
-                    tenant: tenant("acme"),
+                    tenant: Some(tenant("acme")),
+                    system: false,
+                    refresh_max_ttl: None,
                     policies: names(&["narrow"]),
                     ttl: None,
                     display_name: "office".into(),
@@ -1171,7 +1314,9 @@ mod access {
             .create_token(
                 &caller,
                 TokenRequest {
-                    tenant: tenant("acme"),
+                    tenant: Some(tenant("acme")),
+                    system: false,
+                    refresh_max_ttl: None,
                     policies: names(&["narrow"]),
                     ttl: None,
                     display_name: "child".into(),

@@ -1,0 +1,310 @@
+//! Multi-factor authentication: TOTP per entity, and the system operations that need it.
+//!
+//! An entity enrols once (`enroll_totp`, for the caller's own entity) and gets the shared
+//! secret, shown once; the vault keeps it sealed under the root key. A policy can require MFA
+//! for chosen capabilities (`require_mfa`), and the system scope can require it for chosen
+//! system operations; the code travels with the call (request metadata) and is checked at most
+//! once per call. A code is good once: the step it matched is stored, and no code of that step
+//! or an earlier one is accepted again. After [`MAX_MFA_FAILURES`] wrong codes in a row the
+//! entity is locked out of MFA for [`MFA_LOCKOUT`].
+//!
+//! Storage: `mfa/<entity>` (sealed secret, last used step, failures), `sys/mfa-system` (the
+//! system operations that need MFA).
+
+use std::time::Duration;
+
+use super::*;
+use crate::totp::{self, TotpSecret};
+
+/// Wrong codes in a row before the entity is locked out, and for how long.
+pub const MAX_MFA_FAILURES: u32 = 5;
+pub const MFA_LOCKOUT: Duration = Duration::from_secs(300);
+const MFA_SYSTEM_KEY: &[u8] = b"sys/mfa-system";
+/// The issuer shown by authenticator apps.
+const TOTP_ISSUER: &str = "vault";
+
+/// System-scope operations that can be made to require MFA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemOp {
+    Seal,
+    TenantCreate,
+    TenantUpdate,
+    TenantDelete,
+    /// Creating a token with the system scope.
+    CreateSystemToken,
+    /// Reading or exporting the audit log of all tenants.
+    Audit,
+    /// Rotating a tenant's key-encryption key with the system scope.
+    Rotate,
+    /// Configuring logins (JWT issuers).
+    AuthConfig,
+    /// Changing which system operations need MFA, or resetting an entity's enrolment.
+    MfaConfig,
+}
+
+impl SystemOp {
+    pub const ALL: [SystemOp; 9] = [
+        SystemOp::Seal,
+        SystemOp::TenantCreate,
+        SystemOp::TenantUpdate,
+        SystemOp::TenantDelete,
+        SystemOp::CreateSystemToken,
+        SystemOp::Audit,
+        SystemOp::Rotate,
+        SystemOp::AuthConfig,
+        SystemOp::MfaConfig,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemOp::Seal => "seal",
+            SystemOp::TenantCreate => "tenant-create",
+            SystemOp::TenantUpdate => "tenant-update",
+            SystemOp::TenantDelete => "tenant-delete",
+            SystemOp::CreateSystemToken => "create-system-token",
+            SystemOp::Audit => "audit",
+            SystemOp::Rotate => "rotate",
+            SystemOp::AuthConfig => "auth-config",
+            SystemOp::MfaConfig => "mfa-config",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<SystemOp> {
+        SystemOp::ALL
+            .into_iter()
+            .find(|op| op.as_str() == text)
+            .ok_or_else(|| {
+                let known: Vec<&str> = SystemOp::ALL.iter().map(|op| op.as_str()).collect();
+                Error::invalid(
+                    "operations",
+                    format!("unknown system operation {text:?} ({})", known.join(", ")),
+                )
+            })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct MfaRecord {
+    /// The TOTP secret sealed under the root key (base64).
+    sealed: String,
+    enrolled_unix_nanos: i64,
+    #[serde(default)]
+    last_used_step: Option<u64>,
+    #[serde(default)]
+    failures: u32,
+    #[serde(default)]
+    locked_until_unix_nanos: i64,
+}
+
+/// A new enrolment: the secret, shown once.
+pub struct TotpEnrollment {
+    pub entity: String,
+    pub secret_base32: Zeroizing<String>,
+    pub otpauth_uri: Zeroizing<String>,
+}
+
+/// Longest entity name.
+pub(super) const MAX_ENTITY_LEN: usize = 256;
+
+pub(super) fn check_entity(entity: &str) -> Result<()> {
+    if entity.is_empty() || entity.len() > MAX_ENTITY_LEN || entity.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "entity",
+            format!("1 to {MAX_ENTITY_LEN} bytes, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn mfa_key(entity: &str) -> Vec<u8> {
+    format!("mfa/{entity}").into_bytes()
+}
+
+fn mfa_context(entity: &str) -> Context<'_> {
+    Context {
+        purpose: Purpose::MfaSecret,
+        tenant: None,
+        path: entity,
+        version: 1,
+    }
+}
+
+impl Vault {
+    /// Fails unless the caller has the system scope and, if `op` is one of the operations that
+    /// need MFA, a valid code.
+    pub fn require_system_op(&self, caller: &Caller, op: SystemOp) -> Result<()> {
+        require_system(caller)?;
+        let required = self.mfa_system_ops()?;
+        // Once any system operation needs MFA, changing MFA itself does too: otherwise a stolen
+        // system token could switch the requirement off, or reset root's enrolment.
+        if required.contains(&op) || (op == SystemOp::MfaConfig && !required.is_empty()) {
+            self.verify_mfa(
+                caller,
+                &format!("system operation {} requires mfa", op.as_str()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The system operations that need MFA.
+    pub fn mfa_system_ops(&self) -> Result<Vec<SystemOp>> {
+        self.data
+            .get(Space::Config, MFA_SYSTEM_KEY)?
+            .map(|bytes| from_json(&bytes, "the mfa system operations"))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Sets the system operations that need MFA (system scope; MFA too if changing this
+    /// already needs it).
+    pub fn set_mfa_system_ops(&self, caller: &Caller, ops: Vec<SystemOp>) -> Result<()> {
+        self.keyring()?;
+        self.require_system_op(caller, SystemOp::MfaConfig)?;
+        let mut ops = ops;
+        ops.sort();
+        ops.dedup();
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, MFA_SYSTEM_KEY.to_vec(), to_json(&ops)?);
+        Ok(self.data.write(batch)?)
+    }
+
+    /// Enrols an entity in TOTP: the caller's own (`None`), or, for the system scope, any
+    /// entity (the secret is then handed to its owner out of band). An entity already enrolled
+    /// must present a valid code to replace its own secret (or have it reset).
+    pub fn enroll_totp(&self, caller: &Caller, entity: Option<&str>) -> Result<TotpEnrollment> {
+        let keyring = self.keyring()?;
+        let own = entity.is_none_or(|e| e == caller.record.entity);
+        let entity = match entity {
+            Some(entity) if !own => {
+                self.require_system_op(caller, SystemOp::MfaConfig)?;
+                check_entity(entity)?;
+                entity.to_owned()
+            }
+            _ => caller.record.entity.clone(),
+        };
+        if entity.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "this token has no entity to enrol (create a new token)".into(),
+            ));
+        }
+        let _guard = lock(&self.mfa_changes);
+        if self.data.get(Space::Config, &mfa_key(&entity))?.is_some() {
+            if !own {
+                return Err(Error::AlreadyExists(format!(
+                    "mfa enrolment of entity {entity} (reset it first)"
+                )));
+            }
+            self.verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?;
+        }
+        let secret = TotpSecret::generate()?;
+        let sealed = crypto::seal(
+            &keyring.root,
+            KeyRef {
+                kind: KeyKind::Root,
+                version: keyring.root_version,
+            },
+            &mfa_context(&entity),
+            secret.expose_secret(),
+        )?;
+        let record = MfaRecord {
+            sealed: STANDARD.encode(sealed),
+            enrolled_unix_nanos: self.now(),
+            last_used_step: None,
+            failures: 0,
+            locked_until_unix_nanos: 0,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, mfa_key(&entity), to_json(&record)?);
+        self.data.write(batch)?;
+        Ok(TotpEnrollment {
+            secret_base32: secret.base32(),
+            otpauth_uri: secret.otpauth_uri(TOTP_ISSUER, &entity),
+            entity,
+        })
+    }
+
+    /// Removes an entity's enrolment (system scope), e.g. after a lost device.
+    pub fn reset_mfa(&self, caller: &Caller, entity: &str) -> Result<()> {
+        self.keyring()?;
+        self.require_system_op(caller, SystemOp::MfaConfig)?;
+        let _guard = lock(&self.mfa_changes);
+        let key = mfa_key(entity);
+        if self.data.get(Space::Config, &key)?.is_none() {
+            return Err(Error::NotFound(format!("mfa enrolment of entity {entity}")));
+        }
+        let mut batch = WriteBatch::new();
+        batch.delete(Space::Config, key);
+        Ok(self.data.write(batch)?)
+    }
+
+    /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
+    pub(super) fn verify_mfa(&self, caller: &Caller, why: &str) -> Result<()> {
+        let _guard = lock(&self.mfa_changes);
+        self.verify_mfa_locked(caller, why)
+    }
+
+    /// [`Vault::verify_mfa`] with `mfa_changes` already held.
+    fn verify_mfa_locked(&self, caller: &Caller, why: &str) -> Result<()> {
+        let mut verified = lock(&caller.mfa_verified);
+        if *verified {
+            return Ok(());
+        }
+        let keyring = self.keyring()?;
+        let entity = &caller.record.entity;
+        let Some(code) = &caller.mfa_code else {
+            return Err(Error::denied(format!("{why}; no mfa code was presented")));
+        };
+        let key = mfa_key(entity);
+        let Some(bytes) = self.data.get(Space::Config, &key)? else {
+            return Err(Error::denied(format!(
+                "{why}; entity {entity} has no mfa enrolment"
+            )));
+        };
+        let mut record: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
+        let now = self.now();
+        if record.locked_until_unix_nanos > now {
+            return Err(Error::denied(format!(
+                "{why}; mfa of entity {entity} is locked after {} failed attempts until {}",
+                record.failures,
+                crate::time::rfc3339(record.locked_until_unix_nanos)
+            )));
+        }
+        let sealed = STANDARD
+            .decode(&record.sealed)
+            .map_err(|_| corrupt("an mfa enrolment"))?;
+        let what = || format!("the mfa secret of entity {entity}");
+        let bytes = crypto::open(&keyring.root, &mfa_context(entity), &sealed, &what)?;
+        let secret = TotpSecret::from_bytes(bytes).ok_or_else(|| corrupt("an mfa secret"))?;
+        let now_seconds = now.div_euclid(1_000_000_000);
+        let result = totp::check(&secret, code, now_seconds, record.last_used_step);
+        let outcome = match result {
+            Ok(step) => {
+                record.last_used_step = Some(step);
+                record.failures = 0;
+                record.locked_until_unix_nanos = 0;
+                Ok(())
+            }
+            Err(error) => {
+                record.failures = record.failures.saturating_add(1);
+                let mut reason = format!(
+                    "{why}; {error} (entity {entity}, failed attempt {})",
+                    record.failures
+                );
+                if record.failures >= MAX_MFA_FAILURES {
+                    record.locked_until_unix_nanos = now
+                        .saturating_add(i64::try_from(MFA_LOCKOUT.as_nanos()).unwrap_or(i64::MAX));
+                    reason.push_str("; mfa locked");
+                }
+                Err(Error::denied(reason))
+            }
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, key, to_json(&record)?);
+        self.data.write(batch)?;
+        if outcome.is_ok() {
+            *verified = true;
+        }
+        outcome
+    }
+}

@@ -1,0 +1,356 @@
+//! Tenants: create, list, show, update settings, delete.
+//!
+//! A tenant's settings (allowed networks, rate limit, default versions kept) are set by the
+//! system scope, since they constrain the tenant. Deleting a tenant removes its record and its
+//! id index in one write and drops it from every cache, so its tokens fail authentication from
+//! the next call on; a copy of the record stays under `tenant-deleted/` for crypto-shredding.
+//!
+//! Invariant: the caches (name -> id, id -> state) are filled under their write lock, with the
+//! storage read inside it, and deletion empties them after its write; so a deleted tenant is
+//! never brought back into a cache by a load that raced with the deletion.
+
+use std::{net::IpAddr, time::Instant};
+
+use super::*;
+use crate::{cidr::Cidr, limits::RateLimit};
+
+/// Most networks in a tenant's allowlist.
+pub const MAX_TENANT_CIDRS: usize = 64;
+/// Highest rate limit, in calls per second.
+pub const MAX_TENANT_RATE: u32 = 1_000_000;
+/// Most versions a tenant may keep per secret by default.
+pub const MAX_DEFAULT_VERSIONS: u32 = 10_000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantSettings {
+    /// Networks (CIDR) the tenant's tokens may be used from; empty: anywhere.
+    #[serde(default)]
+    pub allowed_cidrs: Vec<String>,
+    /// Calls per second the tenant's tokens may make together, with bursts of one second's
+    /// worth; 0: no limit.
+    #[serde(default)]
+    pub rate_limit: u32,
+    /// Versions kept per secret unless the secret says otherwise; 0: the server default.
+    #[serde(default)]
+    pub default_max_versions: u32,
+}
+
+/// A change to a tenant's settings; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default)]
+pub struct TenantUpdate {
+    pub allowed_cidrs: Option<Vec<String>>,
+    pub rate_limit: Option<u32>,
+    pub default_max_versions: Option<u32>,
+}
+
+impl TenantSettings {
+    fn cidrs(&self) -> Result<Vec<Cidr>> {
+        if self.allowed_cidrs.len() > MAX_TENANT_CIDRS {
+            return Err(Error::invalid(
+                "allowed_cidrs",
+                format!("at most {MAX_TENANT_CIDRS} networks"),
+            ));
+        }
+        self.allowed_cidrs
+            .iter()
+            .map(|text| {
+                Cidr::parse(text).map_err(|_| {
+                    Error::invalid(
+                        "allowed_cidrs",
+                        format!("{text:?} is not a network such as 10.0.0.0/8"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.cidrs()?;
+        if self.rate_limit > MAX_TENANT_RATE {
+            return Err(Error::invalid(
+                "rate_limit",
+                format!("at most {MAX_TENANT_RATE} calls per second"),
+            ));
+        }
+        if self.default_max_versions > MAX_DEFAULT_VERSIONS {
+            return Err(Error::invalid(
+                "default_max_versions",
+                format!("at most {MAX_DEFAULT_VERSIONS}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A live tenant as authentication sees it.
+pub(super) struct TenantState {
+    pub(super) name: TenantName,
+    pub(super) default_max_versions: u32,
+    cidrs: Vec<Cidr>,
+    limiter: Option<RateLimit>,
+}
+
+impl TenantState {
+    fn new(name: TenantName, settings: &TenantSettings) -> Result<TenantState> {
+        Ok(TenantState {
+            name,
+            default_max_versions: settings.default_max_versions,
+            cidrs: settings.cidrs()?,
+            limiter: (settings.rate_limit > 0)
+                .then(|| RateLimit::new(settings.rate_limit, settings.rate_limit)),
+        })
+    }
+
+    /// Admits one call by a token of this tenant from `source`: inside the tenant's networks
+    /// and within its rate limit.
+    pub(super) fn admit(&self, source: Option<IpAddr>) -> Result<()> {
+        if !self.cidrs.is_empty()
+            && !source.is_some_and(|address| self.cidrs.iter().any(|c| c.contains(address)))
+        {
+            let from = source.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
+            let allowed: Vec<String> = self.cidrs.iter().map(ToString::to_string).collect();
+            return Err(Error::denied(format!(
+                "tenant {} allows calls only from {}; this one came from {from}",
+                self.name,
+                allowed.join(", ")
+            )));
+        }
+        if let Some(limiter) = &self.limiter
+            && !limiter.try_take(Instant::now())
+        {
+            return Err(Error::ResourceExhausted(format!(
+                "tenant {} is over its rate limit of {} calls/s",
+                self.name,
+                limiter.per_second()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn tenant_id_key(id: TenantId) -> Vec<u8> {
+    format!("tenant-id/{}", id.to_hex()).into_bytes()
+}
+
+/// Writes the id index of tenants created before it existed (one batch; nothing if complete).
+pub(super) fn index_tenant_ids(data: &dyn Storage) -> Result<()> {
+    let mut batch = WriteBatch::new();
+    let mut missing = 0;
+    let mut start = b"tenant/".to_vec();
+    loop {
+        let page = data.scan(Space::Config, b"tenant/", &start, 256)?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.clone();
+        start.push(0);
+        for (_, value) in &page {
+            let record: TenantRecord = from_json(value, "a tenant record")?;
+            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+            if data.get(Space::Config, &tenant_id_key(id))?.is_none() {
+                batch.put(Space::Config, tenant_id_key(id), record.name.into_bytes());
+                missing += 1;
+            }
+        }
+    }
+    if missing > 0 {
+        data.write(batch)?;
+    }
+    Ok(())
+}
+
+fn deleted_tenant_key(id: TenantId) -> Vec<u8> {
+    format!("tenant-deleted/{}", id.to_hex()).into_bytes()
+}
+
+impl Vault {
+    pub fn create_tenant(
+        &self,
+        caller: &Caller,
+        name: &TenantName,
+        settings: TenantSettings,
+    ) -> Result<TenantInfo> {
+        self.require_system_op(caller, SystemOp::TenantCreate)?;
+        settings.validate()?;
+        let keyring = self.keyring()?;
+        let _guard = lock(&self.tenant_create);
+        if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
+            return Err(Error::AlreadyExists(format!("tenant {name}")));
+        }
+        let id = TenantId::generate()?;
+        let created = now_unix_nanos();
+        // The KEK first: a crash between the two writes leaves an unreachable KEK under a random
+        // id, never a tenant without a key.
+        let kek = SecretKey::generate()?;
+        let mut key_batch = WriteBatch::new();
+        key_batch.put(
+            Space::Config,
+            kek_key(id, 1),
+            self.seal_kek(&keyring, id, 1, &kek, created)?,
+        );
+        self.keys.write(key_batch)?;
+        let record = TenantRecord {
+            id: id.to_hex(),
+            name: name.as_str().to_owned(),
+            created_unix_nanos: created,
+            settings: settings.clone(),
+            deleted_unix_nanos: 0,
+        };
+        let mut data_batch = WriteBatch::new();
+        data_batch
+            .put(Space::Config, tenant_key(name), to_json(&record)?)
+            .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes());
+        self.data.write(data_batch)?;
+        Ok(TenantInfo {
+            name: name.clone(),
+            id,
+            created_unix_nanos: created,
+            key_version: 1,
+            settings,
+        })
+    }
+
+    pub fn list_tenants(&self, caller: &Caller) -> Result<Vec<TenantInfo>> {
+        require_system(caller)?;
+        let keyring = self.keyring()?;
+        let mut tenants = Vec::new();
+        for record in self.tenant_records()? {
+            tenants.push(self.tenant_info(&keyring, record)?);
+        }
+        Ok(tenants)
+    }
+
+    /// One tenant: for the system scope, or a token with `admin` on the tenant's root.
+    pub fn show_tenant(&self, caller: &Caller, name: &TenantName) -> Result<TenantInfo> {
+        let keyring = self.keyring()?;
+        self.authorize(caller, name, "", Capability::Admin)?;
+        let record = self.tenant_record(name)?;
+        self.tenant_info(&keyring, record)
+    }
+
+    /// Changes a tenant's settings (system scope); they apply from the next call on.
+    pub fn update_tenant(
+        &self,
+        caller: &Caller,
+        name: &TenantName,
+        update: TenantUpdate,
+    ) -> Result<TenantInfo> {
+        self.require_system_op(caller, SystemOp::TenantUpdate)?;
+        let keyring = self.keyring()?;
+        let _guard = lock(&self.tenant_create);
+        let mut record = self.tenant_record(name)?;
+        let settings = &mut record.settings;
+        if let Some(cidrs) = update.allowed_cidrs {
+            settings.allowed_cidrs = cidrs;
+        }
+        if let Some(rate) = update.rate_limit {
+            settings.rate_limit = rate;
+        }
+        if let Some(versions) = update.default_max_versions {
+            settings.default_max_versions = versions;
+        }
+        settings.validate()?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        let state = Arc::new(TenantState::new(name.clone(), &record.settings)?);
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, tenant_key(name), to_json(&record)?);
+        self.data.write(batch)?;
+        write(&self.tenant_states).insert(id, state);
+        self.tenant_info(&keyring, record)
+    }
+
+    /// Deletes a tenant (system scope): from the next call on, its tokens are refused and its
+    /// name is free. Its keys and data stay, unreachable, until crypto-shredding removes them.
+    pub fn delete_tenant(&self, caller: &Caller, name: &TenantName) -> Result<()> {
+        self.require_system_op(caller, SystemOp::TenantDelete)?;
+        let keyring = self.keyring()?;
+        let _guard = lock(&self.tenant_create);
+        let mut record = self.tenant_record(name)?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        record.deleted_unix_nanos = self.now();
+        let mut batch = WriteBatch::new();
+        batch
+            .delete(Space::Config, tenant_key(name))
+            .delete(Space::Config, tenant_id_key(id))
+            .put(Space::Config, deleted_tenant_key(id), to_json(&record)?);
+        self.data.write(batch)?;
+        write(&self.tenants).remove(name);
+        write(&self.tenant_states).remove(&id);
+        write(&keyring.tenants).remove(&id);
+        Ok(())
+    }
+
+    fn tenant_record(&self, name: &TenantName) -> Result<TenantRecord> {
+        let bytes = self
+            .data
+            .get(Space::Config, &tenant_key(name))?
+            .ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
+        from_json(&bytes, "a tenant record")
+    }
+
+    /// Every tenant record, in name order.
+    pub(super) fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
+        let mut records = Vec::new();
+        let mut start = b"tenant/".to_vec();
+        loop {
+            let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
+            let Some((last, _)) = page.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (_, value) in &page {
+                records.push(from_json(value, "a tenant record")?);
+            }
+        }
+        Ok(records)
+    }
+
+    fn tenant_info(&self, keyring: &Keyring, record: TenantRecord) -> Result<TenantInfo> {
+        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        let keys = self.tenant_keys(keyring, id)?;
+        Ok(TenantInfo {
+            name,
+            id,
+            created_unix_nanos: record.created_unix_nanos,
+            key_version: keys.current,
+            settings: record.settings,
+        })
+    }
+
+    pub(super) fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
+        if let Some(id) = read(&self.tenants).get(name) {
+            return Ok(*id);
+        }
+        let mut cache = write(&self.tenants);
+        let record = self.tenant_record(name)?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        cache.insert(name.clone(), id);
+        Ok(id)
+    }
+
+    /// The live tenant with this id; `None` once it is deleted.
+    pub(super) fn tenant_state(&self, id: TenantId) -> Result<Option<Arc<TenantState>>> {
+        if let Some(state) = read(&self.tenant_states).get(&id) {
+            return Ok(Some(Arc::clone(state)));
+        }
+        let mut cache = write(&self.tenant_states);
+        let record = match self.data.get(Space::Config, &tenant_id_key(id))? {
+            Some(name) => {
+                let name = std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(|n| TenantName::parse(n).ok())
+                    .ok_or_else(|| corrupt("a tenant id index entry"))?;
+                match self.data.get(Space::Config, &tenant_key(&name))? {
+                    Some(bytes) => Some(from_json::<TenantRecord>(&bytes, "a tenant record")?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let Some(record) = record.filter(|r| r.id == id.to_hex()) else {
+            return Ok(None);
+        };
+        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+        let state = Arc::new(TenantState::new(name, &record.settings)?);
+        cache.insert(id, Arc::clone(&state));
+        Ok(Some(state))
+    }
+}
