@@ -409,11 +409,6 @@ impl Vault {
                 self.token_policies(caller, tenant, &request.policies)?,
             )
         };
-        // A token created by another of the same tenant (or scope) acts for the same entity; one
-        // created across that line starts its own.
-        let inherit = caller.record.system == request.system
-            && caller.record.tenant == tenant_id.map(|t| t.to_hex()).unwrap_or_default()
-            && !caller.record.entity.is_empty();
         let mut max_expires = caller.record.max_expires_unix_nanos;
         if caller.record.expires_unix_nanos != 0 {
             max_expires = nonzero_min(max_expires, caller.record.expires_unix_nanos);
@@ -424,7 +419,9 @@ impl Vault {
             policies,
             display_name: request.display_name,
             parent: caller.accessor.clone(),
-            entity: inherit.then(|| caller.record.entity.clone()),
+            // A created token is handed to someone else: it starts its own entity (kept across
+            // its refreshes), and never shares its creator's second factor.
+            entity: None,
             ttl,
             max_expires,
             cidrs: request.cidrs.iter().map(ToString::to_string).collect(),
