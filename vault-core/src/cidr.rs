@@ -29,6 +29,18 @@ impl Cidr {
         Ok(Cidr { network, prefix })
     }
 
+    /// Whether a stored allowlist admits `source`: an empty list admits anyone; otherwise the
+    /// source must be known and inside one block. An entry that does not parse admits nobody
+    /// (stored lists were validated on the way in, so that is corruption: fail closed).
+    pub fn allows(list: &[String], source: Option<IpAddr>) -> bool {
+        list.is_empty()
+            || source.is_some_and(|address| {
+                list.iter()
+                    .filter_map(|c| Cidr::parse(c).ok())
+                    .any(|c| c.contains(address))
+            })
+    }
+
     pub fn contains(&self, address: IpAddr) -> bool {
         // An IPv4 peer seen through an IPv6 socket (::ffff:a.b.c.d) is compared as IPv4.
         let address = match address {

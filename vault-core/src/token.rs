@@ -89,6 +89,13 @@ impl TokenHash {
         hex::encode(self.0)
     }
 
+    /// Compares (in constant time) with a hash stored as hex; `None` if the stored text is not
+    /// a hash at all (a corrupt record).
+    pub fn matches_hex(&self, stored: &str) -> Option<bool> {
+        let bytes = <[u8; 32]>::try_from(hex::decode(stored).ok()?).ok()?;
+        Some(TokenHash(bytes).same_as(self))
+    }
+
     /// Constant-time comparison, so a lookup that matches on a prefix leaks nothing.
     pub fn same_as(&self, other: &TokenHash) -> bool {
         use subtle::ConstantTimeEq;

@@ -120,11 +120,10 @@ impl Vault {
             return Err(Error::PermissionDenied);
         };
         let record: TokenRecord = from_json(&bytes, "a token record")?;
-        let stored = hex::decode(&record.hash)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| corrupt("a token record"))?;
-        if !TokenHash(stored).same_as(&hash) {
+        if !hash
+            .matches_hex(&record.hash)
+            .ok_or_else(|| corrupt("a token record"))?
+        {
             return Err(Error::PermissionDenied);
         }
         self.check_alive(&record, Networks::From(source))?;
@@ -164,24 +163,15 @@ impl Vault {
         let mut current = record.clone();
         for _ in 0..=MAX_TOKEN_DEPTH {
             if let Networks::From(source) = networks
-                && !current.cidrs.is_empty()
+                && !Cidr::allows(&current.cidrs, source)
             {
-                let allowed = source.is_some_and(|address| {
-                    current
-                        .cidrs
-                        .iter()
-                        .filter_map(|c| Cidr::parse(c).ok())
-                        .any(|c| c.contains(address))
-                });
-                if !allowed {
-                    let from =
-                        source.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
-                    return Err(Error::denied(format!(
-                        "token {} may not be used from {from} (allowed: {})",
-                        record.accessor,
-                        current.cidrs.join(", ")
-                    )));
-                }
+                let from =
+                    source.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
+                return Err(Error::denied(format!(
+                    "token {} may not be used from {from} (allowed: {})",
+                    record.accessor,
+                    current.cidrs.join(", ")
+                )));
             }
             if current.expires_unix_nanos != 0 && now >= current.expires_unix_nanos {
                 return Err(Error::denied(if current.accessor == record.accessor {
@@ -229,15 +219,9 @@ impl Vault {
         path: &str,
         capability: Capability,
     ) -> Result<TenantId> {
+        let own = self.token_tenant(caller, tenant)?;
         if caller.system {
-            return self.tenant_id(tenant);
-        }
-        let other_tenant =
-            || Error::denied(format!("token of another tenant used for tenant {tenant}"));
-        let own = caller.tenant.ok_or_else(other_tenant)?;
-        match self.tenant_id(tenant) {
-            Ok(id) if id == own => {}
-            _ => return Err(other_tenant()),
+            return Ok(own);
         }
         match decide(&caller.policies, path, capability) {
             Decision::Allow => Ok(own),
@@ -430,15 +414,13 @@ impl Vault {
     }
 
     /// The tenant a new token is for: any for the system scope, the caller's own otherwise.
+    /// A tenant token naming another tenant is denied whether or not that tenant exists.
     fn token_tenant(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
         if caller.system {
             return self.tenant_id(tenant);
         }
-        let own = caller.tenant.ok_or_else(|| {
-            Error::denied("a system token without a tenant cannot create tenant tokens")
-        })?;
-        match self.tenant_id(tenant) {
-            Ok(id) if id == own => Ok(id),
+        match (caller.tenant, self.tenant_id(tenant)) {
+            (Some(own), Ok(id)) if id == own => Ok(id),
             _ => Err(Error::denied(format!(
                 "token of another tenant used for tenant {tenant}"
             ))),

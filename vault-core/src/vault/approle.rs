@@ -99,16 +99,6 @@ fn check_role_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn inside(cidrs: &[String], source: Option<IpAddr>) -> bool {
-    cidrs.is_empty()
-        || source.is_some_and(|address| {
-            cidrs
-                .iter()
-                .filter_map(|c| Cidr::parse(c).ok())
-                .any(|c| c.contains(address))
-        })
-}
-
 impl Vault {
     /// Creates or replaces a role; a replaced role keeps its role id.
     pub fn write_approle(
@@ -295,14 +285,10 @@ impl Vault {
             )));
         };
         let mut record: SecretIdRecord = from_json(&bytes, "a secret id record")?;
-        let stored = hex::decode(&record.hash)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        let same = hash
+            .matches_hex(&record.hash)
             .ok_or_else(|| corrupt("a secret id record"))?;
-        if !TokenHash(stored).same_as(&hash)
-            || record.tenant != id.to_hex()
-            || record.role_id != role.role_id
-        {
+        if !same || record.tenant != id.to_hex() || record.role_id != role.role_id {
             return Err(Error::login_failed(format!(
                 "role {name}: secret id belongs to another role"
             )));
@@ -316,7 +302,7 @@ impl Vault {
                 record.accessor
             )));
         }
-        if !inside(&role.bound_cidrs, source) || !inside(&record.cidrs, source) {
+        if !Cidr::allows(&role.bound_cidrs, source) || !Cidr::allows(&record.cidrs, source) {
             let from = source.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
             return Err(Error::login_failed(format!(
                 "role {name}: login from {from} is outside the bound networks"
@@ -324,10 +310,7 @@ impl Vault {
         }
         // Only now, with valid credentials, do the tenant's networks and rate limit count: a
         // stranger can neither spend the tenant's budget nor probe its settings.
-        state.admit(source).map_err(|e| match e {
-            Error::Denied { reason } => Error::login_failed(reason),
-            other => other,
-        })?;
+        state.admit_login(source)?;
         match record.remaining_uses {
             0 => {}
             1 => {

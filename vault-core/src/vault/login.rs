@@ -238,11 +238,10 @@ impl Vault {
             return Err(Error::login_failed("unknown refresh token"));
         };
         let mut record: RefreshRecord = from_json(&bytes, "a refresh token record")?;
-        let stored = hex::decode(&record.hash)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| corrupt("a refresh token record"))?;
-        if !TokenHash(stored).same_as(&hash) {
+        if !hash
+            .matches_hex(&record.hash)
+            .ok_or_else(|| corrupt("a refresh token record"))?
+        {
             return Err(Error::login_failed("unknown refresh token"));
         }
         let family = self
@@ -327,20 +326,11 @@ impl Vault {
     /// A family may refresh while its creator (if any) is alive and the caller is inside its
     /// networks.
     fn check_family_alive(&self, family: &FamilyRecord, source: Option<IpAddr>) -> Result<()> {
-        if !family.cidrs.is_empty() {
-            let allowed = source.is_some_and(|address| {
-                family
-                    .cidrs
-                    .iter()
-                    .filter_map(|c| crate::cidr::Cidr::parse(c).ok())
-                    .any(|c| c.contains(address))
-            });
-            if !allowed {
-                return Err(Error::login_failed(format!(
-                    "refresh from outside the family's networks ({})",
-                    family.cidrs.join(", ")
-                )));
-            }
+        if !crate::cidr::Cidr::allows(&family.cidrs, source) {
+            return Err(Error::login_failed(format!(
+                "refresh from outside the family's networks ({})",
+                family.cidrs.join(", ")
+            )));
         }
         if family.parent.is_empty() {
             return Ok(());

@@ -206,13 +206,7 @@ impl Vault {
         let config = self
             .jwt_config(name)?
             .ok_or_else(|| Error::login_failed(format!("unknown jwt config {name:?}")))?;
-        let bound = config
-            .bound_cidrs
-            .iter()
-            .map(|c| Cidr::parse(c))
-            .collect::<Result<Vec<Cidr>>>()
-            .map_err(|_| corrupt("a jwt config (bound_cidrs)"))?;
-        if !bound.is_empty() && !source.is_some_and(|a| bound.iter().any(|c| c.contains(a))) {
+        if !Cidr::allows(&config.bound_cidrs, source) {
             return Err(Error::login_failed(format!(
                 "jwt config {name}: login from outside its bound networks"
             )));
@@ -301,10 +295,7 @@ impl Vault {
             0 => access::DEFAULT_TOKEN_TTL,
             seconds => Duration::from_secs(seconds),
         };
-        state.admit(source).map_err(|e| match e {
-            Error::Denied { reason } => Error::login_failed(reason),
-            other => other,
-        })?;
+        state.admit_login(source)?;
         let _guard = lock(&self.token_changes);
         self.issue(Issue {
             tenant: Some(id),

@@ -126,6 +126,15 @@ impl TenantState {
         }
         Ok(())
     }
+
+    /// [`TenantState::admit`] for a login whose credentials checked out: a network refusal is
+    /// a failed login (counted and slowed like any other), a rate refusal stays one.
+    pub(super) fn admit_login(&self, source: Option<IpAddr>) -> Result<()> {
+        self.admit(source).map_err(|e| match e {
+            Error::Denied { reason } => Error::login_failed(reason),
+            other => other,
+        })
+    }
 }
 
 fn tenant_id_key(id: TenantId) -> Vec<u8> {
@@ -134,8 +143,30 @@ fn tenant_id_key(id: TenantId) -> Vec<u8> {
 
 /// Writes the id index of tenants created before it existed (one batch; nothing if complete).
 pub(super) fn index_tenant_ids(data: &dyn Storage) -> Result<()> {
+    let prefix = b"tenant-id/";
+    let indexed: std::collections::HashSet<Vec<u8>> = data
+        .scan(Space::Config, prefix, prefix, usize::MAX)?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
     let mut batch = WriteBatch::new();
     let mut missing = 0;
+    for record in tenant_records(data)? {
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        if !indexed.contains(&tenant_id_key(id)) {
+            batch.put(Space::Config, tenant_id_key(id), record.name.into_bytes());
+            missing += 1;
+        }
+    }
+    if missing > 0 {
+        data.write(batch)?;
+    }
+    Ok(())
+}
+
+/// Every tenant record, in name order.
+fn tenant_records(data: &dyn Storage) -> Result<Vec<TenantRecord>> {
+    let mut records = Vec::new();
     let mut start = b"tenant/".to_vec();
     loop {
         let page = data.scan(Space::Config, b"tenant/", &start, 256)?;
@@ -143,18 +174,10 @@ pub(super) fn index_tenant_ids(data: &dyn Storage) -> Result<()> {
         start = last.clone();
         start.push(0);
         for (_, value) in &page {
-            let record: TenantRecord = from_json(value, "a tenant record")?;
-            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            if data.get(Space::Config, &tenant_id_key(id))?.is_none() {
-                batch.put(Space::Config, tenant_id_key(id), record.name.into_bytes());
-                missing += 1;
-            }
+            records.push(from_json(value, "a tenant record")?);
         }
     }
-    if missing > 0 {
-        data.write(batch)?;
-    }
-    Ok(())
+    Ok(records)
 }
 
 fn deleted_tenant_key(id: TenantId) -> Vec<u8> {
@@ -288,18 +311,7 @@ impl Vault {
 
     /// Every tenant record, in name order.
     pub(super) fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
-        let mut records = Vec::new();
-        let mut start = b"tenant/".to_vec();
-        loop {
-            let page = self.data.scan(Space::Config, b"tenant/", &start, 256)?;
-            let Some((last, _)) = page.last() else { break };
-            start = last.clone();
-            start.push(0);
-            for (_, value) in &page {
-                records.push(from_json(value, "a tenant record")?);
-            }
-        }
-        Ok(records)
+        tenant_records(self.data.as_ref())
     }
 
     fn tenant_info(&self, keyring: &Keyring, record: TenantRecord) -> Result<TenantInfo> {
