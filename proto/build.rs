@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "vault/v1/audit.proto",
     "vault/v1/auth.proto",
     "vault/v1/login.proto",
+    "vault/v1/keys.proto",
 ];
 
 /// Messages that carry shares, tokens or secret values: their generated Debug would print them,
@@ -27,6 +28,9 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.LoginResponse",
     "vault.v1.GenerateSecretIdResponse",
     "vault.v1.EnrollTotpResponse",
+    "vault.v1.RekeySubmitRequest",
+    "vault.v1.RekeySubmitResponse",
+    "vault.v1.VerifyShareRequest",
 ];
 
 fn main() -> io::Result<()> {

@@ -36,6 +36,35 @@ impl fmt::Debug for v1::UnsealRequest {
     }
 }
 
+impl fmt::Debug for v1::RekeySubmitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RekeySubmitRequest")
+            .field("nonce", &self.nonce)
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::RekeySubmitResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RekeySubmitResponse")
+            .field("complete", &self.complete)
+            .field("progress", &self.progress)
+            .field("required", &self.required)
+            .field("shares", &format_args!("<{} redacted>", self.shares.len()))
+            .field("threshold", &self.threshold)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::VerifyShareRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyShareRequest")
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::PutRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PutRequest")
@@ -157,7 +186,18 @@ mod tests {
             share: "share-canary".into(),
             reset: false,
         };
-        let printed = format!("{put:?} {init:?} {unseal:?}");
+        let rekey = v1::RekeySubmitRequest {
+            nonce: "n".into(),
+            share: "share-canary".into(),
+        };
+        let rekeyed = v1::RekeySubmitResponse {
+            shares: vec!["share-canary".into()],
+            ..Default::default()
+        };
+        let check = v1::VerifyShareRequest {
+            share: "share-canary".into(),
+        };
+        let printed = format!("{put:?} {init:?} {unseal:?} {rekey:?} {rekeyed:?} {check:?}");
         assert!(printed.contains("password"), "{printed}");
         for canary in ["hunter2", "share-canary", "token-canary"] {
             assert!(!printed.contains(canary), "{printed}");

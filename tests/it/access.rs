@@ -5,9 +5,9 @@
 use tonic::{Code, Status, transport::Channel};
 use vault_proto::v1::{
     self, app_roles_client::AppRolesClient, audit_client::AuditClient,
-    jwt_auth_client::JwtAuthClient, mfa_client::MfaClient, policies_client::PoliciesClient,
-    secrets_client::SecretsClient, system_client::SystemClient, tenants_client::TenantsClient,
-    tokens_client::TokensClient,
+    jwt_auth_client::JwtAuthClient, keys_client::KeysClient, mfa_client::MfaClient,
+    policies_client::PoliciesClient, secrets_client::SecretsClient, system_client::SystemClient,
+    tenants_client::TenantsClient, tokens_client::TokensClient,
 };
 use vault_tests::{TestServer, init, run_cli_with, unseal, with_token};
 
@@ -438,10 +438,37 @@ const TABLE: &[Row] = &[
         needs: None,
     },
     Row {
+        rpc: "Keys/KeyStatus",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Keys/RetireKeyVersion",
+        needs: Some("rotate"),
+    },
+    Row {
+        rpc: "System/RekeyInit",
+        needs: None,
+    },
+    Row {
+        rpc: "System/RekeyCancel",
+        needs: None,
+    },
+    Row {
+        rpc: "Tenants/RestoreTenant",
+        needs: None,
+    },
+    Row {
+        rpc: "Tenants/ListDeletedTenants",
+        needs: None,
+    },
+    Row {
         rpc: "System/Seal",
         needs: None,
     },
 ];
+
+/// The KEK version the `Keys/RetireKeyVersion` call retires (set by its seed).
+static RETIRE_VERSION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A JWKS file for the JWT configurations the table's calls write (the test-only RSA key).
 fn jwks_file(dir: &std::path::Path) -> String {
@@ -536,6 +563,7 @@ async fn call(
             .rotate(with_token(
                 v1::RotateRequest {
                     tenant: "acme".into(),
+                    all: false,
                 },
                 token,
             ))
@@ -543,6 +571,54 @@ async fn call(
             .map(drop),
         "System/Seal" => SystemClient::new(channel.clone())
             .seal(with_token(v1::SealRequest {}, token))
+            .await
+            .map(drop),
+        "Keys/KeyStatus" => KeysClient::new(channel.clone())
+            .key_status(with_token(
+                v1::KeyStatusRequest {
+                    tenant: "acme".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Keys/RetireKeyVersion" => KeysClient::new(channel.clone())
+            .retire_key_version(with_token(
+                v1::RetireKeyVersionRequest {
+                    tenant: "acme".into(),
+                    version: RETIRE_VERSION.load(std::sync::atomic::Ordering::SeqCst),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "System/RekeyInit" => SystemClient::new(channel.clone())
+            .rekey_init(with_token(
+                v1::RekeyInitRequest {
+                    shares: 1,
+                    threshold: 1,
+                    rotate_root: false,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "System/RekeyCancel" => SystemClient::new(channel.clone())
+            .rekey_cancel(with_token(v1::RekeyCancelRequest {}, token))
+            .await
+            .map(drop),
+        "Tenants/RestoreTenant" => TenantsClient::new(channel.clone())
+            .restore_tenant(with_token(
+                v1::RestoreTenantRequest {
+                    name: format!("restorable-{seq}"),
+                    id: String::new(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Tenants/ListDeletedTenants" => TenantsClient::new(channel.clone())
+            .list_deleted_tenants(with_token(v1::ListDeletedTenantsRequest {}, token))
             .await
             .map(drop),
         "Policies/ListPolicies" => PoliciesClient::new(channel.clone())
@@ -734,7 +810,61 @@ async fn call(
 
 /// What the calls act on, made fresh by root before each one: the secret that reads and
 /// deletes use, and the policy a delete removes.
-async fn seed(channel: &Channel, root: &str, seq: usize, jwks: &str) {
+async fn seed(channel: &Channel, root: &str, seq: usize, jwks: &str, rpc: &str) {
+    let mut system = SystemClient::new(channel.clone());
+    // A rekey in progress for the call that cancels one, none for the others.
+    let _ = system
+        .rekey_cancel(with_token(v1::RekeyCancelRequest {}, root))
+        .await;
+    if rpc == "System/RekeyCancel" {
+        system
+            .rekey_init(with_token(
+                v1::RekeyInitRequest {
+                    shares: 1,
+                    threshold: 1,
+                    rotate_root: false,
+                },
+                root,
+            ))
+            .await
+            .expect("seed rekey");
+    }
+    if rpc == "Keys/RetireKeyVersion" {
+        let rotate = || v1::RotateRequest {
+            tenant: "acme".into(),
+            all: false,
+        };
+        system
+            .rotate(with_token(rotate(), root))
+            .await
+            .expect("seed rotation");
+        let newest = system
+            .rotate(with_token(rotate(), root))
+            .await
+            .expect("seed rotation")
+            .into_inner()
+            .key_version;
+        RETIRE_VERSION.store(newest - 1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let mut tenants = TenantsClient::new(channel.clone());
+    let restorable = format!("restorable-{seq}");
+    tenants
+        .create_tenant(with_token(
+            v1::CreateTenantRequest {
+                name: restorable.clone(),
+                ..Default::default()
+            },
+            root,
+        ))
+        .await
+        .expect("seed restorable tenant");
+    tenants
+        .delete_tenant(with_token(
+            v1::DeleteTenantRequest { name: restorable },
+            root,
+        ))
+        .await
+        .expect("seed deleted tenant");
     let mut put = v1::PutRequest {
         tenant: "acme".into(),
         path: "db/a".into(),
@@ -859,7 +989,7 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
             for row in TABLE.iter().filter(|row| row.rpc != "System/Seal") {
                 for (capability, token) in &holders {
                     seq += 1;
-                    seed(&channel, &root, seq, &jwks).await;
+                    seed(&channel, &root, seq, &jwks, row.rpc).await;
                     let result = call(&channel, row.rpc, token, seq, &jwks).await;
                     let allowed = row.needs == Some(*capability);
                     match (&result, allowed) {
@@ -877,7 +1007,7 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
                     }
                 }
                 seq += 1;
-                seed(&channel, &root, seq, &jwks).await;
+                seed(&channel, &root, seq, &jwks, row.rpc).await;
                 let result = call(&channel, row.rpc, &root, seq, &jwks).await;
                 assert!(
                     result.is_ok(),

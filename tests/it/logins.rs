@@ -633,6 +633,7 @@ fn mfa_required_capabilities_need_a_fresh_code_and_failures_lock_out() {
         let mut system = SystemClient::new(channel.clone());
         let rotate = || v1::RotateRequest {
             tenant: "acme".into(),
+            all: false,
         };
         let denied = system
             .rotate(with_token(rotate(), &token))

@@ -11,6 +11,7 @@ mod cli_flow;
 mod dev_mode;
 mod grpc;
 mod isolation;
+mod keys;
 mod limits;
 mod logins;
 mod tls;

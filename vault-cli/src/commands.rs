@@ -149,16 +149,23 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Tenant(TenantCommand::Delete { name }) => {
             let token = token()?;
             let mut client = TenantsClient::new(connect(&addr).await?);
-            client
+            let response = client
                 .delete_tenant(authed(
                     v1::DeleteTenantRequest { name: name.clone() },
                     &token,
                 )?)
                 .await
-                .map_err(status_error)?;
+                .map_err(status_error)?
+                .into_inner();
             match format {
-                Format::Json => print_json(&json!({ "name": name, "deleted": true })),
-                Format::Text => println!("Deleted tenant {name}; its tokens no longer work."),
+                Format::Json => print_json(
+                    &json!({ "name": name, "deleted": true, "shred_after": response.shred_after }),
+                ),
+                Format::Text => println!(
+                    "Deleted tenant {name}; its tokens no longer work. Its keys will be destroyed \
+                     after {} (`vault-cli tenant restore {name}` cancels until then).",
+                    response.shred_after
+                ),
             }
         }
         Command::Tenant(TenantCommand::List) => {
@@ -276,29 +283,14 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 Format::Text => println!("Deleted {path}."),
             }
         }
-        Command::Rotate { tenant } => {
-            let token = token()?;
-            let mut client = SystemClient::new(connect(&addr).await?);
-            let response = client
-                .rotate(authed(
-                    v1::RotateRequest {
-                        tenant: tenant.tenant,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(status_error)?;
-            let response = response.into_inner();
-            match format {
-                Format::Json => print_json(
-                    &json!({ "tenant": response.tenant, "key_version": response.key_version }),
-                ),
-                Format::Text => println!(
-                    "Rotated tenant {}: key version {} seals new data.",
-                    response.tenant, response.key_version
-                ),
-            }
+        Command::Rotate { tenant, all } => crate::keys::rotate(&addr, tenant, all, format).await?,
+        Command::Keys(command) => crate::keys::keys(&addr, command, format).await?,
+        Command::Rekey(command) => crate::keys::rekey(&addr, command, format).await?,
+        Command::Share(command) => crate::keys::share(&addr, command, format).await?,
+        Command::Tenant(TenantCommand::Restore { name, id }) => {
+            crate::keys::restore(&addr, name, id, format).await?
         }
+        Command::Tenant(TenantCommand::Deleted) => crate::keys::deleted(&addr, format).await?,
         Command::Token(command) => crate::access::token_command(&addr, command, format).await?,
         Command::Policy(command) => crate::access::policy_command(&addr, command, format).await?,
         Command::Login(args) => crate::login::login(&addr, args, format).await?,

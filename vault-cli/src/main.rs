@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod commands;
 mod input;
+mod keys;
 mod login;
 mod output;
 
@@ -160,11 +161,24 @@ pub enum Command {
         tenant: TenantArg,
         path: String,
     },
-    /// Add a key-encryption-key version for a tenant; new data is sealed under it at once.
+    /// Add a key-encryption-key version for a tenant (or every tenant with --all); new data is
+    /// sealed under it at once.
     Rotate {
-        #[command(flatten)]
-        tenant: TenantArg,
+        #[arg(long, env = "VAULT_TENANT", required_unless_present = "all")]
+        tenant: Option<String>,
+        /// Rotate every tenant's KEK (system scope).
+        #[arg(long)]
+        all: bool,
     },
+    /// Key lifecycle: versions, invocation counts, budgets, retirement.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Replace the unseal shares (multi-party, like unseal).
+    #[command(subcommand)]
+    Rekey(keys::RekeyCommand),
+    /// Check an unseal share.
+    #[command(subcommand)]
+    Share(keys::ShareCommand),
     /// Tokens: create, lookup, renew, revoke.
     #[command(subcommand)]
     Token(access::TokenCommand),
@@ -218,8 +232,18 @@ pub enum TenantCommand {
         #[arg(long, conflicts_with = "cidrs")]
         clear_cidrs: bool,
     },
-    /// Delete a tenant: all access to it stops at once.
+    /// Delete a tenant: all access to it stops at once, and its keys are destroyed
+    /// (crypto-shredding) after the server's waiting period unless it is restored first.
     Delete { name: String },
+    /// Bring a deleted tenant back before its keys are destroyed.
+    Restore {
+        name: String,
+        /// Which one, when several deleted tenants had the name (see `tenant deleted`).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Deleted tenants whose keys are not destroyed yet.
+    Deleted,
 }
 
 #[derive(clap::Args, Debug)]

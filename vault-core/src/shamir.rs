@@ -55,6 +55,11 @@ impl UnsealShare {
         Zeroizing::new(STANDARD.encode(self.0.as_slice()))
     }
 
+    /// The share's bytes (identifier, then one byte per key byte), for commitments.
+    pub(crate) fn expose_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Compares two shares in constant time.
     pub fn same_as(&self, other: &UnsealShare) -> bool {
         use subtle::ConstantTimeEq;

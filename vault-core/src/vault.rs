@@ -30,7 +30,7 @@ use crate::{
         writer::{AuditLog, Head},
     },
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
-    error::{Error, Result},
+    error::{Error, Result, StorageError},
     names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
     policy::{Capability, Decision, Policy, decide},
     secret::{SecretData, SecretKey},
@@ -45,8 +45,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Default and largest page sizes for listing.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
-/// Rotation past this many KEK versions per tenant is refused (retirement arrives with key
-/// lifecycle).
+/// Rotation past this many stored KEK versions per tenant is refused (retirement keeps the
+/// number small).
 const MAX_KEK_VERSIONS: usize = 100_000;
 
 const SEAL_CONFIG_KEY: &[u8] = b"seal/config";
@@ -67,12 +67,15 @@ const LOCK_STRIPES: usize = 64;
 pub struct VaultConfig {
     /// Largest secret (all fields of one version together), in bytes.
     pub max_value_bytes: usize,
+    /// Budgets, rotation, retirement and shredding of keys.
+    pub keys: KeyPolicy,
 }
 
 impl Default for VaultConfig {
     fn default() -> Self {
         VaultConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            keys: KeyPolicy::default(),
         }
     }
 }
@@ -179,6 +182,10 @@ struct SealConfig {
     /// The root key sealed under the unseal key (base64).
     root_key_sealed: String,
     created_unix_nanos: i64,
+    /// One commitment per current share (see `rekey::share_commitment`); empty for a vault
+    /// initialized before commitments existed.
+    #[serde(default)]
+    share_commitments: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -191,6 +198,9 @@ struct TenantRecord {
     /// Set on the copy kept under `tenant-deleted/` for crypto-shredding.
     #[serde(default)]
     deleted_unix_nanos: i64,
+    /// When the deleted tenant's keys are destroyed (unless it is restored before).
+    #[serde(default)]
+    shred_after_unix_nanos: i64,
 }
 
 /// No Debug: it holds the token's keyed hash, which has no business in a log.
@@ -231,13 +241,6 @@ struct TokenRecord {
 }
 
 #[derive(Serialize, Deserialize)]
-struct KekRecord {
-    created_unix_nanos: i64,
-    /// The KEK sealed under the root key (base64).
-    sealed: String,
-}
-
-#[derive(Serialize, Deserialize)]
 struct SecretMeta {
     current_version: u64,
     created_unix_nanos: i64,
@@ -253,14 +256,14 @@ enum State {
 struct Keyring {
     root: SecretKey,
     root_version: u32,
+    /// Root keys before a root rotation, kept (sealed under the current one) for what they
+    /// still seal: MFA enrolments in the data store, and a KEK a rotation added meanwhile.
+    previous_roots: HashMap<u32, SecretKey>,
     token_hasher: TokenHasher,
     audit_signer: Option<Arc<Ed25519KeyPair>>,
+    /// The root key's uses (it seals KEKs, system keys and MFA secrets).
+    root_uses: Mutex<Uses>,
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
-}
-
-struct TenantKeys {
-    current: u32,
-    versions: HashMap<u32, Arc<SecretKey>>,
 }
 
 pub struct Vault {
@@ -280,6 +283,16 @@ pub struct Vault {
     token_changes: Mutex<()>,
     /// Serializes MFA checks and enrolments (each reads, then writes, an entity's record).
     mfa_changes: Mutex<()>,
+    /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
+    /// Taken after a stripe lock, never before one.
+    key_changes: Mutex<()>,
+    /// Held by the maintenance round in progress.
+    maintenance: Mutex<()>,
+    last_sweep: Mutex<Option<i64>>,
+    /// Test-only log of every key use (see [`KeyPolicy::invocation_log`]).
+    invocation_log: Option<Mutex<std::fs::File>>,
+    /// The rekey in progress, if any (in memory: a restart abandons it).
+    rekey: Mutex<Option<rekey::RekeyState>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -303,6 +316,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl Keyring {
+    /// The root key of `version`: the current one or a previous one.
+    fn root_key(&self, version: u32) -> Option<&SecretKey> {
+        if version == self.root_version {
+            Some(&self.root)
+        } else {
+            self.previous_roots.get(&version)
+        }
+    }
+}
+
 fn corrupt(what: &str) -> Error {
     Error::Integrity(what.to_owned())
 }
@@ -313,16 +337,6 @@ fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|_| corrupt(what))
-}
-
-fn kek_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("kek/{}/", tenant.to_hex()).into_bytes()
-}
-
-fn kek_key(tenant: TenantId, version: u32) -> Vec<u8> {
-    let mut key = kek_prefix(tenant);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
 }
 
 fn tenant_key(name: &TenantName) -> Vec<u8> {
@@ -385,11 +399,27 @@ impl Vault {
         keys: Arc<dyn Storage>,
         config: VaultConfig,
     ) -> Result<Vault> {
+        config.keys.validate()?;
         let seal_config = keys
             .get(Space::Config, SEAL_CONFIG_KEY)?
             .map(|bytes| from_json::<SealConfig>(&bytes, "the seal configuration"))
             .transpose()?;
         tenants::index_tenant_ids(data.as_ref())?;
+        let invocation_log = match &config.keys.invocation_log {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        Error::Storage(StorageError(format!(
+                            "invocation log {}: {e}",
+                            path.display()
+                        )))
+                    })?,
+            )),
+            None => None,
+        };
         Ok(Vault {
             data,
             keys,
@@ -406,6 +436,11 @@ impl Vault {
             clock: Arc::new(now_unix_nanos),
             token_changes: Mutex::new(()),
             mfa_changes: Mutex::new(()),
+            key_changes: Mutex::new(()),
+            maintenance: Mutex::new(()),
+            last_sweep: Mutex::new(None),
+            invocation_log,
+            rekey: Mutex::new(None),
         })
     }
 
@@ -578,6 +613,10 @@ impl Vault {
             root_key_version: 1,
             root_key_sealed: STANDARD.encode(&root_sealed),
             created_unix_nanos: now_unix_nanos(),
+            share_commitments: split
+                .iter()
+                .map(|share| rekey::share_commitment(1, share))
+                .collect(),
         };
         let mut key_batch = WriteBatch::new();
         key_batch
@@ -588,6 +627,8 @@ impl Vault {
                 AUDIT_PUBLIC_KEY,
                 format_public_key(&public_key_of(&signing_key)),
             )
+            // The root key sealed the two system keys above.
+            .put(Space::Config, keys::root_count_key(1), 2u64.to_be_bytes())
             .put(Space::Config, SEAL_CONFIG_KEY, to_json(&config)?);
         self.keys.write(key_batch)?;
         *seal_config = Some(config);
@@ -644,25 +685,37 @@ impl Vault {
 
     fn open_keyring(&self, config: &SealConfig, shares: &[UnsealShare]) -> Result<Keyring> {
         let unseal_key = shamir::combine(shares)?;
-        let root_sealed = STANDARD
-            .decode(&config.root_key_sealed)
-            .map_err(|_| corrupt("the sealed root key"))?;
-        let header = Header::parse(&root_sealed)?;
-        if header.key
-            != (KeyRef {
-                kind: KeyKind::Unseal,
-                version: config.unseal_key_version,
-            })
-        {
-            return Err(corrupt("the sealed root key (unexpected key)"));
-        }
-        let root_bytes = crypto::open(&unseal_key, &root_key_context(), &root_sealed, &|| {
-            "the root key".into()
-        })
-        .map_err(|_| Error::UnsealFailed)?;
+        let root = open_root_key(config, &unseal_key)?;
         drop(unseal_key);
-        let root = SecretKey::from_bytes(root_bytes)
-            .ok_or_else(|| corrupt("the root key (wrong length)"))?;
+        self.keyring_from_root(config.root_key_version, root, HashMap::new())
+    }
+
+    /// The keyring around an opened root key: the previous root keys, the system keys and the
+    /// root key's use count from the key store; `tenants` is the KEK cache to start with.
+    fn keyring_from_root(
+        &self,
+        root_version: u32,
+        root: SecretKey,
+        tenants: HashMap<TenantId, Arc<TenantKeys>>,
+    ) -> Result<Keyring> {
+        let mut previous_roots = HashMap::new();
+        let prefix = keys::PREVIOUS_ROOT_PREFIX;
+        for (key, sealed) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
+            let version = key[prefix.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("a previous root key's key"))?;
+            let bytes = crypto::open(
+                &root,
+                &keys::previous_root_context(version),
+                &sealed,
+                &|| format!("previous root key version {version}"),
+            )?;
+            previous_roots.insert(
+                version,
+                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a previous root key"))?,
+            );
+        }
         let token_sealed = self
             .keys
             .get(Space::Config, TOKEN_HMAC_KEY)?
@@ -684,12 +737,26 @@ impl Vault {
             }
             None => None,
         };
+        let root_used = self
+            .keys
+            .get(Space::Config, &keys::root_count_key(root_version))?
+            .map(|bytes| {
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("the root key's use count"))
+            })
+            .transpose()?
+            .unwrap_or(0);
         Ok(Keyring {
             root,
-            root_version: config.root_key_version,
+            root_version,
+            previous_roots,
             token_hasher: TokenHasher::new(&token_key),
             audit_signer,
-            tenants: RwLock::new(HashMap::new()),
+            root_uses: Mutex::new(Uses::loaded(root_used)),
+            tenants: RwLock::new(tenants),
         })
     }
 
@@ -721,160 +788,6 @@ impl Vault {
             State::Unsealed(keyring) => Ok(Arc::clone(keyring)),
             State::Sealed { .. } => Err(Error::Sealed),
         }
-    }
-
-    // ---- key-encryption keys ----
-
-    fn seal_kek(
-        &self,
-        keyring: &Keyring,
-        tenant: TenantId,
-        version: u32,
-        kek: &SecretKey,
-        created: i64,
-    ) -> Result<Vec<u8>> {
-        let sealed = crypto::seal(
-            &keyring.root,
-            KeyRef {
-                kind: KeyKind::Root,
-                version: keyring.root_version,
-            },
-            &kek_context(tenant, version),
-            kek.expose_secret(),
-        )?;
-        to_json(&KekRecord {
-            created_unix_nanos: created,
-            sealed: STANDARD.encode(sealed),
-        })
-    }
-
-    /// The tenant's KEK versions, unsealed on first use and cached until seal.
-    fn tenant_keys(&self, keyring: &Keyring, tenant: TenantId) -> Result<Arc<TenantKeys>> {
-        if let Some(keys) = read(&keyring.tenants).get(&tenant) {
-            return Ok(Arc::clone(keys));
-        }
-        let prefix = kek_prefix(tenant);
-        let entries = self
-            .keys
-            .scan(Space::Config, &prefix, &prefix, MAX_KEK_VERSIONS + 1)?;
-        if entries.len() > MAX_KEK_VERSIONS {
-            return Err(corrupt(&format!(
-                "the KEKs of tenant {tenant} (more than {MAX_KEK_VERSIONS} versions)"
-            )));
-        }
-        let mut versions = HashMap::new();
-        let mut current = 0;
-        for (key, value) in entries {
-            let version = key[prefix.len()..]
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| corrupt("a KEK key"))?;
-            let record: KekRecord = from_json(&value, "a KEK record")?;
-            let sealed = STANDARD
-                .decode(&record.sealed)
-                .map_err(|_| corrupt("a KEK record"))?;
-            let header = Header::parse(&sealed)?;
-            if header.key
-                != (KeyRef {
-                    kind: KeyKind::Root,
-                    version: keyring.root_version,
-                })
-            {
-                return Err(corrupt(
-                    "a KEK record (sealed under an unknown root key version)",
-                ));
-            }
-            let what = || format!("KEK version {version} of tenant {tenant}");
-            let bytes = crypto::open(&keyring.root, &kek_context(tenant, version), &sealed, &what)?;
-            let kek =
-                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a KEK (wrong length)"))?;
-            versions.insert(version, Arc::new(kek));
-            current = current.max(version);
-        }
-        if versions.is_empty() {
-            return Err(corrupt(&format!(
-                "the KEKs of tenant {tenant} (none stored)"
-            )));
-        }
-        let loaded = Arc::new(TenantKeys { current, versions });
-        // A rotation may have cached a newer set while this one was loading: keep the newer.
-        let mut cache = write(&keyring.tenants);
-        let cached = cache.entry(tenant).or_insert_with(|| Arc::clone(&loaded));
-        if cached.current < loaded.current {
-            *cached = Arc::clone(&loaded);
-        }
-        Ok(Arc::clone(cached))
-    }
-
-    /// The KEK of `version`, reloading the tenant's keys once if the cache does not have it
-    /// (another writer may have rotated since the cache was filled).
-    fn kek(
-        &self,
-        keyring: &Keyring,
-        tenant: TenantId,
-        version: u32,
-    ) -> Result<Option<Arc<SecretKey>>> {
-        if let Some(kek) = self.tenant_keys(keyring, tenant)?.versions.get(&version) {
-            return Ok(Some(Arc::clone(kek)));
-        }
-        write(&keyring.tenants).remove(&tenant);
-        Ok(self
-            .tenant_keys(keyring, tenant)?
-            .versions
-            .get(&version)
-            .cloned())
-    }
-
-    /// Adds a KEK version for the tenant; every seal after this returns uses it.
-    pub fn rotate(&self, caller: &Caller, tenant: &TenantName) -> Result<u32> {
-        let keyring = self.keyring()?;
-        if caller.system {
-            self.require_system_op(caller, SystemOp::Rotate)?;
-        }
-        let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
-        let _guard = lock(self.stripe(id, ""));
-        let keys = self.tenant_keys(&keyring, id)?;
-        if keys.versions.len() >= MAX_KEK_VERSIONS {
-            return Err(Error::FailedPrecondition(format!(
-                "tenant {tenant} has {MAX_KEK_VERSIONS} KEK versions, the most it may keep"
-            )));
-        }
-        let version = keys
-            .current
-            .checked_add(1)
-            .ok_or_else(|| Error::FailedPrecondition("no KEK versions left".into()))?;
-        // Never overwrite a stored KEK: data may still be wrapped under it.
-        if self
-            .keys
-            .get(Space::Config, &kek_key(id, version))?
-            .is_some()
-        {
-            return Err(corrupt(&format!(
-                "KEK version {version} of tenant {tenant} (exists but is not cached)"
-            )));
-        }
-        let kek = SecretKey::generate()?;
-        let mut batch = WriteBatch::new();
-        batch.put(
-            Space::Config,
-            kek_key(id, version),
-            self.seal_kek(&keyring, id, version, &kek, now_unix_nanos())?,
-        );
-        self.keys.write(batch)?;
-        let mut versions: HashMap<u32, Arc<SecretKey>> = keys
-            .versions
-            .iter()
-            .map(|(v, k)| (*v, Arc::clone(k)))
-            .collect();
-        versions.insert(version, Arc::new(kek));
-        write(&keyring.tenants).insert(
-            id,
-            Arc::new(TenantKeys {
-                current: version,
-                versions,
-            }),
-        );
-        Ok(version)
     }
 
     fn stripe(&self, tenant: TenantId, path: &str) -> &Mutex<()> {
@@ -924,13 +837,6 @@ impl Vault {
         self.check_data(&data)?;
         let keyring = self.keyring()?;
         let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
-        let keys = self.tenant_keys(&keyring, id)?;
-        let kek_version = keys.current;
-        let kek = keys
-            .versions
-            .get(&kek_version)
-            .ok_or_else(|| corrupt("the current KEK"))?;
-
         let _guard = lock(self.stripe(id, path.as_str()));
         let meta_key = meta_key(id, path);
         let previous = self
@@ -942,15 +848,8 @@ impl Vault {
         let now = now_unix_nanos();
 
         let dek = SecretKey::generate()?;
-        let wrapped_dek = crypto::seal(
-            kek,
-            KeyRef {
-                kind: KeyKind::Kek,
-                version: kek_version,
-            },
-            &dek_context(id, path, version),
-            dek.expose_secret(),
-        )?;
+        let (wrapped_dek, _) =
+            self.wrap_dek(&keyring, id, &dek_context(id, path, version), &dek)?;
         let sealed_value = crypto::seal(
             &dek,
             KeyRef {
@@ -1029,21 +928,37 @@ impl Vault {
         if version > meta.current_version {
             return Err(version_not_found());
         }
-        let stored = self
-            .data
-            .get(Space::Secrets, &version_key(id, path, version))?
-            .ok_or_else(version_not_found)?;
         let what = || format!("secret {path} version {version}");
+        // A re-wrap may retire the KEK between our read and its lookup; the version then reads
+        // again, wrapped under the newer KEK.
+        let mut attempts = 0;
+        let (stored, kek) = loop {
+            attempts += 1;
+            let stored = self
+                .data
+                .get(Space::Secrets, &version_key(id, path, version))?
+                .ok_or_else(version_not_found)?;
+            let (_, wrapped_dek, _) =
+                decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
+            let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
+            if header.key.kind != KeyKind::Kek {
+                return Err(Error::Integrity(what()));
+            }
+            match self.kek(&keyring, id, header.key.version)? {
+                Some(kek) => break (stored, kek),
+                None if attempts < 3 => continue,
+                None => return Err(Error::Integrity(what())),
+            }
+        };
         let (created, wrapped_dek, sealed_value) =
             decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
         let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
-        if header.key.kind != KeyKind::Kek {
-            return Err(Error::Integrity(what()));
-        }
-        let kek = self
-            .kek(&keyring, id, header.key.version)?
-            .ok_or_else(|| Error::Integrity(what()))?;
-        let dek_bytes = crypto::open(&kek, &dek_context(id, path, version), wrapped_dek, &what)?;
+        let dek_bytes = crypto::open(
+            &kek.key,
+            &dek_context(id, path, version),
+            wrapped_dek,
+            &what,
+        )?;
         let dek = SecretKey::from_bytes(dek_bytes).ok_or_else(|| Error::Integrity(what()))?;
         let plaintext = crypto::open(&dek, &value_context(id, path, version), sealed_value, &what)?;
         let data = SecretData::decode(&plaintext).ok_or_else(|| Error::Integrity(what()))?;
@@ -1191,6 +1106,27 @@ impl Vault {
     }
 }
 
+/// Opens the root key with a candidate unseal key: `UnsealFailed` if it is the wrong one.
+fn open_root_key(config: &SealConfig, unseal_key: &SecretKey) -> Result<SecretKey> {
+    let root_sealed = STANDARD
+        .decode(&config.root_key_sealed)
+        .map_err(|_| corrupt("the sealed root key"))?;
+    let header = Header::parse(&root_sealed)?;
+    if header.key
+        != (KeyRef {
+            kind: KeyKind::Unseal,
+            version: config.unseal_key_version,
+        })
+    {
+        return Err(corrupt("the sealed root key (unexpected key)"));
+    }
+    let root_bytes = crypto::open(unseal_key, &root_key_context(), &root_sealed, &|| {
+        "the root key".into()
+    })
+    .map_err(|_| Error::UnsealFailed)?;
+    SecretKey::from_bytes(root_bytes).ok_or_else(|| corrupt("the root key (wrong length)"))
+}
+
 fn root_key_context() -> Context<'static> {
     Context {
         purpose: Purpose::RootKey,
@@ -1247,9 +1183,12 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
 
 mod access;
 mod approle;
+mod keys;
 mod login;
 mod mfa;
 mod oidc;
+mod rekey;
+mod shred;
 mod tenants;
 
 pub use approle::{AppRole, AppRoleSpec, SecretIdSpec};
@@ -1260,6 +1199,14 @@ pub use oidc::{JwtConfig, PolicyMapping};
 
 pub use access::{CreatedToken, TokenInfo, TokenRequest};
 use access::{accessor_key, require_system};
+pub use keys::{
+    DEFAULT_KEY_BUDGET, DEFAULT_MAX_LIVE_VERSIONS, DEFAULT_RESERVE_BLOCK,
+    DEFAULT_SHRED_DELAY_NANOS, HARD_CAP, KeyPolicy, KeyStatus, KeyVersionStatus, MaintenanceReport,
+    RetiredStatus, RewrapProgress, RootKeyStatus, TenantKeyStatus,
+};
+use keys::{TenantKeys, Uses};
+pub use rekey::{RekeyProgress, ShareCheck};
+pub use shred::{DeletedTenant, SHRED_LIMIT};
 use tenants::TenantState;
 pub use tenants::{TenantSettings, TenantUpdate};
 

@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 pub mod call;
 mod dev;
+mod keys;
 mod login;
 mod secrets;
 mod status;
@@ -27,12 +28,13 @@ use vault_core::{
     cidr::Cidr,
     limits::LoginFailures,
     storage::RocksStorage,
+    vault::KeyPolicy,
 };
 use vault_proto::v1::{
     FILE_DESCRIPTOR_SET, app_roles_server::AppRolesServer, audit_server::AuditServer,
-    jwt_auth_server::JwtAuthServer, login_server::LoginServer, mfa_server::MfaServer,
-    policies_server::PoliciesServer, secrets_server::SecretsServer, system_server::SystemServer,
-    tenants_server::TenantsServer, tokens_server::TokensServer,
+    jwt_auth_server::JwtAuthServer, keys_server::KeysServer, login_server::LoginServer,
+    mfa_server::MfaServer, policies_server::PoliciesServer, secrets_server::SecretsServer,
+    system_server::SystemServer, tenants_server::TenantsServer, tokens_server::TokensServer,
 };
 
 /// Failed logins from one source are counted over this window.
@@ -142,6 +144,44 @@ pub struct Args {
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_calls: usize,
 
+    /// Encryptions a key version may serve before it rotates (at most 2^32, the NIST limit for
+    /// AES-GCM with random nonces). The default, 2^30, keeps the chance of a nonce collision
+    /// below 2^-37.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_KEY_BUDGET)]
+    pub key_budget: u64,
+
+    /// A tenant's KEK rotates once its current version is this many seconds old; 0: never by age.
+    #[arg(long, default_value_t = 0)]
+    pub key_max_age_secs: u64,
+
+    /// KEK versions each tenant keeps live; older ones are retired (their data keys re-wrapped
+    /// into the current version, then destroyed). 0: retire only on request.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_LIVE_VERSIONS)]
+    pub key_max_live_versions: u32,
+
+    /// Key uses reserved durably at a time: a crash over-counts by at most this many.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_RESERVE_BLOCK)]
+    pub key_reserve_block: u64,
+
+    /// Data keys the retirement job re-wraps per second (it runs in the background).
+    #[arg(long, default_value_t = 1000)]
+    pub rewrap_rate: u64,
+
+    /// Seconds between a tenant's deletion and the destruction of its keys (crypto-shredding);
+    /// `vault-cli tenant restore` cancels within this time.
+    #[arg(long, default_value_t = (vault_core::vault::DEFAULT_SHRED_DELAY_NANOS / 1_000_000_000) as u64)]
+    pub tenant_shred_delay_secs: u64,
+
+    /// Milliseconds between rounds of background key maintenance (rotation by age, re-wrap,
+    /// shredding).
+    #[arg(long, default_value_t = 200, hide = true)]
+    pub maintenance_interval_ms: u64,
+
+    /// DANGER, for tests: every key use is appended to this file (and synced) before it is
+    /// made, so a test can compare the durable counts with the truth after a crash.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub danger_invocation_log: Option<PathBuf>,
+
     /// DANGER, for tests: while this file exists, every audit write fails (if it contains
     /// `partial`, half of each batch reaches the segment first, as in a torn write).
     #[arg(long, value_name = "FILE", hide = true)]
@@ -207,11 +247,30 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let data = RocksStorage::open(&data_dir.join("data"))
         .map_err(|e| format!("cannot open the data store: {e}"))?;
-    let keys = RocksStorage::open(&data_dir.join("keys"))
+    let keys = RocksStorage::open_key_store(&data_dir.join("keys"))
         .map_err(|e| format!("cannot open the key store: {e}"))?;
+    let interval_ms = args.maintenance_interval_ms.max(1);
+    let seconds = |s: u64| i64::try_from(s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
     let config = VaultConfig {
         max_value_bytes: args.max_value_bytes,
+        keys: KeyPolicy {
+            budget: args.key_budget,
+            max_age_nanos: seconds(args.key_max_age_secs),
+            max_live_versions: args.key_max_live_versions,
+            reserve_block: args.key_reserve_block,
+            rewrap_per_round: usize::try_from(
+                (args.rewrap_rate.saturating_mul(interval_ms) / 1000).max(1),
+            )
+            .unwrap_or(usize::MAX),
+            shred_delay_nanos: seconds(args.tenant_shred_delay_secs),
+            sweep_interval_nanos: 10_000_000_000,
+            invocation_log: args.danger_invocation_log.clone(),
+        },
     };
+    config
+        .keys
+        .validate()
+        .map_err(|e| format!("key settings: {e}"))?;
     let mut vault = Vault::open(Arc::new(data), Arc::new(keys), config)
         .map_err(|e| format!("cannot open the vault: {e}"))?;
     let node_id = args.node_id.clone().unwrap_or_else(host_name);
@@ -250,6 +309,11 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    tokio::spawn(maintain(
+        Arc::clone(&vault),
+        std::time::Duration::from_millis(interval_ms),
+    ));
+
     let shared = Arc::new(Shared {
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
@@ -286,6 +350,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         .await;
     health_reporter
         .set_serving::<MfaServer<login::MfaService>>()
+        .await;
+    health_reporter
+        .set_serving::<KeysServer<keys::KeysService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -360,6 +427,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
         .add_service(
             MfaServer::new(login::MfaService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            KeysServer::new(keys::KeysService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
         // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).
@@ -442,6 +513,32 @@ async fn persist_audit_head(vault: Arc<Vault>, audit: Arc<AuditLog>) {
             Ok(Ok(())) => stored = Some(head),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot store the audit head"),
             Err(e) => tracing::warn!(error = %e, "cannot store the audit head"),
+        }
+    }
+}
+
+/// Background key maintenance: rotation by age, the retirement job (throttled by the rounds'
+/// spacing and size), and crypto-shredding. A failing round is logged and retried next time.
+async fn maintain(vault: Arc<Vault>, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let round = Arc::clone(&vault);
+        match tokio::task::spawn_blocking(move || round.maintain()).await {
+            Ok(Ok(report)) => {
+                if report != vault_core::vault::MaintenanceReport::default() {
+                    tracing::info!(
+                        rotated = report.rotated,
+                        rewrapped = report.rewrapped,
+                        retired = report.retired,
+                        shredded = report.shredded,
+                        "key maintenance"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "key maintenance failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, "key maintenance panicked; retrying"),
         }
     }
 }

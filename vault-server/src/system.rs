@@ -1,9 +1,15 @@
-//! System service: init, unseal, seal, status, rotate.
+//! System service: init, unseal, seal, status, rotate, rekey and the share check.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vault_core::{Error, names::TenantName, shamir::UnsealShare, vault::SealStatus};
+use vault_core::{
+    Error,
+    names::TenantName,
+    shamir::UnsealShare,
+    time::rfc3339,
+    vault::{RekeyProgress, SealStatus, ShareCheck},
+};
 use vault_proto::v1::{self, system_server::System};
 
 use crate::{
@@ -118,9 +124,34 @@ impl System for SystemService {
     ) -> Result<Response<v1::RotateResponse>, Status> {
         let call = Call::of(&request);
         let token = presented_token(&request);
-        let v1::RotateRequest { tenant } = request.into_inner();
+        let v1::RotateRequest { tenant, all } = request.into_inner();
         call.target(&tenant, "");
         let vault = Arc::clone(&self.shared.vault);
+        if all {
+            let rotated = call
+                .blocking(move |call| {
+                    let caller = call.authenticate(&vault, token)?;
+                    if !tenant.is_empty() {
+                        return Err(Error::InvalidArgument {
+                            field: "tenant",
+                            reason: "must be empty with `all`".into(),
+                        });
+                    }
+                    call.intent()?;
+                    vault.rotate_all(&caller)
+                })
+                .await?;
+            return Ok(Response::new(v1::RotateResponse {
+                rotated: rotated
+                    .into_iter()
+                    .map(|(tenant, key_version)| v1::RotatedTenant {
+                        tenant: tenant.to_string(),
+                        key_version,
+                    })
+                    .collect(),
+                ..Default::default()
+            }));
+        }
         let (tenant, key_version) = call
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, token)?;
@@ -133,6 +164,127 @@ impl System for SystemService {
         Ok(Response::new(v1::RotateResponse {
             tenant: tenant.to_string(),
             key_version,
+            rotated: Vec::new(),
         }))
+    }
+
+    async fn rekey_init(
+        &self,
+        request: Request<v1::RekeyInitRequest>,
+    ) -> Result<Response<v1::RekeyStatusResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::RekeyInitRequest {
+            shares,
+            threshold,
+            rotate_root,
+        } = request.into_inner();
+        let vault = Arc::clone(&self.shared.vault);
+        let progress = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                call.intent()?;
+                vault.rekey_init(&caller, shares, threshold, rotate_root)
+            })
+            .await?;
+        Ok(Response::new(rekey_status(Some(progress))))
+    }
+
+    async fn rekey_submit(
+        &self,
+        request: Request<v1::RekeySubmitRequest>,
+    ) -> Result<Response<v1::RekeySubmitResponse>, Status> {
+        let call = Call::of(&request);
+        let v1::RekeySubmitRequest { nonce, share } = request.into_inner();
+        let share = zeroize::Zeroizing::new(share);
+        let vault = Arc::clone(&self.shared.vault);
+        let progress = call
+            .blocking(move |call| {
+                let share = UnsealShare::parse(&share)?;
+                call.intent()?;
+                vault.rekey_submit(&nonce, share)
+            })
+            .await?;
+        if progress.complete {
+            tracing::warn!(
+                shares = progress.shares,
+                threshold = progress.threshold,
+                "rekey complete: the previous unseal shares no longer work"
+            );
+        }
+        Ok(Response::new(v1::RekeySubmitResponse {
+            complete: progress.complete,
+            progress: progress.progress,
+            required: progress.required,
+            shares: progress
+                .new_shares
+                .iter()
+                .map(|share| share.expose_secret().to_string())
+                .collect(),
+            threshold: progress.threshold,
+        }))
+    }
+
+    async fn rekey_cancel(
+        &self,
+        request: Request<v1::RekeyCancelRequest>,
+    ) -> Result<Response<v1::RekeyCancelResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let vault = Arc::clone(&self.shared.vault);
+        call.blocking(move |call| {
+            let caller = call.authenticate(&vault, token)?;
+            call.intent()?;
+            vault.rekey_cancel(&caller)
+        })
+        .await?;
+        Ok(Response::new(v1::RekeyCancelResponse {}))
+    }
+
+    async fn rekey_status(
+        &self,
+        request: Request<v1::RekeyStatusRequest>,
+    ) -> Result<Response<v1::RekeyStatusResponse>, Status> {
+        let call = Call::of(&request);
+        let vault = Arc::clone(&self.shared.vault);
+        let progress = call.blocking(move |_| vault.rekey_status()).await?;
+        Ok(Response::new(rekey_status(progress)))
+    }
+
+    async fn verify_share(
+        &self,
+        request: Request<v1::VerifyShareRequest>,
+    ) -> Result<Response<v1::VerifyShareResponse>, Status> {
+        let call = Call::of(&request);
+        let v1::VerifyShareRequest { share } = request.into_inner();
+        let share = zeroize::Zeroizing::new(share);
+        let vault = Arc::clone(&self.shared.vault);
+        let check = call
+            .blocking(move |_| vault.verify_share(&UnsealShare::parse(&share)?))
+            .await?;
+        Ok(Response::new(v1::VerifyShareResponse {
+            result: match check {
+                ShareCheck::Current => "current",
+                ShareCheck::NotCurrent => "not-current",
+                ShareCheck::Unknown => "unknown",
+            }
+            .into(),
+        }))
+    }
+}
+
+fn rekey_status(progress: Option<RekeyProgress>) -> v1::RekeyStatusResponse {
+    match progress {
+        Some(p) => v1::RekeyStatusResponse {
+            started: true,
+            nonce: p.nonce,
+            shares: p.shares,
+            threshold: p.threshold,
+            progress: p.progress,
+            required: p.required,
+            started_time: rfc3339(p.started_unix_nanos),
+            rotate_root: p.rotate_root,
+        },
+        None => v1::RekeyStatusResponse::default(),
     }
 }

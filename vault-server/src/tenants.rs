@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vault_core::{
-    names::TenantName,
+    Error,
+    names::{TenantId, TenantName},
     time::rfc3339,
     vault::{TenantInfo, TenantSettings, TenantUpdate},
 };
@@ -151,13 +152,75 @@ impl Tenants for TenantsService {
         let v1::DeleteTenantRequest { name } = request.into_inner();
         call.target(&name, "");
         let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let name = TenantName::parse(&name)?;
-            call.intent()?;
-            vault.delete_tenant(&caller, &name)
-        })
-        .await?;
-        Ok(Response::new(v1::DeleteTenantResponse {}))
+        let shred_after = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let name = TenantName::parse(&name)?;
+                call.intent()?;
+                vault.delete_tenant(&caller, &name)
+            })
+            .await?;
+        Ok(Response::new(v1::DeleteTenantResponse {
+            shred_after: rfc3339(shred_after),
+        }))
+    }
+
+    async fn restore_tenant(
+        &self,
+        request: Request<v1::RestoreTenantRequest>,
+    ) -> Result<Response<v1::RestoreTenantResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::RestoreTenantRequest { name, id } = request.into_inner();
+        call.target(&name, "");
+        let vault = Arc::clone(&self.shared.vault);
+        let info = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let name = TenantName::parse(&name)?;
+                let id =
+                    match id.trim() {
+                        "" => None,
+                        text => Some(TenantId::parse_hex(text).ok_or_else(|| {
+                            Error::InvalidArgument {
+                                field: "id",
+                                reason: "not a tenant id (hex, as `tenant deleted` shows it)"
+                                    .into(),
+                            }
+                        })?),
+                    };
+                call.intent()?;
+                vault.restore_tenant(&caller, &name, id)
+            })
+            .await?;
+        Ok(Response::new(v1::RestoreTenantResponse {
+            tenant: Some(tenant_message(info)),
+        }))
+    }
+
+    async fn list_deleted_tenants(
+        &self,
+        request: Request<v1::ListDeletedTenantsRequest>,
+    ) -> Result<Response<v1::ListDeletedTenantsResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let vault = Arc::clone(&self.shared.vault);
+        let deleted = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                vault.deleted_tenants(&caller)
+            })
+            .await?;
+        Ok(Response::new(v1::ListDeletedTenantsResponse {
+            tenants: deleted
+                .into_iter()
+                .map(|d| v1::DeletedTenant {
+                    name: d.name.to_string(),
+                    id: d.id.to_hex(),
+                    deleted_time: rfc3339(d.deleted_unix_nanos),
+                    shred_after: rfc3339(d.shred_after_unix_nanos),
+                })
+                .collect(),
+        }))
     }
 }

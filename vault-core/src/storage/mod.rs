@@ -113,6 +113,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A short name for status output ("rocksdb", "memory").
     fn kind(&self) -> &'static str;
+
+    /// Rewrites the stored files so that deleted entries are physically gone (no file of the
+    /// store holds them afterwards, write-ahead log included). Backends without files do nothing.
+    fn compact(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or `None` if no such key

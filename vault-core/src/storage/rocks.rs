@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions,
+    BottommostLevelCompaction, ColumnFamilyDescriptor, CompactOptions, DB, DBCompressionType,
+    Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteOptions,
 };
 
 use super::{Entry, Op, Space, Storage, WriteBatch, prefix_end};
@@ -23,15 +24,29 @@ fn error(context: &str, e: rocksdb::Error) -> StorageError {
 impl RocksStorage {
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with(dir, DBCompressionType::Lz4)
+    }
+
+    /// Opens the key store: uncompressed, since it holds only small sealed blobs (random bytes
+    /// that do not compress), and uncompressed files can be searched byte for byte to show that
+    /// a destroyed key is gone from every one of them.
+    pub fn open_key_store(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with(dir, DBCompressionType::None)
+    }
+
+    fn open_with(dir: &Path, compression: DBCompressionType) -> Result<Self, StorageError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         // Keys and values are small; keep the memory footprint modest for a 2-core box.
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
-        let families = Space::ALL
-            .iter()
-            .map(|space| ColumnFamilyDescriptor::new(space.name(), Options::default()));
+        options.set_compression_type(compression);
+        let families = Space::ALL.iter().map(|space| {
+            let mut family = Options::default();
+            family.set_compression_type(compression);
+            ColumnFamilyDescriptor::new(space.name(), family)
+        });
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
             let text = e.to_string();
             if text.contains("lock") {
@@ -110,5 +125,28 @@ impl Storage for RocksStorage {
 
     fn kind(&self) -> &'static str {
         "rocksdb"
+    }
+
+    /// Flushes every column family (so the write-ahead log holding the deleted entries becomes
+    /// obsolete and is removed), then compacts each down to the bottom level, which rewrites
+    /// every table file without the deleted entries and their tombstones.
+    fn compact(&self) -> Result<(), StorageError> {
+        let mut flush = FlushOptions::default();
+        flush.set_wait(true);
+        let families = Space::ALL
+            .iter()
+            .map(|space| self.family(*space))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.db
+            .flush_cfs_opt(&families, &flush)
+            .map_err(|e| error("flush", e))?;
+        let mut options = CompactOptions::default();
+        options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        options.set_exclusive_manual_compaction(true);
+        for family in &families {
+            self.db
+                .compact_range_cf_opt(*family, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        self.db.flush_wal(true).map_err(|e| error("flush wal", e))
     }
 }

@@ -41,10 +41,11 @@ pub enum SystemOp {
     AuthConfig,
     /// Changing which system operations need MFA, or resetting an entity's enrolment.
     MfaConfig,
+    Rekey,
 }
 
 impl SystemOp {
-    pub const ALL: [SystemOp; 9] = [
+    pub const ALL: [SystemOp; 10] = [
         SystemOp::Seal,
         SystemOp::TenantCreate,
         SystemOp::TenantUpdate,
@@ -54,6 +55,7 @@ impl SystemOp {
         SystemOp::Rotate,
         SystemOp::AuthConfig,
         SystemOp::MfaConfig,
+        SystemOp::Rekey,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +69,7 @@ impl SystemOp {
             SystemOp::Rotate => "rotate",
             SystemOp::AuthConfig => "auth-config",
             SystemOp::MfaConfig => "mfa-config",
+            SystemOp::Rekey => "rekey",
         }
     }
 
@@ -198,15 +201,8 @@ impl Vault {
             self.verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?;
         }
         let secret = TotpSecret::generate()?;
-        let sealed = crypto::seal(
-            &keyring.root,
-            KeyRef {
-                kind: KeyKind::Root,
-                version: keyring.root_version,
-            },
-            &mfa_context(&entity),
-            secret.expose_secret(),
-        )?;
+        let sealed =
+            self.seal_under_root(&keyring, &mfa_context(&entity), secret.expose_secret())?;
         let record = MfaRecord {
             sealed: STANDARD.encode(sealed),
             enrolled_unix_nanos: self.now(),
@@ -274,7 +270,12 @@ impl Vault {
             .decode(&record.sealed)
             .map_err(|_| corrupt("an mfa enrolment"))?;
         let what = || format!("the mfa secret of entity {entity}");
-        let bytes = crypto::open(&keyring.root, &mfa_context(entity), &sealed, &what)?;
+        let root = Header::parse(&sealed)
+            .ok()
+            .filter(|header| header.key.kind == KeyKind::Root)
+            .and_then(|header| keyring.root_key(header.key.version))
+            .ok_or_else(|| Error::Integrity(what()))?;
+        let bytes = crypto::open(root, &mfa_context(entity), &sealed, &what)?;
         let secret = TotpSecret::from_bytes(bytes).ok_or_else(|| corrupt("an mfa secret"))?;
         let now_seconds = now.div_euclid(1_000_000_000);
         let result = totp::check(&secret, code, now_seconds, record.last_used_step);

@@ -137,7 +137,7 @@ impl TenantState {
     }
 }
 
-fn tenant_id_key(id: TenantId) -> Vec<u8> {
+pub(super) fn tenant_id_key(id: TenantId) -> Vec<u8> {
     format!("tenant-id/{}", id.to_hex()).into_bytes()
 }
 
@@ -180,7 +180,7 @@ fn tenant_records(data: &dyn Storage) -> Result<Vec<TenantRecord>> {
     Ok(records)
 }
 
-fn deleted_tenant_key(id: TenantId) -> Vec<u8> {
+pub(super) fn deleted_tenant_key(id: TenantId) -> Vec<u8> {
     format!("tenant-deleted/{}", id.to_hex()).into_bytes()
 }
 
@@ -199,15 +199,14 @@ impl Vault {
             return Err(Error::AlreadyExists(format!("tenant {name}")));
         }
         let id = TenantId::generate()?;
-        let created = now_unix_nanos();
+        let created = self.now();
         // The KEK first: a crash between the two writes leaves an unreachable KEK under a random
         // id, never a tenant without a key.
-        let kek = SecretKey::generate()?;
         let mut key_batch = WriteBatch::new();
         key_batch.put(
             Space::Config,
-            kek_key(id, 1),
-            self.seal_kek(&keyring, id, 1, &kek, created)?,
+            keys::kek_key(id, 1),
+            self.first_kek(&keyring, id)?,
         );
         self.keys.write(key_batch)?;
         let record = TenantRecord {
@@ -216,6 +215,7 @@ impl Vault {
             created_unix_nanos: created,
             settings: settings.clone(),
             deleted_unix_nanos: 0,
+            shred_after_unix_nanos: 0,
         };
         let mut data_batch = WriteBatch::new();
         data_batch
@@ -281,14 +281,18 @@ impl Vault {
     }
 
     /// Deletes a tenant (system scope): from the next call on, its tokens are refused and its
-    /// name is free. Its keys and data stay, unreachable, until crypto-shredding removes them.
-    pub fn delete_tenant(&self, caller: &Caller, name: &TenantName) -> Result<()> {
+    /// name is free. Its keys are destroyed after the waiting period (crypto-shredding), unless
+    /// [`Vault::restore_tenant`] brings it back first. Returns when the keys will be destroyed.
+    pub fn delete_tenant(&self, caller: &Caller, name: &TenantName) -> Result<i64> {
         self.require_system_op(caller, SystemOp::TenantDelete)?;
         let keyring = self.keyring()?;
         let _guard = lock(&self.tenant_create);
         let mut record = self.tenant_record(name)?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
         record.deleted_unix_nanos = self.now();
+        record.shred_after_unix_nanos = record
+            .deleted_unix_nanos
+            .saturating_add(self.config.keys.shred_delay_nanos);
         let mut batch = WriteBatch::new();
         batch
             .delete(Space::Config, tenant_key(name))
@@ -298,7 +302,7 @@ impl Vault {
         write(&self.tenants).remove(name);
         write(&self.tenant_states).remove(&id);
         write(&keyring.tenants).remove(&id);
-        Ok(())
+        Ok(record.shred_after_unix_nanos)
     }
 
     fn tenant_record(&self, name: &TenantName) -> Result<TenantRecord> {
@@ -314,7 +318,11 @@ impl Vault {
         tenant_records(self.data.as_ref())
     }
 
-    fn tenant_info(&self, keyring: &Keyring, record: TenantRecord) -> Result<TenantInfo> {
+    pub(super) fn tenant_info(
+        &self,
+        keyring: &Keyring,
+        record: TenantRecord,
+    ) -> Result<TenantInfo> {
         let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
         let keys = self.tenant_keys(keyring, id)?;

@@ -1,6 +1,8 @@
 use super::*;
 use crate::{secret::SecretBytes, storage::MemoryStorage};
 
+mod lifecycle;
+
 struct Fixture {
     data: Arc<MemoryStorage>,
     keys: Arc<MemoryStorage>,
@@ -602,6 +604,7 @@ fn bad_secret_data_is_refused_naming_the_field() {
         fixture.keys.clone(),
         VaultConfig {
             max_value_bytes: 16,
+            ..VaultConfig::default()
         },
     )
     .expect("open");

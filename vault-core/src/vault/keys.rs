@@ -1,0 +1,1242 @@
+//! Key lifecycle: exact invocation counts, rotation by budget and age, retirement of old KEK
+//! versions by a background re-wrap job, and the key status report.
+//!
+//! Counting. Every encryption under a key (a KEK version wrapping a DEK, the root key sealing a
+//! KEK, a system key or an MFA secret) takes one use from that key's counter first. The counter
+//! reserves uses in blocks: before the first use past the reserved mark, the next mark is
+//! written to the key store (synced). A crash loses at most the unused rest of a block, so the
+//! stored count can only exceed the true one, never fall short of it; after a restart a
+//! version's count starts at its stored mark. A version at its budget takes no more uses: a
+//! tenant's KEK rotates then and the encryption goes to the new version; the root key refuses.
+//! No budget may exceed [`HARD_CAP`] (NIST SP 800-38D: 2^32 invocations with random nonces).
+//!
+//! Retirement. Versions past the configured number of live versions, or named by an operator,
+//! are scheduled. The job takes every scheduled version as its fixed set when it starts, scans
+//! the tenant's secret versions in key order (resuming from a stored cursor after a restart),
+//! re-wraps each DEK sealed under a version of the set into the current version (taking uses
+//! like any encryption, rotating if the budget says so; new versions are never in the set, so
+//! the job ends), then deletes the set's key records in one write and compacts the key store.
+//!
+//! Invariant: a re-wrap holds the secret's stripe lock, so it never races a put or a delete of
+//! the same secret; KEK changes (rotation, scheduling, retirement) hold `key_changes`, which is
+//! always taken after a stripe lock and never before one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+
+/// No key is ever used for more invocations than this (random 96-bit nonces, NIST SP 800-38D).
+pub const HARD_CAP: u64 = 1 << 32;
+/// Default budget of a key version: 2^30 invocations, a quarter of the cap (the chance of a nonce
+/// collision stays below 2^-37).
+pub const DEFAULT_KEY_BUDGET: u64 = 1 << 30;
+/// Default number of live KEK versions per tenant; older ones are retired.
+pub const DEFAULT_MAX_LIVE_VERSIONS: u32 = 8;
+/// Default size of a durable reservation of uses.
+pub const DEFAULT_RESERVE_BLOCK: u64 = 1024;
+/// Default waiting period between a tenant's deletion and the destruction of its keys.
+pub const DEFAULT_SHRED_DELAY_NANOS: i64 = 7 * 86_400 * 1_000_000_000;
+
+/// How keys are used up, rotated, retired and destroyed.
+#[derive(Clone, Debug)]
+pub struct KeyPolicy {
+    /// Invocations a key version may serve (at most [`HARD_CAP`]).
+    pub budget: u64,
+    /// A tenant's KEK rotates once its current version is this old; 0: never by age.
+    pub max_age_nanos: i64,
+    /// KEK versions a tenant keeps live; older ones are retired. 0: retirement only on request.
+    pub max_live_versions: u32,
+    /// Uses reserved durably at a time.
+    pub reserve_block: u64,
+    /// DEKs the re-wrap job re-wraps per maintenance round (the server runs rounds on a timer).
+    pub rewrap_per_round: usize,
+    /// Waiting period between a tenant's deletion and the destruction of its keys.
+    pub shred_delay_nanos: i64,
+    /// How often the maintenance rounds look at every tenant (age, live versions).
+    pub sweep_interval_nanos: i64,
+    /// DANGER, tests only: every use of a key is appended (and synced) to this file first.
+    pub invocation_log: Option<std::path::PathBuf>,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        KeyPolicy {
+            budget: DEFAULT_KEY_BUDGET,
+            max_age_nanos: 0,
+            max_live_versions: DEFAULT_MAX_LIVE_VERSIONS,
+            reserve_block: DEFAULT_RESERVE_BLOCK,
+            rewrap_per_round: 200,
+            shred_delay_nanos: DEFAULT_SHRED_DELAY_NANOS,
+            sweep_interval_nanos: 10_000_000_000,
+            invocation_log: None,
+        }
+    }
+}
+
+impl KeyPolicy {
+    pub fn validate(&self) -> Result<()> {
+        if self.budget == 0 || self.budget > HARD_CAP {
+            return Err(Error::invalid(
+                "key_budget",
+                format!("must be between 1 and {HARD_CAP} (2^32)"),
+            ));
+        }
+        if self.reserve_block == 0 {
+            return Err(Error::invalid("key_reserve_block", "must be at least 1"));
+        }
+        if self.max_age_nanos < 0 || self.shred_delay_nanos < 0 {
+            return Err(Error::invalid("key_max_age", "must not be negative"));
+        }
+        Ok(())
+    }
+}
+
+/// A key's uses: `used` counts every invocation since the count was loaded (exact while the
+/// process lives); `reserved` is what the key store holds, never below `used`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Uses {
+    used: u64,
+    reserved: u64,
+}
+
+impl Uses {
+    pub(super) fn loaded(stored: u64) -> Uses {
+        Uses {
+            used: stored,
+            reserved: stored,
+        }
+    }
+}
+
+/// One KEK version in memory. Dropping it zeroizes the key.
+pub(super) struct KekVersion {
+    pub(super) key: SecretKey,
+    pub(super) created_unix_nanos: i64,
+    uses: Mutex<Uses>,
+}
+
+/// A tenant's KEK versions, unsealed on first use and cached until seal.
+pub(super) struct TenantKeys {
+    pub(super) current: u32,
+    pub(super) versions: BTreeMap<u32, Arc<KekVersion>>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(in crate::vault) struct KekRecord {
+    pub(super) created_unix_nanos: i64,
+    /// The KEK sealed under the root key (base64).
+    pub(super) sealed: String,
+}
+
+/// A tenant's retirement state, in the key store (`kek-state/<tenant id>`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Lifecycle {
+    /// Versions waiting for the next job.
+    #[serde(default)]
+    scheduled: BTreeSet<u32>,
+    #[serde(default)]
+    job: Option<RewrapJob>,
+    #[serde(default)]
+    retired: Vec<RetiredVersion>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RewrapJob {
+    /// The fixed set being retired.
+    versions: BTreeSet<u32>,
+    started_unix_nanos: i64,
+    /// Hex of the last secret-version key handled (relative to the tenant's prefix).
+    cursor: String,
+    scanned: u64,
+    rewrapped: u64,
+    /// Secret versions of the tenant when the job started.
+    total: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RetiredVersion {
+    version: u32,
+    retired_unix_nanos: i64,
+    rewrapped: u64,
+}
+
+/// A KEK version as `keys status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyVersionStatus {
+    pub version: u32,
+    pub created_unix_nanos: i64,
+    /// Invocations counted (exact since start-up; after a restart it starts at the stored mark).
+    pub invocations: u64,
+    /// The durably reserved mark (never below `invocations`).
+    pub reserved: u64,
+    pub remaining: u64,
+    /// current, live, scheduled (for retirement) or retiring (in the running job).
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewrapProgress {
+    pub versions: Vec<u32>,
+    pub started_unix_nanos: i64,
+    pub scanned: u64,
+    pub rewrapped: u64,
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredStatus {
+    pub version: u32,
+    pub retired_unix_nanos: i64,
+    pub rewrapped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantKeyStatus {
+    pub tenant: TenantName,
+    pub id: TenantId,
+    pub current: u32,
+    pub versions: Vec<KeyVersionStatus>,
+    pub rewrap: Option<RewrapProgress>,
+    pub retired: Vec<RetiredStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootKeyStatus {
+    pub version: u32,
+    pub invocations: u64,
+    pub reserved: u64,
+    pub remaining: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub budget: u64,
+    pub max_age_nanos: i64,
+    pub max_live_versions: u32,
+    /// Only for the system scope.
+    pub root: Option<RootKeyStatus>,
+    pub tenants: Vec<TenantKeyStatus>,
+}
+
+pub(super) fn kek_prefix(tenant: TenantId) -> Vec<u8> {
+    format!("kek/{}/", tenant.to_hex()).into_bytes()
+}
+
+pub(super) fn kek_key(tenant: TenantId, version: u32) -> Vec<u8> {
+    let mut key = kek_prefix(tenant);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+pub(super) fn kek_count_prefix(tenant: TenantId) -> Vec<u8> {
+    format!("kek-count/{}/", tenant.to_hex()).into_bytes()
+}
+
+fn kek_count_key(tenant: TenantId, version: u32) -> Vec<u8> {
+    let mut key = kek_count_prefix(tenant);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+pub(super) fn lifecycle_key(tenant: TenantId) -> Vec<u8> {
+    format!("kek-state/{}", tenant.to_hex()).into_bytes()
+}
+
+/// Previous root keys, each sealed under the current root key: `sys/root-previous/<u32 BE>`.
+pub(super) const PREVIOUS_ROOT_PREFIX: &[u8] = b"sys/root-previous/";
+
+pub(super) fn previous_root_context(version: u32) -> Context<'static> {
+    Context {
+        purpose: Purpose::SystemKey,
+        tenant: None,
+        path: "root-previous",
+        version: u64::from(version),
+    }
+}
+
+pub(super) fn root_count_key(version: u32) -> Vec<u8> {
+    let mut key = b"sys/root-count/".to_vec();
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn version_suffix(key: &[u8], prefix_len: usize, what: &str) -> Result<u32> {
+    key[prefix_len..]
+        .try_into()
+        .map(u32::from_be_bytes)
+        .map_err(|_| corrupt(what))
+}
+
+fn count_value(bytes: &[u8]) -> Result<u64> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("a key use count"))
+}
+
+/// Which key a use is taken from (for the reservation key and the invocation log).
+#[derive(Clone, Copy)]
+pub(super) enum Counted {
+    Kek(TenantId, u32),
+    Root(u32),
+}
+
+impl Counted {
+    fn storage_key(self) -> Vec<u8> {
+        match self {
+            Counted::Kek(tenant, version) => kek_count_key(tenant, version),
+            Counted::Root(version) => root_count_key(version),
+        }
+    }
+}
+
+impl Vault {
+    /// Takes one use of a key: `false` if it is at its budget (nothing taken). Reserves the next
+    /// block durably first when the reserved uses are spent.
+    pub(super) fn take_use(&self, counted: Counted, uses: &Mutex<Uses>) -> Result<bool> {
+        let limit = self.config.keys.budget.min(HARD_CAP);
+        let mut uses = lock(uses);
+        if uses.used >= limit {
+            return Ok(false);
+        }
+        if uses.used >= uses.reserved {
+            let next = uses
+                .used
+                .saturating_add(self.config.keys.reserve_block)
+                .min(limit);
+            let mut batch = WriteBatch::new();
+            batch.put(Space::Config, counted.storage_key(), next.to_be_bytes());
+            self.keys.write(batch)?;
+            uses.reserved = next;
+        }
+        uses.used += 1;
+        if let Some(log) = &self.invocation_log {
+            use std::io::Write;
+            let line = match counted {
+                Counted::Kek(tenant, version) => format!("kek {} {version}\n", tenant.to_hex()),
+                Counted::Root(version) => format!("root {version}\n"),
+            };
+            let mut file = lock(log);
+            file.write_all(line.as_bytes())
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Error::Storage(StorageError(format!("invocation log: {e}"))))?;
+        }
+        Ok(true)
+    }
+
+    /// Seals under the root key, taking one of its uses; refused once the root key is at its
+    /// budget.
+    pub(super) fn seal_under_root(
+        &self,
+        keyring: &Keyring,
+        context: &Context<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        if !self.take_use(Counted::Root(keyring.root_version), &keyring.root_uses)? {
+            return Err(Error::FailedPrecondition(format!(
+                "root key version {} has used its budget of {} invocations; no more keys can be \
+                 sealed under it",
+                keyring.root_version, self.config.keys.budget
+            )));
+        }
+        crypto::seal(
+            &keyring.root,
+            KeyRef {
+                kind: KeyKind::Root,
+                version: keyring.root_version,
+            },
+            context,
+            plaintext,
+        )
+    }
+
+    fn seal_kek(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        version: u32,
+        kek: &SecretKey,
+        created: i64,
+    ) -> Result<Vec<u8>> {
+        let sealed =
+            self.seal_under_root(keyring, &kek_context(tenant, version), kek.expose_secret())?;
+        to_json(&KekRecord {
+            created_unix_nanos: created,
+            sealed: STANDARD.encode(sealed),
+        })
+    }
+
+    /// Creates version 1 of a new tenant's KEK and returns its stored record.
+    pub(super) fn first_kek(&self, keyring: &Keyring, tenant: TenantId) -> Result<Vec<u8>> {
+        let kek = SecretKey::generate()?;
+        self.seal_kek(keyring, tenant, 1, &kek, self.now())
+    }
+
+    /// The tenant's KEK versions, unsealed on first use and cached until seal.
+    pub(super) fn tenant_keys(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+    ) -> Result<Arc<TenantKeys>> {
+        if let Some(keys) = read(&keyring.tenants).get(&tenant) {
+            return Ok(Arc::clone(keys));
+        }
+        let _changes = lock(&self.key_changes);
+        self.tenant_keys_locked(keyring, tenant)
+    }
+
+    /// [`Vault::tenant_keys`] for a caller that holds `key_changes`.
+    fn tenant_keys_locked(&self, keyring: &Keyring, tenant: TenantId) -> Result<Arc<TenantKeys>> {
+        if let Some(keys) = read(&keyring.tenants).get(&tenant) {
+            return Ok(Arc::clone(keys));
+        }
+        self.reload_tenant_keys(keyring, tenant)
+    }
+
+    /// Loads the tenant's KEK versions from the key store into the cache; versions already
+    /// cached keep their counters. The caller holds `key_changes`.
+    fn reload_tenant_keys(&self, keyring: &Keyring, tenant: TenantId) -> Result<Arc<TenantKeys>> {
+        let prefix = kek_prefix(tenant);
+        let entries = self
+            .keys
+            .scan(Space::Config, &prefix, &prefix, MAX_KEK_VERSIONS + 1)?;
+        if entries.len() > MAX_KEK_VERSIONS {
+            return Err(corrupt(&format!(
+                "the KEKs of tenant {tenant} (more than {MAX_KEK_VERSIONS} versions)"
+            )));
+        }
+        if entries.is_empty() {
+            if let Some(receipt) = self.keys.get(Space::Config, &shredded_key(tenant))? {
+                let receipt: ShredTombstone = from_json(&receipt, "a shred record")?;
+                return Err(Error::FailedPrecondition(format!(
+                    "the keys of tenant {} ({tenant}) were destroyed (crypto-shredded) at {}; \
+                     its data cannot be read",
+                    receipt.name,
+                    crate::time::rfc3339(receipt.shredded_unix_nanos)
+                )));
+            }
+            return Err(corrupt(&format!(
+                "the KEKs of tenant {tenant} (none stored)"
+            )));
+        }
+        let count_prefix = kek_count_prefix(tenant);
+        let mut counts = HashMap::new();
+        for (key, value) in self.keys.scan(
+            Space::Config,
+            &count_prefix,
+            &count_prefix,
+            MAX_KEK_VERSIONS + 1,
+        )? {
+            counts.insert(
+                version_suffix(&key, count_prefix.len(), "a key use count key")?,
+                count_value(&value)?,
+            );
+        }
+        let cached = read(&keyring.tenants).get(&tenant).cloned();
+        let mut versions = BTreeMap::new();
+        for (key, value) in entries {
+            let version = version_suffix(&key, prefix.len(), "a KEK key")?;
+            if let Some(existing) = cached.as_ref().and_then(|c| c.versions.get(&version)) {
+                versions.insert(version, Arc::clone(existing));
+                continue;
+            }
+            let record: KekRecord = from_json(&value, "a KEK record")?;
+            let sealed = STANDARD
+                .decode(&record.sealed)
+                .map_err(|_| corrupt("a KEK record"))?;
+            let header = Header::parse(&sealed)?;
+            let root = (header.key.kind == KeyKind::Root)
+                .then(|| keyring.root_key(header.key.version))
+                .flatten()
+                .ok_or_else(|| {
+                    corrupt("a KEK record (sealed under an unknown root key version)")
+                })?;
+            let what = || format!("KEK version {version} of tenant {tenant}");
+            let bytes = crypto::open(root, &kek_context(tenant, version), &sealed, &what)?;
+            let key =
+                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a KEK (wrong length)"))?;
+            versions.insert(
+                version,
+                Arc::new(KekVersion {
+                    key,
+                    created_unix_nanos: record.created_unix_nanos,
+                    uses: Mutex::new(Uses::loaded(counts.get(&version).copied().unwrap_or(0))),
+                }),
+            );
+        }
+        let current = versions.keys().next_back().copied().unwrap_or(0);
+        let loaded = Arc::new(TenantKeys { current, versions });
+        write(&keyring.tenants).insert(tenant, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// The KEK of `version`, reloading the tenant's keys once if the cache does not have it.
+    pub(super) fn kek(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        version: u32,
+    ) -> Result<Option<Arc<KekVersion>>> {
+        if let Some(kek) = self.tenant_keys(keyring, tenant)?.versions.get(&version) {
+            return Ok(Some(Arc::clone(kek)));
+        }
+        let _changes = lock(&self.key_changes);
+        Ok(self
+            .reload_tenant_keys(keyring, tenant)?
+            .versions
+            .get(&version)
+            .cloned())
+    }
+
+    /// Wraps a DEK under the tenant's current KEK, taking one use of it; a version at its budget
+    /// is rotated first. Returns the wrapped DEK and the version that wrapped it.
+    pub(super) fn wrap_dek(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        context: &Context<'_>,
+        dek: &SecretKey,
+    ) -> Result<(Vec<u8>, u32)> {
+        loop {
+            let keys = self.tenant_keys(keyring, tenant)?;
+            let version = keys.current;
+            let kek = keys
+                .versions
+                .get(&version)
+                .ok_or_else(|| corrupt("the current KEK"))?;
+            if self.take_use(Counted::Kek(tenant, version), &kek.uses)? {
+                let wrapped = crypto::seal(
+                    &kek.key,
+                    KeyRef {
+                        kind: KeyKind::Kek,
+                        version,
+                    },
+                    context,
+                    dek.expose_secret(),
+                )?;
+                return Ok((wrapped, version));
+            }
+            let _changes = lock(&self.key_changes);
+            // Another writer may have rotated already.
+            if self.tenant_keys_locked(keyring, tenant)?.current == version {
+                self.add_kek_version(
+                    keyring,
+                    tenant,
+                    &format!(
+                        "KEK version {version} used its budget of {} invocations",
+                        self.config.keys.budget
+                    ),
+                )?;
+            }
+        }
+    }
+
+    /// Adds a KEK version for the tenant and schedules versions past the live limit for
+    /// retirement, in one key-store write. `automatic` names the reason for a rotation the vault
+    /// does by itself (audited as the vault), empty for one a caller asked for. Holds
+    /// `key_changes`.
+    fn add_kek_version(&self, keyring: &Keyring, tenant: TenantId, automatic: &str) -> Result<u32> {
+        let keys = self.tenant_keys_locked(keyring, tenant)?;
+        if keys.versions.len() >= MAX_KEK_VERSIONS {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {tenant} has {MAX_KEK_VERSIONS} KEK versions, the most it may keep"
+            )));
+        }
+        let version = keys
+            .current
+            .checked_add(1)
+            .ok_or_else(|| Error::FailedPrecondition("no KEK versions left".into()))?;
+        // Never overwrite a stored KEK: data may still be wrapped under it.
+        if self
+            .keys
+            .get(Space::Config, &kek_key(tenant, version))?
+            .is_some()
+        {
+            return Err(corrupt(&format!(
+                "KEK version {version} of tenant {tenant} (exists but is not cached)"
+            )));
+        }
+        if !automatic.is_empty() {
+            self.audit_vault(
+                tenant,
+                format!("rotating the KEK of tenant {tenant} to version {version}: {automatic}"),
+            )?;
+        }
+        let kek = SecretKey::generate()?;
+        let created = self.now();
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Space::Config,
+            kek_key(tenant, version),
+            self.seal_kek(keyring, tenant, version, &kek, created)?,
+        );
+        let mut lifecycle = self.lifecycle(tenant)?;
+        let mut live: Vec<u32> = keys.versions.keys().copied().collect();
+        live.push(version);
+        if self.schedule_past_limit(&mut lifecycle, &live) {
+            batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+        }
+        self.keys.write(batch)?;
+        let mut versions = keys.versions.clone();
+        versions.insert(
+            version,
+            Arc::new(KekVersion {
+                key: kek,
+                created_unix_nanos: created,
+                uses: Mutex::new(Uses::default()),
+            }),
+        );
+        write(&keyring.tenants).insert(
+            tenant,
+            Arc::new(TenantKeys {
+                current: version,
+                versions,
+            }),
+        );
+        Ok(version)
+    }
+
+    /// Schedules the oldest versions beyond the live limit; `versions` holds every stored
+    /// version, the newest (current) last. Returns whether anything changed.
+    fn schedule_past_limit(&self, lifecycle: &mut Lifecycle, versions: &[u32]) -> bool {
+        let limit = self.config.keys.max_live_versions as usize;
+        if limit == 0 {
+            return false;
+        }
+        let Some(current) = versions.iter().max().copied() else {
+            return false;
+        };
+        let in_job = lifecycle.job.as_ref().map(|j| &j.versions);
+        let mut live: Vec<u32> = versions
+            .iter()
+            .copied()
+            .filter(|v| {
+                *v != current
+                    && !lifecycle.scheduled.contains(v)
+                    && !in_job.is_some_and(|set| set.contains(v))
+            })
+            .collect();
+        live.sort_unstable();
+        // The current version counts as live.
+        let excess = (live.len() + 1).saturating_sub(limit);
+        for version in live.into_iter().take(excess) {
+            lifecycle.scheduled.insert(version);
+        }
+        excess > 0
+    }
+
+    fn lifecycle(&self, tenant: TenantId) -> Result<Lifecycle> {
+        Ok(self
+            .keys
+            .get(Space::Config, &lifecycle_key(tenant))?
+            .map(|bytes| from_json(&bytes, "a tenant's key lifecycle"))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Writes a record as the vault itself (background jobs); the job does not proceed if the
+    /// audit log cannot take it.
+    pub(super) fn audit_vault(&self, tenant: TenantId, detail: String) -> Result<()> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        let mut entry = crate::audit::writer::system_entry(detail);
+        entry.tenant = self
+            .tenant_state(tenant)
+            .ok()
+            .flatten()
+            .map_or_else(|| tenant.to_hex(), |state| state.name.to_string());
+        audit.append(entry).map_err(|_| Error::AuditUnavailable)?;
+        Ok(())
+    }
+
+    /// Adds a KEK version for the tenant; every seal after this returns uses it.
+    pub fn rotate(&self, caller: &Caller, tenant: &TenantName) -> Result<u32> {
+        let keyring = self.keyring()?;
+        if caller.system {
+            self.require_system_op(caller, SystemOp::Rotate)?;
+        }
+        let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
+        let _changes = lock(&self.key_changes);
+        self.add_kek_version(&keyring, id, "")
+    }
+
+    /// Rotates every live tenant's KEK (system scope). Returns each tenant with its new version.
+    pub fn rotate_all(&self, caller: &Caller) -> Result<Vec<(TenantName, u32)>> {
+        let keyring = self.keyring()?;
+        self.require_system_op(caller, SystemOp::Rotate)?;
+        let mut rotated = Vec::new();
+        for record in self.tenant_records()? {
+            let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+            let _changes = lock(&self.key_changes);
+            rotated.push((name, self.add_kek_version(&keyring, id, "")?));
+        }
+        Ok(rotated)
+    }
+
+    /// Schedules one KEK version for retirement (`rotate` on the tenant). The current version
+    /// cannot be retired: rotate first.
+    pub fn retire_key_version(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        version: u32,
+    ) -> Result<()> {
+        let keyring = self.keyring()?;
+        let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
+        if version == 0 {
+            return Err(Error::invalid("version", "KEK versions start at 1"));
+        }
+        let _changes = lock(&self.key_changes);
+        let keys = self.tenant_keys_locked(&keyring, id)?;
+        if !keys.versions.contains_key(&version) {
+            return Err(Error::NotFound(format!(
+                "KEK version {version} of tenant {tenant}"
+            )));
+        }
+        if version == keys.current {
+            return Err(Error::invalid(
+                "version",
+                format!("{version} is the current KEK version of tenant {tenant}; rotate first"),
+            ));
+        }
+        let mut lifecycle = self.lifecycle(id)?;
+        if lifecycle
+            .job
+            .as_ref()
+            .is_some_and(|j| j.versions.contains(&version))
+            || !lifecycle.scheduled.insert(version)
+        {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, lifecycle_key(id), to_json(&lifecycle)?);
+        self.keys.write(batch)?;
+        Ok(())
+    }
+
+    /// Versions, counts, budgets and retirement progress: one tenant (`admin` on it, or the
+    /// system scope), or every live tenant and the root key (system scope).
+    pub fn key_status(&self, caller: &Caller, tenant: Option<&TenantName>) -> Result<KeyStatus> {
+        let keyring = self.keyring()?;
+        let tenants = match tenant {
+            Some(name) => {
+                let id = self.authorize(caller, name, "", Capability::Admin)?;
+                vec![(name.clone(), id)]
+            }
+            None => {
+                require_system(caller)?;
+                let mut all = Vec::new();
+                for record in self.tenant_records()? {
+                    let name =
+                        TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+                    let id = TenantId::parse_hex(&record.id)
+                        .ok_or_else(|| corrupt("a tenant record"))?;
+                    all.push((name, id));
+                }
+                all
+            }
+        };
+        let budget = self.config.keys.budget;
+        let mut statuses = Vec::new();
+        for (name, id) in tenants {
+            let keys = self.tenant_keys(&keyring, id)?;
+            let lifecycle = self.lifecycle(id)?;
+            let in_job = |v: &u32| {
+                lifecycle
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| j.versions.contains(v))
+            };
+            let versions = keys
+                .versions
+                .iter()
+                .map(|(version, kek)| {
+                    let uses = *lock(&kek.uses);
+                    KeyVersionStatus {
+                        version: *version,
+                        created_unix_nanos: kek.created_unix_nanos,
+                        invocations: uses.used,
+                        reserved: uses.reserved,
+                        remaining: budget.saturating_sub(uses.used),
+                        state: if *version == keys.current {
+                            "current"
+                        } else if in_job(version) {
+                            "retiring"
+                        } else if lifecycle.scheduled.contains(version) {
+                            "scheduled"
+                        } else {
+                            "live"
+                        },
+                    }
+                })
+                .collect();
+            statuses.push(TenantKeyStatus {
+                tenant: name,
+                id,
+                current: keys.current,
+                versions,
+                rewrap: lifecycle.job.as_ref().map(|job| RewrapProgress {
+                    versions: job.versions.iter().copied().collect(),
+                    started_unix_nanos: job.started_unix_nanos,
+                    scanned: job.scanned,
+                    rewrapped: job.rewrapped,
+                    total: job.total,
+                }),
+                retired: lifecycle
+                    .retired
+                    .iter()
+                    .map(|r| RetiredStatus {
+                        version: r.version,
+                        retired_unix_nanos: r.retired_unix_nanos,
+                        rewrapped: r.rewrapped,
+                    })
+                    .collect(),
+            });
+        }
+        let root = caller.system.then(|| {
+            let uses = *lock(&keyring.root_uses);
+            RootKeyStatus {
+                version: keyring.root_version,
+                invocations: uses.used,
+                reserved: uses.reserved,
+                remaining: budget.saturating_sub(uses.used),
+            }
+        });
+        Ok(KeyStatus {
+            budget,
+            max_age_nanos: self.config.keys.max_age_nanos,
+            max_live_versions: self.config.keys.max_live_versions,
+            root,
+            tenants: statuses,
+        })
+    }
+
+    // ---- maintenance ----
+
+    /// One round of background work: rotation by age and scheduling past the live limit (every
+    /// sweep interval), the re-wrap jobs (at most `rewrap_per_round` DEKs in all), and the
+    /// destruction of deleted tenants' keys whose waiting period is over. Does nothing while
+    /// sealed. Rounds never overlap.
+    pub fn maintain(&self) -> Result<MaintenanceReport> {
+        let Ok(_round) = self.maintenance.try_lock() else {
+            return Ok(MaintenanceReport::default());
+        };
+        let keyring = match self.keyring() {
+            Ok(keyring) => keyring,
+            Err(Error::Sealed | Error::NotInitialized) => return Ok(MaintenanceReport::default()),
+            Err(e) => return Err(e),
+        };
+        let mut report = MaintenanceReport::default();
+        let now = self.now();
+        let sweep_due = {
+            let mut last = lock(&self.last_sweep);
+            let due = last.is_none_or(|at| now - at >= self.config.keys.sweep_interval_nanos);
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        if sweep_due {
+            self.sweep(&keyring, now, &mut report)?;
+        }
+        let mut budget = self.config.keys.rewrap_per_round.max(1);
+        let prefix = b"kek-state/";
+        for (key, _) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
+            if budget == 0 {
+                break;
+            }
+            let id = std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(TenantId::parse_hex)
+                .ok_or_else(|| corrupt("a key lifecycle key"))?;
+            if self.tenant_state(id)?.is_none() {
+                // A deleted tenant: its keys wait for shredding (or a restore).
+                continue;
+            }
+            budget -= self.rewrap_round(&keyring, id, budget, &mut report)?;
+        }
+        self.shred_due(&keyring, now, &mut report)?;
+        Ok(report)
+    }
+
+    fn sweep(&self, keyring: &Keyring, now: i64, report: &mut MaintenanceReport) -> Result<()> {
+        let max_age = self.config.keys.max_age_nanos;
+        for record in self.tenant_records()? {
+            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+            let _changes = lock(&self.key_changes);
+            let current = self.tenant_keys_locked(keyring, id)?;
+            if max_age > 0
+                && let Some(kek) = current.versions.get(&current.current)
+                && now - kek.created_unix_nanos >= max_age
+            {
+                let age_days = (now - kek.created_unix_nanos) / 86_400_000_000_000;
+                self.add_kek_version(
+                    keyring,
+                    id,
+                    &format!(
+                        "KEK version {} reached the maximum age ({age_days} days)",
+                        current.current
+                    ),
+                )?;
+                report.rotated += 1;
+                continue;
+            }
+            let mut lifecycle = self.lifecycle(id)?;
+            let versions: Vec<u32> = current.versions.keys().copied().collect();
+            if self.schedule_past_limit(&mut lifecycle, &versions) {
+                let mut batch = WriteBatch::new();
+                batch.put(Space::Config, lifecycle_key(id), to_json(&lifecycle)?);
+                self.keys.write(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the tenant's re-wrap job by at most `budget` DEKs (starting one if versions are
+    /// scheduled); retires the set when the scan is done. Returns the DEKs handled.
+    fn rewrap_round(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        budget: usize,
+        report: &mut MaintenanceReport,
+    ) -> Result<usize> {
+        let job = {
+            let _changes = lock(&self.key_changes);
+            let mut lifecycle = self.lifecycle(tenant)?;
+            match &lifecycle.job {
+                Some(job) => job.clone(),
+                None if lifecycle.scheduled.is_empty() => return Ok(0),
+                None => {
+                    let versions = std::mem::take(&mut lifecycle.scheduled);
+                    let total = self.count_secret_versions(tenant)?;
+                    let listed: Vec<String> = versions.iter().map(u32::to_string).collect();
+                    self.audit_vault(
+                        tenant,
+                        format!(
+                            "re-wrap job started: retiring KEK versions {} of tenant {tenant} \
+                             ({total} secret versions to scan)",
+                            listed.join(", ")
+                        ),
+                    )?;
+                    let job = RewrapJob {
+                        versions,
+                        started_unix_nanos: self.now(),
+                        cursor: String::new(),
+                        scanned: 0,
+                        rewrapped: 0,
+                        total,
+                    };
+                    lifecycle.job = Some(job.clone());
+                    let mut batch = WriteBatch::new();
+                    batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+                    self.keys.write(batch)?;
+                    job
+                }
+            }
+        };
+
+        let prefix = format!("t/{}/v/", tenant.to_hex()).into_bytes();
+        let mut start = prefix.clone();
+        start
+            .extend_from_slice(&hex::decode(&job.cursor).map_err(|_| corrupt("a re-wrap cursor"))?);
+        if !job.cursor.is_empty() {
+            start.push(0);
+        }
+        let entries = self.data.scan(Space::Secrets, &prefix, &start, budget)?;
+        let done = entries.len() < budget;
+        let mut scanned = 0u64;
+        let mut rewrapped = 0u64;
+        let mut last = None;
+        for (key, value) in &entries {
+            scanned += 1;
+            last = Some(key.clone());
+            let Some((_, wrapped, _)) = decode_version(value) else {
+                return Err(corrupt("a stored secret version"));
+            };
+            let header = Header::parse(wrapped)?;
+            if job.versions.contains(&header.key.version)
+                && self.rewrap_one(keyring, tenant, &key[prefix.len()..], &job.versions)?
+            {
+                rewrapped += 1;
+            }
+        }
+
+        let changes = lock(&self.key_changes);
+        let mut lifecycle = self.lifecycle(tenant)?;
+        let Some(stored) = lifecycle.job.as_mut() else {
+            return Err(corrupt("a re-wrap job (vanished while running)"));
+        };
+        stored.scanned += scanned;
+        stored.rewrapped += rewrapped;
+        if let Some(last) = &last {
+            stored.cursor = hex::encode(&last[prefix.len()..]);
+        }
+        report.rewrapped += rewrapped;
+        if !done {
+            let mut batch = WriteBatch::new();
+            batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+            self.keys.write(batch)?;
+            return Ok(entries.len());
+        }
+        // The scan is complete: nothing is wrapped under the set any more.
+        let Some(finished) = lifecycle.job.take() else {
+            return Err(corrupt("a re-wrap job"));
+        };
+        let keys = self.tenant_keys_locked(keyring, tenant)?;
+        let listed: Vec<String> = finished.versions.iter().map(u32::to_string).collect();
+        self.audit_vault(
+            tenant,
+            format!(
+                "retired KEK versions {} of tenant {tenant}: {} DEKs re-wrapped into version {} \
+                 ({} secret versions scanned); the key material is destroyed",
+                listed.join(", "),
+                finished.rewrapped,
+                keys.current,
+                finished.scanned
+            ),
+        )?;
+        let now = self.now();
+        let mut batch = WriteBatch::new();
+        for version in &finished.versions {
+            batch
+                .delete(Space::Config, kek_key(tenant, *version))
+                .delete(Space::Config, kek_count_key(tenant, *version));
+            lifecycle.retired.push(RetiredVersion {
+                version: *version,
+                retired_unix_nanos: now,
+                rewrapped: finished.rewrapped,
+            });
+        }
+        batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+        self.keys.write(batch)?;
+        let mut versions = keys.versions.clone();
+        for version in &finished.versions {
+            versions.remove(version);
+        }
+        write(&keyring.tenants).insert(
+            tenant,
+            Arc::new(TenantKeys {
+                current: keys.current,
+                versions,
+            }),
+        );
+        drop(changes);
+        self.keys.compact()?;
+        report.retired += finished.versions.len() as u64;
+        Ok(entries.len())
+    }
+
+    /// Re-wraps one secret version's DEK (`relative`: path, NUL, version) into the current KEK
+    /// under the secret's stripe lock, if it is still wrapped under a version of `set`.
+    fn rewrap_one(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        relative: &[u8],
+        set: &BTreeSet<u32>,
+    ) -> Result<bool> {
+        let split = relative
+            .len()
+            .checked_sub(9)
+            .filter(|at| relative[*at] == 0)
+            .ok_or_else(|| corrupt("a secret version key"))?;
+        let path = std::str::from_utf8(&relative[..split])
+            .ok()
+            .and_then(|p| SecretPath::parse(p).ok())
+            .ok_or_else(|| corrupt("a secret version key"))?;
+        let version = relative[split + 1..]
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("a secret version key"))?;
+        let _guard = lock(self.stripe(tenant, path.as_str()));
+        let key = version_key(tenant, &path, version);
+        let Some(stored) = self.data.get(Space::Secrets, &key)? else {
+            return Ok(false);
+        };
+        let what = || format!("secret {path} version {version}");
+        let (created, wrapped, sealed_value) =
+            decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
+        let header = Header::parse(wrapped).map_err(|_| Error::Integrity(what()))?;
+        if !set.contains(&header.key.version) {
+            return Ok(false);
+        }
+        let old = self
+            .kek(keyring, tenant, header.key.version)?
+            .ok_or_else(|| Error::Integrity(what()))?;
+        let context = dek_context(tenant, &path, version);
+        let dek = SecretKey::from_bytes(crypto::open(&old.key, &context, wrapped, &what)?)
+            .ok_or_else(|| Error::Integrity(what()))?;
+        let (rewrapped, _) = self.wrap_dek(keyring, tenant, &context, &dek)?;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Space::Secrets,
+            key,
+            encode_version(created, &rewrapped, sealed_value),
+        );
+        self.data.write(batch)?;
+        Ok(true)
+    }
+
+    fn count_secret_versions(&self, tenant: TenantId) -> Result<u64> {
+        let prefix = format!("t/{}/v/", tenant.to_hex()).into_bytes();
+        let mut start = prefix.clone();
+        let mut total = 0u64;
+        loop {
+            let page = self.data.scan(Space::Secrets, &prefix, &start, 1024)?;
+            let Some((last, _)) = page.last() else { break };
+            total += page.len() as u64;
+            start = last.clone();
+            start.push(0);
+        }
+        Ok(total)
+    }
+}
+
+/// What one maintenance round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub rotated: u64,
+    pub rewrapped: u64,
+    pub retired: u64,
+    pub shredded: u64,
+}
+
+/// The key store's record of a destroyed tenant (`shredded/<tenant id>`): it holds no key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ShredTombstone {
+    pub(super) name: String,
+    pub(super) deleted_unix_nanos: i64,
+    pub(super) shredded_unix_nanos: i64,
+    pub(super) versions: Vec<u32>,
+}
+
+pub(super) fn shredded_key(tenant: TenantId) -> Vec<u8> {
+    format!("shredded/{}", tenant.to_hex()).into_bytes()
+}
+
+fn previous_root_key(version: u32) -> Vec<u8> {
+    let mut key = PREVIOUS_ROOT_PREFIX.to_vec();
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+impl Vault {
+    /// Root key rotation (during a rekey, the only time the unseal key exists): a new root key,
+    /// and into `batch` every KEK record, the system keys and the previous root keys re-sealed
+    /// under it, with the old root key added to the previous ones. Secret data is not touched.
+    /// The caller holds `key_changes` until the batch is committed, and seals the returned root
+    /// key under the new unseal key in the same write.
+    pub(super) fn rotate_root_into(
+        &self,
+        old_root: &SecretKey,
+        old_version: u32,
+        batch: &mut WriteBatch,
+    ) -> Result<(SecretKey, u32)> {
+        let new_version = old_version
+            .checked_add(1)
+            .ok_or_else(|| Error::FailedPrecondition("no root key versions left".into()))?;
+        let new_root = SecretKey::generate()?;
+        let new_ref = KeyRef {
+            kind: KeyKind::Root,
+            version: new_version,
+        };
+        let mut uses = 0u64;
+        let mut reseal = |context: &Context<'_>, plaintext: &[u8]| {
+            uses += 1;
+            crypto::seal(&new_root, new_ref, context, plaintext)
+        };
+
+        let mut previous = BTreeMap::new();
+        for (key, sealed) in self.keys.scan(
+            Space::Config,
+            PREVIOUS_ROOT_PREFIX,
+            PREVIOUS_ROOT_PREFIX,
+            usize::MAX,
+        )? {
+            let version = version_suffix(&key, PREVIOUS_ROOT_PREFIX.len(), "a previous root key")?;
+            let bytes = crypto::open(old_root, &previous_root_context(version), &sealed, &|| {
+                format!("previous root key version {version}")
+            })?;
+            previous.insert(
+                version,
+                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a previous root key"))?,
+            );
+        }
+
+        let prefix = b"kek/";
+        for (key, value) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
+            let rest = &key[prefix.len()..];
+            let slash = rest
+                .iter()
+                .position(|b| *b == b'/')
+                .ok_or_else(|| corrupt("a KEK key"))?;
+            let tenant = std::str::from_utf8(&rest[..slash])
+                .ok()
+                .and_then(TenantId::parse_hex)
+                .ok_or_else(|| corrupt("a KEK key"))?;
+            let version = version_suffix(rest, slash + 1, "a KEK key")?;
+            let record: KekRecord = from_json(&value, "a KEK record")?;
+            let sealed = STANDARD
+                .decode(&record.sealed)
+                .map_err(|_| corrupt("a KEK record"))?;
+            let header = Header::parse(&sealed)?;
+            let root = if header.key.version == old_version {
+                Some(old_root)
+            } else {
+                previous.get(&header.key.version)
+            }
+            .filter(|_| header.key.kind == KeyKind::Root)
+            .ok_or_else(|| corrupt("a KEK record (sealed under an unknown root key version)"))?;
+            let context = kek_context(tenant, version);
+            let what = || format!("KEK version {version} of tenant {tenant}");
+            let kek = crypto::open(root, &context, &sealed, &what)?;
+            let resealed = reseal(&context, &kek)?;
+            batch.put(
+                Space::Config,
+                key,
+                to_json(&KekRecord {
+                    created_unix_nanos: record.created_unix_nanos,
+                    sealed: STANDARD.encode(resealed),
+                })?,
+            );
+        }
+
+        for (key, context, what) in [
+            (TOKEN_HMAC_KEY, token_key_context(), "the token hashing key"),
+            (
+                AUDIT_SIGNING_KEY,
+                audit_signing_context(),
+                "the audit signing key",
+            ),
+        ] {
+            if let Some(sealed) = self.keys.get(Space::Config, key)? {
+                let plaintext = crypto::open(old_root, &context, &sealed, &|| what.into())?;
+                batch.put(Space::Config, key, reseal(&context, &plaintext)?);
+            }
+        }
+        for (version, key) in &previous {
+            batch.put(
+                Space::Config,
+                previous_root_key(*version),
+                reseal(&previous_root_context(*version), key.expose_secret())?,
+            );
+        }
+        batch.put(
+            Space::Config,
+            previous_root_key(old_version),
+            reseal(
+                &previous_root_context(old_version),
+                old_root.expose_secret(),
+            )?,
+        );
+        batch.put(
+            Space::Config,
+            root_count_key(new_version),
+            uses.to_be_bytes(),
+        );
+        Ok((new_root, new_version))
+    }
+}

@@ -1,0 +1,248 @@
+//! Crypto-shredding of deleted tenants, and restoring a tenant before its keys are destroyed.
+//!
+//! A deleted tenant's record waits under `tenant-deleted/<id>` with the time its keys may be
+//! destroyed. Once that time has passed, a maintenance round destroys them:
+//!
+//! 1. an audit record announces the destruction (the job does not go on without it);
+//! 2. one key-store write deletes every KEK version, use count and lifecycle record of the
+//!    tenant and puts a tombstone (`shredded/<id>`: name and times, no key);
+//! 3. the key store is compacted, so the sealed blobs are gone from its files;
+//! 4. the tenant's ciphertext and configuration are deleted from the data store (hygiene: they
+//!    are unreadable already);
+//! 5. the receipt goes to the audit log, and only then is `tenant-deleted/<id>` removed.
+//!
+//! A crash anywhere repeats the remaining steps in the next round (the tombstone says step 2 is
+//! done); at worst the receipt is written twice, never not at all.
+//!
+//! Invariant: restore and the decision to destroy both hold `tenant_create`, so a tenant is
+//! never both restored and shredded.
+
+use super::keys::{ShredTombstone, kek_count_prefix, kek_prefix, lifecycle_key, shredded_key};
+use super::tenants::{deleted_tenant_key, tenant_id_key};
+use super::*;
+
+/// The stated limit every receipt carries (DESIGN.md, crypto-shredding).
+pub const SHRED_LIMIT: &str = "limit: a copy of the key store taken before the destruction, \
+     together with a threshold of the current unseal shares, still opens this tenant's data; \
+     rekey to rule that out";
+
+/// A deleted tenant waiting for its keys to be destroyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedTenant {
+    pub name: TenantName,
+    pub id: TenantId,
+    pub deleted_unix_nanos: i64,
+    pub shred_after_unix_nanos: i64,
+}
+
+impl Vault {
+    /// Deleted tenants whose keys are not destroyed yet (system scope).
+    pub fn deleted_tenants(&self, caller: &Caller) -> Result<Vec<DeletedTenant>> {
+        require_system(caller)?;
+        self.keyring()?;
+        self.deleted_records()?
+            .into_iter()
+            .map(|record| deleted_tenant(&record))
+            .collect()
+    }
+
+    /// Brings a deleted tenant back before its keys are destroyed (system scope). `id` picks
+    /// one when several deleted tenants had the name.
+    pub fn restore_tenant(
+        &self,
+        caller: &Caller,
+        name: &TenantName,
+        id: Option<TenantId>,
+    ) -> Result<TenantInfo> {
+        self.require_system_op(caller, SystemOp::TenantDelete)?;
+        let keyring = self.keyring()?;
+        let _guard = lock(&self.tenant_create);
+        let mut candidates: Vec<TenantRecord> = self
+            .deleted_records()?
+            .into_iter()
+            .filter(|r| r.name == name.as_str() && id.is_none_or(|id| r.id == id.to_hex()))
+            .collect();
+        let mut record = match candidates.len() {
+            0 => return Err(Error::NotFound(format!("deleted tenant {name}"))),
+            1 => candidates.remove(0),
+            n => {
+                let ids: Vec<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
+                return Err(Error::invalid(
+                    "id",
+                    format!(
+                        "{n} deleted tenants were named {name} ({}); name one by id",
+                        ids.join(", ")
+                    ),
+                ));
+            }
+        };
+        if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "tenant {name} (a new tenant has the name; delete or rename it first)"
+            )));
+        }
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        record.deleted_unix_nanos = 0;
+        record.shred_after_unix_nanos = 0;
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Space::Config, tenant_key(name), to_json(&record)?)
+            .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes())
+            .delete(Space::Config, deleted_tenant_key(id));
+        self.data.write(batch)?;
+        self.tenant_info(&keyring, record)
+    }
+
+    fn deleted_records(&self) -> Result<Vec<TenantRecord>> {
+        let prefix = b"tenant-deleted/";
+        self.data
+            .scan(Space::Config, prefix, prefix, usize::MAX)?
+            .into_iter()
+            .map(|(_, value)| from_json(&value, "a deleted tenant record"))
+            .collect()
+    }
+
+    /// Destroys the keys of every deleted tenant whose waiting period is over.
+    pub(super) fn shred_due(
+        &self,
+        keyring: &Keyring,
+        now: i64,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        for record in self.deleted_records()? {
+            if record.shred_after_unix_nanos > now {
+                continue;
+            }
+            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+            self.shred(keyring, id, now)?;
+            report.shredded += 1;
+        }
+        Ok(())
+    }
+
+    fn shred(&self, keyring: &Keyring, id: TenantId, now: i64) -> Result<()> {
+        let tombstone = {
+            let _guard = lock(&self.tenant_create);
+            // Restored (or finished) since the scan: nothing to do.
+            let Some(bytes) = self.data.get(Space::Config, &deleted_tenant_key(id))? else {
+                return Ok(());
+            };
+            let record: TenantRecord = from_json(&bytes, "a deleted tenant record")?;
+            match self.keys.get(Space::Config, &shredded_key(id))? {
+                Some(bytes) => from_json::<ShredTombstone>(&bytes, "a shred record")?,
+                None => self.destroy_keys(keyring, id, &record, now)?,
+            }
+        };
+        self.keys.compact()?;
+        self.delete_tenant_data(id)?;
+        let versions: Vec<String> = tombstone.versions.iter().map(u32::to_string).collect();
+        self.audit_vault(
+            id,
+            format!(
+                "crypto-shred receipt: tenant {} (id {id}), deleted at {}; KEK versions {} \
+                 destroyed at {} and the key store compacted, so its data cannot be read from \
+                 the vault or from any copy of the data store; {SHRED_LIMIT}",
+                tombstone.name,
+                crate::time::rfc3339(tombstone.deleted_unix_nanos),
+                if versions.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    versions.join(", ")
+                },
+                crate::time::rfc3339(tombstone.shredded_unix_nanos),
+            ),
+        )?;
+        let mut batch = WriteBatch::new();
+        batch.delete(Space::Config, deleted_tenant_key(id));
+        self.data.write(batch)?;
+        Ok(())
+    }
+
+    /// Step 1 and 2: the announcement, then every key record of the tenant gone and the
+    /// tombstone written, in one key-store write. Holds `tenant_create`.
+    fn destroy_keys(
+        &self,
+        keyring: &Keyring,
+        id: TenantId,
+        record: &TenantRecord,
+        now: i64,
+    ) -> Result<ShredTombstone> {
+        let mut batch = WriteBatch::new();
+        let mut versions = Vec::new();
+        let prefix = kek_prefix(id);
+        for (key, _) in self
+            .keys
+            .scan(Space::Config, &prefix, &prefix, usize::MAX)?
+        {
+            if let Ok(bytes) = <[u8; 4]>::try_from(&key[prefix.len()..]) {
+                versions.push(u32::from_be_bytes(bytes));
+            }
+            batch.delete(Space::Config, key);
+        }
+        let count_prefix = kek_count_prefix(id);
+        for (key, _) in self
+            .keys
+            .scan(Space::Config, &count_prefix, &count_prefix, usize::MAX)?
+        {
+            batch.delete(Space::Config, key);
+        }
+        batch.delete(Space::Config, lifecycle_key(id));
+        let listed: Vec<String> = versions.iter().map(u32::to_string).collect();
+        self.audit_vault(
+            id,
+            format!(
+                "crypto-shredding tenant {} (id {id}): destroying KEK versions {}",
+                record.name,
+                listed.join(", ")
+            ),
+        )?;
+        let tombstone = ShredTombstone {
+            name: record.name.clone(),
+            deleted_unix_nanos: record.deleted_unix_nanos,
+            shredded_unix_nanos: now,
+            versions,
+        };
+        batch.put(Space::Config, shredded_key(id), to_json(&tombstone)?);
+        {
+            let _changes = lock(&self.key_changes);
+            self.keys.write(batch)?;
+            write(&keyring.tenants).remove(&id);
+        }
+        Ok(tombstone)
+    }
+
+    /// Step 4: the tenant's secrets, policies and AppRoles leave the data store.
+    fn delete_tenant_data(&self, id: TenantId) -> Result<()> {
+        let hex = id.to_hex();
+        let prefixes = [
+            (Space::Secrets, format!("t/{hex}/")),
+            (Space::Config, format!("policy/{hex}/")),
+            (Space::Config, format!("approle/{hex}/")),
+            (Space::Config, format!("approle-id/{hex}/")),
+        ];
+        for (space, prefix) in prefixes {
+            let prefix = prefix.into_bytes();
+            loop {
+                let page = self.data.scan(space, &prefix, &prefix, 1024)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut batch = WriteBatch::new();
+                for (key, _) in page {
+                    batch.delete(space, key);
+                }
+                self.data.write(batch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn deleted_tenant(record: &TenantRecord) -> Result<DeletedTenant> {
+    Ok(DeletedTenant {
+        name: TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?,
+        id: TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?,
+        deleted_unix_nanos: record.deleted_unix_nanos,
+        shred_after_unix_nanos: record.shred_after_unix_nanos,
+    })
+}

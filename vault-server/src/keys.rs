@@ -1,0 +1,117 @@
+//! Keys service: the lifecycle state of every KEK version, and retirement on request.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vault_core::{names::TenantName, time::rfc3339, vault::KeyStatus};
+use vault_proto::v1::{self, keys_server::Keys};
+
+use crate::{
+    Shared,
+    call::{Call, presented_token},
+};
+
+pub struct KeysService {
+    shared: Arc<Shared>,
+}
+
+impl KeysService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        KeysService { shared }
+    }
+}
+
+fn status_message(status: KeyStatus) -> v1::KeyStatusResponse {
+    v1::KeyStatusResponse {
+        budget: status.budget,
+        max_age_seconds: u64::try_from(status.max_age_nanos / 1_000_000_000).unwrap_or(0),
+        max_live_versions: status.max_live_versions,
+        tenants: status
+            .tenants
+            .into_iter()
+            .map(|tenant| v1::TenantKeys {
+                tenant: tenant.tenant.to_string(),
+                id: tenant.id.to_hex(),
+                current_version: tenant.current,
+                versions: tenant
+                    .versions
+                    .into_iter()
+                    .map(|v| v1::KeyVersion {
+                        version: v.version,
+                        created_time: rfc3339(v.created_unix_nanos),
+                        invocations: v.invocations,
+                        reserved: v.reserved,
+                        remaining: v.remaining,
+                        state: v.state.into(),
+                    })
+                    .collect(),
+                rewrap: tenant.rewrap.map(|job| v1::RewrapProgress {
+                    versions: job.versions,
+                    started_time: rfc3339(job.started_unix_nanos),
+                    scanned: job.scanned,
+                    rewrapped: job.rewrapped,
+                    total: job.total,
+                }),
+                retired: tenant
+                    .retired
+                    .into_iter()
+                    .map(|r| v1::RetiredKeyVersion {
+                        version: r.version,
+                        retired_time: rfc3339(r.retired_unix_nanos),
+                        rewrapped: r.rewrapped,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        root: status.root.map(|root| v1::RootKey {
+            version: root.version,
+            invocations: root.invocations,
+            reserved: root.reserved,
+            remaining: root.remaining,
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl Keys for KeysService {
+    async fn key_status(
+        &self,
+        request: Request<v1::KeyStatusRequest>,
+    ) -> Result<Response<v1::KeyStatusResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::KeyStatusRequest { tenant } = request.into_inner();
+        call.target(&tenant, "");
+        let vault = Arc::clone(&self.shared.vault);
+        let status = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                let tenant = match tenant.as_str() {
+                    "" => None,
+                    name => Some(TenantName::parse(name)?),
+                };
+                vault.key_status(&caller, tenant.as_ref())
+            })
+            .await?;
+        Ok(Response::new(status_message(status)))
+    }
+
+    async fn retire_key_version(
+        &self,
+        request: Request<v1::RetireKeyVersionRequest>,
+    ) -> Result<Response<v1::RetireKeyVersionResponse>, Status> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let v1::RetireKeyVersionRequest { tenant, version } = request.into_inner();
+        call.target(&tenant, "");
+        let vault = Arc::clone(&self.shared.vault);
+        call.blocking(move |call| {
+            let caller = call.authenticate(&vault, token)?;
+            let tenant = TenantName::parse(&tenant)?;
+            call.intent()?;
+            vault.retire_key_version(&caller, &tenant, version)
+        })
+        .await?;
+        Ok(Response::new(v1::RetireKeyVersionResponse {}))
+    }
+}
