@@ -286,6 +286,10 @@ pub struct Vault {
     /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
     /// Taken after a stripe lock, never before one.
     key_changes: Mutex<()>,
+    /// Held for reading by every put from the moment it wraps a DEK until its write is
+    /// committed; a re-wrap job takes it for writing once after fixing its set, so every put
+    /// that could have wrapped under a version of the set has committed before the scan starts.
+    wrap_gate: RwLock<()>,
     /// Held by the maintenance round in progress.
     maintenance: Mutex<()>,
     last_sweep: Mutex<Option<i64>>,
@@ -437,6 +441,7 @@ impl Vault {
             token_changes: Mutex::new(()),
             mfa_changes: Mutex::new(()),
             key_changes: Mutex::new(()),
+            wrap_gate: RwLock::new(()),
             maintenance: Mutex::new(()),
             last_sweep: Mutex::new(None),
             invocation_log,
@@ -838,6 +843,8 @@ impl Vault {
         let keyring = self.keyring()?;
         let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
         let _guard = lock(self.stripe(id, path.as_str()));
+        // Until the write below is committed (see `wrap_gate`).
+        let _wrapping = read(&self.wrap_gate);
         let meta_key = meta_key(id, path);
         let previous = self
             .data

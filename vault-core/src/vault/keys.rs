@@ -17,9 +17,11 @@
 //! like any encryption, rotating if the budget says so; new versions are never in the set, so
 //! the job ends), then deletes the set's key records in one write and compacts the key store.
 //!
-//! Invariant: a re-wrap holds the secret's stripe lock, so it never races a put or a delete of
-//! the same secret; KEK changes (rotation, scheduling, retirement) hold `key_changes`, which is
-//! always taken after a stripe lock and never before one.
+//! Invariant: no DEK is wrapped under a version of a job's set after the job's scan starts: the
+//! set holds only versions that were not current, and the job waits (`wrap_gate`) for every put
+//! in flight when it starts. A re-wrap holds the secret's stripe lock, so it never races a put or
+//! a delete of the same secret. KEK changes (rotation, scheduling, retirement) hold
+//! `key_changes`. Lock order: stripe, `wrap_gate`, `key_changes`; never the reverse.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -866,7 +868,13 @@ impl Vault {
         for record in self.tenant_records()? {
             let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
             let _changes = lock(&self.key_changes);
-            let current = self.tenant_keys_locked(keyring, id)?;
+            let current = match self.tenant_keys_locked(keyring, id) {
+                Ok(keys) => keys,
+                // A tenant record without keys (a data store older than a shredding): nothing to
+                // maintain, and no reason to hold up the other tenants.
+                Err(Error::FailedPrecondition(_)) => continue,
+                Err(e) => return Err(e),
+            };
             if max_age > 0
                 && let Some(kek) = current.versions.get(&current.current)
                 && now - kek.created_unix_nanos >= max_age
@@ -903,6 +911,7 @@ impl Vault {
         budget: usize,
         report: &mut MaintenanceReport,
     ) -> Result<usize> {
+        let mut started = false;
         let job = {
             let _changes = lock(&self.key_changes);
             let mut lifecycle = self.lifecycle(tenant)?;
@@ -933,10 +942,18 @@ impl Vault {
                     let mut batch = WriteBatch::new();
                     batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
                     self.keys.write(batch)?;
+                    started = true;
                     job
                 }
             }
         };
+        if started {
+            // The barrier: a put that read the current version before it left the set may still
+            // be about to commit a DEK wrapped under it. Wait for every put in flight; puts after
+            // this read a current version outside the set. (A job resumed after a restart needs
+            // no barrier: no put of this process predates its set.)
+            drop(write(&self.wrap_gate));
+        }
 
         let prefix = format!("t/{}/v/", tenant.to_hex()).into_bytes();
         let mut start = prefix.clone();
