@@ -12,7 +12,7 @@
 //! construct, so "forgot to check the token" does not compile.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
@@ -258,7 +258,7 @@ struct Keyring {
     root_version: u32,
     /// Root keys before a root rotation, kept (sealed under the current one) for what they
     /// still seal: MFA enrolments in the data store, and a KEK a rotation added meanwhile.
-    previous_roots: HashMap<u32, SecretKey>,
+    previous_roots: BTreeMap<u32, SecretKey>,
     token_hasher: TokenHasher,
     audit_signer: Option<Arc<Ed25519KeyPair>>,
     /// The root key's uses (it seals KEKs, system keys and MFA secrets).
@@ -703,24 +703,7 @@ impl Vault {
         root: SecretKey,
         tenants: HashMap<TenantId, Arc<TenantKeys>>,
     ) -> Result<Keyring> {
-        let mut previous_roots = HashMap::new();
-        let prefix = keys::PREVIOUS_ROOT_PREFIX;
-        for (key, sealed) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
-            let version = key[prefix.len()..]
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| corrupt("a previous root key's key"))?;
-            let bytes = crypto::open(
-                &root,
-                &keys::previous_root_context(version),
-                &sealed,
-                &|| format!("previous root key version {version}"),
-            )?;
-            previous_roots.insert(
-                version,
-                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a previous root key"))?,
-            );
-        }
+        let previous_roots = self.previous_roots(&root)?;
         let token_sealed = self
             .keys
             .get(Space::Config, TOKEN_HMAC_KEY)?
@@ -745,13 +728,7 @@ impl Vault {
         let root_used = self
             .keys
             .get(Space::Config, &keys::root_count_key(root_version))?
-            .map(|bytes| {
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| corrupt("the root key's use count"))
-            })
+            .map(|bytes| keys::count_value(&bytes))
             .transpose()?
             .unwrap_or(0);
         Ok(Keyring {

@@ -262,14 +262,14 @@ pub(super) fn root_count_key(version: u32) -> Vec<u8> {
     key
 }
 
-fn version_suffix(key: &[u8], prefix_len: usize, what: &str) -> Result<u32> {
+pub(super) fn version_suffix(key: &[u8], prefix_len: usize, what: &str) -> Result<u32> {
     key[prefix_len..]
         .try_into()
         .map(u32::from_be_bytes)
         .map_err(|_| corrupt(what))
 }
 
-fn count_value(bytes: &[u8]) -> Result<u64> {
+pub(super) fn count_value(bytes: &[u8]) -> Result<u64> {
     bytes
         .try_into()
         .map(u64::from_be_bytes)
@@ -1141,6 +1141,23 @@ fn previous_root_key(version: u32) -> Vec<u8> {
 }
 
 impl Vault {
+    /// The previous root keys (`sys/root-previous/`), opened with the current root key.
+    pub(super) fn previous_roots(&self, root: &SecretKey) -> Result<BTreeMap<u32, SecretKey>> {
+        let mut previous = BTreeMap::new();
+        let prefix = PREVIOUS_ROOT_PREFIX;
+        for (key, sealed) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
+            let version = version_suffix(&key, prefix.len(), "a previous root key")?;
+            let bytes = crypto::open(root, &previous_root_context(version), &sealed, &|| {
+                format!("previous root key version {version}")
+            })?;
+            previous.insert(
+                version,
+                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a previous root key"))?,
+            );
+        }
+        Ok(previous)
+    }
+
     /// Root key rotation (during a rekey, the only time the unseal key exists): a new root key,
     /// and into `batch` every KEK record, the system keys and the previous root keys re-sealed
     /// under it, with the old root key added to the previous ones. Secret data is not touched.
@@ -1166,22 +1183,7 @@ impl Vault {
             crypto::seal(&new_root, new_ref, context, plaintext)
         };
 
-        let mut previous = BTreeMap::new();
-        for (key, sealed) in self.keys.scan(
-            Space::Config,
-            PREVIOUS_ROOT_PREFIX,
-            PREVIOUS_ROOT_PREFIX,
-            usize::MAX,
-        )? {
-            let version = version_suffix(&key, PREVIOUS_ROOT_PREFIX.len(), "a previous root key")?;
-            let bytes = crypto::open(old_root, &previous_root_context(version), &sealed, &|| {
-                format!("previous root key version {version}")
-            })?;
-            previous.insert(
-                version,
-                SecretKey::from_bytes(bytes).ok_or_else(|| corrupt("a previous root key"))?,
-            );
-        }
+        let previous = self.previous_roots(old_root)?;
 
         let prefix = b"kek/";
         for (key, value) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {

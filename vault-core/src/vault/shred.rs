@@ -17,7 +17,9 @@
 //! Invariant: restore and the decision to destroy both hold `tenant_create`, so a tenant is
 //! never both restored and shredded.
 
-use super::keys::{ShredTombstone, kek_count_prefix, kek_prefix, lifecycle_key, shredded_key};
+use super::keys::{
+    ShredTombstone, kek_count_prefix, kek_prefix, lifecycle_key, shredded_key, version_suffix,
+};
 use super::tenants::{deleted_tenant_key, tenant_id_key};
 use super::*;
 
@@ -174,9 +176,7 @@ impl Vault {
             .keys
             .scan(Space::Config, &prefix, &prefix, usize::MAX)?
         {
-            if let Ok(bytes) = <[u8; 4]>::try_from(&key[prefix.len()..]) {
-                versions.push(u32::from_be_bytes(bytes));
-            }
+            versions.push(version_suffix(&key, prefix.len(), "a KEK key")?);
             batch.delete(Space::Config, key);
         }
         let count_prefix = kek_count_prefix(id);
