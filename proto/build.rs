@@ -12,6 +12,8 @@ const PROTOS: &[&str] = &[
     "vault/v1/auth.proto",
     "vault/v1/login.proto",
     "vault/v1/keys.proto",
+    "vault/v1/watch.proto",
+    "vault/v1/webhooks.proto",
 ];
 
 /// Messages that carry shares, tokens or secret values: their generated Debug would print them,
@@ -31,6 +33,9 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.RekeySubmitRequest",
     "vault.v1.RekeySubmitResponse",
     "vault.v1.VerifyShareRequest",
+    "vault.v1.PatchRequest",
+    "vault.v1.CreateWebhookRequest",
+    "vault.v1.CreateWebhookResponse",
 ];
 
 fn main() -> io::Result<()> {

@@ -65,6 +65,39 @@ impl fmt::Debug for v1::VerifyShareRequest {
     }
 }
 
+impl fmt::Debug for v1::PatchRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatchRequest")
+            .field("tenant", &self.tenant)
+            .field("path", &self.path)
+            .field("data", &RedactedFields(self.data.keys()))
+            .field("remove", &self.remove)
+            .field("cas", &self.cas)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::CreateWebhookRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateWebhookRequest")
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("paths", &self.paths)
+            .field("events", &self.events)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::CreateWebhookResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateWebhookResponse")
+            .field("webhook", &self.webhook)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::PutRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PutRequest")
@@ -197,7 +230,19 @@ mod tests {
         let check = v1::VerifyShareRequest {
             share: "share-canary".into(),
         };
-        let printed = format!("{put:?} {init:?} {unseal:?} {rekey:?} {rekeyed:?} {check:?}");
+        let hook = v1::CreateWebhookRequest {
+            secret: b"hunter2".to_vec(),
+            ..Default::default()
+        };
+        let hooked = v1::CreateWebhookResponse {
+            secret: "token-canary".into(),
+            ..Default::default()
+        };
+        let mut patch = v1::PatchRequest::default();
+        patch.data.insert("password".into(), b"hunter2".to_vec());
+        let printed = format!(
+            "{put:?} {init:?} {unseal:?} {rekey:?} {rekeyed:?} {check:?} {hook:?} {hooked:?} {patch:?}"
+        );
         assert!(printed.contains("password"), "{printed}");
         for canary in ["hunter2", "share-canary", "token-canary"] {
             assert!(!printed.contains(canary), "{printed}");

@@ -7,7 +7,8 @@ use vault_proto::v1::{
     self, app_roles_client::AppRolesClient, audit_client::AuditClient,
     jwt_auth_client::JwtAuthClient, keys_client::KeysClient, mfa_client::MfaClient,
     policies_client::PoliciesClient, secrets_client::SecretsClient, system_client::SystemClient,
-    tenants_client::TenantsClient, tokens_client::TokensClient,
+    tenants_client::TenantsClient, tokens_client::TokensClient, watch_client::WatchClient,
+    webhooks_client::WebhooksClient,
 };
 use vault_tests::{TestServer, init, run_cli_with, unseal, with_token};
 
@@ -21,7 +22,8 @@ capabilities = ["deny"]
 "#;
 
 fn ready(dir: &std::path::Path) -> (TestServer, String) {
-    let server = TestServer::start(dir, &[]);
+    // Webhooks in the table post to a local port.
+    let server = TestServer::start(dir, &["--webhook-allow-network", "127.0.0.1/32"]);
     let (shares, token) = init(&server, 1, 1);
     unseal(&server, &[&shares[0]]);
     for tenant in ["acme", "globex"] {
@@ -350,6 +352,54 @@ const TABLE: &[Row] = &[
         needs: Some("delete"),
     },
     Row {
+        rpc: "Secrets/Undelete",
+        needs: Some("write"),
+    },
+    Row {
+        rpc: "Secrets/Destroy",
+        needs: Some("delete"),
+    },
+    Row {
+        rpc: "Secrets/DeleteMetadata",
+        needs: Some("delete"),
+    },
+    Row {
+        rpc: "Secrets/Patch",
+        needs: Some("write"),
+    },
+    Row {
+        rpc: "Secrets/ReadMetadata",
+        needs: Some("read"),
+    },
+    Row {
+        rpc: "Secrets/UpdateMetadata",
+        needs: Some("write"),
+    },
+    Row {
+        rpc: "Watch/Watch",
+        needs: Some("list"),
+    },
+    Row {
+        rpc: "Webhooks/CreateWebhook",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Webhooks/ListWebhooks",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Webhooks/WebhookStatus",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Webhooks/DeleteWebhook",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Webhooks/ReplayWebhook",
+        needs: Some("admin"),
+    },
+    Row {
         rpc: "System/Rotate",
         needs: Some("rotate"),
     },
@@ -467,6 +517,13 @@ const TABLE: &[Row] = &[
     },
 ];
 
+/// The webhook the status, delete and replay calls act on (set by the seed).
+static WEBHOOK_ID: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn webhook_id() -> String {
+    WEBHOOK_ID.lock().expect("lock").clone()
+}
+
 /// The KEK version the `Keys/RetireKeyVersion` call retires (set by its seed).
 static RETIRE_VERSION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -554,6 +611,7 @@ async fn call(
                 v1::DeleteRequest {
                     tenant: "acme".into(),
                     path: "db/a".into(),
+                    ..Default::default()
                 },
                 token,
             ))
@@ -804,6 +862,135 @@ async fn call(
             ))
             .await
             .map(drop),
+        "Secrets/Undelete" => SecretsClient::new(channel.clone())
+            .undelete(with_token(
+                v1::UndeleteRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                    versions: vec![1],
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/Destroy" => SecretsClient::new(channel.clone())
+            .destroy(with_token(
+                v1::DestroyRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                    versions: vec![1],
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/DeleteMetadata" => SecretsClient::new(channel.clone())
+            .delete_metadata(with_token(
+                v1::DeleteMetadataRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/Patch" => {
+            let mut patch = v1::PatchRequest {
+                tenant: "acme".into(),
+                path: "db/a".into(),
+                ..Default::default()
+            };
+            patch.data.insert("k2".into(), b"v2".to_vec());
+            SecretsClient::new(channel.clone())
+                .patch(with_token(patch, token))
+                .await
+                .map(drop)
+        }
+        "Secrets/ReadMetadata" => SecretsClient::new(channel.clone())
+            .read_metadata(with_token(
+                v1::ReadMetadataRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/UpdateMetadata" => SecretsClient::new(channel.clone())
+            .update_metadata(with_token(
+                v1::UpdateMetadataRequest {
+                    tenant: "acme".into(),
+                    path: "db/a".into(),
+                    custom: [("owner".to_owned(), "team".to_owned())].into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Watch/Watch" => WatchClient::new(channel.clone())
+            .watch(with_token(
+                v1::WatchRequest {
+                    tenant: "acme".into(),
+                    prefix: "db/".into(),
+                    from_now: true,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Webhooks/CreateWebhook" => WebhooksClient::new(channel.clone())
+            .create_webhook(with_token(
+                v1::CreateWebhookRequest {
+                    tenant: "acme".into(),
+                    url: "http://127.0.0.1:9/table".into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Webhooks/ListWebhooks" => WebhooksClient::new(channel.clone())
+            .list_webhooks(with_token(
+                v1::ListWebhooksRequest {
+                    tenant: "acme".into(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Webhooks/WebhookStatus" => WebhooksClient::new(channel.clone())
+            .webhook_status(with_token(
+                v1::WebhookStatusRequest {
+                    tenant: "acme".into(),
+                    id: webhook_id(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Webhooks/DeleteWebhook" => WebhooksClient::new(channel.clone())
+            .delete_webhook(with_token(
+                v1::DeleteWebhookRequest {
+                    tenant: "acme".into(),
+                    id: webhook_id(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Webhooks/ReplayWebhook" => WebhooksClient::new(channel.clone())
+            .replay_webhook(with_token(
+                v1::ReplayWebhookRequest {
+                    tenant: "acme".into(),
+                    id: webhook_id(),
+                    revision: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
         other => panic!("no call for {other}"),
     }
 }
@@ -845,6 +1032,21 @@ async fn seed(channel: &Channel, root: &str, seq: usize, jwks: &str, rpc: &str) 
             .into_inner()
             .key_version;
         RETIRE_VERSION.store(newest - 1, std::sync::atomic::Ordering::SeqCst);
+    }
+    if rpc.starts_with("Webhooks/") {
+        let created = WebhooksClient::new(channel.clone())
+            .create_webhook(with_token(
+                v1::CreateWebhookRequest {
+                    tenant: "acme".into(),
+                    url: "http://127.0.0.1:9/seed".into(),
+                    ..Default::default()
+                },
+                root,
+            ))
+            .await
+            .expect("seed webhook")
+            .into_inner();
+        *WEBHOOK_ID.lock().expect("lock") = created.webhook.map(|w| w.id).unwrap_or_default();
     }
     let mut tenants = TenantsClient::new(channel.clone());
     let restorable = format!("restorable-{seq}");

@@ -1,11 +1,11 @@
 //! Status codes, request ids, input validation, transport limits, health and reflection,
 //! checked over gRPC against the real server.
 
-use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+use tonic::{Code, Request, metadata::MetadataValue};
 use vault_proto::v1::{
     self, secrets_client::SecretsClient, system_client::SystemClient, tenants_client::TenantsClient,
 };
-use vault_tests::{TestServer, init, unseal};
+use vault_tests::{TestServer, channel, init, runtime, unseal};
 
 struct Unsealed {
     _dir: tempfile::TempDir,
@@ -26,21 +26,6 @@ fn unsealed(extra: &[&str]) -> Unsealed {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
-}
-
 fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
@@ -52,6 +37,7 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
 
 fn put(tenant: &str, path: &str, fields: &[(&str, Vec<u8>)]) -> v1::PutRequest {
     v1::PutRequest {
+        cas: None,
         tenant: tenant.into(),
         path: path.into(),
         data: fields

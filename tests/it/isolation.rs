@@ -174,9 +174,10 @@ fn tokens_never_see_or_learn_of_another_tenants_data() {
                         ))
                         .await
                         .map(|r| Some(r.into_inner().keys.join(","))),
+                    // Removing the secret entirely, so the model's listing matches.
                     _ => client
-                        .delete(with_token(
-                            v1::DeleteRequest {
+                        .delete_metadata(with_token(
+                            v1::DeleteMetadataRequest {
                                 tenant: target.into(),
                                 path: path.into(),
                             },

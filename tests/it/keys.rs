@@ -9,16 +9,14 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
 };
 
-use tonic::transport::Channel;
 use vault_core::{
     crypto::Header,
     storage::{RocksStorage, Space, Storage},
 };
 use vault_proto::v1::{self, secrets_client::SecretsClient, system_client::SystemClient};
-use vault_tests::{TestServer, audit_records, init, unseal, with_token};
+use vault_tests::{TestServer, audit_records, channel, eventually, init, unseal, with_token};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -26,14 +24,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
 }
 
 fn put_request(tenant: &str, path: &str, value: &str) -> v1::PutRequest {
@@ -47,14 +37,6 @@ fn put_request(tenant: &str, path: &str, value: &str) -> v1::PutRequest {
 }
 
 /// Polls `check` (every 20 ms) until it holds; fails after a minute.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn key_status(server: &TestServer, root: &str, tenant: Option<&str>) -> serde_json::Value {
     let mut args = vec!["keys", "status", "--format", "json"];
     if let Some(tenant) = tenant {

@@ -16,7 +16,7 @@ use vault_proto::v1::{
     self, login_client::LoginClient, mfa_client::MfaClient, secrets_client::SecretsClient,
     system_client::SystemClient, tenants_client::TenantsClient, tokens_client::TokensClient,
 };
-use vault_tests::{TestServer, audit_records, init, unseal, with_token};
+use vault_tests::{TestServer, audit_records, channel, init, runtime, unseal, with_token};
 use zeroize::Zeroizing;
 
 const RSA_PKCS8: &[u8] = include_bytes!("../fixtures/jwt-test-rsa-2048.pk8");
@@ -59,21 +59,6 @@ fn with_mfa<T>(message: T, token: &str, code: &str) -> Request<T> {
         .metadata_mut()
         .insert("x-vault-mfa", MetadataValue::try_from(code).expect("ascii"));
     request
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect")
 }
 
 async fn read_db_a(channel: &Channel, token: &str) -> Result<(), Status> {

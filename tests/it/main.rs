@@ -9,6 +9,7 @@ mod at_rest;
 mod audit;
 mod cli_flow;
 mod dev_mode;
+mod feed;
 mod grpc;
 mod isolation;
 mod keys;

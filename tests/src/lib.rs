@@ -326,6 +326,36 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     records
 }
 
+/// Polls `check` (every 20 ms) until it holds; fails the test after a minute. For conditions a
+/// background task makes true, instead of sleeping for a fixed time.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A single-threaded runtime for a test's gRPC calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A gRPC channel to the server.
+pub async fn channel(server: &TestServer) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(server.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
 /// A gRPC request carrying `token` as its bearer token.
 pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -1,6 +1,6 @@
-//! `vault-cli bench`: N concurrent clients, each on its own connection, doing put, get or a mix
-//! against a running server for a fixed time (or number of requests). Prints throughput and
-//! latency percentiles.
+//! `vault-cli bench`: N concurrent clients, each on its own connection, doing put, get, a mix,
+//! or paged listing against a running server for a fixed time (or number of requests). Prints
+//! throughput and latency percentiles (for `list`, per page).
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,13 @@ pub struct BenchArgs {
     /// Stop after this many requests in all (instead of --duration).
     #[arg(long)]
     pub requests: Option<u64>,
-    /// put, get, or mix (put one in --put-every, get the rest).
-    #[arg(long, value_parser = ["put", "get", "mix"], default_value = "mix")]
+    /// put, get, mix (put one in --put-every, get the rest), or list (walk the --keys secrets
+    /// page by page, over and over; one request is one page).
+    #[arg(long, value_parser = ["put", "get", "mix", "list"], default_value = "mix")]
     pub op: String,
+    /// Entries per page for --op list.
+    #[arg(long, default_value_t = 100)]
+    pub page_size: u32,
     /// In a mix, one request in this many is a put.
     #[arg(long, default_value_t = 10)]
     pub put_every: u64,
@@ -38,6 +42,10 @@ pub struct BenchArgs {
     /// Distinct secret paths to spread requests over.
     #[arg(long, default_value_t = 1000)]
     pub keys: u64,
+    /// The --keys secrets exist already (from an earlier run on the same tenant): do not
+    /// write them first.
+    #[arg(long)]
+    pub skip_load: bool,
     /// Tenant to use (created if missing).
     #[arg(long, default_value = "bench")]
     pub tenant: String,
@@ -74,14 +82,39 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
     {
         return Err(CliError::from_status(status, addr));
     }
-    // Every path exists before a get can ask for it.
+    // Every path exists before a get (or a listing) can ask for it: written by all clients
+    // at once, each its share of the keys.
     let value = vec![b'x'; args.value_size];
-    let mut secrets = SecretsClient::new(channel);
-    for key in 0..args.keys {
-        let request = put_request(&args.tenant, key, &value);
-        secrets
-            .put(authed(request, &token)?)
+    let mut loaders = Vec::with_capacity(args.clients);
+    let loading_clients = if args.skip_load {
+        0
+    } else {
+        args.clients as u64
+    };
+    for client_index in 0..loading_clients {
+        let mut secrets = SecretsClient::new(connect(addr).await?);
+        let token = Zeroizing::new(token.as_str().to_owned());
+        let (tenant, value, keys, clients) = (
+            args.tenant.clone(),
+            value.clone(),
+            args.keys,
+            args.clients as u64,
+        );
+        loaders.push(tokio::spawn(async move {
+            let mut key = client_index;
+            while key < keys {
+                let request = authed(put_request(&tenant, key, &value), &token)
+                    .map_err(|e| tonic::Status::invalid_argument(e.message))?;
+                secrets.put(request).await?;
+                key += clients;
+            }
+            Ok::<(), tonic::Status>(())
+        }));
+    }
+    for loader in loaders {
+        loader
             .await
+            .map_err(|e| CliError::new(format!("bench client failed: {e}")))?
             .map_err(|s| CliError::from_status(s, addr))?;
     }
 
@@ -97,8 +130,19 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         let op = args.op.clone();
         let tenant = args.tenant.clone();
         let value = value.clone();
-        let (keys, put_every) = (args.keys, args.put_every);
+        let (keys, put_every, page_size) = (args.keys, args.put_every, args.page_size);
         tasks.push(tokio::spawn(async move {
+            if op == "list" {
+                return walk_pages(
+                    channel,
+                    token,
+                    &tenant,
+                    page_size,
+                    deadline,
+                    per_client_requests,
+                )
+                .await;
+            }
             drive(
                 channel,
                 token,
@@ -197,6 +241,51 @@ async fn drive(
                 } else {
                     result.gets += 1
                 }
+            }
+            Err(status) => {
+                result.errors += 1;
+                result
+                    .first_error
+                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+            }
+        }
+    }
+    result
+}
+
+/// Lists `bench/` page by page, starting over at the end, timing each page.
+async fn walk_pages(
+    channel: Channel,
+    token: Zeroizing<String>,
+    tenant: &str,
+    page_size: u32,
+    deadline: Instant,
+    max_requests: Option<u64>,
+) -> ClientResult {
+    let mut client = SecretsClient::new(channel);
+    let mut result = ClientResult::default();
+    let mut page_token = String::new();
+    let mut sent = 0u64;
+    while !max_requests.map_or(Instant::now() >= deadline, |max| sent >= max) {
+        sent += 1;
+        let request = v1::ListRequest {
+            tenant: tenant.to_owned(),
+            prefix: "bench/".to_owned(),
+            page_size,
+            page_token: std::mem::take(&mut page_token),
+            recursive: false,
+        };
+        let begun = Instant::now();
+        let outcome = match authed(request, &token) {
+            Ok(request) => client.list(request).await,
+            Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+        };
+        let micros = u32::try_from(begun.elapsed().as_micros()).unwrap_or(u32::MAX);
+        match outcome {
+            Ok(page) => {
+                result.latencies_micros.push(micros);
+                result.gets += 1;
+                page_token = page.into_inner().next_page_token;
             }
             Err(status) => {
                 result.errors += 1;

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use crate::{
     Cli, Command, Format, TenantCommand, bench,
     client::{CliError, CliResult, authed, connect, token},
+    feed,
     input::{read_fields, read_share},
     output::{field_text, fields_json, json_string, print_json, print_rows, write_raw},
 };
@@ -102,6 +103,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                     allowed_cidrs: settings.cidrs,
                     rate_limit: settings.rate_limit.unwrap_or(0),
                     default_max_versions: settings.max_versions.unwrap_or(0),
+                    cas_required: settings.cas_required.unwrap_or(false),
                 }),
             };
             let response = client
@@ -139,6 +141,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 allowed_cidrs,
                 rate_limit: settings.rate_limit,
                 default_max_versions: settings.max_versions,
+                cas_required: settings.cas_required,
             };
             let response = client
                 .update_tenant(authed(request, &token)?)
@@ -191,6 +194,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             tenant,
             path,
             fields,
+            cas,
         } => {
             let data = read_fields(&fields)?;
             let token = token()?;
@@ -199,6 +203,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 tenant: tenant.tenant,
                 path: path.clone(),
                 data,
+                cas,
             };
             let response = client
                 .put(authed(request, &token)?)
@@ -207,7 +212,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 .into_inner();
             match format {
                 Format::Json => print_json(
-                    &json!({ "path": path, "version": response.version, "created_time": response.created_time }),
+                    &json!({ "path": path, "version": response.version, "created_time": response.created_time, "revision": response.revision }),
                 ),
                 Format::Text => println!("Wrote {path} version {}.", response.version),
             }
@@ -255,7 +260,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 .into_inner();
             match format {
                 Format::Json => print_json(
-                    &json!({ "keys": response.keys, "next_page_token": response.next_page_token }),
+                    &json!({ "keys": response.keys, "next_page_token": response.next_page_token, "revision": response.revision }),
                 ),
                 Format::Text => {
                     for key in &response.keys {
@@ -267,22 +272,64 @@ pub async fn run(cli: Cli) -> CliResult<()> {
                 }
             }
         }
-        Command::Delete { tenant, path } => {
-            let token = token()?;
-            let mut client = SecretsClient::new(connect(&addr).await?);
-            let request = v1::DeleteRequest {
-                tenant: tenant.tenant,
-                path: path.clone(),
+        Command::Delete {
+            tenant,
+            path,
+            versions,
+            all,
+        } => {
+            let op = if all {
+                feed::VersionsOp::DeleteAll
+            } else {
+                feed::VersionsOp::Delete
             };
-            client
-                .delete(authed(request, &token)?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "path": path, "deleted": true })),
-                Format::Text => println!("Deleted {path}."),
-            }
+            feed::change_versions(&addr, tenant, path, versions.versions, op, format).await?
         }
+        Command::Undelete {
+            tenant,
+            path,
+            versions,
+        } => {
+            feed::change_versions(
+                &addr,
+                tenant,
+                path,
+                versions.versions,
+                feed::VersionsOp::Undelete,
+                format,
+            )
+            .await?
+        }
+        Command::Destroy {
+            tenant,
+            path,
+            versions,
+        } => {
+            feed::change_versions(
+                &addr,
+                tenant,
+                path,
+                versions.versions,
+                feed::VersionsOp::Destroy,
+                format,
+            )
+            .await?
+        }
+        Command::History { tenant, path } => feed::history(&addr, tenant, path, format).await?,
+        Command::Metadata {
+            tenant,
+            path,
+            settings,
+        } => feed::metadata(&addr, tenant, path, settings, format).await?,
+        Command::Patch {
+            tenant,
+            path,
+            fields,
+            remove,
+            cas,
+        } => feed::patch(&addr, tenant, path, fields, remove, cas, format).await?,
+        Command::Watch(args) => feed::watch(&addr, args, format).await?,
+        Command::Webhook(command) => feed::webhook(&addr, command, format).await?,
         Command::Rotate { tenant, all } => crate::keys::rotate(&addr, tenant, all, format).await?,
         Command::Keys(command) => crate::keys::keys(&addr, command, format).await?,
         Command::Rekey(command) => crate::keys::rekey(&addr, command, format).await?,
@@ -309,6 +356,7 @@ fn tenant_json(tenant: &v1::Tenant) -> serde_json::Value {
         "name": tenant.name, "id": tenant.id, "created_time": tenant.created_time, "key_version": tenant.key_version,
         "allowed_cidrs": settings.allowed_cidrs, "rate_limit": settings.rate_limit,
         "default_max_versions": settings.default_max_versions,
+        "cas_required": settings.cas_required,
     })
 }
 
@@ -343,6 +391,7 @@ fn print_tenant(tenant: &v1::Tenant, format: Format) {
                     n => n.to_string(),
                 },
             ),
+            ("Check-and-set required", settings.cas_required.to_string()),
         ]),
     }
 }

@@ -10,6 +10,7 @@ mod audit;
 mod bench;
 mod client;
 mod commands;
+mod feed;
 mod input;
 mod keys;
 mod login;
@@ -125,6 +126,24 @@ pub enum Command {
         /// Fields: NAME=VALUE, NAME=@FILE or NAME=-.
         #[arg(required = true, value_name = "FIELD")]
         fields: Vec<String>,
+        /// Check-and-set: write only if the current version is N (0: only if the secret does
+        /// not exist yet).
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
+    },
+    /// Write a new version from the current one with some fields set (NAME=VALUE, NAME=@FILE,
+    /// NAME=-) or removed (--remove NAME); the other fields are kept.
+    Patch {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+        #[arg(value_name = "FIELD")]
+        fields: Vec<String>,
+        /// A field to remove (repeat for several).
+        #[arg(long, value_name = "NAME")]
+        remove: Vec<String>,
+        #[arg(long, value_name = "N")]
+        cas: Option<u64>,
     },
     /// Read a secret.
     Get {
@@ -155,12 +174,55 @@ pub enum Command {
         #[arg(long)]
         recursive: bool,
     },
-    /// Delete a secret with all its versions.
+    /// Soft-delete versions of a secret (default: the current one); `undelete` restores them.
+    /// With --all, remove the secret entirely: every version and its metadata.
     Delete {
         #[command(flatten)]
         tenant: TenantArg,
         path: String,
+        #[command(flatten)]
+        versions: feed::VersionsArg,
+        /// Remove every version and the metadata (irreversible).
+        #[arg(long, conflicts_with = "versions")]
+        all: bool,
     },
+    /// Restore soft-deleted versions.
+    Undelete {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+        #[command(flatten)]
+        versions: feed::VersionsArg,
+    },
+    /// Destroy versions: their data keys and ciphertext are removed (irreversible).
+    Destroy {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+        #[command(flatten)]
+        versions: feed::VersionsArg,
+    },
+    /// A secret's versions: created, deleted and destroyed, and who wrote each.
+    History {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+    },
+    /// Show a secret's metadata, or change it (max versions, check-and-set, custom metadata,
+    /// expires_at, rotate_by).
+    Metadata {
+        #[command(flatten)]
+        tenant: TenantArg,
+        path: String,
+        #[command(flatten)]
+        settings: feed::MetadataSettings,
+    },
+    /// Print changes to a tenant's secrets as they happen (names and versions, never values);
+    /// reconnects and resumes from the last revision printed.
+    Watch(feed::WatchArgs),
+    /// Webhooks: signed change notifications posted to a URL.
+    #[command(subcommand)]
+    Webhook(feed::WebhookCommand),
     /// Add a key-encryption-key version for a tenant (or every tenant with --all); new data is
     /// sealed under it at once.
     Rotate {
@@ -257,6 +319,9 @@ pub struct TenantSettingsArgs {
     /// Versions kept per secret by default (0: the server default).
     #[arg(long)]
     pub max_versions: Option<u32>,
+    /// Require check-and-set (`put --cas N`) on every write of the tenant's secrets.
+    #[arg(long, value_name = "BOOL")]
+    pub cas_required: Option<bool>,
 }
 
 fn main() -> ExitCode {

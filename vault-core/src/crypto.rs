@@ -52,6 +52,8 @@ pub enum Purpose {
     SystemKey = 5,
     /// An entity's TOTP secret, sealed under the root key (path: the entity).
     MfaSecret = 6,
+    /// A webhook's signing secret, sealed under the root key (path: tenant id and webhook id).
+    WebhookSecret = 7,
 }
 
 /// Which level of the key hierarchy sealed a blob.
@@ -73,6 +75,7 @@ impl Purpose {
             Purpose::SecretValue,
             Purpose::SystemKey,
             Purpose::MfaSecret,
+            Purpose::WebhookSecret,
         ]
         .into_iter()
         .find(|p| *p as u8 == byte)

@@ -36,6 +36,22 @@ pub enum Error {
     /// The named object does not exist (or the caller may not know that it does).
     #[error("{0} not found")]
     NotFound(String),
+    /// The named object is not there any more: soft-deleted, destroyed or expired; `why` says
+    /// which (answered as NOT_FOUND).
+    #[error("{what} not found: {why}")]
+    Gone { what: String, why: String },
+    /// A check-and-set write found another current version.
+    #[error(
+        "check-and-set failed for secret {path}: expected current version {expected}, the current version is {current}"
+    )]
+    CasMismatch {
+        path: String,
+        expected: u64,
+        current: u64,
+    },
+    /// A position (a feed revision) outside what is kept.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The named object exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),

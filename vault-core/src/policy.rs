@@ -166,7 +166,7 @@ impl Policy {
     }
 }
 
-fn check_glob(path: &str) -> std::result::Result<(), &'static str> {
+pub(crate) fn check_glob(path: &str) -> std::result::Result<(), &'static str> {
     if path.len() > crate::names::MAX_PATH_LEN {
         return Err("too long");
     }

@@ -17,7 +17,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
+use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
 
 use ring::{rand::SystemRandom, signature::Ed25519KeyPair};
@@ -31,8 +31,8 @@ use crate::{
     },
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
     error::{Error, Result, StorageError},
-    names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
-    policy::{Capability, Decision, Policy, decide},
+    names::{SecretPath, TenantId, TenantName},
+    policy::{Capability, Policy},
     secret::{SecretData, SecretKey},
     shamir::{self, UnsealShare},
     storage::{Space, Storage, WriteBatch},
@@ -69,6 +69,30 @@ pub struct VaultConfig {
     pub max_value_bytes: usize,
     /// Budgets, rotation, retirement and shredding of keys.
     pub keys: KeyPolicy,
+    /// Versions kept per secret when neither the secret nor its tenant sets a number.
+    pub default_max_versions: u32,
+    /// Retention of the change feed and lead time of expiry notices.
+    pub feed: FeedPolicy,
+    /// Where webhooks may deliver, and how hard the vault tries.
+    pub webhooks: WebhookPolicy,
+}
+
+/// Retention of the change feed and lead time of expiry notices.
+#[derive(Clone, Debug)]
+pub struct FeedPolicy {
+    /// Events older than this are pruned (0: kept forever).
+    pub retention_nanos: i64,
+    /// How long before a deadline the `expiring` event is sent.
+    pub expiry_lead_nanos: i64,
+}
+
+impl Default for FeedPolicy {
+    fn default() -> Self {
+        FeedPolicy {
+            retention_nanos: feed::DEFAULT_FEED_RETENTION_NANOS,
+            expiry_lead_nanos: feed::DEFAULT_EXPIRY_LEAD_NANOS,
+        }
+    }
 }
 
 impl Default for VaultConfig {
@@ -76,6 +100,9 @@ impl Default for VaultConfig {
         VaultConfig {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             keys: KeyPolicy::default(),
+            default_max_versions: secrets::DEFAULT_MAX_VERSIONS,
+            feed: FeedPolicy::default(),
+            webhooks: WebhookPolicy::default(),
         }
     }
 }
@@ -165,12 +192,17 @@ pub struct SecretVersion {
 pub struct PutOutcome {
     pub version: u64,
     pub created_unix_nanos: i64,
+    /// The feed revision of the write.
+    pub revision: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListPage {
     pub keys: Vec<String>,
     pub next_page_token: Option<String>,
+    /// The tenant's feed revision when the page was read: a watch from it sees every later
+    /// change.
+    pub revision: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -240,13 +272,6 @@ struct TokenRecord {
     family: String,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SecretMeta {
-    current_version: u64,
-    created_unix_nanos: i64,
-    updated_unix_nanos: i64,
-}
-
 enum State {
     Sealed { progress: Vec<UnsealShare> },
     Unsealed(Arc<Keyring>),
@@ -297,6 +322,10 @@ pub struct Vault {
     invocation_log: Option<Mutex<std::fs::File>>,
     /// The rekey in progress, if any (in memory: a restart abandons it).
     rekey: Mutex<Option<rekey::RekeyState>>,
+    /// Each tenant's change feed (revisions in flight and the watermark).
+    feeds: feed::Feeds,
+    /// Serializes changes to webhook deliveries (fan-out, results, replay, deletion).
+    webhook_changes: Mutex<()>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -446,6 +475,8 @@ impl Vault {
             last_sweep: Mutex::new(None),
             invocation_log,
             rekey: Mutex::new(None),
+            feeds: feed::Feeds::default(),
+            webhook_changes: Mutex::new(()),
         })
     }
 
@@ -777,317 +808,6 @@ impl Vault {
         (tenant, path).hash(&mut hasher);
         &self.stripes[(hasher.finish() as usize) % self.stripes.len()]
     }
-
-    // ---- secrets ----
-
-    fn check_data(&self, data: &SecretData) -> Result<()> {
-        if data.is_empty() {
-            return Err(Error::invalid("data", "a secret needs at least one field"));
-        }
-        let limit = self.config.max_value_bytes;
-        let mut total = 0usize;
-        for (name, value) in data.expose_secret() {
-            check_field_name(name)?;
-            if value.len() > limit {
-                return Err(Error::TooLarge {
-                    field: format!("data[{name:?}]"),
-                    size: value.len(),
-                    limit,
-                });
-            }
-            total += name.len() + value.len();
-        }
-        if total > limit {
-            return Err(Error::TooLarge {
-                field: "data".into(),
-                size: total,
-                limit,
-            });
-        }
-        Ok(())
-    }
-
-    /// Writes a new version of the secret: a fresh DEK wrapped under the tenant's current KEK,
-    /// all fields sealed together under the DEK, metadata and version in one atomic write.
-    pub fn put(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        data: SecretData,
-    ) -> Result<PutOutcome> {
-        self.check_data(&data)?;
-        let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
-        let _guard = lock(self.stripe(id, path.as_str()));
-        // Until the write below is committed (see `wrap_gate`).
-        let _wrapping = read(&self.wrap_gate);
-        let meta_key = meta_key(id, path);
-        let previous = self
-            .data
-            .get(Space::Secrets, &meta_key)?
-            .map(|b| from_json::<SecretMeta>(&b, "secret metadata"))
-            .transpose()?;
-        let version = previous.as_ref().map_or(1, |meta| meta.current_version + 1);
-        let now = now_unix_nanos();
-
-        let dek = SecretKey::generate()?;
-        let (wrapped_dek, _) =
-            self.wrap_dek(&keyring, id, &dek_context(id, path, version), &dek)?;
-        let sealed_value = crypto::seal(
-            &dek,
-            KeyRef {
-                kind: KeyKind::Dek,
-                version: 0,
-            },
-            &value_context(id, path, version),
-            &data.encode(),
-        )?;
-        drop(dek);
-
-        let meta = SecretMeta {
-            current_version: version,
-            created_unix_nanos: previous
-                .as_ref()
-                .map_or(now, |meta| meta.created_unix_nanos),
-            updated_unix_nanos: now,
-        };
-        let mut batch = WriteBatch::new();
-        batch
-            .put(
-                Space::Secrets,
-                version_key(id, path, version),
-                encode_version(now, &wrapped_dek, &sealed_value),
-            )
-            .put(Space::Secrets, meta_key, to_json(&meta)?);
-        // The tenant keeps at most its configured number of versions: older ones go in the
-        // same write.
-        let keep = self
-            .tenant_state(id)?
-            .map_or(0, |state| u64::from(state.default_max_versions));
-        if keep > 0 && version > keep {
-            let prefix = versions_prefix(id, path);
-            for (key, _) in self
-                .data
-                .scan(Space::Secrets, &prefix, &prefix, usize::MAX)?
-            {
-                let old = key[prefix.len()..]
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| corrupt("a secret version key"))?;
-                if old + keep <= version {
-                    batch.delete(Space::Secrets, key);
-                }
-            }
-        }
-        self.data.write(batch)?;
-        Ok(PutOutcome {
-            version,
-            created_unix_nanos: now,
-        })
-    }
-
-    /// Reads a version of the secret (0: the current one).
-    pub fn get(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        version: u64,
-    ) -> Result<SecretVersion> {
-        let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Read)?;
-        let not_found = || Error::NotFound(format!("secret {path}"));
-        let meta_bytes = self
-            .data
-            .get(Space::Secrets, &meta_key(id, path))?
-            .ok_or_else(not_found)?;
-        let meta: SecretMeta = from_json(&meta_bytes, "secret metadata")?;
-        let version = if version == 0 {
-            meta.current_version
-        } else {
-            version
-        };
-        let version_not_found = || Error::NotFound(format!("secret {path} version {version}"));
-        if version > meta.current_version {
-            return Err(version_not_found());
-        }
-        let what = || format!("secret {path} version {version}");
-        // A re-wrap may retire the KEK between our read and its lookup; the version then reads
-        // again, wrapped under the newer KEK.
-        let mut attempts = 0;
-        let (stored, kek) = loop {
-            attempts += 1;
-            let stored = self
-                .data
-                .get(Space::Secrets, &version_key(id, path, version))?
-                .ok_or_else(version_not_found)?;
-            let (_, wrapped_dek, _) =
-                decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
-            let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
-            if header.key.kind != KeyKind::Kek {
-                return Err(Error::Integrity(what()));
-            }
-            match self.kek(&keyring, id, header.key.version)? {
-                Some(kek) => break (stored, kek),
-                None if attempts < 3 => continue,
-                None => return Err(Error::Integrity(what())),
-            }
-        };
-        let (created, wrapped_dek, sealed_value) =
-            decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
-        let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
-        let dek_bytes = crypto::open(
-            &kek.key,
-            &dek_context(id, path, version),
-            wrapped_dek,
-            &what,
-        )?;
-        let dek = SecretKey::from_bytes(dek_bytes).ok_or_else(|| Error::Integrity(what()))?;
-        let plaintext = crypto::open(&dek, &value_context(id, path, version), sealed_value, &what)?;
-        let data = SecretData::decode(&plaintext).ok_or_else(|| Error::Integrity(what()))?;
-        Ok(SecretVersion {
-            version,
-            created_unix_nanos: created,
-            key_version: header.key.version,
-            data,
-        })
-    }
-
-    /// Lists one level below `prefix` (folders end in `/`), or every secret below it when
-    /// `recursive`. A page of plain entries reads `page_size + 1` entries from storage. Each
-    /// folder is skipped with one seek; after a folder the scan probes one entry at a time and
-    /// doubles its batch while it finds plain entries, so a page reads at most about twice the
-    /// entries it returns, plus one.
-    pub fn list(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        prefix: &FolderPrefix,
-        page_size: usize,
-        page_token: &str,
-        recursive: bool,
-    ) -> Result<ListPage> {
-        self.authorize(caller, tenant, prefix.as_str(), Capability::List)?;
-        let (mut page, _) = self.list_counting(tenant, prefix, page_size, page_token, recursive)?;
-        if !caller.system {
-            // Names under a denied path stay hidden, even inside a listable folder.
-            page.keys.retain(|key| {
-                let full = format!("{}{key}", prefix.as_str());
-                // MFA, if the listing needed it, was checked above.
-                !matches!(
-                    decide(&caller.policies, &full, Capability::List),
-                    Decision::Deny(_)
-                )
-            });
-        }
-        Ok(page)
-    }
-
-    /// [`Vault::list`], also returning how many entries it read from storage.
-    fn list_counting(
-        &self,
-        tenant: &TenantName,
-        prefix: &FolderPrefix,
-        page_size: usize,
-        page_token: &str,
-        recursive: bool,
-    ) -> Result<(ListPage, usize)> {
-        let _keyring = self.keyring()?;
-        let page_size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Error::invalid(
-                    "page_size",
-                    format!("must be at most {MAX_PAGE_SIZE}"),
-                ));
-            }
-            n => n,
-        };
-        let id = self.tenant_id(tenant)?;
-        let mut base = meta_prefix(id);
-        base.extend_from_slice(prefix.as_str().as_bytes());
-        let mut cursor = base.clone();
-        cursor.extend_from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(page_token)
-                .map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?,
-        );
-
-        let mut keys = Vec::new();
-        let mut next_page_token = None;
-        let mut read = 0;
-        // One more than the page, so that a full page knows whether another follows.
-        let mut batch = page_size + 1;
-        'scan: loop {
-            let entries = self.data.scan(Space::Secrets, &base, &cursor, batch)?;
-            read += entries.len();
-            let exhausted = entries.len() < batch;
-            for (key, _) in &entries {
-                let relative = &key[base.len()..];
-                if keys.len() == page_size {
-                    next_page_token = Some(URL_SAFE_NO_PAD.encode(relative));
-                    break 'scan;
-                }
-                let name = std::str::from_utf8(relative).map_err(|_| corrupt("a secret path"))?;
-                match name.find('/') {
-                    Some(slash) if !recursive => {
-                        keys.push(name[..=slash].to_owned());
-                        // Skip the folder's subtree: '0' is the byte after '/'.
-                        cursor = base.clone();
-                        cursor.extend_from_slice(&relative[..slash]);
-                        cursor.push(b'/' + 1);
-                        batch = 1;
-                        continue 'scan;
-                    }
-                    _ => {
-                        keys.push(name.to_owned());
-                        cursor = key.clone();
-                        cursor.push(0);
-                    }
-                }
-            }
-            if exhausted {
-                break;
-            }
-            batch = (batch * 2).min(page_size + 1 - keys.len()).max(1);
-        }
-        Ok((
-            ListPage {
-                keys,
-                next_page_token,
-            },
-            read,
-        ))
-    }
-
-    /// Removes the secret with all its versions, in one atomic write.
-    pub fn delete(&self, caller: &Caller, tenant: &TenantName, path: &SecretPath) -> Result<()> {
-        let _keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Delete)?;
-        let _guard = lock(self.stripe(id, path.as_str()));
-        let meta_key = meta_key(id, path);
-        if self.data.get(Space::Secrets, &meta_key)?.is_none() {
-            return Err(Error::NotFound(format!("secret {path}")));
-        }
-        let prefix = versions_prefix(id, path);
-        let mut batch = WriteBatch::new();
-        let mut start = prefix.clone();
-        loop {
-            let entries = self.data.scan(Space::Secrets, &prefix, &start, 1024)?;
-            let Some((last, _)) = entries.last() else {
-                break;
-            };
-            start = last.clone();
-            start.push(0);
-            for (key, _) in entries {
-                batch.delete(Space::Secrets, key);
-            }
-        }
-        batch.delete(Space::Secrets, meta_key);
-        self.data.write(batch)?;
-        Ok(())
-    }
 }
 
 /// Opens the root key with a candidate unseal key: `UnsealFailed` if it is the wrong one.
@@ -1167,13 +887,29 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
 
 mod access;
 mod approle;
+mod feed;
 mod keys;
 mod login;
 mod mfa;
 mod oidc;
 mod rekey;
+mod secrets;
 mod shred;
 mod tenants;
+mod webhooks;
+
+pub use feed::{
+    DEFAULT_EXPIRY_LEAD_NANOS, DEFAULT_FEED_RETENTION_NANOS, Event, EventKind, WATCH_BATCH,
+    WatchCursor,
+};
+pub use secrets::{
+    DEFAULT_MAX_VERSIONS, MAX_VERSIONS_PER_CALL, MetadataUpdate, SecretMetadata, VersionInfo,
+    VersionsChange,
+};
+pub use webhooks::{
+    Delivery, DeliveryState, SIGNATURE_HEADER, WebhookInfo, WebhookPolicy, WebhookSpec,
+    WebhookStatus, WebhookUrl, address_refusal, check_addresses, sign, verify_signature,
+};
 
 pub use approle::{AppRole, AppRoleSpec, SecretIdSpec};
 pub use login::{DEFAULT_FAMILY_MAX_TTL, REFRESH_GRACE};

@@ -371,7 +371,7 @@ pub fn presented_token<T>(request: &Request<T>) -> Presented {
     }
 }
 
-fn bearer_token<T>(request: &Request<T>) -> Result<Token, Error> {
+pub(crate) fn bearer_token<T>(request: &Request<T>) -> Result<Token, Error> {
     let metadata = request.metadata();
     let raw = if let Some(value) = metadata.get("authorization") {
         let text = value.to_str().map_err(|_| Error::PermissionDenied)?;

@@ -16,6 +16,8 @@ mod secrets;
 mod status;
 mod system;
 mod tenants;
+mod watch;
+mod webhooks;
 
 use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -28,13 +30,14 @@ use vault_core::{
     cidr::Cidr,
     limits::LoginFailures,
     storage::RocksStorage,
-    vault::KeyPolicy,
+    vault::{FeedPolicy, KeyPolicy, WebhookPolicy},
 };
 use vault_proto::v1::{
     FILE_DESCRIPTOR_SET, app_roles_server::AppRolesServer, audit_server::AuditServer,
     jwt_auth_server::JwtAuthServer, keys_server::KeysServer, login_server::LoginServer,
     mfa_server::MfaServer, policies_server::PoliciesServer, secrets_server::SecretsServer,
     system_server::SystemServer, tenants_server::TenantsServer, tokens_server::TokensServer,
+    watch_server::WatchServer, webhooks_server::WebhooksServer,
 };
 
 /// Failed logins from one source are counted over this window.
@@ -177,6 +180,45 @@ pub struct Args {
     #[arg(long, default_value_t = 200, hide = true)]
     pub maintenance_interval_ms: u64,
 
+    /// Versions kept per secret unless the secret or its tenant says otherwise (0: all).
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_VERSIONS)]
+    pub default_max_versions: u32,
+
+    /// Seconds the change feed keeps events; resuming a watch from before answers OUT_OF_RANGE.
+    #[arg(long, default_value_t = (vault_core::vault::DEFAULT_FEED_RETENTION_NANOS / 1_000_000_000) as u64)]
+    pub feed_retention_secs: u64,
+
+    /// Seconds before a secret's expires_at or rotate_by deadline that the `expiring` event is
+    /// sent.
+    #[arg(long, default_value_t = (vault_core::vault::DEFAULT_EXPIRY_LEAD_NANOS / 1_000_000_000) as u64)]
+    pub expiry_lead_secs: u64,
+
+    /// Milliseconds a watch may leave its buffer full before it is dropped (it resumes from
+    /// the last revision it received).
+    #[arg(long, default_value_t = 30_000)]
+    pub watch_send_timeout_ms: u64,
+
+    /// A network webhooks may reach although it is loopback, private or link-local (repeat
+    /// for several, e.g. 10.0.0.0/8). Everything else of that kind is refused.
+    #[arg(long = "webhook-allow-network", value_name = "CIDR", value_parser = parse_cidr)]
+    pub webhook_allow_networks: Vec<Cidr>,
+
+    /// Attempts before a webhook delivery moves to the dead-letter list.
+    #[arg(long, default_value_t = 10)]
+    pub webhook_max_attempts: u32,
+
+    /// Milliseconds before the first retry of a webhook delivery; each further retry waits
+    /// twice as long, up to --webhook-backoff-max-secs.
+    #[arg(long, default_value_t = 1000)]
+    pub webhook_backoff_ms: u64,
+
+    #[arg(long, default_value_t = 3600)]
+    pub webhook_backoff_max_secs: u64,
+
+    /// Milliseconds a webhook receiver has to answer.
+    #[arg(long, default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
     /// DANGER, for tests: every key use is appended to this file (and synced) before it is
     /// made, so a test can compare the durable counts with the truth after a crash.
     #[arg(long, value_name = "FILE", hide = true)]
@@ -266,6 +308,18 @@ pub async fn run(args: Args) -> Result<(), String> {
             sweep_interval_nanos: 10_000_000_000,
             invocation_log: args.danger_invocation_log.clone(),
         },
+        default_max_versions: args.default_max_versions,
+        feed: FeedPolicy {
+            retention_nanos: seconds(args.feed_retention_secs),
+            expiry_lead_nanos: seconds(args.expiry_lead_secs),
+        },
+        webhooks: WebhookPolicy {
+            allow: args.webhook_allow_networks.clone(),
+            max_attempts: args.webhook_max_attempts.max(1),
+            backoff_base_nanos: i64::try_from(args.webhook_backoff_ms.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX),
+            backoff_max_nanos: seconds(args.webhook_backoff_max_secs),
+        },
     };
     config
         .keys
@@ -313,6 +367,14 @@ pub async fn run(args: Args) -> Result<(), String> {
         Arc::clone(&vault),
         std::time::Duration::from_millis(interval_ms),
     ));
+    // Turns true when the server begins to shut down: open watches end with a resume hint
+    // (instead of holding the shutdown up) and the webhook dispatcher stops.
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(webhooks::dispatch(
+        Arc::clone(&vault),
+        std::time::Duration::from_millis(args.webhook_timeout_ms.max(1)),
+        stop.clone(),
+    ));
 
     let shared = Arc::new(Shared {
         vault: Arc::clone(&vault),
@@ -353,6 +415,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         .await;
     health_reporter
         .set_serving::<KeysServer<keys::KeysService>>()
+        .await;
+    health_reporter
+        .set_serving::<WatchServer<watch::WatchService>>()
+        .await;
+    health_reporter
+        .set_serving::<WebhooksServer<webhooks::WebhooksService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -433,10 +501,25 @@ pub async fn run(args: Args) -> Result<(), String> {
             KeysServer::new(keys::KeysService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
+        .add_service(
+            WatchServer::new(watch::WatchService::new(
+                Arc::clone(&shared),
+                std::time::Duration::from_millis(args.watch_send_timeout_ms.max(1)),
+                stop,
+            ))
+            .max_decoding_message_size(limit),
+        )
+        .add_service(
+            WebhooksServer::new(webhooks::WebhooksService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
         // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown_signal(),
+            async move {
+                shutdown_signal().await;
+                stop_sender.send_replace(true);
+            },
         )
         .await
         .map_err(|e| format!("server failed: {e}"))?;

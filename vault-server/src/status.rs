@@ -15,7 +15,9 @@ pub(crate) fn to_status(error: Error) -> Status {
         }
         Error::LoginFailed { .. } => Status::unauthenticated("login failed"),
         Error::ResourceExhausted(_) => Status::resource_exhausted(error.to_string()),
-        Error::NotFound(_) => Status::not_found(error.to_string()),
+        Error::NotFound(_) | Error::Gone { .. } => Status::not_found(error.to_string()),
+        Error::CasMismatch { .. } => Status::failed_precondition(error.to_string()),
+        Error::OutOfRange(_) => Status::out_of_range(error.to_string()),
         Error::AlreadyExists(_) => Status::already_exists(error.to_string()),
         Error::Sealed
         | Error::NotInitialized

@@ -36,6 +36,7 @@ fn tenant_message(info: TenantInfo) -> v1::Tenant {
             allowed_cidrs: info.settings.allowed_cidrs,
             rate_limit: info.settings.rate_limit,
             default_max_versions: info.settings.default_max_versions,
+            cas_required: info.settings.cas_required,
         }),
     }
 }
@@ -46,6 +47,7 @@ fn settings_of(message: Option<v1::TenantSettings>) -> TenantSettings {
         allowed_cidrs: message.allowed_cidrs,
         rate_limit: message.rate_limit,
         default_max_versions: message.default_max_versions,
+        cas_required: message.cas_required,
     }
 }
 
@@ -122,6 +124,7 @@ impl Tenants for TenantsService {
             allowed_cidrs,
             rate_limit,
             default_max_versions,
+            cas_required,
         } = request.into_inner();
         call.target(&name, "");
         let vault = Arc::clone(&self.shared.vault);
@@ -133,6 +136,7 @@ impl Tenants for TenantsService {
                     allowed_cidrs: allowed_cidrs.map(|list| list.cidrs),
                     rate_limit,
                     default_max_versions,
+                    cas_required,
                 };
                 call.intent()?;
                 vault.update_tenant(&caller, &name, update)

@@ -415,7 +415,7 @@ impl Vault {
 
     /// The tenant a new token is for: any for the system scope, the caller's own otherwise.
     /// A tenant token naming another tenant is denied whether or not that tenant exists.
-    fn token_tenant(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
+    pub(super) fn token_tenant(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
         if caller.system {
             return self.tenant_id(tenant);
         }

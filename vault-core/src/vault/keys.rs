@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::feed::{Event, EventKind};
 use super::*;
 
 /// No key is ever used for more invocations than this (random 96-bit nonces, NIST SP 800-38D).
@@ -595,6 +596,17 @@ impl Vault {
                 versions,
             }),
         );
+        // The key store's write above is the change; the event follows it (a crash in between
+        // loses the event, never invents one).
+        let mut event = Event::new(EventKind::KeyRotated, "", Vec::new(), created);
+        event.key_version = version;
+        if !automatic.is_empty() {
+            event.detail = automatic.to_owned();
+        }
+        if let Err(e) = self.write_event(tenant, event) {
+            // The rotation happened; only its notice is lost.
+            tracing::warn!(error = %e, tenant = %tenant, version, "key rotation event not written");
+        }
         Ok(version)
     }
 
@@ -860,6 +872,11 @@ impl Vault {
             budget -= self.rewrap_round(&keyring, id, budget, &mut report)?;
         }
         self.shred_due(&keyring, now, &mut report)?;
+        for record in self.tenant_records()? {
+            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+            report.expiry_events += self.expire_due(id, now)? as u64;
+            report.events_pruned += self.prune_feed(id, now, 1024)? as u64;
+        }
         Ok(report)
     }
 
@@ -1119,6 +1136,10 @@ pub struct MaintenanceReport {
     pub rewrapped: u64,
     pub retired: u64,
     pub shredded: u64,
+    /// Expiry notices sent (expiring and expired events).
+    pub expiry_events: u64,
+    /// Feed events removed past the retention period.
+    pub events_pruned: u64,
 }
 
 /// The key store's record of a destroyed tenant (`shredded/<tenant id>`): it holds no key.

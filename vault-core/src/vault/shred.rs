@@ -137,6 +137,7 @@ impl Vault {
         };
         self.keys.compact()?;
         self.delete_tenant_data(id)?;
+        self.drop_feed(id);
         let versions: Vec<String> = tombstone.versions.iter().map(u32::to_string).collect();
         self.audit_vault(
             id,
@@ -219,6 +220,7 @@ impl Vault {
             (Space::Config, format!("policy/{hex}/")),
             (Space::Config, format!("approle/{hex}/")),
             (Space::Config, format!("approle-id/{hex}/")),
+            (Space::Config, format!("wh/{hex}/")),
         ];
         for (space, prefix) in prefixes {
             let prefix = prefix.into_bytes();

@@ -33,6 +33,9 @@ pub struct TenantSettings {
     /// Versions kept per secret unless the secret says otherwise; 0: the server default.
     #[serde(default)]
     pub default_max_versions: u32,
+    /// Every write of the tenant's secrets must carry check-and-set.
+    #[serde(default)]
+    pub cas_required: bool,
 }
 
 /// A change to a tenant's settings; `None` leaves a setting as it is.
@@ -41,6 +44,7 @@ pub struct TenantUpdate {
     pub allowed_cidrs: Option<Vec<String>>,
     pub rate_limit: Option<u32>,
     pub default_max_versions: Option<u32>,
+    pub cas_required: Option<bool>,
 }
 
 impl TenantSettings {
@@ -86,6 +90,7 @@ impl TenantSettings {
 pub(super) struct TenantState {
     pub(super) name: TenantName,
     pub(super) default_max_versions: u32,
+    pub(super) cas_required: bool,
     cidrs: Vec<Cidr>,
     limiter: Option<RateLimit>,
 }
@@ -95,6 +100,7 @@ impl TenantState {
         Ok(TenantState {
             name,
             default_max_versions: settings.default_max_versions,
+            cas_required: settings.cas_required,
             cidrs: settings.cidrs()?,
             limiter: (settings.rate_limit > 0)
                 .then(|| RateLimit::new(settings.rate_limit, settings.rate_limit)),
@@ -269,6 +275,9 @@ impl Vault {
         }
         if let Some(versions) = update.default_max_versions {
             settings.default_max_versions = versions;
+        }
+        if let Some(required) = update.cas_required {
+            settings.cas_required = required;
         }
         settings.validate()?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;

@@ -54,6 +54,8 @@ fn open_with(
         keys.clone(),
         VaultConfig {
             keys: policy.clone(),
+            // Every version kept: the tests read old versions by number.
+            default_max_versions: 0,
             ..VaultConfig::default()
         },
     )

@@ -1,0 +1,306 @@
+//! Watch service: the change feed as a server stream.
+//!
+//! Opening a watch is one audited call (its outcome record says where the stream starts); the
+//! stream then reads events from storage at the client's pace, so a slow client costs a bounded
+//! buffer, never unbounded memory: a client that leaves the buffer full for longer than the send
+//! timeout is dropped with RESOURCE_EXHAUSTED and the revision to resume from. The token is
+//! checked again before every batch, so a revoked or expired token, or a sealed vault, ends the
+//! stream.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+use vault_core::{
+    names::TenantName,
+    time::rfc3339,
+    token::Token,
+    vault::{Event, EventKind},
+};
+use vault_proto::v1::{self, watch_server::Watch};
+
+use crate::{
+    Shared,
+    call::{Call, bearer_token, presented_token},
+    status::to_status,
+};
+
+/// Events buffered per watch between the reader and the connection.
+pub const WATCH_BUFFER: usize = 256;
+
+pub struct WatchService {
+    shared: Arc<Shared>,
+    send_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl WatchService {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        send_timeout: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        WatchService {
+            shared,
+            send_timeout,
+            stop,
+        }
+    }
+}
+
+/// Why the reader gave up on a watch: the status code and the reason, to which the stream
+/// adds the revision to resume from.
+pub type Dropped = Arc<Mutex<Option<(tonic::Code, String)>>>;
+
+/// The stream handed to tonic: the buffered events, or (once the reader gives up on the
+/// client) the status that says why, naming the last revision the client was actually given.
+pub struct WatchStream {
+    events: mpsc::Receiver<v1::WatchEvent>,
+    dropped: Dropped,
+    /// The last revision this stream yielded (where the client resumes).
+    yielded: u64,
+    finished: bool,
+}
+
+impl WatchStream {
+    pub fn new(events: mpsc::Receiver<v1::WatchEvent>, dropped: Dropped, start: u64) -> Self {
+        WatchStream {
+            events,
+            dropped,
+            yielded: start,
+            finished: false,
+        }
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<v1::WatchEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        // A dropped consumer gets the reason at once, not after the buffer it failed to read.
+        let dropped = self
+            .dropped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some((code, reason)) = dropped {
+            self.finished = true;
+            let message = format!("{reason}; resume from revision {}", self.yielded);
+            return Poll::Ready(Some(Err(Status::new(code, message))));
+        }
+        match self.events.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                self.yielded = event.revision;
+                Poll::Ready(Some(Ok(event)))
+            }
+            other => other.map(|end| end.map(Ok)),
+        }
+    }
+}
+
+fn event_type(kind: EventKind) -> v1::EventType {
+    match kind {
+        EventKind::Created => v1::EventType::Created,
+        EventKind::Updated => v1::EventType::Updated,
+        EventKind::Deleted => v1::EventType::Deleted,
+        EventKind::Undeleted => v1::EventType::Undeleted,
+        EventKind::Destroyed => v1::EventType::Destroyed,
+        EventKind::Expiring => v1::EventType::Expiring,
+        EventKind::Expired => v1::EventType::Expired,
+        EventKind::KeyRotated => v1::EventType::KeyRotated,
+    }
+}
+
+pub fn event_message(event: Event) -> v1::WatchEvent {
+    v1::WatchEvent {
+        revision: event.revision,
+        r#type: event_type(event.kind) as i32,
+        path: event.path,
+        versions: event.versions,
+        time: rfc3339(event.time_unix_nanos),
+        key_version: event.key_version,
+        deadline: if event.deadline_unix_nanos > 0 {
+            rfc3339(event.deadline_unix_nanos)
+        } else {
+            String::new()
+        },
+        detail: event.detail,
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let call = Call::of(&request);
+        let presented = presented_token(&request);
+        let token = bearer_token(&request).ok().map(Arc::new);
+        let v1::WatchRequest {
+            tenant,
+            prefix,
+            from_revision,
+            from_now,
+        } = request.into_inner();
+        call.target(&tenant, &prefix);
+        let vault = Arc::clone(&self.shared.vault);
+        let cursor = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, presented)?;
+                let tenant = TenantName::parse(&tenant)?;
+                let cursor =
+                    vault.watch_open(&caller, &tenant, &prefix, from_revision, from_now)?;
+                call.note(format!("watch from revision {}", cursor.revision));
+                Ok(cursor)
+            })
+            .await?;
+        // The stream outlives the call: it must not hold a place under the concurrency limit.
+        call.release_slot();
+        let token = token.ok_or_else(|| Status::unauthenticated("a token is required"))?;
+        let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
+        let dropped: Dropped = Arc::new(Mutex::new(None));
+        let start = cursor.revision;
+        tokio::spawn(pump(Pump {
+            vault: Arc::clone(&self.shared.vault),
+            token,
+            source: call.source_ip(),
+            cursor,
+            sender,
+            dropped: Arc::clone(&dropped),
+            send_timeout: self.send_timeout,
+            stop: self.stop.clone(),
+        }));
+        Ok(Response::new(WatchStream::new(receiver, dropped, start)))
+    }
+}
+
+struct Pump {
+    vault: Arc<vault_core::Vault>,
+    token: Arc<Token>,
+    source: Option<std::net::IpAddr>,
+    cursor: vault_core::vault::WatchCursor,
+    sender: mpsc::Sender<v1::WatchEvent>,
+    dropped: Dropped,
+    send_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Pump {
+    fn drop_with(&self, status: Status) {
+        *self
+            .dropped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((status.code(), status.message().to_owned()));
+    }
+}
+
+/// Reads the feed for one watch and feeds the stream until the client leaves, falls behind,
+/// loses access, or the server stops.
+async fn pump(mut pump: Pump) {
+    let mut wake = match pump.vault.subscribe_feed(&pump.cursor) {
+        Ok(wake) => wake,
+        Err(error) => return pump.drop_with(to_status(error)),
+    };
+    loop {
+        wake.borrow_and_update();
+        let vault = Arc::clone(&pump.vault);
+        let token = Arc::clone(&pump.token);
+        let source = pump.source;
+        let mut cursor = pump.cursor.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let caller = vault.authenticate_from(&token, source)?;
+            let events = vault.watch_next(&caller, &mut cursor)?;
+            Ok::<_, vault_core::Error>((events, cursor))
+        })
+        .await;
+        let events = match read {
+            Ok(Ok((events, cursor))) => {
+                pump.cursor = cursor;
+                events
+            }
+            Ok(Err(error)) => return pump.drop_with(to_status(error)),
+            Err(_) => {
+                return pump.drop_with(Status::internal("internal error; see the server log"));
+            }
+        };
+        if events.is_empty() {
+            // A page whose events were all filtered out: read on while the watermark is ahead.
+            if pump.cursor.revision < *wake.borrow() {
+                continue;
+            }
+            tokio::select! {
+                changed = wake.changed() => if changed.is_err() { return },
+                () = pump.sender.closed() => return,
+                _ = pump.stop.changed() => {
+                    return pump.drop_with(Status::unavailable("the server is shutting down"));
+                }
+            }
+            continue;
+        }
+        for event in events {
+            match tokio::time::timeout(pump.send_timeout, pump.sender.send(event_message(event)))
+                .await
+            {
+                Ok(Ok(())) => {}
+                // The client went away.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::info!("watch consumer too slow; dropped");
+                    return pump.drop_with(Status::resource_exhausted(format!(
+                        "watch consumer too slow: its buffer of {WATCH_BUFFER} events stayed \
+                         full for {} ms",
+                        pump.send_timeout.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    /// A consumer that stops reading is dropped once its buffer stays full; the status names
+    /// the last revision it was given, not one still in the buffer, and memory stays bounded
+    /// by the buffer.
+    #[tokio::test]
+    async fn a_stalled_consumer_is_dropped_with_the_revision_it_last_received() {
+        let (sender, receiver) = mpsc::channel(2);
+        let dropped: Dropped = Arc::new(Mutex::new(None));
+        let mut stream = WatchStream::new(receiver, Arc::clone(&dropped), 10);
+        let event = |revision| v1::WatchEvent {
+            revision,
+            ..Default::default()
+        };
+        sender.send(event(11)).await.expect("send");
+        let first = stream.next().await.expect("item").expect("event");
+        assert_eq!(first.revision, 11);
+        // The client stalls: two more fit, the third does not.
+        sender.send(event(12)).await.expect("send");
+        sender.send(event(13)).await.expect("send");
+        let full = tokio::time::timeout(Duration::from_millis(20), sender.send(event(14))).await;
+        assert!(full.is_err(), "the buffer is bounded");
+        *dropped.lock().expect("lock") =
+            Some((tonic::Code::ResourceExhausted, "too slow".to_owned()));
+        let status = stream.next().await.expect("item").expect_err("dropped");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.message(), "too slow; resume from revision 11");
+        assert!(stream.next().await.is_none(), "then the stream ends");
+    }
+}
