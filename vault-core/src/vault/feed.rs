@@ -172,7 +172,7 @@ struct FeedInner {
 }
 
 impl Feed {
-    fn finish(&self, revision: u64) -> u64 {
+    fn finish(&self, revision: u64) {
         let mut inner = lock(&self.inner);
         inner.in_flight.remove(&revision);
         let visible = inner
@@ -187,7 +187,6 @@ impl Feed {
             }
             advanced
         });
-        visible
     }
 }
 
@@ -413,17 +412,16 @@ impl Vault {
             filter,
             revision,
         };
-        self.check_retained(&cursor)?;
+        self.check_retained(cursor.tenant, cursor.revision)?;
         Ok(cursor)
     }
 
-    fn check_retained(&self, cursor: &WatchCursor) -> Result<()> {
-        let floor = self.feed_floor(cursor.tenant)?;
-        if cursor.revision + 1 < floor {
+    fn check_retained(&self, tenant: TenantId, revision: u64) -> Result<()> {
+        let floor = self.feed_floor(tenant)?;
+        if revision + 1 < floor {
             return Err(Error::OutOfRange(format!(
-                "revision {} is older than the retained feed (it starts at revision {floor}); \
-                 list the secrets again and watch from the revision the listing reports",
-                cursor.revision
+                "revision {revision} is older than the retained feed (it starts at revision \
+                 {floor}); list the secrets again and watch from the revision the listing reports"
             )));
         }
         Ok(())
@@ -435,14 +433,14 @@ impl Vault {
         // The token may have lost access to the tenant since the watch opened; its policies are
         // the current ones.
         self.token_tenant(caller, &cursor.tenant_name)?;
-        self.check_retained(cursor)?;
+        let from = cursor.revision;
+        self.check_retained(cursor.tenant, from)?;
         let key_events = caller.system
             || (cursor.filter.as_str().is_empty()
                 && matches!(
                     decide(&caller.policies, "", Capability::Admin),
                     Decision::Allow
                 ));
-        let from = cursor.clone();
         let upto = self.committed_revision(cursor.tenant)?;
         let mut out = Vec::new();
         if cursor.revision >= upto {
@@ -479,7 +477,7 @@ impl Vault {
             }
         }
         // Pruning may have removed events between the check above and the scan.
-        self.check_retained(&from)?;
+        self.check_retained(cursor.tenant, from)?;
         cursor.revision = if reached_end { upto } else { last };
         Ok(out)
     }
@@ -528,6 +526,13 @@ impl Vault {
         }
         let cutoff = now.saturating_sub(retention);
         let prefix = events_prefix(tenant);
+        // This runs every round for every tenant: one entry decides whether anything is due.
+        let oldest = self.data.scan(Space::Secrets, &prefix, &prefix, 1)?;
+        match oldest.first() {
+            Some((_, value))
+                if from_json::<Event>(value, "a feed event")?.time_unix_nanos < cutoff => {}
+            _ => return Ok(0),
+        }
         let upto = self
             .committed_revision(tenant)?
             .min(self.webhook_floor(tenant)?);

@@ -972,17 +972,25 @@ impl Vault {
     /// audited as the vault first, written with the next alarm in one write.
     pub(super) fn expire_due(&self, id: TenantId, now: i64) -> Result<usize> {
         let prefix = alarm_prefix(id);
-        let page = self
-            .data
-            .scan(Space::Secrets, &prefix, &prefix, ALARMS_PER_ROUND)?;
-        let mut sent = 0;
-        for (key, _) in page {
+        let due = |key: &[u8]| -> Result<bool> {
             let at = key
                 .get(prefix.len()..prefix.len() + 8)
                 .and_then(|bytes| bytes.try_into().ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| corrupt("an expiry alarm key"))?;
-            if at > now.max(0) as u64 {
+            Ok(at <= now.max(0) as u64)
+        };
+        // This runs every round for every tenant: the earliest alarm decides whether to read on.
+        match self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.first() {
+            Some((key, _)) if due(key)? => {}
+            _ => return Ok(0),
+        }
+        let page = self
+            .data
+            .scan(Space::Secrets, &prefix, &prefix, ALARMS_PER_ROUND)?;
+        let mut sent = 0;
+        for (key, _) in page {
+            if !due(&key)? {
                 break;
             }
             let path = key

@@ -1012,7 +1012,11 @@ fn retention_keeps_events_a_webhook_has_not_fanned_out() {
         lab.put(&format!("s{i}"), "x");
     }
     lab.advance(2 * HOUR);
-    assert_eq!(vault.maintain().expect("maintain").events_pruned, 0, "not fanned out yet");
+    assert_eq!(
+        vault.maintain().expect("maintain").events_pruned,
+        0,
+        "not fanned out yet"
+    );
     assert_eq!(vault.webhook_fanout().expect("fanout"), 3);
     assert_eq!(vault.maintain().expect("maintain").events_pruned, 3);
 }
