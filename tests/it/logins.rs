@@ -20,7 +20,7 @@ use vault_tests::{TestServer, audit_records, channel, init, runtime, unseal, wit
 use zeroize::Zeroizing;
 
 const RSA_PKCS8: &[u8] = include_bytes!("../fixtures/jwt-test-rsa-2048.pk8");
-const ISSUER: &str = "https://idp.example.test";
+pub(crate) const ISSUER: &str = "https://idp.example.test";
 
 const READER_POLICY: &str = "[[rule]]\npath = \"db/*\"\ncapabilities = [\"read\", \"list\"]\n";
 
@@ -345,7 +345,7 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn sign_rs256(key: &RsaKeyPair, header: &Value, claims: &Value) -> String {
+pub(crate) fn sign_rs256(key: &RsaKeyPair, header: &Value, claims: &Value) -> String {
     let input = format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -362,7 +362,18 @@ fn sign_rs256(key: &RsaKeyPair, header: &Value, claims: &Value) -> String {
     format!("{input}.{}", b64(&signature))
 }
 
-fn now() -> i64 {
+/// The test RSA key, and a JWKS file (key id k1) in `dir` that publishes its public half.
+pub(crate) fn jwks(dir: &std::path::Path) -> (RsaKeyPair, std::path::PathBuf) {
+    let rsa = RsaKeyPair::from_pkcs8(RSA_PKCS8).expect("rsa fixture");
+    let public = PublicKeyComponents::<Vec<u8>>::from(rsa.public());
+    let jwks = json!({"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1",
+        "n": b64(&public.n), "e": b64(&public.e)}]});
+    let jwks_file = dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).expect("jwks");
+    (rsa, jwks_file)
+}
+
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -373,12 +384,9 @@ fn now() -> i64 {
 fn jwt_login_checks_signature_issuer_audience_expiry_and_algorithm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, root) = ready(dir.path(), &[]);
-    let rsa = RsaKeyPair::from_pkcs8(RSA_PKCS8).expect("rsa fixture");
+    let (rsa, jwks_file) = jwks(dir.path());
     let public = PublicKeyComponents::<Vec<u8>>::from(rsa.public());
-    let jwks = json!({"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1",
-        "n": b64(&public.n), "e": b64(&public.e)}]});
-    let jwks_file = dir.path().join("jwks.json");
-    std::fs::write(&jwks_file, jwks.to_string()).expect("jwks");
+    let jwks = std::fs::read_to_string(&jwks_file).expect("jwks");
     let config = dir.path().join("corp.toml");
     std::fs::write(
         &config,
@@ -485,11 +493,7 @@ fn jwt_login_checks_signature_issuer_audience_expiry_and_algorithm() {
                 "k2",
             ),
             ("alg none", none_jwt, "none"),
-            (
-                "hs256 with jwks",
-                hs_with(jwks.to_string().as_bytes()),
-                "HS256",
-            ),
+            ("hs256 with jwks", hs_with(jwks.as_bytes()), "HS256"),
             ("hs256 with modulus", hs_with(&public.n), "HS256"),
             (
                 "tampered",

@@ -8,6 +8,7 @@ mod access;
 mod at_rest;
 mod audit;
 mod cli_flow;
+mod clients;
 mod dev_mode;
 mod feed;
 mod grpc;

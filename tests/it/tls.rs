@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use vault_tests::{TestServer, audit_records, run_cli};
 
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
-    other_ca: PathBuf,
+    pub(crate) other_ca: PathBuf,
 }
 
 fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
@@ -30,7 +30,7 @@ fn ca(name: &str) -> (CertificateParams, KeyPair, String) {
     (params, key, pem)
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let write = |name: &str, contents: String| {
         let path = dir.join(name);
         std::fs::write(&path, contents).expect("write pem");
@@ -61,11 +61,11 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
-fn https(server: &TestServer) -> String {
+pub(crate) fn https(server: &TestServer) -> String {
     server.addr.replacen("http://", "https://", 1)
 }
 
-fn text(path: &Path) -> &str {
+pub(crate) fn text(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 

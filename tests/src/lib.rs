@@ -53,10 +53,20 @@ impl TestServer {
 
     /// Like `start`, but returns what the server printed if it exits instead of listening.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<TestServer, String> {
+        Self::try_start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// Starts a server on a given address: a restart on the port a client already knows.
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> TestServer {
+        Self::try_start_on(listen, data_dir, extra)
+            .unwrap_or_else(|output| panic!("vault-server did not start:\n{output}"))
+    }
+
+    fn try_start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Result<TestServer, String> {
         let mut command = Command::new(binary("vault-server"));
         command
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra);
@@ -364,4 +374,128 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("ascii token"),
     );
     request
+}
+
+/// A long-running process whose standard output is read line by line, so a test can wait for
+/// what it prints (vault-cli run --watch, render --watch, example programs).
+pub struct Process {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Everything read so far, for failure messages.
+    seen: Vec<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Spawns `command` with piped stdout and stderr.
+    pub fn spawn(mut command: Command) -> Process {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let collected = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::clone(&collected);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                errors.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Process {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr: collected,
+        }
+    }
+
+    /// The next stdout line that satisfies `check` (earlier ones are skipped); fails the test
+    /// after a minute or when the output ends.
+    pub fn line(&mut self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if check(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {what}\nstdout: {:#?}\nstderr: {:#?}",
+                    self.seen,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// The stdout lines read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends a signal (by name, e.g. "TERM") with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit (a minute at most) and returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the process did not exit\nstdout: {:#?}\nstderr: {:#?}",
+                self.seen,
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A vault-cli command against `addr` with `token`, not yet started (for Process::spawn).
+pub fn cli_command(addr: &str, token: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(binary("vault-cli"));
+    command
+        .args(args)
+        .env("VAULT_ADDR", addr)
+        .env("VAULT_TOKEN", token)
+        .env_remove("VAULT_TENANT")
+        .env("HOME", "/nonexistent/vault-tests-home");
+    command
 }

@@ -2,11 +2,7 @@
 
 use std::{path::PathBuf, sync::OnceLock};
 
-use tonic::{
-    Code, Request, Status,
-    metadata::MetadataValue,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
-};
+use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
 use zeroize::Zeroizing;
 
 /// A failed command: one line for the user, and a hint where one helps.
@@ -90,57 +86,42 @@ pub fn set_mfa_code(code: Option<String>) {
     let _ = MFA_CODE.set(code);
 }
 
-fn tls_config(addr: &str) -> CliResult<ClientTlsConfig> {
-    let files = TLS.get().cloned().unwrap_or_default();
-    let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path).map_err(|e| CliError::new(format!("{flag} {}: {e}", path.display())))
-    };
-    let ca = files.ca_cert.as_ref().ok_or_else(|| {
-        CliError::with_hint(
-            format!("{addr} is https but no CA certificate is given"),
-            "pass --ca-cert FILE or set VAULT_CACERT",
-        )
-    })?;
-    let mut config =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
-    if let (Some(cert), Some(key)) = (&files.client_cert, &files.client_key) {
-        let key_pem = Zeroizing::new(read("--client-key", key)?);
-        config = config.identity(Identity::from_pem(
-            read("--client-cert", cert)?,
-            key_pem.as_slice(),
-        ));
+/// A client-library builder for `addr` with the TLS files of the global flags (read only for an
+/// https address, so an exported VAULT_CACERT does not get in the way of a loopback server).
+pub fn builder(addr: &str) -> CliResult<vault_client::ClientBuilder> {
+    let mut builder = vault_client::ClientBuilder::new(addr);
+    if !addr.starts_with("https://") {
+        return Ok(builder);
     }
-    Ok(config)
+    let files = TLS.get().cloned().unwrap_or_default();
+    if let Some(ca) = &files.ca_cert {
+        builder = builder.ca_certificate_file(ca).map_err(from_client)?;
+    }
+    if let (Some(cert), Some(key)) = (&files.client_cert, &files.client_key) {
+        builder = builder
+            .client_identity_files(cert, key)
+            .map_err(from_client)?;
+    }
+    Ok(builder)
 }
 
 pub async fn connect(addr: &str) -> CliResult<Channel> {
-    let mut endpoint = Endpoint::from_shared(addr.to_owned()).map_err(|_| {
-        CliError::with_hint(
-            format!("invalid address {addr:?}"),
-            "VAULT_ADDR looks like http://127.0.0.1:8200",
-        )
-    })?;
-    if addr.starts_with("https://") {
-        endpoint = endpoint.tls_config(tls_config(addr)?).map_err(|e| {
-            CliError::new(format!("invalid TLS configuration: {}", source_text(&e)))
-        })?;
-    }
-    endpoint.connect().await.map_err(|e| {
-        CliError::with_hint(
-            format!("cannot connect to the vault at {addr}: {}", source_text(&e)),
-            "is vault-server running there? (set VAULT_ADDR)",
-        )
-    })
+    builder(addr)?.channel().await.map_err(from_client)
 }
 
-fn source_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text = format!("{text}: {inner}");
-        source = inner.source();
+/// A client-library error as a CLI message; the library's own text says what to do.
+pub fn from_client(error: vault_client::Error) -> CliError {
+    match error {
+        vault_client::Error::Connect { addr, reason } => CliError::with_hint(
+            format!("cannot connect to the vault at {addr}: {reason}"),
+            "is vault-server running there? (set VAULT_ADDR)",
+        ),
+        vault_client::Error::Config { message } if message.contains("no CA certificate") => {
+            CliError::with_hint(message, "pass --ca-cert FILE or set VAULT_CACERT")
+        }
+        vault_client::Error::Config { message } => CliError::new(message),
+        other => CliError::new(other.to_string()),
     }
-    text
 }
 
 /// Where `vault-cli login` keeps a refresh token: `~/.vault-refresh-token`.

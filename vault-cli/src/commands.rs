@@ -15,11 +15,14 @@ use crate::{
     output::{field_text, fields_json, json_string, print_json, print_rows, write_raw},
 };
 
-pub async fn run(cli: Cli) -> CliResult<()> {
+/// Runs the command; returns the exit code (`run` passes on its command's).
+pub async fn run(cli: Cli) -> CliResult<u8> {
     let addr = cli.addr.clone();
     let format = cli.format;
     let status_error = |status: tonic::Status| CliError::from_status(status, &addr);
     match cli.command {
+        Command::Run(args) => return crate::run::run(&addr, args).await,
+        Command::Render(args) => crate::render::render(&addr, format, args).await?,
         Command::Init { shares, threshold } => {
             let mut client = SystemClient::new(connect(&addr).await?);
             let response = client
@@ -347,7 +350,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Audit(command) => crate::audit::run(&addr, command, format).await?,
         Command::Bench(args) => bench::run(&addr, args, format).await?,
     }
-    Ok(())
+    Ok(0)
 }
 
 fn tenant_json(tenant: &v1::Tenant) -> serde_json::Value {

@@ -15,6 +15,9 @@ mod input;
 mod keys;
 mod login;
 mod output;
+mod render;
+mod run;
+mod sources;
 
 use std::process::ExitCode;
 
@@ -223,6 +226,14 @@ pub enum Command {
     /// Webhooks: signed change notifications posted to a URL.
     #[command(subcommand)]
     Webhook(feed::WebhookCommand),
+    /// Run a command with secrets in its environment (only there: not on disk, not on its
+    /// command line, not in vault-cli's environment); exits with the command's exit code.
+    ///
+    /// Example: vault-cli run --env DB_PASSWORD=db/primary#password -- ./migrate.sh
+    Run(run::RunArgs),
+    /// Render a template's {{ secret "PATH" "FIELD" }} references into a file (mode 0600,
+    /// replaced atomically); with --watch, render again when a secret changes.
+    Render(render::RenderArgs),
     /// Add a key-encryption-key version for a tenant (or every tenant with --all); new data is
     /// sealed under it at once.
     Rotate {
@@ -343,7 +354,7 @@ fn main() -> ExitCode {
         client_key: cli.client_key.clone(),
     });
     match runtime.block_on(commands::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("vault-cli: error: {}", error.message);
             if let Some(hint) = error.hint {

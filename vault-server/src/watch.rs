@@ -182,7 +182,13 @@ impl Watch for WatchService {
             send_timeout: self.send_timeout,
             stop: self.stop.clone(),
         }));
-        Ok(Response::new(WatchStream::new(receiver, dropped, start)))
+        let mut response = Response::new(WatchStream::new(receiver, dropped, start));
+        // Where the stream starts, so a client that watched "from now" can resume exactly.
+        response.metadata_mut().insert(
+            "x-vault-revision",
+            tonic::metadata::MetadataValue::from(start),
+        );
+        Ok(response)
     }
 }
 
