@@ -78,25 +78,8 @@ impl TestServer {
         let mut child = command.spawn().expect("spawn vault-server");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        let (lines_tx, lines_rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines_tx.send(line).is_err() {
-                    // Nobody listens any more; keep draining so the server never blocks on stdout.
-                    continue;
-                }
-            }
-        });
-        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
-        let collected = Arc::clone(&stderr_lines);
-        let stderr_reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                collected
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(line);
-            }
-        });
+        let lines_rx = line_channel(stdout);
+        let (stderr_lines, stderr_reader) = line_collector(stderr);
         let mut banner = Vec::new();
         loop {
             match lines_rx.recv_timeout(START_TIMEOUT) {
@@ -376,6 +359,35 @@ pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// The lines of `output`, as they come, from a thread that reads to the end (so the writer
+/// never blocks on a full pipe, even when nobody listens any more).
+fn line_channel(output: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    lines
+}
+
+/// The lines of `output`, collected by a thread (joined once the writer is gone).
+fn line_collector(
+    output: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = Arc::clone(&lines);
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            collected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line);
+        }
+    });
+    (lines, reader)
+}
+
 /// A long-running process whose standard output is read line by line, so a test can wait for
 /// what it prints (vault-cli run --watch, render --watch, example programs).
 pub struct Process {
@@ -396,26 +408,11 @@ impl Process {
         let mut child = command.spawn().expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let collected = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::clone(&collected);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                errors.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
         Process {
             child,
-            lines,
+            lines: line_channel(stdout),
             seen: Vec::new(),
-            stderr: collected,
+            stderr: line_collector(stderr).0,
         }
     }
 

@@ -94,9 +94,13 @@ pub fn builder(addr: &str) -> CliResult<vault_client::ClientBuilder> {
         return Ok(builder);
     }
     let files = TLS.get().cloned().unwrap_or_default();
-    if let Some(ca) = &files.ca_cert {
-        builder = builder.ca_certificate_file(ca).map_err(from_client)?;
-    }
+    let ca = files.ca_cert.as_ref().ok_or_else(|| {
+        CliError::with_hint(
+            format!("{addr} is https but no CA certificate is given"),
+            "pass --ca-cert FILE or set VAULT_CACERT",
+        )
+    })?;
+    builder = builder.ca_certificate_file(ca).map_err(from_client)?;
     if let (Some(cert), Some(key)) = (&files.client_cert, &files.client_key) {
         builder = builder
             .client_identity_files(cert, key)
@@ -116,9 +120,6 @@ pub fn from_client(error: vault_client::Error) -> CliError {
             format!("cannot connect to the vault at {addr}: {reason}"),
             "is vault-server running there? (set VAULT_ADDR)",
         ),
-        vault_client::Error::Config { message } if message.contains("no CA certificate") => {
-            CliError::with_hint(message, "pass --ca-cert FILE or set VAULT_CACERT")
-        }
         vault_client::Error::Config { message } => CliError::new(message),
         other => CliError::new(other.to_string()),
     }

@@ -3,16 +3,15 @@
 
 use clap::{Args, Subcommand};
 use serde_json::json;
-use tonic::Code;
-use vault_proto::v1::{
-    self, secrets_client::SecretsClient, watch_client::WatchClient, webhooks_client::WebhooksClient,
-};
+use vault_client::{Event, EventKind, Start};
+use vault_proto::v1::{self, secrets_client::SecretsClient, webhooks_client::WebhooksClient};
 
 use crate::{
     Format, TenantArg,
-    client::{CliError, CliResult, authed, connect, token},
+    client::{CliError, CliResult, authed, connect, from_client, token},
     input::read_fields,
     output::{print_json, print_rows},
+    sources,
 };
 
 fn status_error(addr: &str) -> impl Fn(tonic::Status) -> CliError + '_ {
@@ -345,20 +344,6 @@ pub async fn patch(
     Ok(())
 }
 
-fn type_name(value: i32) -> &'static str {
-    match v1::EventType::try_from(value) {
-        Ok(v1::EventType::Created) => "created",
-        Ok(v1::EventType::Updated) => "updated",
-        Ok(v1::EventType::Deleted) => "deleted",
-        Ok(v1::EventType::Undeleted) => "undeleted",
-        Ok(v1::EventType::Destroyed) => "destroyed",
-        Ok(v1::EventType::Expiring) => "expiring",
-        Ok(v1::EventType::Expired) => "expired",
-        Ok(v1::EventType::KeyRotated) => "key_rotated",
-        _ => "unknown",
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     #[command(flatten)]
@@ -374,87 +359,37 @@ pub struct WatchArgs {
     pub count: Option<u64>,
 }
 
-/// Prints events as they happen, one per line; reconnects (from the last revision printed)
-/// when the connection drops.
+/// Prints events as they happen, one per line. The library's watch re-opens by itself after a
+/// disconnect or a server restart, from the last revision printed.
 pub async fn watch(addr: &str, args: WatchArgs, format: Format) -> CliResult<()> {
-    let token = token()?;
-    let mut last = args.from_revision;
+    let client = sources::client(addr, true).await?;
+    let start = args.from_revision.map_or(Start::Now, Start::After);
+    let tenant = &args.tenant.tenant;
+    let mut watch = client
+        .watch(tenant, &args.prefix, start)
+        .await
+        .map_err(watch_error)?;
     let mut printed = 0u64;
-    let mut retry = std::time::Duration::from_millis(200);
-    loop {
-        if args.count.is_some_and(|count| printed >= count) {
-            return Ok(());
-        }
-        let request = v1::WatchRequest {
-            tenant: args.tenant.tenant.clone(),
-            prefix: args.prefix.clone(),
-            from_revision: last.unwrap_or(0),
-            from_now: last.is_none(),
-        };
-        let opened = match connect(addr).await {
-            Ok(channel) => {
-                WatchClient::new(channel)
-                    .watch(authed(request, &token)?)
-                    .await
-            }
-            Err(error) => Err(tonic::Status::unavailable(error.message)),
-        };
-        let mut stream = match opened {
-            Ok(response) => response.into_inner(),
-            Err(status) if reconnectable(&status) => {
-                eprintln!("watch: {}; reconnecting", status.message());
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(std::time::Duration::from_secs(10));
-                continue;
-            }
-            Err(status) => return Err(watch_error(status, addr)),
-        };
-        retry = std::time::Duration::from_millis(200);
-        loop {
-            match stream.message().await {
-                Ok(Some(event)) => {
-                    last = Some(event.revision);
-                    print_event(&event, format);
-                    printed += 1;
-                    if args.count.is_some_and(|count| printed >= count) {
-                        return Ok(());
-                    }
-                }
-                Ok(None) => break,
-                Err(status) if reconnectable(&status) => {
-                    eprintln!("watch: {}; reconnecting", status.message());
-                    break;
-                }
-                Err(status) => return Err(watch_error(status, addr)),
-            }
-        }
-        if last.is_none() {
-            // Nothing seen yet: resume from the revision current when we reconnect.
-            continue;
-        }
+    while args.count.is_none_or(|count| printed < count) {
+        print_event(&watch.next().await.map_err(watch_error)?, format);
+        printed += 1;
     }
+    Ok(())
 }
 
-fn reconnectable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::ResourceExhausted | Code::Unknown
-    ) && status.message() != "vault is sealed"
-}
-
-fn watch_error(status: tonic::Status, addr: &str) -> CliError {
-    if status.code() == Code::OutOfRange {
-        return CliError::with_hint(
-            status.message().to_owned(),
+fn watch_error(error: vault_client::Error) -> CliError {
+    match error {
+        vault_client::Error::OutOfRange { message } => CliError::with_hint(
+            message,
             "list the secrets again (`vault-cli list --format json` reports the revision), then \
              `vault-cli watch --from-revision REVISION`",
-        );
+        ),
+        other => from_client(other),
     }
-    CliError::from_status(status, addr)
 }
 
-fn print_event(event: &v1::WatchEvent, format: Format) {
-    let kind = type_name(event.r#type);
+fn print_event(event: &Event, format: Format) {
+    let kind = event.kind.as_str();
     match format {
         Format::Json => print_json(&json!({
             "revision": event.revision, "type": kind, "path": event.path,
@@ -467,7 +402,7 @@ fn print_event(event: &v1::WatchEvent, format: Format) {
             if !versions.is_empty() {
                 line.push_str(&format!(" versions={}", versions.join(",")));
             }
-            if kind == "key_rotated" {
+            if event.kind == EventKind::KeyRotated {
                 line.push_str(&format!(" key_version={}", event.key_version));
             }
             if !event.deadline.is_empty() {

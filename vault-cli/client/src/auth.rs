@@ -277,7 +277,11 @@ impl Session {
     /// Whether a new token can be had without the application: a refresh token or login
     /// credentials.
     fn replaceable(&self) -> bool {
-        self.read().refresh.is_some() || !matches!(self.credentials.0, Kind::Token(_))
+        self.can_replace(&self.read())
+    }
+
+    fn can_replace(&self, state: &TokenState) -> bool {
+        state.refresh.is_some() || !matches!(self.credentials.0, Kind::Token(_))
     }
 
     fn set_problem(&self, problem: String) {
@@ -293,8 +297,7 @@ impl Session {
             return None;
         }
         let remaining = state.expires.saturating_sub(now_unix_nanos());
-        let replaceable = state.refresh.is_some() || !matches!(self.credentials.0, Kind::Token(_));
-        if remaining <= 0 && !replaceable {
+        if remaining <= 0 && !self.can_replace(&state) {
             return None;
         }
         let nanos = if failures == 0 {

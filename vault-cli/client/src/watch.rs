@@ -31,6 +31,23 @@ pub enum EventKind {
     Other(i32),
 }
 
+impl EventKind {
+    /// The name the API and the webhooks use: `created`, `key_rotated`, ...
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+            EventKind::Deleted => "deleted",
+            EventKind::Undeleted => "undeleted",
+            EventKind::Destroyed => "destroyed",
+            EventKind::Expiring => "expiring",
+            EventKind::Expired => "expired",
+            EventKind::KeyRotated => "key_rotated",
+            EventKind::Other(_) => "unknown",
+        }
+    }
+}
+
 /// One change. Names, versions and times only: never a value.
 #[derive(Clone, Debug)]
 pub struct Event {
