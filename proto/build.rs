@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "vault/v1/keys.proto",
     "vault/v1/watch.proto",
     "vault/v1/webhooks.proto",
+    "vault/v1/kms.proto",
 ];
 
 /// Messages that carry shares, tokens or secret values: their generated Debug would print them,
@@ -36,6 +37,26 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.PatchRequest",
     "vault.v1.CreateWebhookRequest",
     "vault.v1.CreateWebhookResponse",
+    // Named keys: plaintexts, data keys, exported material, messages and encryption contexts
+    // (whose values a caller may mark sensitive).
+    "vault.v1.EncryptRequest",
+    "vault.v1.DecryptRequest",
+    "vault.v1.DecryptResponse",
+    "vault.v1.EncryptItem",
+    "vault.v1.BatchEncryptRequest",
+    "vault.v1.DecryptItem",
+    "vault.v1.BatchDecryptRequest",
+    "vault.v1.DecryptResult",
+    "vault.v1.BatchDecryptResponse",
+    "vault.v1.RewrapRequest",
+    "vault.v1.GenerateDataKeyRequest",
+    "vault.v1.GenerateDataKeyResponse",
+    "vault.v1.SignRequest",
+    "vault.v1.VerifyRequest",
+    "vault.v1.HmacRequest",
+    "vault.v1.VerifyHmacRequest",
+    "vault.v1.ExportedKeyVersion",
+    "vault.v1.ExportKeyResponse",
 ];
 
 fn main() -> io::Result<()> {

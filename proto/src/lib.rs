@@ -197,6 +197,42 @@ impl<'a, I: Iterator<Item = &'a String> + Clone> fmt::Debug for RedactedFields<'
     }
 }
 
+/// Debug for messages of the named keys that carry plaintexts, key material, messages or
+/// encryption contexts: it prints the listed fields (names, versions, counts) and `..` for the
+/// rest.
+macro_rules! shows_only {
+    ($($message:ident { $($field:ident),* $(,)? }),* $(,)?) => {$(
+        impl fmt::Debug for v1::$message {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($message))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+
+shows_only! {
+    EncryptRequest { tenant, key, key_version },
+    DecryptRequest { tenant, key },
+    DecryptResponse { key_version },
+    EncryptItem {},
+    BatchEncryptRequest { tenant, key, key_version },
+    DecryptItem {},
+    BatchDecryptRequest { tenant, key },
+    DecryptResult { key_version, error },
+    BatchDecryptResponse {},
+    RewrapRequest { tenant, key, key_version },
+    GenerateDataKeyRequest { tenant, key, key_version, bits, wrapped_only },
+    GenerateDataKeyResponse { ciphertext, key_version },
+    SignRequest { tenant, key, key_version },
+    VerifyRequest { tenant, key, signature },
+    HmacRequest { tenant, key, key_version },
+    VerifyHmacRequest { tenant, key, hmac },
+    ExportedKeyVersion { version },
+    ExportKeyResponse { r#type },
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;
@@ -240,8 +276,31 @@ mod tests {
         };
         let mut patch = v1::PatchRequest::default();
         patch.data.insert("password".into(), b"hunter2".to_vec());
+        let mut encrypt = v1::EncryptRequest {
+            key: "orders".into(),
+            plaintext: b"hunter2".to_vec(),
+            ..Default::default()
+        };
+        encrypt.context.insert("user".into(), "token-canary".into());
+        let exported = v1::ExportKeyResponse {
+            r#type: "aes256-gcm".into(),
+            versions: vec![v1::ExportedKeyVersion {
+                version: 1,
+                material: b"hunter2".to_vec(),
+            }],
+        };
+        let decrypted = v1::BatchDecryptResponse {
+            results: vec![v1::DecryptResult {
+                plaintext: b"hunter2".to_vec(),
+                ..Default::default()
+            }],
+        };
         let printed = format!(
-            "{put:?} {init:?} {unseal:?} {rekey:?} {rekeyed:?} {check:?} {hook:?} {hooked:?} {patch:?}"
+            "{put:?} {init:?} {unseal:?} {rekey:?} {rekeyed:?} {check:?} {hook:?} {hooked:?} {patch:?} {encrypt:?} {exported:?} {decrypted:?}"
+        );
+        assert!(
+            printed.contains("orders") && printed.contains("aes256-gcm"),
+            "{printed}"
         );
         assert!(printed.contains("password"), "{printed}");
         for canary in ["hunter2", "share-canary", "token-canary"] {

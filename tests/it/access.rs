@@ -1310,3 +1310,509 @@ fn a_token_bound_to_a_network_that_excludes_loopback_is_refused() {
     );
     assert!(bad.failed().contains("invalid cidr"), "{}", bad.stderr);
 }
+
+/// The named keys' rows of the RPC-to-capability table in ARCHITECTURE.md (capabilities on
+/// `keys/<name>`; ListKeys on `keys/`).
+const KMS_TABLE: &[Row] = &[
+    Row {
+        rpc: "Kms/CreateKey",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Kms/ReadKey",
+        needs: Some("read"),
+    },
+    Row {
+        rpc: "Kms/ListKeys",
+        needs: Some("list"),
+    },
+    Row {
+        rpc: "Kms/UpdateKey",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Kms/RotateKey",
+        needs: Some("rotate"),
+    },
+    Row {
+        rpc: "Kms/TrimKey",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Kms/DeleteKey",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Kms/CancelKeyDeletion",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Kms/ExportKey",
+        needs: Some("admin"),
+    },
+    Row {
+        rpc: "Kms/Encrypt",
+        needs: Some("encrypt"),
+    },
+    Row {
+        rpc: "Kms/BatchEncrypt",
+        needs: Some("encrypt"),
+    },
+    Row {
+        rpc: "Kms/Decrypt",
+        needs: Some("decrypt"),
+    },
+    Row {
+        rpc: "Kms/BatchDecrypt",
+        needs: Some("decrypt"),
+    },
+    Row {
+        rpc: "Kms/Rewrap",
+        needs: Some("rewrap"),
+    },
+    Row {
+        rpc: "Kms/GenerateDataKey",
+        needs: Some("datakey"),
+    },
+    Row {
+        rpc: "Kms/Sign",
+        needs: Some("sign"),
+    },
+    Row {
+        rpc: "Kms/Verify",
+        needs: Some("verify"),
+    },
+    Row {
+        rpc: "Kms/Hmac",
+        needs: Some("sign"),
+    },
+    Row {
+        rpc: "Kms/VerifyHmac",
+        needs: Some("verify"),
+    },
+    // The key capabilities grant nothing on secrets, even on `*`.
+    Row {
+        rpc: "Secrets/Get",
+        needs: Some("read"),
+    },
+    Row {
+        rpc: "Secrets/Put",
+        needs: Some("write"),
+    },
+];
+
+/// What the KMS calls act on: a ciphertext, a signature and a MAC made by root.
+struct Made {
+    ciphertext: String,
+    signature: String,
+    hmac: String,
+}
+
+fn named(tenant: &str, name: &str) -> (String, String) {
+    (tenant.to_owned(), name.to_owned())
+}
+
+async fn kms_call(
+    channel: &Channel,
+    rpc: &str,
+    token: &str,
+    seq: usize,
+    made: &Made,
+) -> Result<(), Status> {
+    use vault_proto::v1::kms_client::KmsClient;
+    let mut kms = KmsClient::new(channel.clone());
+    let (tenant, enc) = named("acme", "enc");
+    let doomed = format!("doomed-{seq}");
+    match rpc {
+        "Kms/CreateKey" => kms
+            .create_key(with_token(
+                v1::CreateKeyRequest {
+                    tenant,
+                    name: format!("new-{seq}"),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/ReadKey" => kms
+            .read_key(with_token(v1::ReadKeyRequest { tenant, name: enc }, token))
+            .await
+            .map(drop),
+        "Kms/ListKeys" => kms
+            .list_keys(with_token(
+                v1::ListKeysRequest {
+                    tenant,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/UpdateKey" => kms
+            .update_key(with_token(
+                v1::UpdateKeyRequest {
+                    tenant,
+                    name: enc,
+                    deletion_allowed: Some(true),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/RotateKey" => kms
+            .rotate_key(with_token(
+                v1::RotateKeyRequest { tenant, name: enc },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/TrimKey" => kms
+            .trim_key(with_token(
+                v1::TrimKeyRequest {
+                    tenant,
+                    name: enc,
+                    min_available_version: 1,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/DeleteKey" => kms
+            .delete_key(with_token(
+                v1::DeleteKeyRequest {
+                    tenant,
+                    name: doomed,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/CancelKeyDeletion" => kms
+            .cancel_key_deletion(with_token(
+                v1::CancelKeyDeletionRequest {
+                    tenant,
+                    name: doomed,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/ExportKey" => kms
+            .export_key(with_token(
+                v1::ExportKeyRequest { tenant, name: enc },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/Encrypt" => kms
+            .encrypt(with_token(
+                v1::EncryptRequest {
+                    tenant,
+                    key: enc,
+                    plaintext: b"p".to_vec(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/BatchEncrypt" => kms
+            .batch_encrypt(with_token(
+                v1::BatchEncryptRequest {
+                    tenant,
+                    key: enc,
+                    items: vec![v1::EncryptItem::default()],
+                    key_version: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/Decrypt" => kms
+            .decrypt(with_token(
+                v1::DecryptRequest {
+                    tenant,
+                    key: enc,
+                    ciphertext: made.ciphertext.clone(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/BatchDecrypt" => kms
+            .batch_decrypt(with_token(
+                v1::BatchDecryptRequest {
+                    tenant,
+                    key: enc,
+                    items: vec![v1::DecryptItem {
+                        ciphertext: made.ciphertext.clone(),
+                        ..Default::default()
+                    }],
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/Rewrap" => kms
+            .rewrap(with_token(
+                v1::RewrapRequest {
+                    tenant,
+                    key: enc,
+                    ciphertext: made.ciphertext.clone(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/GenerateDataKey" => kms
+            .generate_data_key(with_token(
+                v1::GenerateDataKeyRequest {
+                    tenant,
+                    key: enc,
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/Sign" => kms
+            .sign(with_token(
+                v1::SignRequest {
+                    tenant,
+                    key: "sig".into(),
+                    message: b"m".to_vec(),
+                    key_version: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/Verify" => kms
+            .verify(with_token(
+                v1::VerifyRequest {
+                    tenant,
+                    key: "sig".into(),
+                    message: b"m".to_vec(),
+                    signature: made.signature.clone(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/Hmac" => kms
+            .hmac(with_token(
+                v1::HmacRequest {
+                    tenant,
+                    key: "mac".into(),
+                    message: b"m".to_vec(),
+                    key_version: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Kms/VerifyHmac" => kms
+            .verify_hmac(with_token(
+                v1::VerifyHmacRequest {
+                    tenant,
+                    key: "mac".into(),
+                    message: b"m".to_vec(),
+                    hmac: made.hmac.clone(),
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/Get" => SecretsClient::new(channel.clone())
+            .get(with_token(
+                v1::GetRequest {
+                    tenant,
+                    path: "db/a".into(),
+                    version: 0,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "Secrets/Put" => {
+            let mut put = v1::PutRequest {
+                tenant,
+                path: "db/a".into(),
+                ..Default::default()
+            };
+            put.data.insert("k".into(), b"v".to_vec());
+            SecretsClient::new(channel.clone())
+                .put(with_token(put, token))
+                .await
+                .map(drop)
+        }
+        other => panic!("no call for {other}"),
+    }
+}
+
+/// A deletable key `doomed-<seq>` for the delete and cancel calls (scheduled for deletion for
+/// the cancel call).
+async fn kms_seed(channel: &Channel, root: &str, seq: usize, rpc: &str) {
+    use vault_proto::v1::kms_client::KmsClient;
+    let mut kms = KmsClient::new(channel.clone());
+    if rpc == "Kms/DeleteKey" || rpc == "Kms/CancelKeyDeletion" {
+        kms.create_key(with_token(
+            v1::CreateKeyRequest {
+                tenant: "acme".into(),
+                name: format!("doomed-{seq}"),
+                deletion_allowed: true,
+                ..Default::default()
+            },
+            root,
+        ))
+        .await
+        .expect("seed key");
+    }
+    if rpc == "Kms/CancelKeyDeletion" {
+        kms.delete_key(with_token(
+            v1::DeleteKeyRequest {
+                tenant: "acme".into(),
+                name: format!("doomed-{seq}"),
+            },
+            root,
+        ))
+        .await
+        .expect("seed deletion");
+    }
+}
+
+#[test]
+fn every_named_key_rpc_needs_its_capability_on_the_key_path() {
+    use vault_proto::v1::kms_client::KmsClient;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &["--kms-allow-exportable-keys"]);
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "k=v"])
+        .ok();
+    let capabilities = [
+        "read", "list", "write", "delete", "rotate", "admin", "encrypt", "decrypt", "sign",
+        "verify", "rewrap", "datakey",
+    ];
+    vault_tests::runtime().block_on(async {
+        let channel = vault_tests::channel(&server).await;
+        let mut kms = KmsClient::new(channel.clone());
+        for (name, key_type) in [("enc", ""), ("sig", "ed25519"), ("mac", "hmac-sha256")] {
+            kms.create_key(with_token(
+                v1::CreateKeyRequest {
+                    tenant: "acme".into(),
+                    name: name.into(),
+                    r#type: key_type.into(),
+                    exportable: true,
+                    ..Default::default()
+                },
+                &root,
+            ))
+            .await
+            .expect("key");
+        }
+        let made = Made {
+            ciphertext: kms
+                .encrypt(with_token(
+                    v1::EncryptRequest {
+                        tenant: "acme".into(),
+                        key: "enc".into(),
+                        plaintext: b"p".to_vec(),
+                        ..Default::default()
+                    },
+                    &root,
+                ))
+                .await
+                .expect("encrypt")
+                .into_inner()
+                .ciphertext,
+            signature: kms
+                .sign(with_token(
+                    v1::SignRequest {
+                        tenant: "acme".into(),
+                        key: "sig".into(),
+                        message: b"m".to_vec(),
+                        key_version: 0,
+                    },
+                    &root,
+                ))
+                .await
+                .expect("sign")
+                .into_inner()
+                .signature,
+            hmac: kms
+                .hmac(with_token(
+                    v1::HmacRequest {
+                        tenant: "acme".into(),
+                        key: "mac".into(),
+                        message: b"m".to_vec(),
+                        key_version: 0,
+                    },
+                    &root,
+                ))
+                .await
+                .expect("hmac")
+                .into_inner()
+                .hmac,
+        };
+        let mut holders = Vec::new();
+        for capability in capabilities {
+            let name = format!("only-{capability}");
+            PoliciesClient::new(channel.clone())
+                .write_policy(with_token(
+                    v1::WritePolicyRequest {
+                        tenant: "acme".into(),
+                        name: name.clone(),
+                        rules: vec![v1::PolicyRule {
+                            path: "*".into(),
+                            capabilities: vec![capability.into()],
+                        }],
+                        ..Default::default()
+                    },
+                    &root,
+                ))
+                .await
+                .expect("policy");
+            let created = TokensClient::new(channel.clone())
+                .create_token(with_token(
+                    v1::CreateTokenRequest {
+                        tenant: "acme".into(),
+                        policies: vec![name],
+                        ..Default::default()
+                    },
+                    &root,
+                ))
+                .await
+                .expect("token")
+                .into_inner();
+            holders.push((capability, created.token));
+        }
+        let mut seq = 0;
+        for row in KMS_TABLE {
+            for (capability, token) in holders
+                .iter()
+                .map(|(c, t)| (*c, t.as_str()))
+                .chain([("root", root.as_str())])
+            {
+                seq += 1;
+                kms_seed(&channel, &root, seq, row.rpc).await;
+                let result = kms_call(&channel, row.rpc, token, seq, &made).await;
+                let allowed = capability == "root" || row.needs == Some(capability);
+                match (&result, allowed) {
+                    (Ok(()), true) => {}
+                    (Err(status), false) if status.code() == Code::PermissionDenied => {}
+                    _ => panic!(
+                        "{} with {capability}: allowed {allowed}, got {result:?}",
+                        row.rpc
+                    ),
+                }
+            }
+        }
+    });
+}

@@ -14,6 +14,7 @@ mod feed;
 mod grpc;
 mod isolation;
 mod keys;
+mod kms;
 mod limits;
 mod logins;
 mod tls;

@@ -26,10 +26,15 @@ pub struct BenchArgs {
     /// Stop after this many requests in all (instead of --duration).
     #[arg(long)]
     pub requests: Option<u64>,
-    /// put, get, mix (put one in --put-every, get the rest), or list (walk the --keys secrets
-    /// page by page, over and over; one request is one page).
-    #[arg(long, value_parser = ["put", "get", "mix", "list"], default_value = "mix")]
+    /// put, get, mix (put one in --put-every, get the rest), list (walk the --keys secrets
+    /// page by page, over and over; one request is one page), or encrypt / decrypt with the
+    /// named key "bench" (--value-size bytes of plaintext, --batch items per call).
+    #[arg(long, value_parser = ["put", "get", "mix", "list", "encrypt", "decrypt"], default_value = "mix")]
     pub op: String,
+    /// For encrypt and decrypt: items per call (1: Encrypt/Decrypt; more: BatchEncrypt/
+    /// BatchDecrypt).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Entries per page for --op list.
     #[arg(long, default_value_t = 100)]
     pub page_size: u32,
@@ -56,6 +61,8 @@ struct ClientResult {
     latencies_micros: Vec<u32>,
     puts: u64,
     gets: u64,
+    /// Items encrypted or decrypted (encrypt and decrypt only).
+    items: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -81,6 +88,9 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         && !already_exists(&status)
     {
         return Err(CliError::from_status(status, addr));
+    }
+    if args.op == "encrypt" || args.op == "decrypt" {
+        return kms_bench(addr, &args, &token, format).await;
     }
     // Every path exists before a get (or a listing) can ask for it: written by all clients
     // at once, each its share of the keys.
@@ -166,6 +176,7 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         total.latencies_micros.extend(result.latencies_micros);
         total.puts += result.puts;
         total.gets += result.gets;
+        total.items += result.items;
         total.errors += result.errors;
         total.first_error = total.first_error.or(result.first_error);
     }
@@ -339,6 +350,8 @@ fn report(args: &BenchArgs, total: &mut ClientResult, elapsed: f64, format: Form
             json!({
                 "op": args.op, "clients": args.clients, "value_size": args.value_size, "seconds": elapsed,
                 "requests": done, "puts": total.puts, "gets": total.gets, "errors": total.errors,
+                "batch": args.batch, "items": total.items,
+                "items_per_second": if elapsed > 0.0 { total.items as f64 / elapsed } else { 0.0 },
                 "put_ratio": put_ratio, "error_ratio": error_ratio, "throughput_per_second": throughput,
                 "latency_ms": { "p50": p50, "p99": p99, "p999": p999, "max": max },
                 "first_error": total.first_error,
@@ -350,10 +363,203 @@ fn report(args: &BenchArgs, total: &mut ClientResult, elapsed: f64, format: Form
                 args.op, args.clients, args.value_size, total.puts, total.gets, total.errors
             );
             println!("throughput: {throughput:.0} requests/s");
+            if total.items > 0 && elapsed > 0.0 {
+                println!(
+                    "items: {} ({:.0} items/s, {} per call)",
+                    total.items,
+                    total.items as f64 / elapsed,
+                    args.batch
+                );
+            }
             println!("latency ms: p50 {p50:.3}  p99 {p99:.3}  p999 {p999:.3}  max {max:.3}");
             if let Some(error) = &total.first_error {
                 println!("first error: {error}");
             }
         }
     }
+}
+
+/// Encrypt or decrypt with the named key "bench" (created if missing): each client sends
+/// Encrypt/Decrypt (batch 1) or BatchEncrypt/BatchDecrypt calls of `--batch` items of
+/// `--value-size` bytes. Decrypt clients encrypt their batch once first and decrypt it over and
+/// over.
+async fn kms_bench(
+    addr: &str,
+    args: &BenchArgs,
+    token: &Zeroizing<String>,
+    format: Format,
+) -> CliResult<()> {
+    use vault_proto::v1::kms_client::KmsClient;
+    if args.batch == 0 {
+        return Err(CliError::new("--batch must be at least 1"));
+    }
+    let mut kms = KmsClient::new(connect(addr).await?);
+    if let Err(status) = kms
+        .create_key(authed(
+            v1::CreateKeyRequest {
+                tenant: args.tenant.clone(),
+                name: "bench".into(),
+                ..Default::default()
+            },
+            token,
+        )?)
+        .await
+        && !already_exists(&status)
+    {
+        return Err(CliError::from_status(status, addr));
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
+    let per_client_requests = args
+        .requests
+        .map(|total| total.div_ceil(args.clients as u64));
+    let mut clients = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        clients.push(KmsClient::new(connect(addr).await?));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for mut client in clients {
+        let token = Zeroizing::new(token.as_str().to_owned());
+        let (tenant, decrypt, batch, size) = (
+            args.tenant.clone(),
+            args.op == "decrypt",
+            args.batch,
+            args.value_size,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut result = ClientResult::default();
+            let items = || {
+                (0..batch)
+                    .map(|_| v1::EncryptItem {
+                        plaintext: vec![b'x'; size],
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let encrypt_request = |token: &Zeroizing<String>| {
+                authed(
+                    v1::BatchEncryptRequest {
+                        tenant: tenant.clone(),
+                        key: "bench".into(),
+                        items: items(),
+                        key_version: 0,
+                    },
+                    token,
+                )
+            };
+            let ciphertexts: Vec<String> = if decrypt {
+                match encrypt_request(&token) {
+                    Ok(request) => match client.batch_encrypt(request).await {
+                        Ok(response) => response
+                            .into_inner()
+                            .results
+                            .into_iter()
+                            .map(|r| r.ciphertext)
+                            .collect(),
+                        Err(status) => {
+                            result.errors += 1;
+                            result.first_error =
+                                Some(format!("{:?}: {}", status.code(), status.message()));
+                            return result;
+                        }
+                    },
+                    Err(e) => {
+                        result.first_error = Some(e.message);
+                        return result;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let mut sent = 0u64;
+            loop {
+                if per_client_requests.map_or(Instant::now() >= deadline, |max| sent >= max) {
+                    break;
+                }
+                sent += 1;
+                let begun = Instant::now();
+                let outcome = match (decrypt, batch) {
+                    (false, 1) => match authed(
+                        v1::EncryptRequest {
+                            tenant: tenant.clone(),
+                            key: "bench".into(),
+                            plaintext: vec![b'x'; size],
+                            ..Default::default()
+                        },
+                        &token,
+                    ) {
+                        Ok(request) => client.encrypt(request).await.map(drop),
+                        Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+                    },
+                    (false, _) => match encrypt_request(&token) {
+                        Ok(request) => client.batch_encrypt(request).await.map(drop),
+                        Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+                    },
+                    (true, 1) => match authed(
+                        v1::DecryptRequest {
+                            tenant: tenant.clone(),
+                            key: "bench".into(),
+                            ciphertext: ciphertexts.first().cloned().unwrap_or_default(),
+                            ..Default::default()
+                        },
+                        &token,
+                    ) {
+                        Ok(request) => client.decrypt(request).await.map(drop),
+                        Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+                    },
+                    (true, _) => match authed(
+                        v1::BatchDecryptRequest {
+                            tenant: tenant.clone(),
+                            key: "bench".into(),
+                            items: ciphertexts
+                                .iter()
+                                .map(|c| v1::DecryptItem {
+                                    ciphertext: c.clone(),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        },
+                        &token,
+                    ) {
+                        Ok(request) => client.batch_decrypt(request).await.and_then(|r| {
+                            match r.into_inner().results.iter().find(|r| !r.error.is_empty()) {
+                                Some(failed) => Err(tonic::Status::internal(failed.error.clone())),
+                                None => Ok(()),
+                            }
+                        }),
+                        Err(e) => Err(tonic::Status::invalid_argument(e.message)),
+                    },
+                };
+                let micros = u32::try_from(begun.elapsed().as_micros()).unwrap_or(u32::MAX);
+                match outcome {
+                    Ok(()) => {
+                        result.latencies_micros.push(micros);
+                        result.gets += 1;
+                        result.items += batch as u64;
+                    }
+                    Err(status) => {
+                        result.errors += 1;
+                        result.first_error.get_or_insert_with(|| {
+                            format!("{:?}: {}", status.code(), status.message())
+                        });
+                    }
+                }
+            }
+            result
+        }));
+    }
+    let mut total = ClientResult::default();
+    for task in tasks {
+        let result = task
+            .await
+            .map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
+        total.latencies_micros.extend(result.latencies_micros);
+        total.gets += result.gets;
+        total.items += result.items;
+        total.errors += result.errors;
+        total.first_error = total.first_error.or(result.first_error);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    report(args, &mut total, elapsed, format);
+    Ok(())
 }

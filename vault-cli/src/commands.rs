@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
     let status_error = |status: tonic::Status| CliError::from_status(status, &addr);
     match cli.command {
         Command::Run(args) => return crate::run::run(&addr, args).await,
+        Command::Key(command) => return crate::kms::key(&addr, command, format).await,
         Command::Render(args) => crate::render::render(&addr, format, args).await?,
         Command::Init { shares, threshold } => {
             let mut client = SystemClient::new(connect(&addr).await?);

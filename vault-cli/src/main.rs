@@ -13,6 +13,7 @@ mod commands;
 mod feed;
 mod input;
 mod keys;
+mod kms;
 mod login;
 mod output;
 mod render;
@@ -246,6 +247,11 @@ pub enum Command {
     /// Key lifecycle: versions, invocation counts, budgets, retirement.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Named keys (encryption as a service): create, encrypt, decrypt, rewrap, datakey, sign,
+    /// verify, hmac, rotate, trim, delete. Policies grant encrypt, decrypt, sign, verify,
+    /// rewrap, datakey, rotate and admin on keys/NAME.
+    #[command(subcommand)]
+    Key(kms::KeyCommand),
     /// Replace the unseal shares (multi-party, like unseal).
     #[command(subcommand)]
     Rekey(keys::RekeyCommand),

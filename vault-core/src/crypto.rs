@@ -1,8 +1,8 @@
 //! Sealing: AES-256-GCM with a fresh random 96-bit nonce from the OS CSPRNG, and a context that
 //! every ciphertext binds as associated data.
 //!
-//! Invariant: this module is the only place that creates nonces, and no function takes one from
-//! a caller. Every blob carries a header (format byte, purpose, key kind, key version) so that
+//! Invariant: this module is the only place that creates nonces ([`random_nonce`], also used by
+//! the named keys' AEADs in [`crate::kms`]), and no function takes one from a caller. Every blob carries a header (format byte, purpose, key kind, key version) so that
 //! opening is stateless: the header names the key, and the header plus the caller's expected
 //! context form the associated data. A blob moved to another tenant, path, version, purpose or
 //! key version fails to open.
@@ -54,6 +54,9 @@ pub enum Purpose {
     MfaSecret = 6,
     /// A webhook's signing secret, sealed under the root key (path: tenant id and webhook id).
     WebhookSecret = 7,
+    /// A named key's version (encryption as a service), wrapped under the tenant's KEK (path: the
+    /// key's name, version: the key's version).
+    NamedKey = 8,
 }
 
 /// Which level of the key hierarchy sealed a blob.
@@ -76,6 +79,7 @@ impl Purpose {
             Purpose::SystemKey,
             Purpose::MfaSecret,
             Purpose::WebhookSecret,
+            Purpose::NamedKey,
         ]
         .into_iter()
         .find(|p| *p as u8 == byte)
@@ -152,6 +156,14 @@ fn associated_data(prefix: &[u8], context: &Context<'_>) -> Vec<u8> {
     aad
 }
 
+/// A fresh nonce from the OS CSPRNG: the one source of nonces in the vault (this module's
+/// [`seal`] and the named keys' AEADs in [`crate::kms`]).
+pub(crate) fn random_nonce<const N: usize>() -> Result<[u8; N]> {
+    let mut nonce = [0u8; N];
+    getrandom::fill(&mut nonce).map_err(|_| Error::Rng)?;
+    Ok(nonce)
+}
+
 /// Seals `plaintext` under `key` (named `key_ref` in the header) for `context`.
 pub fn seal(
     key: &SecretKey,
@@ -159,8 +171,7 @@ pub fn seal(
     context: &Context<'_>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(|_| Error::Rng)?;
+    let nonce = random_nonce::<NONCE_LEN>()?;
     let mut blob = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
     blob.push(FORMAT_V1);
     blob.push(context.purpose as u8);

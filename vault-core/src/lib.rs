@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod error;
 pub mod files;
 pub mod jwt;
+pub mod kms;
 pub mod limits;
 pub mod names;
 pub mod policy;

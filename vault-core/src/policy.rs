@@ -25,10 +25,22 @@ pub enum Capability {
     Rotate,
     Admin,
     Deny,
+    /// Named keys (`keys/<name>`): encrypt with the key.
+    Encrypt,
+    /// Named keys: decrypt with the key.
+    Decrypt,
+    /// Named keys: sign, or compute an HMAC.
+    Sign,
+    /// Named keys: verify a signature or an HMAC.
+    Verify,
+    /// Named keys: re-wrap a ciphertext to the newest version (the plaintext is never returned).
+    Rewrap,
+    /// Named keys: generate a data key wrapped under the key.
+    Datakey,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Read,
         Capability::List,
         Capability::Write,
@@ -36,11 +48,17 @@ impl Capability {
         Capability::Rotate,
         Capability::Admin,
         Capability::Deny,
+        Capability::Encrypt,
+        Capability::Decrypt,
+        Capability::Sign,
+        Capability::Verify,
+        Capability::Rewrap,
+        Capability::Datakey,
     ];
 
     pub fn parse(text: &str) -> Result<Capability> {
         Capability::ALL.into_iter().find(|c| c.as_str() == text).ok_or_else(|| {
-            Error::invalid("capabilities", format!("unknown capability {text:?} (read, list, write, delete, rotate, admin, deny)"))
+            Error::invalid("capabilities", format!("unknown capability {text:?} (read, list, write, delete, rotate, admin, deny, encrypt, decrypt, sign, verify, rewrap, datakey)"))
         })
     }
 
@@ -53,6 +71,12 @@ impl Capability {
             Capability::Rotate => "rotate",
             Capability::Admin => "admin",
             Capability::Deny => "deny",
+            Capability::Encrypt => "encrypt",
+            Capability::Decrypt => "decrypt",
+            Capability::Sign => "sign",
+            Capability::Verify => "verify",
+            Capability::Rewrap => "rewrap",
+            Capability::Datakey => "datakey",
         }
     }
 }

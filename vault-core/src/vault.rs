@@ -75,6 +75,8 @@ pub struct VaultConfig {
     pub feed: FeedPolicy,
     /// Where webhooks may deliver, and how hard the vault tries.
     pub webhooks: WebhookPolicy,
+    /// Limits and switches of the named keys (encryption as a service).
+    pub kms: KmsPolicy,
 }
 
 /// Retention of the change feed and lead time of expiry notices.
@@ -103,6 +105,7 @@ impl Default for VaultConfig {
             default_max_versions: secrets::DEFAULT_MAX_VERSIONS,
             feed: FeedPolicy::default(),
             webhooks: WebhookPolicy::default(),
+            kms: KmsPolicy::default(),
         }
     }
 }
@@ -289,6 +292,8 @@ struct Keyring {
     /// The root key's uses (it seals KEKs, system keys and MFA secrets).
     root_uses: Mutex<Uses>,
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
+    /// Named keys (encryption as a service), unwrapped on first use.
+    named: RwLock<kms::NamedKeys>,
 }
 
 pub struct Vault {
@@ -311,6 +316,9 @@ pub struct Vault {
     /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
     /// Taken after a stripe lock, never before one.
     key_changes: Mutex<()>,
+    /// Serializes changes to named keys (creation, rotation, configuration, trimming,
+    /// deletion, cache loads). Taken before `wrap_gate` and `key_changes`, never after.
+    kms_changes: Mutex<()>,
     /// Held for reading by every put from the moment it wraps a DEK until its write is
     /// committed; a re-wrap job takes it for writing once after fixing its set, so every put
     /// that could have wrapped under a version of the set has committed before the scan starts.
@@ -470,6 +478,7 @@ impl Vault {
             token_changes: Mutex::new(()),
             mfa_changes: Mutex::new(()),
             key_changes: Mutex::new(()),
+            kms_changes: Mutex::new(()),
             wrap_gate: RwLock::new(()),
             maintenance: Mutex::new(()),
             last_sweep: Mutex::new(None),
@@ -723,7 +732,12 @@ impl Vault {
         let unseal_key = shamir::combine(shares)?;
         let root = open_root_key(config, &unseal_key)?;
         drop(unseal_key);
-        self.keyring_from_root(config.root_key_version, root, HashMap::new())
+        self.keyring_from_root(
+            config.root_key_version,
+            root,
+            HashMap::new(),
+            HashMap::new(),
+        )
     }
 
     /// The keyring around an opened root key: the previous root keys, the system keys and the
@@ -733,6 +747,7 @@ impl Vault {
         root_version: u32,
         root: SecretKey,
         tenants: HashMap<TenantId, Arc<TenantKeys>>,
+        named: kms::NamedKeys,
     ) -> Result<Keyring> {
         let previous_roots = self.previous_roots(&root)?;
         let token_sealed = self
@@ -770,6 +785,7 @@ impl Vault {
             audit_signer,
             root_uses: Mutex::new(Uses::loaded(root_used)),
             tenants: RwLock::new(tenants),
+            named: RwLock::new(named),
         })
     }
 
@@ -889,6 +905,7 @@ mod access;
 mod approle;
 mod feed;
 mod keys;
+mod kms;
 mod login;
 mod mfa;
 mod oidc;
@@ -925,6 +942,11 @@ pub use keys::{
     RetiredStatus, RewrapProgress, RootKeyStatus, TenantKeyStatus,
 };
 use keys::{TenantKeys, Uses};
+pub use kms::{
+    DATA_KEY_BITS, DEFAULT_KEY_DELETION_DELAY_NANOS, DEFAULT_MAX_BATCH_ITEMS,
+    DEFAULT_MAX_PLAINTEXT_BYTES, DataKey, DecryptItem, EncryptItem, KeySpec, KeyUpdate, KmsPolicy,
+    MAX_NAMED_KEY_VERSIONS, NamedKeyInfo, NamedKeyVersion, Versioned,
+};
 pub use rekey::{RekeyProgress, ShareCheck};
 pub use shred::{DeletedTenant, SHRED_LIMIT};
 use tenants::TenantState;

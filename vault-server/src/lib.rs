@@ -11,6 +11,7 @@ mod auth;
 pub mod call;
 mod dev;
 mod keys;
+mod kms;
 mod login;
 mod secrets;
 mod status;
@@ -30,14 +31,14 @@ use vault_core::{
     cidr::Cidr,
     limits::LoginFailures,
     storage::RocksStorage,
-    vault::{FeedPolicy, KeyPolicy, WebhookPolicy},
+    vault::{FeedPolicy, KeyPolicy, KmsPolicy, WebhookPolicy},
 };
 use vault_proto::v1::{
     FILE_DESCRIPTOR_SET, app_roles_server::AppRolesServer, audit_server::AuditServer,
-    jwt_auth_server::JwtAuthServer, keys_server::KeysServer, login_server::LoginServer,
-    mfa_server::MfaServer, policies_server::PoliciesServer, secrets_server::SecretsServer,
-    system_server::SystemServer, tenants_server::TenantsServer, tokens_server::TokensServer,
-    watch_server::WatchServer, webhooks_server::WebhooksServer,
+    jwt_auth_server::JwtAuthServer, keys_server::KeysServer, kms_server::KmsServer,
+    login_server::LoginServer, mfa_server::MfaServer, policies_server::PoliciesServer,
+    secrets_server::SecretsServer, system_server::SystemServer, tenants_server::TenantsServer,
+    tokens_server::TokensServer, watch_server::WatchServer, webhooks_server::WebhooksServer,
 };
 
 /// Failed logins from one source are counted over this window.
@@ -219,6 +220,30 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
 
+    /// Largest plaintext, message or batch item of the named keys (encrypt, sign, hmac), in
+    /// bytes.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_PLAINTEXT_BYTES)]
+    pub kms_max_plaintext_bytes: usize,
+
+    /// Most items in one BatchEncrypt or BatchDecrypt call.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_BATCH_ITEMS)]
+    pub kms_max_batch_items: usize,
+
+    /// Seconds between the deletion of a named key and the destruction of its material;
+    /// `vault-cli key delete --cancel` brings the key back within this time.
+    #[arg(long, default_value_t = (vault_core::vault::DEFAULT_KEY_DELETION_DELAY_NANOS / 1_000_000_000) as u64)]
+    pub kms_deletion_delay_secs: u64,
+
+    /// Milliseconds form of --kms-deletion-delay-secs, for tests (overrides it when set).
+    #[arg(long, hide = true)]
+    pub kms_deletion_delay_ms: Option<u64>,
+
+    /// Allow named keys to be created exportable (their material can then be read out with
+    /// `vault-cli key export`). Refused by default: a key that can leave the vault is only as
+    /// safe as every place it went.
+    #[arg(long)]
+    pub kms_allow_exportable_keys: bool,
+
     /// DANGER, for tests: every key use is appended to this file (and synced) before it is
     /// made, so a test can compare the durable counts with the truth after a crash.
     #[arg(long, value_name = "FILE", hide = true)]
@@ -320,6 +345,15 @@ pub async fn run(args: Args) -> Result<(), String> {
                 .unwrap_or(i64::MAX),
             backoff_max_nanos: seconds(args.webhook_backoff_max_secs),
         },
+        kms: KmsPolicy {
+            max_plaintext_bytes: args.kms_max_plaintext_bytes,
+            max_batch_items: args.kms_max_batch_items.max(1),
+            deletion_delay_nanos: match args.kms_deletion_delay_ms {
+                Some(ms) => i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+                None => seconds(args.kms_deletion_delay_secs),
+            },
+            allow_exportable: args.kms_allow_exportable_keys,
+        },
     };
     config
         .keys
@@ -417,6 +451,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         .set_serving::<KeysServer<keys::KeysService>>()
         .await;
     health_reporter
+        .set_serving::<KmsServer<kms::KmsService>>()
+        .await;
+    health_reporter
         .set_serving::<WatchServer<watch::WatchService>>()
         .await;
     health_reporter
@@ -499,6 +536,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
         .add_service(
             KeysServer::new(keys::KeysService::new(Arc::clone(&shared)))
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            KmsServer::new(kms::KmsService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
         .add_service(

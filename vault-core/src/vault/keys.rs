@@ -109,6 +109,10 @@ impl Uses {
             reserved: stored,
         }
     }
+
+    pub(super) fn used(&self) -> u64 {
+        self.used
+    }
 }
 
 /// One KEK version in memory. Dropping it zeroizes the key.
@@ -279,16 +283,19 @@ pub(super) fn count_value(bytes: &[u8]) -> Result<u64> {
 
 /// Which key a use is taken from (for the reservation key and the invocation log).
 #[derive(Clone, Copy)]
-pub(super) enum Counted {
+pub(super) enum Counted<'a> {
     Kek(TenantId, u32),
     Root(u32),
+    /// A named key's version (encryption as a service).
+    Named(TenantId, &'a crate::kms::KeyName, u32),
 }
 
-impl Counted {
+impl Counted<'_> {
     fn storage_key(self) -> Vec<u8> {
         match self {
             Counted::Kek(tenant, version) => kek_count_key(tenant, version),
             Counted::Root(version) => root_count_key(version),
+            Counted::Named(tenant, name, version) => super::kms::count_key(tenant, name, version),
         }
     }
 }
@@ -296,8 +303,18 @@ impl Counted {
 impl Vault {
     /// Takes one use of a key: `false` if it is at its budget (nothing taken). Reserves the next
     /// block durably first when the reserved uses are spent.
-    pub(super) fn take_use(&self, counted: Counted, uses: &Mutex<Uses>) -> Result<bool> {
-        let limit = self.config.keys.budget.min(HARD_CAP);
+    pub(super) fn take_use(&self, counted: Counted<'_>, uses: &Mutex<Uses>) -> Result<bool> {
+        self.take_use_within(counted, uses, self.config.keys.budget.min(HARD_CAP))
+    }
+
+    /// [`Vault::take_use`] with the key's own `limit` (a named key's budget, or `u64::MAX` for a
+    /// type that needs none).
+    pub(super) fn take_use_within(
+        &self,
+        counted: Counted<'_>,
+        uses: &Mutex<Uses>,
+        limit: u64,
+    ) -> Result<bool> {
         let mut uses = lock(uses);
         if uses.used >= limit {
             return Ok(false);
@@ -318,6 +335,9 @@ impl Vault {
             let line = match counted {
                 Counted::Kek(tenant, version) => format!("kek {} {version}\n", tenant.to_hex()),
                 Counted::Root(version) => format!("root {version}\n"),
+                Counted::Named(tenant, name, version) => {
+                    format!("named {} {name} {version}\n", tenant.to_hex())
+                }
             };
             let mut file = lock(log);
             file.write_all(line.as_bytes())
@@ -500,6 +520,17 @@ impl Vault {
         context: &Context<'_>,
         dek: &SecretKey,
     ) -> Result<(Vec<u8>, u32)> {
+        self.wrap_under_kek(keyring, tenant, context, dek.expose_secret())
+    }
+
+    /// [`Vault::wrap_dek`] for key material of any length (a named key's version).
+    pub(super) fn wrap_under_kek(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        context: &Context<'_>,
+        material: &[u8],
+    ) -> Result<(Vec<u8>, u32)> {
         loop {
             let keys = self.tenant_keys(keyring, tenant)?;
             let version = keys.current;
@@ -515,7 +546,7 @@ impl Vault {
                         version,
                     },
                     context,
-                    dek.expose_secret(),
+                    material,
                 )?;
                 return Ok((wrapped, version));
             }
@@ -872,6 +903,7 @@ impl Vault {
             budget -= self.rewrap_round(&keyring, id, budget, &mut report)?;
         }
         self.shred_due(&keyring, now, &mut report)?;
+        self.kms_due(&keyring, now, 64, &mut report)?;
         for record in self.tenant_records()? {
             let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
             report.expiry_events += self.expire_due(id, now)? as u64;
@@ -998,6 +1030,11 @@ impl Vault {
             }
         }
 
+        if done {
+            // Named keys' material wrapped under the set goes to the current KEK too (their
+            // records are few: all of them in this round).
+            rewrapped += self.rewrap_named_keys(keyring, tenant, &job.versions)?;
+        }
         let changes = lock(&self.key_changes);
         let mut lifecycle = self.lifecycle(tenant)?;
         let Some(stored) = lifecycle.job.as_mut() else {
@@ -1136,6 +1173,9 @@ pub struct MaintenanceReport {
     pub rewrapped: u64,
     pub retired: u64,
     pub shredded: u64,
+    /// Named keys rotated by their schedule, and destroyed after their deletion waiting period.
+    pub keys_rotated: u64,
+    pub keys_destroyed: u64,
     /// Expiry notices sent (expiring and expired events).
     pub expiry_events: u64,
     /// Feed events removed past the retention period.

@@ -238,7 +238,8 @@ impl Vault {
             return;
         };
         let tenants = read(&current.tenants).clone();
-        match self.keyring_from_root(version, root, tenants) {
+        let named = read(&current.named).clone();
+        match self.keyring_from_root(version, root, tenants, named) {
             Ok(keyring) => {
                 if let Some(audit) = &self.audit {
                     audit.set_signer(keyring.audit_signer.clone());

@@ -188,6 +188,15 @@ impl Vault {
             batch.delete(Space::Config, key);
         }
         batch.delete(Space::Config, lifecycle_key(id));
+        // The tenant's named keys (wrapped under the KEKs going now) go in the same write.
+        for prefix in super::kms::tenant_prefixes(id) {
+            for (key, _) in self
+                .keys
+                .scan(Space::Config, &prefix, &prefix, usize::MAX)?
+            {
+                batch.delete(Space::Config, key);
+            }
+        }
         let listed: Vec<String> = versions.iter().map(u32::to_string).collect();
         self.audit_vault(
             id,
@@ -208,6 +217,7 @@ impl Vault {
             let _changes = lock(&self.key_changes);
             self.keys.write(batch)?;
             write(&keyring.tenants).remove(&id);
+            write(&keyring.named).retain(|(tenant, _), _| *tenant != id);
         }
         Ok(tombstone)
     }

@@ -2,6 +2,7 @@ use super::*;
 use crate::{names::FolderPrefix, secret::SecretBytes, storage::MemoryStorage};
 
 mod lifecycle;
+mod named;
 mod versions;
 
 struct Fixture {

@@ -5,20 +5,20 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use super::*;
 
-const START: i64 = 1_800_000_000_000_000_000;
-const HOUR: i64 = 3_600_000_000_000;
+pub(super) const START: i64 = 1_800_000_000_000_000_000;
+pub(super) const HOUR: i64 = 3_600_000_000_000;
 
-struct Lab {
-    data: Arc<MemoryStorage>,
-    keys: Arc<MemoryStorage>,
-    vault: Arc<Vault>,
-    clock: Arc<AtomicI64>,
-    root: Caller,
-    root_token: Token,
-    shares: Vec<String>,
+pub(super) struct Lab {
+    pub(super) data: Arc<MemoryStorage>,
+    pub(super) keys: Arc<MemoryStorage>,
+    pub(super) vault: Arc<Vault>,
+    pub(super) clock: Arc<AtomicI64>,
+    pub(super) root: Caller,
+    pub(super) root_token: Token,
+    pub(super) shares: Vec<String>,
 }
 
-fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
+pub(super) fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
     let data = Arc::new(MemoryStorage::new());
     let key_store = Arc::new(MemoryStorage::new());
     let clock = Arc::new(AtomicI64::new(START));
@@ -42,7 +42,7 @@ fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
     }
 }
 
-fn open_with(
+pub(super) fn open_with(
     data: &Arc<MemoryStorage>,
     keys: &Arc<MemoryStorage>,
     policy: &KeyPolicy,
@@ -63,7 +63,7 @@ fn open_with(
     .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)))
 }
 
-fn policy(budget: u64, max_live: u32) -> KeyPolicy {
+pub(super) fn policy(budget: u64, max_live: u32) -> KeyPolicy {
     KeyPolicy {
         budget,
         max_live_versions: max_live,
@@ -74,7 +74,7 @@ fn policy(budget: u64, max_live: u32) -> KeyPolicy {
     }
 }
 
-fn put(lab: &Lab, path_text: &str, value: &str) -> u64 {
+pub(super) fn put(lab: &Lab, path_text: &str, value: &str) -> u64 {
     lab.vault
         .put(
             &lab.root,
@@ -86,7 +86,7 @@ fn put(lab: &Lab, path_text: &str, value: &str) -> u64 {
         .version
 }
 
-fn acme_status(lab: &Lab) -> TenantKeyStatus {
+pub(super) fn acme_status(lab: &Lab) -> TenantKeyStatus {
     lab.vault
         .key_status(&lab.root, Some(&tenant("acme")))
         .expect("status")
@@ -95,7 +95,7 @@ fn acme_status(lab: &Lab) -> TenantKeyStatus {
 }
 
 /// Runs maintenance rounds until no version is scheduled or retiring.
-fn settle(lab: &Lab) -> MaintenanceReport {
+pub(super) fn settle(lab: &Lab) -> MaintenanceReport {
     let mut total = MaintenanceReport::default();
     for _ in 0..10_000 {
         let report = lab.vault.maintain().expect("maintain");
