@@ -1152,41 +1152,7 @@ fn every_rpc_is_denied_without_its_capability_and_allowed_with_it() {
                 .connect()
                 .await
                 .expect("connect");
-            let mut policies = PoliciesClient::new(channel.clone());
-            let mut tokens = TokensClient::new(channel.clone());
-            let mut holders = Vec::new();
-            for capability in capabilities {
-                let rules = vec![v1::PolicyRule {
-                    path: "*".into(),
-                    capabilities: vec![capability.into()],
-                }];
-                let name = format!("only-{capability}");
-                policies
-                    .write_policy(with_token(
-                        v1::WritePolicyRequest {
-                            tenant: "acme".into(),
-                            name: name.clone(),
-                            rules,
-                            ..Default::default()
-                        },
-                        &root,
-                    ))
-                    .await
-                    .expect("policy");
-                let created = tokens
-                    .create_token(with_token(
-                        v1::CreateTokenRequest {
-                            tenant: "acme".into(),
-                            policies: vec![name],
-                            ..Default::default()
-                        },
-                        &root,
-                    ))
-                    .await
-                    .expect("token")
-                    .into_inner();
-                holders.push((capability, created.token));
-            }
+            let holders = capability_holders(&channel, &root, &capabilities).await;
             let mut seq = 0;
             for row in TABLE.iter().filter(|row| row.rpc != "System/Seal") {
                 for (capability, token) in &holders {
@@ -1309,6 +1275,47 @@ fn a_token_bound_to_a_network_that_excludes_loopback_is_refused() {
         ],
     );
     assert!(bad.failed().contains("invalid cidr"), "{}", bad.stderr);
+}
+
+/// One acme token per capability, each with a policy granting only that capability on `*`.
+async fn capability_holders<'a>(
+    channel: &Channel,
+    root: &str,
+    capabilities: &[&'a str],
+) -> Vec<(&'a str, String)> {
+    let mut holders = Vec::new();
+    for capability in capabilities {
+        let name = format!("only-{capability}");
+        PoliciesClient::new(channel.clone())
+            .write_policy(with_token(
+                v1::WritePolicyRequest {
+                    tenant: "acme".into(),
+                    name: name.clone(),
+                    rules: vec![v1::PolicyRule {
+                        path: "*".into(),
+                        capabilities: vec![(*capability).into()],
+                    }],
+                    ..Default::default()
+                },
+                root,
+            ))
+            .await
+            .expect("policy");
+        let created = TokensClient::new(channel.clone())
+            .create_token(with_token(
+                v1::CreateTokenRequest {
+                    tenant: "acme".into(),
+                    policies: vec![name],
+                    ..Default::default()
+                },
+                root,
+            ))
+            .await
+            .expect("token")
+            .into_inner();
+        holders.push((*capability, created.token));
+    }
+    holders
 }
 
 /// The named keys' rows of the RPC-to-capability table in ARCHITECTURE.md (capabilities on
@@ -1761,38 +1768,7 @@ fn every_named_key_rpc_needs_its_capability_on_the_key_path() {
                 .into_inner()
                 .hmac,
         };
-        let mut holders = Vec::new();
-        for capability in capabilities {
-            let name = format!("only-{capability}");
-            PoliciesClient::new(channel.clone())
-                .write_policy(with_token(
-                    v1::WritePolicyRequest {
-                        tenant: "acme".into(),
-                        name: name.clone(),
-                        rules: vec![v1::PolicyRule {
-                            path: "*".into(),
-                            capabilities: vec![capability.into()],
-                        }],
-                        ..Default::default()
-                    },
-                    &root,
-                ))
-                .await
-                .expect("policy");
-            let created = TokensClient::new(channel.clone())
-                .create_token(with_token(
-                    v1::CreateTokenRequest {
-                        tenant: "acme".into(),
-                        policies: vec![name],
-                        ..Default::default()
-                    },
-                    &root,
-                ))
-                .await
-                .expect("token")
-                .into_inner();
-            holders.push((capability, created.token));
-        }
+        let holders = capability_holders(&channel, &root, &capabilities).await;
         let mut seq = 0;
         for row in KMS_TABLE {
             for (capability, token) in holders

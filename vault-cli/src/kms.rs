@@ -38,7 +38,8 @@ impl ContextArgs {
         ] {
             for pair in pairs {
                 let (name, value) = pair.split_once('=').ok_or_else(|| {
-                    CliError::new(format!("{flag} {pair:?}: expected NAME=VALUE"))
+                    // The pair is not echoed: a sensitive one may be all value.
+                    CliError::new(format!("{flag}: expected NAME=VALUE"))
                 })?;
                 if entries.insert(name.to_owned(), value.to_owned()).is_some() {
                     return Err(CliError::new(format!(

@@ -231,6 +231,10 @@ pub(super) fn tenant_prefixes(tenant: TenantId) -> [Vec<u8>; 3] {
 const DUE_PREFIX: &[u8] = b"kmsq/";
 const DUE_ROTATE: u8 = b'r';
 const DUE_DESTROY: u8 = b'd';
+/// When a scheduled change failed, or its tenant is deleted (and may be restored), it is looked
+/// at again this much later.
+const DUE_RETRY_FAILED_NANOS: i64 = 60 * 1_000_000_000;
+const DUE_RETRY_DELETED_NANOS: i64 = 3600 * 1_000_000_000;
 
 fn due_key(when: i64, kind: u8, tenant: TenantId, name: &KeyName) -> Vec<u8> {
     let mut key = DUE_PREFIX.to_vec();
@@ -440,14 +444,9 @@ impl Vault {
             }
             let record: VersionRecord = from_json(&value, "a named key version")?;
             let material = self.unwrap_named(keyring, tenant, name, version, &record.sealed)?;
-            let public_key = match record.public_key.as_str() {
-                "" => None,
-                encoded => Some(
-                    STANDARD
-                        .decode(encoded)
-                        .map_err(|_| corrupt("a named key's public key"))?,
-                ),
-            };
+            // Derived from the authenticated material, never taken from the record: the stored
+            // copy (for readers of the key store) is not covered by any tag.
+            let public_key = named::public_key(key_type, &material)?;
             versions.insert(
                 version,
                 Arc::new(NamedVersion {
@@ -935,6 +934,23 @@ impl Vault {
         batch
             .put(Space::Config, config_key(id, name), to_json(&config)?)
             .delete(Space::Config, due_key(when, DUE_DESTROY, id, name));
+        if config.rotation_period_nanos > 0 {
+            // A rotation that fell due while the deletion was pending was dropped.
+            let latest_created = key
+                .versions
+                .get(&config.latest)
+                .map_or(config.created_unix_nanos, |v| v.created_unix_nanos);
+            batch.put(
+                Space::Config,
+                due_key(
+                    latest_created.saturating_add(config.rotation_period_nanos),
+                    DUE_ROTATE,
+                    id,
+                    name,
+                ),
+                Vec::new(),
+            );
+        }
         self.keys.write(batch)?;
         self.replace_named(&keyring, id, name, &key, config, None);
         Ok(())
@@ -1309,22 +1325,45 @@ impl Vault {
             if i64::try_from(due).unwrap_or(i64::MAX) > now {
                 break;
             }
-            let (tenant, name) = std::str::from_utf8(&rest[9..])
+            let Some((tenant, name)) = std::str::from_utf8(&rest[9..])
                 .ok()
                 .and_then(|text| text.split_once('/'))
                 .and_then(|(tenant, name)| {
                     Some((TenantId::parse_hex(tenant)?, KeyName::parse(name).ok()?))
                 })
-                .ok_or_else(malformed)?;
-            if self.tenant_state(tenant)?.is_some() {
-                match self.kms_due_one(keyring, tenant, &name, now)? {
-                    Some(true) => report.keys_destroyed += 1,
-                    Some(false) => report.keys_rotated += 1,
-                    None => {}
+            else {
+                tracing::warn!("a malformed named key schedule entry was dropped");
+                let mut batch = WriteBatch::new();
+                batch.delete(Space::Config, key);
+                self.keys.write(batch)?;
+                continue;
+            };
+            let mut batch = WriteBatch::new();
+            batch.delete(Space::Config, key.clone());
+            let postpone = |batch: &mut WriteBatch, delay: i64| {
+                let mut later = due_key(now.saturating_add(delay), rest[8], tenant, &name);
+                if later == key {
+                    later = due_key(now.saturating_add(delay + 1), rest[8], tenant, &name);
+                }
+                batch.put(Space::Config, later, Vec::new());
+            };
+            if self.tenant_state(tenant)?.is_none() {
+                // A deleted tenant: shredding will remove the key, or a restore brings the
+                // schedule back; look again later.
+                postpone(&mut batch, DUE_RETRY_DELETED_NANOS);
+            } else {
+                match self.kms_due_one(keyring, tenant, &name, now) {
+                    Ok(Some(true)) => report.keys_destroyed += 1,
+                    Ok(Some(false)) => report.keys_rotated += 1,
+                    Ok(None) => {}
+                    // One key that cannot be rotated or destroyed (e.g. at its version limit)
+                    // must not hold up the other keys and the rest of maintenance.
+                    Err(error) => {
+                        tracing::warn!(%error, tenant = %tenant, key = %name, "scheduled key change failed; retrying later");
+                        postpone(&mut batch, DUE_RETRY_FAILED_NANOS);
+                    }
                 }
             }
-            let mut batch = WriteBatch::new();
-            batch.delete(Space::Config, key);
             self.keys.write(batch)?;
         }
         Ok(())

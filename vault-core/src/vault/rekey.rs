@@ -238,8 +238,9 @@ impl Vault {
             return;
         };
         let tenants = read(&current.tenants).clone();
-        let named = read(&current.named).clone();
-        match self.keyring_from_root(version, root, tenants, named) {
+        // Named keys are loaded again on first use: a change made under `kms_changes` while this
+        // swap happens could otherwise be missing from a copied cache.
+        match self.keyring_from_root(version, root, tenants, HashMap::new()) {
             Ok(keyring) => {
                 if let Some(audit) = &self.audit {
                     audit.set_signer(keyring.audit_signer.clone());
