@@ -33,6 +33,7 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.EnrollTotpResponse",
     "vault.v1.RekeySubmitRequest",
     "vault.v1.RekeySubmitResponse",
+    "vault.v1.RekeyVerifyRequest",
     "vault.v1.VerifyShareRequest",
     "vault.v1.PatchRequest",
     "vault.v1.CreateWebhookRequest",

@@ -23,6 +23,8 @@ impl fmt::Debug for v1::InitResponse {
             .field("shares", &format_args!("<{} redacted>", self.shares.len()))
             .field("root_token", &"<redacted>")
             .field("threshold", &self.threshold)
+            .field("shares_encrypted", &self.shares_encrypted)
+            .field("root_token_encrypted", &self.root_token_encrypted)
             .finish()
     }
 }
@@ -53,6 +55,17 @@ impl fmt::Debug for v1::RekeySubmitResponse {
             .field("required", &self.required)
             .field("shares", &format_args!("<{} redacted>", self.shares.len()))
             .field("threshold", &self.threshold)
+            .field("shares_encrypted", &self.shares_encrypted)
+            .field("verification_nonce", &self.verification_nonce)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::RekeyVerifyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RekeyVerifyRequest")
+            .field("nonce", &self.nonce)
+            .field("share", &"<redacted>")
             .finish()
     }
 }
@@ -250,6 +263,7 @@ mod tests {
             shares: vec!["share-canary".into()],
             root_token: "token-canary".into(),
             threshold: 1,
+            ..Default::default()
         };
         let unseal = v1::UnsealRequest {
             share: "share-canary".into(),

@@ -656,6 +656,7 @@ async fn call(
                     shares: 1,
                     threshold: 1,
                     rotate_root: false,
+                    share_recipients: Vec::new(),
                 },
                 token,
             ))
@@ -1010,6 +1011,7 @@ async fn seed(channel: &Channel, root: &str, seq: usize, jwks: &str, rpc: &str) 
                     shares: 1,
                     threshold: 1,
                     rotate_root: false,
+                    share_recipients: Vec::new(),
                 },
                 root,
             ))

@@ -45,10 +45,27 @@ fn init_unseal_use_restart_rotate_seal() {
         text_status.contains("Unseal progress  2/3"),
         "{text_status}"
     );
-    // Reset, then three shares from a file, stdin and stdin.
+    // Reset (which takes one current share, so that a stranger cannot), then three shares
+    // from a file, stdin and stdin.
+    let stranger = server.cli_with_stdin(
+        None,
+        &["unseal", "--reset"],
+        Some(b"AWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh"),
+    );
+    assert!(
+        stranger
+            .failed()
+            .contains("this share is not one of the current shares"),
+        "{}",
+        stranger.stderr
+    );
     assert_eq!(
         server
-            .cli(None, &["unseal", "--reset", "--format", "json"])
+            .cli_with_stdin(
+                None,
+                &["unseal", "--reset", "--format", "json"],
+                Some(shares[4].as_bytes())
+            )
             .json()["progress"],
         0
     );
@@ -345,23 +362,23 @@ fn init_unseal_use_restart_rotate_seal() {
         );
     }
 
-    // A wrong share (from another vault) is rejected with the documented message.
+    // A wrong share (from another vault) is refused with the documented message.
     let other_dir = tempfile::tempdir().expect("tempdir");
     let other = TestServer::start(other_dir.path(), &[]);
     let (foreign, _) = init(&other, 3, 2);
-    // The mismatch shows when the threshold is reached: two good shares, then the foreign one.
+    // It is refused before it counts, and the operators' progress stays as it was.
     unseal(&server, &[&shares[0], &shares[1]]);
     let wrong = server.cli_with_stdin(None, &["unseal"], Some(foreign[2].as_bytes()));
     assert!(
         wrong
             .failed()
-            .contains("unseal failed: the shares do not reconstruct the unseal key"),
+            .contains("invalid share: this share is not one of the current shares"),
         "{}",
         wrong.stderr
     );
     assert_eq!(
         server.cli(None, &["status", "--format", "json"]).json()["progress"],
-        0
+        2
     );
     let garbage = server.cli_with_stdin(None, &["unseal"], Some(b"not-a-share"));
     assert!(

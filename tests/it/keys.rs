@@ -406,6 +406,25 @@ fn submit(server: &TestServer, nonce: &str, share: &str) -> serde_json::Value {
         .json()
 }
 
+fn verify_rekey(server: &TestServer, nonce: &str, share: &str) -> serde_json::Value {
+    server
+        .cli_with_stdin(
+            None,
+            &["rekey", "verify", "--nonce", nonce, "--format", "json"],
+            Some(share.as_bytes()),
+        )
+        .json()
+}
+
+fn shares_of(answer: &serde_json::Value) -> Vec<String> {
+    answer["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .map(|s| s.as_str().expect("share").to_owned())
+        .collect()
+}
+
 fn verify(server: &TestServer, share: &str) -> String {
     let output = server.cli_with_stdin(
         None,
@@ -468,15 +487,21 @@ fn rekey_replaces_the_shares_and_an_interrupted_one_changes_nothing() {
         .cli(None, &["rekey", "status", "--format", "json"])
         .json();
     assert_eq!(status["progress"], 1);
-    let done = submit(&server, &nonce, &old[2]);
-    assert_eq!(done["complete"], true);
-    let new: Vec<String> = done["shares"]
-        .as_array()
-        .expect("shares")
-        .iter()
-        .map(|s| s.as_str().expect("share").to_owned())
-        .collect();
+    let staged = submit(&server, &nonce, &old[2]);
+    assert_eq!((staged["complete"].as_bool(), staged["staged"].as_bool()), (Some(false), Some(true)));
+    let new = shares_of(&staged);
     assert_eq!(new.len(), 4);
+    // Staged, not committed: the old shares are still the ones in force.
+    assert_eq!(verify(&server, &old[0]), "current");
+    assert_eq!(verify(&server, &new[0]), "staged");
+    let verification = staged["verification_nonce"]
+        .as_str()
+        .expect("verification nonce")
+        .to_owned();
+    for share in [&new[0], &new[3]] {
+        assert_eq!(verify_rekey(&server, &verification, share)["complete"], false);
+    }
+    assert_eq!(verify_rekey(&server, &verification, &new[1])["complete"], true);
     for share in &old {
         assert_eq!(verify(&server, share), "not-current");
     }
@@ -488,18 +513,16 @@ fn rekey_replaces_the_shares_and_an_interrupted_one_changes_nothing() {
             .contains("not part of the current share set")
     );
 
-    // Old shares no longer unseal; new ones do, and the data is untouched.
+    // Old shares no longer unseal (refused before they count); new ones do, and the data is
+    // untouched.
     server.cli(Some(&root), &["seal"]).ok();
-    let attempt = server.cli_with_stdin(None, &["unseal"], Some(old[0].as_bytes()));
-    attempt.ok();
-    server
-        .cli_with_stdin(None, &["unseal"], Some(old[1].as_bytes()))
-        .ok();
-    let failed = server.cli_with_stdin(None, &["unseal"], Some(old[2].as_bytes()));
+    let refused = server.cli_with_stdin(None, &["unseal"], Some(old[0].as_bytes()));
     assert!(
-        failed.failed().contains("unseal failed"),
+        refused
+            .failed()
+            .contains("this share is not one of the current shares"),
         "{}",
-        failed.stderr
+        refused.stderr
     );
     let status = unseal(&server, &[&new[1], &new[2], &new[0]]);
     assert_eq!(status["sealed"], false);

@@ -239,6 +239,65 @@ fn approle_login_spends_secret_ids_and_checks_role_id_and_networks() {
     assert!(!log.contains(&secret_id) && !log.contains(&fresh) && !log.contains(&token));
 }
 
+/// A token of an AppRole login to acme with `policy` (role `app-<policy>`).
+fn approle_token(server: &TestServer, root: &str, dir: &std::path::Path, policy: &str) -> String {
+    let role = format!("app-{policy}");
+    let role_id = server
+        .cli(
+            Some(root),
+            &[
+                "approle", "write", "--tenant", "acme", &role, "--policy", policy, "--format",
+                "json",
+            ],
+        )
+        .json()["role_id"]
+        .as_str()
+        .expect("role id")
+        .to_owned();
+    let secret_id = server
+        .cli(
+            Some(root),
+            &[
+                "approle",
+                "secret-id",
+                "--tenant",
+                "acme",
+                &role,
+                "--format",
+                "json",
+            ],
+        )
+        .json()["secret_id"]
+        .as_str()
+        .expect("secret id")
+        .to_owned();
+    let secret_file = dir.join(format!("secret-id-{policy}"));
+    std::fs::write(&secret_file, &secret_id).expect("write");
+    let home = dir.join(format!("home-{policy}"));
+    std::fs::create_dir_all(&home).expect("home");
+    server
+        .cli_with_env(
+            None,
+            &[
+                "login",
+                "--method",
+                "approle",
+                "--tenant",
+                "acme",
+                "--role-id",
+                &role_id,
+                "--secret-id-file",
+                secret_file.to_str().expect("utf-8"),
+            ],
+            &[("HOME", home.to_str().expect("utf-8"))],
+        )
+        .ok();
+    std::fs::read_to_string(home.join(".vault-token"))
+        .expect("token file")
+        .trim()
+        .to_owned()
+}
+
 fn role_tenant_id(server: &TestServer, root: &str) -> String {
     server
         .cli(Some(root), &["tenant", "show", "acme", "--format", "json"])
@@ -412,6 +471,7 @@ fn jwt_login_checks_signature_issuer_audience_expiry_and_algorithm() {
         }
         claims
     };
+    let acme_id = role_tenant_id(&server, &root);
     runtime().block_on(async {
         let channel = channel(&server).await;
         let mut login = LoginClient::new(channel.clone());
@@ -425,7 +485,8 @@ fn jwt_login_checks_signature_issuer_audience_expiry_and_algorithm() {
             .expect("valid jwt")
             .into_inner();
         let info = good.info.expect("info");
-        assert_eq!(info.entity, "jwt:corp:alice");
+        // The tenant id is part of the entity: alice of another tenant is someone else.
+        assert_eq!(info.entity, format!("jwt:corp:{acme_id}:alice"));
         assert_eq!(info.tenant, "acme");
         assert_eq!(info.policies, ["reader"]);
         read_db_a(&channel, &good.token).await.expect("token works");
@@ -598,17 +659,8 @@ fn mfa_required_capabilities_need_a_fresh_code_and_failures_lock_out() {
             ],
         )
         .ok();
-    let token = server
-        .cli(
-            Some(&root),
-            &[
-                "token", "create", "--tenant", "acme", "--policy", "rotator", "--format", "json",
-            ],
-        )
-        .json()["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    // A login's token: its holder is the entity, and may enrol it (trust on first use).
+    let token = approle_token(&server, &root, dir.path(), "rotator");
     runtime().block_on(async {
         let channel = channel(&server).await;
         let mut mfa = MfaClient::new(channel.clone());

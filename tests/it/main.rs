@@ -12,6 +12,7 @@ mod clients;
 mod dev_mode;
 mod feed;
 mod grpc;
+mod hardening;
 mod isolation;
 mod keys;
 mod kms;

@@ -136,6 +136,28 @@ impl TestServer {
         }
     }
 
+    /// Stops the server the graceful way (SIGTERM) and waits for it to exit (a minute at most).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "vault-server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Runs vault-cli against this server.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> CliOutput {
         self.cli_with_stdin(token, args, None)

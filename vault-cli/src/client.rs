@@ -27,6 +27,11 @@ impl CliError {
         }
     }
 
+    /// An error of vault-core's (bad local input, e.g. an identity file).
+    pub fn from_core(error: vault_core::Error) -> Self {
+        CliError::new(error.to_string())
+    }
+
     pub fn from_status(status: Status, addr: &str) -> Self {
         let message = status.message().to_owned();
         let request_id = status

@@ -24,21 +24,35 @@ pub async fn run(cli: Cli) -> CliResult<u8> {
         Command::Run(args) => return crate::run::run(&addr, args).await,
         Command::Key(command) => return crate::kms::key(&addr, command, format).await,
         Command::Render(args) => crate::render::render(&addr, format, args).await?,
-        Command::Init { shares, threshold } => {
+        Command::Init {
+            shares,
+            threshold,
+            recipients,
+            root_token_recipient,
+        } => {
+            let share_recipients = recipients.read()?;
+            if share_recipients.is_empty() {
+                eprintln!(
+                    "vault-cli: warning: every unseal share and the root token are shown to you in \
+                     the clear, so you hold a threshold alone; give --share-recipient (one age \
+                     public key per operator) to hand each share to its holder encrypted"
+                );
+            }
             let mut client = SystemClient::new(connect(&addr).await?);
             let response = client
-                .init(v1::InitRequest { shares, threshold })
+                .init(v1::InitRequest {
+                    shares,
+                    threshold,
+                    share_recipients,
+                    root_token_recipient: root_token_recipient.unwrap_or_default(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
             print_init(&response, format);
         }
         Command::Unseal { share_file, reset } => {
-            let share = if reset {
-                Zeroizing::new(String::new())
-            } else {
-                read_share(share_file.as_deref())?
-            };
+            let share = read_share(share_file.as_deref())?;
             let mut client = SystemClient::new(connect(&addr).await?);
             let request = v1::UnsealRequest {
                 share: share.as_str().to_owned(),
@@ -413,14 +427,19 @@ fn print_init(response: &v1::InitResponse, format: Format) {
             }
             out.push_str("],\"root_token\":");
             out.push_str(&json_string(&response.root_token));
-            out.push_str(&format!(",\"threshold\":{}}}", response.threshold));
+            out.push_str(&format!(
+                ",\"threshold\":{},\"shares_encrypted\":{},\"root_token_encrypted\":{}}}",
+                response.threshold, response.shares_encrypted, response.root_token_encrypted
+            ));
             println!("{}", out.as_str());
         }
         Format::Text => {
-            for (index, share) in response.shares.iter().enumerate() {
-                println!("Unseal share {}: {share}", index + 1);
+            crate::keys::print_shares(&response.shares, response.shares_encrypted, "Unseal share");
+            if response.root_token_encrypted {
+                println!("Root token (encrypted to its recipient):\n{}", response.root_token);
+            } else {
+                println!("Root token: {}", response.root_token);
             }
-            println!("Root token: {}", response.root_token);
             println!();
             println!(
                 "The vault is initialized and sealed. Give each share to a different operator; any {} of the {} \

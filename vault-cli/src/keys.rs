@@ -6,6 +6,7 @@ use serde_json::json;
 use vault_proto::v1::{
     self, keys_client::KeysClient, system_client::SystemClient, tenants_client::TenantsClient,
 };
+use vault_core::recipient::ShareIdentity;
 use zeroize::Zeroizing;
 
 use crate::{
@@ -34,6 +35,40 @@ pub enum KeysCommand {
     },
 }
 
+/// Who receives the new shares: one age public key per share, in order.
+#[derive(clap::Args, Debug, Default)]
+pub struct RecipientArgs {
+    /// Encrypt share N to the N-th of these age public keys (age1..., as `age-keygen` or
+    /// `vault-cli share keygen` print them); repeat once per share. Then nobody, the caller
+    /// included, sees a share in the clear but its holder (`vault-cli share decrypt`).
+    #[arg(long = "share-recipient", value_name = "AGE_RECIPIENT")]
+    share_recipient: Vec<String>,
+    /// A file with one age public key per line (blank lines and # comments ignored), in place
+    /// of --share-recipient.
+    #[arg(long, value_name = "FILE", conflicts_with = "share_recipient")]
+    share_recipients_file: Option<std::path::PathBuf>,
+}
+
+impl RecipientArgs {
+    pub fn read(self) -> CliResult<Vec<String>> {
+        let Some(path) = self.share_recipients_file else {
+            return Ok(self.share_recipient);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            CliError::new(format!(
+                "cannot read recipients file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum RekeyCommand {
     /// Start a rekey to new shares and threshold; prints the nonce operators submit with.
@@ -42,31 +77,61 @@ pub enum RekeyCommand {
         shares: u32,
         #[arg(long, default_value_t = 3)]
         threshold: u32,
-        /// Also rotate the root key: every KEK and system key is re-sealed under a new one
-        /// (secret data is not touched). Needed once the root key nears its budget.
+        /// Also rotate the root key (when the rekey is verified): every KEK and system key is
+        /// re-sealed under a new one (secret data is not touched). Needed once the root key
+        /// nears its budget.
         #[arg(long)]
         rotate_root: bool,
+        #[command(flatten)]
+        recipients: RecipientArgs,
     },
     /// Submit one current share (hidden prompt, standard input or --share-file; never an
-    /// argument). The submission that reaches the threshold prints the new shares.
+    /// argument). The submission that reaches the threshold stages the rekey and prints the
+    /// new shares; the current shares keep working until the rekey is verified.
     Submit {
         #[arg(long)]
         nonce: String,
         #[arg(long, value_name = "FILE")]
         share_file: Option<std::path::PathBuf>,
     },
-    /// Abandon the rekey in progress; the current shares stay valid.
+    /// Submit one NEW share to verify a staged rekey (with the verification nonce). Once a
+    /// threshold of the new shares came back, the rekey is committed and the old shares stop
+    /// working.
+    Verify {
+        #[arg(long)]
+        nonce: String,
+        #[arg(long, value_name = "FILE")]
+        share_file: Option<std::path::PathBuf>,
+    },
+    /// Abandon the rekey in progress or waiting for verification; the current shares stay
+    /// valid.
     Cancel,
-    /// The rekey in progress, if any.
+    /// The rekey in progress or waiting for verification, if any.
     Status,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ShareCommand {
-    /// Tell whether a share belongs to the current share set, without unsealing anything.
+    /// Tell whether a share belongs to the current share set (or a staged one), without
+    /// unsealing anything.
     Verify {
         #[arg(long, value_name = "FILE")]
         share_file: Option<std::path::PathBuf>,
+    },
+    /// Decrypt a share (or root token) that init or rekey encrypted to you, and print it.
+    /// Reads the armored age file from --in or standard input.
+    Decrypt {
+        /// Your age identity file (AGE-SECRET-KEY-1..., as `age-keygen` writes it).
+        #[arg(long, value_name = "FILE")]
+        identity: std::path::PathBuf,
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
+    },
+    /// Make an age identity for receiving shares: writes it to --out (mode 0600) and prints
+    /// its public key, to give to whoever runs init or rekey.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
     },
 }
 
@@ -255,12 +320,22 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
             shares,
             threshold,
             rotate_root,
+            recipients,
         } => {
             let token = token()?;
+            let share_recipients = recipients.read()?;
+            if share_recipients.is_empty() {
+                eprintln!(
+                    "vault-cli: warning: the new shares will be shown in the clear to whoever \
+                     submits the last current share; give --share-recipient (one age public key \
+                     per new share) to hand each to its holder encrypted"
+                );
+            }
             let request = v1::RekeyInitRequest {
                 shares,
                 threshold,
                 rotate_root,
+                share_recipients,
             };
             let status = client
                 .rekey_init(authed(request, &token)?)
@@ -300,8 +375,49 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
                 .into_inner();
             print_rekey_submit(&response, format);
         }
+        RekeyCommand::Verify { nonce, share_file } => {
+            let share = read_share(share_file.as_deref())?;
+            let response = client
+                .rekey_verify(v1::RekeyVerifyRequest {
+                    nonce,
+                    share: share.as_str().to_owned(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match format {
+                Format::Json => print_json(&json!({
+                    "complete": response.complete, "progress": response.progress,
+                    "required": response.required,
+                })),
+                Format::Text if response.complete => println!(
+                    "Rekey verified and committed: only the new shares unseal the vault now."
+                ),
+                Format::Text => println!(
+                    "New share accepted: {}/{} verified. The current shares stay in force until \
+                     the rest are verified.",
+                    response.progress, response.required
+                ),
+            }
+        }
     }
     Ok(())
+}
+
+/// Prints shares as an answer carries them: one line each, or an armored age block each.
+pub fn print_shares(shares: &[String], encrypted: bool, label: &str) {
+    for (index, share) in shares.iter().enumerate() {
+        if encrypted {
+            println!(
+                "{label} {} (encrypted to recipient {}; `vault-cli share decrypt` opens it):",
+                index + 1,
+                index + 1
+            );
+            println!("{}", share.trim_end());
+        } else {
+            println!("{label} {}: {share}", index + 1);
+        }
+    }
 }
 
 fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
@@ -311,8 +427,34 @@ fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
             "threshold": status.threshold, "progress": status.progress,
             "required": status.required, "started_time": status.started_time,
             "rotate_root": status.rotate_root,
+            "verification_pending": status.verification_pending,
+            "verification_nonce": status.verification_nonce,
+            "verification_progress": status.verification_progress,
+            "verification_required": status.verification_required,
         })),
         Format::Text if !status.started => println!("No rekey in progress."),
+        Format::Text if status.verification_pending => {
+            print_rows(&[
+                ("Verification nonce", status.verification_nonce.clone()),
+                ("New shares", status.shares.to_string()),
+                ("New threshold", status.threshold.to_string()),
+                (
+                    "Verified",
+                    format!(
+                        "{}/{}",
+                        status.verification_progress, status.verification_required
+                    ),
+                ),
+                ("Started", status.started_time.clone()),
+                ("Rotates root key", status.rotate_root.to_string()),
+            ]);
+            println!();
+            println!(
+                "The new shares were handed out; the current shares stay in force until {} \
+                 holders of new shares run `vault-cli rekey verify --nonce {}`.",
+                status.verification_required, status.verification_nonce
+            );
+        }
         Format::Text => {
             print_rows(&[
                 ("Nonce", status.nonce.clone()),
@@ -335,12 +477,18 @@ fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
 }
 
 fn print_rekey_submit(response: &v1::RekeySubmitResponse, format: Format) {
+    let staged = !response.verification_nonce.is_empty();
     match format {
         Format::Json => {
             // Built by hand into a zeroizing buffer rather than through a serde value.
             let mut out = Zeroizing::new(format!(
-                "{{\"complete\":{},\"progress\":{},\"required\":{},\"threshold\":{},\"shares\":[",
-                response.complete, response.progress, response.required, response.threshold
+                "{{\"complete\":{},\"staged\":{staged},\"progress\":{},\"required\":{},\"threshold\":{},\"shares_encrypted\":{},\"verification_nonce\":{},\"shares\":[",
+                response.complete,
+                response.progress,
+                response.required,
+                response.threshold,
+                response.shares_encrypted,
+                json_string(&response.verification_nonce).as_str()
             ));
             for (index, share) in response.shares.iter().enumerate() {
                 if index > 0 {
@@ -351,27 +499,32 @@ fn print_rekey_submit(response: &v1::RekeySubmitResponse, format: Format) {
             out.push_str("]}");
             println!("{}", out.as_str());
         }
-        Format::Text if !response.complete => println!(
+        Format::Text if !staged => println!(
             "Share accepted: {}/{} submitted.",
             response.progress, response.required
         ),
         Format::Text => {
-            for (index, share) in response.shares.iter().enumerate() {
-                println!("New unseal share {}: {share}", index + 1);
-            }
+            print_shares(&response.shares, response.shares_encrypted, "New unseal share");
             println!();
             println!(
-                "Rekey complete. Any {} of these {} shares unseal the vault; the previous shares no \
-                 longer do. Give each to a different operator; they are shown only now.",
+                "Rekey staged. The CURRENT shares still unseal the vault: the new ones take over \
+                 only once {} of these {} holders have run `vault-cli rekey verify --nonce {}` \
+                 with their new share. Give each share to a different operator; they are shown \
+                 only now.",
                 response.threshold,
-                response.shares.len()
+                response.shares.len(),
+                response.verification_nonce
             );
         }
     }
 }
 
 pub async fn share(addr: &str, command: ShareCommand, format: Format) -> CliResult<()> {
-    let ShareCommand::Verify { share_file } = command;
+    let share_file = match command {
+        ShareCommand::Verify { share_file } => share_file,
+        ShareCommand::Decrypt { identity, input } => return decrypt_share(&identity, input.as_deref()),
+        ShareCommand::Keygen { out } => return keygen(&out, format),
+    };
     let share = read_share(share_file.as_deref())?;
     let mut client = SystemClient::new(connect(addr).await?);
     let result = client
@@ -386,6 +539,10 @@ pub async fn share(addr: &str, command: ShareCommand, format: Format) -> CliResu
         Format::Json => print_json(&json!({ "result": result, "current": result == "current" })),
         Format::Text => match result.as_str() {
             "current" => println!("The share belongs to the current share set."),
+            "staged" => println!(
+                "The share is one of the new shares of a rekey waiting for verification \
+                 (`vault-cli rekey verify`); it does not unseal the vault yet."
+            ),
             "not-current" => println!(
                 "The share does NOT belong to the current share set (an old share from before a \
                  rekey, a mistyped one, or another vault's)."
@@ -400,6 +557,51 @@ pub async fn share(addr: &str, command: ShareCommand, format: Format) -> CliResu
         return Err(CliError::new(
             "the share is not part of the current share set",
         ));
+    }
+    Ok(())
+}
+
+/// `vault-cli share decrypt`: prints the share (or token) an age file holds for `identity`.
+fn decrypt_share(identity: &std::path::Path, input: Option<&std::path::Path>) -> CliResult<()> {
+    let identity_text = Zeroizing::new(std::fs::read_to_string(identity).map_err(|e| {
+        CliError::new(format!(
+            "cannot read identity file {}: {e}",
+            identity.display()
+        ))
+    })?);
+    let identity = ShareIdentity::parse_file(&identity_text).map_err(CliError::from_core)?;
+    let armored = match input {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
+        None => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes).map_err(|e| {
+                CliError::new(format!("cannot read the share from standard input: {e}"))
+            })?;
+            bytes
+        }
+    };
+    let plaintext = identity.decrypt(&armored).map_err(CliError::from_core)?;
+    let text = std::str::from_utf8(&plaintext)
+        .map_err(|_| CliError::new("share: the decrypted file is not a share"))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// `vault-cli share keygen`: a new identity, written only to `out`.
+fn keygen(out: &std::path::Path, format: Format) -> CliResult<()> {
+    let identity = ShareIdentity::generate();
+    let recipient = identity.recipient().to_string();
+    let contents = Zeroizing::new(format!(
+        "# vault-cli share keygen\n# public key: {recipient}\n{}\n",
+        identity.expose_secret().as_str()
+    ));
+    vault_core::files::write_private(out, contents.as_bytes()).map_err(|e| {
+        CliError::new(format!("cannot write identity file {}: {e}", out.display()))
+    })?;
+    match format {
+        Format::Json => print_json(&json!({ "recipient": recipient, "identity_file": out })),
+        Format::Text => println!("{recipient}"),
     }
     Ok(())
 }

@@ -98,15 +98,21 @@ pub enum Command {
         /// Number of shares needed to unseal.
         #[arg(long, default_value_t = 3)]
         threshold: u32,
+        #[command(flatten)]
+        recipients: keys::RecipientArgs,
+        /// Encrypt the root token to this age public key (age1...).
+        #[arg(long, value_name = "AGE_RECIPIENT")]
+        root_token_recipient: Option<String>,
     },
     /// Submit one unseal share (from a hidden prompt, standard input or --share-file).
     ///
     /// Shares are never taken as arguments: arguments leak into shell history and process lists.
     Unseal {
         /// Read the share from this file.
-        #[arg(long, value_name = "FILE", conflicts_with = "reset")]
+        #[arg(long, value_name = "FILE")]
         share_file: Option<std::path::PathBuf>,
-        /// Forget the shares submitted so far.
+        /// Forget the shares submitted so far. Needs one current share (read like any other,
+        /// and not counted), so that nobody without one can reset the operators' progress.
         #[arg(long)]
         reset: bool,
     },

@@ -16,6 +16,7 @@ pub mod kms;
 pub mod limits;
 pub mod names;
 pub mod policy;
+pub mod recipient;
 pub mod secret;
 pub mod shamir;
 pub mod storage;

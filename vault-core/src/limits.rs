@@ -64,6 +64,16 @@ impl RateLimit {
         }
     }
 
+    /// `per_minute` calls a minute on average, all of them at once at most.
+    pub fn per_minute(per_minute: u32) -> RateLimit {
+        let burst = f64::from(per_minute.max(1));
+        RateLimit {
+            rate: f64::from(per_minute) / 60.0,
+            burst,
+            bucket: Mutex::new(Bucket::full(burst, Instant::now())),
+        }
+    }
+
     pub fn per_second(&self) -> f64 {
         self.rate
     }

@@ -27,69 +27,13 @@ pub fn rfc3339(unix_nanos: i64) -> String {
 }
 
 /// Parses RFC 3339 (`2026-11-22T14:03:07Z`, optional fraction, `Z` or `±HH:MM`) into
-/// nanoseconds since the epoch; `None` if it is not such a time.
+/// nanoseconds since the epoch; `None` if it is not such a time. User input (`expires_at`,
+/// `rotate_by`, audit filters) comes through here, so it is parsed by the `time` crate, which
+/// refuses days a month does not have (2026-02-31), offsets beyond ±23:59 and malformed signs.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let bytes = text.as_bytes();
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = text.get(range)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || !matches!(bytes[10], b'T' | b't' | b' ')
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut nanos = 0i64;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        nanos = fraction[..digits].parse::<i64>().ok()? * 10i64.pow(9 - digits as u32);
-        rest = &fraction[digits..];
-    }
-    let offset_seconds = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && rest.as_bytes()[3] == b':' =>
-        {
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month as u32, day as u32);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_seconds;
-    seconds.checked_mul(1_000_000_000)?.checked_add(nanos)
-}
-
-/// Howard Hinnant's civil-to-days algorithm (inverse of [`civil_from_days`]).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos()).ok()
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
@@ -141,6 +85,10 @@ mod tests {
             super::parse_rfc3339("2026-11-22T15:03:07.5Z"),
             Some(1_795_359_787_500_000_000)
         );
+        assert_eq!(
+            super::parse_rfc3339("2024-02-29T00:00:00-00:30"),
+            Some(1_709_166_600_000_000_000)
+        );
         for bad in [
             "",
             "2026-11-22",
@@ -148,6 +96,15 @@ mod tests {
             "2026-11-22T15:03:07",
             "2026-11-22T15:03:07.Z",
             "yesterday",
+            // Days a month does not have, and impossible offsets.
+            "2026-02-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-04-31T12:00:00Z",
+            "2026-11-22T15:03:07+99:99",
+            "2026-11-22T15:03:07+24:00",
+            "2026-11-22T15:03:07+-1:00",
+            "2026-11-22T15:03:07+01:60",
+            "2026-11-22T25:03:07Z",
         ] {
             assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
         }

@@ -33,6 +33,7 @@ use crate::{
     error::{Error, Result, StorageError},
     names::{SecretPath, TenantId, TenantName},
     policy::{Capability, Policy},
+    recipient::{Handout, ShareRecipient},
     secret::{SecretData, SecretKey},
     shamir::{self, UnsealShare},
     storage::{Space, Storage, WriteBatch},
@@ -77,7 +78,20 @@ pub struct VaultConfig {
     pub webhooks: WebhookPolicy,
     /// Limits and switches of the named keys (encryption as a service).
     pub kms: KmsPolicy,
+    /// A tenant's own actions that seal under the root key (MFA enrolment, webhook creation,
+    /// KEK rotation), a minute; 0: no limit.
+    pub tenant_root_key_per_minute: u32,
+    /// Token records (with refresh families and AppRole secret ids) looked at per
+    /// maintenance round when purging expired ones.
+    pub token_purge_per_round: usize,
+    /// Live tokens one token may have created; more are refused.
+    pub max_token_children: usize,
 }
+
+/// Default of [`VaultConfig::tenant_root_key_per_minute`].
+pub const DEFAULT_TENANT_ROOT_KEY_PER_MINUTE: u32 = 60;
+/// Default of [`VaultConfig::max_token_children`].
+pub const DEFAULT_MAX_TOKEN_CHILDREN: usize = 10_000;
 
 /// Retention of the change feed and lead time of expiry notices.
 #[derive(Clone, Debug)]
@@ -106,6 +120,9 @@ impl Default for VaultConfig {
             feed: FeedPolicy::default(),
             webhooks: WebhookPolicy::default(),
             kms: KmsPolicy::default(),
+            tenant_root_key_per_minute: DEFAULT_TENANT_ROOT_KEY_PER_MINUTE,
+            token_purge_per_round: 1024,
+            max_token_children: DEFAULT_MAX_TOKEN_CHILDREN,
         }
     }
 }
@@ -120,11 +137,20 @@ pub struct SealStatus {
     pub progress: u32,
 }
 
-/// What init hands out, once.
+/// What init hands out, once: each share and the root token in the clear or encrypted to its
+/// holder.
 pub struct InitOutput {
-    pub shares: Vec<UnsealShare>,
-    pub root_token: Token,
+    pub shares: Vec<Handout<UnsealShare>>,
+    pub root_token: Handout<Token>,
     pub threshold: u32,
+}
+
+/// Who receives what init hands out; empty: the caller, in the clear.
+#[derive(Clone, Debug, Default)]
+pub struct InitRecipients {
+    /// One per share, in order.
+    pub shares: Vec<ShareRecipient>,
+    pub root_token: Option<ShareRecipient>,
 }
 
 /// An authenticated caller. Only [`Vault::authenticate`] constructs one.
@@ -309,8 +335,10 @@ pub struct Vault {
     tenant_create: Mutex<()>,
     audit: Option<Arc<AuditLog>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
-    /// Serializes token creation, renewal and revocation (each re-reads what it changes).
-    token_changes: Mutex<()>,
+    /// Serializes token creation, renewal, revocation and logins per tenant (`None`: system
+    /// tokens); each re-reads what it changes. One tenant's token changes never wait for
+    /// another's.
+    token_changes: KeyedLocks<Option<TenantId>>,
     /// Serializes MFA checks and enrolments (each reads, then writes, an entity's record).
     mfa_changes: Mutex<()>,
     /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
@@ -328,18 +356,51 @@ pub struct Vault {
     last_sweep: Mutex<Option<i64>>,
     /// Test-only log of every key use (see [`KeyPolicy::invocation_log`]).
     invocation_log: Option<Mutex<std::fs::File>>,
-    /// The rekey in progress, if any (in memory: a restart abandons it).
-    rekey: Mutex<Option<rekey::RekeyState>>,
+    /// The rekey collecting current shares (in memory: a restart abandons it) and the new
+    /// shares submitted towards verifying a staged one (whose configuration is durable).
+    rekey: Mutex<rekey::Rekeys>,
     /// Each tenant's change feed (revisions in flight and the watermark).
     feeds: feed::Feeds,
     /// Serializes changes to webhook deliveries (fan-out, results, replay, deletion).
     webhook_changes: Mutex<()>,
+    /// Where the maintenance round's purge of dead tokens goes on from.
+    purge_cursors: Mutex<purge::PurgeCursors>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredHead {
     seq: u64,
     hash: String,
+}
+
+/// Locks made on demand, one per key, and forgotten once nobody holds them: for state that is
+/// serialized per tenant rather than server-wide.
+struct KeyedLocks<K> {
+    locks: Mutex<HashMap<K, std::sync::Weak<Mutex<()>>>>,
+}
+
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        KeyedLocks {
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> KeyedLocks<K> {
+    /// The lock of `key`; hold the returned handle while holding the lock.
+    fn of(&self, key: K) -> Arc<Mutex<()>> {
+        let mut locks = lock(&self.locks);
+        if let Some(existing) = locks.get(&key).and_then(std::sync::Weak::upgrade) {
+            return existing;
+        }
+        if locks.len() >= 1024 {
+            locks.retain(|_, held| held.strong_count() > 0);
+        }
+        let new = Arc::new(Mutex::new(()));
+        locks.insert(key, Arc::downgrade(&new));
+        new
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -446,6 +507,7 @@ impl Vault {
             .map(|bytes| from_json::<SealConfig>(&bytes, "the seal configuration"))
             .transpose()?;
         tenants::index_tenant_ids(data.as_ref())?;
+        Vault::migrate_webhook_queue(data.as_ref())?;
         let invocation_log = match &config.keys.invocation_log {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()
@@ -475,7 +537,7 @@ impl Vault {
             tenant_create: Mutex::new(()),
             audit: None,
             clock: Arc::new(now_unix_nanos),
-            token_changes: Mutex::new(()),
+            token_changes: KeyedLocks::default(),
             mfa_changes: Mutex::new(()),
             key_changes: Mutex::new(()),
             kms_changes: Mutex::new(()),
@@ -483,9 +545,10 @@ impl Vault {
             maintenance: Mutex::new(()),
             last_sweep: Mutex::new(None),
             invocation_log,
-            rekey: Mutex::new(None),
+            rekey: Mutex::new(rekey::Rekeys::default()),
             feeds: feed::Feeds::default(),
             webhook_changes: Mutex::new(()),
+            purge_cursors: Mutex::new(purge::PurgeCursors::default()),
         })
     }
 
@@ -579,8 +642,14 @@ impl Vault {
 
     /// Creates the unseal key (split into `shares` shares, `threshold` to unseal), the root key
     /// and the root token. The vault stays sealed.
-    pub fn init(&self, shares: u32, threshold: u32) -> Result<InitOutput> {
+    pub fn init(
+        &self,
+        shares: u32,
+        threshold: u32,
+        recipients: InitRecipients,
+    ) -> Result<InitOutput> {
         shamir::check_parameters(shares, threshold)?;
+        rekey::check_recipients(&recipients.shares, shares)?;
         let mut seal_config = write(&self.seal_config);
         if seal_config.is_some() {
             return Err(Error::AlreadyInitialized);
@@ -608,6 +677,11 @@ impl Vault {
         )?;
         let split = shamir::split(&unseal_key, shares, threshold)?;
         drop(unseal_key);
+        let share_commitments = split
+            .iter()
+            .map(|share| rekey::share_commitment(1, share))
+            .collect();
+        let handed_out = rekey::hand_out(split, &recipients.shares)?;
         let signing_pkcs8 = Zeroizing::new(
             Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                 .map_err(|_| Error::Rng)?
@@ -658,10 +732,13 @@ impl Vault {
             root_key_version: 1,
             root_key_sealed: STANDARD.encode(&root_sealed),
             created_unix_nanos: now_unix_nanos(),
-            share_commitments: split
-                .iter()
-                .map(|share| rekey::share_commitment(1, share))
-                .collect(),
+            share_commitments,
+        };
+        let root_token = match &recipients.root_token {
+            Some(recipient) => {
+                Handout::Encrypted(recipient.encrypt(root_token.expose_secret().as_bytes())?)
+            }
+            None => Handout::Plain(root_token),
         };
         let mut key_batch = WriteBatch::new();
         key_batch
@@ -678,7 +755,7 @@ impl Vault {
         self.keys.write(key_batch)?;
         *seal_config = Some(config);
         Ok(InitOutput {
-            shares: split,
+            shares: handed_out,
             root_token,
             threshold,
         })
@@ -689,6 +766,10 @@ impl Vault {
     pub fn unseal(&self, share: UnsealShare) -> Result<SealStatus> {
         let seal_config = read(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+        // Checked before it counts (and whatever the state): a share that is not one of the
+        // current ones must not be able to make the combine at threshold fail and clear the
+        // operators' progress.
+        rekey::check_current_share(config, &share)?;
         let mut state = write(&self.state);
         let State::Sealed { progress } = &mut *state else {
             drop(state);
@@ -750,15 +831,7 @@ impl Vault {
         named: kms::NamedKeys,
     ) -> Result<Keyring> {
         let previous_roots = self.previous_roots(&root)?;
-        let token_sealed = self
-            .keys
-            .get(Space::Config, TOKEN_HMAC_KEY)?
-            .ok_or_else(|| corrupt("the token hashing key (missing)"))?;
-        let token_key = crypto::open(&root, &token_key_context(), &token_sealed, &|| {
-            "the token hashing key".into()
-        })?;
-        let token_key = SecretKey::from_bytes(token_key)
-            .ok_or_else(|| corrupt("the token hashing key (wrong length)"))?;
+        let token_key = self.token_key(&root)?;
         let audit_signer = match self.keys.get(Space::Config, AUDIT_SIGNING_KEY)? {
             Some(sealed) => {
                 let pkcs8 = crypto::open(&root, &audit_signing_context(), &sealed, &|| {
@@ -789,12 +862,32 @@ impl Vault {
         })
     }
 
-    /// Forgets the shares submitted so far.
-    pub fn reset_unseal(&self) -> Result<SealStatus> {
-        if let State::Sealed { progress } = &mut *write(&self.state) {
-            progress.clear();
+    /// Forgets the shares submitted so far; `share` must be one of the current shares, so
+    /// that nobody without one can keep the vault sealed by resetting the operators' progress.
+    pub fn reset_unseal(&self, share: &UnsealShare) -> Result<SealStatus> {
+        {
+            let seal_config = read(&self.seal_config);
+            let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+            rekey::check_current_share(config, share)?;
+            if let State::Sealed { progress } = &mut *write(&self.state) {
+                progress.clear();
+            }
         }
         Ok(self.status())
+    }
+
+    /// The token hashing key, opened with `root` (which fails unless `root` is the root key
+    /// in force).
+    fn token_key(&self, root: &SecretKey) -> Result<SecretKey> {
+        let token_sealed = self
+            .keys
+            .get(Space::Config, TOKEN_HMAC_KEY)?
+            .ok_or_else(|| corrupt("the token hashing key (missing)"))?;
+        let token_key = crypto::open(root, &token_key_context(), &token_sealed, &|| {
+            "the token hashing key".into()
+        })?;
+        SecretKey::from_bytes(token_key)
+            .ok_or_else(|| corrupt("the token hashing key (wrong length)"))
     }
 
     /// Drops every key held in memory. Calls already in flight finish with the keys they hold.
@@ -909,6 +1002,7 @@ mod kms;
 mod login;
 mod mfa;
 mod oidc;
+mod purge;
 mod rekey;
 mod secrets;
 mod shred;
@@ -924,8 +1018,10 @@ pub use secrets::{
     VersionsChange,
 };
 pub use webhooks::{
-    Delivery, DeliveryState, SIGNATURE_HEADER, WebhookInfo, WebhookPolicy, WebhookSpec,
-    WebhookStatus, WebhookUrl, address_refusal, check_addresses, sign, verify_signature,
+    Delivery, DeliveryState, DispatchLimits, DispatchState, MAX_DEAD_PER_WEBHOOK,
+    MAX_PENDING_PER_WEBHOOK, SIGNATURE_HEADER, WebhookInfo, WebhookPolicy, WebhookSpec,
+    WebhookStatus, WebhookUrl, address_refusal, check_addresses, sign, unreachable_host,
+    verify_signature,
 };
 
 pub use approle::{AppRole, AppRoleSpec, SecretIdSpec};
@@ -948,6 +1044,7 @@ pub use kms::{
     MAX_NAMED_KEY_VERSIONS, NamedKeyInfo, NamedKeyVersion, Versioned,
 };
 pub use rekey::{RekeyProgress, ShareCheck};
+pub use access::REVOKE_PAGE;
 pub use shred::{DeletedTenant, SHRED_LIMIT};
 use tenants::TenantState;
 pub use tenants::{TenantSettings, TenantUpdate};

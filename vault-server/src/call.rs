@@ -17,13 +17,17 @@
 
 use std::{
     collections::HashMap,
+    convert::Infallible,
     future::Future,
     net::{IpAddr, SocketAddr},
     panic::AssertUnwindSafe,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context as TaskContext, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures_util::FutureExt;
@@ -31,6 +35,7 @@ use http::{HeaderValue, Request as HttpRequest, Response as HttpResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Code, Request, Status,
+    body::Body,
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
 use tower::{Layer, Service};
@@ -46,29 +51,75 @@ use vault_core::{
     vault::Caller,
 };
 
-use crate::status::to_status;
+use crate::{status::to_status, transport::PeerInfo};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Limits applied to every call before it reaches a handler (health and reflection excepted).
-#[derive(Clone, Debug, Default)]
+/// Limits applied to every call.
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Peers whose `x-forwarded-for` header is believed.
     pub trusted_proxies: Vec<Cidr>,
     /// Calls per second from one source address, before authentication; 0: no limit.
     pub source_rate: u32,
-    /// Calls served at once by the whole server; 0: no limit.
+    /// Calls the whole server works on at once (a call holds its place from the moment its
+    /// request is decoded and its work starts); 0: no limit.
     pub max_concurrent: usize,
+    /// Calls one source may have open at once, from their headers to their answer (a stream
+    /// that never finishes its request counts); 0: no limit.
+    pub max_per_source: usize,
+    /// A request's body (its message) must arrive within this of its headers.
+    pub body_timeout: Duration,
+    /// Health and reflection calls at once (they are not audited and hold no other place;
+    /// a health watch holds its place while it runs); 0: no limit.
+    pub max_concurrent_aux: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            trusted_proxies: Vec::new(),
+            source_rate: 0,
+            max_concurrent: 0,
+            max_per_source: 0,
+            body_timeout: Duration::from_secs(10),
+            max_concurrent_aux: 0,
+        }
+    }
 }
 
 /// The layer's shared state: the limits and the bookkeeping of refusals.
-struct Guards {
+pub struct Guards {
     limits: Limits,
     per_source: Option<KeyedRateLimit<IpAddr>>,
     concurrency: Option<Arc<Semaphore>>,
+    aux: Option<Arc<Semaphore>>,
+    /// Calls open per source (see [`Limits::max_per_source`]).
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Refusals per (source, reason) since the last one that was audited: a flood is recorded
     /// once a second per source, with a count, instead of once per call.
     refusals: Mutex<HashMap<RefusalKey, (u64, Instant)>>,
+}
+
+/// A call's place under [`Limits::max_per_source`].
+struct OpenCall {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Refusals are counted per source address and reason.
@@ -91,6 +142,8 @@ impl CallLayer {
             .then(|| KeyedRateLimit::new(limits.source_rate, limits.source_rate.saturating_mul(2)));
         let concurrency =
             (limits.max_concurrent > 0).then(|| Arc::new(Semaphore::new(limits.max_concurrent)));
+        let aux = (limits.max_concurrent_aux > 0)
+            .then(|| Arc::new(Semaphore::new(limits.max_concurrent_aux)));
         CallLayer {
             max_request_bytes,
             audit,
@@ -98,6 +151,8 @@ impl CallLayer {
                 limits,
                 per_source,
                 concurrency,
+                aux,
+                open: Arc::default(),
                 refusals: Mutex::new(HashMap::new()),
             }),
         }
@@ -141,6 +196,27 @@ impl Guards {
             }
         }
         Some(client)
+    }
+
+    /// Takes a place for one more open call from `source`, unless it has its limit.
+    fn open_call(&self, source: IpAddr) -> Option<Option<OpenCall>> {
+        if self.limits.max_per_source == 0 {
+            return Some(None);
+        }
+        let key = source_key(source);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.limits.max_per_source {
+            return None;
+        }
+        *count += 1;
+        Some(Some(OpenCall {
+            open: Arc::clone(&self.open),
+            key,
+        }))
     }
 
     /// Whether a refusal of this kind from `source` should be audited now, and how many were
@@ -203,6 +279,12 @@ struct CallRecord {
     principal: String,
     /// Why the call failed (e.g. which check denied it); for the audit record only.
     detail: String,
+    /// The call's answer carries a one-time credential and its intent record, written before
+    /// the change committed, names what it returns: the answer is not withheld if the outcome
+    /// record fails afterwards (the writer keeps it and writes it late).
+    answer_recorded: bool,
+    /// A refusal of the flood kind whose record is suppressed (counted in the next one).
+    unrecorded: bool,
 }
 
 /// The handler's view of the call it is serving.
@@ -215,8 +297,20 @@ pub struct Call {
     source_ip: Option<std::net::IpAddr>,
     audit: Option<Arc<AuditLog>>,
     record: Arc<Mutex<CallRecord>>,
-    /// The call's place under the server-wide concurrency limit.
-    slot: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// The call's place under the server-wide concurrency limit, taken when its work starts.
+    slot: Arc<Mutex<Slot>>,
+    guards: Option<Arc<Guards>>,
+}
+
+/// Where a call stands under the server-wide concurrency limit.
+#[derive(Default)]
+enum Slot {
+    #[default]
+    NotTaken,
+    /// Held until the call's last handle is dropped, after its outcome record.
+    Held(#[allow(dead_code, reason = "held for its Drop, which frees the place")] OwnedSemaphorePermit),
+    /// Given up for good (a stream that outlives its call).
+    Released,
 }
 
 impl Call {
@@ -235,6 +329,7 @@ impl Call {
                 audit: None,
                 record: Arc::default(),
                 slot: Arc::default(),
+                guards: None,
             });
         call.update(|record| record.handled = true);
         call
@@ -276,6 +371,18 @@ impl Call {
         })
     }
 
+    /// [`Call::intent`] for a call whose answer carries a one-time credential (unseal
+    /// shares, a root token, a TOTP secret, a webhook secret): the intent names what the
+    /// answer will return (never the value), and once it is durable the answer no longer
+    /// waits on the outcome record, so a credential whose state change committed is never
+    /// withheld.
+    pub fn intent_to_return(&self, what: &str) -> Result<(), Error> {
+        self.note(format!("returns {what}"));
+        self.intent()?;
+        self.update(|record| record.answer_recorded = true);
+        Ok(())
+    }
+
     /// An audit entry with everything known about the call so far.
     fn entry(&self) -> Entry {
         let record = self
@@ -291,6 +398,7 @@ impl Call {
             principal: record.principal.clone(),
             source: self.source.to_string(),
             detail: record.detail.clone(),
+            answered_anyway: record.answer_recorded,
             ..Entry::default()
         }
     }
@@ -304,12 +412,66 @@ impl Call {
     }
 
     /// Gives up the call's place under the concurrency limit, for a handler about to wait on
-    /// purpose (a held-back login) rather than work.
+    /// purpose (a held-back login) rather than work; its next blocking step takes one again.
     pub fn release_slot(&self) {
-        self.slot
+        let mut slot = self
+            .slot
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if matches!(*slot, Slot::Held(_)) {
+            *slot = Slot::NotTaken;
+        }
+    }
+
+    /// Gives up the call's place for good: the call goes on as a stream that waits more than
+    /// it works (a watch).
+    pub fn end_slot(&self) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Slot::Released;
+    }
+
+    /// Takes the call's place under the server-wide concurrency limit, once its request is
+    /// decoded and its work starts (a request still arriving holds none). A refusal is
+    /// recorded at most once a second per source, like the other floods.
+    fn take_slot(&self) -> Result<(), Error> {
+        let Some(guards) = &self.guards else {
+            return Ok(());
+        };
+        let Some(semaphore) = &guards.concurrency else {
+            return Ok(());
+        };
+        let mut slot = self
+            .slot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !matches!(*slot, Slot::NotTaken) {
+            return Ok(());
+        }
+        match Arc::clone(semaphore).try_acquire_owned() {
+            Ok(permit) => {
+                *slot = Slot::Held(permit);
+                Ok(())
+            }
+            Err(_) => {
+                let message = format!(
+                    "the server is serving its limit of {} calls at once",
+                    guards.limits.max_concurrent
+                );
+                match self
+                    .source_ip
+                    .and_then(|ip| guards.refusal_to_record(source_key(ip), "concurrency"))
+                {
+                    Some(suppressed) => self.note(format!(
+                        "refused: {message}; {suppressed} similar refusals not recorded since \
+                         the last record"
+                    )),
+                    None => self.update(|record| record.unrecorded = true),
+                }
+                Err(Error::ResourceExhausted(message))
+            }
+        }
     }
 
     /// The caller's address: the peer, or the client a trusted proxy forwarded for.
@@ -399,6 +561,7 @@ impl Call {
         &self,
         work: impl FnOnce(&Call) -> Result<R, Error> + Send + 'static,
     ) -> Result<R, Status> {
+        self.take_slot().map_err(to_status)?;
         let call = self.clone();
         match tokio::task::spawn_blocking(move || {
             let result = work(&call);
@@ -429,36 +592,78 @@ fn new_request_id() -> String {
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<S, ReqBody, ResBody> Service<HttpRequest<ReqBody>> for CallService<S>
+/// The peer of a request and its connection (see [`crate::transport`]), whatever carried it.
+fn peer_of<B>(request: &HttpRequest<B>) -> (Option<SocketAddr>, Option<PeerInfo>) {
+    let extensions = request.extensions();
+    if let Some(info) = extensions.get::<PeerInfo>() {
+        return (info.remote, Some(info.clone()));
+    }
+    if let Some(info) = extensions.get::<TlsConnectInfo<PeerInfo>>() {
+        return (info.get_ref().remote, Some(info.get_ref().clone()));
+    }
+    let remote = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        });
+    (remote, None)
+}
+
+/// A refusal answered by the layer itself, recorded at most once a second per source and
+/// reason.
+fn refuse(
+    guards: &Guards,
+    call: Call,
+    reason: &'static str,
+    message: String,
+) -> BoxFuture<HttpResponse<Body>, Infallible> {
+    let record = call
+        .source_ip
+        .and_then(|ip| guards.refusal_to_record(source_key(ip), reason));
+    Box::pin(async move {
+        if let Some(suppressed) = record {
+            call.note(format!(
+                "refused: {message}; {suppressed} similar refusals not recorded since the last record"
+            ));
+            if let Err(e) = record_outcome(&call, Code::ResourceExhausted).await {
+                tracing::warn!(error = %e, "refusal record not written");
+            }
+        }
+        let mut response = Status::resource_exhausted(message).into_http::<Body>();
+        if let Ok(value) = HeaderValue::from_str(&call.request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        Ok(response)
+    })
+}
+
+impl<S> Service<HttpRequest<Body>> for CallService<S>
 where
-    S: Service<HttpRequest<ReqBody>, Response = HttpResponse<ResBody>> + Clone + Send + 'static,
+    S: Service<HttpRequest<Body>, Response = HttpResponse<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
+    type Response = HttpResponse<Body>;
+    type Error = Infallible;
     type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: HttpRequest<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: HttpRequest<Body>) -> Self::Future {
         let started = Instant::now();
         let method = request.uri().path().to_owned();
-        let extensions = request.extensions();
-        let source: Option<SocketAddr> = extensions
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-            .or_else(|| {
-                extensions
-                    .get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .and_then(|info| info.get_ref().remote_addr())
-            });
-        let audited =
-            !method.starts_with("/grpc.health.") && !method.starts_with("/grpc.reflection.");
+        let (source, peer) = peer_of(&request);
+        // In flight on its connection from now until its answer's body ends.
+        let activity = peer.as_ref().map(PeerInfo::activity);
+        let reflection = method.starts_with("/grpc.reflection.");
+        let audited = !method.starts_with("/grpc.health.") && !reflection;
         let guards = Arc::clone(&self.guards);
         let source_ip = guards.source(
             source.map(|addr| addr.ip()),
@@ -477,66 +682,66 @@ where
             audit: if audited { self.audit.clone() } else { None },
             record: Arc::default(),
             slot: Arc::default(),
+            guards: Some(Arc::clone(&guards)),
         };
         // Limits before anything else (authentication included): a flood is refused cheaply
-        // and recorded once a second per source, not once per call.
-        let mut permit = None;
-        let refusal = if !audited {
-            None
-        } else if let Some(semaphore) = &guards.concurrency {
-            match Arc::clone(semaphore).try_acquire_owned() {
-                Ok(held) => {
-                    permit = Some(held);
-                    None
-                }
-                Err(_) => Some((
-                    "concurrency",
-                    format!(
-                        "the server is serving its limit of {} calls at once",
-                        guards.limits.max_concurrent
-                    ),
-                )),
+        // and recorded once a second per source, not once per call. The server-wide place is
+        // taken later, when the request is decoded and work starts (`Call::blocking`).
+        if let Some(limit) = &guards.per_source
+            && let Some(ip) = source_ip
+            && !limit.try_take(&source_key(ip), Instant::now())
+        {
+            let message = format!(
+                "source {ip} is over the limit of {} calls/s",
+                guards.limits.source_rate
+            );
+            return refuse(&guards, call, "source-rate", message);
+        }
+        let open = match source_ip.map(|ip| guards.open_call(ip)) {
+            Some(None) => {
+                let message = format!(
+                    "source {} has its limit of {} calls open at once",
+                    source_ip.map_or_else(String::new, |ip| ip.to_string()),
+                    guards.limits.max_per_source
+                );
+                return refuse(&guards, call, "source-open", message);
             }
-        } else {
-            None
+            Some(Some(open)) => open,
+            None => None,
         };
-        let refusal = refusal.or_else(|| {
-            let limit = guards.per_source.as_ref()?;
-            let ip = source_ip?;
-            (audited && !limit.try_take(&source_key(ip), Instant::now())).then(|| {
-                (
-                    "source-rate",
-                    format!(
-                        "source {ip} is over the limit of {} calls/s",
-                        guards.limits.source_rate
-                    ),
-                )
+        let aux = if audited {
+            None
+        } else {
+            match &guards.aux {
+                Some(semaphore) => match Arc::clone(semaphore).try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        let message = format!(
+                            "the server is serving its limit of {} health and reflection calls",
+                            guards.limits.max_concurrent_aux
+                        );
+                        return refuse(&guards, call, "aux", message);
+                    }
+                },
+                None => None,
+            }
+        };
+        // The message must arrive in time: a stream that sends headers and then nothing is
+        // cut off. Reflection streams (client tools) get longer.
+        let body_timeout = if reflection {
+            guards.limits.body_timeout.saturating_mul(6)
+        } else {
+            guards.limits.body_timeout
+        };
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let mut request = request.map(|body| {
+            Body::new(TimeoutBody {
+                inner: body,
+                timer: Box::pin(tokio::time::sleep(body_timeout)),
+                timed_out: Arc::clone(&timed_out),
+                finished: false,
             })
         });
-        if let Some((reason, message)) = refusal {
-            let record = source_ip.and_then(|ip| guards.refusal_to_record(source_key(ip), reason));
-            return Box::pin(async move {
-                if let Some(suppressed) = record {
-                    call.note(format!(
-                        "refused: {message}; {suppressed} similar refusals not recorded since the last record"
-                    ));
-                    if let Err(e) = record_outcome(&call, Code::ResourceExhausted).await {
-                        tracing::warn!(error = %e, "refusal record not written");
-                    }
-                }
-                let mut response = Status::resource_exhausted(message).into_http();
-                if let Ok(value) = HeaderValue::from_str(&call.request_id) {
-                    response.headers_mut().insert(REQUEST_ID_HEADER, value);
-                }
-                Ok(response)
-            });
-        }
-        // Held until the call's last handle is dropped, after its outcome record (or until
-        // the handler gives it up, see `Call::release_slot`).
-        *call
-            .slot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = permit;
         request.extensions_mut().insert(call.clone());
         // The service that was polled ready is the one to call; leave a fresh clone behind.
         let clone = self.inner.clone();
@@ -546,41 +751,70 @@ where
         // times out drops this future, but must not stop a mutation's outcome from being
         // recorded.
         let task = tokio::spawn(async move {
+            let _open = open;
             // A panicking handler still gets its outcome record (INTERNAL).
             let mut response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
-                Ok(result) => result?,
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
                 Err(_) => {
                     tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
                     Status::internal("internal error; see the server log").into_http()
                 }
             };
-            let handled = call
-                .record
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .handled;
+            let (handled, answer_recorded, mut unrecorded) = {
+                let record = call
+                    .record
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                (record.handled, record.answer_recorded, record.unrecorded)
+            };
             let headers = response.headers_mut();
             let mut code = headers
                 .get("grpc-status")
                 .and_then(|value| value.to_str().ok())
                 .and_then(|text| text.parse::<i32>().ok())
                 .map_or(Code::Ok, Code::from);
-            if code == Code::OutOfRange && !handled {
-                code = Code::ResourceExhausted;
+            let rewrite = if timed_out.load(Ordering::Acquire) && !handled {
+                code = Code::DeadlineExceeded;
                 let message = format!(
-                    "request is larger than the transport limit of {max_request_bytes} bytes"
+                    "the request's message did not arrive within {} ms of its headers",
+                    body_timeout.as_millis()
                 );
+                match call
+                    .source_ip
+                    .and_then(|ip| guards.refusal_to_record(source_key(ip), "body-timeout"))
+                {
+                    Some(suppressed) => call.note(format!(
+                        "{message}; {suppressed} similar calls not recorded since the last record"
+                    )),
+                    None => unrecorded = true,
+                }
+                Some(message)
+            } else if code == Code::OutOfRange && !handled {
+                code = Code::ResourceExhausted;
+                Some(format!(
+                    "request is larger than the transport limit of {max_request_bytes} bytes"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = rewrite {
                 headers.insert("grpc-status", HeaderValue::from(code as i32));
                 if let Ok(value) = HeaderValue::from_str(&message) {
                     headers.insert("grpc-message", value);
                 }
             }
-            if let Err(e) = record_outcome(&call, code).await {
-                tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written; answer withheld");
-                response = Status::unavailable(
-                    "audit log unavailable; no call is served until it can be written",
-                )
-                .into_http();
+            if !unrecorded && let Err(e) = record_outcome(&call, code).await {
+                if answer_recorded {
+                    // Its intent, durable before the change, names what this answer returns.
+                    tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written yet; the answer carries a one-time credential and goes out");
+                } else {
+                    tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written; answer withheld");
+                    response = Status::unavailable(
+                        "audit log unavailable; no call is served until it can be written",
+                    )
+                    .into_http();
+                }
             }
             if let Ok(value) = HeaderValue::from_str(&call.request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -593,7 +827,14 @@ where
                 micros = started.elapsed().as_micros() as u64,
                 "call"
             );
-            Ok(response)
+            // What the answer's body holds until it ends: the connection's activity (a watch
+            // keeps its connection open) and a health watch's place.
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(HeldBody {
+                    inner: body,
+                    _held: (activity, aux),
+                })
+            }))
         });
         Box::pin(async move {
             match task.await {
@@ -604,6 +845,74 @@ where
                 }
             }
         })
+    }
+}
+
+/// A request body that fails once its deadline passes before it ends.
+struct TimeoutBody {
+    inner: Body,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl http_body::Body for TimeoutBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if !this.finished && this.timer.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Release);
+            this.finished = true;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(
+                "the request's message did not arrive in time",
+            ))));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.finished = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that holds something (a permit, a connection's activity) until it ends.
+struct HeldBody<T> {
+    inner: Body,
+    _held: T,
+}
+
+impl<T: Send + Unpin + 'static> http_body::Body for HeldBody<T> {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -676,46 +985,118 @@ mod tests {
             .map_or(Code::Ok, Code::from)
     }
 
-    fn request() -> HttpRequest<()> {
-        HttpRequest::builder()
+    fn request() -> HttpRequest<Body> {
+        let mut request = HttpRequest::builder()
             .uri("/vault.v1.System/Status")
-            .body(())
-            .expect("request")
+            .body(Body::empty())
+            .expect("request");
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some("127.0.0.1:40000".parse().expect("address")),
+        });
+        request
+    }
+
+    /// A gate a blocking step waits at until the test opens it.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+    impl Gate {
+        fn wait(&self) {
+            let (open, changed) = &*self.0;
+            let mut open = open.lock().expect("gate");
+            while !*open {
+                open = changed.wait(open).expect("gate");
+            }
+        }
+
+        fn open(&self) {
+            let (open, changed) = &*self.0;
+            *open.lock().expect("gate") = true;
+            changed.notify_all();
+        }
+    }
+
+    /// A handler whose blocking step waits at `gate` after telling `entered`.
+    fn handler(
+        gate: Gate,
+        entered: Arc<Notify>,
+    ) -> impl Service<
+        HttpRequest<Body>,
+        Response = HttpResponse<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<HttpResponse<Body>, Infallible>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |request: HttpRequest<Body>| {
+            let (gate, entered) = (gate.clone(), Arc::clone(&entered));
+            async move {
+                let call = request.extensions().get::<Call>().cloned().expect("call");
+                let result = call
+                    .blocking(move |_| {
+                        entered.notify_one();
+                        gate.wait();
+                        Ok(())
+                    })
+                    .await;
+                Ok::<_, Infallible>(match result {
+                    Ok(()) => HttpResponse::new(Body::empty()),
+                    Err(status) => status.into_http(),
+                })
+            }
+        })
     }
 
     #[tokio::test]
-    async fn calls_beyond_the_concurrency_limit_are_refused_until_a_slot_frees() {
-        let release = Arc::new(Notify::new());
-        let entered = Arc::new(Notify::new());
-        let inner = {
-            let (release, entered) = (Arc::clone(&release), Arc::clone(&entered));
-            tower::service_fn(move |_request: HttpRequest<()>| {
-                let (release, entered) = (Arc::clone(&release), Arc::clone(&entered));
-                async move {
-                    entered.notify_one();
-                    release.notified().await;
-                    Ok::<_, Infallible>(HttpResponse::new(String::new()))
-                }
-            })
-        };
+    async fn calls_beyond_the_concurrency_limit_are_refused_when_their_work_starts() {
+        let (gate, entered) = (Gate::default(), Arc::new(Notify::new()));
         let limits = Limits {
             max_concurrent: 1,
             ..Limits::default()
         };
-        let mut service = CallLayer::new(1024, None, limits).layer(inner);
+        let mut service =
+            CallLayer::new(1024, None, limits).layer(handler(gate.clone(), Arc::clone(&entered)));
         let first = tokio::spawn(service.call(request()));
         entered.notified().await;
         let refused = service.call(request()).await.expect("answer");
         assert_eq!(grpc_status(&refused), Code::ResourceExhausted);
-        release.notify_one();
+        gate.open();
         let answered = first.await.expect("task").expect("answer");
         assert_eq!(grpc_status(&answered), Code::Ok);
-        // The slot is free again.
-        let again = tokio::spawn(service.call(request()));
+        // The place is free again.
+        let again = service.call(request()).await.expect("answer");
+        assert_eq!(grpc_status(&again), Code::Ok);
+    }
+
+    #[tokio::test]
+    async fn one_source_has_a_bounded_number_of_open_calls() {
+        let (gate, entered) = (Gate::default(), Arc::new(Notify::new()));
+        let limits = Limits {
+            max_per_source: 1,
+            ..Limits::default()
+        };
+        let mut service =
+            CallLayer::new(1024, None, limits).layer(handler(gate.clone(), Arc::clone(&entered)));
+        let first = tokio::spawn(service.call(request()));
         entered.notified().await;
-        release.notify_one();
+        let refused = service.call(request()).await.expect("answer");
+        assert_eq!(grpc_status(&refused), Code::ResourceExhausted);
+        // Another source is not affected.
+        let mut other = request();
+        other.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some("127.0.0.2:40000".parse().expect("address")),
+        });
+        let from_elsewhere = tokio::spawn(service.call(other));
+        entered.notified().await;
+        gate.open();
         assert_eq!(
-            grpc_status(&again.await.expect("task").expect("answer")),
+            grpc_status(&from_elsewhere.await.expect("task").expect("answer")),
+            Code::Ok
+        );
+        assert_eq!(
+            grpc_status(&first.await.expect("task").expect("answer")),
             Code::Ok
         );
     }
@@ -732,6 +1113,8 @@ mod tests {
             },
             per_source: None,
             concurrency: None,
+            aux: None,
+            open: Arc::default(),
             refusals: Mutex::new(HashMap::new()),
         };
         let ip = |text: &str| text.parse::<IpAddr>().expect("ip");

@@ -4,7 +4,9 @@
 
 use std::{fs, io::Write, path::Path};
 
-use vault_core::{Vault, files::write_private, shamir::UnsealShare};
+use vault_core::{
+    Vault, files::write_private, recipient::Handout, shamir::UnsealShare, vault::InitRecipients,
+};
 use zeroize::Zeroizing;
 
 const CREDENTIALS_FILE: &str = "dev-credentials.json";
@@ -39,14 +41,19 @@ pub(crate) fn bootstrap(vault: &Vault, data_dir: &Path) -> Result<(), String> {
         Zeroizing::new(share.to_owned())
     } else {
         let output = vault
-            .init(1, 1)
+            .init(1, 1, InitRecipients::default())
             .map_err(|e| format!("dev mode: init failed: {e}"))?;
         let share = output
             .shares
             .first()
+            .and_then(Handout::as_plain)
             .map(UnsealShare::expose_secret)
             .ok_or("dev mode: init returned no share")?;
-        let token = output.root_token.expose_secret();
+        let token = output
+            .root_token
+            .as_plain()
+            .ok_or("dev mode: init returned no root token")?
+            .expose_secret();
         // Built by hand into a zeroizing buffer; both values are base64 and need no escaping.
         let mut json = Zeroizing::new(String::new());
         json.push_str("{\"unseal_share\":\"");

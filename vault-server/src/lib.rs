@@ -17,6 +17,7 @@ mod secrets;
 mod status;
 mod system;
 mod tenants;
+mod transport;
 mod watch;
 mod webhooks;
 
@@ -24,7 +25,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use vault_core::{
     Vault, VaultConfig,
     audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
@@ -144,9 +145,65 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub source_rate_limit: u32,
 
-    /// Calls served at once by the whole server; more get RESOURCE_EXHAUSTED. 0: no limit.
+    /// Calls the whole server works on at once (a call takes its place once its request is
+    /// decoded); more get RESOURCE_EXHAUSTED. 0: no limit.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_calls: usize,
+
+    /// Calls one source address (IPv6: its /64) may have open at once, from their headers to
+    /// their answer, a request still arriving included; more get RESOURCE_EXHAUSTED. 0: no
+    /// limit.
+    #[arg(long, default_value_t = 256)]
+    pub max_calls_per_source: usize,
+
+    /// Milliseconds a request's message may take to arrive after its headers; a stream that
+    /// never finishes its request is answered DEADLINE_EXCEEDED.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_body_timeout_ms: u64,
+
+    /// Milliseconds a new connection may take to send its first request's headers.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Seconds a connection with nothing in flight stays open.
+    #[arg(long, default_value_t = 300)]
+    pub idle_connection_timeout_secs: u64,
+
+    /// Open connections per source address (trusted proxies excepted); more are closed at
+    /// once. 0: no limit.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_source: usize,
+
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(long, default_value_t = 128)]
+    pub max_streams_per_connection: u32,
+
+    /// Seconds between HTTP/2 keepalive pings; a peer that does not answer within 10 s is
+    /// disconnected.
+    #[arg(long, default_value_t = 30)]
+    pub http2_keepalive_secs: u64,
+
+    /// Health and reflection calls served at once (they are not audited).
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_health_calls: usize,
+
+    /// Watches one token may have open at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_watches_per_token: usize,
+
+    /// Watches one tenant's tokens may have open at once, together.
+    #[arg(long, default_value_t = 1024)]
+    pub max_watches_per_tenant: usize,
+
+    /// Actions a minute by one tenant's tokens that seal under the root key (MFA enrolment,
+    /// webhook creation, KEK rotation), so no tenant can run the root key toward its budget.
+    /// 0: no limit.
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_TENANT_ROOT_KEY_PER_MINUTE)]
+    pub tenant_root_key_ops_per_minute: u32,
+
+    /// Live tokens one token may have created (expired and revoked ones are purged).
+    #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_TOKEN_CHILDREN)]
+    pub max_token_children: usize,
 
     /// Encryptions a key version may serve before it rotates (at most 2^32, the NIST limit for
     /// AES-GCM with random nonces). The default, 2^30, keeps the chance of a nonce collision
@@ -220,6 +277,20 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
 
+    /// Milliseconds a webhook host's DNS lookup may take (at creation and each delivery).
+    #[arg(long, default_value_t = 5_000)]
+    pub webhook_dns_timeout_ms: u64,
+
+    /// Webhook posts in flight at once: in all, per tenant, and per receiving host.
+    #[arg(long, default_value_t = 64)]
+    pub webhook_max_in_flight: usize,
+
+    #[arg(long, default_value_t = 8)]
+    pub webhook_max_in_flight_per_tenant: usize,
+
+    #[arg(long, default_value_t = 8)]
+    pub webhook_max_in_flight_per_host: usize,
+
     /// Largest plaintext, message or batch item of the named keys (encrypt, sign, hmac), in
     /// bytes.
     #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_PLAINTEXT_BYTES)]
@@ -280,6 +351,8 @@ pub(crate) struct Shared {
     pub node_id: String,
     /// Recent failed logins per source; logins from a source that keeps failing are slowed.
     pub login_failures: LoginFailures,
+    /// How long a webhook host's lookup may take.
+    pub webhook_dns_timeout: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -354,6 +427,9 @@ pub async fn run(args: Args) -> Result<(), String> {
             },
             allow_exportable: args.kms_allow_exportable_keys,
         },
+        tenant_root_key_per_minute: args.tenant_root_key_ops_per_minute,
+        token_purge_per_round: 1024,
+        max_token_children: args.max_token_children.max(1),
     };
     config
         .keys
@@ -406,7 +482,14 @@ pub async fn run(args: Args) -> Result<(), String> {
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(webhooks::dispatch(
         Arc::clone(&vault),
-        std::time::Duration::from_millis(args.webhook_timeout_ms.max(1)),
+        webhooks::DispatchConfig {
+            timeout: std::time::Duration::from_millis(args.webhook_timeout_ms.max(1)),
+            limits: vault_core::vault::DispatchLimits {
+                total: args.webhook_max_in_flight.max(1),
+                per_tenant: args.webhook_max_in_flight_per_tenant.max(1),
+                per_host: args.webhook_max_in_flight_per_host.max(1),
+            },
+        },
         stop.clone(),
     ));
 
@@ -414,6 +497,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
         login_failures: LoginFailures::new(LOGIN_FAILURE_WINDOW),
+        webhook_dns_timeout: std::time::Duration::from_millis(args.webhook_dns_timeout_ms.max(1)),
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -476,7 +560,14 @@ pub async fn run(args: Args) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
 
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        .max_concurrent_streams(args.max_streams_per_connection.max(1))
+        .http2_keepalive_interval(
+            (args.http2_keepalive_secs > 0)
+                .then(|| std::time::Duration::from_secs(args.http2_keepalive_secs)),
+        )
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .http2_max_header_list_size(64 * 1024);
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -490,6 +581,9 @@ pub async fn run(args: Args) -> Result<(), String> {
                 trusted_proxies: args.trusted_proxies.clone(),
                 source_rate: args.source_rate_limit,
                 max_concurrent: args.max_concurrent_calls,
+                max_per_source: args.max_calls_per_source,
+                body_timeout: std::time::Duration::from_millis(args.request_body_timeout_ms.max(1)),
+                max_concurrent_aux: args.max_concurrent_health_calls,
             },
         ))
         .add_service(health_service)
@@ -547,6 +641,10 @@ pub async fn run(args: Args) -> Result<(), String> {
                 Arc::clone(&shared),
                 std::time::Duration::from_millis(args.watch_send_timeout_ms.max(1)),
                 stop,
+                watch::WatchLimits {
+                    per_token: args.max_watches_per_token.max(1),
+                    per_tenant: args.max_watches_per_tenant.max(1),
+                },
             ))
             .max_decoding_message_size(limit),
         )
@@ -554,9 +652,21 @@ pub async fn run(args: Args) -> Result<(), String> {
             WebhooksServer::new(webhooks::WebhooksService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
         )
-        // TCP_NODELAY: without it small responses wait for the peer's delayed ACK (~40 ms).
+        // Connections are bounded per source and closed when they carry no request (see
+        // transport.rs); TCP_NODELAY is set on each, or small responses wait for the peer's
+        // delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            transport::incoming(
+                listener,
+                transport::ConnectionLimits {
+                    header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+                    idle_timeout: std::time::Duration::from_secs(
+                        args.idle_connection_timeout_secs.max(1),
+                    ),
+                    max_per_source: args.max_connections_per_source,
+                    trusted_proxies: args.trusted_proxies.clone(),
+                },
+            ),
             async move {
                 shutdown_signal().await;
                 stop_sender.send_replace(true);
@@ -564,6 +674,16 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("server failed: {e}"))?;
+    // A last signed checkpoint, so that the log of a server stopped right after its last
+    // call verifies offline (while sealed there is no key to sign with; the first checkpoint
+    // after the next unseal covers those records).
+    if let Some(audit) = audit {
+        match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
+            Ok(Ok(())) => tracing::info!("final audit checkpoint signed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "no final audit checkpoint"),
+            Err(e) => tracing::warn!(error = %e, "no final audit checkpoint"),
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -657,7 +777,9 @@ async fn maintain(vault: Arc<Vault>, interval: std::time::Duration) {
                         rewrapped = report.rewrapped,
                         retired = report.retired,
                         shredded = report.shredded,
-                        "key maintenance"
+                        purged = report.purged,
+                        failed_tasks = report.failed,
+                        "maintenance"
                     );
                 }
             }

@@ -445,7 +445,7 @@ impl Mfa for MfaService {
         let enrollment = call
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, token)?;
-                call.intent()?;
+                call.intent_to_return("a new TOTP enrolment secret")?;
                 vault.enroll_totp(&caller, (!entity.is_empty()).then_some(entity.as_str()))
             })
             .await?;

@@ -6,9 +6,10 @@ use tonic::{Request, Response, Status};
 use vault_core::{
     Error,
     names::TenantName,
+    recipient::{Handout, ShareRecipient},
     shamir::UnsealShare,
     time::rfc3339,
-    vault::{RekeyProgress, SealStatus, ShareCheck},
+    vault::{InitRecipients, RekeyProgress, SealStatus, ShareCheck},
 };
 use vault_proto::v1::{self, system_server::System};
 
@@ -36,6 +37,14 @@ fn unseal_response(status: SealStatus) -> v1::UnsealResponse {
     }
 }
 
+/// A share as the answer carries it: base64, or the armored age file made for its holder.
+fn handout_share(share: &Handout<UnsealShare>) -> String {
+    match share {
+        Handout::Plain(share) => share.expose_secret().to_string(),
+        Handout::Encrypted(armored) => armored.clone(),
+    }
+}
+
 #[tonic::async_trait]
 impl System for SystemService {
     async fn init(
@@ -43,22 +52,49 @@ impl System for SystemService {
         request: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
         let call = Call::of(&request);
-        let v1::InitRequest { shares, threshold } = request.into_inner();
+        let v1::InitRequest {
+            shares,
+            threshold,
+            share_recipients,
+            root_token_recipient,
+        } = request.into_inner();
         let vault = Arc::clone(&self.shared.vault);
         let output = call
             .blocking(move |call| {
-                call.intent()?;
-                vault.init(shares, threshold)
+                let recipients = InitRecipients {
+                    shares: ShareRecipient::parse_all("share_recipients", &share_recipients)?,
+                    root_token: (!root_token_recipient.is_empty())
+                        .then(|| ShareRecipient::parse("root_token_recipient", &root_token_recipient))
+                        .transpose()?,
+                };
+                let what = format!(
+                    "{shares} unseal shares ({}) and the root token ({})",
+                    if recipients.shares.is_empty() {
+                        "in the clear"
+                    } else {
+                        "each encrypted to its recipient"
+                    },
+                    if recipients.root_token.is_some() {
+                        "encrypted to its recipient"
+                    } else {
+                        "in the clear"
+                    }
+                );
+                call.intent_to_return(&what)?;
+                vault.init(shares, threshold, recipients)
             })
             .await?;
+        let shares_encrypted = output.shares.first().is_some_and(Handout::is_encrypted);
+        let root_token_encrypted = output.root_token.is_encrypted();
         Ok(Response::new(v1::InitResponse {
-            shares: output
-                .shares
-                .iter()
-                .map(|share| share.expose_secret().to_string())
-                .collect(),
-            root_token: output.root_token.expose_secret().to_owned(),
+            shares: output.shares.iter().map(handout_share).collect(),
+            root_token: match &output.root_token {
+                Handout::Plain(token) => token.expose_secret().to_owned(),
+                Handout::Encrypted(armored) => armored.clone(),
+            },
             threshold: output.threshold,
+            shares_encrypted,
+            root_token_encrypted,
         }))
     }
 
@@ -72,10 +108,11 @@ impl System for SystemService {
         let vault = Arc::clone(&self.shared.vault);
         let status = call
             .blocking(move |_| {
+                let share = UnsealShare::parse(&share)?;
                 if reset {
-                    return vault.reset_unseal();
+                    return vault.reset_unseal(&share);
                 }
-                vault.unseal(UnsealShare::parse(&share)?)
+                vault.unseal(share)
             })
             .await?;
         Ok(Response::new(unseal_response(status)))
@@ -178,13 +215,15 @@ impl System for SystemService {
             shares,
             threshold,
             rotate_root,
+            share_recipients,
         } = request.into_inner();
         let vault = Arc::clone(&self.shared.vault);
         let progress = call
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, token)?;
+                let recipients = ShareRecipient::parse_all("share_recipients", &share_recipients)?;
                 call.intent()?;
-                vault.rekey_init(&caller, shares, threshold, rotate_root)
+                vault.rekey_init(&caller, shares, threshold, rotate_root, recipients)
             })
             .await?;
         Ok(Response::new(rekey_status(Some(progress))))
@@ -201,27 +240,56 @@ impl System for SystemService {
         let progress = call
             .blocking(move |call| {
                 let share = UnsealShare::parse(&share)?;
-                call.intent()?;
+                // This submission may be the one that stages the rekey and returns the new
+                // shares: its record says so before anything is committed.
+                call.intent_to_return("the new unseal shares, if this submission stages the rekey")?;
                 vault.rekey_submit(&nonce, share)
+            })
+            .await?;
+        if progress.staged {
+            tracing::warn!(
+                shares = progress.shares,
+                threshold = progress.threshold,
+                "rekey staged: the new shares were handed out; the current shares stay in force until a threshold of the new ones is verified"
+            );
+        }
+        Ok(Response::new(v1::RekeySubmitResponse {
+            complete: false,
+            progress: progress.progress,
+            required: progress.required,
+            shares_encrypted: progress.new_shares.first().is_some_and(Handout::is_encrypted),
+            shares: progress.new_shares.iter().map(handout_share).collect(),
+            threshold: progress.threshold,
+            verification_nonce: progress.verification_nonce,
+        }))
+    }
+
+    async fn rekey_verify(
+        &self,
+        request: Request<v1::RekeyVerifyRequest>,
+    ) -> Result<Response<v1::RekeyVerifyResponse>, Status> {
+        let call = Call::of(&request);
+        let v1::RekeyVerifyRequest { nonce, share } = request.into_inner();
+        let share = zeroize::Zeroizing::new(share);
+        let vault = Arc::clone(&self.shared.vault);
+        let progress = call
+            .blocking(move |call| {
+                let share = UnsealShare::parse(&share)?;
+                call.intent()?;
+                vault.rekey_verify(&nonce, share)
             })
             .await?;
         if progress.complete {
             tracing::warn!(
                 shares = progress.shares,
                 threshold = progress.threshold,
-                "rekey complete: the previous unseal shares no longer work"
+                "rekey verified and committed: the previous unseal shares no longer work"
             );
         }
-        Ok(Response::new(v1::RekeySubmitResponse {
+        Ok(Response::new(v1::RekeyVerifyResponse {
             complete: progress.complete,
-            progress: progress.progress,
-            required: progress.required,
-            shares: progress
-                .new_shares
-                .iter()
-                .map(|share| share.expose_secret().to_string())
-                .collect(),
-            threshold: progress.threshold,
+            progress: progress.verification_progress,
+            required: progress.verification_required,
         }))
     }
 
@@ -265,6 +333,7 @@ impl System for SystemService {
         Ok(Response::new(v1::VerifyShareResponse {
             result: match check {
                 ShareCheck::Current => "current",
+                ShareCheck::Staged => "staged",
                 ShareCheck::NotCurrent => "not-current",
                 ShareCheck::Unknown => "unknown",
             }
@@ -284,6 +353,10 @@ fn rekey_status(progress: Option<RekeyProgress>) -> v1::RekeyStatusResponse {
             required: p.required,
             started_time: rfc3339(p.started_unix_nanos),
             rotate_root: p.rotate_root,
+            verification_pending: p.staged,
+            verification_nonce: p.verification_nonce,
+            verification_progress: p.verification_progress,
+            verification_required: p.verification_required,
         },
         None => v1::RekeyStatusResponse::default(),
     }

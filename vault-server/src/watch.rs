@@ -8,6 +8,7 @@
 //! stream.
 
 use std::{
+    collections::HashMap,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -18,7 +19,8 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 use vault_core::{
-    names::TenantName,
+    Error,
+    names::{TenantId, TenantName},
     time::rfc3339,
     token::Token,
     vault::{Event, EventKind},
@@ -38,6 +40,7 @@ pub struct WatchService {
     shared: Arc<Shared>,
     send_timeout: Duration,
     stop: watch::Receiver<bool>,
+    open: Arc<OpenWatches>,
 }
 
 impl WatchService {
@@ -45,11 +48,90 @@ impl WatchService {
         shared: Arc<Shared>,
         send_timeout: Duration,
         stop: watch::Receiver<bool>,
+        limits: WatchLimits,
     ) -> Self {
         WatchService {
             shared,
             send_timeout,
             stop,
+            open: Arc::new(OpenWatches {
+                limits,
+                counts: Mutex::default(),
+            }),
+        }
+    }
+}
+
+/// Watches one token, and one tenant, may have open at once.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchLimits {
+    pub per_token: usize,
+    pub per_tenant: usize,
+}
+
+/// The watches open, per token accessor and per tenant.
+struct OpenWatches {
+    limits: WatchLimits,
+    counts: Mutex<(HashMap<String, usize>, HashMap<TenantId, usize>)>,
+}
+
+/// One open watch's place under [`WatchLimits`]; given back when the watch ends.
+struct WatchSlot {
+    open: Arc<OpenWatches>,
+    accessor: String,
+    tenant: TenantId,
+}
+
+impl OpenWatches {
+    fn take(self: &Arc<Self>, accessor: &str, tenant: TenantId) -> Result<WatchSlot, Error> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (per_token, per_tenant) = &mut *counts;
+        let token_count = per_token.get(accessor).copied().unwrap_or(0);
+        if token_count >= self.limits.per_token {
+            return Err(Error::ResourceExhausted(format!(
+                "token {accessor} has {} watches open, the most one token may have",
+                self.limits.per_token
+            )));
+        }
+        let tenant_count = per_tenant.get(&tenant).copied().unwrap_or(0);
+        if tenant_count >= self.limits.per_tenant {
+            return Err(Error::ResourceExhausted(format!(
+                "the tenant has {} watches open, the most one tenant may have",
+                self.limits.per_tenant
+            )));
+        }
+        per_token.insert(accessor.to_owned(), token_count + 1);
+        per_tenant.insert(tenant, tenant_count + 1);
+        Ok(WatchSlot {
+            open: Arc::clone(self),
+            accessor: accessor.to_owned(),
+            tenant,
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .open
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (per_token, per_tenant) = &mut *counts;
+        if let Some(count) = per_token.get_mut(&self.accessor) {
+            *count -= 1;
+            if *count == 0 {
+                per_token.remove(&self.accessor);
+            }
+        }
+        if let Some(count) = per_tenant.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                per_tenant.remove(&self.tenant);
+            }
         }
     }
 }
@@ -156,18 +238,21 @@ impl Watch for WatchService {
         } = request.into_inner();
         call.target(&tenant, &prefix);
         let vault = Arc::clone(&self.shared.vault);
-        let cursor = call
+        let open = Arc::clone(&self.open);
+        let (cursor, slot) = call
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, presented)?;
                 let tenant = TenantName::parse(&tenant)?;
                 let cursor =
                     vault.watch_open(&caller, &tenant, &prefix, from_revision, from_now)?;
+                let slot = open.take(caller.accessor(), cursor.tenant_id())?;
                 call.note(format!("watch from revision {}", cursor.revision));
-                Ok(cursor)
+                Ok((cursor, slot))
             })
             .await?;
         // The stream outlives the call: it must not hold a place under the concurrency limit.
-        call.release_slot();
+        // (While it waits for events it holds no thread either: it sleeps on the feed.)
+        call.end_slot();
         let token = token.ok_or_else(|| Status::unauthenticated("a token is required"))?;
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let dropped: Dropped = Arc::new(Mutex::new(None));
@@ -181,6 +266,7 @@ impl Watch for WatchService {
             dropped: Arc::clone(&dropped),
             send_timeout: self.send_timeout,
             stop: self.stop.clone(),
+            _slot: slot,
         }));
         let mut response = Response::new(WatchStream::new(receiver, dropped, start));
         // Where the stream starts, so a client that watched "from now" can resume exactly.
@@ -201,6 +287,7 @@ struct Pump {
     dropped: Dropped,
     send_timeout: Duration,
     stop: watch::Receiver<bool>,
+    _slot: WatchSlot,
 }
 
 impl Pump {

@@ -7,13 +7,24 @@
 //! a checked address itself, and speaks minimal HTTP/1.1 (or HTTPS, with the web PKI roots):
 //! the request, then the status line; a 2xx answer is success.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::FutureExt;
 
 use rustls_pki_types::ServerName;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     sync::watch,
+    task::JoinSet,
 };
 use tonic::{Request, Response, Status};
 use vault_core::{
@@ -23,8 +34,8 @@ use vault_core::{
     secret::SecretBytes,
     time::{now_unix_nanos, rfc3339},
     vault::{
-        Delivery, DeliveryState, EventKind, SIGNATURE_HEADER, WebhookInfo, WebhookSpec, WebhookUrl,
-        check_addresses,
+        Delivery, DeliveryState, DispatchLimits, DispatchState, EventKind, SIGNATURE_HEADER,
+        WebhookInfo, WebhookSpec, WebhookUrl, check_addresses, unreachable_host,
     },
 };
 use vault_proto::v1::{self, webhooks_server::Webhooks};
@@ -34,8 +45,6 @@ use crate::{
     call::{Call, presented_token},
 };
 
-/// Deliveries posted at once.
-const DELIVERIES_PER_ROUND: usize = 32;
 /// Longest wait between rounds when nothing wakes the dispatcher.
 const IDLE_WAKE: Duration = Duration::from_secs(5);
 /// Longest status line read from a receiver.
@@ -62,6 +71,9 @@ fn webhook_message(info: WebhookInfo) -> v1::Webhook {
         delivered: info.delivered,
         last_delivered_revision: info.last_delivered_revision,
         last_error: info.last_error,
+        creator: info.creator,
+        pending: info.pending,
+        dead: info.dead,
     }
 }
 
@@ -94,7 +106,10 @@ impl Webhooks for WebhooksService {
         call.target(&tenant, &paths);
         let secret = (!secret.is_empty()).then(|| SecretBytes::new(secret));
         let vault = Arc::clone(&self.shared.vault);
-        let (info, generated) = call
+        // First everything that needs no network, the quota and the rate included; only then
+        // is the host resolved, asynchronously and with a timeout, so slow DNS holds neither
+        // a blocking thread nor the way for callers who would be refused anyway.
+        let (caller, tenant, spec, url) = call
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, token)?;
                 let tenant = TenantName::parse(&tenant)?;
@@ -102,21 +117,31 @@ impl Webhooks for WebhooksService {
                     .iter()
                     .map(|e| EventKind::parse(e))
                     .collect::<Result<Vec<_>, Error>>()?;
+                let spec = WebhookSpec {
+                    url,
+                    paths,
+                    events,
+                    secret,
+                };
+                let url = vault.webhook_admit(&caller, &tenant, &spec)?;
                 // The host only: webhook URLs often carry a credential in their path or query.
-                if let Ok(parsed) = WebhookUrl::parse(&url) {
-                    call.note(format!("webhook to {}", parsed.host_header()));
+                call.note(format!("webhook to {}", url.host_header()));
+                Ok((caller, tenant, spec, url))
+            })
+            .await?;
+        let addresses = resolve(&url, self.shared.webhook_dns_timeout)
+            .await
+            .unwrap_or_default();
+        let vault = Arc::clone(&self.shared.vault);
+        let generates = spec.secret.is_none();
+        let (info, generated) = call
+            .blocking(move |call| {
+                if generates {
+                    call.intent_to_return("the generated webhook signing secret")?;
+                } else {
+                    call.intent()?;
                 }
-                call.intent()?;
-                vault.webhook_create(
-                    &caller,
-                    &tenant,
-                    WebhookSpec {
-                        url,
-                        paths,
-                        events,
-                        secret,
-                    },
-                )
+                vault.webhook_create(&caller, &tenant, spec, &addresses)
             })
             .await?;
         let secret = generated
@@ -218,62 +243,167 @@ impl Webhooks for WebhooksService {
     }
 }
 
+/// How the dispatcher posts.
+#[derive(Clone, Copy, Debug)]
+pub struct DispatchConfig {
+    /// How long a receiver has to answer.
+    pub timeout: Duration,
+    /// Posts in flight: in all, per tenant, per receiving host.
+    pub limits: DispatchLimits,
+}
+
+/// What one post reports back.
+type Posted = (Delivery, Result<(), String>);
+
 /// The dispatcher: runs until `stop` turns true.
-pub async fn dispatch(vault: Arc<Vault>, timeout: Duration, mut stop: watch::Receiver<bool>) {
+///
+/// Posts are streamed: each runs on its own, and the moment one ends its result is recorded
+/// and its place goes to the next due delivery, so a receiver that takes its whole timeout
+/// holds up nobody else. Due deliveries are taken from every tenant's queue in turn, within
+/// the limits per tenant and per host (see [`Vault::webhook_due`]), so one tenant's tarpit
+/// receivers can take at most its own share of posts.
+pub async fn dispatch(vault: Arc<Vault>, config: DispatchConfig, mut stop: watch::Receiver<bool>) {
     let mut wake = vault.subscribe_all_feeds();
     let allow: Arc<[Cidr]> = vault.webhook_allowlist().into();
+    let mut busy = DispatchState::default();
+    let mut posts: JoinSet<Posted> = JoinSet::new();
+    let mut next_due: Option<i64> = None;
+    let mut pass = true;
     loop {
-        wake.borrow_and_update();
-        let round = Arc::clone(&vault);
-        let due = tokio::task::spawn_blocking(move || {
-            round.webhook_fanout()?;
-            round.webhook_due(DELIVERIES_PER_ROUND)
-        })
-        .await;
-        let (deliveries, next_due) = match due {
-            Ok(Ok(due)) => due,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "webhook round failed; retrying");
-                (Vec::new(), None)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "webhook round panicked; retrying");
-                (Vec::new(), None)
-            }
-        };
-        if !deliveries.is_empty() {
-            let posts = deliveries.into_iter().map(|delivery| {
-                let allow = Arc::clone(&allow);
-                async move {
-                    let outcome = post(&delivery, &allow, timeout).await;
-                    if let Err(error) = &outcome {
-                        tracing::info!(delivery = %delivery.delivery_id, attempt = delivery.attempt, error = %error, "webhook delivery failed");
-                    }
-                    (delivery, outcome)
-                }
-            });
-            let results = futures_util::future::join_all(posts).await;
-            let record = Arc::clone(&vault);
-            let recorded = tokio::task::spawn_blocking(move || {
-                for (delivery, outcome) in &results {
-                    record.webhook_result(delivery, outcome.clone())?;
-                }
-                Ok::<_, Error>(())
+        if std::mem::take(&mut pass) {
+            wake.borrow_and_update();
+            let (round, state, limits) = (Arc::clone(&vault), busy.clone(), config.limits);
+            busy.turn = busy.turn.wrapping_add(1);
+            let due = tokio::task::spawn_blocking(move || {
+                round.webhook_fanout()?;
+                round.webhook_due(&state, &limits)
             })
             .await;
-            if !matches!(recorded, Ok(Ok(()))) {
-                tracing::warn!("webhook results not recorded; the deliveries will be repeated");
+            match due {
+                Ok(Ok((deliveries, due))) => {
+                    next_due = due;
+                    for delivery in deliveries {
+                        start_post(&mut busy, &mut posts, delivery, &allow, config.timeout);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "webhook round failed; retrying");
+                    next_due = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook round panicked; retrying");
+                    next_due = None;
+                }
             }
-            continue;
         }
         let wait = next_due.map_or(IDLE_WAKE, |due| {
             let nanos = due.saturating_sub(now_unix_nanos()).max(0) as u64;
             Duration::from_nanos(nanos).min(IDLE_WAKE)
         });
         tokio::select! {
-            _ = wake.changed() => {}
-            () = tokio::time::sleep(wait) => {}
+            Some(done) = posts.join_next(), if !posts.is_empty() => {
+                let mut finished = Vec::new();
+                let mut push = |joined: Result<Posted, tokio::task::JoinError>| match joined {
+                    Ok(posted) => finished.push(posted),
+                    // Posts catch their own panics (see start_post); nothing to record.
+                    Err(e) => tracing::warn!(error = %e, "webhook post task failed"),
+                };
+                push(done);
+                while let Some(more) = posts.try_join_next() {
+                    push(more);
+                }
+                for (delivery, _) in &finished {
+                    end_post(&mut busy, delivery);
+                }
+                let record = Arc::clone(&vault);
+                let recorded = tokio::task::spawn_blocking(move || {
+                    for (delivery, outcome) in &finished {
+                        record.webhook_result(delivery, outcome.clone())?;
+                    }
+                    Ok::<_, Error>(())
+                })
+                .await;
+                if !matches!(recorded, Ok(Ok(()))) {
+                    tracing::warn!("webhook results not recorded; the deliveries will be repeated");
+                }
+                pass = true;
+            }
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                pass = true;
+            }
+            () = tokio::time::sleep(wait) => pass = true,
             _ = stop.changed() => return,
+        }
+    }
+}
+
+fn start_post(
+    busy: &mut DispatchState,
+    posts: &mut JoinSet<Posted>,
+    delivery: Delivery,
+    allow: &Arc<[Cidr]>,
+    timeout: Duration,
+) {
+    busy.in_flight.insert((
+        delivery.tenant,
+        delivery.webhook.clone(),
+        delivery.revision,
+    ));
+    *busy.per_tenant.entry(delivery.tenant).or_insert(0) += 1;
+    *busy.per_host.entry(delivery.host.clone()).or_insert(0) += 1;
+    let allow = Arc::clone(allow);
+    posts.spawn(async move {
+        let outcome = match AssertUnwindSafe(post(&delivery, &allow, timeout))
+            .catch_unwind()
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err("internal error while posting".to_owned()),
+        };
+        if let Err(error) = &outcome {
+            tracing::info!(delivery = %delivery.delivery_id, attempt = delivery.attempt, error = %error, "webhook delivery failed");
+        }
+        (delivery, outcome)
+    });
+}
+
+fn end_post(busy: &mut DispatchState, delivery: &Delivery) {
+    busy.in_flight.remove(&(
+        delivery.tenant,
+        delivery.webhook.clone(),
+        delivery.revision,
+    ));
+    for count in [
+        busy.per_tenant.get_mut(&delivery.tenant),
+        busy.per_host.get_mut(&delivery.host),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *count = count.saturating_sub(1);
+    }
+    busy.per_tenant.retain(|_, count| *count > 0);
+    busy.per_host.retain(|_, count| *count > 0);
+}
+
+/// The addresses `url`'s host resolves to, or `None` when the lookup fails or takes longer
+/// than `timeout` (the caller is told the same in every case, see
+/// [`vault_core::vault::unreachable_host`]; the log says which).
+async fn resolve(url: &WebhookUrl, timeout: Duration) -> Option<Vec<SocketAddr>> {
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((url.host.as_str(), url.port)))
+        .await
+    {
+        Ok(Ok(addresses)) => Some(addresses.collect()),
+        Ok(Err(error)) => {
+            tracing::info!(host = %url.host, %error, "webhook host does not resolve");
+            None
+        }
+        Err(_) => {
+            tracing::info!(host = %url.host, timeout_ms = timeout.as_millis() as u64, "webhook host lookup timed out");
+            None
         }
     }
 }
@@ -291,13 +421,15 @@ async fn post(delivery: &Delivery, allow: &[Cidr], timeout: Duration) -> Result<
         delivery.delivery_id,
         delivery.event_type,
     );
+    // What the receiver's owner may learn from `last_error`: whether the host resolved to an
+    // allowed address and whether a connection was made, never which error a port gave (no
+    // "refused" against "timed out" per port) nor what an internal DNS server answered.
+    let connected = AtomicBool::new(false);
     let attempt = async {
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((url.host.as_str(), url.port))
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-            .collect();
+        let Some(addresses) = resolve(&url, timeout).await else {
+            return Err(unreachable_host(&url.host).to_string());
+        };
         check_addresses(&url.host, &addresses, allow).map_err(|e| e.to_string())?;
-        let mut last_error = String::new();
         let mut stream = None;
         for address in &addresses {
             match TcpStream::connect(address).await {
@@ -305,10 +437,11 @@ async fn post(delivery: &Delivery, allow: &[Cidr], timeout: Duration) -> Result<
                     stream = Some(connected);
                     break;
                 }
-                Err(e) => last_error = format!("connect to {address}: {e}"),
+                Err(e) => tracing::debug!(%address, error = %e, "webhook connect failed"),
             }
         }
-        let stream = stream.ok_or(last_error)?;
+        let stream = stream.ok_or_else(|| COULD_NOT_CONNECT.to_owned())?;
+        connected.store(true, Ordering::Relaxed);
         if url.https {
             let connector = tls_connector()?;
             let name = ServerName::try_from(url.host.clone())
@@ -322,10 +455,15 @@ async fn post(delivery: &Delivery, allow: &[Cidr], timeout: Duration) -> Result<
             exchange(stream, head.as_bytes(), &delivery.body).await
         }
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(outcome) => outcome,
+        Err(_) if !connected.load(Ordering::Relaxed) => Err(COULD_NOT_CONNECT.to_owned()),
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
 }
+
+/// Every failure to connect reads the same (see `post`).
+const COULD_NOT_CONNECT: &str = "could not connect to the receiver";
 
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     let roots = rustls::RootCertStore {

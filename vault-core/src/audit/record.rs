@@ -85,6 +85,9 @@ pub struct Entry {
     pub outcome: String,
     pub code: String,
     pub detail: String,
+    /// Not stored: the call's answer goes out even if this outcome record is written late
+    /// (its intent, durable before the change, names the one-time credential it returns).
+    pub answered_anyway: bool,
 }
 
 impl Record {

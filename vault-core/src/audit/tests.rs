@@ -55,6 +55,7 @@ fn entry(i: usize) -> Entry {
             "OK".into()
         },
         detail: String::new(),
+        answered_anyway: false,
     }
 }
 

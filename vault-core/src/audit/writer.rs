@@ -97,6 +97,8 @@ enum Command {
     Signer(Option<Arc<Ed25519KeyPair>>),
     /// Runs retention now (tests; the writer also runs it every minute).
     Prune(Completion),
+    /// Signs a checkpoint now (graceful stop).
+    Checkpoint(Completion),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +243,7 @@ impl AuditLog {
                     "intent record {} has no outcome: the server stopped during the call",
                     intent.seq
                 ),
+                answered_anyway: false,
             });
         }
 
@@ -338,6 +341,32 @@ impl AuditLog {
     /// Gives the writer the checkpoint signing key (on unseal) or takes it away (on seal).
     pub fn set_signer(&self, signer: Option<Arc<Ed25519KeyPair>>) {
         let _ = self.send(Command::Signer(signer));
+    }
+
+    /// Signs a checkpoint over every record written since the last one, now, and waits until
+    /// it is durable (a graceful stop calls this, so the log of a server stopped right after
+    /// its last call verifies offline). Fails if the vault is sealed (no signing key) and there
+    /// are unsigned records.
+    pub fn checkpoint_now(&self) -> Result<(), AuditError> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        if self
+            .send(Command::Checkpoint(Box::new(move |result| {
+                drop(sender.send(result))
+            })))
+            .is_err()
+        {
+            return Err(AuditError::Unavailable(
+                "the audit writer has stopped".into(),
+            ));
+        }
+        receiver
+            .recv_timeout(APPEND_TIMEOUT)
+            .unwrap_or_else(|_| {
+                Err(AuditError::Unavailable(
+                    "timed out waiting for the audit log".into(),
+                ))
+            })
+            .map(|_| ())
     }
 
     /// Runs retention now and waits for it.
@@ -463,6 +492,10 @@ impl Writer {
                         self.signer = signer;
                     }
                     Command::Prune(done) => prunes.push(done),
+                    Command::Checkpoint(done) => {
+                        self.flush(std::mem::take(&mut appends));
+                        done(self.checkpoint_on_request());
+                    }
                 }
             }
             self.flush(appends);
@@ -553,6 +586,18 @@ impl Writer {
                     if self.retry.len() >= MAX_RETRY {
                         break;
                     }
+                    if entry.answered_anyway {
+                        self.retry.push(Entry {
+                            detail: format!(
+                                "written late: the audit log failed when the call ended; the \
+                                 answer went out, as the call's intent record allowed{}{}",
+                                if entry.detail.is_empty() { "" } else { "; " },
+                                entry.detail
+                            ),
+                            ..entry
+                        });
+                        continue;
+                    }
                     self.retry.push(Entry {
                         outcome: "error".into(),
                         detail: format!(
@@ -567,6 +612,23 @@ impl Writer {
                     done(Err(AuditError::Unavailable(e.to_string())));
                 }
             }
+        }
+    }
+
+    fn checkpoint_on_request(&mut self) -> Result<u64, AuditError> {
+        if self.unsigned == 0 {
+            return Ok(self.seq);
+        }
+        if self.signer.is_none() {
+            return Err(AuditError::Unavailable(
+                "the vault is sealed: no checkpoint can be signed".into(),
+            ));
+        }
+        self.checkpoint();
+        if self.unsigned == 0 {
+            Ok(self.seq)
+        } else {
+            Err(AuditError::Unavailable("the checkpoint was not written".into()))
         }
     }
 

@@ -22,11 +22,17 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(32 * 24 * 3600);
 pub const MAX_TOKEN_DEPTH: usize = 32;
 /// Longest display name.
 pub const MAX_DISPLAY_NAME_LEN: usize = 128;
+/// Tokens deleted per write when a revoked token's subtree is removed.
+pub const REVOKE_PAGE: usize = 1000;
 
 use super::login::nanos;
 
 pub(super) fn accessor_key(accessor: &str) -> Vec<u8> {
     format!("accessor/{accessor}").into_bytes()
+}
+
+pub(super) fn token_record_key_hex(hash_hex: &str) -> Vec<u8> {
+    format!("token/{hash_hex}").into_bytes()
 }
 
 pub(super) fn children_prefix(parent: &str) -> Vec<u8> {
@@ -278,7 +284,7 @@ impl Vault {
             return Ok(None);
         };
         let hash = String::from_utf8(hash).map_err(|_| corrupt("an accessor index entry"))?;
-        let key = format!("token/{hash}").into_bytes();
+        let key = token_record_key_hex(&hash);
         self.data
             .get(Space::Config, &key)?
             .map(|bytes| from_json::<TokenRecord>(&bytes, "a token record"))
@@ -364,15 +370,36 @@ impl Vault {
                 ),
             ));
         }
-        // Token changes are serialized, and the creator must still be alive under the lock: a
-        // revocation that committed meanwhile leaves no orphan behind.
-        let _guard = lock(&self.token_changes);
+        // Token changes are serialized per tenant (the new token's), and the creator must
+        // still be alive under the lock. A revocation of a system creator (another lock) that
+        // commits meanwhile leaves the new token under a dead ancestor: refused at once, and
+        // purged by maintenance.
+        let lock_key = match &request.tenant {
+            Some(name) if !request.system => self.tenant_id(name).ok(),
+            _ => None,
+        };
+        let held = self.token_changes.of(lock_key);
+        let _guard = lock(&held);
         self.check_alive(&caller.record, Networks::Ignore)?;
         if self.depth(&caller.record)? >= MAX_TOKEN_DEPTH {
             return Err(Error::invalid(
                 "policies",
                 format!("tokens nest at most {MAX_TOKEN_DEPTH} deep"),
             ));
+        }
+        let max_children = self.config.max_token_children;
+        let prefix = children_prefix(&caller.accessor);
+        if self
+            .data
+            .scan(Space::Config, &prefix, &prefix, max_children.saturating_add(1))?
+            .len()
+            >= max_children
+        {
+            return Err(Error::ResourceExhausted(format!(
+                "token {} has created {max_children} tokens that are not yet revoked or purged, \
+                 the most one token may have",
+                caller.accessor
+            )));
         }
         let (tenant_id, policies) = if request.system {
             self.require_system_op(caller, SystemOp::CreateSystemToken)?;
@@ -382,16 +409,34 @@ impl Vault {
                     "a system-scope token has no tenant and no policies",
                 ));
             }
+            // The new token acts for the creator's entity; if that entity has a second factor,
+            // minting a system token takes it too (whether or not the operation is listed).
+            if self.mfa_enrolled(&caller.record.entity)? {
+                self.verify_mfa(
+                    caller,
+                    "creating a system token requires the creator's mfa (its entity is enrolled)",
+                )?;
+            }
             (None, vec!["system".to_owned()])
         } else {
             let tenant = request
                 .tenant
                 .as_ref()
                 .ok_or_else(|| Error::invalid("tenant", "a tenant token needs a tenant"))?;
-            (
-                Some(self.token_tenant(caller, tenant)?),
-                self.token_policies(caller, tenant, &request.policies)?,
-            )
+            let tenant_id = self.token_tenant(caller, tenant)?;
+            let (policies, protected) = self.token_policies(caller, tenant, tenant_id, &request.policies)?;
+            if let Some(policy) = protected
+                && self.mfa_enrolled(&caller.record.entity)?
+            {
+                self.verify_mfa(
+                    caller,
+                    &format!(
+                        "creating a token with policy {policy}, which requires mfa, requires the \
+                         creator's mfa"
+                    ),
+                )?;
+            }
+            (Some(tenant_id), policies)
         };
         let mut max_expires = caller.record.max_expires_unix_nanos;
         if caller.record.expires_unix_nanos != 0 {
@@ -403,9 +448,15 @@ impl Vault {
             policies,
             display_name: request.display_name,
             parent: caller.accessor.clone(),
-            // A created token is handed to someone else: it starts its own entity (kept across
-            // its refreshes), and never shares its creator's second factor.
-            entity: None,
+            // A created token acts for its creator's entity (kept across its refreshes): its
+            // MFA enrolment, lockout and replay state are the creator's, so a child can never
+            // bring a second factor of its own. A creator from before entities existed has
+            // none; its children get one that nobody can enrol by themselves.
+            entity: Some(if caller.record.entity.is_empty() {
+                format!("token:{}", caller.accessor)
+            } else {
+                caller.record.entity.clone()
+            }),
             ttl,
             max_expires,
             cidrs: request.cidrs.iter().map(ToString::to_string).collect(),
@@ -428,21 +479,23 @@ impl Vault {
     }
 
     /// Checks the policies of a new tenant token: at least one, each existing in the tenant,
-    /// and (unless the caller has the system scope) each among the caller's own.
+    /// and (unless the caller has the system scope) each among the caller's own. Also returns
+    /// the first of them that requires MFA for anything.
     fn token_policies(
         &self,
         caller: &Caller,
         tenant: &TenantName,
+        tenant_id: TenantId,
         requested: &[PolicyName],
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Option<String>)> {
         if requested.is_empty() {
             return Err(Error::invalid(
                 "policies",
                 "a token needs at least one policy",
             ));
         }
-        let tenant_id = self.tenant_id(tenant)?;
         let own: BTreeSet<&str> = caller.record.policies.iter().map(String::as_str).collect();
+        let mut protected = None;
         for policy in requested {
             if !caller.system && !own.contains(policy.as_str()) {
                 return Err(Error::denied(format!(
@@ -450,11 +503,10 @@ impl Vault {
                     policy.as_str()
                 )));
             }
-            if self
+            let Some(bytes) = self
                 .data
                 .get(Space::Config, &policy_key(tenant_id, policy))?
-                .is_none()
-            {
+            else {
                 return Err(Error::invalid(
                     "policies",
                     format!(
@@ -462,9 +514,16 @@ impl Vault {
                         policy.as_str()
                     ),
                 ));
+            };
+            let stored: Policy = from_json(&bytes, "a policy")?;
+            if protected.is_none() && !stored.require_mfa.is_empty() {
+                protected = Some(policy.as_str().to_owned());
             }
         }
-        Ok(requested.iter().map(|p| p.as_str().to_owned()).collect())
+        Ok((
+            requested.iter().map(|p| p.as_str().to_owned()).collect(),
+            protected,
+        ))
     }
 
     /// Shows a token: the caller's own (`None`) or one it may manage.
@@ -487,10 +546,15 @@ impl Vault {
         increment: Option<Duration>,
     ) -> Result<TokenInfo> {
         self.keyring()?;
-        let _guard = lock(&self.token_changes);
+        let found = self.target(caller, accessor)?;
+        let held = self.token_changes.of(TenantId::parse_hex(&found.tenant));
+        let _guard = lock(&held);
         self.check_alive(&caller.record, Networks::Ignore)?;
-        let mut record = self.target(caller, accessor)?;
         // Re-read under the lock; a dead token is not brought back.
+        let mut record = self
+            .record_by_accessor(&found.accessor)?
+            .filter(|record| record.hash == found.hash)
+            .ok_or_else(|| Error::NotFound(format!("token with accessor {}", found.accessor)))?;
         self.check_alive(&record, Networks::Ignore)?;
         if record.expires_unix_nanos == 0 {
             return self.token_info(&record);
@@ -511,59 +575,97 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.put(
             Space::Config,
-            format!("token/{}", record.hash).into_bytes(),
+            token_record_key_hex(&record.hash),
             to_json(&record)?,
         );
         self.data.write(batch)?;
         self.token_info(&record)
     }
 
-    /// Revokes a token and every token created from it, in one atomic write. Returns how many
-    /// tokens were revoked. Revoking a token of a refresh family revokes the family too.
+    /// Revokes a token and every token created from it. Returns how many tokens were revoked.
+    /// Revoking a token of a refresh family revokes the family too.
+    ///
+    /// The token itself goes in one write under its tenant's lock; from that moment every
+    /// token below it is refused (authentication walks the ancestors). The subtree is then
+    /// deleted in pages of [`REVOKE_PAGE`], without holding the lock, so that revoking a
+    /// token with a million descendants stalls nobody; a crash half way leaves dead records
+    /// that maintenance purges.
     pub fn revoke_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<usize> {
         self.keyring()?;
-        let _guard = lock(&self.token_changes);
         let target = self.target(caller, accessor)?;
-        if target.system && target.parent.is_empty() {
-            return Err(Error::FailedPrecondition(
-                "the root token cannot be revoked (rekey issues a new one)".into(),
-            ));
-        }
-        let mut batch = WriteBatch::new();
-        let revoked = self.revoke_into(&mut batch, target)?;
-        self.data.write(batch)?;
-        Ok(revoked)
+        let head = {
+            let held = self.token_changes.of(TenantId::parse_hex(&target.tenant));
+            let _guard = lock(&held);
+            // Re-read under the lock: a revocation that won the race has nothing left to do.
+            let target = self
+                .record_by_accessor(&target.accessor)?
+                .filter(|record| record.hash == target.hash)
+                .ok_or_else(|| Error::NotFound(format!("token with accessor {}", target.accessor)))?;
+            if target.system && target.parent.is_empty() {
+                return Err(Error::FailedPrecondition(
+                    "the root token cannot be revoked (rekey issues a new one)".into(),
+                ));
+            }
+            let mut batch = WriteBatch::new();
+            self.revoke_into(&mut batch, &target)?;
+            self.data.write(batch)?;
+            target.accessor
+        };
+        Ok(1 + self.delete_descendants(&head)?)
     }
 
-    /// Adds the deletion of `target` and everything created from it to `batch` (and, for a
-    /// family's token, the family's revocation). Call with `token_changes` held.
-    pub(super) fn revoke_into(&self, batch: &mut WriteBatch, target: TokenRecord) -> Result<usize> {
-        let mut queue = vec![target];
-        let mut revoked = 0;
-        while let Some(record) = queue.pop() {
-            let prefix = children_prefix(&record.accessor);
-            for (key, _) in self
+    /// Adds the revocation of `target` alone to `batch`: its record, its accessor index, its
+    /// entry in its parent's children and (for a family's token) the family. Its descendants
+    /// are dead from the commit on; [`Vault::delete_descendants`] or the purge removes them.
+    /// Call with the tenant's `token_changes` held.
+    pub(super) fn revoke_into(&self, batch: &mut WriteBatch, target: &TokenRecord) -> Result<()> {
+        let mut own_index = children_prefix(&target.parent);
+        own_index.extend_from_slice(target.accessor.as_bytes());
+        batch
+            .delete(Space::Config, token_record_key_hex(&target.hash))
+            .delete(Space::Config, accessor_key(&target.accessor))
+            .delete(Space::Config, own_index);
+        if !target.family.is_empty() {
+            self.revoke_family_into(batch, &target.family)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every token below the (already revoked) token `accessor`, a page at a time,
+    /// depth first. Returns how many it deleted.
+    pub(super) fn delete_descendants(&self, accessor: &str) -> Result<usize> {
+        let mut deleted = 0;
+        // Parents whose children are still to go; bounded by depth × page size.
+        let mut parents = vec![accessor.to_owned()];
+        while let Some(parent) = parents.last().cloned() {
+            let prefix = children_prefix(&parent);
+            let page = self
                 .data
-                .scan(Space::Config, &prefix, &prefix, usize::MAX)?
-            {
+                .scan(Space::Config, &prefix, &prefix, REVOKE_PAGE)?;
+            if page.is_empty() {
+                parents.pop();
+                continue;
+            }
+            let mut batch = WriteBatch::new();
+            for (key, _) in page {
                 let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                if let Some(child_record) = self.record_by_accessor(&child)? {
-                    queue.push(child_record);
+                if let Some(record) = self.record_by_accessor(&child)? {
+                    batch
+                        .delete(Space::Config, token_record_key_hex(&record.hash))
+                        .delete(Space::Config, accessor_key(&record.accessor));
+                    if !record.family.is_empty() {
+                        self.revoke_family_into(&mut batch, &record.family)?;
+                    }
+                    deleted += 1;
+                    if parents.len() <= MAX_TOKEN_DEPTH + 1 {
+                        parents.push(child);
+                    }
                 }
                 batch.delete(Space::Config, key);
             }
-            let mut own_index = children_prefix(&record.parent);
-            own_index.extend_from_slice(record.accessor.as_bytes());
-            batch
-                .delete(Space::Config, format!("token/{}", record.hash).into_bytes())
-                .delete(Space::Config, accessor_key(&record.accessor))
-                .delete(Space::Config, own_index);
-            if !record.family.is_empty() {
-                self.revoke_family_into(batch, &record.family)?;
-            }
-            revoked += 1;
+            self.data.write(batch)?;
         }
-        Ok(revoked)
+        Ok(deleted)
     }
 
     // ---- policies ----

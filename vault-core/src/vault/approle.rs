@@ -153,7 +153,8 @@ impl Vault {
                 "must be between 1s and 32 days",
             ));
         }
-        let _guard = lock(&self.token_changes);
+        let held = self.token_changes.of(Some(id));
+        let _guard = lock(&held);
         let key = role_key(id, &spec.name);
         let role_id = match self.data.get(Space::Config, &key)? {
             Some(bytes) => from_json::<AppRole>(&bytes, "an approle")?.role_id,
@@ -210,7 +211,8 @@ impl Vault {
     pub fn delete_approle(&self, caller: &Caller, tenant: &TenantName, name: &str) -> Result<()> {
         self.keyring()?;
         let id = self.authorize(caller, tenant, "", Capability::Admin)?;
-        let _guard = lock(&self.token_changes);
+        let held = self.token_changes.of(Some(id));
+        let _guard = lock(&held);
         let role = self
             .approle(id, name)?
             .ok_or_else(|| Error::NotFound(format!("role {name}")))?;
@@ -268,7 +270,8 @@ impl Vault {
         let state = self
             .tenant_state(id)?
             .ok_or_else(|| Error::login_failed(format!("unknown tenant {tenant}")))?;
-        let _guard = lock(&self.token_changes);
+        let held = self.token_changes.of(Some(id));
+        let _guard = lock(&held);
         let name = self
             .data
             .get(Space::Config, &role_id_key(id, role_id))?

@@ -222,6 +222,13 @@ pub struct WatchCursor {
     pub revision: u64,
 }
 
+impl WatchCursor {
+    /// The id of the tenant watched.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant
+    }
+}
+
 #[derive(Clone, Debug)]
 enum WatchFilter {
     Folder(FolderPrefix),

@@ -702,6 +702,10 @@ impl Vault {
             self.require_system_op(caller, SystemOp::Rotate)?;
         }
         let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
+        if !caller.system {
+            // The new KEK is sealed under the root key.
+            self.admit_root_key_use(id)?;
+        }
         let _changes = lock(&self.key_changes);
         self.add_kek_version(&keyring, id, "")
     }
@@ -875,6 +879,19 @@ impl Vault {
         };
         let mut report = MaintenanceReport::default();
         let now = self.now();
+        // Every task runs whatever happened to the others: one failing (a tenant whose keys
+        // cannot be read, a full disk for one write) must not stop shredding, schedules,
+        // expiry, pruning or purging for everyone.
+        let mut failed = 0u64;
+        let mut task = |name: &str, tenant: Option<TenantId>, result: Result<()>| {
+            if let Err(error) = result {
+                failed += 1;
+                match tenant {
+                    Some(tenant) => tracing::warn!(task = name, %tenant, %error, "maintenance task failed; the others go on"),
+                    None => tracing::warn!(task = name, %error, "maintenance task failed; the others go on"),
+                }
+            }
+        };
         let sweep_due = {
             let mut last = lock(&self.last_sweep);
             let due = last.is_none_or(|at| now - at >= self.config.keys.sweep_interval_nanos);
@@ -884,31 +901,64 @@ impl Vault {
             due
         };
         if sweep_due {
-            self.sweep(&keyring, now, &mut report)?;
+            task("key sweep", None, self.sweep(&keyring, now, &mut report));
         }
         let mut budget = self.config.keys.rewrap_per_round.max(1);
         let prefix = b"kek-state/";
-        for (key, _) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
-            if budget == 0 {
-                break;
+        match self.keys.scan(Space::Config, prefix, prefix, usize::MAX) {
+            Ok(states) => {
+                for (key, _) in states {
+                    if budget == 0 {
+                        break;
+                    }
+                    let Some(id) = std::str::from_utf8(&key[prefix.len()..])
+                        .ok()
+                        .and_then(TenantId::parse_hex)
+                    else {
+                        task("re-wrap", None, Err(corrupt("a key lifecycle key")));
+                        continue;
+                    };
+                    let result = self.tenant_state(id).and_then(|state| match state {
+                        // A deleted tenant: its keys wait for shredding (or a restore).
+                        None => Ok(0),
+                        Some(_) => self.rewrap_round(&keyring, id, budget, &mut report),
+                    });
+                    match result {
+                        Ok(used) => budget -= used,
+                        Err(error) => task("re-wrap", Some(id), Err(error)),
+                    }
+                }
             }
-            let id = std::str::from_utf8(&key[prefix.len()..])
-                .ok()
-                .and_then(TenantId::parse_hex)
-                .ok_or_else(|| corrupt("a key lifecycle key"))?;
-            if self.tenant_state(id)?.is_none() {
-                // A deleted tenant: its keys wait for shredding (or a restore).
-                continue;
+            Err(error) => task("re-wrap", None, Err(error.into())),
+        }
+        task("shredding", None, self.shred_due(&keyring, now, &mut report));
+        task(
+            "named-key schedule",
+            None,
+            self.kms_due(&keyring, now, 64, &mut report),
+        );
+        match self.tenant_records() {
+            Ok(records) => {
+                for record in records {
+                    let Some(id) = TenantId::parse_hex(&record.id) else {
+                        task("expiry", None, Err(corrupt("a tenant record")));
+                        continue;
+                    };
+                    let expired = self.expire_due(id, now).map(|count| {
+                        report.expiry_events += count as u64;
+                    });
+                    task("expiry", Some(id), expired);
+                    let pruned = self.prune_feed(id, now, 1024).map(|count| {
+                        report.events_pruned += count as u64;
+                    });
+                    task("feed pruning", Some(id), pruned);
+                }
             }
-            budget -= self.rewrap_round(&keyring, id, budget, &mut report)?;
+            Err(error) => task("expiry", None, Err(error)),
         }
-        self.shred_due(&keyring, now, &mut report)?;
-        self.kms_due(&keyring, now, 64, &mut report)?;
-        for record in self.tenant_records()? {
-            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            report.expiry_events += self.expire_due(id, now)? as u64;
-            report.events_pruned += self.prune_feed(id, now, 1024)? as u64;
-        }
+        let purged = self.purge_access(now).map(|count| report.purged += count as u64);
+        task("token purge", None, purged);
+        report.failed = failed;
         Ok(report)
     }
 
@@ -1180,6 +1230,10 @@ pub struct MaintenanceReport {
     pub expiry_events: u64,
     /// Feed events removed past the retention period.
     pub events_pruned: u64,
+    /// Dead tokens, ended refresh families and expired secret ids removed.
+    pub purged: u64,
+    /// Tasks of the round that failed (each is logged; the others ran all the same).
+    pub failed: u64,
 }
 
 /// The key store's record of a destroyed tenant (`shredded/<tenant id>`): it holds no key.

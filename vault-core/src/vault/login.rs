@@ -232,8 +232,19 @@ impl Vault {
     pub fn refresh(&self, presented: &Token, source: Option<IpAddr>) -> Result<CreatedToken> {
         let keyring = self.keyring()?;
         let hash = keyring.token_hasher.hash(presented);
-        let _guard = lock(&self.token_changes);
         let key = refresh_key(&hash);
+        // Token changes are serialized per tenant: find the family's tenant first (everything
+        // is read again under the lock).
+        let tenant_of_family = match self.data.get(Space::Config, &key)? {
+            Some(bytes) => {
+                let record: RefreshRecord = from_json(&bytes, "a refresh token record")?;
+                self.family(&record.family)?
+                    .and_then(|family| TenantId::parse_hex(&family.tenant))
+            }
+            None => None,
+        };
+        let held = self.token_changes.of(tenant_of_family);
+        let _guard = lock(&held);
         let Some(bytes) = self.data.get(Space::Config, &key)? else {
             return Err(Error::login_failed("unknown refresh token"));
         };
@@ -269,7 +280,8 @@ impl Vault {
             let mut batch = WriteBatch::new();
             self.revoke_family_into(&mut batch, &id)?;
             if let Some(live) = self.record_by_accessor(&family.current_accessor)? {
-                self.revoke_into(&mut batch, live)?;
+                // Tokens it created die with it (and are purged by maintenance).
+                self.revoke_into(&mut batch, &live)?;
             }
             self.data.write(batch)?;
             return Err(Error::login_failed(format!(
@@ -293,7 +305,7 @@ impl Vault {
             let mut own_index = children_prefix(&live.parent);
             own_index.extend_from_slice(live.accessor.as_bytes());
             batch
-                .delete(Space::Config, format!("token/{}", live.hash).into_bytes())
+                .delete(Space::Config, access::token_record_key_hex(&live.hash))
                 .delete(Space::Config, accessor_key(&live.accessor))
                 .delete(Space::Config, own_index);
         }

@@ -89,7 +89,9 @@ impl SystemOp {
 
 #[derive(Serialize, Deserialize)]
 struct MfaRecord {
-    /// The TOTP secret sealed under the root key (base64).
+    /// The TOTP secret sealed under the root key (base64); empty once the enrolment was reset
+    /// (the record stays, so the entity is known to have been enrolled and cannot enrol itself
+    /// again: the system scope enrols it).
     sealed: String,
     enrolled_unix_nanos: i64,
     #[serde(default)]
@@ -98,6 +100,15 @@ struct MfaRecord {
     failures: u32,
     #[serde(default)]
     locked_until_unix_nanos: i64,
+    /// When the enrolment was reset (0: never).
+    #[serde(default)]
+    reset_unix_nanos: i64,
+}
+
+impl MfaRecord {
+    fn enrolled(&self) -> bool {
+        !self.sealed.is_empty()
+    }
 }
 
 /// A new enrolment: the secret, shown once.
@@ -108,7 +119,9 @@ pub struct TotpEnrollment {
 }
 
 /// Longest entity name.
-pub(super) const MAX_ENTITY_LEN: usize = 256;
+pub(super) const MAX_ENTITY_LEN: usize = 512;
+/// Longest user claim of a JWT login (the entity adds the config name and tenant id).
+pub(super) const MAX_USER_LEN: usize = 256;
 
 pub(super) fn check_entity(entity: &str) -> Result<()> {
     if entity.is_empty() || entity.len() > MAX_ENTITY_LEN || entity.chars().any(char::is_control) {
@@ -173,8 +186,14 @@ impl Vault {
     }
 
     /// Enrols an entity in TOTP: the caller's own (`None`), or, for the system scope, any
-    /// entity (the secret is then handed to its owner out of band). An entity already enrolled
-    /// must present a valid code to replace its own secret (or have it reset).
+    /// entity (the secret is then handed to its owner out of band).
+    ///
+    /// Self-enrolment is trust on first use, so it is kept to the tokens whose holder *is* the
+    /// entity: the root token and tokens issued by a login (AppRole, JWT, or a refresh of such
+    /// a login). A token created by another token acts for its creator's entity and can enrol
+    /// nothing: otherwise a stolen token could mint a child, enrol a second factor of the
+    /// thief's, and pass every MFA check. An entity enrolled once (even if reset since) never
+    /// enrols itself again; replacing a current secret needs a valid code.
     pub fn enroll_totp(&self, caller: &Caller, entity: Option<&str>) -> Result<TotpEnrollment> {
         let keyring = self.keyring()?;
         let own = entity.is_none_or(|e| e == caller.record.entity);
@@ -191,14 +210,36 @@ impl Vault {
                 "this token has no entity to enrol (create a new token)".into(),
             ));
         }
+        if own && !caller.record.parent.is_empty() {
+            return Err(Error::denied(format!(
+                "token {} was created by another token and acts for entity {entity}; only a \
+                 login or the root token enrols its own entity",
+                caller.accessor
+            )));
+        }
+        // A tenant's own enrolments seal under the root key: they are rate limited per tenant.
+        if own && let Some(tenant) = caller.tenant {
+            self.admit_root_key_use(tenant)?;
+        }
         let _guard = lock(&self.mfa_changes);
-        if self.data.get(Space::Config, &mfa_key(&entity))?.is_some() {
-            if !own {
-                return Err(Error::AlreadyExists(format!(
-                    "mfa enrolment of entity {entity} (reset it first)"
-                )));
+        if let Some(bytes) = self.data.get(Space::Config, &mfa_key(&entity))? {
+            let existing: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
+            match (own, existing.enrolled()) {
+                (false, true) => {
+                    return Err(Error::AlreadyExists(format!(
+                        "mfa enrolment of entity {entity} (reset it first)"
+                    )));
+                }
+                (false, false) => {}
+                (true, true) => self
+                    .verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?,
+                (true, false) => {
+                    return Err(Error::denied(format!(
+                        "entity {entity} was enrolled before and its enrolment was reset; only \
+                         the system scope enrols it again (vault-cli mfa enroll --entity)"
+                    )));
+                }
             }
-            self.verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?;
         }
         let secret = TotpSecret::generate()?;
         let sealed =
@@ -209,6 +250,7 @@ impl Vault {
             last_used_step: None,
             failures: 0,
             locked_until_unix_nanos: 0,
+            reset_unix_nanos: 0,
         };
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, mfa_key(&entity), to_json(&record)?);
@@ -226,12 +268,34 @@ impl Vault {
         self.require_system_op(caller, SystemOp::MfaConfig)?;
         let _guard = lock(&self.mfa_changes);
         let key = mfa_key(entity);
-        if self.data.get(Space::Config, &key)?.is_none() {
+        let mut record = match self.data.get(Space::Config, &key)? {
+            Some(bytes) => from_json::<MfaRecord>(&bytes, "an mfa enrolment")?,
+            None => return Err(Error::NotFound(format!("mfa enrolment of entity {entity}"))),
+        };
+        if !record.enrolled() {
             return Err(Error::NotFound(format!("mfa enrolment of entity {entity}")));
         }
+        // The record stays without its secret: the entity was enrolled, so it may not enrol
+        // itself again (whoever holds one of its tokens would otherwise pick the new factor).
+        record.sealed.clear();
+        record.last_used_step = None;
+        record.failures = 0;
+        record.locked_until_unix_nanos = 0;
+        record.reset_unix_nanos = self.now();
         let mut batch = WriteBatch::new();
-        batch.delete(Space::Config, key);
+        batch.put(Space::Config, key, to_json(&record)?);
         Ok(self.data.write(batch)?)
+    }
+
+    /// Whether `entity` has a current TOTP enrolment.
+    pub(super) fn mfa_enrolled(&self, entity: &str) -> Result<bool> {
+        if entity.is_empty() {
+            return Ok(false);
+        }
+        Ok(match self.data.get(Space::Config, &mfa_key(entity))? {
+            Some(bytes) => from_json::<MfaRecord>(&bytes, "an mfa enrolment")?.enrolled(),
+            None => false,
+        })
     }
 
     /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
@@ -258,6 +322,11 @@ impl Vault {
             )));
         };
         let mut record: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
+        if !record.enrolled() {
+            return Err(Error::denied(format!(
+                "{why}; entity {entity} has no mfa enrolment (it was reset)"
+            )));
+        }
         let now = self.now();
         if record.locked_until_unix_nanos > now {
             return Err(Error::denied(format!(

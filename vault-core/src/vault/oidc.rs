@@ -5,7 +5,8 @@
 //!
 //! Configurations are system-level (`jwt/<name>`), since one provider may serve many tenants.
 //! The tenant is fixed or read from a claim; policies are fixed or granted by claim values.
-//! The entity of a JWT login is `jwt:<config>:<user claim>`.
+//! The entity of a JWT login is `jwt:<config>:<tenant id>:<user claim>`: a user of one tenant
+//! cannot pre-enrol or lock out a same-named user of another.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -255,7 +256,7 @@ impl Vault {
         };
         let user = claims
             .string(user_claim)
-            .filter(|u| mfa::check_entity(u).is_ok())
+            .filter(|u| u.len() <= mfa::MAX_USER_LEN && mfa::check_entity(u).is_ok())
             .ok_or_else(|| {
                 Error::login_failed(format!(
                     "jwt config {name}: the jwt has no usable string claim {user_claim:?}"
@@ -296,14 +297,15 @@ impl Vault {
             seconds => Duration::from_secs(seconds),
         };
         state.admit_login(source)?;
-        let _guard = lock(&self.token_changes);
+        let held = self.token_changes.of(Some(id));
+        let _guard = lock(&held);
         self.issue(Issue {
             tenant: Some(id),
             system: false,
             policies,
             display_name: format!("jwt-{name}"),
             parent: String::new(),
-            entity: Some(format!("jwt:{name}:{user}")),
+            entity: Some(format!("jwt:{name}:{}:{user}", id.to_hex())),
             ttl,
             max_expires: 0,
             cidrs: Vec::new(),

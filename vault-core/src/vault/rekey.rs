@@ -1,13 +1,25 @@
-//! Rekey: new unseal shares (and threshold) for the same root key, multi-party like unseal; and
-//! the share check that tells an operator whether a share belongs to the current set.
+//! Rekey: new unseal shares (and threshold) for the same root key, multi-party like unseal and
+//! two-phase, so that no lost answer can leave the vault without a working set of shares; and
+//! the share checks that tell whether a share belongs to the current (or staged) set.
 //!
-//! A rekey is started (system scope) with the new share count and threshold and gets a random
-//! nonce. Each operator submits one current share with that nonce, no token needed: the share is
-//! the credential. The submission that reaches the current threshold combines the shares; if they
-//! open the root key, a new unseal key is made, the root key is sealed under it, and the new seal
-//! configuration (with one commitment per new share) replaces the old in one key-store write.
-//! Only then do the old shares stop working; an interrupted (restarted) or cancelled rekey changes
-//! nothing. Secret data and the keyring are not touched.
+//! 1. **Start** (system scope): the new share count, threshold, optional root rotation and
+//!    optional recipients (one age public key per new share). A random nonce names the rekey.
+//! 2. **Submit**: each operator submits one *current* share with that nonce (no token: the
+//!    share is the credential; it is checked against the current share commitments before it
+//!    counts). The submission that reaches the current threshold combines them, opens the root
+//!    key, makes a new unseal key and splits it, and **stages** the new configuration (the
+//!    root key sealed under the new unseal key, one commitment per new share, a verification
+//!    nonce) in one key-store write under `seal/staged`. The new shares are handed out
+//!    (encrypted to their recipients if given). The old shares still unseal.
+//! 3. **Verify**: operators submit a threshold of the *new* shares with the verification nonce.
+//!    They must open the staged root key, which must be the current root key; then one
+//!    key-store write replaces `seal/config` with the staged configuration (re-sealing the
+//!    keyring under a new root key first, with root rotation) and removes `seal/staged`. Only
+//!    then do the old shares stop working.
+//!
+//! Cancelling removes the staged configuration. A crash at any point leaves exactly one working
+//! set: before the commit write, the old shares (a staged rekey survives a restart and can
+//! still be verified or cancelled); after it, the new ones.
 //!
 //! Commitments: SHA-256 over a domain tag, the unseal key version and the share. A share is 33
 //! bytes of which 32 are uniformly random to anyone holding fewer than a threshold of shares,
@@ -17,21 +29,54 @@ use ring::digest;
 use subtle::ConstantTimeEq;
 
 use super::*;
+use crate::recipient::{Handout, ShareRecipient};
 
 const COMMITMENT_DOMAIN: &[u8] = b"vault.share-commitment.v1";
+/// The staged configuration of a rekey waiting for verification (key store).
+const STAGED_KEY: &[u8] = b"seal/staged";
 
-/// The rekey in progress.
+/// The rekey in progress, collecting current shares (in memory: a restart abandons it).
 pub(super) struct RekeyState {
     nonce: String,
     shares: u32,
     threshold: u32,
-    /// Also rotate the root key (re-sealing the keyring under a new one).
+    /// Also rotate the root key (re-sealing the keyring under a new one) at the commit.
     rotate_root: bool,
     started_unix_nanos: i64,
+    /// One per new share, in order; empty: the shares are handed out in the clear.
+    recipients: Vec<ShareRecipient>,
     submitted: Vec<UnsealShare>,
 }
 
-/// What a rekey step reports. `new_shares` is filled once, for the submission that completes it.
+/// The rekeys of the vault: one collecting current shares, or one staged and collecting new
+/// shares for verification (whose configuration is durable, see [`StagedRekey`]).
+#[derive(Default)]
+pub(super) struct Rekeys {
+    started: Option<RekeyState>,
+    /// New shares submitted towards verifying the staged rekey (in memory).
+    verifying: Vec<UnsealShare>,
+}
+
+/// A staged rekey: the configuration that replaces the current one once verified.
+#[derive(Serialize, Deserialize)]
+struct StagedRekey {
+    /// Names the verification (not the nonce of the rekey that staged it).
+    nonce: String,
+    shares: u32,
+    threshold: u32,
+    rotate_root: bool,
+    /// The unseal key version of the configuration it replaces: a stale staging (from before
+    /// another commit) is never applied.
+    replaces_unseal_key_version: u32,
+    unseal_key_version: u32,
+    /// The current root key sealed under the new unseal key (base64).
+    root_key_sealed: String,
+    share_commitments: Vec<String>,
+    started_unix_nanos: i64,
+    staged_unix_nanos: i64,
+}
+
+/// What a rekey step reports. `new_shares` is filled once, for the submission that stages it.
 pub struct RekeyProgress {
     pub nonce: String,
     pub shares: u32,
@@ -41,8 +86,16 @@ pub struct RekeyProgress {
     pub required: u32,
     pub rotate_root: bool,
     pub started_unix_nanos: i64,
+    /// Staged: the new shares were handed out and wait for verification.
+    pub staged: bool,
+    /// The nonce to verify with, once staged.
+    pub verification_nonce: String,
+    /// New shares submitted towards verification, and how many are needed (the new threshold).
+    pub verification_progress: u32,
+    pub verification_required: u32,
+    /// Verified and committed: the new shares are in force.
     pub complete: bool,
-    pub new_shares: Vec<UnsealShare>,
+    pub new_shares: Vec<Handout<UnsealShare>>,
 }
 
 /// What the share check says.
@@ -50,6 +103,8 @@ pub struct RekeyProgress {
 pub enum ShareCheck {
     /// The share belongs to the current share set.
     Current,
+    /// It belongs to the share set of a rekey waiting for verification.
+    Staged,
     /// It does not (an old, mistyped or foreign share).
     NotCurrent,
     /// The vault was initialized before commitments were kept; a rekey adds them.
@@ -64,110 +119,194 @@ pub(super) fn share_commitment(unseal_key_version: u32, share: &UnsealShare) -> 
     hex::encode(context.finish())
 }
 
+/// Whether `share` is one of the shares `commitments` were made for (constant time in the
+/// share and over every commitment).
+fn committed(unseal_key_version: u32, commitments: &[String], share: &UnsealShare) -> bool {
+    let candidate = share_commitment(unseal_key_version, share);
+    let mut found = subtle::Choice::from(0u8);
+    for commitment in commitments {
+        found |= commitment.as_bytes().ct_eq(candidate.as_bytes());
+    }
+    bool::from(found)
+}
+
+/// Refuses a share that is not one of the current shares, before it counts towards anything:
+/// otherwise anyone could submit garbage and make the combine at threshold fail for everyone.
+/// A vault from before commitments has none to check against.
+pub(super) fn check_current_share(config: &SealConfig, share: &UnsealShare) -> Result<()> {
+    if config.share_commitments.is_empty()
+        || committed(config.unseal_key_version, &config.share_commitments, share)
+    {
+        Ok(())
+    } else {
+        Err(not_a_share("current"))
+    }
+}
+
+fn not_a_share(set: &str) -> Error {
+    Error::invalid("share", format!("this share is not one of the {set} shares"))
+}
+
+/// Adds `share` to `submitted` unless a share with its identifier is there already (the same
+/// share again counts once; a different one is refused and changes nothing).
+fn add_share(submitted: &mut Vec<UnsealShare>, share: UnsealShare) -> Result<()> {
+    if let Some(existing) = submitted
+        .iter()
+        .find(|s| s.identifier() == share.identifier())
+    {
+        if existing.same_as(&share) {
+            return Ok(());
+        }
+        return Err(Error::invalid(
+            "share",
+            "differs from a share with the same identifier already submitted",
+        ));
+    }
+    submitted.push(share);
+    Ok(())
+}
+
+/// Splits `unseal_key` and hands each share out, encrypted to its recipient if there are any.
+pub(super) fn hand_out(
+    split: Vec<UnsealShare>,
+    recipients: &[ShareRecipient],
+) -> Result<Vec<Handout<UnsealShare>>> {
+    if recipients.is_empty() {
+        return Ok(split.into_iter().map(Handout::Plain).collect());
+    }
+    split
+        .iter()
+        .zip(recipients)
+        .map(|(share, recipient)| {
+            recipient
+                .encrypt(share.expose_secret().as_bytes())
+                .map(Handout::Encrypted)
+        })
+        .collect()
+}
+
+/// Checks recipients against the number of shares they are for.
+pub(super) fn check_recipients(recipients: &[ShareRecipient], shares: u32) -> Result<()> {
+    if !recipients.is_empty() && recipients.len() != shares as usize {
+        return Err(Error::invalid(
+            "share_recipients",
+            format!(
+                "{} recipients for {shares} shares: give one per share, in order",
+                recipients.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Vault {
     /// Starts a rekey to `shares` shares with `threshold` (system scope); with `rotate_root`, the
-    /// root key is rotated too when it completes.
+    /// root key is rotated too when it is verified. With `recipients` (one per new share), each
+    /// new share is handed out encrypted to its holder.
     pub fn rekey_init(
         &self,
         caller: &Caller,
         shares: u32,
         threshold: u32,
         rotate_root: bool,
+        recipients: Vec<ShareRecipient>,
     ) -> Result<RekeyProgress> {
         self.require_system_op(caller, SystemOp::Rekey)?;
         shamir::check_parameters(shares, threshold)?;
+        check_recipients(&recipients, shares)?;
         let required = self.current_threshold()?;
-        let mut rekey = lock(&self.rekey);
-        if let Some(existing) = rekey.as_ref() {
+        let mut rekeys = lock(&self.rekey);
+        if let Some(existing) = rekeys.started.as_ref() {
             return Err(Error::FailedPrecondition(format!(
                 "a rekey is in progress (nonce {}); cancel it first",
                 existing.nonce
             )));
         }
-        let mut nonce = [0u8; 16];
-        getrandom::fill(&mut nonce).map_err(|_| Error::Rng)?;
+        if let Some(staged) = self.staged_rekey()? {
+            return Err(Error::FailedPrecondition(format!(
+                "a rekey waits for verification (nonce {}); verify or cancel it first",
+                staged.nonce
+            )));
+        }
         let state = RekeyState {
-            nonce: hex::encode(nonce),
+            nonce: new_nonce()?,
             shares,
             threshold,
             rotate_root,
             started_unix_nanos: self.now(),
+            recipients,
             submitted: Vec::new(),
         };
         let progress = state.progress(required);
-        *rekey = Some(state);
+        rekeys.started = Some(state);
         Ok(progress)
     }
 
-    /// The rekey in progress, if any (no token: it shows no secret).
+    /// The rekey in progress or waiting for verification, if any (no token: it shows no
+    /// secret).
     pub fn rekey_status(&self) -> Result<Option<RekeyProgress>> {
         let required = self.current_threshold()?;
-        Ok(lock(&self.rekey).as_ref().map(|s| s.progress(required)))
+        let rekeys = lock(&self.rekey);
+        if let Some(state) = &rekeys.started {
+            return Ok(Some(state.progress(required)));
+        }
+        Ok(self
+            .staged_rekey()?
+            .map(|staged| staged.progress(required, rekeys.verifying.len() as u32)))
     }
 
-    /// Abandons the rekey in progress (system scope); the current shares stay valid.
+    /// Abandons the rekey in progress or waiting for verification (system scope); the current
+    /// shares stay valid.
     pub fn rekey_cancel(&self, caller: &Caller) -> Result<()> {
         self.require_system_op(caller, SystemOp::Rekey)?;
-        match lock(&self.rekey).take() {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound("rekey in progress".into())),
+        let mut rekeys = lock(&self.rekey);
+        let started = rekeys.started.take().is_some();
+        rekeys.verifying.clear();
+        if self.staged_rekey()?.is_some() {
+            let mut batch = WriteBatch::new();
+            batch.delete(Space::Config, STAGED_KEY);
+            self.keys.write(batch)?;
+            return Ok(());
+        }
+        if started {
+            Ok(())
+        } else {
+            Err(Error::NotFound("rekey in progress".into()))
         }
     }
 
     /// Adds one current share to the rekey identified by `nonce`. The submission that reaches
-    /// the threshold completes the rekey and receives the new shares.
+    /// the threshold stages the new configuration and receives the new shares; the old shares
+    /// keep working until [`Vault::rekey_verify`] commits it.
     pub fn rekey_submit(&self, nonce: &str, share: UnsealShare) -> Result<RekeyProgress> {
-        let mut seal_config = write(&self.seal_config);
+        let seal_config = read(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
-        let mut rekey = lock(&self.rekey);
-        let Some(state) = rekey.as_mut() else {
+        let mut rekeys = lock(&self.rekey);
+        let Some(state) = rekeys.started.as_mut() else {
             return Err(Error::NotFound("rekey in progress".into()));
         };
-        let nonce_matches: bool = state.nonce.as_bytes().ct_eq(nonce.trim().as_bytes()).into();
-        if !nonce_matches {
+        if !nonce_matches(&state.nonce, nonce) {
             return Err(Error::invalid(
                 "nonce",
                 "does not match the rekey in progress (see vault-cli rekey status)",
             ));
         }
-        if let Some(existing) = state
-            .submitted
-            .iter()
-            .find(|s| s.identifier() == share.identifier())
-        {
-            if existing.same_as(&share) {
-                return Ok(state.progress(config.threshold));
-            }
-            return Err(Error::invalid(
-                "share",
-                "differs from a share with the same identifier already submitted",
-            ));
-        }
-        state.submitted.push(share);
+        check_current_share(config, &share)?;
+        add_share(&mut state.submitted, share)?;
         if (state.submitted.len() as u32) < config.threshold {
             return Ok(state.progress(config.threshold));
         }
         let submitted = std::mem::take(&mut state.submitted);
-        let unseal_key = shamir::combine(&submitted)?;
+        let unseal_key = shamir::combine(&submitted);
         drop(submitted);
-        let old_root = open_root_key(config, &unseal_key)?;
-        drop(unseal_key);
-
-        let mut batch = WriteBatch::new();
-        // A root rotation re-seals every KEK record: no KEK may change until it is committed.
-        let changes = state.rotate_root.then(|| lock(&self.key_changes));
-        let (root, root_version) = if state.rotate_root {
-            self.rotate_root_into(&old_root, config.root_key_version, &mut batch)?
-        } else {
-            (old_root, config.root_key_version)
-        };
+        let root = open_root_key(config, &unseal_key?)?;
 
         let new_version = config
             .unseal_key_version
             .checked_add(1)
             .ok_or_else(|| Error::FailedPrecondition("no unseal key versions left".into()))?;
         let new_unseal = SecretKey::generate()?;
-        let new_sealed = crypto::seal(
+        let root_sealed = crypto::seal(
             &new_unseal,
             KeyRef {
                 kind: KeyKind::Unseal,
@@ -176,57 +315,158 @@ impl Vault {
             &root_key_context(),
             root.expose_secret(),
         )?;
+        drop(root);
         let split = shamir::split(&new_unseal, state.shares, state.threshold)?;
         drop(new_unseal);
-        let new_config = SealConfig {
+        let staged = StagedRekey {
+            nonce: new_nonce()?,
             shares: state.shares,
             threshold: state.threshold,
+            rotate_root: state.rotate_root,
+            replaces_unseal_key_version: config.unseal_key_version,
             unseal_key_version: new_version,
-            root_key_version: root_version,
-            root_key_sealed: STANDARD.encode(&new_sealed),
-            created_unix_nanos: config.created_unix_nanos,
+            root_key_sealed: STANDARD.encode(&root_sealed),
             share_commitments: split
                 .iter()
                 .map(|share| share_commitment(new_version, share))
                 .collect(),
+            started_unix_nanos: state.started_unix_nanos,
+            staged_unix_nanos: self.now(),
         };
-        let rotated = root_version != config.root_key_version;
-        batch.put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?);
+        let new_shares = hand_out(split, &state.recipients)?;
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, STAGED_KEY, to_json(&staged)?);
         self.keys.write(batch)?;
-        if rotated {
+        rekeys.started = None;
+        rekeys.verifying.clear();
+        let mut progress = staged.progress(config.threshold, 0);
+        progress.progress = config.threshold;
+        progress.new_shares = new_shares;
+        Ok(progress)
+    }
+
+    /// Adds one *new* share to the verification of the staged rekey named by `nonce` (the
+    /// verification nonce). The submission that reaches the new threshold commits the rekey:
+    /// from then on only the new shares unseal.
+    pub fn rekey_verify(&self, nonce: &str, share: UnsealShare) -> Result<RekeyProgress> {
+        let mut seal_config = write(&self.seal_config);
+        let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+        let mut rekeys = lock(&self.rekey);
+        let staged = self
+            .staged_rekey()?
+            .ok_or_else(|| Error::NotFound("rekey waiting for verification".into()))?;
+        if !nonce_matches(&staged.nonce, nonce) {
+            return Err(Error::invalid(
+                "nonce",
+                "does not match the rekey waiting for verification (see vault-cli rekey status)",
+            ));
+        }
+        if staged.replaces_unseal_key_version != config.unseal_key_version {
+            return Err(Error::FailedPrecondition(
+                "the staged rekey was made for an earlier share set; cancel it and start again"
+                    .into(),
+            ));
+        }
+        if !committed(staged.unseal_key_version, &staged.share_commitments, &share) {
+            return Err(not_a_share("new"));
+        }
+        add_share(&mut rekeys.verifying, share)?;
+        let verifying = rekeys.verifying.len() as u32;
+        if verifying < staged.threshold {
+            return Ok(staged.progress(config.threshold, verifying));
+        }
+        let submitted = std::mem::take(&mut rekeys.verifying);
+        let new_unseal = shamir::combine(&submitted);
+        drop(submitted);
+        let new_unseal = new_unseal?;
+        let staged_config = SealConfig {
+            shares: staged.shares,
+            threshold: staged.threshold,
+            unseal_key_version: staged.unseal_key_version,
+            root_key_version: config.root_key_version,
+            root_key_sealed: staged.root_key_sealed.clone(),
+            created_unix_nanos: config.created_unix_nanos,
+            share_commitments: staged.share_commitments.clone(),
+        };
+        let root = open_root_key(&staged_config, &new_unseal)?;
+        // The staged root key must be the one in force: it opens the token hashing key.
+        self.token_key(&root)?;
+
+        let mut batch = WriteBatch::new();
+        // A root rotation re-seals every KEK record: no KEK may change until it is committed.
+        let changes = staged.rotate_root.then(|| lock(&self.key_changes));
+        let new_config = if staged.rotate_root {
+            let (new_root, version) =
+                self.rotate_root_into(&root, config.root_key_version, &mut batch)?;
+            let sealed = crypto::seal(
+                &new_unseal,
+                KeyRef {
+                    kind: KeyKind::Unseal,
+                    version: staged.unseal_key_version,
+                },
+                &root_key_context(),
+                new_root.expose_secret(),
+            )?;
+            (
+                SealConfig {
+                    root_key_version: version,
+                    root_key_sealed: STANDARD.encode(&sealed),
+                    ..staged_config
+                },
+                Some(new_root),
+            )
+        } else {
+            (staged_config, None)
+        };
+        drop(new_unseal);
+        drop(root);
+        let (new_config, rotated) = new_config;
+        batch
+            .put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?)
+            .delete(Space::Config, STAGED_KEY);
+        self.keys.write(batch)?;
+        let root_version = new_config.root_key_version;
+        *seal_config = Some(new_config);
+        if let Some(root) = rotated {
             self.install_rotated_root(root_version, root);
         }
         drop(changes);
-        let mut progress = state.progress(config.threshold);
-        progress.progress = config.threshold;
-        progress.complete = true;
-        progress.new_shares = split;
-        *seal_config = Some(new_config);
-        *rekey = None;
         // Shares entered towards an unseal belong to the old set now.
         if let State::Sealed { progress } = &mut *write(&self.state) {
             progress.clear();
         }
+        let mut progress = staged.progress(staged.threshold, staged.threshold);
+        progress.complete = true;
         Ok(progress)
     }
 
-    /// Whether `share` belongs to the current share set. Needs no token and unseals nothing.
+    /// Whether `share` belongs to the current share set (or the staged one). Needs no token
+    /// and unseals nothing.
     pub fn verify_share(&self, share: &UnsealShare) -> Result<ShareCheck> {
         let seal_config = read(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+        if let Some(staged) = self.staged_rekey()?
+            && committed(staged.unseal_key_version, &staged.share_commitments, share)
+        {
+            return Ok(ShareCheck::Staged);
+        }
         if config.share_commitments.is_empty() {
             return Ok(ShareCheck::Unknown);
         }
-        let candidate = share_commitment(config.unseal_key_version, share);
-        let mut found = subtle::Choice::from(0u8);
-        for commitment in &config.share_commitments {
-            found |= commitment.as_bytes().ct_eq(candidate.as_bytes());
-        }
-        Ok(if bool::from(found) {
-            ShareCheck::Current
-        } else {
-            ShareCheck::NotCurrent
-        })
+        Ok(
+            if committed(config.unseal_key_version, &config.share_commitments, share) {
+                ShareCheck::Current
+            } else {
+                ShareCheck::NotCurrent
+            },
+        )
+    }
+
+    fn staged_rekey(&self) -> Result<Option<StagedRekey>> {
+        self.keys
+            .get(Space::Config, STAGED_KEY)?
+            .map(|bytes| from_json(&bytes, "the staged rekey"))
+            .transpose()
     }
 
     /// After a root rotation is committed: an unsealed vault continues with a keyring around the
@@ -267,6 +507,16 @@ impl Vault {
     }
 }
 
+fn new_nonce() -> Result<String> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(|_| Error::Rng)?;
+    Ok(hex::encode(nonce))
+}
+
+fn nonce_matches(expected: &str, presented: &str) -> bool {
+    expected.as_bytes().ct_eq(presented.trim().as_bytes()).into()
+}
+
 impl RekeyState {
     fn progress(&self, required: u32) -> RekeyProgress {
         RekeyProgress {
@@ -277,6 +527,30 @@ impl RekeyState {
             required,
             rotate_root: self.rotate_root,
             started_unix_nanos: self.started_unix_nanos,
+            staged: false,
+            verification_nonce: String::new(),
+            verification_progress: 0,
+            verification_required: self.threshold,
+            complete: false,
+            new_shares: Vec::new(),
+        }
+    }
+}
+
+impl StagedRekey {
+    fn progress(&self, required: u32, verifying: u32) -> RekeyProgress {
+        RekeyProgress {
+            nonce: String::new(),
+            shares: self.shares,
+            threshold: self.threshold,
+            progress: required,
+            required,
+            rotate_root: self.rotate_root,
+            started_unix_nanos: self.started_unix_nanos,
+            staged: true,
+            verification_nonce: self.nonce.clone(),
+            verification_progress: verifying,
+            verification_required: self.threshold,
             complete: false,
             new_shares: Vec::new(),
         }

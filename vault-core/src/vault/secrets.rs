@@ -1063,8 +1063,10 @@ impl Vault {
         page_token: &str,
         recursive: bool,
     ) -> Result<ListPage> {
-        self.authorize(caller, tenant, prefix.as_str(), Capability::List)?;
-        let (mut page, _) = self.list_counting(tenant, prefix, page_size, page_token, recursive)?;
+        // The id the check authorized is the one listed: resolving the name again could reach
+        // a tenant deleted and re-created under the same name in between.
+        let id = self.authorize(caller, tenant, prefix.as_str(), Capability::List)?;
+        let (mut page, _) = self.list_counting(id, prefix, page_size, page_token, recursive)?;
         if !caller.system {
             // Names under a denied path stay hidden, even inside a listable folder.
             page.keys.retain(|key| {
@@ -1082,7 +1084,7 @@ impl Vault {
     /// [`Vault::list`], also returning how many entries it read from storage.
     pub(super) fn list_counting(
         &self,
-        tenant: &TenantName,
+        id: TenantId,
         prefix: &FolderPrefix,
         page_size: usize,
         page_token: &str,
@@ -1099,7 +1101,6 @@ impl Vault {
             }
             n => n,
         };
-        let id = self.tenant_id(tenant)?;
         // Read first: every change up to it is in the listing (watch from it to follow on).
         let revision = self.committed_revision(id)?;
         let mut base = meta_prefix(id);

@@ -84,6 +84,15 @@ impl Vault {
             )));
         }
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        // Under `tenant_create`, like the decision to destroy: once the tombstone is written
+        // (the keys are gone) the record under `tenant-deleted/` only waits for the remaining
+        // clean-up steps, and restoring it would bring back a tenant without keys.
+        if self.keys.get(Space::Config, &shredded_key(id))?.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {name} (id {id}) cannot be restored: its keys were destroyed \
+                 (crypto-shredded)"
+            )));
+        }
         record.deleted_unix_nanos = 0;
         record.shred_after_unix_nanos = 0;
         let mut batch = WriteBatch::new();
@@ -111,15 +120,25 @@ impl Vault {
         now: i64,
         report: &mut MaintenanceReport,
     ) -> Result<()> {
+        // One tenant that cannot be shredded now does not hold up the others; the first
+        // failure is reported once all were tried.
+        let mut first_error = None;
         for record in self.deleted_records()? {
             if record.shred_after_unix_nanos > now {
                 continue;
             }
-            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            self.shred(keyring, id, now)?;
-            report.shredded += 1;
+            let result = TenantId::parse_hex(&record.id)
+                .ok_or_else(|| corrupt("a tenant record"))
+                .and_then(|id| self.shred(keyring, id, now));
+            match result {
+                Ok(()) => report.shredded += 1,
+                Err(error) => {
+                    tracing::warn!(tenant = %record.id, %error, "shredding failed; retried next round");
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn shred(&self, keyring: &Keyring, id: TenantId, now: i64) -> Result<()> {
@@ -231,6 +250,7 @@ impl Vault {
             (Space::Config, format!("approle/{hex}/")),
             (Space::Config, format!("approle-id/{hex}/")),
             (Space::Config, format!("wh/{hex}/")),
+            (Space::Config, format!("wt/{hex}/")),
         ];
         for (space, prefix) in prefixes {
             let prefix = prefix.into_bytes();

@@ -93,10 +93,17 @@ pub(super) struct TenantState {
     pub(super) cas_required: bool,
     cidrs: Vec<Cidr>,
     limiter: Option<RateLimit>,
+    /// The tenant's own actions that spend root-key uses (MFA enrolment, webhook creation,
+    /// KEK rotation): rate limited so that no tenant can run the root key toward its budget.
+    root_key_limiter: Option<RateLimit>,
 }
 
 impl TenantState {
-    fn new(name: TenantName, settings: &TenantSettings) -> Result<TenantState> {
+    fn new(
+        name: TenantName,
+        settings: &TenantSettings,
+        root_key_per_minute: u32,
+    ) -> Result<TenantState> {
         Ok(TenantState {
             name,
             default_max_versions: settings.default_max_versions,
@@ -104,6 +111,8 @@ impl TenantState {
             cidrs: settings.cidrs()?,
             limiter: (settings.rate_limit > 0)
                 .then(|| RateLimit::new(settings.rate_limit, settings.rate_limit)),
+            root_key_limiter: (root_key_per_minute > 0)
+                .then(|| RateLimit::per_minute(root_key_per_minute)),
         })
     }
 
@@ -281,7 +290,7 @@ impl Vault {
         }
         settings.validate()?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        let state = Arc::new(TenantState::new(name.clone(), &record.settings)?);
+        let state = Arc::new(TenantState::new(name.clone(), &record.settings, self.config.tenant_root_key_per_minute)?);
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, tenant_key(name), to_json(&record)?);
         self.data.write(batch)?;
@@ -355,6 +364,25 @@ impl Vault {
         Ok(id)
     }
 
+    /// Admits one of a tenant's own actions that seals under the root key (its MFA
+    /// enrolments, webhook creations and KEK rotations): at most
+    /// [`VaultConfig::tenant_root_key_per_minute`] a minute.
+    pub(super) fn admit_root_key_use(&self, tenant: TenantId) -> Result<()> {
+        let Some(state) = self.tenant_state(tenant)? else {
+            return Err(Error::denied("the tenant was deleted"));
+        };
+        if let Some(limiter) = &state.root_key_limiter
+            && !limiter.try_take(Instant::now())
+        {
+            return Err(Error::ResourceExhausted(format!(
+                "tenant {} is over its limit of {} actions a minute that use the root key \
+                 (mfa enrolment, webhook creation, key rotation)",
+                state.name, self.config.tenant_root_key_per_minute
+            )));
+        }
+        Ok(())
+    }
+
     /// The live tenant with this id; `None` once it is deleted.
     pub(super) fn tenant_state(&self, id: TenantId) -> Result<Option<Arc<TenantState>>> {
         if let Some(state) = read(&self.tenant_states).get(&id) {
@@ -378,7 +406,7 @@ impl Vault {
             return Ok(None);
         };
         let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-        let state = Arc::new(TenantState::new(name, &record.settings)?);
+        let state = Arc::new(TenantState::new(name, &record.settings, self.config.tenant_root_key_per_minute)?);
         cache.insert(id, Arc::clone(&state));
         Ok(Some(state))
     }

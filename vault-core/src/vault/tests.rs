@@ -33,11 +33,25 @@ impl Fixture {
 }
 
 fn share_texts(output: &InitOutput) -> Vec<String> {
-    output
-        .shares
+    plain_shares(&output.shares)
+}
+
+/// Shares handed out in the clear, as text.
+fn plain_shares(shares: &[crate::recipient::Handout<UnsealShare>]) -> Vec<String> {
+    shares
         .iter()
-        .map(|s| s.expose_secret().to_string())
+        .map(|s| {
+            s.as_plain()
+                .expect("a share in the clear")
+                .expose_secret()
+                .to_string()
+        })
         .collect()
+}
+
+/// The root token init handed out in the clear.
+fn root_of(output: &InitOutput) -> &Token {
+    output.root_token.as_plain().expect("a root token in the clear")
 }
 
 fn unseal_with(vault: &Vault, shares: &[&String]) -> Result<SealStatus> {
@@ -78,13 +92,13 @@ fn path(text: &str) -> SecretPath {
 /// An initialized, unsealed vault with tenant "acme", its shares and root caller.
 fn unsealed() -> (Fixture, Vec<String>, Caller) {
     let mut fixture = Fixture::new();
-    let output = fixture.vault.init(5, 3).expect("init");
-    fixture.root = output.root_token.expose_secret().to_owned();
+    let output = fixture.vault.init(5, 3, InitRecipients::default()).expect("init");
+    fixture.root = root_of(&output).expose_secret().to_owned();
     let shares = share_texts(&output);
     unseal_with(&fixture.vault, &[&shares[0], &shares[1], &shares[2]]).expect("unseal");
     let caller = fixture
         .vault
-        .authenticate(&output.root_token)
+        .authenticate(root_of(&output))
         .expect("root token");
     fixture
         .vault
@@ -106,9 +120,9 @@ fn init_unseal_threshold_and_progress() {
             progress: 0
         }
     );
-    let output = fixture.vault.init(5, 3).expect("init");
+    let output = fixture.vault.init(5, 3, InitRecipients::default()).expect("init");
     assert!(matches!(
-        fixture.vault.init(5, 3),
+        fixture.vault.init(5, 3, InitRecipients::default()),
         Err(Error::AlreadyInitialized)
     ));
     let shares = share_texts(&output);
@@ -130,7 +144,7 @@ fn init_unseal_threshold_and_progress() {
     assert!(status.sealed);
     // The token cannot be checked while sealed.
     assert!(matches!(
-        fixture.vault.authenticate(&output.root_token),
+        fixture.vault.authenticate(root_of(&output)),
         Err(Error::Sealed)
     ));
     let status = unseal_with(&fixture.vault, &[&shares[2]]).expect("third");
@@ -138,25 +152,29 @@ fn init_unseal_threshold_and_progress() {
     assert_eq!(status.progress, 0);
     fixture
         .vault
-        .authenticate(&output.root_token)
+        .authenticate(root_of(&output))
         .expect("root token works");
 }
 
 #[test]
-fn wrong_share_fails_and_resets_progress() {
+fn a_share_that_is_not_current_is_refused_and_leaves_the_progress_as_it_was() {
     let fixture = Fixture::new();
-    let output = fixture.vault.init(3, 2).expect("init");
+    let output = fixture.vault.init(3, 2, InitRecipients::default()).expect("init");
     let shares = share_texts(&output);
     let other = Fixture::new();
-    let foreign = share_texts(&other.vault.init(3, 2).expect("init"));
+    let foreign = share_texts(&other.vault.init(3, 2, InitRecipients::default()).expect("init"));
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
     let error = unseal_with(&fixture.vault, &[&foreign[1]]).expect_err("must fail");
     assert_eq!(
         error.to_string(),
-        "unseal failed: the shares do not reconstruct the unseal key"
+        "invalid share: this share is not one of the current shares"
     );
-    assert_eq!(fixture.vault.status().progress, 0);
+    assert_eq!(fixture.vault.status().progress, 1);
     assert!(fixture.vault.status().sealed);
+    // Nor can a stranger reset the progress with it.
+    let stranger = UnsealShare::parse(&foreign[0]).expect("share");
+    assert!(fixture.vault.reset_unseal(&stranger).is_err());
+    assert_eq!(fixture.vault.status().progress, 1);
     // And the right shares still work afterwards.
     assert!(
         !unseal_with(&fixture.vault, &[&shares[2], &shares[0]])
@@ -168,9 +186,10 @@ fn wrong_share_fails_and_resets_progress() {
 #[test]
 fn reset_forgets_progress() {
     let fixture = Fixture::new();
-    let shares = share_texts(&fixture.vault.init(3, 2).expect("init"));
+    let shares = share_texts(&fixture.vault.init(3, 2, InitRecipients::default()).expect("init"));
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
-    assert_eq!(fixture.vault.reset_unseal().expect("reset").progress, 0);
+    let proof = UnsealShare::parse(&shares[2]).expect("share");
+    assert_eq!(fixture.vault.reset_unseal(&proof).expect("reset").progress, 0);
 }
 
 #[test]
@@ -708,12 +727,12 @@ fn listing_reads_a_bounded_number_of_entries() {
     }
     let flat = FolderPrefix::parse("flat/").expect("prefix");
     let (page, read) = vault
-        .list_counting(&acme, &flat, 100, "", false)
+        .list_counting(vault.tenant_id(&acme).expect("id"), &flat, 100, "", false)
         .expect("list");
     assert_eq!((page.keys.len(), read), (100, 101));
     let token = page.next_page_token.expect("more");
     let (page, read) = vault
-        .list_counting(&acme, &flat, 100, &token, false)
+        .list_counting(vault.tenant_id(&acme).expect("id"), &flat, 100, &token, false)
         .expect("list");
     assert_eq!(
         (page.keys.first().map(String::as_str), read),
@@ -725,7 +744,7 @@ fn listing_reads_a_bounded_number_of_entries() {
     let mut listed = Vec::new();
     loop {
         let (page, read) = vault
-            .list_counting(&acme, &deep, 10, &token, false)
+            .list_counting(vault.tenant_id(&acme).expect("id"), &deep, 10, &token, false)
             .expect("list");
         assert!(
             read <= 2 * page.keys.len() + 2,
@@ -745,8 +764,8 @@ fn listing_reads_a_bounded_number_of_entries() {
 #[test]
 fn a_conflicting_share_is_refused_without_losing_progress() {
     let fixture = Fixture::new();
-    let shares = share_texts(&fixture.vault.init(5, 3).expect("init"));
-    let foreign = share_texts(&Fixture::new().vault.init(5, 3).expect("init"));
+    let shares = share_texts(&fixture.vault.init(5, 3, InitRecipients::default()).expect("init"));
+    let foreign = share_texts(&Fixture::new().vault.init(5, 3, InitRecipients::default()).expect("init"));
     unseal_with(&fixture.vault, &[&shares[0], &shares[1]]).expect("two");
     let conflicting = foreign.iter().find(|f| {
         UnsealShare::parse(f).map(|s| s.identifier()).ok()
@@ -810,11 +829,11 @@ mod access {
         )
         .expect("open")
         .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
-        let output = fixture.vault.init(1, 1).expect("init");
+        let output = fixture.vault.init(1, 1, InitRecipients::default()).expect("init");
         unseal_with(&fixture.vault, &[&share_texts(&output)[0]]).expect("unseal");
         let root = fixture
             .vault
-            .authenticate(&output.root_token)
+            .authenticate(root_of(&output))
             .expect("root");
         for name in ["acme", "globex"] {
             fixture

@@ -15,7 +15,7 @@
 //! (`x-vault-signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`) is computed
 //! inside the vault, so the secret never leaves it after creation.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 
 use base64::{Engine, engine::general_purpose::STANDARD, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::hmac;
@@ -47,6 +47,11 @@ pub const MIN_SECRET_LEN: usize = 16;
 pub const MAX_SECRET_LEN: usize = 256;
 /// Events fanned out per subscription per round.
 const FANOUT_BATCH: usize = 256;
+/// Pending deliveries one webhook may have; its fan-out pauses (its cursor waits, and the
+/// tenant's feed keeps the events) until some are delivered or dead.
+pub const MAX_PENDING_PER_WEBHOOK: u64 = 10_000;
+/// Dead-letter deliveries kept per webhook; past this the oldest is dropped (audited).
+pub const MAX_DEAD_PER_WEBHOOK: u64 = 10_000;
 /// Pending and dead deliveries shown by a status call.
 const STATUS_LIMIT: usize = 100;
 /// The signature header.
@@ -75,58 +80,97 @@ impl Default for WebhookPolicy {
     }
 }
 
-/// Why an address may not receive webhooks, if it may not: loopback, private, link-local and
-/// other special-purpose ranges are refused unless `allow` names them.
+/// Why an address may not receive webhooks, if it may not: every range of the IANA IPv4 and
+/// IPv6 special-purpose address registries that is not globally reachable (loopback, private,
+/// link-local, shared, benchmarking, documentation, protocol assignments, multicast, reserved)
+/// is refused unless `allow` names it. Addresses that embed an IPv4 address (IPv4-mapped,
+/// NAT64, 6to4) are judged by that address.
 pub fn address_refusal(address: IpAddr, allow: &[Cidr]) -> Option<&'static str> {
     if allow.iter().any(|cidr| cidr.contains(address)) {
         return None;
     }
-    let address = match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    };
     match address {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local")
-            } else if v4.is_unspecified() || a == 0 {
-                Some("unspecified")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("shared (carrier-grade NAT)")
-            } else if v4.is_multicast() || a >= 240 {
-                Some("multicast or reserved")
-            } else {
-                None
-            }
-        }
+        IpAddr::V4(v4) => v4_refusal(v4),
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return address_refusal(IpAddr::V4(v4), allow);
+            }
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                std::net::Ipv4Addr::from((u32::from(high) << 16) | u32::from(low))
+            };
+            let first = segments[0];
             if v6.is_loopback() {
                 Some("loopback")
             } else if v6.is_unspecified() {
                 Some("unspecified")
-            } else if first & 0xffc0 == 0xfe80 {
-                Some("link-local")
+            } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64 (RFC 6052): judge the IPv4 address inside.
+                v4_refusal(embedded(segments[6], segments[7]))
+                    .map(|_| "NAT64 of a refused IPv4 address")
+            } else if segments[..3] == [0x64, 0xff9b, 1] {
+                Some("local-use NAT64")
+            } else if first == 0x2002 {
+                // 6to4 (RFC 3056): the IPv4 address follows the prefix.
+                v4_refusal(embedded(segments[1], segments[2]))
+                    .map(|_| "6to4 of a refused IPv4 address")
+            } else if segments[..4] == [0x100, 0, 0, 0] {
+                Some("discard-only")
+            } else if first == 0x2001 && segments[1] < 0x200 {
+                // 2001::/23, IETF protocol assignments (Teredo, benchmarking, ORCHID...).
+                Some("IETF protocol assignment")
+            } else if first == 0x2001 && segments[1] == 0xdb8 {
+                Some("documentation")
+            } else if first == 0x3fff && segments[1] < 0x1000 {
+                // 3fff::/20, documentation (RFC 9637).
+                Some("documentation")
+            } else if first == 0x5f00 {
+                Some("segment routing (SRv6 SIDs)")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("private (unique local)")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("site-local")
             } else if v6.is_multicast() {
                 Some("multicast")
-            } else if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                // NAT64: judge the IPv4 address inside.
-                let [.., c, d] = v6.segments();
-                let inner = IpAddr::V4(std::net::Ipv4Addr::from(
-                    (u32::from(c) << 16) | u32::from(d),
-                ));
-                address_refusal(inner, &[]).map(|_| "NAT64 of a refused IPv4 address")
             } else {
                 None
             }
         }
+    }
+}
+
+/// [`address_refusal`] for IPv4 (the IANA IPv4 special-purpose address registry).
+fn v4_refusal(v4: std::net::Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = v4.octets();
+    if v4.is_loopback() {
+        Some("loopback")
+    } else if v4.is_private() {
+        Some("private")
+    } else if v4.is_link_local() {
+        Some("link-local")
+    } else if a == 0 {
+        Some("unspecified (this network)")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("shared (carrier-grade NAT)")
+    } else if a == 192 && b == 0 && c == 0 {
+        Some("IETF protocol assignment")
+    } else if (a, b, c) == (192, 0, 2) || (a, b, c) == (198, 51, 100) || (a, b, c) == (203, 0, 113)
+    {
+        Some("documentation")
+    } else if a == 198 && (b == 18 || b == 19) {
+        Some("benchmarking")
+    } else if (a, b, c) == (192, 31, 196) || (a, b, c) == (192, 175, 48) {
+        Some("AS112 service")
+    } else if (a, b, c) == (192, 52, 193) {
+        Some("automatic multicast tunneling")
+    } else if (a, b, c) == (192, 88, 99) {
+        Some("6to4 relay anycast")
+    } else if v4.is_multicast() || a >= 240 {
+        Some("multicast or reserved")
+    } else {
+        None
     }
 }
 
@@ -216,35 +260,32 @@ impl WebhookUrl {
         }
     }
 
-    /// Resolves the host (blocking) and checks every address; all must be allowed.
-    pub fn resolve_checked(&self, allow: &[Cidr]) -> Result<Vec<SocketAddr>> {
-        let addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|_| Error::invalid("url", format!("host {} does not resolve", self.host)))?
-            .collect();
-        check_addresses(&self.host, &addresses, allow)?;
-        Ok(addresses)
-    }
 }
 
-/// Refuses a host unless every address it resolves to may receive webhooks.
+/// What a caller is told when the host of a webhook does not resolve, resolves to an address
+/// webhooks may not reach, or does not answer the lookup in time: one message for all of
+/// them, so that creating webhooks cannot be used to read internal DNS answers.
+pub fn unreachable_host(host: &str) -> Error {
+    Error::invalid(
+        "url",
+        format!(
+            "host {host} does not resolve to an address webhooks may reach (public addresses \
+             only, unless the server allows a network with --webhook-allow-network)"
+        ),
+    )
+}
+
+/// Refuses a host unless it resolved to at least one address and every address may receive
+/// webhooks. The refused address and why go to the server log, never to the caller.
 pub fn check_addresses(host: &str, addresses: &[SocketAddr], allow: &[Cidr]) -> Result<()> {
     if addresses.is_empty() {
-        return Err(Error::invalid(
-            "url",
-            format!("host {host} does not resolve"),
-        ));
+        tracing::info!(%host, "webhook host resolves to no address");
+        return Err(unreachable_host(host));
     }
     for address in addresses {
         if let Some(reason) = address_refusal(address.ip(), allow) {
-            return Err(Error::invalid(
-                "url",
-                format!(
-                    "host {host} resolves to {}, a {reason} address; webhooks may not reach it \
-                     unless the server allows it (--webhook-allow-network)",
-                    address.ip()
-                ),
-            ));
+            tracing::info!(%host, address = %address.ip(), reason, "webhook host refused");
+            return Err(unreachable_host(host));
         }
     }
     Ok(())
@@ -274,6 +315,12 @@ pub struct WebhookInfo {
     pub delivered: u64,
     pub last_delivered_revision: u64,
     pub last_error: String,
+    /// The accessor of the token that created the webhook (a webhook is tenant
+    /// configuration and outlives it; this says whose it was).
+    pub creator: String,
+    /// Deliveries waiting to be posted, and in the dead-letter list.
+    pub pending: u64,
+    pub dead: u64,
 }
 
 /// A pending or dead delivery.
@@ -298,7 +345,7 @@ pub struct WebhookStatus {
 
 /// One post to make, signed. The body holds names and versions only.
 pub struct Delivery {
-    tenant: TenantId,
+    pub tenant: TenantId,
     pub webhook: String,
     pub revision: u64,
     pub url: String,
@@ -310,6 +357,8 @@ pub struct Delivery {
     /// `<webhook id>-<revision>`: the same on every attempt, for receivers to drop repeats.
     pub delivery_id: String,
     pub event_type: &'static str,
+    /// The receiving host (the dispatcher bounds posts per host).
+    pub host: String,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -338,6 +387,13 @@ struct WebhookRecord {
     last_delivered_revision: u64,
     #[serde(default)]
     last_error: String,
+    #[serde(default)]
+    creator: String,
+    /// Pending and dead deliveries, kept in the same writes that add and remove them.
+    #[serde(default)]
+    pending: u64,
+    #[serde(default)]
+    dead: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -387,13 +443,24 @@ fn with_revision(mut prefix: Vec<u8>, revision: u64) -> Vec<u8> {
     prefix
 }
 
+/// Each tenant's delivery queue, by due time: `wt/<tenant id>/<due, u64 BE><webhook id>/
+/// <revision, u64 BE>`. One queue per tenant, so the dispatcher can take from every tenant in
+/// turn and no tenant's backlog sits in front of another's.
+pub(super) fn queue_prefix(tenant: TenantId) -> Vec<u8> {
+    format!("wt/{}/", tenant.to_hex()).into_bytes()
+}
+
 fn queue_key(due: i64, tenant: TenantId, id: &str, revision: u64) -> Vec<u8> {
-    let mut key = b"wq/".to_vec();
+    let mut key = queue_prefix(tenant);
     key.extend_from_slice(&(due.max(0) as u64).to_be_bytes());
-    key.extend_from_slice(format!("{}/{id}/", tenant.to_hex()).as_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key.push(b'/');
     key.extend_from_slice(&revision.to_be_bytes());
     key
 }
+
+/// The queue of versions before per-tenant queues: `wq/<due, u64 BE><tenant>/<id>/<rev>`.
+const OLD_QUEUE_PREFIX: &[u8] = b"wq/";
 
 fn webhook_context(tenant: TenantId, id: &str) -> (String, Option<TenantId>) {
     (format!("webhook/{id}"), Some(tenant))
@@ -469,14 +536,33 @@ impl Vault {
             .ok_or_else(|| Error::NotFound(format!("webhook {id}")))
     }
 
-    /// Subscribes `spec.url` to the tenant's feed from now on. Returns the webhook and, if the
-    /// vault generated it, the signing secret (shown this once).
-    pub fn webhook_create(
+    /// The checks of a new webhook that need no network: the URL, paths and secret, `admin`
+    /// on the tenant, the tenant's webhook quota and its rate of root-key actions. Returns the
+    /// parsed URL, whose host the caller then resolves (asynchronously, with a timeout) before
+    /// [`Vault::webhook_create`]: so slow DNS can neither hold a blocking thread nor be reached
+    /// without passing the quota and rate checks first.
+    pub fn webhook_admit(
         &self,
         caller: &Caller,
         tenant: &TenantName,
-        spec: WebhookSpec,
-    ) -> Result<(WebhookInfo, Option<SecretBytes>)> {
+        spec: &WebhookSpec,
+    ) -> Result<WebhookUrl> {
+        let url = self.webhook_checked(caller, tenant, spec)?.1;
+        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        if !caller.system {
+            // The signing secret is sealed under the root key.
+            self.admit_root_key_use(id)?;
+        }
+        Ok(url)
+    }
+
+    /// Validation shared by [`Vault::webhook_admit`] and [`Vault::webhook_create`].
+    fn webhook_checked(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        spec: &WebhookSpec,
+    ) -> Result<(TenantId, WebhookUrl)> {
         let url = WebhookUrl::parse(&spec.url)?;
         if !spec.paths.is_empty() {
             check_glob(&spec.paths).map_err(|reason| Error::invalid("paths", reason.to_owned()))?;
@@ -489,9 +575,39 @@ impl Vault {
                 format!("must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} bytes"),
             ));
         }
-        let keyring = self.keyring()?;
         let id = self.webhook_admin(caller, tenant)?;
-        url.resolve_checked(&self.config.webhooks.allow)?;
+        self.webhook_quota(tenant, id)?;
+        Ok((id, url))
+    }
+
+    fn webhook_quota(&self, tenant: &TenantName, id: TenantId) -> Result<()> {
+        let existing = self.data.scan(
+            Space::Secrets,
+            &webhook_prefix(id),
+            &webhook_prefix(id),
+            MAX_WEBHOOKS + 1,
+        )?;
+        if existing.len() >= MAX_WEBHOOKS {
+            return Err(Error::ResourceExhausted(format!(
+                "tenant {tenant} has {MAX_WEBHOOKS} webhooks, the most it may have"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Subscribes `spec.url` to the tenant's feed from now on, once its host resolved to
+    /// `addresses` (see [`Vault::webhook_admit`]), every one of which must be allowed. Returns
+    /// the webhook and, if the vault generated it, the signing secret (shown this once).
+    pub fn webhook_create(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        spec: WebhookSpec,
+        addresses: &[SocketAddr],
+    ) -> Result<(WebhookInfo, Option<SecretBytes>)> {
+        let keyring = self.keyring()?;
+        let (id, url) = self.webhook_checked(caller, tenant, &spec)?;
+        check_addresses(&url.host, addresses, &self.config.webhooks.allow)?;
         let mut raw = [0u8; 8];
         getrandom::fill(&mut raw).map_err(|_| Error::Rng)?;
         let webhook_id = hex::encode(raw);
@@ -520,17 +636,8 @@ impl Vault {
         )?;
         drop(secret);
         let _changes = lock(&self.webhook_changes);
-        let existing = self.data.scan(
-            Space::Secrets,
-            &webhook_prefix(id),
-            &webhook_prefix(id),
-            MAX_WEBHOOKS + 1,
-        )?;
-        if existing.len() >= MAX_WEBHOOKS {
-            return Err(Error::ResourceExhausted(format!(
-                "tenant {tenant} has {MAX_WEBHOOKS} webhooks, the most it may have"
-            )));
-        }
+        // Again under the lock: two creations may have passed the first check together.
+        self.webhook_quota(tenant, id)?;
         let record = WebhookRecord {
             id: webhook_id.clone(),
             url: spec.url,
@@ -542,6 +649,9 @@ impl Vault {
             delivered: 0,
             last_delivered_revision: 0,
             last_error: String::new(),
+            creator: caller.accessor.clone(),
+            pending: 0,
+            dead: 0,
         };
         let mut batch = WriteBatch::new();
         batch
@@ -686,6 +796,11 @@ impl Vault {
                 break;
             }
             let mut batch = WriteBatch::new();
+            let mut hook = self.webhook_record(id, webhook)?;
+            let moved = page.len() as u64;
+            hook.dead = hook.dead.saturating_sub(moved);
+            hook.pending = hook.pending.saturating_add(moved);
+            batch.put(Space::Secrets, webhook_key(id, webhook), to_json(&hook)?);
             for (key, bytes) in page {
                 let mut record: DeliveryRecord = from_json(&bytes, "a webhook delivery")?;
                 record.attempts = 0;
@@ -757,6 +872,11 @@ impl Vault {
             return Ok(0);
         };
         let mut record: WebhookRecord = from_json(&bytes, "a webhook")?;
+        if record.pending >= MAX_PENDING_PER_WEBHOOK {
+            // Paused until the receiver catches up (or its deliveries go dead): the cursor
+            // waits, and the feed keeps the events after it.
+            return Ok(0);
+        }
         let (events, last) = self.events_after(tenant, record.cursor, FANOUT_BATCH)?;
         if last == record.cursor {
             return Ok(0);
@@ -790,6 +910,7 @@ impl Vault {
             queued += 1;
         }
         record.cursor = last;
+        record.pending = record.pending.saturating_add(queued as u64);
         batch.put(
             Space::Secrets,
             webhook_key(tenant, webhook),
@@ -800,72 +921,191 @@ impl Vault {
         Ok(queued)
     }
 
-    /// Due deliveries (at most `limit`), signed now, and when the next one falls due.
-    pub fn webhook_due(&self, limit: usize) -> Result<(Vec<Delivery>, Option<i64>)> {
+    /// Tenants with at least one webhook, in id order (one seek per tenant).
+    fn webhook_tenants(&self) -> Result<Vec<TenantId>> {
+        let prefix = b"wh/";
+        let mut tenants = Vec::new();
+        let mut start = prefix.to_vec();
+        while let Some((key, _)) = self.data.scan(Space::Config, prefix, &start, 1)?.pop() {
+            let rest = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| corrupt("a webhook index key"))?;
+            let (hex, _) = rest
+                .split_once('/')
+                .ok_or_else(|| corrupt("a webhook index key"))?;
+            tenants.push(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a webhook index key"))?);
+            // Past every key of this tenant: '0' follows '/'.
+            start = format!("wh/{hex}0").into_bytes();
+        }
+        Ok(tenants)
+    }
+
+    /// Due deliveries, signed now, taken from every tenant's queue in turn within `limits`
+    /// given what is already being posted (`busy`); and when the next one falls due. A deleted
+    /// tenant's deliveries are not posted (shredding removes them, a restore resumes them).
+    pub fn webhook_due(
+        &self,
+        busy: &DispatchState,
+        limits: &DispatchLimits,
+    ) -> Result<(Vec<Delivery>, Option<i64>)> {
         let Ok(keyring) = self.keyring() else {
             return Ok((Vec::new(), None));
         };
+        let mut tenants = self.webhook_tenants()?;
+        if !tenants.is_empty() {
+            let turn = busy.turn % tenants.len();
+            tenants.rotate_left(turn);
+        }
         let _changes = lock(&self.webhook_changes);
         let now = self.now();
-        let prefix = b"wq/";
+        let mut total = busy.in_flight.len();
+        let mut hosts = busy.per_host.clone();
         let mut out = Vec::new();
-        let mut start = prefix.to_vec();
-        loop {
-            let page = self.data.scan(Space::Config, prefix, &start, 64)?;
-            let Some((last, _)) = page.last() else {
-                return Ok((out, None));
-            };
-            start = last.clone();
-            start.push(0);
-            for (key, _) in page {
-                let parsed = parse_queue_key(&key)?;
-                if parsed.due > now {
-                    return Ok((out, Some(parsed.due)));
-                }
-                if out.len() >= limit {
-                    return Ok((out, Some(parsed.due)));
-                }
-                let pending_key = with_revision(
-                    pending_prefix(parsed.tenant, &parsed.webhook),
-                    parsed.revision,
-                );
-                let record = self
-                    .data
-                    .get(Space::Secrets, &pending_key)?
-                    .map(|bytes| from_json::<DeliveryRecord>(&bytes, "a webhook delivery"))
-                    .transpose()?;
-                let webhook = self
-                    .data
-                    .get(Space::Secrets, &webhook_key(parsed.tenant, &parsed.webhook))?
-                    .map(|bytes| from_json::<WebhookRecord>(&bytes, "a webhook"))
-                    .transpose()?;
-                let (Some(record), Some(webhook)) = (record, webhook) else {
-                    // Delivered, replayed or deleted meanwhile: a stale queue entry.
-                    let mut batch = WriteBatch::new();
-                    batch.delete(Space::Config, key);
-                    self.data.write(batch)?;
-                    continue;
+        let mut next_due: Option<i64> = None;
+        let mut earlier = |due: i64| next_due = Some(next_due.map_or(due, |d| d.min(due)));
+        for tenant in tenants {
+            if total >= limits.total {
+                break;
+            }
+            if self.tenant_state(tenant)?.is_none() {
+                continue;
+            }
+            let mut free = limits
+                .per_tenant
+                .saturating_sub(busy.per_tenant.get(&tenant).copied().unwrap_or(0));
+            if free == 0 {
+                continue;
+            }
+            let prefix = queue_prefix(tenant);
+            let mut start = prefix.clone();
+            // Bounded: a tenant whose due deliveries all wait for a busy host is looked at
+            // this far and no further in one pass.
+            let mut looked = 0;
+            'queue: while free > 0 && total < limits.total && looked < 4 * limits.per_tenant {
+                let page = self.data.scan(Space::Config, &prefix, &start, 64)?;
+                let Some((last, _)) = page.last() else {
+                    break;
                 };
-                if queue_key(
-                    record.next_attempt_unix_nanos,
-                    parsed.tenant,
-                    &parsed.webhook,
-                    parsed.revision,
-                ) != key
-                {
-                    let mut batch = WriteBatch::new();
-                    batch.delete(Space::Config, key);
-                    self.data.write(batch)?;
-                    continue;
-                }
-                match self.signed_delivery(&keyring, parsed.tenant, &webhook, &record, now) {
-                    Ok(delivery) => out.push(delivery),
-                    // Logged, and tried again next round; the other deliveries go on.
-                    Err(e) => {
-                        tracing::warn!(error = %e, webhook = %webhook.id, "webhook delivery not signed")
+                start = last.clone();
+                start.push(0);
+                for (key, _) in page {
+                    looked += 1;
+                    let parsed = parse_queue_key(&key, tenant)?;
+                    if parsed.due > now {
+                        earlier(parsed.due);
+                        break 'queue;
+                    }
+                    if free == 0 || total >= limits.total {
+                        earlier(parsed.due);
+                        break 'queue;
+                    }
+                    if busy
+                        .in_flight
+                        .contains(&(tenant, parsed.webhook.clone(), parsed.revision))
+                    {
+                        continue;
+                    }
+                    let Some((record, webhook)) = self.queued_delivery(&key, tenant, &parsed)?
+                    else {
+                        continue;
+                    };
+                    // A receiver is a host and port.
+                    let host = WebhookUrl::parse(&webhook.url)
+                        .map(|url| url.host_header())
+                        .unwrap_or_default();
+                    let at_host = hosts.entry(host.clone()).or_insert(0);
+                    if *at_host >= limits.per_host {
+                        // Left for a later pass: the receiver has its share of posts.
+                        earlier(parsed.due);
+                        continue;
+                    }
+                    match self.signed_delivery(&keyring, tenant, &webhook, &record, now) {
+                        Ok(mut delivery) => {
+                            delivery.host = host;
+                            *at_host += 1;
+                            free -= 1;
+                            total += 1;
+                            out.push(delivery);
+                        }
+                        // Logged, and tried again next round; the other deliveries go on.
+                        Err(e) => {
+                            tracing::warn!(error = %e, webhook = %webhook.id, "webhook delivery not signed")
+                        }
                     }
                 }
             }
+        }
+        Ok((out, next_due))
+    }
+
+    /// The pending delivery and webhook a queue entry stands for, or `None` (and the entry
+    /// removed) if it is stale: delivered, replayed, rescheduled or deleted meanwhile.
+    fn queued_delivery(
+        &self,
+        key: &[u8],
+        tenant: TenantId,
+        parsed: &QueueEntry,
+    ) -> Result<Option<(DeliveryRecord, WebhookRecord)>> {
+        let pending_key = with_revision(pending_prefix(tenant, &parsed.webhook), parsed.revision);
+        let record = self
+            .data
+            .get(Space::Secrets, &pending_key)?
+            .map(|bytes| from_json::<DeliveryRecord>(&bytes, "a webhook delivery"))
+            .transpose()?;
+        let webhook = self
+            .data
+            .get(Space::Secrets, &webhook_key(tenant, &parsed.webhook))?
+            .map(|bytes| from_json::<WebhookRecord>(&bytes, "a webhook"))
+            .transpose()?;
+        match (record, webhook) {
+            (Some(record), Some(webhook))
+                if queue_key(
+                    record.next_attempt_unix_nanos,
+                    tenant,
+                    &parsed.webhook,
+                    parsed.revision,
+                ) == key =>
+            {
+                Ok(Some((record, webhook)))
+            }
+            _ => {
+                let mut batch = WriteBatch::new();
+                batch.delete(Space::Config, key.to_vec());
+                self.data.write(batch)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves queue entries of the single queue that came before per-tenant queues into them
+    /// (once, at start-up; nothing if there are none).
+    pub(super) fn migrate_webhook_queue(data: &dyn crate::storage::Storage) -> Result<()> {
+        loop {
+            let page = data.scan(Space::Config, OLD_QUEUE_PREFIX, OLD_QUEUE_PREFIX, 1024)?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::new();
+            for (key, _) in page {
+                let bad = || corrupt("a webhook queue key");
+                let rest = &key[OLD_QUEUE_PREFIX.len()..];
+                let due = rest.get(..8).ok_or_else(bad)?;
+                let tail = rest.get(8..).ok_or_else(bad)?;
+                let revision_at = tail.len().checked_sub(8).ok_or_else(bad)?;
+                let names = std::str::from_utf8(&tail[..revision_at]).map_err(|_| bad())?;
+                let (tenant, webhook) = names
+                    .strip_suffix('/')
+                    .and_then(|names| names.split_once('/'))
+                    .ok_or_else(bad)?;
+                let tenant = TenantId::parse_hex(tenant).ok_or_else(bad)?;
+                let mut new_key = queue_prefix(tenant);
+                new_key.extend_from_slice(due);
+                new_key.extend_from_slice(webhook.as_bytes());
+                new_key.push(b'/');
+                new_key.extend_from_slice(&tail[revision_at..]);
+                batch.put(Space::Config, new_key, Vec::new());
+                batch.delete(Space::Config, key);
+            }
+            data.write(batch)?;
         }
     }
 
@@ -936,6 +1176,7 @@ impl Vault {
             attempt: record.attempts + 1,
             delivery_id,
             event_type: event.kind.as_str(),
+            host: String::new(),
         })
     }
 
@@ -975,6 +1216,7 @@ impl Vault {
         match outcome {
             Ok(()) => {
                 batch.delete(Space::Secrets, pending_key);
+                hook.pending = hook.pending.saturating_sub(1);
                 hook.delivered += 1;
                 hook.last_delivered_revision = hook.last_delivered_revision.max(delivery.revision);
             }
@@ -997,6 +1239,27 @@ impl Vault {
                         with_revision(dead_prefix(tenant, webhook), delivery.revision),
                         to_json(&record)?,
                     );
+                    hook.pending = hook.pending.saturating_sub(1);
+                    hook.dead = hook.dead.saturating_add(1);
+                    if hook.dead > MAX_DEAD_PER_WEBHOOK {
+                        // Bounded: the oldest dead letter makes room (audited).
+                        let prefix = dead_prefix(tenant, webhook);
+                        if let Some((oldest, bytes)) =
+                            self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.pop()
+                        {
+                            let dropped: DeliveryRecord = from_json(&bytes, "a webhook delivery")?;
+                            self.audit_vault(
+                                tenant,
+                                format!(
+                                    "webhook {webhook}: dead-letter delivery of revision {} \
+                                     dropped, over the limit of {MAX_DEAD_PER_WEBHOOK}",
+                                    dropped.event.revision
+                                ),
+                            )?;
+                            batch.delete(Space::Secrets, oldest);
+                            hook.dead -= 1;
+                        }
+                    }
                 } else {
                     let shift = (record.attempts - 1).min(40);
                     let delay = policy
@@ -1050,14 +1313,42 @@ impl Vault {
 
 struct QueueEntry {
     due: i64,
-    tenant: TenantId,
     webhook: String,
     revision: u64,
 }
 
-fn parse_queue_key(key: &[u8]) -> Result<QueueEntry> {
+/// What the dispatcher is posting right now, for [`Vault::webhook_due`].
+#[derive(Clone, Debug, Default)]
+pub struct DispatchState {
+    /// (tenant, webhook, revision) of every post in flight.
+    pub in_flight: std::collections::HashSet<(TenantId, String, u64)>,
+    pub per_tenant: std::collections::HashMap<TenantId, usize>,
+    pub per_host: std::collections::HashMap<String, usize>,
+    /// Which tenant's queue is looked at first (round robin across passes).
+    pub turn: usize,
+}
+
+/// How many webhook posts may be in flight: in all, per tenant and per receiving host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatchLimits {
+    pub total: usize,
+    pub per_tenant: usize,
+    pub per_host: usize,
+}
+
+impl Default for DispatchLimits {
+    fn default() -> Self {
+        DispatchLimits {
+            total: 64,
+            per_tenant: 8,
+            per_host: 8,
+        }
+    }
+}
+
+fn parse_queue_key(key: &[u8], tenant: TenantId) -> Result<QueueEntry> {
     let bad = || corrupt("a webhook queue key");
-    let rest = key.get(3..).ok_or_else(bad)?;
+    let rest = key.get(queue_prefix(tenant).len()..).ok_or_else(bad)?;
     let due = rest
         .get(..8)
         .and_then(|bytes| bytes.try_into().ok())
@@ -1069,12 +1360,12 @@ fn parse_queue_key(key: &[u8]) -> Result<QueueEntry> {
         .try_into()
         .map(u64::from_be_bytes)
         .map_err(|_| bad())?;
-    let names = std::str::from_utf8(&tail[..revision_at]).map_err(|_| bad())?;
-    let names = names.strip_suffix('/').ok_or_else(bad)?;
-    let (tenant, webhook) = names.split_once('/').ok_or_else(bad)?;
+    let webhook = std::str::from_utf8(&tail[..revision_at])
+        .ok()
+        .and_then(|names| names.strip_suffix('/'))
+        .ok_or_else(bad)?;
     Ok(QueueEntry {
         due: i64::try_from(due).map_err(|_| bad())?,
-        tenant: TenantId::parse_hex(tenant).ok_or_else(bad)?,
         webhook: webhook.to_owned(),
         revision,
     })
@@ -1091,6 +1382,9 @@ fn info(record: &WebhookRecord) -> WebhookInfo {
         delivered: record.delivered,
         last_delivered_revision: record.last_delivered_revision,
         last_error: record.last_error.clone(),
+        creator: record.creator.clone(),
+        pending: record.pending,
+        dead: record.dead,
     }
 }
 

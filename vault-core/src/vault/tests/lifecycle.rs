@@ -23,11 +23,13 @@ pub(super) fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
     let key_store = Arc::new(MemoryStorage::new());
     let clock = Arc::new(AtomicI64::new(START));
     let vault = open_with(&data, &key_store, &keys, &clock);
-    let output = vault.init(shares, threshold).expect("init");
+    let output = vault
+        .init(shares, threshold, InitRecipients::default())
+        .expect("init");
     let texts = share_texts(&output);
     let needed: Vec<&String> = texts.iter().take(threshold as usize).collect();
     unseal_with(&vault, &needed).expect("unseal");
-    let root = vault.authenticate(&output.root_token).expect("root");
+    let root = vault.authenticate(root_of(&output)).expect("root");
     vault
         .create_tenant(&root, &tenant("acme"), TenantSettings::default())
         .expect("tenant");
@@ -37,7 +39,7 @@ pub(super) fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
         vault: Arc::new(vault),
         clock,
         root,
-        root_token: output.root_token,
+        root_token: output.root_token.into_plain().expect("root token"),
         shares: texts,
     }
 }
@@ -396,10 +398,10 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     put(&lab, "db/primary", "p1");
     let started = lab
         .vault
-        .rekey_init(&lab.root, 5, 3, false)
+        .rekey_init(&lab.root, 5, 3, false, Vec::new())
         .expect("rekey init");
     assert!(matches!(
-        lab.vault.rekey_init(&lab.root, 5, 3, false),
+        lab.vault.rekey_init(&lab.root, 5, 3, false, Vec::new()),
         Err(Error::FailedPrecondition(_))
     ));
     let share = |text: &String| UnsealShare::parse(text).expect("share");
@@ -416,17 +418,51 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
         (first.progress, first.required, first.complete),
         (1, 2, false)
     );
-    let done = lab
+    let staged = lab
         .vault
         .rekey_submit(&started.nonce, share(&lab.shares[1]))
         .expect("second share");
+    assert!(staged.staged && !staged.complete);
+    assert_eq!(staged.new_shares.len(), 5);
+    let new = plain_shares(&staged.new_shares);
+    // Staged: the old shares are still the ones in force, the new ones wait.
+    for old in &lab.shares {
+        assert_eq!(
+            lab.vault.verify_share(&share(old)).expect("check"),
+            ShareCheck::Current
+        );
+    }
+    assert_eq!(
+        lab.vault.verify_share(&share(&new[0])).expect("check"),
+        ShareCheck::Staged
+    );
+    let status = lab.vault.rekey_status().expect("status").expect("staged");
+    assert!(status.staged);
+    assert!(matches!(
+        lab.vault.rekey_verify("not-the-nonce", share(&new[0])),
+        Err(Error::InvalidArgument { field: "nonce", .. })
+    ));
+    // An old share is not a new one.
+    assert!(matches!(
+        lab.vault
+            .rekey_verify(&status.verification_nonce, share(&lab.shares[0])),
+        Err(Error::InvalidArgument { field: "share", .. })
+    ));
+    for (index, fresh) in [&new[3], &new[1]].into_iter().enumerate() {
+        let progress = lab
+            .vault
+            .rekey_verify(&status.verification_nonce, share(fresh))
+            .expect("verify");
+        assert_eq!(
+            (progress.verification_progress, progress.complete),
+            (index as u32 + 1, false)
+        );
+    }
+    let done = lab
+        .vault
+        .rekey_verify(&status.verification_nonce, share(&new[2]))
+        .expect("verify");
     assert!(done.complete);
-    assert_eq!(done.new_shares.len(), 5);
-    let new: Vec<String> = done
-        .new_shares
-        .iter()
-        .map(|s| s.expose_secret().to_string())
-        .collect();
     assert!(lab.vault.rekey_status().expect("status").is_none());
     for old in &lab.shares {
         assert_eq!(
@@ -442,15 +478,12 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     }
 
     lab.vault.seal(&lab.root).expect("seal");
-    // The new threshold is 3: all three old shares, which no longer open the root key.
+    // The old shares are refused before they count for anything.
     assert!(matches!(
-        unseal_with(
-            &lab.vault,
-            &[&lab.shares[0], &lab.shares[1], &lab.shares[2]]
-        ),
-        Err(Error::UnsealFailed)
+        unseal_with(&lab.vault, &[&lab.shares[0]]),
+        Err(Error::InvalidArgument { field: "share", .. })
     ));
-    lab.vault.reset_unseal().expect("reset");
+    assert_eq!(lab.vault.status().progress, 0);
     let status = unseal_with(&lab.vault, &[&new[4], &new[0], &new[2]]).expect("new shares");
     assert!(!status.sealed);
     assert_eq!((status.shares, status.threshold), (5, 3));
@@ -468,7 +501,7 @@ fn an_interrupted_or_cancelled_rekey_leaves_the_old_shares_working() {
     let share = |text: &String| UnsealShare::parse(text).expect("share");
     let started = lab
         .vault
-        .rekey_init(&lab.root, 2, 2, false)
+        .rekey_init(&lab.root, 2, 2, false, Vec::new())
         .expect("rekey init");
     lab.vault
         .rekey_submit(&started.nonce, share(&lab.shares[2]))
@@ -483,7 +516,7 @@ fn an_interrupted_or_cancelled_rekey_leaves_the_old_shares_working() {
     // Interrupted: the process goes away with a rekey half done.
     let again = lab
         .vault
-        .rekey_init(&lab.root, 2, 2, false)
+        .rekey_init(&lab.root, 2, 2, false, Vec::new())
         .expect("rekey init");
     lab.vault
         .rekey_submit(&again.nonce, share(&lab.shares[0]))
@@ -674,17 +707,32 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     let share = |text: &String| UnsealShare::parse(text).expect("share");
     let started = lab
         .vault
-        .rekey_init(&lab.root, 3, 2, true)
+        .rekey_init(&lab.root, 3, 2, true, Vec::new())
         .expect("rekey init");
     assert!(started.rotate_root);
     lab.vault
         .rekey_submit(&started.nonce, share(&lab.shares[0]))
         .expect("first");
-    let done = lab
+    let staged = lab
         .vault
         .rekey_submit(&started.nonce, share(&lab.shares[2]))
         .expect("second");
-    assert!(done.complete);
+    let new = plain_shares(&staged.new_shares);
+    // Nothing is rotated before the new shares are verified.
+    assert_eq!(
+        lab.vault
+            .key_status(&lab.root, None)
+            .expect("status")
+            .root
+            .expect("root")
+            .version,
+        1
+    );
+    for fresh in [&new[2], &new[0]] {
+        lab.vault
+            .rekey_verify(&staged.verification_nonce, share(fresh))
+            .expect("verify");
+    }
     let root_status = lab
         .vault
         .key_status(&lab.root, None)
@@ -726,11 +774,6 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     );
 
     // After a restart, only the new shares open it, and everything reads.
-    let new: Vec<String> = done
-        .new_shares
-        .iter()
-        .map(|s| s.expose_secret().to_string())
-        .collect();
     let restarted = open_with(&lab.data, &lab.keys, &KeyPolicy::default(), &lab.clock);
     unseal_with(&restarted, &[&new[1], &new[0]]).expect("new shares");
     let root = restarted.authenticate(&lab.root_token).expect("root");

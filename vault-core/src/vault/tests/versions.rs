@@ -120,19 +120,19 @@ fn lab_with(config: VaultConfig) -> Lab {
     fixture.vault = Vault::open(fixture.data.clone(), fixture.keys.clone(), config.clone())
         .expect("open")
         .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
-    let output = fixture.vault.init(1, 1).expect("init");
+    let output = fixture.vault.init(1, 1, InitRecipients::default()).expect("init");
     let share = share_texts(&output).remove(0);
     unseal_with(&fixture.vault, &[&share]).expect("unseal");
     let root = fixture
         .vault
-        .authenticate(&output.root_token)
+        .authenticate(root_of(&output))
         .expect("root");
     fixture
         .vault
         .create_tenant(&root, &tenant("acme"), TenantSettings::default())
         .expect("tenant");
     // The share, then the root token: what a restart needs.
-    fixture.root = format!("{share}|{}", output.root_token.expose_secret());
+    fixture.root = format!("{share}|{}", root_of(&output).expose_secret());
     Lab {
         fixture,
         clock,
@@ -554,7 +554,7 @@ fn listing_100000_secrets_reads_one_page_plus_one_per_page_and_returns_each_once
     let mut pages = 0;
     loop {
         let (page, read) = vault
-            .list_counting(&acme, &prefix, page_size, &token, false)
+            .list_counting(vault.tenant_id(&acme).expect("id"), &prefix, page_size, &token, false)
             .expect("list");
         assert!(
             read <= page_size + 1,
@@ -871,13 +871,22 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         events: Vec::new(),
         secret: None,
     };
+    let loopback: [std::net::SocketAddr; 1] = ["127.0.0.1:9".parse().expect("address")];
     match refusing.vault().webhook_create(
         &refusing.root,
         &tenant("acme"),
         spec("http://127.0.0.1:9/hook"),
+        &loopback,
     ) {
         Err(error @ Error::InvalidArgument { field: "url", .. }) => {
-            assert!(error.to_string().contains("loopback"), "{error}")
+            // The caller learns that the host is refused, not what it resolved to.
+            assert!(
+                error
+                    .to_string()
+                    .contains("does not resolve to an address webhooks may reach"),
+                "{error}"
+            );
+            assert!(!error.to_string().contains("127.0.0.1:9"), "{error}");
         }
         other => panic!("expected a refusal, got {:?}", other.map(|(w, _)| w.id)),
     }
@@ -888,7 +897,7 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
     let acme = tenant("acme");
     lab.put("db/early", "before the webhook");
     let (hook, secret) = vault
-        .webhook_create(&lab.root, &acme, spec("http://127.0.0.1:9/hook"))
+        .webhook_create(&lab.root, &acme, spec("http://127.0.0.1:9/hook"), &loopback)
         .expect("create");
     let secret = secret.expect("generated secret");
     lab.put("db/a", "x");
@@ -898,7 +907,7 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         1,
         "only db/* after creation"
     );
-    let (due, _) = vault.webhook_due(10).expect("due");
+    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
     assert_eq!(due.len(), 1);
     let body: serde_json::Value = serde_json::from_slice(&due[0].body).expect("json");
     assert_eq!(body["path"], "db/a");
@@ -921,19 +930,19 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         .webhook_result(&due[0], Err("connection refused".into()))
         .expect("result");
     assert!(
-        vault.webhook_due(10).expect("due").0.is_empty(),
+        vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due").0.is_empty(),
         "not due yet"
     );
     lab.advance(10 * SECOND);
-    let (due, _) = vault.webhook_due(10).expect("due");
+    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
     assert_eq!(due[0].attempt, 2);
     vault
         .webhook_result(&due[0], Err("503".into()))
         .expect("result");
     lab.advance(19 * SECOND);
-    assert!(vault.webhook_due(10).expect("due").0.is_empty());
+    assert!(vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due").0.is_empty());
     lab.advance(SECOND);
-    let (due, _) = vault.webhook_due(10).expect("due");
+    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
     vault
         .webhook_result(&due[0], Err("503".into()))
         .expect("result");
@@ -951,7 +960,7 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
             .expect("replay"),
         1
     );
-    let (due, _) = vault.webhook_due(10).expect("due");
+    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
     vault.webhook_result(&due[0], Ok(())).expect("result");
     let status = vault
         .webhook_status(&lab.root, &acme, &hook.id)
@@ -1006,6 +1015,7 @@ fn retention_keeps_events_a_webhook_has_not_fanned_out() {
                 events: Vec::new(),
                 secret: None,
             },
+            &["127.0.0.1:9".parse().expect("address")],
         )
         .expect("webhook");
     for i in 0..3 {
