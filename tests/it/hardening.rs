@@ -131,7 +131,10 @@ fn a_child_token_cannot_bring_its_own_second_factor() {
             .expect("a child (root has no second factor yet)")
             .into_inner();
         let info = child.info.expect("info");
-        assert_eq!(info.entity, "root", "the child acts for its creator's entity");
+        assert_eq!(
+            info.entity, "root",
+            "the child acts for its creator's entity"
+        );
         let enrol = mfa
             .enroll_totp(with_token(v1::EnrollTotpRequest::default(), &child.token))
             .await
@@ -209,7 +212,10 @@ fn a_child_token_cannot_bring_its_own_second_factor() {
 fn keygen(server: &TestServer, dir: &Path, name: &str) -> (std::path::PathBuf, String) {
     let file = dir.join(format!("{name}.age-identity"));
     let recipient = server
-        .cli(None, &["share", "keygen", "--out", file.to_str().expect("utf-8")])
+        .cli(
+            None,
+            &["share", "keygen", "--out", file.to_str().expect("utf-8")],
+        )
         .ok()
         .trim()
         .to_owned();
@@ -222,7 +228,12 @@ fn decrypt(server: &TestServer, identity: &Path, armored: &str) -> String {
     server
         .cli_with_stdin(
             None,
-            &["share", "decrypt", "--identity", identity.to_str().expect("utf-8")],
+            &[
+                "share",
+                "decrypt",
+                "--identity",
+                identity.to_str().expect("utf-8"),
+            ],
             Some(armored.as_bytes()),
         )
         .ok()
@@ -272,7 +283,15 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
     let holders: Vec<_> = (0..3)
         .map(|i| keygen(&server, dir.path(), &format!("old{i}")))
         .collect();
-    let mut args = vec!["init", "--shares", "3", "--threshold", "2", "--format", "json"];
+    let mut args = vec![
+        "init",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--format",
+        "json",
+    ];
     for (_, recipient) in &holders {
         args.extend(["--share-recipient", recipient.as_str()]);
     }
@@ -300,10 +319,19 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
     // Another holder's identity opens nothing.
     let wrong = server.cli_with_stdin(
         None,
-        &["share", "decrypt", "--identity", holders[1].0.to_str().expect("utf-8")],
+        &[
+            "share",
+            "decrypt",
+            "--identity",
+            holders[1].0.to_str().expect("utf-8"),
+        ],
         Some(armored[0].as_bytes()),
     );
-    assert!(wrong.failed().contains("does not decrypt with this identity"));
+    assert!(
+        wrong
+            .failed()
+            .contains("does not decrypt with this identity")
+    );
     let root = decrypt(
         &server,
         &holders[0].0,
@@ -324,7 +352,14 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
         .map(|i| keygen(&server, dir.path(), &format!("new{i}")))
         .collect();
     let mut args = vec![
-        "rekey", "init", "--shares", "3", "--threshold", "2", "--format", "json",
+        "rekey",
+        "init",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--format",
+        "json",
     ];
     for (_, recipient) in &new_holders {
         args.extend(["--share-recipient", recipient.as_str()]);
@@ -369,8 +404,14 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
     // the staged rekey is still there to verify.
     server.kill();
     let server = TestServer::start(&data, &[]);
-    assert!(!unseals(&server, &new[..2]), "new shares before verification");
-    assert!(unseals(&server, &old[1..]), "old shares before verification");
+    assert!(
+        !unseals(&server, &new[..2]),
+        "new shares before verification"
+    );
+    assert!(
+        unseals(&server, &old[1..]),
+        "old shares before verification"
+    );
     let status = server
         .cli(None, &["rekey", "status", "--format", "json"])
         .json();
@@ -380,7 +421,14 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
         let verified = server
             .cli_with_stdin(
                 None,
-                &["rekey", "verify", "--nonce", &verification, "--format", "json"],
+                &[
+                    "rekey",
+                    "verify",
+                    "--nonce",
+                    &verification,
+                    "--format",
+                    "json",
+                ],
                 Some(share.as_bytes()),
             )
             .json();
@@ -390,13 +438,23 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
     // Crash after verification: the new shares are the only working set.
     server.kill();
     let server = TestServer::start(&data, &[]);
-    assert!(!unseals(&server, &old[..2]), "old shares after verification");
+    assert!(
+        !unseals(&server, &old[..2]),
+        "old shares after verification"
+    );
     assert!(unseals(&server, &new[1..]), "new shares after verification");
     assert_eq!(
         server
             .cli(
                 Some(&root),
-                &["get", "--tenant", "acme", "db/primary", "--field", "password"]
+                &[
+                    "get",
+                    "--tenant",
+                    "acme",
+                    "db/primary",
+                    "--field",
+                    "password"
+                ]
             )
             .ok(),
         "p1"
@@ -413,7 +471,11 @@ fn garbage_shares_cannot_hold_the_vault_sealed() {
         let mut bytes = [0u8; 33];
         getrandom_fill(&mut bytes, i);
         // Mostly identifiers the operators do not use, some they do.
-        bytes[0] = if i % 4 == 0 { 1 + (i % 5) as u8 } else { 6 + (i % 200) as u8 };
+        bytes[0] = if i % 4 == 0 {
+            1 + (i % 5) as u8
+        } else {
+            6 + (i % 200) as u8
+        };
         base64::engine::general_purpose::STANDARD.encode(bytes)
     };
     let refused = Arc::new(AtomicUsize::new(0));
@@ -445,7 +507,7 @@ fn garbage_shares_cannot_hold_the_vault_sealed() {
         let mut last = None;
         for (n, share) in [&shares[3], &shares[0], &shares[4]].into_iter().enumerate() {
             // Spread over the flood: after 250, 500 and 750 refusals.
-            while refused.load(Ordering::Relaxed) < 250 * (n + 1) {
+            while refused.load(Ordering::Relaxed) < 250 * (n + 1) && !attacker.is_finished() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             last = Some(
@@ -478,7 +540,12 @@ fn getrandom_fill(bytes: &mut [u8], seed: u32) {
 
 /// Opens `count` HTTP/2 streams to `server` from the loopback address `local`, each sending
 /// request headers and never the end of its request. Returns what keeps them open.
-async fn stall(server: SocketAddr, local: &str, count: usize, per_connection: usize) -> Vec<Box<dyn std::any::Any + Send>> {
+async fn stall(
+    server: SocketAddr,
+    local: &str,
+    count: usize,
+    per_connection: usize,
+) -> Vec<Box<dyn std::any::Any + Send>> {
     let mut held: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     let mut opened = 0;
     while opened < count {
@@ -549,6 +616,90 @@ fn stalled_streams_from_one_source_do_not_stall_another() {
         }
         drop(held);
     });
+}
+
+#[test]
+fn a_request_that_never_arrives_and_a_silent_connection_are_cut_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--request-body-timeout-ms",
+            "300",
+            "--header-timeout-ms",
+            "300",
+        ],
+    );
+    let address: SocketAddr = server
+        .addr
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    runtime().block_on(async {
+        // Headers, then nothing: answered DEADLINE_EXCEEDED once the body timeout passes.
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let (client, connection) = h2::client::handshake(stream).await.expect("handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.expect("ready");
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{address}/vault.v1.System/Status"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, _body) = client.send_request(request, false).expect("send");
+        let response = tokio::time::timeout(Duration::from_secs(30), response)
+            .await
+            .expect("answered")
+            .expect("response");
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = match status {
+            Some(status) => status,
+            None => {
+                let mut body = response.into_body();
+                while body.data().await.is_some() {}
+                body.trailers()
+                    .await
+                    .expect("trailers")
+                    .and_then(|t| t.get("grpc-status").cloned())
+                    .and_then(|v| v.to_str().ok().map(str::to_owned))
+                    .expect("a status")
+            }
+        };
+        assert_eq!(status, (Code::DeadlineExceeded as i32).to_string());
+        // A connection that never sends a request is closed by the server.
+        let mut silent = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let mut buffer = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            use tokio::io::AsyncReadExt;
+            loop {
+                match silent.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the silent connection stayed open");
+    });
+    let records = details(&server.audit_dir(), "/vault.v1.System/Status");
+    assert!(
+        records
+            .iter()
+            .any(|d| d.contains("did not arrive within 300 ms")),
+        "{records:?}"
+    );
 }
 
 /// A webhook receiver: counts requests; answers 200 at once, or never (a tarpit).
@@ -635,7 +786,14 @@ fn a_tarpit_receiver_of_one_tenant_does_not_delay_another_tenants_deliveries() {
         server
             .cli(
                 Some(&root),
-                &["webhook", "create", "--tenant", tenant, "--url", &receiver.url()],
+                &[
+                    "webhook",
+                    "create",
+                    "--tenant",
+                    tenant,
+                    "--url",
+                    &receiver.url(),
+                ],
             )
             .ok();
     }
@@ -684,10 +842,7 @@ fn watches_are_bounded_per_token() {
             from_now: true,
             ..Default::default()
         };
-        let first = watch
-            .watch(with_token(open(), &root))
-            .await
-            .expect("first");
+        let first = watch.watch(with_token(open(), &root)).await.expect("first");
         let _second = watch
             .watch(with_token(open(), &root))
             .await

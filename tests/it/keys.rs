@@ -488,7 +488,10 @@ fn rekey_replaces_the_shares_and_an_interrupted_one_changes_nothing() {
         .json();
     assert_eq!(status["progress"], 1);
     let staged = submit(&server, &nonce, &old[2]);
-    assert_eq!((staged["complete"].as_bool(), staged["staged"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (staged["complete"].as_bool(), staged["staged"].as_bool()),
+        (Some(false), Some(true))
+    );
     let new = shares_of(&staged);
     assert_eq!(new.len(), 4);
     // Staged, not committed: the old shares are still the ones in force.
@@ -499,9 +502,15 @@ fn rekey_replaces_the_shares_and_an_interrupted_one_changes_nothing() {
         .expect("verification nonce")
         .to_owned();
     for share in [&new[0], &new[3]] {
-        assert_eq!(verify_rekey(&server, &verification, share)["complete"], false);
+        assert_eq!(
+            verify_rekey(&server, &verification, share)["complete"],
+            false
+        );
     }
-    assert_eq!(verify_rekey(&server, &verification, &new[1])["complete"], true);
+    assert_eq!(
+        verify_rekey(&server, &verification, &new[1])["complete"],
+        true
+    );
     for share in &old {
         assert_eq!(verify(&server, share), "not-current");
     }

@@ -436,7 +436,10 @@ fn print_init(response: &v1::InitResponse, format: Format) {
         Format::Text => {
             crate::keys::print_shares(&response.shares, response.shares_encrypted, "Unseal share");
             if response.root_token_encrypted {
-                println!("Root token (encrypted to its recipient):\n{}", response.root_token);
+                println!(
+                    "Root token (encrypted to its recipient):\n{}",
+                    response.root_token
+                );
             } else {
                 println!("Root token: {}", response.root_token);
             }

@@ -3,10 +3,10 @@
 
 use clap::Subcommand;
 use serde_json::json;
+use vault_core::recipient::ShareIdentity;
 use vault_proto::v1::{
     self, keys_client::KeysClient, system_client::SystemClient, tenants_client::TenantsClient,
 };
-use vault_core::recipient::ShareIdentity;
 use zeroize::Zeroizing;
 
 use crate::{
@@ -504,7 +504,11 @@ fn print_rekey_submit(response: &v1::RekeySubmitResponse, format: Format) {
             response.progress, response.required
         ),
         Format::Text => {
-            print_shares(&response.shares, response.shares_encrypted, "New unseal share");
+            print_shares(
+                &response.shares,
+                response.shares_encrypted,
+                "New unseal share",
+            );
             println!();
             println!(
                 "Rekey staged. The CURRENT shares still unseal the vault: the new ones take over \
@@ -522,7 +526,9 @@ fn print_rekey_submit(response: &v1::RekeySubmitResponse, format: Format) {
 pub async fn share(addr: &str, command: ShareCommand, format: Format) -> CliResult<()> {
     let share_file = match command {
         ShareCommand::Verify { share_file } => share_file,
-        ShareCommand::Decrypt { identity, input } => return decrypt_share(&identity, input.as_deref()),
+        ShareCommand::Decrypt { identity, input } => {
+            return decrypt_share(&identity, input.as_deref());
+        }
         ShareCommand::Keygen { out } => return keygen(&out, format),
     };
     let share = read_share(share_file.as_deref())?;
@@ -596,9 +602,8 @@ fn keygen(out: &std::path::Path, format: Format) -> CliResult<()> {
         "# vault-cli share keygen\n# public key: {recipient}\n{}\n",
         identity.expose_secret().as_str()
     ));
-    vault_core::files::write_private(out, contents.as_bytes()).map_err(|e| {
-        CliError::new(format!("cannot write identity file {}: {e}", out.display()))
-    })?;
+    vault_core::files::write_private(out, contents.as_bytes())
+        .map_err(|e| CliError::new(format!("cannot write identity file {}: {e}", out.display())))?;
     match format {
         Format::Json => print_json(&json!({ "recipient": recipient, "identity_file": out })),
         Format::Text => println!("{recipient}"),

@@ -42,7 +42,10 @@ impl ShareRecipient {
             let recipient = ShareRecipient::parse(field, text).map_err(|_| {
                 Error::invalid(
                     field,
-                    format!("entry {} is not an age X25519 recipient (age1...)", index + 1),
+                    format!(
+                        "entry {} is not an age X25519 recipient (age1...)",
+                        index + 1
+                    ),
                 )
             })?;
             if parsed
@@ -148,9 +151,7 @@ impl ShareIdentity {
             .decrypt(iter::once(&self.0 as &dyn age::Identity))
             .map_err(|_| not_ours())?;
         let mut plaintext = Zeroizing::new(Vec::new());
-        reader
-            .read_to_end(&mut plaintext)
-            .map_err(|_| not_ours())?;
+        reader.read_to_end(&mut plaintext).map_err(|_| not_ours())?;
         Ok(plaintext)
     }
 }
@@ -174,7 +175,10 @@ mod tests {
         let file = format!("# created by a test\n{}\n", alice.expose_secret().as_str());
         let reread = ShareIdentity::parse_file(&file).expect("identity file");
         assert_eq!(
-            reread.decrypt(armored.as_bytes()).expect("decrypt").as_slice(),
+            reread
+                .decrypt(armored.as_bytes())
+                .expect("decrypt")
+                .as_slice(),
             b"share bytes"
         );
         assert!(bob.decrypt(armored.as_bytes()).is_err());
@@ -183,11 +187,9 @@ mod tests {
     #[test]
     fn bad_recipients_name_the_field_and_the_entry() {
         let good = ShareIdentity::generate().recipient().to_string();
-        let error = ShareRecipient::parse_all(
-            "share_recipients",
-            &[good.clone(), "age1nope".into()],
-        )
-        .expect_err("bad entry");
+        let error =
+            ShareRecipient::parse_all("share_recipients", &[good.clone(), "age1nope".into()])
+                .expect_err("bad entry");
         assert_eq!(
             error.to_string(),
             "invalid share_recipients: entry 2 is not an age X25519 recipient (age1...)"

@@ -1030,6 +1030,7 @@ use login::{Issue, nonzero_min};
 pub use mfa::{MAX_MFA_FAILURES, MFA_LOCKOUT, SystemOp, TotpEnrollment};
 pub use oidc::{JwtConfig, PolicyMapping};
 
+pub use access::REVOKE_PAGE;
 pub use access::{CreatedToken, TokenInfo, TokenRequest};
 use access::{accessor_key, require_system};
 pub use keys::{
@@ -1044,7 +1045,6 @@ pub use kms::{
     MAX_NAMED_KEY_VERSIONS, NamedKeyInfo, NamedKeyVersion, Versioned,
 };
 pub use rekey::{RekeyProgress, ShareCheck};
-pub use access::REVOKE_PAGE;
 pub use shred::{DeletedTenant, SHRED_LIMIT};
 use tenants::TenantState;
 pub use tenants::{TenantSettings, TenantUpdate};

@@ -308,7 +308,10 @@ enum Slot {
     #[default]
     NotTaken,
     /// Held until the call's last handle is dropped, after its outcome record.
-    Held(#[allow(dead_code, reason = "held for its Drop, which frees the place")] OwnedSemaphorePermit),
+    Held(
+        #[allow(dead_code, reason = "held for its Drop, which frees the place")]
+        OwnedSemaphorePermit,
+    ),
     /// Given up for good (a stream that outlives its call).
     Released,
 }

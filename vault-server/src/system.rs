@@ -64,7 +64,9 @@ impl System for SystemService {
                 let recipients = InitRecipients {
                     shares: ShareRecipient::parse_all("share_recipients", &share_recipients)?,
                     root_token: (!root_token_recipient.is_empty())
-                        .then(|| ShareRecipient::parse("root_token_recipient", &root_token_recipient))
+                        .then(|| {
+                            ShareRecipient::parse("root_token_recipient", &root_token_recipient)
+                        })
                         .transpose()?,
                 };
                 let what = format!(
@@ -242,7 +244,9 @@ impl System for SystemService {
                 let share = UnsealShare::parse(&share)?;
                 // This submission may be the one that stages the rekey and returns the new
                 // shares: its record says so before anything is committed.
-                call.intent_to_return("the new unseal shares, if this submission stages the rekey")?;
+                call.intent_to_return(
+                    "the new unseal shares, if this submission stages the rekey",
+                )?;
                 vault.rekey_submit(&nonce, share)
             })
             .await?;
@@ -257,7 +261,10 @@ impl System for SystemService {
             complete: false,
             progress: progress.progress,
             required: progress.required,
-            shares_encrypted: progress.new_shares.first().is_some_and(Handout::is_encrypted),
+            shares_encrypted: progress
+                .new_shares
+                .first()
+                .is_some_and(Handout::is_encrypted),
             shares: progress.new_shares.iter().map(handout_share).collect(),
             threshold: progress.threshold,
             verification_nonce: progress.verification_nonce,

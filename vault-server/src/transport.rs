@@ -235,7 +235,9 @@ pub fn incoming(
                     && !limits.trusted_proxies.iter().any(|c| c.contains(ip)))
                 .then(|| source_key(ip));
                 if let Some(key) = key {
-                    let mut held = counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let mut held = counts
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
                     let count = held.entry(key).or_insert(0);
                     if *count >= limits.max_per_source {
                         drop(held);

@@ -347,11 +347,8 @@ fn start_post(
     allow: &Arc<[Cidr]>,
     timeout: Duration,
 ) {
-    busy.in_flight.insert((
-        delivery.tenant,
-        delivery.webhook.clone(),
-        delivery.revision,
-    ));
+    busy.in_flight
+        .insert((delivery.tenant, delivery.webhook.clone(), delivery.revision));
     *busy.per_tenant.entry(delivery.tenant).or_insert(0) += 1;
     *busy.per_host.entry(delivery.host.clone()).or_insert(0) += 1;
     let allow = Arc::clone(allow);
@@ -371,11 +368,8 @@ fn start_post(
 }
 
 fn end_post(busy: &mut DispatchState, delivery: &Delivery) {
-    busy.in_flight.remove(&(
-        delivery.tenant,
-        delivery.webhook.clone(),
-        delivery.revision,
-    ));
+    busy.in_flight
+        .remove(&(delivery.tenant, delivery.webhook.clone(), delivery.revision));
     for count in [
         busy.per_tenant.get_mut(&delivery.tenant),
         busy.per_host.get_mut(&delivery.host),
@@ -393,8 +387,11 @@ fn end_post(busy: &mut DispatchState, delivery: &Delivery) {
 /// than `timeout` (the caller is told the same in every case, see
 /// [`vault_core::vault::unreachable_host`]; the log says which).
 async fn resolve(url: &WebhookUrl, timeout: Duration) -> Option<Vec<SocketAddr>> {
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((url.host.as_str(), url.port)))
-        .await
+    match tokio::time::timeout(
+        timeout,
+        tokio::net::lookup_host((url.host.as_str(), url.port)),
+    )
+    .await
     {
         Ok(Ok(addresses)) => Some(addresses.collect()),
         Ok(Err(error)) => {

@@ -628,7 +628,9 @@ impl Writer {
         if self.unsigned == 0 {
             Ok(self.seq)
         } else {
-            Err(AuditError::Unavailable("the checkpoint was not written".into()))
+            Err(AuditError::Unavailable(
+                "the checkpoint was not written".into(),
+            ))
         }
     }
 

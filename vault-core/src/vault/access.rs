@@ -391,7 +391,12 @@ impl Vault {
         let prefix = children_prefix(&caller.accessor);
         if self
             .data
-            .scan(Space::Config, &prefix, &prefix, max_children.saturating_add(1))?
+            .scan(
+                Space::Config,
+                &prefix,
+                &prefix,
+                max_children.saturating_add(1),
+            )?
             .len()
             >= max_children
         {
@@ -424,7 +429,8 @@ impl Vault {
                 .as_ref()
                 .ok_or_else(|| Error::invalid("tenant", "a tenant token needs a tenant"))?;
             let tenant_id = self.token_tenant(caller, tenant)?;
-            let (policies, protected) = self.token_policies(caller, tenant, tenant_id, &request.policies)?;
+            let (policies, protected) =
+                self.token_policies(caller, tenant, tenant_id, &request.policies)?;
             if let Some(policy) = protected
                 && self.mfa_enrolled(&caller.record.entity)?
             {
@@ -600,7 +606,9 @@ impl Vault {
             let target = self
                 .record_by_accessor(&target.accessor)?
                 .filter(|record| record.hash == target.hash)
-                .ok_or_else(|| Error::NotFound(format!("token with accessor {}", target.accessor)))?;
+                .ok_or_else(|| {
+                    Error::NotFound(format!("token with accessor {}", target.accessor))
+                })?;
             if target.system && target.parent.is_empty() {
                 return Err(Error::FailedPrecondition(
                     "the root token cannot be revoked (rekey issues a new one)".into(),

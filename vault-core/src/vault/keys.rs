@@ -887,8 +887,12 @@ impl Vault {
             if let Err(error) = result {
                 failed += 1;
                 match tenant {
-                    Some(tenant) => tracing::warn!(task = name, %tenant, %error, "maintenance task failed; the others go on"),
-                    None => tracing::warn!(task = name, %error, "maintenance task failed; the others go on"),
+                    Some(tenant) => {
+                        tracing::warn!(task = name, %tenant, %error, "maintenance task failed; the others go on")
+                    }
+                    None => {
+                        tracing::warn!(task = name, %error, "maintenance task failed; the others go on")
+                    }
                 }
             }
         };
@@ -931,7 +935,11 @@ impl Vault {
             }
             Err(error) => task("re-wrap", None, Err(error.into())),
         }
-        task("shredding", None, self.shred_due(&keyring, now, &mut report));
+        task(
+            "shredding",
+            None,
+            self.shred_due(&keyring, now, &mut report),
+        );
         task(
             "named-key schedule",
             None,
@@ -956,7 +964,9 @@ impl Vault {
             }
             Err(error) => task("expiry", None, Err(error)),
         }
-        let purged = self.purge_access(now).map(|count| report.purged += count as u64);
+        let purged = self
+            .purge_access(now)
+            .map(|count| report.purged += count as u64);
         task("token purge", None, purged);
         report.failed = failed;
         Ok(report)

@@ -231,8 +231,9 @@ impl Vault {
                     )));
                 }
                 (false, false) => {}
-                (true, true) => self
-                    .verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?,
+                (true, true) => {
+                    self.verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?
+                }
                 (true, false) => {
                     return Err(Error::denied(format!(
                         "entity {entity} was enrolled before and its enrolment was reset; only \

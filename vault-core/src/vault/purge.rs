@@ -61,22 +61,32 @@ impl Vault {
             batch.delete(Space::Config, own_index);
             Ok(true)
         })?;
-        purged += self.purge_scan(b"refresh/", &mut cursors.refresh, budget, |key, value, batch| {
-            let record: RefreshFamily = from_json(value, "a refresh token record")?;
-            if self.family_live(&record.family, now)? {
-                return Ok(false);
-            }
-            batch.delete(Space::Config, key.to_vec());
-            Ok(true)
-        })?;
-        purged += self.purge_scan(b"family/", &mut cursors.families, budget, |key, value, batch| {
-            let family: FamilyEnd = from_json(value, "a refresh family")?;
-            if !family.revoked && now < family.expires_unix_nanos {
-                return Ok(false);
-            }
-            batch.delete(Space::Config, key.to_vec());
-            Ok(true)
-        })?;
+        purged += self.purge_scan(
+            b"refresh/",
+            &mut cursors.refresh,
+            budget,
+            |key, value, batch| {
+                let record: RefreshFamily = from_json(value, "a refresh token record")?;
+                if self.family_live(&record.family, now)? {
+                    return Ok(false);
+                }
+                batch.delete(Space::Config, key.to_vec());
+                Ok(true)
+            },
+        )?;
+        purged += self.purge_scan(
+            b"family/",
+            &mut cursors.families,
+            budget,
+            |key, value, batch| {
+                let family: FamilyEnd = from_json(value, "a refresh family")?;
+                if !family.revoked && now < family.expires_unix_nanos {
+                    return Ok(false);
+                }
+                batch.delete(Space::Config, key.to_vec());
+                Ok(true)
+            },
+        )?;
         purged += self.purge_scan(
             b"secret-id/",
             &mut cursors.secret_ids,
@@ -109,13 +119,18 @@ impl Vault {
     }
 
     fn family_live(&self, id: &str, now: i64) -> Result<bool> {
-        Ok(match self.data.get(Space::Config, format!("family/{id}").as_bytes())? {
-            Some(bytes) => {
-                let family: FamilyEnd = from_json(&bytes, "a refresh family")?;
-                !family.revoked && now < family.expires_unix_nanos
-            }
-            None => false,
-        })
+        Ok(
+            match self
+                .data
+                .get(Space::Config, format!("family/{id}").as_bytes())?
+            {
+                Some(bytes) => {
+                    let family: FamilyEnd = from_json(&bytes, "a refresh family")?;
+                    !family.revoked && now < family.expires_unix_nanos
+                }
+                None => false,
+            },
+        )
     }
 
     /// Looks at up to `budget` records under `prefix` from `cursor`, deleting those `dead`

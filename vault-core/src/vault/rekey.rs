@@ -144,7 +144,10 @@ pub(super) fn check_current_share(config: &SealConfig, share: &UnsealShare) -> R
 }
 
 fn not_a_share(set: &str) -> Error {
-    Error::invalid("share", format!("this share is not one of the {set} shares"))
+    Error::invalid(
+        "share",
+        format!("this share is not one of the {set} shares"),
+    )
 }
 
 /// Adds `share` to `submitted` unless a share with its identifier is there already (the same
@@ -514,7 +517,10 @@ fn new_nonce() -> Result<String> {
 }
 
 fn nonce_matches(expected: &str, presented: &str) -> bool {
-    expected.as_bytes().ct_eq(presented.trim().as_bytes()).into()
+    expected
+        .as_bytes()
+        .ct_eq(presented.trim().as_bytes())
+        .into()
 }
 
 impl RekeyState {

@@ -290,7 +290,11 @@ impl Vault {
         }
         settings.validate()?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        let state = Arc::new(TenantState::new(name.clone(), &record.settings, self.config.tenant_root_key_per_minute)?);
+        let state = Arc::new(TenantState::new(
+            name.clone(),
+            &record.settings,
+            self.config.tenant_root_key_per_minute,
+        )?);
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, tenant_key(name), to_json(&record)?);
         self.data.write(batch)?;
@@ -406,7 +410,11 @@ impl Vault {
             return Ok(None);
         };
         let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-        let state = Arc::new(TenantState::new(name, &record.settings, self.config.tenant_root_key_per_minute)?);
+        let state = Arc::new(TenantState::new(
+            name,
+            &record.settings,
+            self.config.tenant_root_key_per_minute,
+        )?);
         cache.insert(id, Arc::clone(&state));
         Ok(Some(state))
     }

@@ -51,7 +51,10 @@ fn plain_shares(shares: &[crate::recipient::Handout<UnsealShare>]) -> Vec<String
 
 /// The root token init handed out in the clear.
 fn root_of(output: &InitOutput) -> &Token {
-    output.root_token.as_plain().expect("a root token in the clear")
+    output
+        .root_token
+        .as_plain()
+        .expect("a root token in the clear")
 }
 
 fn unseal_with(vault: &Vault, shares: &[&String]) -> Result<SealStatus> {
@@ -92,7 +95,10 @@ fn path(text: &str) -> SecretPath {
 /// An initialized, unsealed vault with tenant "acme", its shares and root caller.
 fn unsealed() -> (Fixture, Vec<String>, Caller) {
     let mut fixture = Fixture::new();
-    let output = fixture.vault.init(5, 3, InitRecipients::default()).expect("init");
+    let output = fixture
+        .vault
+        .init(5, 3, InitRecipients::default())
+        .expect("init");
     fixture.root = root_of(&output).expose_secret().to_owned();
     let shares = share_texts(&output);
     unseal_with(&fixture.vault, &[&shares[0], &shares[1], &shares[2]]).expect("unseal");
@@ -120,7 +126,10 @@ fn init_unseal_threshold_and_progress() {
             progress: 0
         }
     );
-    let output = fixture.vault.init(5, 3, InitRecipients::default()).expect("init");
+    let output = fixture
+        .vault
+        .init(5, 3, InitRecipients::default())
+        .expect("init");
     assert!(matches!(
         fixture.vault.init(5, 3, InitRecipients::default()),
         Err(Error::AlreadyInitialized)
@@ -159,10 +168,18 @@ fn init_unseal_threshold_and_progress() {
 #[test]
 fn a_share_that_is_not_current_is_refused_and_leaves_the_progress_as_it_was() {
     let fixture = Fixture::new();
-    let output = fixture.vault.init(3, 2, InitRecipients::default()).expect("init");
+    let output = fixture
+        .vault
+        .init(3, 2, InitRecipients::default())
+        .expect("init");
     let shares = share_texts(&output);
     let other = Fixture::new();
-    let foreign = share_texts(&other.vault.init(3, 2, InitRecipients::default()).expect("init"));
+    let foreign = share_texts(
+        &other
+            .vault
+            .init(3, 2, InitRecipients::default())
+            .expect("init"),
+    );
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
     let error = unseal_with(&fixture.vault, &[&foreign[1]]).expect_err("must fail");
     assert_eq!(
@@ -186,10 +203,18 @@ fn a_share_that_is_not_current_is_refused_and_leaves_the_progress_as_it_was() {
 #[test]
 fn reset_forgets_progress() {
     let fixture = Fixture::new();
-    let shares = share_texts(&fixture.vault.init(3, 2, InitRecipients::default()).expect("init"));
+    let shares = share_texts(
+        &fixture
+            .vault
+            .init(3, 2, InitRecipients::default())
+            .expect("init"),
+    );
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
     let proof = UnsealShare::parse(&shares[2]).expect("share");
-    assert_eq!(fixture.vault.reset_unseal(&proof).expect("reset").progress, 0);
+    assert_eq!(
+        fixture.vault.reset_unseal(&proof).expect("reset").progress,
+        0
+    );
 }
 
 #[test]
@@ -732,7 +757,13 @@ fn listing_reads_a_bounded_number_of_entries() {
     assert_eq!((page.keys.len(), read), (100, 101));
     let token = page.next_page_token.expect("more");
     let (page, read) = vault
-        .list_counting(vault.tenant_id(&acme).expect("id"), &flat, 100, &token, false)
+        .list_counting(
+            vault.tenant_id(&acme).expect("id"),
+            &flat,
+            100,
+            &token,
+            false,
+        )
         .expect("list");
     assert_eq!(
         (page.keys.first().map(String::as_str), read),
@@ -744,7 +775,13 @@ fn listing_reads_a_bounded_number_of_entries() {
     let mut listed = Vec::new();
     loop {
         let (page, read) = vault
-            .list_counting(vault.tenant_id(&acme).expect("id"), &deep, 10, &token, false)
+            .list_counting(
+                vault.tenant_id(&acme).expect("id"),
+                &deep,
+                10,
+                &token,
+                false,
+            )
             .expect("list");
         assert!(
             read <= 2 * page.keys.len() + 2,
@@ -764,8 +801,18 @@ fn listing_reads_a_bounded_number_of_entries() {
 #[test]
 fn a_conflicting_share_is_refused_without_losing_progress() {
     let fixture = Fixture::new();
-    let shares = share_texts(&fixture.vault.init(5, 3, InitRecipients::default()).expect("init"));
-    let foreign = share_texts(&Fixture::new().vault.init(5, 3, InitRecipients::default()).expect("init"));
+    let shares = share_texts(
+        &fixture
+            .vault
+            .init(5, 3, InitRecipients::default())
+            .expect("init"),
+    );
+    let foreign = share_texts(
+        &Fixture::new()
+            .vault
+            .init(5, 3, InitRecipients::default())
+            .expect("init"),
+    );
     unseal_with(&fixture.vault, &[&shares[0], &shares[1]]).expect("two");
     let conflicting = foreign.iter().find(|f| {
         UnsealShare::parse(f).map(|s| s.identifier()).ok()
@@ -829,12 +876,12 @@ mod access {
         )
         .expect("open")
         .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
-        let output = fixture.vault.init(1, 1, InitRecipients::default()).expect("init");
-        unseal_with(&fixture.vault, &[&share_texts(&output)[0]]).expect("unseal");
-        let root = fixture
+        let output = fixture
             .vault
-            .authenticate(root_of(&output))
-            .expect("root");
+            .init(1, 1, InitRecipients::default())
+            .expect("init");
+        unseal_with(&fixture.vault, &[&share_texts(&output)[0]]).expect("unseal");
+        let root = fixture.vault.authenticate(root_of(&output)).expect("root");
         for name in ["acme", "globex"] {
             fixture
                 .vault

@@ -259,7 +259,6 @@ impl WebhookUrl {
             format!("{host}:{}", self.port)
         }
     }
-
 }
 
 /// What a caller is told when the host of a webhook does not resolve, resolves to an address
@@ -1410,6 +1409,23 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            // The rest of the IANA special-purpose registries.
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            "64:ff9b:1::1",
+            "fec0::1",
+            "100::1",
+            "2001:db8::1",
+            "2001::1",
+            "2002:7f00:1::",
+            "3fff::1",
+            "5f00::1",
+            "ff02::1",
         ];
         for text in refused {
             let address: IpAddr = text.parse().expect("address");
@@ -1418,7 +1434,14 @@ mod tests {
                 "{text} was allowed"
             );
         }
-        for text in ["93.184.216.34", "2606:4700::1111", "1.1.1.1"] {
+        for text in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "1.1.1.1",
+            "2002:5db8:d822::",
+            "198.20.0.1",
+            "3fff:1000::1",
+        ] {
             let address: IpAddr = text.parse().expect("address");
             assert_eq!(address_refusal(address, &[]), None, "{text} was refused");
         }

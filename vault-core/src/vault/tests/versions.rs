@@ -120,13 +120,13 @@ fn lab_with(config: VaultConfig) -> Lab {
     fixture.vault = Vault::open(fixture.data.clone(), fixture.keys.clone(), config.clone())
         .expect("open")
         .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
-    let output = fixture.vault.init(1, 1, InitRecipients::default()).expect("init");
+    let output = fixture
+        .vault
+        .init(1, 1, InitRecipients::default())
+        .expect("init");
     let share = share_texts(&output).remove(0);
     unseal_with(&fixture.vault, &[&share]).expect("unseal");
-    let root = fixture
-        .vault
-        .authenticate(root_of(&output))
-        .expect("root");
+    let root = fixture.vault.authenticate(root_of(&output)).expect("root");
     fixture
         .vault
         .create_tenant(&root, &tenant("acme"), TenantSettings::default())
@@ -554,7 +554,13 @@ fn listing_100000_secrets_reads_one_page_plus_one_per_page_and_returns_each_once
     let mut pages = 0;
     loop {
         let (page, read) = vault
-            .list_counting(vault.tenant_id(&acme).expect("id"), &prefix, page_size, &token, false)
+            .list_counting(
+                vault.tenant_id(&acme).expect("id"),
+                &prefix,
+                page_size,
+                &token,
+                false,
+            )
             .expect("list");
         assert!(
             read <= page_size + 1,
@@ -907,7 +913,9 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         1,
         "only db/* after creation"
     );
-    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
+    let (due, _) = vault
+        .webhook_due(&DispatchState::default(), &DispatchLimits::default())
+        .expect("due");
     assert_eq!(due.len(), 1);
     let body: serde_json::Value = serde_json::from_slice(&due[0].body).expect("json");
     assert_eq!(body["path"], "db/a");
@@ -930,19 +938,33 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         .webhook_result(&due[0], Err("connection refused".into()))
         .expect("result");
     assert!(
-        vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due").0.is_empty(),
+        vault
+            .webhook_due(&DispatchState::default(), &DispatchLimits::default())
+            .expect("due")
+            .0
+            .is_empty(),
         "not due yet"
     );
     lab.advance(10 * SECOND);
-    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
+    let (due, _) = vault
+        .webhook_due(&DispatchState::default(), &DispatchLimits::default())
+        .expect("due");
     assert_eq!(due[0].attempt, 2);
     vault
         .webhook_result(&due[0], Err("503".into()))
         .expect("result");
     lab.advance(19 * SECOND);
-    assert!(vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due").0.is_empty());
+    assert!(
+        vault
+            .webhook_due(&DispatchState::default(), &DispatchLimits::default())
+            .expect("due")
+            .0
+            .is_empty()
+    );
     lab.advance(SECOND);
-    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
+    let (due, _) = vault
+        .webhook_due(&DispatchState::default(), &DispatchLimits::default())
+        .expect("due");
     vault
         .webhook_result(&due[0], Err("503".into()))
         .expect("result");
@@ -960,7 +982,9 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
             .expect("replay"),
         1
     );
-    let (due, _) = vault.webhook_due(&DispatchState::default(), &DispatchLimits::default()).expect("due");
+    let (due, _) = vault
+        .webhook_due(&DispatchState::default(), &DispatchLimits::default())
+        .expect("due");
     vault.webhook_result(&due[0], Ok(())).expect("result");
     let status = vault
         .webhook_status(&lab.root, &acme, &hook.id)
@@ -1029,4 +1053,158 @@ fn retention_keeps_events_a_webhook_has_not_fanned_out() {
     );
     assert_eq!(vault.webhook_fanout().expect("fanout"), 3);
     assert_eq!(vault.maintain().expect("maintain").events_pruned, 3);
+}
+
+/// A tenant token creating tokens of its own (from a policy granting `read` everywhere).
+fn token_request(policy: &str, ttl: Option<std::time::Duration>) -> TokenRequest {
+    TokenRequest {
+        tenant: Some(tenant("acme")),
+        policies: vec![PolicyName::parse(policy).expect("name")],
+        system: false,
+        ttl,
+        display_name: String::new(),
+        cidrs: Vec::new(),
+        refresh_max_ttl: None,
+    }
+}
+
+fn stored_tokens(lab: &Lab) -> usize {
+    lab.fixture
+        .data
+        .scan(Space::Config, b"token/", b"token/", usize::MAX)
+        .expect("scan")
+        .len()
+}
+
+#[test]
+fn a_token_has_a_bounded_number_of_children_and_a_large_subtree_is_revoked_in_pages() {
+    let mut config = VaultConfig::default();
+    config.max_token_children = 1_600;
+    let lab = lab_with(config);
+    let vault = lab.vault();
+    let parent = lab.token("reader", &[("*", &["read"])]);
+    for _ in 0..1_600 {
+        vault
+            .create_token(&parent, token_request("reader", None))
+            .expect("child");
+    }
+    match vault.create_token(&parent, token_request("reader", None)) {
+        Err(Error::ResourceExhausted(message)) => {
+            assert!(message.contains("1600 tokens"), "{message}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|c| c.info)),
+    }
+    // Root, the parent and its 1,600 children; revoking the parent takes them all, in pages
+    // of REVOKE_PAGE, and none is left behind.
+    assert_eq!(stored_tokens(&lab), 1_602);
+    assert_eq!(
+        vault
+            .revoke_token(&lab.root, Some(parent.accessor()))
+            .expect("revoke"),
+        1_601
+    );
+    assert_eq!(stored_tokens(&lab), 1);
+    let children = lab
+        .fixture
+        .data
+        .scan(Space::Config, b"children/", b"children/", usize::MAX)
+        .expect("scan");
+    assert_eq!(children.len(), 0, "children index entries left");
+}
+
+#[test]
+fn maintenance_purges_dead_tokens_and_runs_every_task_when_one_fails() {
+    let lab = lab();
+    let vault = lab.vault();
+    let parent = lab.token("reader", &[("*", &["read"])]);
+    let short = vault
+        .create_token(
+            &parent,
+            token_request("reader", Some(std::time::Duration::from_secs(60))),
+        )
+        .expect("short-lived token");
+    let orphan = vault
+        .create_token(
+            &vault.authenticate(&short.token).expect("auth"),
+            token_request("reader", None),
+        )
+        .expect("its child");
+    assert_eq!(stored_tokens(&lab), 4);
+    // A broken lifecycle entry makes the re-wrap task fail every round...
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Space::Config,
+        b"kek-state/not-a-tenant".to_vec(),
+        b"{}".to_vec(),
+    );
+    lab.fixture.keys.write(batch).expect("corrupt entry");
+    lab.advance(2 * 60 * SECOND);
+    // ...and the other tasks run all the same: the expired token and the child it leaves
+    // behind (an orphan, refused already) are purged, over two rounds.
+    let mut purged = 0;
+    for _ in 0..2 {
+        let report = vault.maintain().expect("a round never fails as a whole");
+        assert!(report.failed >= 1, "{report:?}");
+        purged += report.purged;
+    }
+    assert_eq!(purged, 2);
+    assert_eq!(stored_tokens(&lab), 2, "root and the parent remain");
+    assert!(vault.authenticate(&orphan.token).is_err());
+}
+
+#[test]
+fn a_tenants_own_root_key_actions_are_rate_limited() {
+    let mut config = VaultConfig::default();
+    config.tenant_root_key_per_minute = 2;
+    let lab = lab_with(config);
+    let vault = lab.vault();
+    let rotator = lab.token("rotator", &[("*", &["rotate"])]);
+    vault.rotate(&rotator, &tenant("acme")).expect("first");
+    vault.rotate(&rotator, &tenant("acme")).expect("second");
+    match vault.rotate(&rotator, &tenant("acme")) {
+        Err(Error::ResourceExhausted(message)) => {
+            assert!(message.contains("use the root key"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The system scope is not limited, and other tenants have their own allowance.
+    vault
+        .rotate(&lab.root, &tenant("acme"))
+        .expect("system scope");
+    vault
+        .create_tenant(&lab.root, &tenant("globex"), TenantSettings::default())
+        .expect("tenant");
+    vault.rotate(&lab.root, &tenant("globex")).expect("globex");
+}
+
+#[test]
+fn a_tenant_whose_keys_were_destroyed_cannot_be_restored() {
+    let lab = lab();
+    let vault = lab.vault();
+    let id = vault.tenant_id(&tenant("acme")).expect("id");
+    vault
+        .delete_tenant(&lab.root, &tenant("acme"))
+        .expect("delete");
+    // Shredding got as far as destroying the keys (the tombstone is written) and has not yet
+    // removed the deleted tenant's record: a restore now would bring back a tenant without
+    // keys.
+    let mut batch = WriteBatch::new();
+    batch.put(
+        Space::Config,
+        keys::shredded_key(id),
+        to_json(&keys::ShredTombstone {
+            name: "acme".into(),
+            deleted_unix_nanos: lab.now(),
+            shredded_unix_nanos: lab.now(),
+            versions: vec![1],
+        })
+        .expect("json"),
+    );
+    lab.fixture.keys.write(batch).expect("tombstone");
+    match vault.restore_tenant(&lab.root, &tenant("acme"), None) {
+        Err(Error::FailedPrecondition(message)) => {
+            assert!(message.contains("crypto-shredded"), "{message}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|t| t.id)),
+    }
 }
