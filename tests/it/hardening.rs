@@ -471,7 +471,7 @@ fn garbage_shares_cannot_hold_the_vault_sealed() {
         let mut bytes = [0u8; 33];
         getrandom_fill(&mut bytes, i);
         // Mostly identifiers the operators do not use, some they do.
-        bytes[0] = if i % 4 == 0 {
+        bytes[0] = if i.is_multiple_of(4) {
             1 + (i % 5) as u8
         } else {
             6 + (i % 200) as u8

@@ -1,5 +1,7 @@
-//! Network restrictions: CIDR blocks that a token may be used from, checked against the peer
-//! address of the connection (forwarded-for headers are never trusted).
+//! Network restrictions: CIDR blocks that a token (or tenant) may be used from, checked against
+//! the call's source: the connection's peer, or, when the peer is a proxy the operator trusts
+//! (`--trusted-proxy`), the client address it forwarded in `x-forwarded-for`. From any other
+//! peer that header is ignored.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 

@@ -292,8 +292,8 @@ struct TokenRecord {
     #[serde(default)]
     cidrs: Vec<String>,
     /// The identity the token acts for, which outlives rotating tokens (MFA enrolment is per
-    /// entity): "root", "token:<accessor of the created token>" (kept by its refreshes),
-    /// "approle:<tenant>:<role>" or "jwt:<config>:<sub>".
+    /// entity): "root", "approle:<tenant>:<role>" or "jwt:<config>:<tenant id>:<sub>"; a token
+    /// created by another token (and its refreshes) has its creator's.
     #[serde(default)]
     entity: String,
     /// The refresh family an access token belongs to; empty for a plain token.

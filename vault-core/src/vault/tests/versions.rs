@@ -1078,9 +1078,10 @@ fn stored_tokens(lab: &Lab) -> usize {
 
 #[test]
 fn a_token_has_a_bounded_number_of_children_and_a_large_subtree_is_revoked_in_pages() {
-    let mut config = VaultConfig::default();
-    config.max_token_children = 1_600;
-    let lab = lab_with(config);
+    let lab = lab_with(VaultConfig {
+        max_token_children: 1_600,
+        ..VaultConfig::default()
+    });
     let vault = lab.vault();
     let parent = lab.token("reader", &[("*", &["read"])]);
     for _ in 0..1_600 {
@@ -1154,9 +1155,10 @@ fn maintenance_purges_dead_tokens_and_runs_every_task_when_one_fails() {
 
 #[test]
 fn a_tenants_own_root_key_actions_are_rate_limited() {
-    let mut config = VaultConfig::default();
-    config.tenant_root_key_per_minute = 2;
-    let lab = lab_with(config);
+    let lab = lab_with(VaultConfig {
+        tenant_root_key_per_minute: 2,
+        ..VaultConfig::default()
+    });
     let vault = lab.vault();
     let rotator = lab.token("rotator", &[("*", &["rotate"])]);
     vault.rotate(&rotator, &tenant("acme")).expect("first");
