@@ -366,6 +366,16 @@ fn rekey_is_two_phase_and_a_crash_leaves_exactly_one_working_share_set() {
     }
     let started = server.cli(Some(&root), &args).json();
     let nonce = started["nonce"].as_str().expect("nonce").to_owned();
+    // Whoever started the rekey chose the recipients: every operator sees who they are.
+    let recipients: Vec<String> = new_holders.iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        strings(
+            &server
+                .cli(None, &["rekey", "status", "--format", "json"])
+                .json()["share_recipients"]
+        ),
+        recipients
+    );
     let submit = |server: &TestServer, share: &str| {
         server
             .cli_with_stdin(

@@ -364,6 +364,24 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
             }
         }
         RekeyCommand::Submit { nonce, share_file } => {
+            // Whoever started the rekey chose who receives the new shares: say who, so that
+            // an operator can refuse to hand a share to a rekey that sends them to a stranger.
+            let status = client
+                .rekey_status(v1::RekeyStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if status.share_recipients.is_empty() {
+                eprintln!(
+                    "vault-cli: note: this rekey hands the new shares out IN THE CLEAR to whoever \
+                     submits the last current share"
+                );
+            } else {
+                eprintln!("vault-cli: note: this rekey encrypts the new shares to:");
+                for (index, recipient) in status.share_recipients.iter().enumerate() {
+                    eprintln!("  share {}: {recipient}", index + 1);
+                }
+            }
             let share = read_share(share_file.as_deref())?;
             let response = client
                 .rekey_submit(v1::RekeySubmitRequest {
@@ -404,6 +422,14 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
     Ok(())
 }
 
+fn recipients_text(recipients: &[String]) -> String {
+    if recipients.is_empty() {
+        "in the clear, to whoever submits the last current share".to_owned()
+    } else {
+        recipients.join(", ")
+    }
+}
+
 /// Prints shares as an answer carries them: one line each, or an armored age block each.
 pub fn print_shares(shares: &[String], encrypted: bool, label: &str) {
     for (index, share) in shares.iter().enumerate() {
@@ -431,6 +457,7 @@ fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
             "verification_nonce": status.verification_nonce,
             "verification_progress": status.verification_progress,
             "verification_required": status.verification_required,
+            "share_recipients": status.share_recipients,
         })),
         Format::Text if !status.started => println!("No rekey in progress."),
         Format::Text if status.verification_pending => {
@@ -447,6 +474,10 @@ fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
                 ),
                 ("Started", status.started_time.clone()),
                 ("Rotates root key", status.rotate_root.to_string()),
+                (
+                    "New shares went to",
+                    recipients_text(&status.share_recipients),
+                ),
             ]);
             println!();
             println!(
@@ -466,6 +497,10 @@ fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
                 ),
                 ("Started", status.started_time.clone()),
                 ("Rotates root key", status.rotate_root.to_string()),
+                (
+                    "New shares go to",
+                    recipients_text(&status.share_recipients),
+                ),
             ]);
             println!();
             println!(

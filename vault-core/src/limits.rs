@@ -141,7 +141,9 @@ pub struct LoginFailures {
 /// The key a source is counted under: the address itself for IPv4, its /64 for IPv6 (one
 /// host usually owns a whole /64, and could otherwise rotate through it).
 pub fn source_key(address: std::net::IpAddr) -> std::net::IpAddr {
-    match address {
+    // An IPv4 client seen through a dual-stack socket (::ffff:a.b.c.d) is that IPv4 address,
+    // not one of the /64 every such client would otherwise share.
+    match address.to_canonical() {
         std::net::IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
             std::net::IpAddr::V6(bits.into())
@@ -231,6 +233,16 @@ impl LoginFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_clients_of_a_dual_stack_socket_are_told_apart() {
+        let key = |text: &str| source_key(text.parse().expect("address"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        assert_ne!(key("::ffff:10.0.0.1"), key("::ffff:10.0.0.2"));
+        // IPv6 is counted per /64.
+        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff"));
+        assert_ne!(key("2001:db8::1"), key("2001:db8:0:1::1"));
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {

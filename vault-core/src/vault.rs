@@ -506,6 +506,15 @@ impl Vault {
             .get(Space::Config, SEAL_CONFIG_KEY)?
             .map(|bytes| from_json::<SealConfig>(&bytes, "the seal configuration"))
             .transpose()?;
+        if seal_config
+            .as_ref()
+            .is_some_and(|config| config.share_commitments.is_empty())
+        {
+            tracing::warn!(
+                "this vault was initialized before share commitments were kept: unseal cannot \
+                 refuse a wrong share before it counts; rekey to add them"
+            );
+        }
         tenants::index_tenant_ids(data.as_ref())?;
         Vault::migrate_webhook_queue(data.as_ref())?;
         let invocation_log = match &config.keys.invocation_log {

@@ -96,6 +96,9 @@ pub struct Guards {
     aux: Option<Arc<Semaphore>>,
     /// Calls open per source (see [`Limits::max_per_source`]).
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Health and reflection calls open per source, streams included (at most
+    /// [`AUX_PER_SOURCE`]).
+    open_aux: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// Refusals per (source, reason) since the last one that was audited: a flood is recorded
     /// once a second per source, with a count, instead of once per call.
     refusals: Mutex<HashMap<RefusalKey, (u64, Instant)>>,
@@ -125,6 +128,9 @@ impl Drop for OpenCall {
 /// Refusals are counted per source address and reason.
 type RefusalKey = (IpAddr, &'static str);
 
+/// Health and reflection calls (a health watch is a long stream) one source may have open.
+const AUX_PER_SOURCE: usize = 8;
+
 /// At most one audited refusal per source and reason in this interval.
 const REFUSAL_RECORD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -153,6 +159,7 @@ impl CallLayer {
                 concurrency,
                 aux,
                 open: Arc::default(),
+                open_aux: Arc::default(),
                 refusals: Mutex::new(HashMap::new()),
             }),
         }
@@ -198,23 +205,26 @@ impl Guards {
         Some(client)
     }
 
-    /// Takes a place for one more open call from `source`, unless it has its limit.
-    fn open_call(&self, source: IpAddr) -> Option<Option<OpenCall>> {
-        if self.limits.max_per_source == 0 {
+    /// Takes a place for one more open call from `source` (a health or reflection call if
+    /// `aux`), unless it has its limit.
+    fn open_call(&self, source: IpAddr, aux: bool) -> Option<Option<OpenCall>> {
+        let (map, limit) = if aux {
+            (&self.open_aux, AUX_PER_SOURCE)
+        } else {
+            (&self.open, self.limits.max_per_source)
+        };
+        if limit == 0 {
             return Some(None);
         }
         let key = source_key(source);
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(key).or_insert(0);
-        if *count >= self.limits.max_per_source {
+        if *count >= limit {
             return None;
         }
         *count += 1;
         Some(Some(OpenCall {
-            open: Arc::clone(&self.open),
+            open: Arc::clone(map),
             key,
         }))
     }
@@ -374,16 +384,20 @@ impl Call {
         })
     }
 
-    /// [`Call::intent`] for a call whose answer carries a one-time credential (unseal
+    /// [`Call::intent`] for a call whose answer may carry a one-time credential (unseal
     /// shares, a root token, a TOTP secret, a webhook secret): the intent names what the
-    /// answer will return (never the value), and once it is durable the answer no longer
-    /// waits on the outcome record, so a credential whose state change committed is never
-    /// withheld.
+    /// answer will return (never the value). Once the change committed, the handler calls
+    /// [`Call::answer_carries_credential`].
     pub fn intent_to_return(&self, what: &str) -> Result<(), Error> {
         self.note(format!("returns {what}"));
-        self.intent()?;
+        self.intent()
+    }
+
+    /// The answer carries the credential that [`Call::intent_to_return`] announced, and its
+    /// state change committed: the answer no longer waits on the outcome record, so the
+    /// credential is never withheld (a failed outcome record is written late).
+    pub fn answer_carries_credential(&self) {
         self.update(|record| record.answer_recorded = true);
-        Ok(())
     }
 
     /// An audit entry with everything known about the call so far.
@@ -700,12 +714,16 @@ where
             );
             return refuse(&guards, call, "source-rate", message);
         }
-        let open = match source_ip.map(|ip| guards.open_call(ip)) {
+        let open = match source_ip.map(|ip| guards.open_call(ip, !audited)) {
             Some(None) => {
                 let message = format!(
                     "source {} has its limit of {} calls open at once",
                     source_ip.map_or_else(String::new, |ip| ip.to_string()),
-                    guards.limits.max_per_source
+                    if audited {
+                        guards.limits.max_per_source
+                    } else {
+                        AUX_PER_SOURCE
+                    }
                 );
                 return refuse(&guards, call, "source-open", message);
             }
@@ -754,6 +772,9 @@ where
         // times out drops this future, but must not stop a mutation's outcome from being
         // recorded.
         let task = tokio::spawn(async move {
+            // A call's place under the per-source limit ends with its answer's head; a health
+            // or reflection call keeps it while its stream runs.
+            let (open, aux_open) = if audited { (open, None) } else { (None, open) };
             let _open = open;
             // A panicking handler still gets its outcome record (INTERNAL).
             let mut response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
@@ -835,7 +856,7 @@ where
             Ok::<_, Infallible>(response.map(|body| {
                 Body::new(HeldBody {
                     inner: body,
-                    _held: (activity, aux),
+                    _held: (activity, aux, aux_open),
                 })
             }))
         });
@@ -1118,6 +1139,7 @@ mod tests {
             concurrency: None,
             aux: None,
             open: Arc::default(),
+            open_aux: Arc::default(),
             refusals: Mutex::new(HashMap::new()),
         };
         let ip = |text: &str| text.parse::<IpAddr>().expect("ip");

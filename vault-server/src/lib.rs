@@ -281,8 +281,8 @@ pub struct Args {
     #[arg(long, default_value_t = 5_000)]
     pub webhook_dns_timeout_ms: u64,
 
-    /// Webhook posts in flight at once: in all, per tenant, and per receiving host.
-    #[arg(long, default_value_t = 64)]
+    /// Webhook posts in flight at once: in all, per tenant, and per receiving host and port.
+    #[arg(long, default_value_t = 256)]
     pub webhook_max_in_flight: usize,
 
     #[arg(long, default_value_t = 8)]
@@ -351,8 +351,8 @@ pub(crate) struct Shared {
     pub node_id: String,
     /// Recent failed logins per source; logins from a source that keeps failing are slowed.
     pub login_failures: LoginFailures,
-    /// How long a webhook host's lookup may take.
-    pub webhook_dns_timeout: std::time::Duration,
+    /// Webhook host lookups, bounded in all and per tenant.
+    pub webhook_lookups: Arc<webhooks::Lookups>,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -480,6 +480,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     // Turns true when the server begins to shut down: open watches end with a resume hint
     // (instead of holding the shutdown up) and the webhook dispatcher stops.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let webhook_lookups = Arc::new(webhooks::Lookups::new(std::time::Duration::from_millis(
+        args.webhook_dns_timeout_ms.max(1),
+    )));
     tokio::spawn(webhooks::dispatch(
         Arc::clone(&vault),
         webhooks::DispatchConfig {
@@ -490,6 +493,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                 per_host: args.webhook_max_in_flight_per_host.max(1),
             },
         },
+        Arc::clone(&webhook_lookups),
         stop.clone(),
     ));
 
@@ -497,7 +501,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
         login_failures: LoginFailures::new(LOGIN_FAILURE_WINDOW),
-        webhook_dns_timeout: std::time::Duration::from_millis(args.webhook_dns_timeout_ms.max(1)),
+        webhook_lookups,
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -573,7 +577,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             .tls_config(tls)
             .map_err(|e| format!("invalid TLS configuration: {e}"))?;
     }
-    builder
+    let router = builder
         .layer(call::CallLayer::new(
             limit,
             audit.clone(),
@@ -651,41 +655,62 @@ pub async fn run(args: Args) -> Result<(), String> {
         .add_service(
             WebhooksServer::new(webhooks::WebhooksService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        // Connections are bounded per source and closed when they carry no request (see
-        // transport.rs); TCP_NODELAY is set on each, or small responses wait for the peer's
-        // delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(
-            transport::incoming(
-                listener,
-                transport::ConnectionLimits {
-                    header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
-                    idle_timeout: std::time::Duration::from_secs(
-                        args.idle_connection_timeout_secs.max(1),
-                    ),
-                    max_per_source: args.max_connections_per_source,
-                    trusted_proxies: args.trusted_proxies.clone(),
-                },
-            ),
+        );
+    let draining = Arc::new(tokio::sync::Notify::new());
+    // Connections are bounded per source and closed when they carry no request (see
+    // transport.rs); TCP_NODELAY is set on each, or small responses wait for the peer's
+    // delayed ACK (~40 ms).
+    let serve = router.serve_with_incoming_shutdown(
+        transport::incoming(
+            listener,
+            transport::ConnectionLimits {
+                header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+                idle_timeout: std::time::Duration::from_secs(
+                    args.idle_connection_timeout_secs.max(1),
+                ),
+                max_per_source: args.max_connections_per_source,
+                trusted_proxies: args.trusted_proxies.clone(),
+            },
+        ),
+        {
+            let (audit, draining) = (audit.clone(), Arc::clone(&draining));
             async move {
                 shutdown_signal().await;
                 stop_sender.send_replace(true);
-            },
-        )
-        .await
-        .map_err(|e| format!("server failed: {e}"))?;
-    // A last signed checkpoint, so that the log of a server stopped right after its last
-    // call verifies offline (while sealed there is no key to sign with; the first checkpoint
-    // after the next unseal covers those records).
-    if let Some(audit) = audit {
-        match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
-            Ok(Ok(())) => tracing::info!("final audit checkpoint signed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "no final audit checkpoint"),
-            Err(e) => tracing::warn!(error = %e, "no final audit checkpoint"),
-        }
+                // Signed at once, in case the drain below never ends.
+                final_checkpoint(audit.as_ref()).await;
+                draining.notify_one();
+            }
+        },
+    );
+    // Open connections get this long to finish after the signal (a health watch would
+    // otherwise hold the stop up for ever).
+    tokio::select! {
+        served = serve => served.map_err(|e| format!("server failed: {e}"))?,
+        () = async {
+            draining.notified().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => tracing::warn!(seconds = DRAIN_TIMEOUT.as_secs(), "connections still open after the drain timeout; stopping"),
     }
+    // And once more for the calls that ended while draining.
+    final_checkpoint(audit.as_ref()).await;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// How long open connections may take to finish after a stop signal.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Signs a checkpoint over the audit records written so far, so that the log of a server
+/// stopped right after its last call verifies offline (while sealed there is no key to sign
+/// with; the first checkpoint after the next unseal covers those records).
+async fn final_checkpoint(audit: Option<&Arc<AuditLog>>) {
+    let Some(audit) = audit.cloned() else { return };
+    match tokio::task::spawn_blocking(move || audit.checkpoint_now()).await {
+        Ok(Ok(())) => tracing::info!("audit checkpoint signed at shutdown"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "no audit checkpoint at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "no audit checkpoint at shutdown"),
+    }
 }
 
 /// The TLS configuration from --tls-cert, --tls-key and --tls-client-ca, if given.

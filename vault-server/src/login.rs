@@ -449,6 +449,7 @@ impl Mfa for MfaService {
                 vault.enroll_totp(&caller, (!entity.is_empty()).then_some(entity.as_str()))
             })
             .await?;
+        call.answer_carries_credential();
         call.note(format!("enrolled entity {}", enrollment.entity));
         Ok(Response::new(v1::EnrollTotpResponse {
             entity: enrollment.entity,

@@ -9,7 +9,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = vault_server::Args::parse();
     vault_server::init_logging();
+    // Blocking work of calls is bounded by --max-concurrent-calls; the pool has room for all
+    // of them plus the background jobs, so the limit (not the pool) is what refuses.
+    let blocking_threads = args.max_concurrent_calls.max(1).saturating_add(256);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(blocking_threads)
         .enable_all()
         .build()
     {

@@ -86,6 +86,7 @@ impl System for SystemService {
                 vault.init(shares, threshold, recipients)
             })
             .await?;
+        call.answer_carries_credential();
         let shares_encrypted = output.shares.first().is_some_and(Handout::is_encrypted);
         let root_token_encrypted = output.root_token.is_encrypted();
         Ok(Response::new(v1::InitResponse {
@@ -224,6 +225,11 @@ impl System for SystemService {
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, token)?;
                 let recipients = ShareRecipient::parse_all("share_recipients", &share_recipients)?;
+                call.note(if recipients.is_empty() {
+                    "new shares in the clear".to_owned()
+                } else {
+                    format!("new shares encrypted to {}", share_recipients.join(", "))
+                });
                 call.intent()?;
                 vault.rekey_init(&caller, shares, threshold, rotate_root, recipients)
             })
@@ -250,6 +256,9 @@ impl System for SystemService {
                 vault.rekey_submit(&nonce, share)
             })
             .await?;
+        if !progress.new_shares.is_empty() {
+            call.answer_carries_credential();
+        }
         if progress.staged {
             tracing::warn!(
                 shares = progress.shares,
@@ -364,6 +373,7 @@ fn rekey_status(progress: Option<RekeyProgress>) -> v1::RekeyStatusResponse {
             verification_nonce: p.verification_nonce,
             verification_progress: p.verification_progress,
             verification_required: p.verification_required,
+            share_recipients: p.recipients,
         },
         None => v1::RekeyStatusResponse::default(),
     }

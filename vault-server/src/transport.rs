@@ -175,7 +175,22 @@ impl AsyncRead for GuardedStream {
         if let Poll::Ready(error) = self.poll_expired(cx) {
             return Poll::Ready(Err(error));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // Bytes from a client that has sent requests before count as activity (the next
+        // request may be arriving); before the first request they do not, so a connection
+        // that trickles a partial request stays bound by the header timeout.
+        if buf.filled().len() > before
+            && self.state.seen.load(Ordering::Relaxed)
+            && self.state.active.load(Ordering::Acquire) == 0
+        {
+            *self
+                .state
+                .idle_since
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Instant::now();
+        }
+        read
     }
 }
 

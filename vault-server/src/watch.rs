@@ -57,8 +57,46 @@ impl WatchService {
             open: Arc::new(OpenWatches {
                 limits,
                 counts: Mutex::default(),
+                reads: WatchReads::new(),
             }),
         }
+    }
+}
+
+/// Reads of the feed by watches, bounded: an idle watch holds no thread, and busy ones hold at
+/// most [`WatchReads::MAX`] blocking threads in all and [`WatchReads::PER_TENANT`] for one
+/// tenant (a read waits its turn asynchronously), so one tenant writing in a loop under a
+/// thousand watches cannot take the blocking pool from the others.
+struct WatchReads {
+    all: Arc<tokio::sync::Semaphore>,
+    per_tenant: Mutex<HashMap<TenantId, std::sync::Weak<tokio::sync::Semaphore>>>,
+}
+
+impl WatchReads {
+    const MAX: usize = 64;
+    const PER_TENANT: usize = 4;
+
+    fn new() -> Self {
+        WatchReads {
+            all: Arc::new(tokio::sync::Semaphore::new(Self::MAX)),
+            per_tenant: Mutex::default(),
+        }
+    }
+
+    fn tenant(&self, tenant: TenantId) -> Arc<tokio::sync::Semaphore> {
+        let mut map = self
+            .per_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(existing) = map.get(&tenant).and_then(std::sync::Weak::upgrade) {
+            return existing;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, held| held.strong_count() > 0);
+        }
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(Self::PER_TENANT));
+        map.insert(tenant, Arc::downgrade(&semaphore));
+        semaphore
     }
 }
 
@@ -73,6 +111,7 @@ pub struct WatchLimits {
 struct OpenWatches {
     limits: WatchLimits,
     counts: Mutex<(HashMap<String, usize>, HashMap<TenantId, usize>)>,
+    reads: WatchReads,
 }
 
 /// One open watch's place under [`WatchLimits`]; given back when the watch ends.
@@ -266,6 +305,8 @@ impl Watch for WatchService {
             dropped: Arc::clone(&dropped),
             send_timeout: self.send_timeout,
             stop: self.stop.clone(),
+            reads: Arc::clone(&self.open),
+            tenant_reads: self.open.reads.tenant(slot.tenant),
             _slot: slot,
         }));
         let mut response = Response::new(WatchStream::new(receiver, dropped, start));
@@ -287,6 +328,8 @@ struct Pump {
     dropped: Dropped,
     send_timeout: Duration,
     stop: watch::Receiver<bool>,
+    reads: Arc<OpenWatches>,
+    tenant_reads: Arc<tokio::sync::Semaphore>,
     _slot: WatchSlot,
 }
 
@@ -313,7 +356,15 @@ async fn pump(mut pump: Pump) {
         let token = Arc::clone(&pump.token);
         let source = pump.source;
         let mut cursor = pump.cursor.clone();
+        // Wait (without a thread) for a turn to read: the tenant's, then the server's.
+        let (Ok(tenant_turn), Ok(turn)) = (
+            Arc::clone(&pump.tenant_reads).acquire_owned().await,
+            Arc::clone(&pump.reads.reads.all).acquire_owned().await,
+        ) else {
+            return;
+        };
         let read = tokio::task::spawn_blocking(move || {
+            let _turns = (tenant_turn, turn);
             let caller = vault.authenticate_from(&token, source)?;
             let events = vault.watch_next(&caller, &mut cursor)?;
             Ok::<_, vault_core::Error>((events, cursor))

@@ -129,7 +129,10 @@ impl Webhooks for WebhooksService {
                 Ok((caller, tenant, spec, url))
             })
             .await?;
-        let addresses = resolve(&url, self.shared.webhook_dns_timeout)
+        let addresses = self
+            .shared
+            .webhook_lookups
+            .resolve(tenant.as_str(), &url)
             .await
             .unwrap_or_default();
         let vault = Arc::clone(&self.shared.vault);
@@ -144,6 +147,9 @@ impl Webhooks for WebhooksService {
                 vault.webhook_create(&caller, &tenant, spec, &addresses)
             })
             .await?;
+        if generated.is_some() {
+            call.answer_carries_credential();
+        }
         let secret = generated
             .map(|secret| String::from_utf8_lossy(secret.expose_secret()).into_owned())
             .unwrap_or_default();
@@ -262,7 +268,12 @@ type Posted = (Delivery, Result<(), String>);
 /// holds up nobody else. Due deliveries are taken from every tenant's queue in turn, within
 /// the limits per tenant and per host (see [`Vault::webhook_due`]), so one tenant's tarpit
 /// receivers can take at most its own share of posts.
-pub async fn dispatch(vault: Arc<Vault>, config: DispatchConfig, mut stop: watch::Receiver<bool>) {
+pub async fn dispatch(
+    vault: Arc<Vault>,
+    config: DispatchConfig,
+    lookups: Arc<Lookups>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut wake = vault.subscribe_all_feeds();
     let allow: Arc<[Cidr]> = vault.webhook_allowlist().into();
     let mut busy = DispatchState::default();
@@ -283,7 +294,14 @@ pub async fn dispatch(vault: Arc<Vault>, config: DispatchConfig, mut stop: watch
                 Ok(Ok((deliveries, due))) => {
                     next_due = due;
                     for delivery in deliveries {
-                        start_post(&mut busy, &mut posts, delivery, &allow, config.timeout);
+                        start_post(
+                            &mut busy,
+                            &mut posts,
+                            delivery,
+                            &allow,
+                            config.timeout,
+                            &lookups,
+                        );
                     }
                 }
                 Ok(Err(e)) => {
@@ -346,14 +364,16 @@ fn start_post(
     delivery: Delivery,
     allow: &Arc<[Cidr]>,
     timeout: Duration,
+    lookups: &Arc<Lookups>,
 ) {
     busy.in_flight
         .insert((delivery.tenant, delivery.webhook.clone(), delivery.revision));
     *busy.per_tenant.entry(delivery.tenant).or_insert(0) += 1;
     *busy.per_host.entry(delivery.host.clone()).or_insert(0) += 1;
     let allow = Arc::clone(allow);
+    let lookups = Arc::clone(lookups);
     posts.spawn(async move {
-        let outcome = match AssertUnwindSafe(post(&delivery, &allow, timeout))
+        let outcome = match AssertUnwindSafe(post(&delivery, &allow, timeout, &lookups))
             .catch_unwind()
             .await
         {
@@ -383,31 +403,109 @@ fn end_post(busy: &mut DispatchState, delivery: &Delivery) {
     busy.per_host.retain(|_, count| *count > 0);
 }
 
-/// The addresses `url`'s host resolves to, or `None` when the lookup fails or takes longer
-/// than `timeout` (the caller is told the same in every case, see
-/// [`vault_core::vault::unreachable_host`]; the log says which).
-async fn resolve(url: &WebhookUrl, timeout: Duration) -> Option<Vec<SocketAddr>> {
-    match tokio::time::timeout(
-        timeout,
-        tokio::net::lookup_host((url.host.as_str(), url.port)),
-    )
-    .await
-    {
-        Ok(Ok(addresses)) => Some(addresses.collect()),
-        Ok(Err(error)) => {
-            tracing::info!(host = %url.host, %error, "webhook host does not resolve");
-            None
+/// Host lookups of webhooks. The system resolver (`getaddrinfo`) blocks a thread for as long as
+/// a DNS server takes, whatever the caller's timeout, so lookups run on the blocking pool under
+/// their own bound: at most [`Lookups::MAX`] at once, [`Lookups::PER_TENANT`] for one tenant.
+/// A tenant whose hosts' DNS never answers holds at most its own share; past the bounds a
+/// lookup is refused at once (a creation is told the host does not resolve, a delivery is
+/// retried later).
+pub struct Lookups {
+    timeout: Duration,
+    running: Arc<tokio::sync::Semaphore>,
+    per_tenant: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// A tenant's place among the lookups running.
+struct TenantLookup {
+    per_tenant: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    tenant: String,
+}
+
+impl Drop for TenantLookup {
+    fn drop(&mut self) {
+        let mut counts = self
+            .per_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.tenant);
+            }
         }
-        Err(_) => {
-            tracing::info!(host = %url.host, timeout_ms = timeout.as_millis() as u64, "webhook host lookup timed out");
-            None
+    }
+}
+
+impl Lookups {
+    pub const MAX: usize = 32;
+    pub const PER_TENANT: usize = 4;
+
+    pub fn new(timeout: Duration) -> Self {
+        Lookups {
+            timeout,
+            running: Arc::new(tokio::sync::Semaphore::new(Self::MAX)),
+            per_tenant: Arc::default(),
+        }
+    }
+
+    /// The addresses `url`'s host resolves to, or `None` when the lookup fails, is refused by
+    /// the bounds, or takes longer than the timeout (the caller is told the same in every
+    /// case, see [`vault_core::vault::unreachable_host`]; the log says which).
+    pub async fn resolve(&self, tenant: &str, url: &WebhookUrl) -> Option<Vec<SocketAddr>> {
+        let Ok(running) = Arc::clone(&self.running).try_acquire_owned() else {
+            tracing::info!(host = %url.host, "webhook host lookup refused: too many lookups running");
+            return None;
+        };
+        let place = {
+            let mut counts = self
+                .per_tenant
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let count = counts.entry(tenant.to_owned()).or_insert(0);
+            if *count >= Self::PER_TENANT {
+                tracing::info!(host = %url.host, %tenant, "webhook host lookup refused: the tenant has its share running");
+                return None;
+            }
+            *count += 1;
+            TenantLookup {
+                per_tenant: Arc::clone(&self.per_tenant),
+                tenant: tenant.to_owned(),
+            }
+        };
+        let (host, port) = (url.host.clone(), url.port);
+        // The places go with the thread: they are given back when the lookup really ends,
+        // not when the caller stops waiting.
+        let lookup = tokio::task::spawn_blocking(move || {
+            let _held = (running, place);
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                .map(|addresses| addresses.collect::<Vec<_>>())
+        });
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(Ok(Ok(addresses))) => Some(addresses),
+            Ok(Ok(Err(error))) => {
+                tracing::info!(host = %url.host, %error, "webhook host does not resolve");
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(host = %url.host, %error, "webhook host lookup failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!(host = %url.host, timeout_ms = self.timeout.as_millis() as u64, "webhook host lookup timed out");
+                None
+            }
         }
     }
 }
 
 /// Posts one delivery: `Ok` on a 2xx answer, else what went wrong (for the delivery's status;
 /// it never contains the body or the secret).
-async fn post(delivery: &Delivery, allow: &[Cidr], timeout: Duration) -> Result<(), String> {
+async fn post(
+    delivery: &Delivery,
+    allow: &[Cidr],
+    timeout: Duration,
+    lookups: &Lookups,
+) -> Result<(), String> {
     let url = WebhookUrl::parse(&delivery.url).map_err(|e| e.to_string())?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: vault-webhook/1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{SIGNATURE_HEADER}: {}\r\nx-vault-delivery: {}\r\nx-vault-event: {}\r\nConnection: close\r\n\r\n",
@@ -423,7 +521,7 @@ async fn post(delivery: &Delivery, allow: &[Cidr], timeout: Duration) -> Result<
     // "refused" against "timed out" per port) nor what an internal DNS server answered.
     let connected = AtomicBool::new(false);
     let attempt = async {
-        let Some(addresses) = resolve(&url, timeout).await else {
+        let Some(addresses) = lookups.resolve(&delivery.tenant.to_hex(), &url).await else {
             return Err(unreachable_host(&url.host).to_string());
         };
         check_addresses(&url.host, &addresses, allow).map_err(|e| e.to_string())?;

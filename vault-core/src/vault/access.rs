@@ -378,8 +378,18 @@ impl Vault {
             Some(name) if !request.system => self.tenant_id(name).ok(),
             _ => None,
         };
-        let held = self.token_changes.of(lock_key);
-        let _guard = lock(&held);
+        // The creator's lock too, so that its children cap holds when it creates tokens for
+        // several tenants at once. Two locks are always taken in key order (the system's
+        // before any tenant's), so no two creations can wait for each other.
+        let (first, second) = if caller.tenant <= lock_key {
+            (caller.tenant, lock_key)
+        } else {
+            (lock_key, caller.tenant)
+        };
+        let first_held = self.token_changes.of(first);
+        let _first_guard = lock(&first_held);
+        let second_held = (second != first).then(|| self.token_changes.of(second));
+        let _second_guard = second_held.as_ref().map(|held| lock(held));
         self.check_alive(&caller.record, Networks::Ignore)?;
         if self.depth(&caller.record)? >= MAX_TOKEN_DEPTH {
             return Err(Error::invalid(

@@ -133,6 +133,15 @@ pub(super) fn check_entity(entity: &str) -> Result<()> {
     Ok(())
 }
 
+/// The name `jwt:<config>:<tenant id>:<sub>` had before entities carried the tenant id.
+fn legacy_jwt_entity(entity: &str) -> Option<String> {
+    let rest = entity.strip_prefix("jwt:")?;
+    let (config, rest) = rest.split_once(':')?;
+    let (tenant, user) = rest.split_once(':')?;
+    (tenant.len() == 16 && tenant.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("jwt:{config}:{user}"))
+}
+
 fn mfa_key(entity: &str) -> Vec<u8> {
     format!("mfa/{entity}").into_bytes()
 }
@@ -222,6 +231,15 @@ impl Vault {
             self.admit_root_key_use(tenant)?;
         }
         let _guard = lock(&self.mfa_changes);
+        if own
+            && let Some(legacy) = legacy_jwt_entity(&entity)
+            && self.data.get(Space::Config, &mfa_key(&legacy))?.is_some()
+        {
+            return Err(Error::denied(format!(
+                "entity {entity} was enrolled as {legacy} before entities carried the tenant id; \
+                 only the system scope enrols it again (vault-cli mfa enroll --entity)"
+            )));
+        }
         if let Some(bytes) = self.data.get(Space::Config, &mfa_key(&entity))? {
             let existing: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
             match (own, existing.enrolled()) {
@@ -234,6 +252,10 @@ impl Vault {
                 (true, true) => {
                     self.verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?
                 }
+                // The root token itself may enrol root again after a reset: every system
+                // token acts for root, so nobody else could, and the holder of the root token
+                // can do everything anyway.
+                (true, false) if caller.system && caller.record.parent.is_empty() => {}
                 (true, false) => {
                     return Err(Error::denied(format!(
                         "entity {entity} was enrolled before and its enrolment was reset; only \
@@ -313,6 +335,16 @@ impl Vault {
         }
         let keyring = self.keyring()?;
         let entity = &caller.record.entity;
+        if !caller.record.parent.is_empty() && *entity == format!("token:{}", caller.accessor) {
+            // A token created by another token before created tokens acted for their creator:
+            // it has an entity of its own, which its holder may have enrolled. It passes no
+            // MFA check; create a new token.
+            return Err(Error::denied(format!(
+                "{why}; token {} was created with an entity of its own (before created tokens \
+                 acted for their creator) and passes no mfa check; create a new token",
+                caller.accessor
+            )));
+        }
         let Some(code) = &caller.mfa_code else {
             return Err(Error::denied(format!("{why}; no mfa code was presented")));
         };

@@ -74,6 +74,9 @@ struct StagedRekey {
     share_commitments: Vec<String>,
     started_unix_nanos: i64,
     staged_unix_nanos: i64,
+    /// Who the new shares were encrypted to (public keys), for everyone to check.
+    #[serde(default)]
+    recipients: Vec<String>,
 }
 
 /// What a rekey step reports. `new_shares` is filled once, for the submission that stages it.
@@ -96,6 +99,10 @@ pub struct RekeyProgress {
     /// Verified and committed: the new shares are in force.
     pub complete: bool,
     pub new_shares: Vec<Handout<UnsealShare>>,
+    /// The age public keys the new shares go to, in order (empty: in the clear, to the
+    /// submission that stages the rekey). Shown to every operator, since whoever started the
+    /// rekey chose them.
+    pub recipients: Vec<String>,
 }
 
 /// What the share check says.
@@ -269,6 +276,9 @@ impl Vault {
             let mut batch = WriteBatch::new();
             batch.delete(Space::Config, STAGED_KEY);
             self.keys.write(batch)?;
+            // The cancelled configuration opens the root key with its (handed out) shares:
+            // compact it out of the key store's files.
+            self.keys.compact()?;
             return Ok(());
         }
         if started {
@@ -335,6 +345,7 @@ impl Vault {
                 .collect(),
             started_unix_nanos: state.started_unix_nanos,
             staged_unix_nanos: self.now(),
+            recipients: state.recipients.iter().map(ToString::to_string).collect(),
         };
         let new_shares = hand_out(split, &state.recipients)?;
         let mut batch = WriteBatch::new();
@@ -428,6 +439,10 @@ impl Vault {
             .put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?)
             .delete(Space::Config, STAGED_KEY);
         self.keys.write(batch)?;
+        // The replaced configuration (which the old shares open) leaves the files too.
+        if let Err(error) = self.keys.compact() {
+            tracing::warn!(%error, "key store compaction after a rekey failed; retried at the next one");
+        }
         let root_version = new_config.root_key_version;
         *seal_config = Some(new_config);
         if let Some(root) = rotated {
@@ -539,6 +554,7 @@ impl RekeyState {
             verification_required: self.threshold,
             complete: false,
             new_shares: Vec::new(),
+            recipients: self.recipients.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -559,6 +575,7 @@ impl StagedRekey {
             verification_required: self.threshold,
             complete: false,
             new_shares: Vec::new(),
+            recipients: self.recipients.clone(),
         }
     }
 }

@@ -1338,7 +1338,7 @@ pub struct DispatchLimits {
 impl Default for DispatchLimits {
     fn default() -> Self {
         DispatchLimits {
-            total: 64,
+            total: 256,
             per_tenant: 8,
             per_host: 8,
         }

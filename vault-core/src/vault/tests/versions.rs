@@ -1210,3 +1210,34 @@ fn a_tenant_whose_keys_were_destroyed_cannot_be_restored() {
         other => panic!("expected a refusal, got {:?}", other.map(|t| t.id)),
     }
 }
+
+#[test]
+fn the_root_token_may_enrol_root_again_after_a_reset_and_nobody_else_may() {
+    let lab = lab();
+    let vault = lab.vault();
+    vault.enroll_totp(&lab.root, None).expect("root enrols");
+    vault.reset_mfa(&lab.root, "root").expect("reset");
+    // A system token acts for root but was created by another token: it may not.
+    let system = vault
+        .create_token(
+            &lab.root,
+            TokenRequest {
+                tenant: None,
+                policies: Vec::new(),
+                system: true,
+                ttl: None,
+                display_name: String::new(),
+                cidrs: Vec::new(),
+                refresh_max_ttl: None,
+            },
+        )
+        .expect("system token");
+    let system = vault.authenticate(&system.token).expect("auth");
+    assert!(matches!(
+        vault.enroll_totp(&system, None),
+        Err(Error::Denied { .. })
+    ));
+    vault
+        .enroll_totp(&lab.root, None)
+        .expect("the root token itself");
+}
