@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::logins::{Authenticator, with_mfa};
 use tonic::Code;
 use vault_proto::v1::{
     self, mfa_client::MfaClient, secrets_client::SecretsClient, system_client::SystemClient,
@@ -24,43 +25,6 @@ use vault_proto::v1::{
 use vault_tests::{
     TestServer, audit_records, channel, eventually, init, run_cli, runtime, unseal, with_token,
 };
-
-fn with_mfa<T>(message: T, token: &str, code: &str) -> tonic::Request<T> {
-    let mut request = with_token(message, token);
-    request
-        .metadata_mut()
-        .insert("x-vault-mfa", code.parse().expect("code"));
-    request
-}
-
-/// A TOTP code for an enrolment's base32 secret, now.
-fn totp_code(secret: &str) -> String {
-    let bytes = base32_decode(secret);
-    let secret = vault_core::totp::TotpSecret::from_bytes(zeroize::Zeroizing::new(bytes))
-        .expect("totp secret");
-    let now = vault_core::time::now_unix_nanos() / 1_000_000_000;
-    format!(
-        "{:06}",
-        vault_core::totp::code_at(&secret, vault_core::totp::step_of(now))
-    )
-}
-
-fn base32_decode(text: &str) -> Vec<u8> {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|c| *c != b'=') {
-        let value = alphabet.iter().position(|a| *a == c).expect("base32") as u64;
-        bits = (bits << 5) | value;
-        count += 5;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
-}
 
 /// The `detail` of every outcome record of `method`.
 fn details(dir: &Path, method: &str) -> Vec<String> {
@@ -167,7 +131,11 @@ fn a_child_token_cannot_bring_its_own_second_factor() {
             assert_eq!(refused.code(), Code::PermissionDenied);
         }
         let system = tokens
-            .create_token(with_mfa(create(true), &root, &totp_code(&enrolled.secret)))
+            .create_token(with_mfa(
+                create(true),
+                &root,
+                &Authenticator::from_enrollment(&enrolled.secret).code(0),
+            ))
             .await
             .expect("with root's code")
             .into_inner();

@@ -53,7 +53,7 @@ fn ready(dir: &std::path::Path, extra: &[&str]) -> (TestServer, String) {
     (server, root)
 }
 
-fn with_mfa<T>(message: T, token: &str, code: &str) -> Request<T> {
+pub(crate) fn with_mfa<T>(message: T, token: &str, code: &str) -> Request<T> {
     let mut request = with_token(message, token);
     request
         .metadata_mut()
@@ -618,17 +618,17 @@ fn base32_decode(text: &str) -> Vec<u8> {
     out
 }
 
-struct Authenticator(TotpSecret);
+pub(crate) struct Authenticator(TotpSecret);
 
 impl Authenticator {
-    fn from_enrollment(secret: &str) -> Self {
+    pub(crate) fn from_enrollment(secret: &str) -> Self {
         Authenticator(
             TotpSecret::from_bytes(Zeroizing::new(base32_decode(secret))).expect("secret"),
         )
     }
 
     /// The code of the current step plus `ahead` (the server accepts one step either way).
-    fn code(&self, ahead: u64) -> String {
+    pub(crate) fn code(&self, ahead: u64) -> String {
         format!(
             "{:06}",
             totp::code_at(&self.0, totp::step_of(now()) + ahead)

@@ -47,6 +47,60 @@ impl Bucket {
     }
 }
 
+/// Places held per key (a source, a tenant, a token): at most a limit each. A place is given
+/// back when the [`Place`] that holds it is dropped, so no path can forget to.
+pub struct CountedPlaces<K: Eq + Hash> {
+    counts: std::sync::Arc<Mutex<HashMap<K, usize>>>,
+}
+
+/// One place taken from [`CountedPlaces`].
+pub struct Place<K: Eq + Hash> {
+    counts: std::sync::Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: Eq + Hash> Default for CountedPlaces<K> {
+    fn default() -> Self {
+        CountedPlaces {
+            counts: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> CountedPlaces<K> {
+    /// A place for `key`, unless it holds `limit` already.
+    pub fn take(&self, key: K, limit: usize) -> Option<Place<K>> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(key.clone()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Place {
+            counts: std::sync::Arc::clone(&self.counts),
+            key,
+        })
+    }
+}
+
+impl<K: Eq + Hash> Drop for Place<K> {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// One token bucket: `per_second` calls on average, `burst` at once.
 pub struct RateLimit {
     rate: f64,
@@ -233,6 +287,17 @@ impl LoginFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_are_bounded_per_key_and_given_back_on_drop() {
+        let places = CountedPlaces::default();
+        let first = places.take("a", 2).expect("first");
+        let _second = places.take("a", 2).expect("second");
+        assert!(places.take("a", 2).is_none());
+        assert!(places.take("b", 2).is_some(), "another key has its own");
+        drop(first);
+        assert!(places.take("a", 2).is_some());
+    }
 
     #[test]
     fn ipv4_clients_of_a_dual_stack_socket_are_told_apart() {

@@ -46,7 +46,7 @@ use vault_core::{
         writer::{APPEND_TIMEOUT, AuditLog},
     },
     cidr::Cidr,
-    limits::{KeyedRateLimit, source_key},
+    limits::{CountedPlaces, KeyedRateLimit, Place, source_key},
     token::Token,
     vault::Caller,
 };
@@ -95,34 +95,13 @@ pub struct Guards {
     concurrency: Option<Arc<Semaphore>>,
     aux: Option<Arc<Semaphore>>,
     /// Calls open per source (see [`Limits::max_per_source`]).
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: CountedPlaces<IpAddr>,
     /// Health and reflection calls open per source, streams included (at most
     /// [`AUX_PER_SOURCE`]).
-    open_aux: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open_aux: CountedPlaces<IpAddr>,
     /// Refusals per (source, reason) since the last one that was audited: a flood is recorded
     /// once a second per source, with a count, instead of once per call.
     refusals: Mutex<HashMap<RefusalKey, (u64, Instant)>>,
-}
-
-/// A call's place under [`Limits::max_per_source`].
-struct OpenCall {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    key: IpAddr,
-}
-
-impl Drop for OpenCall {
-    fn drop(&mut self) {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
 }
 
 /// Refusals are counted per source address and reason.
@@ -158,8 +137,8 @@ impl CallLayer {
                 per_source,
                 concurrency,
                 aux,
-                open: Arc::default(),
-                open_aux: Arc::default(),
+                open: CountedPlaces::default(),
+                open_aux: CountedPlaces::default(),
                 refusals: Mutex::new(HashMap::new()),
             }),
         }
@@ -206,9 +185,9 @@ impl Guards {
     }
 
     /// Takes a place for one more open call from `source` (a health or reflection call if
-    /// `aux`), unless it has its limit.
-    fn open_call(&self, source: IpAddr, aux: bool) -> Option<Option<OpenCall>> {
-        let (map, limit) = if aux {
+    /// `aux`), unless it has its limit; `Some(None)` when there is no limit.
+    fn open_call(&self, source: IpAddr, aux: bool) -> Option<Option<Place<IpAddr>>> {
+        let (places, limit) = if aux {
             (&self.open_aux, AUX_PER_SOURCE)
         } else {
             (&self.open, self.limits.max_per_source)
@@ -216,17 +195,7 @@ impl Guards {
         if limit == 0 {
             return Some(None);
         }
-        let key = source_key(source);
-        let mut open = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = open.entry(key).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(Some(OpenCall {
-            open: Arc::clone(map),
-            key,
-        }))
+        places.take(source_key(source), limit).map(Some)
     }
 
     /// Whether a refusal of this kind from `source` should be audited now, and how many were
@@ -1138,8 +1107,8 @@ mod tests {
             per_source: None,
             concurrency: None,
             aux: None,
-            open: Arc::default(),
-            open_aux: Arc::default(),
+            open: CountedPlaces::default(),
+            open_aux: CountedPlaces::default(),
             refusals: Mutex::new(HashMap::new()),
         };
         let ip = |text: &str| text.parse::<IpAddr>().expect("ip");

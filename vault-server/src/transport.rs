@@ -10,7 +10,6 @@
 //! end of its response body (so a watch keeps its connection).
 
 use std::{
-    collections::HashMap,
     future::Future,
     io,
     net::{IpAddr, SocketAddr},
@@ -30,7 +29,10 @@ use tokio::{
     time::{Instant, Sleep},
 };
 use tonic::transport::server::Connected;
-use vault_core::{cidr::Cidr, limits::source_key};
+use vault_core::{
+    cidr::Cidr,
+    limits::{CountedPlaces, Place, source_key},
+};
 
 /// Limits on connections.
 #[derive(Clone, Debug)]
@@ -84,31 +86,6 @@ impl Drop for Activity {
     }
 }
 
-/// Open connections per source.
-type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// A connection's place under the per-source limit.
-struct Slot {
-    counts: Counts,
-    key: Option<IpAddr>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let Some(key) = self.key else { return };
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&key);
-            }
-        }
-    }
-}
-
 /// An accepted connection that closes itself when it carries no request for too long.
 pub struct GuardedStream {
     inner: TcpStream,
@@ -117,7 +94,8 @@ pub struct GuardedStream {
     limits: Arc<ConnectionLimits>,
     opened: Instant,
     timer: Pin<Box<Sleep>>,
-    _slot: Slot,
+    /// Its place under the per-source limit (none for trusted proxies or without a limit).
+    _place: Option<Place<IpAddr>>,
 }
 
 impl GuardedStream {
@@ -230,15 +208,14 @@ pub fn incoming(
     limits: ConnectionLimits,
 ) -> impl Stream<Item = io::Result<GuardedStream>> {
     let limits = Arc::new(limits);
-    let counts: Counts = Arc::default();
+    let places: Arc<CountedPlaces<IpAddr>> = Arc::default();
     futures_util::stream::unfold(
-        (listener, limits, counts),
-        |(listener, limits, counts)| async move {
+        (listener, limits, places),
+        |(listener, limits, places)| async move {
             loop {
                 let (stream, remote) = match listener.accept().await {
                     Ok(accepted) => accepted,
-                    // Out of descriptors and the like: go on accepting (tonic logs nothing
-                    // useful for these either).
+                    // Out of descriptors and the like: go on accepting.
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -246,22 +223,20 @@ pub fn incoming(
                     }
                 };
                 let ip = remote.ip();
-                let key = (limits.max_per_source > 0
-                    && !limits.trusted_proxies.iter().any(|c| c.contains(ip)))
-                .then(|| source_key(ip));
-                if let Some(key) = key {
-                    let mut held = counts
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    let count = held.entry(key).or_insert(0);
-                    if *count >= limits.max_per_source {
-                        drop(held);
-                        tracing::debug!(source = %ip, "connection refused: per-source limit");
-                        drop(stream);
-                        continue;
+                let counted = limits.max_per_source > 0
+                    && !limits.trusted_proxies.iter().any(|c| c.contains(ip));
+                let place = if counted {
+                    match places.take(source_key(ip), limits.max_per_source) {
+                        Some(place) => Some(place),
+                        None => {
+                            tracing::debug!(source = %ip, "connection refused: per-source limit");
+                            drop(stream);
+                            continue;
+                        }
                     }
-                    *count += 1;
-                }
+                } else {
+                    None
+                };
                 let _ = stream.set_nodelay(true);
                 let now = Instant::now();
                 let guarded = GuardedStream {
@@ -275,12 +250,9 @@ pub fn incoming(
                     timer: Box::pin(tokio::time::sleep_until(now + limits.header_timeout)),
                     opened: now,
                     limits: Arc::clone(&limits),
-                    _slot: Slot {
-                        counts: Arc::clone(&counts),
-                        key,
-                    },
+                    _place: place,
                 };
-                return Some((Ok(guarded), (listener, limits, counts)));
+                return Some((Ok(guarded), (listener, limits, places)));
             }
         },
     )

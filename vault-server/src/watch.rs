@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 use vault_core::{
     Error,
+    limits::{CountedPlaces, Place},
     names::{TenantId, TenantName},
     time::rfc3339,
     token::Token,
@@ -56,7 +57,8 @@ impl WatchService {
             stop,
             open: Arc::new(OpenWatches {
                 limits,
-                counts: Mutex::default(),
+                per_token: CountedPlaces::default(),
+                per_tenant: CountedPlaces::default(),
                 reads: WatchReads::new(),
             }),
         }
@@ -110,68 +112,41 @@ pub struct WatchLimits {
 /// The watches open, per token accessor and per tenant.
 struct OpenWatches {
     limits: WatchLimits,
-    counts: Mutex<(HashMap<String, usize>, HashMap<TenantId, usize>)>,
+    per_token: CountedPlaces<String>,
+    per_tenant: CountedPlaces<TenantId>,
     reads: WatchReads,
 }
 
-/// One open watch's place under [`WatchLimits`]; given back when the watch ends.
+/// One open watch's places under [`WatchLimits`]; given back when the watch ends.
 struct WatchSlot {
-    open: Arc<OpenWatches>,
-    accessor: String,
     tenant: TenantId,
+    _places: (Place<String>, Place<TenantId>),
 }
 
 impl OpenWatches {
-    fn take(self: &Arc<Self>, accessor: &str, tenant: TenantId) -> Result<WatchSlot, Error> {
-        let mut counts = self
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (per_token, per_tenant) = &mut *counts;
-        let token_count = per_token.get(accessor).copied().unwrap_or(0);
-        if token_count >= self.limits.per_token {
-            return Err(Error::ResourceExhausted(format!(
-                "token {accessor} has {} watches open, the most one token may have",
-                self.limits.per_token
-            )));
-        }
-        let tenant_count = per_tenant.get(&tenant).copied().unwrap_or(0);
-        if tenant_count >= self.limits.per_tenant {
-            return Err(Error::ResourceExhausted(format!(
-                "the tenant has {} watches open, the most one tenant may have",
-                self.limits.per_tenant
-            )));
-        }
-        per_token.insert(accessor.to_owned(), token_count + 1);
-        per_tenant.insert(tenant, tenant_count + 1);
+    fn take(&self, accessor: &str, tenant: TenantId) -> Result<WatchSlot, Error> {
+        let token_place = self
+            .per_token
+            .take(accessor.to_owned(), self.limits.per_token)
+            .ok_or_else(|| {
+                Error::ResourceExhausted(format!(
+                    "token {accessor} has {} watches open, the most one token may have",
+                    self.limits.per_token
+                ))
+            })?;
+        let tenant_place = self
+            .per_tenant
+            .take(tenant, self.limits.per_tenant)
+            .ok_or_else(|| {
+                Error::ResourceExhausted(format!(
+                    "the tenant has {} watches open, the most one tenant may have",
+                    self.limits.per_tenant
+                ))
+            })?;
         Ok(WatchSlot {
-            open: Arc::clone(self),
-            accessor: accessor.to_owned(),
             tenant,
+            _places: (token_place, tenant_place),
         })
-    }
-}
-
-impl Drop for WatchSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .open
-            .counts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (per_token, per_tenant) = &mut *counts;
-        if let Some(count) = per_token.get_mut(&self.accessor) {
-            *count -= 1;
-            if *count == 0 {
-                per_token.remove(&self.accessor);
-            }
-        }
-        if let Some(count) = per_tenant.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                per_tenant.remove(&self.tenant);
-            }
-        }
     }
 }
 

@@ -30,6 +30,7 @@ use tonic::{Request, Response, Status};
 use vault_core::{
     Error, Vault,
     cidr::Cidr,
+    limits::CountedPlaces,
     names::TenantName,
     secret::SecretBytes,
     time::{now_unix_nanos, rfc3339},
@@ -412,28 +413,7 @@ fn end_post(busy: &mut DispatchState, delivery: &Delivery) {
 pub struct Lookups {
     timeout: Duration,
     running: Arc<tokio::sync::Semaphore>,
-    per_tenant: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-}
-
-/// A tenant's place among the lookups running.
-struct TenantLookup {
-    per_tenant: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    tenant: String,
-}
-
-impl Drop for TenantLookup {
-    fn drop(&mut self) {
-        let mut counts = self
-            .per_tenant
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&self.tenant) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.tenant);
-            }
-        }
-    }
+    per_tenant: CountedPlaces<String>,
 }
 
 impl Lookups {
@@ -444,7 +424,7 @@ impl Lookups {
         Lookups {
             timeout,
             running: Arc::new(tokio::sync::Semaphore::new(Self::MAX)),
-            per_tenant: Arc::default(),
+            per_tenant: CountedPlaces::default(),
         }
     }
 
@@ -456,21 +436,9 @@ impl Lookups {
             tracing::info!(host = %url.host, "webhook host lookup refused: too many lookups running");
             return None;
         };
-        let place = {
-            let mut counts = self
-                .per_tenant
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let count = counts.entry(tenant.to_owned()).or_insert(0);
-            if *count >= Self::PER_TENANT {
-                tracing::info!(host = %url.host, %tenant, "webhook host lookup refused: the tenant has its share running");
-                return None;
-            }
-            *count += 1;
-            TenantLookup {
-                per_tenant: Arc::clone(&self.per_tenant),
-                tenant: tenant.to_owned(),
-            }
+        let Some(place) = self.per_tenant.take(tenant.to_owned(), Self::PER_TENANT) else {
+            tracing::info!(host = %url.host, %tenant, "webhook host lookup refused: the tenant has its share running");
+            return None;
         };
         let (host, port) = (url.host.clone(), url.port);
         // The places go with the thread: they are given back when the lookup really ends,
