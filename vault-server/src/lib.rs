@@ -161,8 +161,9 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub request_body_timeout_ms: u64,
 
-    /// Milliseconds a new connection may take to send its first request's headers.
-    #[arg(long, default_value_t = 10_000)]
+    /// Milliseconds a new connection may take to send its first request's headers (a
+    /// connection that sends nothing, or trickles a partial request, is closed).
+    #[arg(long, default_value_t = 30_000)]
     pub header_timeout_ms: u64,
 
     /// Seconds a connection with nothing in flight stays open.
@@ -171,7 +172,7 @@ pub struct Args {
 
     /// Open connections per source address (trusted proxies excepted); more are closed at
     /// once. 0: no limit.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub max_connections_per_source: usize,
 
     /// Concurrent HTTP/2 streams per connection.

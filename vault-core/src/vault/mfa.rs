@@ -91,7 +91,7 @@ impl SystemOp {
 struct MfaRecord {
     /// The TOTP secret sealed under the root key (base64); empty once the enrolment was reset
     /// (the record stays, so the entity is known to have been enrolled and cannot enrol itself
-    /// again: the system scope enrols it).
+    /// again: the root token enrols it).
     sealed: String,
     enrolled_unix_nanos: i64,
     #[serde(default)]
@@ -194,8 +194,8 @@ impl Vault {
         Ok(self.data.write(batch)?)
     }
 
-    /// Enrols an entity in TOTP: the caller's own (`None`), or, for the system scope, any
-    /// entity (the secret is then handed to its owner out of band).
+    /// Enrols an entity in TOTP: the caller's own (`None`), or, for the root token, any entity
+    /// (the secret is then handed to its owner out of band).
     ///
     /// Self-enrolment is trust on first use, so it is kept to the tokens whose holder *is* the
     /// entity: the root token and tokens issued by a login (AppRole, JWT, or a refresh of such
@@ -219,12 +219,20 @@ impl Vault {
                 "this token has no entity to enrol (create a new token)".into(),
             ));
         }
-        if own && !caller.record.parent.is_empty() {
-            return Err(Error::denied(format!(
-                "token {} was created by another token and acts for entity {entity}; only a \
-                 login or the root token enrols its own entity",
-                caller.accessor
-            )));
+        if !caller.record.parent.is_empty() {
+            return Err(Error::denied(if own {
+                format!(
+                    "token {} was created by another token and acts for entity {entity}; only a \
+                     login or the root token enrols its own entity",
+                    caller.accessor
+                )
+            } else {
+                format!(
+                    "token {} was created by another token and enrols nothing; the root token \
+                     enrols entity {entity}",
+                    caller.accessor
+                )
+            }));
         }
         // A tenant's own enrolments seal under the root key: they are rate limited per tenant.
         if own && let Some(tenant) = caller.tenant {
@@ -237,7 +245,7 @@ impl Vault {
         {
             return Err(Error::denied(format!(
                 "entity {entity} was enrolled as {legacy} before entities carried the tenant id; \
-                 only the system scope enrols it again (vault-cli mfa enroll --entity)"
+                 only the root token enrols it again (vault-cli mfa enroll --entity)"
             )));
         }
         if let Some(bytes) = self.data.get(Space::Config, &mfa_key(&entity))? {
@@ -259,7 +267,7 @@ impl Vault {
                 (true, false) => {
                     return Err(Error::denied(format!(
                         "entity {entity} was enrolled before and its enrolment was reset; only \
-                         the system scope enrols it again (vault-cli mfa enroll --entity)"
+                         the root token enrols it again (vault-cli mfa enroll --entity)"
                     )));
                 }
             }
