@@ -89,7 +89,7 @@ impl Default for Limits {
 }
 
 /// The layer's shared state: the limits and the bookkeeping of refusals.
-pub struct Guards {
+struct Guards {
     limits: Limits,
     per_source: Option<KeyedRateLimit<IpAddr>>,
     concurrency: Option<Arc<Semaphore>>,

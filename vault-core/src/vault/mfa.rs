@@ -343,14 +343,14 @@ impl Vault {
         }
         let keyring = self.keyring()?;
         let entity = &caller.record.entity;
-        if !caller.record.parent.is_empty() && *entity == format!("token:{}", caller.accessor) {
-            // A token created by another token before created tokens acted for their creator:
-            // it has an entity of its own, which its holder may have enrolled. It passes no
-            // MFA check; create a new token.
+        if entity.starts_with("token:") {
+            // `token:<accessor>` entities come from before created tokens acted for their
+            // creator: a created token had one of its own, which its holder (a thief
+            // included) could enrol, and its children inherit it now. None of them passes an
+            // MFA check; create new tokens from a login or the root token.
             return Err(Error::denied(format!(
-                "{why}; token {} was created with an entity of its own (before created tokens \
-                 acted for their creator) and passes no mfa check; create a new token",
-                caller.accessor
+                "{why}; entity {entity} belongs to a token created before created tokens acted \
+                 for their creator, and passes no mfa check; create a new token"
             )));
         }
         let Some(code) = &caller.mfa_code else {
