@@ -1,8 +1,6 @@
 //! Errors of the vault core. Messages are lower case, name the offending field or path, and
 //! never contain a secret value, share, token or key.
 
-use std::fmt;
-
 /// Every failure the core reports. The server maps each variant to one gRPC status code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -84,17 +82,7 @@ pub enum Error {
     Storage(#[source] StorageError),
 }
 
-/// A storage backend failure. The message is for operators (server log), not for callers.
-#[derive(Debug)]
-pub struct StorageError(pub String);
-
-impl fmt::Display for StorageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StorageError {}
+pub use vault_storage::StorageError;
 
 impl From<StorageError> for Error {
     fn from(error: StorageError) -> Self {

@@ -19,7 +19,9 @@ pub mod policy;
 pub mod recipient;
 pub mod secret;
 pub mod shamir;
-pub mod storage;
+/// The storage seam (crate `vault-storage`): the trait, its backends and the conformance suite.
+pub use vault_storage as storage;
+pub mod stores;
 pub mod time;
 pub mod token;
 pub mod totp;

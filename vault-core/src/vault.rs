@@ -36,7 +36,8 @@ use crate::{
     recipient::{Handout, ShareRecipient},
     secret::{SecretData, SecretKey},
     shamir::{self, UnsealShare},
-    storage::{Space, Storage, WriteBatch},
+    storage::{Space, WriteBatch},
+    stores::{DataStore, KeyStore},
     time::now_unix_nanos,
     token::{Token, TokenHash, TokenHasher, new_accessor},
 };
@@ -323,8 +324,8 @@ struct Keyring {
 }
 
 pub struct Vault {
-    data: Arc<dyn Storage>,
-    keys: Arc<dyn Storage>,
+    data: DataStore,
+    keys: KeyStore,
     config: VaultConfig,
     seal_config: RwLock<Option<SealConfig>>,
     state: RwLock<State>,
@@ -496,11 +497,7 @@ fn decode_version(bytes: &[u8]) -> Option<(i64, &[u8], &[u8])> {
 
 impl Vault {
     /// Opens a vault on its two stores. It starts sealed (or uninitialized).
-    pub fn open(
-        data: Arc<dyn Storage>,
-        keys: Arc<dyn Storage>,
-        config: VaultConfig,
-    ) -> Result<Vault> {
+    pub fn open(data: DataStore, keys: KeyStore, config: VaultConfig) -> Result<Vault> {
         config.keys.validate()?;
         let seal_config = keys
             .get(Space::Config, SEAL_CONFIG_KEY)?
@@ -515,8 +512,8 @@ impl Vault {
                  refuse a wrong share before it counts; rekey to add them"
             );
         }
-        tenants::index_tenant_ids(data.as_ref())?;
-        Vault::migrate_webhook_queue(data.as_ref())?;
+        tenants::index_tenant_ids(&data)?;
+        Vault::migrate_webhook_queue(&data)?;
         let invocation_log = match &config.keys.invocation_log {
             Some(path) => Some(Mutex::new(
                 std::fs::OpenOptions::new()

@@ -32,6 +32,7 @@ use vault_core::{
     cidr::Cidr,
     limits::LoginFailures,
     storage::RocksStorage,
+    stores::{DataStore, KeyStore},
     vault::{FeedPolicy, KeyPolicy, KmsPolicy, WebhookPolicy},
 };
 use vault_proto::v1::{
@@ -436,8 +437,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         .keys
         .validate()
         .map_err(|e| format!("key settings: {e}"))?;
-    let mut vault = Vault::open(Arc::new(data), Arc::new(keys), config)
-        .map_err(|e| format!("cannot open the vault: {e}"))?;
+    let mut vault = Vault::open(
+        DataStore::new(Arc::new(data)),
+        KeyStore::new(Arc::new(keys)),
+        config,
+    )
+    .map_err(|e| format!("cannot open the vault: {e}"))?;
     let node_id = args.node_id.clone().unwrap_or_else(host_name);
     let audit = if args.danger_disable_audit {
         tracing::warn!(

@@ -157,7 +157,7 @@ pub(super) fn tenant_id_key(id: TenantId) -> Vec<u8> {
 }
 
 /// Writes the id index of tenants created before it existed (one batch; nothing if complete).
-pub(super) fn index_tenant_ids(data: &dyn Storage) -> Result<()> {
+pub(super) fn index_tenant_ids(data: &DataStore) -> Result<()> {
     let prefix = b"tenant-id/";
     let indexed: std::collections::HashSet<Vec<u8>> = data
         .scan(Space::Config, prefix, prefix, usize::MAX)?
@@ -180,7 +180,7 @@ pub(super) fn index_tenant_ids(data: &dyn Storage) -> Result<()> {
 }
 
 /// Every tenant record, in name order.
-fn tenant_records(data: &dyn Storage) -> Result<Vec<TenantRecord>> {
+fn tenant_records(data: &DataStore) -> Result<Vec<TenantRecord>> {
     let mut records = Vec::new();
     let mut start = b"tenant/".to_vec();
     loop {
@@ -337,7 +337,7 @@ impl Vault {
 
     /// Every tenant record, in name order.
     pub(super) fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
-        tenant_records(self.data.as_ref())
+        tenant_records(&self.data)
     }
 
     pub(super) fn tenant_info(

@@ -1,5 +1,10 @@
 use super::*;
-use crate::{names::FolderPrefix, secret::SecretBytes, storage::MemoryStorage};
+use crate::{
+    names::FolderPrefix,
+    secret::SecretBytes,
+    storage::{MemoryStorage, Storage},
+    stores::{DataStore, KeyStore},
+};
 
 mod lifecycle;
 mod named;
@@ -17,7 +22,12 @@ impl Fixture {
     fn new() -> Fixture {
         let data = Arc::new(MemoryStorage::new());
         let keys = Arc::new(MemoryStorage::new());
-        let vault = Vault::open(data.clone(), keys.clone(), VaultConfig::default()).expect("open");
+        let vault = Vault::open(
+            DataStore::new(data.clone()),
+            KeyStore::new(keys.clone()),
+            VaultConfig::default(),
+        )
+        .expect("open");
         Fixture {
             data,
             keys,
@@ -28,7 +38,12 @@ impl Fixture {
 
     /// The same stores opened again, as after a restart.
     fn restart(&self) -> Vault {
-        Vault::open(self.data.clone(), self.keys.clone(), VaultConfig::default()).expect("reopen")
+        Vault::open(
+            DataStore::new(self.data.clone()),
+            KeyStore::new(self.keys.clone()),
+            VaultConfig::default(),
+        )
+        .expect("reopen")
     }
 }
 
@@ -649,8 +664,8 @@ fn delete_removes_every_version_atomically() {
 fn bad_secret_data_is_refused_naming_the_field() {
     let fixture = Fixture::new();
     let vault = Vault::open(
-        fixture.data.clone(),
-        fixture.keys.clone(),
+        DataStore::new(fixture.data.clone()),
+        KeyStore::new(fixture.keys.clone()),
         VaultConfig {
             max_value_bytes: 16,
             ..VaultConfig::default()
@@ -870,8 +885,8 @@ mod access {
         let reading = Arc::clone(&clock);
         let mut fixture = Fixture::new();
         fixture.vault = Vault::open(
-            fixture.data.clone(),
-            fixture.keys.clone(),
+            DataStore::new(fixture.data.clone()),
+            KeyStore::new(fixture.keys.clone()),
             VaultConfig::default(),
         )
         .expect("open")

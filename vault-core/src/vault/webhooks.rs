@@ -1077,7 +1077,7 @@ impl Vault {
 
     /// Moves queue entries of the single queue that came before per-tenant queues into them
     /// (once, at start-up; nothing if there are none).
-    pub(super) fn migrate_webhook_queue(data: &dyn crate::storage::Storage) -> Result<()> {
+    pub(super) fn migrate_webhook_queue(data: &crate::stores::DataStore) -> Result<()> {
         loop {
             let page = data.scan(Space::Config, OLD_QUEUE_PREFIX, OLD_QUEUE_PREFIX, 1024)?;
             if page.is_empty() {

@@ -52,8 +52,8 @@ pub(super) fn open_with(
 ) -> Vault {
     let reading = Arc::clone(clock);
     Vault::open(
-        data.clone(),
-        keys.clone(),
+        DataStore::new(data.clone()),
+        KeyStore::new(keys.clone()),
         VaultConfig {
             keys: policy.clone(),
             // Every version kept: the tests read old versions by number.
@@ -596,7 +596,12 @@ fn deleting_a_tenant_shreds_its_keys_after_the_waiting_period() {
     ));
 
     // The old copy of the data store, opened with today's key store: nothing of acme opens.
-    let old = Vault::open(backup, lab.keys.clone(), VaultConfig::default()).expect("open");
+    let old = Vault::open(
+        DataStore::new(backup),
+        KeyStore::new(lab.keys.clone()),
+        VaultConfig::default(),
+    )
+    .expect("open");
     unseal_with(&old, &[&lab.shares[0]]).expect("unseal");
     let root = old.authenticate(&lab.root_token).expect("root");
     for secret in ["db/primary", "db/replica"] {

@@ -53,8 +53,8 @@ impl Lab {
     fn restart(&mut self) {
         let reading = Arc::clone(&self.clock);
         self.fixture.vault = Vault::open(
-            self.fixture.data.clone(),
-            self.fixture.keys.clone(),
+            DataStore::new(self.fixture.data.clone()),
+            KeyStore::new(self.fixture.keys.clone()),
             self.config.clone(),
         )
         .expect("reopen")
@@ -117,9 +117,13 @@ fn lab_with(config: VaultConfig) -> Lab {
     let clock = Arc::new(AtomicI64::new(START));
     let reading = Arc::clone(&clock);
     let mut fixture = Fixture::new();
-    fixture.vault = Vault::open(fixture.data.clone(), fixture.keys.clone(), config.clone())
-        .expect("open")
-        .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
+    fixture.vault = Vault::open(
+        DataStore::new(fixture.data.clone()),
+        KeyStore::new(fixture.keys.clone()),
+        config.clone(),
+    )
+    .expect("open")
+    .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
     let output = fixture
         .vault
         .init(1, 1, InitRecipients::default())

@@ -1,24 +1,41 @@
-//! The byte-level storage trait, and its backends.
+//! The vault's byte-level storage seam: the [`Storage`] trait, the in-memory backend, the
+//! RocksDB backend (feature `rocksdb`) and the conformance suite (feature `testing`).
 //!
 //! Invariant: backends see only storage keys (tenant ids, paths: metadata, not secrets) and
 //! values that are ciphertext or non-secret metadata. A write batch is atomic, and when
 //! [`Storage::write`] returns the batch is durable (synced to the write-ahead log).
 //!
-//! Every backend passes the same conformance suite (`conformance.rs`); the in-memory backend is
-//! the reference.
+//! Every backend passes the same conformance suite ([`conformance::run`], public with the
+//! `testing` feature so that a backend in another crate runs the same checks); the in-memory
+//! backend is the reference. The vault's own layout of keys (which key holds what, and which
+//! ranges a tenant owns) is not here but in vault-core's `schema` module: this crate sees bytes.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
 
 mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
-#[cfg(test)]
-mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 
 pub use memory::MemoryStorage;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksStorage;
 
-use crate::error::StorageError;
+/// A storage backend failure. The message is for operators (server log), not for callers.
+#[derive(Debug)]
+pub struct StorageError(pub String);
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StorageError {}
 
 /// Separate key spaces (RocksDB column families). Configuration (tenants, tokens, keyring
 /// metadata) and secret data never share one, so each can be compacted, backed up and scanned
@@ -99,7 +116,10 @@ pub trait Storage: Send + Sync + 'static {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Up to `limit` entries whose keys start with `prefix`, in key order, beginning at the
-    /// first key `>= start` (`start` itself begins with `prefix`, or is the prefix).
+    /// first key `>= start` (`start` itself begins with `prefix`, or is the prefix). One call
+    /// reads one consistent state: a batch written concurrently is in it whole or not at all.
+    /// Paging (each call starting just after the last key of the one before) sees every key
+    /// that existed throughout exactly once, in order, whatever is written meanwhile.
     fn scan(
         &self,
         space: Space,
@@ -132,4 +152,41 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "rocksdb")]
+    fn put(storage: &dyn Storage, space: Space, key: &[u8], value: &[u8]) {
+        let mut batch = WriteBatch::new();
+        batch.put(space, key, value);
+        storage.write(batch).expect("write");
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_writes_survive_reopen_and_the_directory_is_locked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let storage = RocksStorage::open(dir.path()).expect("open");
+            put(&storage, Space::Secrets, b"durable", b"yes");
+            let second = RocksStorage::open(dir.path());
+            let message = second.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains("in use by another process"), "{message}");
+        }
+        let reopened = RocksStorage::open(dir.path()).expect("reopen");
+        assert_eq!(
+            reopened.get(Space::Secrets, b"durable").expect("get"),
+            Some(b"yes".to_vec())
+        );
+    }
+
+    #[test]
+    fn prefix_end_is_the_next_key() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
 }

@@ -7,8 +7,7 @@ use std::{
     sync::RwLock,
 };
 
-use super::{Entry, Op, Space, Storage, WriteBatch};
-use crate::error::StorageError;
+use crate::{Entry, Op, Space, Storage, StorageError, WriteBatch};
 
 type Spaces = HashMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;
 

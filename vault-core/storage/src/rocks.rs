@@ -10,8 +10,7 @@ use rocksdb::{
     Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteOptions,
 };
 
-use super::{Entry, Op, Space, Storage, WriteBatch, prefix_end};
-use crate::error::StorageError;
+use crate::{Entry, Op, Space, Storage, StorageError, WriteBatch, prefix_end};
 
 pub struct RocksStorage {
     db: DB,
