@@ -1,9 +1,13 @@
 //! Errors of the vault core. Messages are lower case, name the offending field or path, and
 //! never contain a secret value, share, token or key.
+//!
+//! One enum, [`Error`] (not `#[non_exhaustive]`: vault-server's `status.rs` matches it
+//! exhaustively, so a new variant does not compile until it has a code and a reason). A
+//! denial's or failed login's `reason` is for the audit record only ([`Error::audit_detail`]).
+//! The test below prints every variant, so that wording is reviewed in one place.
 
 /// Every failure the core reports. The server maps each variant to one gRPC status code.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// A request field is malformed; `field` names it, `reason` says what is wrong.
     #[error("invalid {field}: {reason}")]
@@ -143,6 +147,16 @@ mod tests {
             Error::login_failed("secret id expired"),
             Error::ResourceExhausted("tenant acme is over its rate limit of 5 calls/s".into()),
             Error::NotFound("secret db/primary".into()),
+            Error::Gone {
+                what: "secret db/primary version 2".into(),
+                why: "destroyed".into(),
+            },
+            Error::CasMismatch {
+                path: "db/primary".into(),
+                expected: 3,
+                current: 4,
+            },
+            Error::OutOfRange("revision 5 was pruned; list the secrets again".into()),
             Error::AlreadyExists("tenant acme".into()),
             Error::Sealed,
             Error::NotInitialized,
@@ -166,6 +180,9 @@ mod tests {
                 "login failed",
                 "tenant acme is over its rate limit of 5 calls/s",
                 "secret db/primary not found",
+                "secret db/primary version 2 not found: destroyed",
+                "check-and-set failed for secret db/primary: expected current version 3, the current version is 4",
+                "revision 5 was pruned; list the secrets again",
                 "tenant acme already exists",
                 "vault is sealed",
                 "vault is not initialized",

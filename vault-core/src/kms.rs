@@ -9,7 +9,7 @@
 //!   another context, under another key, version or tenant fails to open.
 //! - Key material is held in [`SecretBytes`] (zeroized on drop). ring's signing key pairs are
 //!   built from it for one operation and dropped; their expanded state is not zeroized (see
-//!   ARCHITECTURE.md, "Secrets in memory, honestly").
+//!   [`crate::secret`]).
 //!
 //! Ciphertext body (inside the base64 of `vault:vN:...`): nonce (12 bytes, 24 for XChaCha20),
 //! ciphertext, 16-byte tag.

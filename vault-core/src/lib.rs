@@ -17,6 +17,7 @@ pub mod limits;
 pub mod names;
 pub mod policy;
 pub mod recipient;
+pub mod schema;
 pub mod secret;
 pub mod shamir;
 /// The storage seam (crate `vault-storage`): the trait, its backends and the conformance suite.

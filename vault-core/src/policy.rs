@@ -4,6 +4,11 @@
 //! Globs follow Vault: a trailing `*` matches any suffix (across `/`), and `+` matches exactly
 //! one path segment. Tenant-level operations (rotate, policy management) are checked against
 //! the tenant root, the empty path, which `*` matches.
+//!
+//! Capabilities: `read list write delete rotate admin deny`, and for named keys `encrypt
+//! decrypt sign verify rewrap datakey` (checked on the key's path `keys/<name>`). Grants from
+//! all of a token's policies add up. A policy may list capabilities in `require_mfa`: [`decide`]
+//! then answers [`Decision::AllowWithMfa`], and the caller's one-time code must check out.
 
 use std::{collections::BTreeSet, fmt};
 

@@ -2,7 +2,16 @@
 //!
 //! Invariant: none of these implements Debug, Display, Clone or Serialize (checked at compile
 //! time below), all of them zeroize their memory on drop, and their bytes are read only through
-//! an explicit `expose_secret()`.
+//! an explicit `expose_secret()`. [`crate::shamir::UnsealShare`] and [`crate::token::Token`]
+//! follow the same rule and are in the same compile-time assertion.
+//!
+//! What does not zeroize (honestly): ring's HMAC key (token hashing) and Ed25519 key pair
+//! (audit checkpoints) keep their expanded state in ring's own types, which do not zeroize on
+//! drop; they are dropped on seal. ring's key pairs and HMAC keys built for one named-key
+//! operation are dropped at the end of the call, also without zeroizing. Buffers owned by the
+//! transport do not zeroize either: tonic and prost decode request bytes into `Vec<u8>`s that
+//! the server moves (not copies) into [`SecretBytes`], but the HTTP/2 receive buffers and the
+//! encoded response are freed without zeroization. The CLI's copies live for one command.
 
 use std::collections::BTreeMap;
 

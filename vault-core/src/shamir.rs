@@ -1,8 +1,19 @@
 //! Splitting the unseal key into shares and combining them, over GF(256).
 //!
-//! The field arithmetic is vsss-rs's `Gf256`, which is constant-time (no log/exp tables); see
-//! ARCHITECTURE.md for why it was chosen over the `shamir` crate. Every buffer this module
-//! creates holding a share or the key is zeroized on drop.
+//! The field arithmetic is vsss-rs's `Gf256` (`split_bytes`, `combine_bytes`), which is
+//! constant-time (no log/exp tables). Every buffer this module creates holding a share or the
+//! key is zeroized on drop.
+//!
+//! Why vsss-rs 6 and not the `shamir` crate (2.0.0): `shamir` splits UTF-8 strings (a random
+//! 32-byte key is not one), does GF(256) with log/exp table lookups (memory access that depends
+//! on the secret), zeroizes nothing, prints recovered bytes on failure, and is dormant. vsss-rs
+//! works on bytes, is constant time, zeroizes field elements (feature `zeroize`), fails with
+//! errors only, and is maintained and tested.
+//!
+//! Known residue: vsss-rs's internal polynomial buffer in `split_bytes` is not zeroized when
+//! dropped. Splitting happens only at init and rekey, and reading a running server's memory is
+//! out of scope (DESIGN.md). Threshold 1 (dev mode) is handled here: every share carries the
+//! key itself, as a degree-0 polynomial would.
 //!
 //! A share is one identifier byte (the x coordinate, 1..=255) followed by one byte per key byte;
 //! operators see it as standard base64.

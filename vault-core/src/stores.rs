@@ -5,6 +5,12 @@
 //! every sealed KEK version and the wrapped named keys. The data store holds everything else:
 //! tenants, tokens, policies, secrets (ciphertext), the feed and webhooks. A copy of the data
 //! store therefore carries no key material, and a backup of one alone opens nothing.
+//!
+//! Writes that span both stores are ordered so that a crash leaves nothing reachable half made:
+//! init writes the root token's record, then the key store (the commit point); creating a
+//! tenant writes its KEK, then the tenant record. On disk the key store is `DATA/keys` and the
+//! data store `DATA/data` (RocksDB, one column family per `Space`; the key store
+//! uncompressed). Which key holds what is in [`crate::schema`].
 
 use std::{ops::Deref, sync::Arc};
 
@@ -19,14 +25,34 @@ pub struct DataStore(Arc<dyn Storage>);
 pub struct KeyStore(Arc<dyn Storage>);
 
 impl DataStore {
+    /// A data store on any backend (the in-memory one in tests). A server opens its stores
+    /// with [`DataStore::open_rocks`] and [`KeyStore::open_rocks`], which cannot be swapped.
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         DataStore(storage)
+    }
+
+    /// The data store in `dir` (RocksDB, compressed).
+    #[cfg(feature = "rocksdb")]
+    pub fn open_rocks(dir: &std::path::Path) -> Result<Self, crate::storage::StorageError> {
+        Ok(DataStore(Arc::new(crate::storage::RocksStorage::open(
+            dir,
+        )?)))
     }
 }
 
 impl KeyStore {
+    /// A key store on any backend (see [`DataStore::new`]).
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         KeyStore(storage)
+    }
+
+    /// The key store in `dir` (RocksDB, uncompressed: it holds only sealed blobs, and its files
+    /// can be searched byte for byte to show a destroyed key is gone).
+    #[cfg(feature = "rocksdb")]
+    pub fn open_rocks(dir: &std::path::Path) -> Result<Self, crate::storage::StorageError> {
+        Ok(KeyStore(Arc::new(
+            crate::storage::RocksStorage::open_key_store(dir)?,
+        )))
     }
 }
 

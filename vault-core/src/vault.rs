@@ -3,6 +3,9 @@
 //! Key hierarchy (DESIGN.md): shares -> unseal key -> root key -> per-tenant KEK versions ->
 //! per-secret-version DEK -> value. Only the sealed forms are ever stored; the unseal key exists
 //! only while shares are being combined, and every key in memory is dropped (zeroized) on seal.
+//! The seal state is `Sealed { progress }` or `Unsealed(Keyring)`: while unsealed, the root
+//! key, the token hashing key, the audit signing key, every KEK version used so far and the
+//! unwrapped named-key versions are held in one `Keyring`; sealing drops it.
 //!
 //! Two stores: the key store (its own RocksDB instance) holds the seal configuration, the sealed
 //! root key, the sealed system keys and every sealed KEK version; the data store holds tenants,
@@ -34,12 +37,16 @@ use crate::{
     names::{SecretPath, TenantId, TenantName},
     policy::{Capability, Policy},
     recipient::{Handout, ShareRecipient},
+    schema::{
+        self, AUDIT_HEAD_KEY, AUDIT_PUBLIC_KEY, AUDIT_SIGNING_KEY, SEAL_CONFIG_KEY, TOKEN_HMAC_KEY,
+        accessor_key, tenant_key, token_record_key, version_key,
+    },
     secret::{SecretData, SecretKey},
     shamir::{self, UnsealShare},
     storage::{Space, WriteBatch},
     stores::{DataStore, KeyStore},
     time::now_unix_nanos,
-    token::{Token, TokenHash, TokenHasher, new_accessor},
+    token::{Token, TokenHasher, new_accessor},
 };
 
 /// Default largest secret (all fields of one version together), in bytes.
@@ -51,15 +58,8 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// number small).
 const MAX_KEK_VERSIONS: usize = 100_000;
 
-const SEAL_CONFIG_KEY: &[u8] = b"seal/config";
-const TOKEN_HMAC_KEY: &[u8] = b"sys/token-hmac";
 const TOKEN_HMAC_PATH: &str = "token-hmac";
-/// The audit checkpoint signing key (PKCS#8), sealed under the root key, and its public half.
-const AUDIT_SIGNING_KEY: &[u8] = b"sys/audit-signing";
 const AUDIT_SIGNING_PATH: &str = "audit-signing";
-const AUDIT_PUBLIC_KEY: &[u8] = b"sys/audit-public-key";
-/// The audit chain head as last recorded in the vault's own state (data store).
-const AUDIT_HEAD_KEY: &[u8] = b"audit/head";
 const ROOT_KEY_PATH: &str = "root";
 /// The entity of the root token.
 const ROOT_ENTITY: &str = "root";
@@ -83,7 +83,8 @@ pub struct VaultConfig {
     /// KEK rotation), a minute; 0: no limit.
     pub tenant_root_key_per_minute: u32,
     /// Token records (with refresh families and AppRole secret ids) looked at per
-    /// maintenance round when purging expired ones.
+    /// maintenance round when purging expired ones; as many MFA enrolments and named-key
+    /// schedule entries are looked at for those of shredded tenants.
     pub token_purge_per_round: usize,
     /// Live tokens one token may have created; more are refused.
     pub max_token_children: usize,
@@ -442,40 +443,6 @@ fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T
     serde_json::from_slice(bytes).map_err(|_| corrupt(what))
 }
 
-fn tenant_key(name: &TenantName) -> Vec<u8> {
-    format!("tenant/{}", name.as_str()).into_bytes()
-}
-
-fn token_record_key(hash: &TokenHash) -> Vec<u8> {
-    format!("token/{}", hash.to_hex()).into_bytes()
-}
-
-/// Secret metadata: `t/<tenant id>/m/<path>`; listing is an ordered scan of these.
-fn meta_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/m/", tenant.to_hex()).into_bytes()
-}
-
-fn meta_key(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
-    let mut key = meta_prefix(tenant);
-    key.extend_from_slice(path.as_str().as_bytes());
-    key
-}
-
-/// Secret versions: `t/<tenant id>/v/<path>\0<version, u64 big-endian>`. Paths never contain
-/// NUL, so the prefix up to NUL holds exactly one secret's versions, in version order.
-fn versions_prefix(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
-    let mut key = format!("t/{}/v/", tenant.to_hex()).into_bytes();
-    key.extend_from_slice(path.as_str().as_bytes());
-    key.push(0);
-    key
-}
-
-fn version_key(tenant: TenantId, path: &SecretPath, version: u64) -> Vec<u8> {
-    let mut key = versions_prefix(tenant, path);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
 /// A stored secret version: created time (i64 BE), wrapped-DEK length (u32 BE), wrapped DEK,
 /// sealed value.
 fn encode_version(created_unix_nanos: i64, wrapped_dek: &[u8], sealed_value: &[u8]) -> Vec<u8> {
@@ -756,7 +723,7 @@ impl Vault {
                 format_public_key(&public_key_of(&signing_key)),
             )
             // The root key sealed the two system keys above.
-            .put(Space::Config, keys::root_count_key(1), 2u64.to_be_bytes())
+            .put(Space::Config, schema::root_count_key(1), 2u64.to_be_bytes())
             .put(Space::Config, SEAL_CONFIG_KEY, to_json(&config)?);
         self.keys.write(key_batch)?;
         *seal_config = Some(config);
@@ -852,7 +819,7 @@ impl Vault {
         };
         let root_used = self
             .keys
-            .get(Space::Config, &keys::root_count_key(root_version))?
+            .get(Space::Config, &schema::root_count_key(root_version))?
             .map(|bytes| keys::count_value(&bytes))
             .transpose()?
             .unwrap_or(0);
@@ -1006,6 +973,7 @@ mod feed;
 mod keys;
 mod kms;
 mod login;
+mod maintenance;
 mod mfa;
 mod oidc;
 mod purge;
@@ -1037,8 +1005,8 @@ pub use mfa::{MAX_MFA_FAILURES, MFA_LOCKOUT, SystemOp, TotpEnrollment};
 pub use oidc::{JwtConfig, PolicyMapping};
 
 pub use access::REVOKE_PAGE;
+use access::require_system;
 pub use access::{CreatedToken, TokenInfo, TokenRequest};
-use access::{accessor_key, require_system};
 pub use keys::{
     DEFAULT_KEY_BUDGET, DEFAULT_MAX_LIVE_VERSIONS, DEFAULT_RESERVE_BLOCK,
     DEFAULT_SHRED_DELAY_NANOS, HARD_CAP, KeyPolicy, KeyStatus, KeyVersionStatus, MaintenanceReport,
@@ -1050,6 +1018,7 @@ pub use kms::{
     DEFAULT_MAX_PLAINTEXT_BYTES, DataKey, DecryptItem, EncryptItem, KeySpec, KeyUpdate, KmsPolicy,
     MAX_NAMED_KEY_VERSIONS, NamedKeyInfo, NamedKeyVersion, Versioned,
 };
+pub use maintenance::{Task, TaskReport};
 pub use rekey::{RekeyProgress, ShareCheck};
 pub use shred::{DeletedTenant, SHRED_LIMIT};
 use tenants::TenantState;

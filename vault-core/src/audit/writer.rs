@@ -8,6 +8,15 @@
 //!   is written, so a failure never leaves a partial record in the middle of the chain; the
 //!   next batch retries (the log recovers without a restart).
 //! - `seq` and the chain head advance only on success.
+//! - A failed write fails its callers (the server answers UNAVAILABLE), and the writer retries
+//!   on its own after 1 s (no spinning on a broken disk). The outcome records of the calls that
+//!   failed are kept (up to 100,000) and written first once the log works again, marked
+//!   `UNAVAILABLE` ("written late"), so every call still ends with exactly one outcome.
+//! - Readers (the syslog sink) read only up to [`AuditLog::durable`].
+//! - A torn tail is cut in three durable steps (a marker file, the cut, the repair record), so a
+//!   crash in between still leaves the repair recorded at the next start.
+//! - A caller waits at most [`APPEND_TIMEOUT`] for its record; a hung disk fails calls, it does
+//!   not hang them.
 
 use std::{
     fs::{self, File, OpenOptions},

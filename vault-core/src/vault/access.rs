@@ -4,6 +4,28 @@
 //! Invariant: every tenant operation starts with [`Vault::authorize`], which returns the
 //! tenant id the operation needs, so skipping the check leaves nothing to work with. A tenant
 //! token naming another tenant is denied whether or not that tenant exists.
+//!
+//! Tokens. The root token (from init) has the system scope. A tenant token belongs to one
+//! tenant and carries policy names, a TTL, a maximum life and a parent; a token creates only
+//! tokens of its own tenant, with a subset of its policies, living no longer than itself, and
+//! at most `--max-token-children` live children. Tokens are looked up by their keyed hash
+//! (`crate::token::TokenHasher`, `token/<hash>`) and the stored hash is compared in constant
+//! time.
+//!
+//! Authentication walks the token's ancestors (`Vault::check_alive`): a token is alive only
+//! while every token above it is unexpired and still indexed by its accessor, and the call
+//! comes from every network (`cidrs`) bound along the chain, checked against the call's source
+//! (the peer, or for a trusted proxy the client it forwarded for). It then looks the token's
+//! tenant up by id and admits the call inside the tenant's networks and rate limit.
+//!
+//! Creation, renewal, revocation and logins are serialized per tenant (`token_changes`), and
+//! each re-reads what it changes. Revocation deletes the token itself in one write (its whole
+//! subtree is refused from then on), then its descendants in pages of [`REVOKE_PAGE`]; the
+//! purge (`purge.rs`) removes what a crash left half way.
+//!
+//! Denials. Every denial reaches the client as PERMISSION_DENIED "permission denied"; the failed
+//! check goes into the audit record's `detail` (`Error::Denied { reason }`). An unknown token
+//! gets the same answer, so a caller cannot tell a missing token from a refused one.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -22,32 +44,28 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(32 * 24 * 3600);
 pub const MAX_TOKEN_DEPTH: usize = 32;
 /// Longest display name.
 pub const MAX_DISPLAY_NAME_LEN: usize = 128;
+/// What [`Vault::authorize`] grants: a capability in one tenant, whose id the operation then
+/// uses (never resolving the tenant's name again, which a delete and re-create could change
+/// under it). Its fields are private to this module, so only `authorize` makes one.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Authorized {
+    tenant: TenantId,
+}
+
+impl Authorized {
+    /// The tenant the caller was authorized in.
+    pub(super) fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+}
+
 /// Tokens deleted per write when a revoked token's subtree is removed.
 pub const REVOKE_PAGE: usize = 1000;
 
 use super::login::nanos;
-
-pub(super) fn accessor_key(accessor: &str) -> Vec<u8> {
-    format!("accessor/{accessor}").into_bytes()
-}
-
-pub(super) fn token_record_key_hex(hash_hex: &str) -> Vec<u8> {
-    format!("token/{hash_hex}").into_bytes()
-}
-
-pub(super) fn children_prefix(parent: &str) -> Vec<u8> {
-    format!("children/{parent}/").into_bytes()
-}
-
-fn policy_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("policy/{}/", tenant.to_hex()).into_bytes()
-}
-
-pub(super) fn policy_key(tenant: TenantId, name: &PolicyName) -> Vec<u8> {
-    let mut key = policy_prefix(tenant);
-    key.extend_from_slice(name.as_str().as_bytes());
-    key
-}
+use crate::schema::{
+    children_key, children_prefix, policy_key, policy_prefix, token_record_key_hex,
+};
 
 /// Whether a liveness check also checks where the call comes from.
 #[derive(Clone, Copy)]
@@ -224,19 +242,20 @@ impl Vault {
         tenant: &TenantName,
         path: &str,
         capability: Capability,
-    ) -> Result<TenantId> {
+    ) -> Result<Authorized> {
         let own = self.token_tenant(caller, tenant)?;
+        let granted = Authorized { tenant: own };
         if caller.system {
-            return Ok(own);
+            return Ok(granted);
         }
         match decide(&caller.policies, path, capability) {
-            Decision::Allow => Ok(own),
+            Decision::Allow => Ok(granted),
             Decision::AllowWithMfa(policy) => {
                 self.verify_mfa(
                     caller,
                     &format!("policy {policy} requires mfa for {capability}"),
                 )?;
-                Ok(own)
+                Ok(granted)
             }
             Decision::Deny(reason) => Err(Error::denied(reason)),
         }
@@ -637,12 +656,13 @@ impl Vault {
     /// are dead from the commit on; [`Vault::delete_descendants`] or the purge removes them.
     /// Call with the tenant's `token_changes` held.
     pub(super) fn revoke_into(&self, batch: &mut WriteBatch, target: &TokenRecord) -> Result<()> {
-        let mut own_index = children_prefix(&target.parent);
-        own_index.extend_from_slice(target.accessor.as_bytes());
         batch
             .delete(Space::Config, token_record_key_hex(&target.hash))
             .delete(Space::Config, accessor_key(&target.accessor))
-            .delete(Space::Config, own_index);
+            .delete(
+                Space::Config,
+                children_key(&target.parent, &target.accessor),
+            );
         if !target.family.is_empty() {
             self.revoke_family_into(batch, &target.family)?;
         }
@@ -710,7 +730,9 @@ impl Vault {
         policy: &Policy,
     ) -> Result<()> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         let mut batch = WriteBatch::new();
         batch.put(
             Space::Config,
@@ -727,7 +749,9 @@ impl Vault {
         name: &PolicyName,
     ) -> Result<Policy> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         let bytes = self
             .data
             .get(Space::Config, &policy_key(id, name))?
@@ -737,7 +761,9 @@ impl Vault {
 
     pub fn list_policies(&self, caller: &Caller, tenant: &TenantName) -> Result<Vec<String>> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         let prefix = policy_prefix(id);
         let entries = self
             .data
@@ -755,7 +781,9 @@ impl Vault {
         name: &PolicyName,
     ) -> Result<()> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         let key = policy_key(id, name);
         if self.data.get(Space::Config, &key)?.is_none() {
             return Err(Error::NotFound(format!("policy {}", name.as_str())));

@@ -5,13 +5,23 @@
 //! Roles and secret ids are managed by the tenant's administrators (`admin` on the tenant
 //! root) or the system scope. Storage: `approle/<tenant>/<name>` the role,
 //! `approle-id/<tenant>/<role id>` the role id index, `secret-id/<keyed hash>` each secret id.
+//!
+//! The spent use and the issued token are one write. Every failure is `Error::LoginFailed`:
+//! the client gets UNAUTHENTICATED "login failed", the audit record the reason. The tenant's
+//! networks and rate limit are checked only after the credentials check out, so strangers
+//! cannot spend a tenant's budget.
 
 use std::time::Duration;
 
 use std::net::IpAddr;
 
 use super::*;
-use crate::{cidr::Cidr, policy::PolicyName, token::TokenKind};
+use crate::{
+    cidr::Cidr,
+    policy::PolicyName,
+    schema::{approle_entity, approle_id_key, approle_key, secret_id_key},
+    token::TokenKind,
+};
 
 /// Longest role name.
 const MAX_ROLE_NAME_LEN: usize = 63;
@@ -72,18 +82,6 @@ struct SecretIdRecord {
     cidrs: Vec<String>,
 }
 
-fn role_key(tenant: TenantId, name: &str) -> Vec<u8> {
-    format!("approle/{}/{name}", tenant.to_hex()).into_bytes()
-}
-
-fn role_id_key(tenant: TenantId, role_id: &str) -> Vec<u8> {
-    format!("approle-id/{}/{role_id}", tenant.to_hex()).into_bytes()
-}
-
-fn secret_id_key(hash: &TokenHash) -> Vec<u8> {
-    format!("secret-id/{}", hash.to_hex()).into_bytes()
-}
-
 fn check_role_name(name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > MAX_ROLE_NAME_LEN
@@ -108,7 +106,9 @@ impl Vault {
         spec: AppRoleSpec,
     ) -> Result<AppRole> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         check_role_name(&spec.name)?;
         if spec.policies.is_empty() {
             return Err(Error::invalid(
@@ -119,7 +119,7 @@ impl Vault {
         for policy in &spec.policies {
             if self
                 .data
-                .get(Space::Config, &access::policy_key(id, policy))?
+                .get(Space::Config, &schema::policy_key(id, policy))?
                 .is_none()
             {
                 return Err(Error::invalid(
@@ -155,7 +155,7 @@ impl Vault {
         }
         let held = self.token_changes.of(Some(id));
         let _guard = lock(&held);
-        let key = role_key(id, &spec.name);
+        let key = approle_key(id, &spec.name);
         let role_id = match self.data.get(Space::Config, &key)? {
             Some(bytes) => from_json::<AppRole>(&bytes, "an approle")?.role_id,
             None => format!(
@@ -181,7 +181,7 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, key, to_json(&role)?).put(
             Space::Config,
-            role_id_key(id, &role.role_id),
+            approle_id_key(id, &role.role_id),
             role.name.as_bytes(),
         );
         self.data.write(batch)?;
@@ -195,14 +195,16 @@ impl Vault {
         name: &str,
     ) -> Result<AppRole> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         self.approle(id, name)?
             .ok_or_else(|| Error::NotFound(format!("role {name}")))
     }
 
     fn approle(&self, tenant: TenantId, name: &str) -> Result<Option<AppRole>> {
         self.data
-            .get(Space::Config, &role_key(tenant, name))?
+            .get(Space::Config, &approle_key(tenant, name))?
             .map(|bytes| from_json(&bytes, "an approle"))
             .transpose()
     }
@@ -210,7 +212,9 @@ impl Vault {
     /// Deletes a role: its secret ids stop working at once (their role id no longer resolves).
     pub fn delete_approle(&self, caller: &Caller, tenant: &TenantName, name: &str) -> Result<()> {
         self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         let held = self.token_changes.of(Some(id));
         let _guard = lock(&held);
         let role = self
@@ -218,8 +222,8 @@ impl Vault {
             .ok_or_else(|| Error::NotFound(format!("role {name}")))?;
         let mut batch = WriteBatch::new();
         batch
-            .delete(Space::Config, role_key(id, name))
-            .delete(Space::Config, role_id_key(id, &role.role_id));
+            .delete(Space::Config, approle_key(id, name))
+            .delete(Space::Config, approle_id_key(id, &role.role_id));
         Ok(self.data.write(batch)?)
     }
 
@@ -232,7 +236,9 @@ impl Vault {
         spec: SecretIdSpec,
     ) -> Result<(Token, String)> {
         let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         let role = self
             .approle(id, name)?
             .ok_or_else(|| Error::NotFound(format!("role {name}")))?;
@@ -274,7 +280,7 @@ impl Vault {
         let _guard = lock(&held);
         let name = self
             .data
-            .get(Space::Config, &role_id_key(id, role_id))?
+            .get(Space::Config, &approle_id_key(id, role_id))?
             .ok_or_else(|| Error::login_failed("unknown role id"))?;
         let name = String::from_utf8(name).map_err(|_| corrupt("a role id index entry"))?;
         let role = self
@@ -333,7 +339,7 @@ impl Vault {
                 policies: role.policies.clone(),
                 display_name: format!("approle-{name}"),
                 parent: String::new(),
-                entity: Some(format!("approle:{}:{name}", id.to_hex())),
+                entity: Some(approle_entity(id, &name)),
                 ttl: Duration::from_nanos(u64::try_from(role.token_ttl_nanos).unwrap_or(0)),
                 max_expires: 0,
                 cidrs: role.token_cidrs.clone(),

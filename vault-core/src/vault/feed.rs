@@ -10,6 +10,20 @@
 //! Storage: events at `t/<tenant>/e/<revision, u64 BE>` (secrets space); the feed's floor (the
 //! oldest revision still retained, written by pruning) at `t/<tenant>/feed`. Events carry names,
 //! versions and times, never values.
+//!
+//! One write per change: a put writes the version record, the metadata, the pruned versions'
+//! deletions and the event in one atomic batch; a delete, undelete, destroy, metadata change
+//! and expiry notice likewise, so the feed is never ahead of or behind the data. A KEK rotation
+//! is the one exception: the KEK lives in the key store, so its event follows the key store's
+//! write, and a crash in between loses the event (logged; the rotation stands), never invents
+//! one.
+//!
+//! At start-up a tenant's counter continues after the newest stored event, found by binary
+//! search over one-entry scans (no reverse iteration), or after the floor if pruning removed
+//! every event. Retention: the maintenance round deletes events older than
+//! `--feed-retention-secs` and raises the floor in the same write; a watch from before the floor
+//! answers OUT_OF_RANGE. Listing returns the revision it read at, which is where a client that
+//! had to list again resumes watching.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -24,6 +38,7 @@ use crate::{
     error::{Error, Result},
     names::{FolderPrefix, SecretPath, TenantId, TenantName},
     policy::{Capability, Decision, decide},
+    schema::{event_key, events_prefix, feed_floor_key},
     storage::{Space, WriteBatch},
 };
 
@@ -137,20 +152,6 @@ impl Event {
         self.detail = detail.into();
         self
     }
-}
-
-pub(super) fn events_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/e/", tenant.to_hex()).into_bytes()
-}
-
-fn event_key(tenant: TenantId, revision: u64) -> Vec<u8> {
-    let mut key = events_prefix(tenant);
-    key.extend_from_slice(&revision.to_be_bytes());
-    key
-}
-
-fn floor_key(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/feed", tenant.to_hex()).into_bytes()
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -325,7 +326,7 @@ impl Vault {
     fn feed_floor(&self, tenant: TenantId) -> Result<u64> {
         Ok(self
             .data
-            .get(Space::Secrets, &floor_key(tenant))?
+            .get(Space::Secrets, &feed_floor_key(tenant))?
             .map(|bytes| from_json::<FloorRecord>(&bytes, "a feed floor"))
             .transpose()?
             .unwrap_or_default()
@@ -404,7 +405,9 @@ impl Vault {
             WatchFilter::Folder(_) => Capability::List,
             WatchFilter::Secret(_) => Capability::Read,
         };
-        let id = self.authorize(caller, tenant, filter.as_str(), needs)?;
+        let id = self
+            .authorize(caller, tenant, filter.as_str(), needs)?
+            .tenant();
         let current = self.committed_revision(id)?;
         let revision = if from_now { current } else { from_revision };
         if revision > current {
@@ -567,7 +570,7 @@ impl Vault {
         )?;
         batch.put(
             Space::Secrets,
-            floor_key(tenant),
+            feed_floor_key(tenant),
             to_json(&FloorRecord { floor: newest + 1 })?,
         );
         self.data.write(batch)?;

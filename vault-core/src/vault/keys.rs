@@ -1,32 +1,56 @@
 //! Key lifecycle: exact invocation counts, rotation by budget and age, retirement of old KEK
-//! versions by a background re-wrap job, and the key status report.
+//! versions by a background re-wrap job, the key status report, and the maintenance round.
 //!
 //! Counting. Every encryption under a key (a KEK version wrapping a DEK, the root key sealing a
 //! KEK, a system key or an MFA secret) takes one use from that key's counter first. The counter
-//! reserves uses in blocks: before the first use past the reserved mark, the next mark is
-//! written to the key store (synced). A crash loses at most the unused rest of a block, so the
-//! stored count can only exceed the true one, never fall short of it; after a restart a
-//! version's count starts at its stored mark. A version at its budget takes no more uses: a
-//! tenant's KEK rotates then and the encryption goes to the new version; the root key refuses.
-//! No budget may exceed [`HARD_CAP`] (NIST SP 800-38D: 2^32 invocations with random nonces).
+//! reserves uses in blocks (`--key-reserve-block`, [`DEFAULT_RESERVE_BLOCK`], capped at the
+//! budget): before the first use past the reserved mark, the next mark is written to the key
+//! store (synced). A crash loses at most the unused rest of a block, so the stored count can
+//! only exceed the true one, never fall short of it; after a restart a version's count starts
+//! at its stored mark. The kill -9 test checks this against a test-only log of every use
+//! (`--danger-invocation-log`, written and synced after the reservation and before the
+//! encryption).
 //!
-//! Retirement. Versions past the configured number of live versions, or named by an operator,
-//! are scheduled. The job takes every scheduled version as its fixed set when it starts, scans
-//! the tenant's secret versions in key order (resuming from a stored cursor after a restart),
-//! re-wraps each DEK sealed under a version of the set into the current version (taking uses
-//! like any encryption, rotating if the budget says so; new versions are never in the set, so
-//! the job ends), then deletes the set's key records in one write and compacts the key store.
+//! Budgets. A version at its budget takes no more uses: `Vault::wrap_dek` then rotates the
+//! tenant's KEK (under `key_changes`, only if no other writer rotated first) and wraps under the
+//! new version, so with budget B a version serves exactly B encryptions. The root key refuses
+//! ("rotate the root key": a rekey with `--rotate-root` gives it a new version). The default
+//! budget is [`DEFAULT_KEY_BUDGET`] (2^30); no budget may exceed [`HARD_CAP`] (NIST SP 800-38D:
+//! 2^32 invocations with random nonces).
+//!
+//! Retirement. `kek-state/<tenant>` holds the scheduled versions, the running job and the
+//! retired ones. A rotation schedules the oldest versions beyond `--key-max-live-versions` in
+//! the same key-store write; the sweep (every 10 s) does the same after a changed setting and
+//! rotates by age; an operator can name a version too. The job takes every scheduled version as
+//! its fixed set when it starts, scans the tenant's secret versions in key order (resuming from
+//! a stored cursor after a restart), re-wraps each DEK sealed under a version of the set into
+//! the current version (taking uses like any encryption, rotating if the budget says so; new
+//! versions are never in the set, so the job ends), then deletes the set's key records in one
+//! write and compacts the key store. The keyring drops the set's keys (zeroized once the last
+//! read in flight lets go); a read that found a DEK under a version retired meanwhile reads the
+//! secret again.
 //!
 //! Invariant: no DEK is wrapped under a version of a job's set after the job's scan starts: the
-//! set holds only versions that were not current, and the job waits (`wrap_gate`) for every put
-//! in flight when it starts. A re-wrap holds the secret's stripe lock, so it never races a put or
-//! a delete of the same secret. KEK changes (rotation, scheduling, retirement) hold
-//! `key_changes`. Lock order: stripe, `wrap_gate`, `key_changes`; never the reverse.
+//! set holds only versions that were not current, puts hold `wrap_gate` for reading from wrap
+//! to commit, and a starting job takes it for writing once (a barrier) before it scans. (A unit
+//! test with concurrent writers found the race without the barrier: a put that read the current
+//! version just before a rotation committed a DEK under it after the scan had passed its key.)
+//! A re-wrap holds the secret's stripe lock, so it never races a put or a delete of the same
+//! secret. KEK changes (rotation, scheduling, retirement) hold `key_changes`. Lock order:
+//! stripe, `wrap_gate`, `key_changes`; never the reverse.
+//!
+//! Maintenance (`maintenance.rs`) runs the sweep and the re-wrap jobs of this module as tasks
+//! of their own, on the server's timer (`--maintenance-interval-ms`, default 200); a run
+//! re-wraps at most `--rewrap-rate` × interval DEKs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::feed::{Event, EventKind};
 use super::*;
+use crate::schema::{
+    KEK_PREFIX, PREVIOUS_ROOT_PREFIX, kek_count_key, kek_count_prefix, kek_key, kek_prefix,
+    kek_state_key, previous_root_key, root_count_key, shredded_key,
+};
 
 /// No key is ever used for more invocations than this (random 96-bit nonces, NIST SP 800-38D).
 pub const HARD_CAP: u64 = 1 << 32;
@@ -225,33 +249,6 @@ pub struct KeyStatus {
     pub tenants: Vec<TenantKeyStatus>,
 }
 
-pub(super) fn kek_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("kek/{}/", tenant.to_hex()).into_bytes()
-}
-
-pub(super) fn kek_key(tenant: TenantId, version: u32) -> Vec<u8> {
-    let mut key = kek_prefix(tenant);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-pub(super) fn kek_count_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("kek-count/{}/", tenant.to_hex()).into_bytes()
-}
-
-fn kek_count_key(tenant: TenantId, version: u32) -> Vec<u8> {
-    let mut key = kek_count_prefix(tenant);
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-pub(super) fn lifecycle_key(tenant: TenantId) -> Vec<u8> {
-    format!("kek-state/{}", tenant.to_hex()).into_bytes()
-}
-
-/// Previous root keys, each sealed under the current root key: `sys/root-previous/<u32 BE>`.
-pub(super) const PREVIOUS_ROOT_PREFIX: &[u8] = b"sys/root-previous/";
-
 pub(super) fn previous_root_context(version: u32) -> Context<'static> {
     Context {
         purpose: Purpose::SystemKey,
@@ -259,12 +256,6 @@ pub(super) fn previous_root_context(version: u32) -> Context<'static> {
         path: "root-previous",
         version: u64::from(version),
     }
-}
-
-pub(super) fn root_count_key(version: u32) -> Vec<u8> {
-    let mut key = b"sys/root-count/".to_vec();
-    key.extend_from_slice(&version.to_be_bytes());
-    key
 }
 
 pub(super) fn version_suffix(key: &[u8], prefix_len: usize, what: &str) -> Result<u32> {
@@ -295,7 +286,7 @@ impl Counted<'_> {
         match self {
             Counted::Kek(tenant, version) => kek_count_key(tenant, version),
             Counted::Root(version) => root_count_key(version),
-            Counted::Named(tenant, name, version) => super::kms::count_key(tenant, name, version),
+            Counted::Named(tenant, name, version) => schema::named_count_key(tenant, name, version),
         }
     }
 }
@@ -608,7 +599,7 @@ impl Vault {
         let mut live: Vec<u32> = keys.versions.keys().copied().collect();
         live.push(version);
         if self.schedule_past_limit(&mut lifecycle, &live) {
-            batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+            batch.put(Space::Config, kek_state_key(tenant), to_json(&lifecycle)?);
         }
         self.keys.write(batch)?;
         let mut versions = keys.versions.clone();
@@ -673,7 +664,7 @@ impl Vault {
     fn lifecycle(&self, tenant: TenantId) -> Result<Lifecycle> {
         Ok(self
             .keys
-            .get(Space::Config, &lifecycle_key(tenant))?
+            .get(Space::Config, &kek_state_key(tenant))?
             .map(|bytes| from_json(&bytes, "a tenant's key lifecycle"))
             .transpose()?
             .unwrap_or_default())
@@ -701,7 +692,9 @@ impl Vault {
         if caller.system {
             self.require_system_op(caller, SystemOp::Rotate)?;
         }
-        let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Rotate)?
+            .tenant();
         if !caller.system {
             // The new KEK is sealed under the root key.
             self.admit_root_key_use(id)?;
@@ -733,7 +726,9 @@ impl Vault {
         version: u32,
     ) -> Result<()> {
         let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, "", Capability::Rotate)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Rotate)?
+            .tenant();
         if version == 0 {
             return Err(Error::invalid("version", "KEK versions start at 1"));
         }
@@ -760,7 +755,7 @@ impl Vault {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
-        batch.put(Space::Config, lifecycle_key(id), to_json(&lifecycle)?);
+        batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
         self.keys.write(batch)?;
         Ok(())
     }
@@ -771,7 +766,9 @@ impl Vault {
         let keyring = self.keyring()?;
         let tenants = match tenant {
             Some(name) => {
-                let id = self.authorize(caller, name, "", Capability::Admin)?;
+                let id = self
+                    .authorize(caller, name, "", Capability::Admin)?
+                    .tenant();
                 vec![(name.clone(), id)]
             }
             None => {
@@ -862,117 +859,12 @@ impl Vault {
         })
     }
 
-    // ---- maintenance ----
-
-    /// One round of background work: rotation by age and scheduling past the live limit (every
-    /// sweep interval), the re-wrap jobs (at most `rewrap_per_round` DEKs in all), and the
-    /// destruction of deleted tenants' keys whose waiting period is over. Does nothing while
-    /// sealed. Rounds never overlap.
-    pub fn maintain(&self) -> Result<MaintenanceReport> {
-        let Ok(_round) = self.maintenance.try_lock() else {
-            return Ok(MaintenanceReport::default());
-        };
-        let keyring = match self.keyring() {
-            Ok(keyring) => keyring,
-            Err(Error::Sealed | Error::NotInitialized) => return Ok(MaintenanceReport::default()),
-            Err(e) => return Err(e),
-        };
-        let mut report = MaintenanceReport::default();
-        let now = self.now();
-        // Every task runs whatever happened to the others: one failing (a tenant whose keys
-        // cannot be read, a full disk for one write) must not stop shredding, schedules,
-        // expiry, pruning or purging for everyone.
-        let mut failed = 0u64;
-        let mut task = |name: &str, tenant: Option<TenantId>, result: Result<()>| {
-            if let Err(error) = result {
-                failed += 1;
-                match tenant {
-                    Some(tenant) => {
-                        tracing::warn!(task = name, %tenant, %error, "maintenance task failed; the others go on")
-                    }
-                    None => {
-                        tracing::warn!(task = name, %error, "maintenance task failed; the others go on")
-                    }
-                }
-            }
-        };
-        let sweep_due = {
-            let mut last = lock(&self.last_sweep);
-            let due = last.is_none_or(|at| now - at >= self.config.keys.sweep_interval_nanos);
-            if due {
-                *last = Some(now);
-            }
-            due
-        };
-        if sweep_due {
-            task("key sweep", None, self.sweep(&keyring, now, &mut report));
-        }
-        let mut budget = self.config.keys.rewrap_per_round.max(1);
-        let prefix = b"kek-state/";
-        match self.keys.scan(Space::Config, prefix, prefix, usize::MAX) {
-            Ok(states) => {
-                for (key, _) in states {
-                    if budget == 0 {
-                        break;
-                    }
-                    let Some(id) = std::str::from_utf8(&key[prefix.len()..])
-                        .ok()
-                        .and_then(TenantId::parse_hex)
-                    else {
-                        task("re-wrap", None, Err(corrupt("a key lifecycle key")));
-                        continue;
-                    };
-                    let result = self.tenant_state(id).and_then(|state| match state {
-                        // A deleted tenant: its keys wait for shredding (or a restore).
-                        None => Ok(0),
-                        Some(_) => self.rewrap_round(&keyring, id, budget, &mut report),
-                    });
-                    match result {
-                        Ok(used) => budget -= used,
-                        Err(error) => task("re-wrap", Some(id), Err(error)),
-                    }
-                }
-            }
-            Err(error) => task("re-wrap", None, Err(error.into())),
-        }
-        task(
-            "shredding",
-            None,
-            self.shred_due(&keyring, now, &mut report),
-        );
-        task(
-            "named-key schedule",
-            None,
-            self.kms_due(&keyring, now, 64, &mut report),
-        );
-        match self.tenant_records() {
-            Ok(records) => {
-                for record in records {
-                    let Some(id) = TenantId::parse_hex(&record.id) else {
-                        task("expiry", None, Err(corrupt("a tenant record")));
-                        continue;
-                    };
-                    let expired = self.expire_due(id, now).map(|count| {
-                        report.expiry_events += count as u64;
-                    });
-                    task("expiry", Some(id), expired);
-                    let pruned = self.prune_feed(id, now, 1024).map(|count| {
-                        report.events_pruned += count as u64;
-                    });
-                    task("feed pruning", Some(id), pruned);
-                }
-            }
-            Err(error) => task("expiry", None, Err(error)),
-        }
-        let purged = self
-            .purge_access(now)
-            .map(|count| report.purged += count as u64);
-        task("token purge", None, purged);
-        report.failed = failed;
-        Ok(report)
-    }
-
-    fn sweep(&self, keyring: &Keyring, now: i64, report: &mut MaintenanceReport) -> Result<()> {
+    pub(super) fn sweep(
+        &self,
+        keyring: &Keyring,
+        now: i64,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
         let max_age = self.config.keys.max_age_nanos;
         for record in self.tenant_records()? {
             let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
@@ -1004,7 +896,7 @@ impl Vault {
             let versions: Vec<u32> = current.versions.keys().copied().collect();
             if self.schedule_past_limit(&mut lifecycle, &versions) {
                 let mut batch = WriteBatch::new();
-                batch.put(Space::Config, lifecycle_key(id), to_json(&lifecycle)?);
+                batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
                 self.keys.write(batch)?;
             }
         }
@@ -1013,7 +905,7 @@ impl Vault {
 
     /// Advances the tenant's re-wrap job by at most `budget` DEKs (starting one if versions are
     /// scheduled); retires the set when the scan is done. Returns the DEKs handled.
-    fn rewrap_round(
+    pub(super) fn rewrap_round(
         &self,
         keyring: &Keyring,
         tenant: TenantId,
@@ -1049,7 +941,7 @@ impl Vault {
                     };
                     lifecycle.job = Some(job.clone());
                     let mut batch = WriteBatch::new();
-                    batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+                    batch.put(Space::Config, kek_state_key(tenant), to_json(&lifecycle)?);
                     self.keys.write(batch)?;
                     started = true;
                     job
@@ -1064,7 +956,7 @@ impl Vault {
             drop(write(&self.wrap_gate));
         }
 
-        let prefix = format!("t/{}/v/", tenant.to_hex()).into_bytes();
+        let prefix = schema::tenant_versions_prefix(tenant);
         let mut start = prefix.clone();
         start
             .extend_from_slice(&hex::decode(&job.cursor).map_err(|_| corrupt("a re-wrap cursor"))?);
@@ -1108,7 +1000,7 @@ impl Vault {
         report.rewrapped += rewrapped;
         if !done {
             let mut batch = WriteBatch::new();
-            batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+            batch.put(Space::Config, kek_state_key(tenant), to_json(&lifecycle)?);
             self.keys.write(batch)?;
             return Ok(entries.len());
         }
@@ -1141,7 +1033,7 @@ impl Vault {
                 rewrapped: finished.rewrapped,
             });
         }
-        batch.put(Space::Config, lifecycle_key(tenant), to_json(&lifecycle)?);
+        batch.put(Space::Config, kek_state_key(tenant), to_json(&lifecycle)?);
         self.keys.write(batch)?;
         let mut versions = keys.versions.clone();
         for version in &finished.versions {
@@ -1212,7 +1104,7 @@ impl Vault {
     }
 
     fn count_secret_versions(&self, tenant: TenantId) -> Result<u64> {
-        let prefix = format!("t/{}/v/", tenant.to_hex()).into_bytes();
+        let prefix = schema::tenant_versions_prefix(tenant);
         let mut start = prefix.clone();
         let mut total = 0u64;
         loop {
@@ -1253,16 +1145,6 @@ pub(super) struct ShredTombstone {
     pub(super) deleted_unix_nanos: i64,
     pub(super) shredded_unix_nanos: i64,
     pub(super) versions: Vec<u32>,
-}
-
-pub(super) fn shredded_key(tenant: TenantId) -> Vec<u8> {
-    format!("shredded/{}", tenant.to_hex()).into_bytes()
-}
-
-fn previous_root_key(version: u32) -> Vec<u8> {
-    let mut key = PREVIOUS_ROOT_PREFIX.to_vec();
-    key.extend_from_slice(&version.to_be_bytes());
-    key
 }
 
 impl Vault {
@@ -1310,7 +1192,7 @@ impl Vault {
 
         let previous = self.previous_roots(old_root)?;
 
-        let prefix = b"kek/";
+        let prefix = KEK_PREFIX;
         for (key, value) in self.keys.scan(Space::Config, prefix, prefix, usize::MAX)? {
             let rest = &key[prefix.len()..];
             let slash = rest

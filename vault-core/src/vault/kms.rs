@@ -17,12 +17,57 @@
 //! under a version takes one use first; a version of a type with random 96-bit nonces stops at
 //! its budget, and the key rotates (exactly on budget). Changes to a key's configuration or
 //! versions hold `kms_changes`. Lock order: `kms_changes`, `wrap_gate`, `key_changes`.
+//!
+//! Versions are generated in the vault (32 random bytes, or a PKCS#8 document from ring for
+//! Ed25519 and ECDSA P-256). The KEK retirement job re-wraps named-key material under the
+//! versions it retires (all of it, once its secret scan is done, before the KEK records go);
+//! root rotation does not touch them.
+//!
+//! Budgets. Every encryption (encrypt, each batch item, re-wrap, data key) takes one use of the
+//! version first, through the KEKs' reservation counter (`kmsn/...`). AES-256-GCM and
+//! ChaCha20-Poly1305 (random 96-bit nonces) stop at the key's budget (default `--key-budget`,
+//! at most 2^32) and the key rotates, under `kms_changes`, only if nobody rotated first; a
+//! version asked for by number refuses at its budget instead. XChaCha20-Poly1305 (192-bit
+//! nonces) counts but has no budget.
+//!
+//! Versions. `min_decryption_version` refuses older ciphertexts, signatures and MACs
+//! (FAILED_PRECONDITION); `min_encryption_version` (0: any kept version) limits `key_version`
+//! requests. Trimming destroys versions below N ≤ both minimums in one key-store write, then
+//! compacts the key store. Scheduled rotation and destruction use the `kmsq/` index ordered by
+//! due time, so a maintenance round reads only what is due.
+//!
+//! Deletion and export. Only a key marked `deletion_allowed` can be deleted; it is unusable at
+//! once and destroyed (records deleted, audited as the vault, key store compacted) after
+//! `--kms-deletion-delay-secs` (7 days by default), and `CancelKeyDeletion` brings it back
+//! meanwhile. Export needs both `--kms-allow-exportable-keys` and a key created exportable; it
+//! returns the material of every kept version.
+//!
+//! Limits. A plaintext, message or batch item: `--kms-max-plaintext-bytes`
+//! ([`DEFAULT_MAX_PLAINTEXT_BYTES`]); a batch: `--kms-max-batch-items`
+//! ([`DEFAULT_MAX_BATCH_ITEMS`]); over either, INVALID_ARGUMENT naming the field
+//! (`items[2].plaintext is 2000 bytes, over the limit of 1024 bytes`). In a batch decrypt, an
+//! item that does not decrypt carries its own error and the others still decrypt. A
+//! ciphertext that does not open is INVALID_ARGUMENT naming `ciphertext`, saying only that.
+//!
+//! Cache. Unwrapped versions live in the keyring's `named` cache: dropped (zeroized) on seal,
+//! emptied on root rotation and loaded again on first use; per process, like the KEK cache.
+//!
+//! Policy paths. A key is `keys/<name>` in its tenant's policy namespace, which it shares with
+//! secrets: a secret at `keys/x` falls under the same rules as the key `x`. The key
+//! capabilities (`encrypt decrypt sign verify rewrap datakey`) mean nothing for secrets, and
+//! `write` and `delete` nothing for keys; `read`, `list`, `rotate`, `admin` and `deny` apply to
+//! both.
 
 use std::collections::BTreeMap;
 
 use super::keys::{Counted, HARD_CAP, MaintenanceReport, Uses};
 use super::*;
 use crate::kms::{self as named, Binding, EncryptionContext, KeyName, KeyType, Usage};
+use crate::schema::{
+    NAMED_SCHEDULE_PREFIX, SCHEDULE_DESTROY, SCHEDULE_ROTATE, named_config_key,
+    named_config_prefix, named_count_key, named_counts_prefix, named_schedule_key,
+    named_version_key, named_versions_prefix,
+};
 use crate::secret::SecretBytes;
 
 /// Default largest plaintext (or message) per call, and per item of a batch.
@@ -183,66 +228,10 @@ pub struct DataKey {
     pub wrapped: Versioned,
 }
 
-fn config_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("kmsc/{}/", tenant.to_hex()).into_bytes()
-}
-
-fn config_key(tenant: TenantId, name: &KeyName) -> Vec<u8> {
-    format!("kmsc/{}/{}", tenant.to_hex(), name.as_str()).into_bytes()
-}
-
-fn versions_prefix(tenant: TenantId, name: Option<&KeyName>) -> Vec<u8> {
-    match name {
-        Some(name) => format!("kmsv/{}/{}/", tenant.to_hex(), name.as_str()),
-        None => format!("kmsv/{}/", tenant.to_hex()),
-    }
-    .into_bytes()
-}
-
-fn version_key(tenant: TenantId, name: &KeyName, version: u32) -> Vec<u8> {
-    let mut key = versions_prefix(tenant, Some(name));
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-fn counts_prefix(tenant: TenantId, name: Option<&KeyName>) -> Vec<u8> {
-    match name {
-        Some(name) => format!("kmsn/{}/{}/", tenant.to_hex(), name.as_str()),
-        None => format!("kmsn/{}/", tenant.to_hex()),
-    }
-    .into_bytes()
-}
-
-pub(super) fn count_key(tenant: TenantId, name: &KeyName, version: u32) -> Vec<u8> {
-    let mut key = counts_prefix(tenant, Some(name));
-    key.extend_from_slice(&version.to_be_bytes());
-    key
-}
-
-/// Every key-store prefix holding a tenant's named keys (for crypto-shredding).
-pub(super) fn tenant_prefixes(tenant: TenantId) -> [Vec<u8>; 3] {
-    [
-        config_prefix(tenant),
-        versions_prefix(tenant, None),
-        counts_prefix(tenant, None),
-    ]
-}
-
-const DUE_PREFIX: &[u8] = b"kmsq/";
-const DUE_ROTATE: u8 = b'r';
-const DUE_DESTROY: u8 = b'd';
 /// When a scheduled change failed, or its tenant is deleted (and may be restored), it is looked
 /// at again this much later.
 const DUE_RETRY_FAILED_NANOS: i64 = 60 * 1_000_000_000;
 const DUE_RETRY_DELETED_NANOS: i64 = 3600 * 1_000_000_000;
-
-fn due_key(when: i64, kind: u8, tenant: TenantId, name: &KeyName) -> Vec<u8> {
-    let mut key = DUE_PREFIX.to_vec();
-    key.extend_from_slice(&u64::try_from(when.max(0)).unwrap_or(0).to_be_bytes());
-    key.push(kind);
-    key.extend_from_slice(format!("{}/{}", tenant.to_hex(), name.as_str()).as_bytes());
-    key
-}
 
 fn named_context(tenant: TenantId, name: &KeyName, version: u32) -> Context<'_> {
     Context {
@@ -387,6 +376,7 @@ impl Vault {
         capability: Capability,
     ) -> Result<TenantId> {
         self.authorize(caller, tenant, &name.policy_path(), capability)
+            .map(|granted| granted.tenant())
     }
 
     /// The named key from the cache, loaded (and its versions unwrapped) on first use.
@@ -411,17 +401,20 @@ impl Vault {
         tenant: TenantId,
         name: &KeyName,
     ) -> Result<Arc<NamedKey>> {
-        let Some(bytes) = self.keys.get(Space::Config, &config_key(tenant, name))? else {
+        let Some(bytes) = self
+            .keys
+            .get(Space::Config, &named_config_key(tenant, name))?
+        else {
             write(&keyring.named).remove(&(tenant, name.clone()));
             return Err(Error::NotFound(format!("key {name}")));
         };
         let config: KeyConfig = from_json(&bytes, "a named key's configuration")?;
         let key_type = config.key_type()?;
-        let prefix = versions_prefix(tenant, Some(name));
+        let prefix = named_versions_prefix(tenant, Some(name));
         let entries =
             self.keys
                 .scan(Space::Config, &prefix, &prefix, MAX_NAMED_KEY_VERSIONS + 1)?;
-        let count_prefix = counts_prefix(tenant, Some(name));
+        let count_prefix = named_counts_prefix(tenant, Some(name));
         let mut counts = HashMap::new();
         for (key, value) in self.keys.scan(
             Space::Config,
@@ -524,7 +517,7 @@ impl Vault {
         };
         batch.put(
             Space::Config,
-            version_key(tenant, name, version),
+            named_version_key(tenant, name, version),
             to_json(&record)?,
         );
         Ok(Arc::new(NamedVersion {
@@ -569,7 +562,7 @@ impl Vault {
         let _changes = lock(&self.kms_changes);
         if self
             .keys
-            .get(Space::Config, &config_key(id, name))?
+            .get(Space::Config, &named_config_key(id, name))?
             .is_some()
         {
             return Err(Error::AlreadyExists(format!("key {name}")));
@@ -591,13 +584,13 @@ impl Vault {
         let mut batch = WriteBatch::new();
         let _wrapping = read(&self.wrap_gate);
         let first = self.new_named_version(&keyring, id, name, key_type, 1, now, &mut batch)?;
-        batch.put(Space::Config, config_key(id, name), to_json(&config)?);
+        batch.put(Space::Config, named_config_key(id, name), to_json(&config)?);
         if config.rotation_period_nanos > 0 {
             batch.put(
                 Space::Config,
-                due_key(
+                named_schedule_key(
                     now.saturating_add(config.rotation_period_nanos),
-                    DUE_ROTATE,
+                    SCHEDULE_ROTATE,
                     id,
                     name,
                 ),
@@ -634,9 +627,11 @@ impl Vault {
         after: &str,
         limit: usize,
     ) -> Result<(Vec<KeyName>, bool)> {
-        let id = self.authorize(caller, tenant, "keys/", Capability::List)?;
+        let id = self
+            .authorize(caller, tenant, "keys/", Capability::List)?
+            .tenant();
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
-        let prefix = config_prefix(id);
+        let prefix = named_config_prefix(id);
         let mut start = prefix.clone();
         if !after.is_empty() {
             start.extend_from_slice(after.as_bytes());
@@ -723,12 +718,17 @@ impl Vault {
                     .map_or(config.created_unix_nanos, |v| v.created_unix_nanos);
                 batch.put(
                     Space::Config,
-                    due_key(latest_created.saturating_add(period), DUE_ROTATE, id, name),
+                    named_schedule_key(
+                        latest_created.saturating_add(period),
+                        SCHEDULE_ROTATE,
+                        id,
+                        name,
+                    ),
                     Vec::new(),
                 );
             }
         }
-        batch.put(Space::Config, config_key(id, name), to_json(&config)?);
+        batch.put(Space::Config, named_config_key(id, name), to_json(&config)?);
         self.keys.write(batch)?;
         Ok(self
             .replace_named(&keyring, id, name, &key, config, None)
@@ -795,13 +795,17 @@ impl Vault {
             now,
             &mut batch,
         )?;
-        batch.put(Space::Config, config_key(tenant, name), to_json(&config)?);
+        batch.put(
+            Space::Config,
+            named_config_key(tenant, name),
+            to_json(&config)?,
+        );
         if config.rotation_period_nanos > 0 {
             batch.put(
                 Space::Config,
-                due_key(
+                named_schedule_key(
                     now.saturating_add(config.rotation_period_nanos),
-                    DUE_ROTATE,
+                    SCHEDULE_ROTATE,
                     tenant,
                     name,
                 ),
@@ -862,10 +866,10 @@ impl Vault {
         let mut batch = WriteBatch::new();
         for version in &doomed {
             batch
-                .delete(Space::Config, version_key(id, name, *version))
-                .delete(Space::Config, count_key(id, name, *version));
+                .delete(Space::Config, named_version_key(id, name, *version))
+                .delete(Space::Config, named_count_key(id, name, *version));
         }
-        batch.put(Space::Config, config_key(id, name), to_json(&config)?);
+        batch.put(Space::Config, named_config_key(id, name), to_json(&config)?);
         self.keys.write(batch)?;
         let mut versions = key.versions.clone();
         for version in &doomed {
@@ -901,10 +905,10 @@ impl Vault {
         config.delete_after_unix_nanos = Some(when);
         let mut batch = WriteBatch::new();
         batch
-            .put(Space::Config, config_key(id, name), to_json(&config)?)
+            .put(Space::Config, named_config_key(id, name), to_json(&config)?)
             .put(
                 Space::Config,
-                due_key(when, DUE_DESTROY, id, name),
+                named_schedule_key(when, SCHEDULE_DESTROY, id, name),
                 Vec::new(),
             );
         self.keys.write(batch)?;
@@ -932,8 +936,11 @@ impl Vault {
         config.delete_after_unix_nanos = None;
         let mut batch = WriteBatch::new();
         batch
-            .put(Space::Config, config_key(id, name), to_json(&config)?)
-            .delete(Space::Config, due_key(when, DUE_DESTROY, id, name));
+            .put(Space::Config, named_config_key(id, name), to_json(&config)?)
+            .delete(
+                Space::Config,
+                named_schedule_key(when, SCHEDULE_DESTROY, id, name),
+            );
         if config.rotation_period_nanos > 0 {
             // A rotation that fell due while the deletion was pending was dropped.
             let latest_created = key
@@ -942,9 +949,9 @@ impl Vault {
                 .map_or(config.created_unix_nanos, |v| v.created_unix_nanos);
             batch.put(
                 Space::Config,
-                due_key(
+                named_schedule_key(
                     latest_created.saturating_add(config.rotation_period_nanos),
-                    DUE_ROTATE,
+                    SCHEDULE_ROTATE,
                     id,
                     name,
                 ),
@@ -1309,11 +1316,13 @@ impl Vault {
         limit: usize,
         report: &mut MaintenanceReport,
     ) -> Result<()> {
-        for (key, _) in self
-            .keys
-            .scan(Space::Config, DUE_PREFIX, DUE_PREFIX, limit)?
-        {
-            let rest = &key[DUE_PREFIX.len()..];
+        for (key, _) in self.keys.scan(
+            Space::Config,
+            NAMED_SCHEDULE_PREFIX,
+            NAMED_SCHEDULE_PREFIX,
+            limit,
+        )? {
+            let rest = &key[NAMED_SCHEDULE_PREFIX.len()..];
             let malformed = || corrupt("a named key schedule entry");
             if rest.len() < 10 {
                 return Err(malformed());
@@ -1341,16 +1350,20 @@ impl Vault {
             let mut batch = WriteBatch::new();
             batch.delete(Space::Config, key.clone());
             let postpone = |batch: &mut WriteBatch, delay: i64| {
-                let mut later = due_key(now.saturating_add(delay), rest[8], tenant, &name);
+                let mut later =
+                    named_schedule_key(now.saturating_add(delay), rest[8], tenant, &name);
                 if later == key {
-                    later = due_key(now.saturating_add(delay + 1), rest[8], tenant, &name);
+                    later =
+                        named_schedule_key(now.saturating_add(delay + 1), rest[8], tenant, &name);
                 }
                 batch.put(Space::Config, later, Vec::new());
             };
             if self.tenant_state(tenant)?.is_none() {
-                // A deleted tenant: shredding will remove the key, or a restore brings the
-                // schedule back; look again later.
-                postpone(&mut batch, DUE_RETRY_DELETED_NANOS);
+                // A deleted tenant: a restore brings the schedule back, so look again later;
+                // once its keys are destroyed (shredded), the entry just goes.
+                if !self.tenant_shredded(tenant)? {
+                    postpone(&mut batch, DUE_RETRY_DELETED_NANOS);
+                }
             } else {
                 match self.kms_due_one(keyring, tenant, &name, now) {
                     Ok(Some(true)) => report.keys_destroyed += 1,
@@ -1397,11 +1410,11 @@ impl Vault {
                 ),
             )?;
             let mut batch = WriteBatch::new();
-            batch.delete(Space::Config, config_key(tenant, name));
+            batch.delete(Space::Config, named_config_key(tenant, name));
             for version in key.versions.keys() {
                 batch
-                    .delete(Space::Config, version_key(tenant, name, *version))
-                    .delete(Space::Config, count_key(tenant, name, *version));
+                    .delete(Space::Config, named_version_key(tenant, name, *version))
+                    .delete(Space::Config, named_count_key(tenant, name, *version));
             }
             self.keys.write(batch)?;
             write(&keyring.named).remove(&(tenant, name.clone()));
@@ -1437,7 +1450,7 @@ impl Vault {
         set: &std::collections::BTreeSet<u32>,
     ) -> Result<u64> {
         let _changes = lock(&self.kms_changes);
-        let prefix = versions_prefix(tenant, None);
+        let prefix = named_versions_prefix(tenant, None);
         let mut rewrapped = 0;
         for (key, value) in self
             .keys

@@ -6,7 +6,9 @@
 //! pair. Presenting a refresh token that was already exchanged revokes the whole family (its
 //! holder and whoever stole it both lose access), unless it comes back within
 //! [`REFRESH_GRACE`] of its first use: a client that lost the answer to a refresh and retries
-//! gets a new pair, and the pair it never saw is revoked.
+//! gets a new pair, and the pair it never saw is revoked (only for the generation just
+//! replaced). Revoking a family's access token, or the token that created the family, ends the
+//! family. An exchange revokes the old access token and issues the next pair in one write.
 //!
 //! Storage: `family/<id>` holds the family, `refresh/<keyed hash>` each refresh token (kept
 //! after use, so a reuse is recognized, until the family is purged).
@@ -17,7 +19,8 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::token::TokenKind;
-use access::{MAX_TOKEN_TTL, Networks, children_prefix};
+use access::{MAX_TOKEN_TTL, Networks};
+use schema::{children_key, family_key, refresh_key, token_record_key_hex};
 
 /// How long after its first use a refresh token may be presented again without being taken
 /// for stolen.
@@ -36,14 +39,6 @@ pub(super) fn nonzero_min(a: i64, b: i64) -> i64 {
         (a, 0) => a,
         (a, b) => a.min(b),
     }
-}
-
-fn family_key(id: &str) -> Vec<u8> {
-    format!("family/{id}").into_bytes()
-}
-
-fn refresh_key(hash: &TokenHash) -> Vec<u8> {
-    format!("refresh/{}", hash.to_hex()).into_bytes()
 }
 
 /// Everything a new token gets; checked by the caller of [`Vault::issue`].
@@ -175,8 +170,7 @@ impl Vault {
             entity,
             family: family.as_ref().map(|f| f.id.clone()).unwrap_or_default(),
         };
-        let mut children = children_prefix(&record.parent);
-        children.extend_from_slice(record.accessor.as_bytes());
+        let children = children_key(&record.parent, &record.accessor);
         batch
             .put(Space::Config, token_record_key(&hash), to_json(&record)?)
             .put(Space::Config, accessor_key(&record.accessor), hash.to_hex());
@@ -302,12 +296,10 @@ impl Vault {
         let mut batch = WriteBatch::new();
         if let Some(live) = self.record_by_accessor(&family.current_accessor)? {
             // The current access token goes; its family must not (so no revoke_into here).
-            let mut own_index = children_prefix(&live.parent);
-            own_index.extend_from_slice(live.accessor.as_bytes());
             batch
-                .delete(Space::Config, access::token_record_key_hex(&live.hash))
+                .delete(Space::Config, token_record_key_hex(&live.hash))
                 .delete(Space::Config, accessor_key(&live.accessor))
-                .delete(Space::Config, own_index);
+                .delete(Space::Config, children_key(&live.parent, &live.accessor));
         }
         if record.used_unix_nanos == 0 {
             record.used_unix_nanos = now;

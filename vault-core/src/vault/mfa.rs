@@ -10,16 +10,29 @@
 //!
 //! Storage: `mfa/<entity>` (sealed secret, last used step, failures), `sys/mfa-system` (the
 //! system operations that need MFA).
+//!
+//! Entities: `root`, `approle:<tenant id>:<role>`, `jwt:<config>:<tenant id>:<sub>`. A token
+//! created by another token acts for its creator's entity (kept across its refreshes), so its
+//! enrolment, lockout and replay state are the creator's. Entities `token:<accessor>` (which
+//! created tokens had of their own before this rule, and could enrol) pass no MFA check: such
+//! tokens must be created again. Only the root token and tokens issued by a login (empty
+//! `parent`) enrol themselves, and only an entity never enrolled: a reset keeps the record
+//! without its secret, so only the root token enrols it again. Creating a token whose policies
+//! carry any `require_mfa`, or a system token, needs the creator's code once its entity is
+//! enrolled. Checks and enrolments are serialized (`mfa_changes`). Once any system operation
+//! needs MFA, changing the MFA settings (or resetting an enrolment) needs it too.
 
 use std::time::Duration;
 
 use super::*;
-use crate::totp::{self, TotpSecret};
+use crate::{
+    schema::{MFA_SYSTEM_KEY, mfa_key},
+    totp::{self, TotpSecret},
+};
 
 /// Wrong codes in a row before the entity is locked out, and for how long.
 pub const MAX_MFA_FAILURES: u32 = 5;
 pub const MFA_LOCKOUT: Duration = Duration::from_secs(300);
-const MFA_SYSTEM_KEY: &[u8] = b"sys/mfa-system";
 /// The issuer shown by authenticator apps.
 const TOTP_ISSUER: &str = "vault";
 
@@ -103,6 +116,11 @@ struct MfaRecord {
     /// When the enrolment was reset (0: never).
     #[serde(default)]
     reset_unix_nanos: i64,
+    /// The tenant (id, hex) of a login's entity that enrolled itself, the only case where the
+    /// tenant is known for certain: the purge removes the record once that tenant is shredded.
+    /// Empty for root and for entities the root token enrolled.
+    #[serde(default)]
+    tenant: String,
 }
 
 impl MfaRecord {
@@ -140,10 +158,6 @@ fn legacy_jwt_entity(entity: &str) -> Option<String> {
     let (tenant, user) = rest.split_once(':')?;
     (tenant.len() == 16 && tenant.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| format!("jwt:{config}:{user}"))
-}
-
-fn mfa_key(entity: &str) -> Vec<u8> {
-    format!("mfa/{entity}").into_bytes()
 }
 
 fn mfa_context(entity: &str) -> Context<'_> {
@@ -248,8 +262,15 @@ impl Vault {
                  only the root token enrols it again (vault-cli mfa enroll --entity)"
             )));
         }
+        let mut tenant = match (own, caller.tenant) {
+            (true, Some(tenant)) => tenant.to_hex(),
+            _ => String::new(),
+        };
         if let Some(bytes) = self.data.get(Space::Config, &mfa_key(&entity))? {
             let existing: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
+            if tenant.is_empty() {
+                tenant.clone_from(&existing.tenant);
+            }
             match (own, existing.enrolled()) {
                 (false, true) => {
                     return Err(Error::AlreadyExists(format!(
@@ -282,6 +303,7 @@ impl Vault {
             failures: 0,
             locked_until_unix_nanos: 0,
             reset_unix_nanos: 0,
+            tenant,
         };
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, mfa_key(&entity), to_json(&record)?);

@@ -7,6 +7,10 @@
 //! The tenant is fixed or read from a claim; policies are fixed or granted by claim values.
 //! The entity of a JWT login is `jwt:<config>:<tenant id>:<user claim>`: a user of one tenant
 //! cannot pre-enrol or lock out a same-named user of another.
+//!
+//! As with AppRole, every failure is `Error::LoginFailed` (UNAUTHENTICATED "login failed" to the
+//! client, the reason in the audit record), and the tenant's networks and rate limit are checked
+//! only once the JWT checks out.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,6 +21,7 @@ use crate::{
     cidr::Cidr,
     jwt::{self, Expectations, Jwks},
     policy::PolicyName,
+    schema::{jwt_config_key, jwt_entity},
 };
 
 /// Default clock skew allowed for `exp`, `nbf` and `iat`.
@@ -72,10 +77,6 @@ pub struct JwtConfig {
     /// re-created under the same name is someone else, and gets no logins from it.
     #[serde(default)]
     pub tenant_id: String,
-}
-
-fn jwt_config_key(name: &str) -> Vec<u8> {
-    format!("jwt/{name}").into_bytes()
 }
 
 fn read_jwks(path: &std::path::Path) -> std::result::Result<Jwks, String> {
@@ -280,7 +281,7 @@ impl Vault {
             let parsed = PolicyName::parse(&policy).map_err(|_| corrupt("a jwt config"))?;
             if self
                 .data
-                .get(Space::Config, &access::policy_key(id, &parsed))?
+                .get(Space::Config, &schema::policy_key(id, &parsed))?
                 .is_some()
             {
                 existing.push(policy);
@@ -305,7 +306,7 @@ impl Vault {
             policies,
             display_name: format!("jwt-{name}"),
             parent: String::new(),
-            entity: Some(format!("jwt:{name}:{}:{user}", id.to_hex())),
+            entity: Some(jwt_entity(name, id, user)),
             ttl,
             max_expires: 0,
             cidrs: Vec::new(),

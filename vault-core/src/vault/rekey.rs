@@ -17,6 +17,18 @@
 //!    keyring under a new root key first, with root rotation) and removes `seal/staged`. Only
 //!    then do the old shares stop working.
 //!
+//! The submissions of step 2, and the new shares submitted in step 3, live in memory: a restart
+//! abandons a rekey still collecting (the staged configuration stays). Shares are handed out
+//! encrypted with age X25519 (`crate::recipient`) when recipients are given. In step 3 the
+//! staged root key must open the token hashing key, which is how it is known to be the root
+//! key in force.
+//!
+//! Root rotation (`--rotate-root`): the commit write of step 3 also carries every KEK record,
+//! the system keys and the previous root keys re-sealed under a new root key, and the old root
+//! key sealed under the new one (`sys/root-previous/<version>`: MFA enrolments in the data
+//! store stay sealed under the root key of their time). The unsealed vault switches to the new
+//! keyring at once, keeping its KEK cache and counters.
+//!
 //! Cancelling removes the staged configuration. A crash at any point leaves exactly one working
 //! set: before the commit write, the old shares (a staged rekey survives a restart and can
 //! still be verified or cancelled); after it, the new ones.
@@ -29,11 +41,12 @@ use ring::digest;
 use subtle::ConstantTimeEq;
 
 use super::*;
-use crate::recipient::{Handout, ShareRecipient};
+use crate::{
+    recipient::{Handout, ShareRecipient},
+    schema::SEAL_STAGED_KEY,
+};
 
 const COMMITMENT_DOMAIN: &[u8] = b"vault.share-commitment.v1";
-/// The staged configuration of a rekey waiting for verification (key store).
-const STAGED_KEY: &[u8] = b"seal/staged";
 
 /// The rekey in progress, collecting current shares (in memory: a restart abandons it).
 pub(super) struct RekeyState {
@@ -274,7 +287,7 @@ impl Vault {
         rekeys.verifying.clear();
         if self.staged_rekey()?.is_some() {
             let mut batch = WriteBatch::new();
-            batch.delete(Space::Config, STAGED_KEY);
+            batch.delete(Space::Config, SEAL_STAGED_KEY);
             self.keys.write(batch)?;
             // The cancelled configuration opens the root key with its (handed out) shares:
             // compact it out of the key store's files.
@@ -349,7 +362,7 @@ impl Vault {
         };
         let new_shares = hand_out(split, &state.recipients)?;
         let mut batch = WriteBatch::new();
-        batch.put(Space::Config, STAGED_KEY, to_json(&staged)?);
+        batch.put(Space::Config, SEAL_STAGED_KEY, to_json(&staged)?);
         self.keys.write(batch)?;
         rekeys.started = None;
         rekeys.verifying.clear();
@@ -437,7 +450,7 @@ impl Vault {
         let (new_config, rotated) = new_config;
         batch
             .put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?)
-            .delete(Space::Config, STAGED_KEY);
+            .delete(Space::Config, SEAL_STAGED_KEY);
         self.keys.write(batch)?;
         // The replaced configuration (which the old shares open) leaves the files too.
         if let Err(error) = self.keys.compact() {
@@ -482,7 +495,7 @@ impl Vault {
 
     fn staged_rekey(&self) -> Result<Option<StagedRekey>> {
         self.keys
-            .get(Space::Config, STAGED_KEY)?
+            .get(Space::Config, SEAL_STAGED_KEY)?
             .map(|bytes| from_json(&bytes, "the staged rekey"))
             .transpose()
     }

@@ -8,7 +8,17 @@
 //!
 //! Expiry: a secret may carry `expires_at` and `rotate_by` deadlines. Each pending notice is an
 //! alarm: listed in the metadata and indexed at `t/<tenant>/x/<when, u64 BE><phase><kind><path>`,
-//! so the maintenance round finds due alarms with one ordered scan.
+//! so the maintenance round finds due alarms with one ordered scan. A deadline schedules
+//! `expiring` at the deadline minus the lead time (`--expiry-lead-secs`), then `expired` at the
+//! deadline. A changed deadline replaces its alarms, and an index entry whose alarm is no longer
+//! in the metadata is dropped. Each notice is audited as the vault before it is written. Time
+//! comes from the vault's clock, which the tests drive.
+//!
+//! Listing is an ordered scan of `m/` that skips each sub-folder with one seek; a page reads
+//! at most about twice the entries it returns, plus one (see [`Vault::list`]).
+//!
+//! A holder of `write` on a secret may turn its own `cas_required` off again; only the
+//! tenant-wide setting (system scope) cannot be bypassed that way.
 
 use std::collections::BTreeMap;
 
@@ -19,14 +29,14 @@ use super::{
     Caller, Keyring, ListPage, PutOutcome, SecretVersion, Vault, corrupt, decode_version,
     dek_context, encode_version,
     feed::{Event, EventKind},
-    from_json, lock, meta_key, meta_prefix, read, to_json, value_context, version_key,
-    versions_prefix,
+    from_json, lock, read, to_json, value_context,
 };
 use crate::{
     crypto::{self, Header, KeyKind, KeyRef},
     error::{Error, Result},
     names::{FolderPrefix, SecretPath, TenantId, TenantName, check_field_name},
     policy::{Capability, Decision, decide},
+    schema::{self, meta_key, meta_prefix, version_key, versions_prefix},
     secret::{SecretData, SecretKey},
     storage::{Space, WriteBatch},
     time::rfc3339,
@@ -162,23 +172,16 @@ pub struct VersionsChange {
     pub revision: u64,
 }
 
-fn alarm_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/x/", tenant.to_hex()).into_bytes()
-}
-
 fn alarm_key(tenant: TenantId, path: &SecretPath, alarm: &Alarm) -> Vec<u8> {
-    let mut key = alarm_prefix(tenant);
-    key.extend_from_slice(&(alarm.at_unix_nanos.max(0) as u64).to_be_bytes());
-    key.push(match alarm.phase {
-        Phase::Expiring => b'i',
-        Phase::Expired => b'x',
-    });
-    key.push(match alarm.deadline {
-        Deadline::ExpiresAt => b'e',
-        Deadline::RotateBy => b'r',
-    });
-    key.extend_from_slice(path.as_str().as_bytes());
-    key
+    let phase = match alarm.phase {
+        Phase::Expiring => schema::ALARM_EXPIRING,
+        Phase::Expired => schema::ALARM_EXPIRED,
+    };
+    let deadline = match alarm.deadline {
+        Deadline::ExpiresAt => schema::ALARM_EXPIRES_AT,
+        Deadline::RotateBy => schema::ALARM_ROTATE_BY,
+    };
+    schema::alarm_key(tenant, alarm.at_unix_nanos, phase, deadline, path)
 }
 
 fn version_number(key: &[u8], prefix_len: usize) -> Result<u64> {
@@ -364,7 +367,9 @@ impl Vault {
     ) -> Result<PutOutcome> {
         self.check_data(&data)?;
         let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Write)?
+            .tenant();
         let _guard = lock(self.stripe(id, path.as_str()));
         let meta = self.load_meta(id, path)?;
         self.write_version(&keyring, caller, id, path, meta, data, cas)
@@ -392,7 +397,9 @@ impl Vault {
             check_field_name(name).map_err(|_| Error::invalid("remove", "not a field name"))?;
         }
         let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Write)?
+            .tenant();
         let _guard = lock(self.stripe(id, path.as_str()));
         let meta = self.existing_meta(id, path)?;
         let current = meta.current_version;
@@ -565,7 +572,9 @@ impl Vault {
         version: u64,
     ) -> Result<SecretVersion> {
         let keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Read)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Read)?
+            .tenant();
         let meta = self.existing_meta(id, path)?;
         let version = if version == 0 {
             meta.current_version
@@ -680,7 +689,9 @@ impl Vault {
             VersionsOp::Undelete => Capability::Write,
             VersionsOp::Delete | VersionsOp::Destroy => Capability::Delete,
         };
-        let id = self.authorize(caller, tenant, path.as_str(), capability)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), capability)?
+            .tenant();
         let _guard = lock(self.stripe(id, path.as_str()));
         let mut meta = self.existing_meta(id, path)?;
         let requested = if versions.is_empty() {
@@ -754,7 +765,9 @@ impl Vault {
         path: &SecretPath,
     ) -> Result<VersionsChange> {
         let _keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Delete)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Delete)?
+            .tenant();
         let _guard = lock(self.stripe(id, path.as_str()));
         let meta = self.existing_meta(id, path)?;
         let prefix = versions_prefix(id, path);
@@ -802,7 +815,9 @@ impl Vault {
         path: &SecretPath,
     ) -> Result<SecretMetadata> {
         let _keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Read)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Read)?
+            .tenant();
         let meta = self.existing_meta(id, path)?;
         self.metadata_view(id, path, &meta)
     }
@@ -865,10 +880,13 @@ impl Vault {
             }
         }
         let _keyring = self.keyring()?;
-        let id = self.authorize(caller, tenant, path.as_str(), Capability::Write)?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Write)?
+            .tenant();
         if update.max_versions.is_some() {
             // Lowering it destroys versions, which takes delete.
-            self.authorize(caller, tenant, path.as_str(), Capability::Delete)?;
+            self.authorize(caller, tenant, path.as_str(), Capability::Delete)?
+                .tenant();
         }
         let _guard = lock(self.stripe(id, path.as_str()));
         let mut meta = self.existing_meta(id, path)?;
@@ -971,7 +989,7 @@ impl Vault {
     /// Sends the tenant's due expiry notices (at most [`ALARMS_PER_ROUND`]): each is an event,
     /// audited as the vault first, written with the next alarm in one write.
     pub(super) fn expire_due(&self, id: TenantId, now: i64) -> Result<usize> {
-        let prefix = alarm_prefix(id);
+        let prefix = schema::alarm_prefix(id);
         let due = |key: &[u8]| -> Result<bool> {
             let at = key
                 .get(prefix.len()..prefix.len() + 8)
@@ -1065,7 +1083,9 @@ impl Vault {
     ) -> Result<ListPage> {
         // The id the check authorized is the one listed: resolving the name again could reach
         // a tenant deleted and re-created under the same name in between.
-        let id = self.authorize(caller, tenant, prefix.as_str(), Capability::List)?;
+        let id = self
+            .authorize(caller, tenant, prefix.as_str(), Capability::List)?
+            .tenant();
         let (mut page, _) = self.list_counting(id, prefix, page_size, page_token, recursive)?;
         if !caller.system {
             // Names under a denied path stay hidden, even inside a listable folder.

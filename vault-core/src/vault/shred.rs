@@ -4,24 +4,37 @@
 //! destroyed. Once that time has passed, a maintenance round destroys them:
 //!
 //! 1. an audit record announces the destruction (the job does not go on without it);
-//! 2. one key-store write deletes every KEK version, use count and lifecycle record of the
-//!    tenant and puts a tombstone (`shredded/<id>`: name and times, no key);
-//! 3. the key store is compacted, so the sealed blobs are gone from its files;
-//! 4. the tenant's ciphertext and configuration are deleted from the data store (hygiene: they
+//! 2. one key-store write deletes every key-store range of the tenant
+//!    ([`crate::schema::tenant_ranges`]: KEK versions, use counts, lifecycle record, named
+//!    keys) and puts a tombstone (`shredded/<id>`: name and times, no key), which stays;
+//! 3. the key store is compacted, so the sealed blobs are gone from its files (`compact`
+//!    flushes every column family, so the write-ahead log holding the old writes is obsolete
+//!    and removed, and forces a bottommost compaction, so no table file keeps them);
+//! 4. the tenant's data-store ranges (ciphertext and configuration) are deleted (hygiene: they
 //!    are unreadable already);
 //! 5. the receipt goes to the audit log, and only then is `tenant-deleted/<id>` removed.
+//!
+//! The tenant's records under global keys (tokens, refresh families, secret ids, MFA
+//! enrolments of its entities, named-key schedule entries; see
+//! [`crate::schema::GLOBAL_RECORDS`]) are not looked for here: the maintenance purge, paged and
+//! bounded per round, removes them once the tombstone is there.
 //!
 //! A crash anywhere repeats the remaining steps in the next round (the tombstone says step 2 is
 //! done); at worst the receipt is written twice, never not at all.
 //!
+//! A stale copy of the data store opened with the current key store finds the tombstone: its
+//! reads of the tenant answer FAILED_PRECONDITION "... were destroyed (crypto-shredded) ...".
+//! The tenant's tokens are refused from the deletion on (its record is gone) and purged later.
+//!
 //! Invariant: restore and the decision to destroy both hold `tenant_create`, so a tenant is
 //! never both restored and shredded.
 
-use super::keys::{
-    ShredTombstone, kek_count_prefix, kek_prefix, lifecycle_key, shredded_key, version_suffix,
-};
-use super::tenants::{deleted_tenant_key, tenant_id_key};
+use super::keys::{ShredTombstone, version_suffix};
 use super::*;
+use crate::schema::{
+    DELETED_TENANT_PREFIX, Store, deleted_tenant_key, kek_prefix, shredded_key, tenant_id_key,
+    tenant_ranges,
+};
 
 /// The stated limit every receipt carries (DESIGN.md, crypto-shredding).
 pub const SHRED_LIMIT: &str = "limit: a copy of the key store taken before the destruction, \
@@ -105,7 +118,7 @@ impl Vault {
     }
 
     fn deleted_records(&self) -> Result<Vec<TenantRecord>> {
-        let prefix = b"tenant-deleted/";
+        let prefix = DELETED_TENANT_PREFIX;
         self.data
             .scan(Space::Config, prefix, prefix, usize::MAX)?
             .into_iter()
@@ -191,29 +204,21 @@ impl Vault {
     ) -> Result<ShredTombstone> {
         let mut batch = WriteBatch::new();
         let mut versions = Vec::new();
-        let prefix = kek_prefix(id);
-        for (key, _) in self
-            .keys
-            .scan(Space::Config, &prefix, &prefix, usize::MAX)?
-        {
-            versions.push(version_suffix(&key, prefix.len(), "a KEK key")?);
-            batch.delete(Space::Config, key);
-        }
-        let count_prefix = kek_count_prefix(id);
-        for (key, _) in self
-            .keys
-            .scan(Space::Config, &count_prefix, &count_prefix, usize::MAX)?
-        {
-            batch.delete(Space::Config, key);
-        }
-        batch.delete(Space::Config, lifecycle_key(id));
-        // The tenant's named keys (wrapped under the KEKs going now) go in the same write.
-        for prefix in super::kms::tenant_prefixes(id) {
+        let kek = kek_prefix(id);
+        // Every key-store range of the tenant: KEK versions, their use counts, the lifecycle
+        // record and the named keys (wrapped under the KEKs going now). Not the tombstone.
+        for range in tenant_ranges(id) {
+            if range.store != Store::Keys {
+                continue;
+            }
             for (key, _) in self
                 .keys
-                .scan(Space::Config, &prefix, &prefix, usize::MAX)?
+                .scan(range.space, &range.prefix, &range.prefix, usize::MAX)?
             {
-                batch.delete(Space::Config, key);
+                if range.prefix == kek {
+                    versions.push(version_suffix(&key, kek.len(), "a KEK key")?);
+                }
+                batch.delete(range.space, key);
             }
         }
         let listed: Vec<String> = versions.iter().map(u32::to_string).collect();
@@ -241,32 +246,34 @@ impl Vault {
         Ok(tombstone)
     }
 
-    /// Step 4: the tenant's secrets, policies and AppRoles leave the data store.
+    /// Step 4: the tenant's data-store ranges (secrets, feed, webhooks, policies, AppRoles)
+    /// are deleted, a page at a time. Its records under global keys go with the purge.
     fn delete_tenant_data(&self, id: TenantId) -> Result<()> {
-        let hex = id.to_hex();
-        let prefixes = [
-            (Space::Secrets, format!("t/{hex}/")),
-            (Space::Config, format!("policy/{hex}/")),
-            (Space::Config, format!("approle/{hex}/")),
-            (Space::Config, format!("approle-id/{hex}/")),
-            (Space::Config, format!("wh/{hex}/")),
-            (Space::Config, format!("wt/{hex}/")),
-        ];
-        for (space, prefix) in prefixes {
-            let prefix = prefix.into_bytes();
+        for range in tenant_ranges(id) {
+            if range.store != Store::Data {
+                continue;
+            }
             loop {
-                let page = self.data.scan(space, &prefix, &prefix, 1024)?;
+                let page = self
+                    .data
+                    .scan(range.space, &range.prefix, &range.prefix, 1024)?;
                 if page.is_empty() {
                     break;
                 }
                 let mut batch = WriteBatch::new();
                 for (key, _) in page {
-                    batch.delete(space, key);
+                    batch.delete(range.space, key);
                 }
                 self.data.write(batch)?;
             }
         }
         Ok(())
+    }
+
+    /// Whether the tenant's keys were destroyed: its tombstone is written (from then on it
+    /// can never be restored, so its records under global keys are dead).
+    pub(super) fn tenant_shredded(&self, id: TenantId) -> Result<bool> {
+        Ok(self.keys.get(Space::Config, &shredded_key(id))?.is_some())
     }
 }
 

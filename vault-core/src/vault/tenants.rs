@@ -12,7 +12,11 @@
 use std::{net::IpAddr, time::Instant};
 
 use super::*;
-use crate::{cidr::Cidr, limits::RateLimit};
+use crate::{
+    cidr::Cidr,
+    limits::RateLimit,
+    schema::{deleted_tenant_key, tenant_id_key},
+};
 
 /// Most networks in a tenant's allowlist.
 pub const MAX_TENANT_CIDRS: usize = 64;
@@ -152,13 +156,9 @@ impl TenantState {
     }
 }
 
-pub(super) fn tenant_id_key(id: TenantId) -> Vec<u8> {
-    format!("tenant-id/{}", id.to_hex()).into_bytes()
-}
-
 /// Writes the id index of tenants created before it existed (one batch; nothing if complete).
 pub(super) fn index_tenant_ids(data: &DataStore) -> Result<()> {
-    let prefix = b"tenant-id/";
+    let prefix = schema::TENANT_ID_PREFIX;
     let indexed: std::collections::HashSet<Vec<u8>> = data
         .scan(Space::Config, prefix, prefix, usize::MAX)?
         .into_iter()
@@ -182,9 +182,10 @@ pub(super) fn index_tenant_ids(data: &DataStore) -> Result<()> {
 /// Every tenant record, in name order.
 fn tenant_records(data: &DataStore) -> Result<Vec<TenantRecord>> {
     let mut records = Vec::new();
-    let mut start = b"tenant/".to_vec();
+    let prefix = schema::TENANT_PREFIX;
+    let mut start = prefix.to_vec();
     loop {
-        let page = data.scan(Space::Config, b"tenant/", &start, 256)?;
+        let page = data.scan(Space::Config, prefix, &start, 256)?;
         let Some((last, _)) = page.last() else { break };
         start = last.clone();
         start.push(0);
@@ -193,10 +194,6 @@ fn tenant_records(data: &DataStore) -> Result<Vec<TenantRecord>> {
         }
     }
     Ok(records)
-}
-
-pub(super) fn deleted_tenant_key(id: TenantId) -> Vec<u8> {
-    format!("tenant-deleted/{}", id.to_hex()).into_bytes()
 }
 
 impl Vault {
@@ -220,7 +217,7 @@ impl Vault {
         let mut key_batch = WriteBatch::new();
         key_batch.put(
             Space::Config,
-            keys::kek_key(id, 1),
+            schema::kek_key(id, 1),
             self.first_kek(&keyring, id)?,
         );
         self.keys.write(key_batch)?;
@@ -259,7 +256,8 @@ impl Vault {
     /// One tenant: for the system scope, or a token with `admin` on the tenant's root.
     pub fn show_tenant(&self, caller: &Caller, name: &TenantName) -> Result<TenantInfo> {
         let keyring = self.keyring()?;
-        self.authorize(caller, name, "", Capability::Admin)?;
+        self.authorize(caller, name, "", Capability::Admin)?
+            .tenant();
         let record = self.tenant_record(name)?;
         self.tenant_info(&keyring, record)
     }

@@ -8,6 +8,7 @@ use crate::{
 
 mod lifecycle;
 mod named;
+mod schema;
 mod versions;
 
 struct Fixture {
@@ -640,14 +641,14 @@ fn delete_removes_every_version_atomically() {
         Err(Error::NotFound(_))
     ));
     let id = vault.tenant_id(&acme).expect("id");
-    let prefix = format!("t/{}/", id.to_hex()).into_bytes();
+    let prefix = crate::schema::tenant_data_prefix(id);
     let left: Vec<Vec<u8>> = fixture
         .data
         .scan(Space::Secrets, &prefix, &prefix, 100)
         .expect("scan")
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| !k.starts_with(&feed::events_prefix(id)))
+        .filter(|k| !k.starts_with(&crate::schema::events_prefix(id)))
         .collect();
     assert_eq!(left.len(), 2, "only gone-not's metadata and version remain");
     // A fresh put after delete starts again at version 1.

@@ -3,9 +3,10 @@
 //!
 //! A subscription (`t/<tenant>/w/<id>`, indexed at `wh/<tenant>/<id>` in the config space)
 //! keeps a cursor into its tenant's feed. The fan-out moves matching events past the cursor
-//! into pending deliveries (`t/<tenant>/wp/<id>/<revision>`, queued at
-//! `wq/<due, u64 BE><tenant>/<id>/<revision>`), cursor and deliveries in one write, so an event
-//! is never skipped or queued twice. The server's dispatcher takes due deliveries, posts them
+//! into pending deliveries (`t/<tenant>/wp/<id>/<revision>`, queued in the tenant's own queue at
+//! `wt/<tenant>/<due, u64 BE><id>/<revision>`), cursor and deliveries in one write, so an event
+//! is never skipped or queued twice (the single `wq/` queue of earlier versions is moved into
+//! the per-tenant queues at start-up). The server's dispatcher takes due deliveries, posts them
 //! and reports the result: success removes the delivery; failure schedules the next attempt
 //! with exponential backoff, and after the last attempt the delivery moves to the dead-letter
 //! list (`t/<tenant>/wd/<id>/<revision>`), from which an operator can replay it. A crash after
@@ -33,6 +34,11 @@ use crate::{
     error::{Error, Result},
     names::{TenantId, TenantName},
     policy::{Capability, check_glob, glob_matches},
+    schema::{
+        OLD_WEBHOOK_QUEUE_PREFIX, WEBHOOK_INDEX_PREFIX, webhook_dead_key, webhook_dead_prefix,
+        webhook_index_after, webhook_index_key, webhook_key, webhook_pending_key,
+        webhook_pending_prefix, webhook_prefix, webhook_queue_key, webhook_queue_prefix,
+    },
     secret::SecretBytes,
     storage::{Space, WriteBatch},
     time::rfc3339,
@@ -417,50 +423,6 @@ impl DeliveryRecord {
     }
 }
 
-fn webhook_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/w/", tenant.to_hex()).into_bytes()
-}
-
-fn webhook_key(tenant: TenantId, id: &str) -> Vec<u8> {
-    format!("t/{}/w/{id}", tenant.to_hex()).into_bytes()
-}
-
-fn index_key(tenant: TenantId, id: &str) -> Vec<u8> {
-    format!("wh/{}/{id}", tenant.to_hex()).into_bytes()
-}
-
-fn pending_prefix(tenant: TenantId, id: &str) -> Vec<u8> {
-    format!("t/{}/wp/{id}/", tenant.to_hex()).into_bytes()
-}
-
-fn dead_prefix(tenant: TenantId, id: &str) -> Vec<u8> {
-    format!("t/{}/wd/{id}/", tenant.to_hex()).into_bytes()
-}
-
-fn with_revision(mut prefix: Vec<u8>, revision: u64) -> Vec<u8> {
-    prefix.extend_from_slice(&revision.to_be_bytes());
-    prefix
-}
-
-/// Each tenant's delivery queue, by due time: `wt/<tenant id>/<due, u64 BE><webhook id>/
-/// <revision, u64 BE>`. One queue per tenant, so the dispatcher can take from every tenant in
-/// turn and no tenant's backlog sits in front of another's.
-pub(super) fn queue_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("wt/{}/", tenant.to_hex()).into_bytes()
-}
-
-fn queue_key(due: i64, tenant: TenantId, id: &str, revision: u64) -> Vec<u8> {
-    let mut key = queue_prefix(tenant);
-    key.extend_from_slice(&(due.max(0) as u64).to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key.push(b'/');
-    key.extend_from_slice(&revision.to_be_bytes());
-    key
-}
-
-/// The queue of versions before per-tenant queues: `wq/<due, u64 BE><tenant>/<id>/<rev>`.
-const OLD_QUEUE_PREFIX: &[u8] = b"wq/";
-
 fn webhook_context(tenant: TenantId, id: &str) -> (String, Option<TenantId>) {
     (format!("webhook/{id}"), Some(tenant))
 }
@@ -525,6 +487,7 @@ impl Vault {
     fn webhook_admin(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
         self.keyring()?;
         self.authorize(caller, tenant, "", Capability::Admin)
+            .map(|granted| granted.tenant())
     }
 
     fn webhook_record(&self, tenant: TenantId, id: &str) -> Result<WebhookRecord> {
@@ -547,7 +510,9 @@ impl Vault {
         spec: &WebhookSpec,
     ) -> Result<WebhookUrl> {
         let url = self.webhook_checked(caller, tenant, spec)?.1;
-        let id = self.authorize(caller, tenant, "", Capability::Admin)?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
         if !caller.system {
             // The signing secret is sealed under the root key.
             self.admit_root_key_use(id)?;
@@ -659,7 +624,11 @@ impl Vault {
                 webhook_key(id, &webhook_id),
                 to_json(&record)?,
             )
-            .put(Space::Config, index_key(id, &webhook_id), Vec::new());
+            .put(
+                Space::Config,
+                webhook_index_key(id, &webhook_id),
+                Vec::new(),
+            );
         self.data.write(batch)?;
         Ok((info(&record), generated))
     }
@@ -685,8 +654,8 @@ impl Vault {
         let webhook = parse_webhook_id(webhook)?;
         let id = self.webhook_admin(caller, tenant)?;
         let record = self.webhook_record(id, webhook)?;
-        let (pending, pending_total) = self.deliveries(&pending_prefix(id, webhook))?;
-        let (dead, dead_total) = self.deliveries(&dead_prefix(id, webhook))?;
+        let (pending, pending_total) = self.deliveries(&webhook_pending_prefix(id, webhook))?;
+        let (dead, dead_total) = self.deliveries(&webhook_dead_prefix(id, webhook))?;
         Ok(WebhookStatus {
             webhook: info(&record),
             pending,
@@ -728,7 +697,10 @@ impl Vault {
         let id = self.webhook_admin(caller, tenant)?;
         let _changes = lock(&self.webhook_changes);
         self.webhook_record(id, webhook)?;
-        for prefix in [pending_prefix(id, webhook), dead_prefix(id, webhook)] {
+        for prefix in [
+            webhook_pending_prefix(id, webhook),
+            webhook_dead_prefix(id, webhook),
+        ] {
             loop {
                 let page = self.data.scan(Space::Secrets, &prefix, &prefix, 1024)?;
                 if page.is_empty() {
@@ -739,7 +711,7 @@ impl Vault {
                     if let Ok(record) = from_json::<DeliveryRecord>(&bytes, "a webhook delivery") {
                         batch.delete(
                             Space::Config,
-                            queue_key(
+                            webhook_queue_key(
                                 record.next_attempt_unix_nanos,
                                 id,
                                 webhook,
@@ -755,7 +727,7 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch
             .delete(Space::Secrets, webhook_key(id, webhook))
-            .delete(Space::Config, index_key(id, webhook));
+            .delete(Space::Config, webhook_index_key(id, webhook));
         self.data.write(batch)?;
         Ok(())
     }
@@ -773,12 +745,12 @@ impl Vault {
         let id = self.webhook_admin(caller, tenant)?;
         let _changes = lock(&self.webhook_changes);
         self.webhook_record(id, webhook)?;
-        let prefix = dead_prefix(id, webhook);
+        let prefix = webhook_dead_prefix(id, webhook);
         let now = self.now();
         let mut replayed = 0;
         loop {
             let page = if revision > 0 {
-                let key = with_revision(prefix.clone(), revision);
+                let key = webhook_dead_key(id, webhook, revision);
                 match self.data.get(Space::Secrets, &key)? {
                     Some(bytes) => vec![(key, bytes)],
                     None if replayed == 0 => {
@@ -809,10 +781,14 @@ impl Vault {
                     .delete(Space::Secrets, key)
                     .put(
                         Space::Secrets,
-                        with_revision(pending_prefix(id, webhook), rev),
+                        webhook_pending_key(id, webhook, rev),
                         to_json(&record)?,
                     )
-                    .put(Space::Config, queue_key(now, id, webhook, rev), Vec::new());
+                    .put(
+                        Space::Config,
+                        webhook_queue_key(now, id, webhook, rev),
+                        Vec::new(),
+                    );
                 replayed += 1;
             }
             self.data.write(batch)?;
@@ -836,7 +812,7 @@ impl Vault {
             return Ok(0);
         }
         let _changes = lock(&self.webhook_changes);
-        let prefix = b"wh/";
+        let prefix = WEBHOOK_INDEX_PREFIX;
         let mut queued = 0;
         for (key, _) in self.data.scan(Space::Config, prefix, prefix, usize::MAX)? {
             // One broken subscription must not hold up the others.
@@ -898,12 +874,12 @@ impl Vault {
             batch
                 .put(
                     Space::Secrets,
-                    with_revision(pending_prefix(tenant, webhook), revision),
+                    webhook_pending_key(tenant, webhook, revision),
                     to_json(&delivery)?,
                 )
                 .put(
                     Space::Config,
-                    queue_key(now, tenant, webhook, revision),
+                    webhook_queue_key(now, tenant, webhook, revision),
                     Vec::new(),
                 );
             queued += 1;
@@ -922,7 +898,7 @@ impl Vault {
 
     /// Tenants with at least one webhook, in id order (one seek per tenant).
     fn webhook_tenants(&self) -> Result<Vec<TenantId>> {
-        let prefix = b"wh/";
+        let prefix = WEBHOOK_INDEX_PREFIX;
         let mut tenants = Vec::new();
         let mut start = prefix.to_vec();
         while let Some((key, _)) = self.data.scan(Space::Config, prefix, &start, 1)?.pop() {
@@ -931,9 +907,9 @@ impl Vault {
             let (hex, _) = rest
                 .split_once('/')
                 .ok_or_else(|| corrupt("a webhook index key"))?;
-            tenants.push(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a webhook index key"))?);
-            // Past every key of this tenant: '0' follows '/'.
-            start = format!("wh/{hex}0").into_bytes();
+            let tenant = TenantId::parse_hex(hex).ok_or_else(|| corrupt("a webhook index key"))?;
+            tenants.push(tenant);
+            start = webhook_index_after(tenant);
         }
         Ok(tenants)
     }
@@ -974,7 +950,7 @@ impl Vault {
             if free == 0 {
                 continue;
             }
-            let prefix = queue_prefix(tenant);
+            let prefix = webhook_queue_prefix(tenant);
             let mut start = prefix.clone();
             // Bounded: a tenant whose due deliveries all wait for a busy host is looked at
             // this far and no further in one pass.
@@ -1044,7 +1020,7 @@ impl Vault {
         tenant: TenantId,
         parsed: &QueueEntry,
     ) -> Result<Option<(DeliveryRecord, WebhookRecord)>> {
-        let pending_key = with_revision(pending_prefix(tenant, &parsed.webhook), parsed.revision);
+        let pending_key = webhook_pending_key(tenant, &parsed.webhook, parsed.revision);
         let record = self
             .data
             .get(Space::Secrets, &pending_key)?
@@ -1057,7 +1033,7 @@ impl Vault {
             .transpose()?;
         match (record, webhook) {
             (Some(record), Some(webhook))
-                if queue_key(
+                if webhook_queue_key(
                     record.next_attempt_unix_nanos,
                     tenant,
                     &parsed.webhook,
@@ -1079,14 +1055,19 @@ impl Vault {
     /// (once, at start-up; nothing if there are none).
     pub(super) fn migrate_webhook_queue(data: &crate::stores::DataStore) -> Result<()> {
         loop {
-            let page = data.scan(Space::Config, OLD_QUEUE_PREFIX, OLD_QUEUE_PREFIX, 1024)?;
+            let page = data.scan(
+                Space::Config,
+                OLD_WEBHOOK_QUEUE_PREFIX,
+                OLD_WEBHOOK_QUEUE_PREFIX,
+                1024,
+            )?;
             if page.is_empty() {
                 return Ok(());
             }
             let mut batch = WriteBatch::new();
             for (key, _) in page {
                 let bad = || corrupt("a webhook queue key");
-                let rest = &key[OLD_QUEUE_PREFIX.len()..];
+                let rest = &key[OLD_WEBHOOK_QUEUE_PREFIX.len()..];
                 let due = rest.get(..8).ok_or_else(bad)?;
                 let tail = rest.get(8..).ok_or_else(bad)?;
                 let revision_at = tail.len().checked_sub(8).ok_or_else(bad)?;
@@ -1096,7 +1077,7 @@ impl Vault {
                     .and_then(|names| names.split_once('/'))
                     .ok_or_else(bad)?;
                 let tenant = TenantId::parse_hex(tenant).ok_or_else(bad)?;
-                let mut new_key = queue_prefix(tenant);
+                let mut new_key = webhook_queue_prefix(tenant);
                 new_key.extend_from_slice(due);
                 new_key.extend_from_slice(webhook.as_bytes());
                 new_key.push(b'/');
@@ -1189,7 +1170,7 @@ impl Vault {
         let _changes = lock(&self.webhook_changes);
         let tenant = delivery.tenant;
         let webhook = delivery.webhook.as_str();
-        let pending_key = with_revision(pending_prefix(tenant, webhook), delivery.revision);
+        let pending_key = webhook_pending_key(tenant, webhook, delivery.revision);
         let Some(bytes) = self.data.get(Space::Secrets, &pending_key)? else {
             return Ok(());
         };
@@ -1205,7 +1186,7 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.delete(
             Space::Config,
-            queue_key(
+            webhook_queue_key(
                 record.next_attempt_unix_nanos,
                 tenant,
                 webhook,
@@ -1235,14 +1216,14 @@ impl Vault {
                     )?;
                     batch.delete(Space::Secrets, pending_key).put(
                         Space::Secrets,
-                        with_revision(dead_prefix(tenant, webhook), delivery.revision),
+                        webhook_dead_key(tenant, webhook, delivery.revision),
                         to_json(&record)?,
                     );
                     hook.pending = hook.pending.saturating_sub(1);
                     hook.dead = hook.dead.saturating_add(1);
                     if hook.dead > MAX_DEAD_PER_WEBHOOK {
                         // Bounded: the oldest dead letter makes room (audited).
-                        let prefix = dead_prefix(tenant, webhook);
+                        let prefix = webhook_dead_prefix(tenant, webhook);
                         if let Some((oldest, bytes)) =
                             self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.pop()
                         {
@@ -1270,7 +1251,7 @@ impl Vault {
                         .put(Space::Secrets, pending_key, to_json(&record)?)
                         .put(
                             Space::Config,
-                            queue_key(
+                            webhook_queue_key(
                                 record.next_attempt_unix_nanos,
                                 tenant,
                                 webhook,
@@ -1347,7 +1328,9 @@ impl Default for DispatchLimits {
 
 fn parse_queue_key(key: &[u8], tenant: TenantId) -> Result<QueueEntry> {
     let bad = || corrupt("a webhook queue key");
-    let rest = key.get(queue_prefix(tenant).len()..).ok_or_else(bad)?;
+    let rest = key
+        .get(webhook_queue_prefix(tenant).len()..)
+        .ok_or_else(bad)?;
     let due = rest
         .get(..8)
         .and_then(|bytes| bytes.try_into().ok())

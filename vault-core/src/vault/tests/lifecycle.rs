@@ -120,7 +120,7 @@ pub(super) fn settle(lab: &Lab) -> MaintenanceReport {
 
 /// The KEK version every stored secret version of `tenant` is wrapped under.
 fn wrapping_versions(data: &MemoryStorage, tenant: TenantId) -> Vec<u32> {
-    let prefix = format!("t/{}/v/", tenant.to_hex()).into_bytes();
+    let prefix = crate::schema::tenant_versions_prefix(tenant);
     data.scan(Space::Secrets, &prefix, &prefix, usize::MAX)
         .expect("scan")
         .iter()
@@ -132,7 +132,7 @@ fn wrapping_versions(data: &MemoryStorage, tenant: TenantId) -> Vec<u32> {
 }
 
 fn stored_kek_versions(keys: &MemoryStorage, tenant: TenantId) -> Vec<u32> {
-    let prefix = keys::kek_prefix(tenant);
+    let prefix = crate::schema::kek_prefix(tenant);
     keys.scan(Space::Config, &prefix, &prefix, usize::MAX)
         .expect("scan")
         .iter()
@@ -746,7 +746,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
         .expect("root");
     // acme's KEK, the two system keys and the old root key, sealed under the new root key.
     assert_eq!((root_status.version, root_status.invocations), (2, 4));
-    let prefix = b"kek/";
+    let prefix = crate::schema::KEK_PREFIX;
     for (_, value) in lab
         .keys
         .scan(Space::Config, prefix, prefix, usize::MAX)

@@ -69,11 +69,15 @@ fn decrypt(vault: &Vault, caller: &Caller, key: &str, ciphertext: &str) -> Resul
         .map(|(plaintext, _)| String::from_utf8_lossy(plaintext.expose_secret()).into_owned())
 }
 
-fn stored_named_records(keys: &MemoryStorage) -> Vec<Vec<u8>> {
+fn stored_named_records(keys: &MemoryStorage, id: TenantId) -> Vec<Vec<u8>> {
     let mut found = Vec::new();
-    for prefix in [&b"kmsc/"[..], b"kmsv/", b"kmsn/"] {
+    for prefix in [
+        crate::schema::named_config_prefix(id),
+        crate::schema::named_versions_prefix(id, None),
+        crate::schema::named_counts_prefix(id, None),
+    ] {
         for (key, _) in keys
-            .scan(Space::Config, prefix, prefix, usize::MAX)
+            .scan(Space::Config, &prefix, &prefix, usize::MAX)
             .expect("scan")
         {
             found.push(key);
@@ -191,7 +195,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     );
     let id = lab.vault.tenant_id(&tenant("acme")).expect("tenant id");
     let stored_versions = || {
-        let prefix = format!("kmsv/{}/orders/", id.to_hex()).into_bytes();
+        let prefix = crate::schema::named_versions_prefix(id, Some(&name("orders")));
         lab.keys
             .scan(Space::Config, &prefix, &prefix, usize::MAX)
             .expect("scan")
@@ -285,7 +289,8 @@ fn scheduled_rotation_and_deletion_after_the_waiting_period() {
             .read_key(&lab.root, &tenant("acme"), &name("daily")),
         Err(Error::NotFound(_))
     ));
-    assert!(stored_named_records(&lab.keys).is_empty());
+    let id = lab.vault.tenant_id(&tenant("acme")).expect("tenant id");
+    assert!(stored_named_records(&lab.keys, id).is_empty());
 }
 
 #[test]
@@ -332,12 +337,13 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
         (true, 1)
     );
 
+    let id = vault.tenant_id(&tenant("acme")).expect("tenant id");
     vault
         .delete_tenant(&root, &tenant("acme"))
         .expect("delete tenant");
     lab.clock.fetch_add(2 * HOUR, Ordering::SeqCst);
     assert_eq!(vault.maintain().expect("round").shredded, 1);
-    assert!(stored_named_records(&lab.keys).is_empty());
+    assert!(stored_named_records(&lab.keys, id).is_empty());
 }
 
 #[test]
