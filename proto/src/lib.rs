@@ -17,6 +17,8 @@ pub mod vault {
 
 pub use vault::v1;
 
+pub mod reason;
+
 impl fmt::Debug for v1::InitResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InitResponse")

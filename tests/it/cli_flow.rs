@@ -427,3 +427,27 @@ fn cli_reports_usage_and_connection_errors_clearly() {
     let usage = vault_tests::run_cli("http://127.0.0.1:1", None, &["put"], None);
     assert_eq!(usage.code, 2);
 }
+
+/// The KEK lifecycle group is `kek` (one letter from `key` was too close); `keys` still works
+/// as a hidden alias for a release, and `tenant restore` is in the tenant group.
+#[test]
+fn the_kek_group_is_named_kek_and_keys_still_works() {
+    let help = vault_tests::run_cli("http://127.0.0.1:1", None, &["--help"], None);
+    let commands: Vec<&str> = help
+        .ok()
+        .lines()
+        .filter_map(|line| line.strip_prefix("  ")?.split_whitespace().next())
+        .collect();
+    assert!(commands.contains(&"kek"), "{commands:?}");
+    assert!(commands.contains(&"key"), "{commands:?}");
+    assert!(
+        !commands.contains(&"keys"),
+        "the old name is hidden: {commands:?}"
+    );
+    for name in ["kek", "keys"] {
+        let group = vault_tests::run_cli("http://127.0.0.1:1", None, &[name, "--help"], None);
+        assert!(group.ok().contains("retire"), "{name}: {}", group.stdout);
+    }
+    let tenant = vault_tests::run_cli("http://127.0.0.1:1", None, &["tenant", "--help"], None);
+    assert!(tenant.ok().contains("restore"), "{}", tenant.stdout);
+}

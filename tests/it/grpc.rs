@@ -2,8 +2,12 @@
 //! checked over gRPC against the real server.
 
 use tonic::{Code, Request, metadata::MetadataValue};
-use vault_proto::v1::{
-    self, secrets_client::SecretsClient, system_client::SystemClient, tenants_client::TenantsClient,
+use vault_proto::{
+    reason,
+    v1::{
+        self, secrets_client::SecretsClient, system_client::SystemClient,
+        tenants_client::TenantsClient,
+    },
 };
 use vault_tests::{TestServer, channel, init, runtime, unseal};
 
@@ -62,12 +66,14 @@ fn tokens_are_required_and_checked_and_request_ids_are_echoed() {
             .await
             .expect_err("no token");
         assert_eq!(missing.code(), Code::Unauthenticated);
+        assert_eq!(reason::of(&missing), Some(reason::TOKEN_REQUIRED));
         assert!(missing.metadata().get("x-request-id").is_some());
         let wrong = secrets
             .get(with_token(get.clone(), "vt.not-a-real-token"))
             .await
             .expect_err("bad token");
         assert_eq!(wrong.code(), Code::PermissionDenied);
+        assert_eq!(reason::of(&wrong), Some(reason::PERMISSION_DENIED));
         let odd = secrets
             .get(with_token(get.clone(), "something-else"))
             .await
@@ -98,6 +104,7 @@ fn tokens_are_required_and_checked_and_request_ids_are_echoed() {
             .await
             .expect_err("missing");
         assert_eq!(not_found.code(), Code::NotFound);
+        assert_eq!(reason::of(&not_found), Some(reason::NOT_FOUND));
     });
 }
 
@@ -349,4 +356,41 @@ fn non_loopback_plaintext_listen_is_refused() {
         stderr.contains("refusing to listen on 0.0.0.0:0 without TLS"),
         "{stderr}"
     );
+}
+
+/// Every non-OK status carries a stable reason, the vault's own and tonic's alike: a sealed
+/// vault answers SEALED (what the CLI and the client library branch on), and a method the
+/// server does not have answers UNIMPLEMENTED with the reason UNIMPLEMENTED.
+#[test]
+fn every_failed_call_carries_a_stable_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let (_shares, token) = init(&server, 1, 1);
+    runtime().block_on(async {
+        let get = v1::GetRequest {
+            tenant: "acme".into(),
+            path: "x".into(),
+            version: 0,
+        };
+        let mut secrets = SecretsClient::new(channel(&server).await);
+        let sealed = secrets
+            .get(with_token(get.clone(), &token))
+            .await
+            .expect_err("sealed");
+        assert_eq!(sealed.code(), Code::FailedPrecondition);
+        assert_eq!(reason::of(&sealed), Some(reason::SEALED));
+
+        let mut grpc = tonic::client::Grpc::new(channel(&server).await);
+        grpc.ready().await.expect("ready");
+        let unknown = grpc
+            .unary::<v1::GetRequest, v1::GetResponse, _>(
+                with_token(get, &token),
+                http::uri::PathAndQuery::from_static("/vault.v1.Secrets/NoSuchMethod"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .expect_err("unknown method");
+        assert_eq!(unknown.code(), Code::Unimplemented);
+        assert_eq!(reason::of(&unknown), Some("UNIMPLEMENTED"));
+    });
 }

@@ -38,7 +38,7 @@ fn put_request(tenant: &str, path: &str, value: &str) -> v1::PutRequest {
 
 /// Polls `check` (every 20 ms) until it holds; fails after a minute.
 fn key_status(server: &TestServer, root: &str, tenant: Option<&str>) -> serde_json::Value {
-    let mut args = vec!["keys", "status", "--format", "json"];
+    let mut args = vec!["kek", "status", "--format", "json"];
     if let Some(tenant) = tenant {
         args.extend(["--tenant", tenant]);
     }

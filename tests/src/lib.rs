@@ -3,6 +3,32 @@
 //!
 //! The binaries are found next to the test executable's `deps/` directory; the README's test
 //! command builds them before running the tests.
+//!
+//! [`TestServer`] starts `vault-server` on `127.0.0.1:0` in a temporary directory and reads the
+//! bound address from its first line of standard output, so no test uses a fixed port. Nothing
+//! waits a fixed time: where a test must wait, it polls a condition with a short sleep until a
+//! deadline, and fails at the deadline.
+//!
+//! How the workspace is tested, and where:
+//! - Unit tests in vault-core: AEAD round trip and context binding, every bit flip and
+//!   truncation, the Wycheproof AES-256-GCM vectors with 96-bit nonces through the exact
+//!   primitive `seal` uses (`crypto.rs`); Shamir over every threshold subset for (2,3), (3,5)
+//!   and (5,10) (`shamir.rs`); the vault on the memory backend (`vault/tests/`), including that
+//!   `schema::tenant_ranges` and `GLOBAL_RECORDS` cover everything a tenant owns.
+//! - The storage conformance suite on both backends (`vault-core/storage/tests/conformance.rs`).
+//! - The audit log (`vault-core/src/audit/tests.rs`): tampering with a 10,000-record log (bit
+//!   flips, deleted, swapped, inserted, re-chained forgery, truncated or removed segments), a
+//!   torn tail at every byte offset of the last record, fail-closed and recovery, crashed
+//!   intents, retention with a controllable clock, the tail check, and the syslog sink catching
+//!   up and never blocking.
+//! - vault-server unit tests: the RPC table against the reflection descriptor set (`rpcs.rs`),
+//!   every error variant to a known reason (`status.rs`), the call layer's limits (`call.rs`).
+//! - End to end (`tests/it`, one binary): the operator tour with a SIGKILL crash and restart,
+//!   status codes and reasons over gRPC, every RPC of the table denied without its capability
+//!   and allowed with it (`access.rs`), tenant isolation as a property against a model, dev
+//!   mode, a scan of every file under the data directory for canary secrets (raw, hex, base64),
+//!   the audit log through the real binaries, the key lifecycle under kill -9, named keys, the
+//!   feed and webhooks, TLS, and every example in `examples/`.
 
 // Test support: a panic is how a test fails.
 #![allow(clippy::expect_used, clippy::unwrap_used)]

@@ -14,6 +14,7 @@ use vault_proto::v1::{self, audit_server::Audit};
 use crate::{
     Shared,
     call::{Call, presented_token},
+    serve::{nothing, serve},
 };
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -31,11 +32,13 @@ impl AuditService {
     }
 
     fn log(&self) -> Result<Arc<AuditLog>, Status> {
-        self.shared
-            .vault
-            .audit()
-            .cloned()
-            .ok_or_else(|| Status::failed_precondition("the audit log is disabled on this server"))
+        self.shared.vault.audit().cloned().ok_or_else(|| {
+            crate::status::status(
+                tonic::Code::FailedPrecondition,
+                vault_proto::reason::AUDIT_DISABLED,
+                "the audit log is disabled on this server",
+            )
+        })
     }
 }
 
@@ -59,11 +62,14 @@ impl Audit for AuditService {
         &self,
         request: Request<v1::AuditPublicKeyRequest>,
     ) -> Result<Response<v1::AuditPublicKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        let key = call
-            .blocking(move |_| vault.audit_public_key()?.ok_or(Error::NotInitialized))
-            .await?;
+        let key = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.audit_public_key()?.ok_or(Error::NotInitialized),
+        )
+        .await?;
         Ok(Response::new(v1::AuditPublicKeyResponse {
             public_key: key,
         }))
@@ -73,11 +79,14 @@ impl Audit for AuditService {
         &self,
         request: Request<v1::AuditHeadRequest>,
     ) -> Result<Response<v1::AuditHeadResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| vault.require_audit_access(&call.authenticate(&vault, token)?))
-            .await?;
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.require_audit_access(step.caller()?),
+        )
+        .await?;
         let head = self.log()?.head();
         Ok(Response::new(v1::AuditHeadResponse {
             seq: head.seq,
@@ -89,16 +98,17 @@ impl Audit for AuditService {
         &self,
         request: Request<v1::AuditQueryRequest>,
     ) -> Result<Response<v1::AuditQueryResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let query = request.into_inner();
-        call.target(&query.tenant, &query.path_prefix);
         let log = self.log()?;
-        let vault = Arc::clone(&self.shared.vault);
-        let response = call
-            .blocking(move |call| {
+        let response = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path_prefix),
+            Ok,
+            move |step, query| {
                 // The whole log spans every tenant: system scope only (until tenant filtering).
-                vault.require_audit_access(&call.authenticate(&vault, token)?)?;
+                // Checked before the query is parsed: a caller without it is refused, whatever
+                // it sent.
+                step.vault.require_audit_access(step.caller()?)?;
                 let page_size = match query.page_size as usize {
                     0 => DEFAULT_PAGE_SIZE,
                     n if n > MAX_PAGE_SIZE => {
@@ -141,8 +151,9 @@ impl Audit for AuditService {
                     records,
                     next_page_token: next.map(|seq| seq.to_string()).unwrap_or_default(),
                 })
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(response))
     }
 
@@ -193,7 +204,9 @@ impl Audit for AuditService {
                 Ok(_) => Ok(v1::AuditExportChunk { lines: chunk }),
                 Err(e) => {
                     tracing::error!(error = %e, "audit export failed");
-                    Err(Status::unavailable(
+                    Err(crate::status::status(
+                        tonic::Code::Unavailable,
+                        vault_proto::reason::AUDIT_UNAVAILABLE,
                         "reading the audit log failed; see the server log",
                     ))
                 }

@@ -15,7 +15,7 @@ use vault_proto::v1::{self, policies_server::Policies, tokens_server::Tokens};
 
 use crate::{
     Shared,
-    call::{Call, presented_token},
+    serve::{nothing, serve},
 };
 
 pub struct TokensService {
@@ -71,52 +71,49 @@ pub(crate) fn seconds(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_secs(value))
 }
 
+fn token_request(r: v1::CreateTokenRequest) -> Result<TokenRequest, Error> {
+    Ok(TokenRequest {
+        tenant: if r.system && r.tenant.is_empty() {
+            None
+        } else {
+            Some(TenantName::parse(&r.tenant)?)
+        },
+        system: r.system,
+        refresh_max_ttl: seconds(r.refresh_max_ttl_seconds),
+        policies: r
+            .policies
+            .iter()
+            .map(|p| PolicyName::parse(p))
+            .collect::<Result<_, Error>>()?,
+        ttl: seconds(r.ttl_seconds),
+        display_name: r.display_name,
+        cidrs: r
+            .cidrs
+            .iter()
+            .map(|c| Cidr::parse(c))
+            .collect::<Result<_, Error>>()?,
+    })
+}
+
 #[tonic::async_trait]
 impl Tokens for TokensService {
     async fn create_token(
         &self,
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::CreateTokenRequest {
-            tenant,
-            policies,
-            ttl_seconds,
-            display_name,
-            cidrs,
-            system,
-            refresh_max_ttl_seconds,
-        } = request.into_inner();
-        call.target(&tenant, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let created = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let request = TokenRequest {
-                    tenant: if system && tenant.is_empty() {
-                        None
-                    } else {
-                        Some(TenantName::parse(&tenant)?)
-                    },
-                    system,
-                    refresh_max_ttl: seconds(refresh_max_ttl_seconds),
-                    policies: policies
-                        .iter()
-                        .map(|p| PolicyName::parse(p))
-                        .collect::<Result<_, Error>>()?,
-                    ttl: seconds(ttl_seconds),
-                    display_name,
-                    cidrs: cidrs
-                        .iter()
-                        .map(|c| Cidr::parse(c))
-                        .collect::<Result<_, Error>>()?,
-                };
-                call.intent()?;
-                vault.create_token(&caller, request)
-            })
-            .await?;
-        call.note(format!("created token {}", created.info.accessor));
+        let created = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, ""),
+            token_request,
+            |step, request| {
+                let created = step.vault.create_token(step.caller()?, request)?;
+                step.call
+                    .note(format!("created token {}", created.info.accessor));
+                Ok(created)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::CreateTokenResponse {
             token: created.token.expose_secret().to_owned(),
             info: Some(info_message(created.info)),
@@ -131,16 +128,14 @@ impl Tokens for TokensService {
         &self,
         request: Request<v1::LookupTokenRequest>,
     ) -> Result<Response<v1::LookupTokenResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let accessor = accessor_arg(request.into_inner().accessor);
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.lookup_token(&caller, accessor.as_deref())
-            })
-            .await?;
+        let info = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(accessor_arg(r.accessor)),
+            |step, accessor| step.vault.lookup_token(step.caller()?, accessor.as_deref()),
+        )
+        .await?;
         Ok(Response::new(v1::LookupTokenResponse {
             info: Some(info_message(info)),
         }))
@@ -150,21 +145,17 @@ impl Tokens for TokensService {
         &self,
         request: Request<v1::RenewTokenRequest>,
     ) -> Result<Response<v1::RenewTokenResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RenewTokenRequest {
-            accessor,
-            increment_seconds,
-        } = request.into_inner();
-        let accessor = accessor_arg(accessor);
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                call.intent()?;
-                vault.renew_token(&caller, accessor.as_deref(), seconds(increment_seconds))
-            })
-            .await?;
+        let info = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok((accessor_arg(r.accessor), seconds(r.increment_seconds))),
+            |step, (accessor, increment)| {
+                step.vault
+                    .renew_token(step.caller()?, accessor.as_deref(), increment)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::RenewTokenResponse {
             info: Some(info_message(info)),
         }))
@@ -174,17 +165,14 @@ impl Tokens for TokensService {
         &self,
         request: Request<v1::RevokeTokenRequest>,
     ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let accessor = accessor_arg(request.into_inner().accessor);
-        let vault = Arc::clone(&self.shared.vault);
-        let revoked = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                call.intent()?;
-                vault.revoke_token(&caller, accessor.as_deref())
-            })
-            .await?;
+        let revoked = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(accessor_arg(r.accessor)),
+            |step, accessor| step.vault.revoke_token(step.caller()?, accessor.as_deref()),
+        )
+        .await?;
         Ok(Response::new(v1::RevokeTokenResponse {
             revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
         }))
@@ -206,36 +194,30 @@ fn rules_message(policy: &Policy) -> Vec<v1::PolicyRule> {
         .collect()
 }
 
+/// The tenant and policy name a request names, parsed.
+fn policy_of(tenant: &str, name: &str) -> Result<(TenantName, PolicyName), Error> {
+    Ok((TenantName::parse(tenant)?, PolicyName::parse(name)?))
+}
+
 #[tonic::async_trait]
 impl Policies for PoliciesService {
     async fn write_policy(
         &self,
         request: Request<v1::WritePolicyRequest>,
     ) -> Result<Response<v1::WritePolicyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::WritePolicyRequest {
-            tenant,
-            name,
-            rules,
-            require_mfa,
-        } = request.into_inner();
-        call.target(&tenant, &name);
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            let policy = Policy::new(
-                PolicyName::parse(&name)?,
-                rules
-                    .into_iter()
-                    .map(|r| (r.path, r.capabilities))
-                    .collect(),
-            )?
-            .with_required_mfa(&require_mfa)?;
-            call.intent()?;
-            vault.write_policy(&caller, &tenant, &policy)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| {
+                let tenant = TenantName::parse(&r.tenant)?;
+                let rules = r.rules.into_iter().map(|r| (r.path, r.capabilities));
+                let policy = Policy::new(PolicyName::parse(&r.name)?, rules.collect())?
+                    .with_required_mfa(&r.require_mfa)?;
+                Ok((tenant, policy))
+            },
+            |step, (tenant, policy)| step.vault.write_policy(step.caller()?, &tenant, &policy),
+        )
         .await?;
         Ok(Response::new(v1::WritePolicyResponse {}))
     }
@@ -244,21 +226,14 @@ impl Policies for PoliciesService {
         &self,
         request: Request<v1::ReadPolicyRequest>,
     ) -> Result<Response<v1::ReadPolicyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ReadPolicyRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &name);
-        let vault = Arc::clone(&self.shared.vault);
-        let policy = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.read_policy(
-                    &caller,
-                    &TenantName::parse(&tenant)?,
-                    &PolicyName::parse(&name)?,
-                )
-            })
-            .await?;
+        let policy = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| policy_of(&r.tenant, &r.name),
+            |step, (tenant, name)| step.vault.read_policy(step.caller()?, &tenant, &name),
+        )
+        .await?;
         Ok(Response::new(v1::ReadPolicyResponse {
             name: policy.name.as_str().to_owned(),
             rules: rules_message(&policy),
@@ -274,17 +249,14 @@ impl Policies for PoliciesService {
         &self,
         request: Request<v1::ListPoliciesRequest>,
     ) -> Result<Response<v1::ListPoliciesResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let tenant = request.into_inner().tenant;
-        call.target(&tenant, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let names = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.list_policies(&caller, &TenantName::parse(&tenant)?)
-            })
-            .await?;
+        let names = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, ""),
+            |r| TenantName::parse(&r.tenant),
+            |step, tenant| step.vault.list_policies(step.caller()?, &tenant),
+        )
+        .await?;
         Ok(Response::new(v1::ListPoliciesResponse { names }))
     }
 
@@ -292,17 +264,13 @@ impl Policies for PoliciesService {
         &self,
         request: Request<v1::DeletePolicyRequest>,
     ) -> Result<Response<v1::DeletePolicyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DeletePolicyRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &name);
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let (tenant, name) = (TenantName::parse(&tenant)?, PolicyName::parse(&name)?);
-            call.intent()?;
-            vault.delete_policy(&caller, &tenant, &name)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| policy_of(&r.tenant, &r.name),
+            |step, (tenant, name)| step.vault.delete_policy(step.caller()?, &tenant, &name),
+        )
         .await?;
         Ok(Response::new(v1::DeletePolicyResponse {}))
     }

@@ -8,8 +8,27 @@
 //! replaced by UNAVAILABLE: no secret leaves without its record. Health and reflection calls
 //! are not audited (they touch no vault data); every other call is.
 //!
-//! Mutating handlers also call [`Call::intent`] before they change anything, so a change is
-//! never committed without a durable record covering it, even if the process dies mid-call.
+//! The handler pipeline (`crate::serve`) calls [`Call::intent`] before any RPC the RPC table
+//! marks as changing state (`Webhooks/CreateWebhook`, which resolves a host between two
+//! blocking steps, calls it itself), so a change is never committed without a durable record
+//! covering it, even if the process dies mid-call. A call whose answer carries a one-time credential uses
+//! [`Call::intent_to_return`]: the intent names what will be returned, and once the change has
+//! committed, a failed outcome record no longer withholds the answer (it is written late). The
+//! handler and the outcome record run in a spawned task, so a client that cancels cannot stop
+//! a mutation's outcome from being written.
+//!
+//! Before anything else the layer resolves the source (a trusted proxy's `x-forwarded-for`,
+//! else the peer) and applies the per-source rate limit, the per-source cap on open calls (from
+//! headers to answer) and the request-body timeout (`TimeoutBody`); health and reflection have
+//! a small semaphore of their own. Refusals are audited at most once a second per source and
+//! reason, with a count of those not recorded. The server-wide concurrency place is taken only
+//! in [`Call::blocking`], once the request is decoded and work starts, so a stream that never
+//! finishes its request holds none. The answer's body (`HeldBody`) keeps the connection marked
+//! busy (and a health watch's place) until it ends.
+//!
+//! Every non-OK answer leaves with an `x-vault-reason`: the vault's own statuses carry theirs
+//! (`crate::status`), and the layer adds the code's name to a trailers-only status tonic made
+//! itself (an unknown method, a message that does not decode).
 //!
 //! It also turns tonic's OUT_OF_RANGE for an oversized request into RESOURCE_EXHAUSTED, the code
 //! gRPC specifies for exceeding the receive limit: such a request never reaches a handler, which
@@ -51,7 +70,11 @@ use vault_core::{
     vault::Caller,
 };
 
-use crate::{status::to_status, transport::PeerInfo};
+use crate::{
+    status::{self, to_status},
+    transport::PeerInfo,
+};
+use vault_proto::reason;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -329,6 +352,11 @@ impl Call {
         &self.request_id
     }
 
+    /// The gRPC path of the call (`/vault.v1.Secrets/Get`).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
     /// Records what the call is about (names only, never values). Raw input is recorded, so
     /// that malformed calls are traceable too, cut to [`MAX_RECORDED_NAME`] bytes.
     pub fn target(&self, tenant: &str, path: &str) {
@@ -561,7 +589,7 @@ impl Call {
             Ok(result) => result.map_err(to_status),
             Err(e) => {
                 tracing::error!(error = %e, "request task failed");
-                Err(Status::internal("internal error; see the server log"))
+                Err(status::internal())
             }
         }
     }
@@ -618,7 +646,8 @@ fn refuse(
                 tracing::warn!(error = %e, "refusal record not written");
             }
         }
-        let mut response = Status::resource_exhausted(message).into_http::<Body>();
+        let mut response = status::status(Code::ResourceExhausted, reason::LIMIT_REACHED, message)
+            .into_http::<Body>();
         if let Ok(value) = HeaderValue::from_str(&call.request_id) {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
@@ -751,7 +780,7 @@ where
                 Ok(Err(never)) => match never {},
                 Err(_) => {
                     tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
-                    Status::internal("internal error; see the server log").into_http()
+                    status::internal().into_http()
                 }
             };
             let (handled, answer_recorded, mut unrecorded) = {
@@ -782,20 +811,30 @@ where
                     )),
                     None => unrecorded = true,
                 }
-                Some(message)
+                Some((reason::REQUEST_TIMEOUT, message))
             } else if code == Code::OutOfRange && !handled {
                 code = Code::ResourceExhausted;
-                Some(format!(
-                    "request is larger than the transport limit of {max_request_bytes} bytes"
+                Some((
+                    reason::TOO_LARGE,
+                    format!(
+                        "request is larger than the transport limit of {max_request_bytes} bytes"
+                    ),
                 ))
             } else {
                 None
             };
-            if let Some(message) = rewrite {
+            if let Some((why, message)) = rewrite {
                 headers.insert("grpc-status", HeaderValue::from(code as i32));
+                headers.insert(reason::METADATA_KEY, HeaderValue::from_static(why));
                 if let Ok(value) = HeaderValue::from_str(&message) {
                     headers.insert("grpc-message", value);
                 }
+            } else if code != Code::Ok && !headers.contains_key(reason::METADATA_KEY) {
+                // A status tonic made (an unknown method, a message that does not decode).
+                headers.insert(
+                    reason::METADATA_KEY,
+                    HeaderValue::from_static(status::fallback_reason(code)),
+                );
             }
             if !unrecorded && let Err(e) = record_outcome(&call, code).await {
                 if answer_recorded {
@@ -803,10 +842,7 @@ where
                     tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written yet; the answer carries a one-time credential and goes out");
                 } else {
                     tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written; answer withheld");
-                    response = Status::unavailable(
-                        "audit log unavailable; no call is served until it can be written",
-                    )
-                    .into_http();
+                    response = status::to_status(vault_core::Error::AuditUnavailable).into_http();
                 }
             }
             if let Ok(value) = HeaderValue::from_str(&call.request_id) {
@@ -834,7 +870,7 @@ where
                 Ok(result) => result,
                 Err(e) => {
                     tracing::error!(error = %e, "call task failed");
-                    Ok(Status::internal("internal error; see the server log").into_http())
+                    Ok(status::internal().into_http())
                 }
             }
         })
@@ -861,7 +897,9 @@ impl http_body::Body for TimeoutBody {
         if !this.finished && this.timer.as_mut().poll(cx).is_ready() {
             this.timed_out.store(true, Ordering::Release);
             this.finished = true;
-            return Poll::Ready(Some(Err(Status::deadline_exceeded(
+            return Poll::Ready(Some(Err(status::status(
+                Code::DeadlineExceeded,
+                reason::REQUEST_TIMEOUT,
                 "the request's message did not arrive in time",
             ))));
         }

@@ -6,10 +6,7 @@ use tonic::{Request, Response, Status};
 use vault_core::{names::TenantName, time::rfc3339, vault::KeyStatus};
 use vault_proto::v1::{self, keys_server::Keys};
 
-use crate::{
-    Shared,
-    call::{Call, presented_token},
-};
+use crate::{Shared, serve::serve};
 
 pub struct KeysService {
     shared: Arc<Shared>,
@@ -78,21 +75,17 @@ impl Keys for KeysService {
         &self,
         request: Request<v1::KeyStatusRequest>,
     ) -> Result<Response<v1::KeyStatusResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::KeyStatusRequest { tenant } = request.into_inner();
-        call.target(&tenant, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let status = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = match tenant.as_str() {
-                    "" => None,
-                    name => Some(TenantName::parse(name)?),
-                };
-                vault.key_status(&caller, tenant.as_ref())
-            })
-            .await?;
+        let status = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, ""),
+            |r| match r.tenant.as_str() {
+                "" => Ok(None),
+                name => Ok(Some(TenantName::parse(name)?)),
+            },
+            |step, tenant| step.vault.key_status(step.caller()?, tenant.as_ref()),
+        )
+        .await?;
         Ok(Response::new(status_message(status)))
     }
 
@@ -100,17 +93,16 @@ impl Keys for KeysService {
         &self,
         request: Request<v1::RetireKeyVersionRequest>,
     ) -> Result<Response<v1::RetireKeyVersionResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RetireKeyVersionRequest { tenant, version } = request.into_inner();
-        call.target(&tenant, "");
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            call.intent()?;
-            vault.retire_key_version(&caller, &tenant, version)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, ""),
+            |r| Ok((TenantName::parse(&r.tenant)?, r.version)),
+            |step, (tenant, version)| {
+                step.vault
+                    .retire_key_version(step.caller()?, &tenant, version)
+            },
+        )
         .await?;
         Ok(Response::new(v1::RetireKeyVersionResponse {}))
     }

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
 use vault_core::{
-    Error,
+    Error, Vault,
     kms::{EncryptionContext, KeyName, public_key_pem},
     names::TenantName,
     secret::SecretBytes,
@@ -18,7 +18,8 @@ use vault_proto::v1::{self, kms_server::Kms};
 
 use crate::{
     Shared,
-    call::{Call, presented_token},
+    call::Call,
+    serve::{Step, serve},
 };
 
 pub struct KmsService {
@@ -112,48 +113,83 @@ fn encrypted(result: Versioned) -> v1::EncryptResponse {
     }
 }
 
+/// A request with the tenant and path its call is recorded under, carried alongside the
+/// message because the pipeline's target borrows them from it and `keys/<name>` is made.
+struct Keyed<Req> {
+    tenant: String,
+    path: String,
+    message: Req,
+}
+
+/// [`serve`] for a call on one named key (`names` gives the raw tenant and key name): its
+/// call is recorded under the path `keys/<name>`.
+async fn serve_key<Req, P, Out>(
+    vault: &Arc<Vault>,
+    request: Request<Req>,
+    names: fn(&Req) -> (&str, &str),
+    parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
+    act: impl FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
+) -> Result<Out, Status>
+where
+    Req: Send + 'static,
+    P: Send + 'static,
+    Out: Send + 'static,
+{
+    let request = request.map(|message| {
+        let (tenant, key) = names(&message);
+        Keyed {
+            tenant: tenant.to_owned(),
+            path: format!("keys/{key}"),
+            message,
+        }
+    });
+    serve(
+        vault,
+        request,
+        |r| (&r.tenant, &r.path),
+        |r| parse(r.message),
+        act,
+    )
+    .await
+}
+
 #[tonic::async_trait]
 impl Kms for KmsService {
     async fn create_key(
         &self,
         request: Request<v1::CreateKeyRequest>,
     ) -> Result<Response<v1::CreateKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::CreateKeyRequest {
-            tenant,
-            name,
-            r#type,
-            exportable,
-            deletion_allowed,
-            budget,
-            rotation_period_seconds,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
+        let info = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| {
+                let (tenant, name) = names(&r.tenant, &r.name)?;
                 let spec = KeySpec {
-                    key_type: r#type,
-                    exportable,
-                    deletion_allowed,
-                    budget,
+                    key_type: r.r#type,
+                    exportable: r.exportable,
+                    deletion_allowed: r.deletion_allowed,
+                    budget: r.budget,
                     rotation_period_nanos: nanos(
                         "rotation_period_seconds",
-                        rotation_period_seconds,
+                        r.rotation_period_seconds,
                     )?,
                 };
-                call.intent()?;
-                let info = vault.create_key(&caller, &tenant, &name, spec)?;
-                call.note(format!(
+                Ok((tenant, name, spec))
+            },
+            |step, (tenant, name, spec)| {
+                let exportable = spec.exportable;
+                let info = step
+                    .vault
+                    .create_key(step.caller()?, &tenant, &name, spec)?;
+                step.call.note(format!(
                     "key {name} created: type {}, exportable {exportable}",
                     info.key_type.as_str()
                 ));
                 Ok(info)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::CreateKeyResponse {
             key: Some(key_message(info)),
         }))
@@ -163,18 +199,14 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::ReadKeyRequest>,
     ) -> Result<Response<v1::ReadKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ReadKeyRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
-                vault.read_key(&caller, &tenant, &name)
-            })
-            .await?;
+        let info = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| names(&r.tenant, &r.name),
+            |step, (tenant, name)| step.vault.read_key(step.caller()?, &tenant, &name),
+        )
+        .await?;
         Ok(Response::new(v1::ReadKeyResponse {
             key: Some(key_message(info)),
         }))
@@ -184,26 +216,24 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::ListKeysRequest>,
     ) -> Result<Response<v1::ListKeysResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ListKeysRequest {
-            tenant,
-            page_size,
-            page_token,
-        } = request.into_inner();
-        call.target(&tenant, "keys/");
-        let vault = Arc::clone(&self.shared.vault);
-        let (names, more) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let size = match page_size {
+        let (names, more) = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, "keys/"),
+            |r| {
+                let tenant = TenantName::parse(&r.tenant)?;
+                let size = match r.page_size {
                     0 => vault_core::vault::DEFAULT_PAGE_SIZE,
                     n => n as usize,
                 };
-                vault.list_keys(&caller, &tenant, &page_token, size)
-            })
-            .await?;
+                Ok((tenant, r.page_token, size))
+            },
+            |step, (tenant, page_token, size)| {
+                step.vault
+                    .list_keys(step.caller()?, &tenant, &page_token, size)
+            },
+        )
+        .await?;
         let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         let next_page_token = if more {
             names.last().cloned().unwrap_or_default()
@@ -220,34 +250,29 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::UpdateKeyRequest>,
     ) -> Result<Response<v1::UpdateKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::UpdateKeyRequest {
-            tenant,
-            name,
-            min_decryption_version,
-            min_encryption_version,
-            deletion_allowed,
-            rotation_period_seconds,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
+        let info = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| {
+                let (tenant, name) = names(&r.tenant, &r.name)?;
                 let update = KeyUpdate {
-                    min_decryption_version,
-                    min_encryption_version,
-                    deletion_allowed,
-                    rotation_period_nanos: rotation_period_seconds
+                    min_decryption_version: r.min_decryption_version,
+                    min_encryption_version: r.min_encryption_version,
+                    deletion_allowed: r.deletion_allowed,
+                    rotation_period_nanos: r
+                        .rotation_period_seconds
                         .map(|s| nanos("rotation_period_seconds", s))
                         .transpose()?,
                 };
-                call.intent()?;
-                vault.update_key(&caller, &tenant, &name, update)
-            })
-            .await?;
+                Ok((tenant, name, update))
+            },
+            |step, (tenant, name, update)| {
+                step.vault
+                    .update_key(step.caller()?, &tenant, &name, update)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::UpdateKeyResponse {
             key: Some(key_message(info)),
         }))
@@ -257,21 +282,19 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::RotateKeyRequest>,
     ) -> Result<Response<v1::RotateKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RotateKeyRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let version = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
-                call.intent()?;
-                let version = vault.rotate_key(&caller, &tenant, &name)?;
-                call.note(format!("key {name} rotated to version {version}"));
+        let version = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| names(&r.tenant, &r.name),
+            |step, (tenant, name)| {
+                let version = step.vault.rotate_key(step.caller()?, &tenant, &name)?;
+                step.call
+                    .note(format!("key {name} rotated to version {version}"));
                 Ok(version)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::RotateKeyResponse { version }))
     }
 
@@ -279,25 +302,21 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::TrimKeyRequest>,
     ) -> Result<Response<v1::TrimKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::TrimKeyRequest {
-            tenant,
-            name,
-            min_available_version,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let destroyed = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
-                call.intent()?;
-                let destroyed = vault.trim_key(&caller, &tenant, &name, min_available_version)?;
-                call.note(format!("key {name}: versions {destroyed:?} destroyed"));
+        let destroyed = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| Ok((names(&r.tenant, &r.name)?, r.min_available_version)),
+            |step, ((tenant, name), min_available_version)| {
+                let destroyed =
+                    step.vault
+                        .trim_key(step.caller()?, &tenant, &name, min_available_version)?;
+                step.call
+                    .note(format!("key {name}: versions {destroyed:?} destroyed"));
                 Ok(destroyed)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::TrimKeyResponse {
             destroyed_versions: destroyed,
         }))
@@ -307,21 +326,19 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::DeleteKeyRequest>,
     ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DeleteKeyRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let when = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
-                call.intent()?;
-                let when = vault.delete_key(&caller, &tenant, &name)?;
-                call.note(format!("key {name} is destroyed at {}", rfc3339(when)));
+        let when = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| names(&r.tenant, &r.name),
+            |step, (tenant, name)| {
+                let when = step.vault.delete_key(step.caller()?, &tenant, &name)?;
+                step.call
+                    .note(format!("key {name} is destroyed at {}", rfc3339(when)));
                 Ok(when)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::DeleteKeyResponse {
             delete_after: rfc3339(when),
         }))
@@ -331,17 +348,16 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::CancelKeyDeletionRequest>,
     ) -> Result<Response<v1::CancelKeyDeletionResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::CancelKeyDeletionRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let (tenant, name) = names(&tenant, &name)?;
-            call.intent()?;
-            vault.cancel_key_deletion(&caller, &tenant, &name)
-        })
+        serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| names(&r.tenant, &r.name),
+            |step, (tenant, name)| {
+                step.vault
+                    .cancel_key_deletion(step.caller()?, &tenant, &name)
+            },
+        )
         .await?;
         Ok(Response::new(v1::CancelKeyDeletionResponse {}))
     }
@@ -350,23 +366,21 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::ExportKeyRequest>,
     ) -> Result<Response<v1::ExportKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ExportKeyRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("keys/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let (key_type, versions) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, name) = names(&tenant, &name)?;
-                let exported = vault.export_key(&caller, &tenant, &name)?;
+        let (key_type, versions) = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.name),
+            |r| names(&r.tenant, &r.name),
+            |step, (tenant, name)| {
+                let exported = step.vault.export_key(step.caller()?, &tenant, &name)?;
                 let listed: Vec<u32> = exported.1.iter().map(|(v, _)| *v).collect();
-                call.note(format!(
+                step.call.note(format!(
                     "key {name}: material of versions {listed:?} exported"
                 ));
                 Ok(exported)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::ExportKeyResponse {
             r#type: key_type.as_str().into(),
             versions: versions
@@ -383,37 +397,38 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::EncryptRequest>,
     ) -> Result<Response<v1::EncryptResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::EncryptRequest {
-            tenant,
-            key,
-            plaintext,
-            context: entries,
-            sensitive_context,
-            key_version,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let plaintext = SecretBytes::new(plaintext);
-        let vault = Arc::clone(&self.shared.vault);
-        let result = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let context = context("context", entries, sensitive_context)?;
+        // The plaintext moves into a buffer that zeroizes, before anything else is checked.
+        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.plaintext)), r));
+        let result = serve_key(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.key),
+            |(plaintext, r)| {
+                let (tenant, key) = names(&r.tenant, &r.key)?;
+                let context = context("context", r.context, r.sensitive_context)?;
+                Ok((tenant, key, plaintext, context, r.key_version))
+            },
+            |step, (tenant, key, plaintext, context, key_version)| {
                 let item = EncryptItem {
                     plaintext,
                     context: context.clone(),
                 };
-                let mut results =
-                    vault.encrypt(&caller, &tenant, &key, key_version, vec![item], false)?;
+                let mut results = step.vault.encrypt(
+                    step.caller()?,
+                    &tenant,
+                    &key,
+                    key_version,
+                    vec![item],
+                    false,
+                )?;
                 let result = results
                     .pop()
                     .ok_or_else(|| Error::Integrity("an encryption result".into()))?;
-                used(call, &key, result.version, Some(&context));
+                used(step.call, &key, result.version, Some(&context));
                 Ok(result)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(encrypted(result)))
     }
 
@@ -421,34 +436,30 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::DecryptRequest>,
     ) -> Result<Response<v1::DecryptResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DecryptRequest {
-            tenant,
-            key,
-            ciphertext,
-            context: entries,
-            sensitive_context,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let (plaintext, key_version) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let context = context("context", entries, sensitive_context)?;
+        let (plaintext, key_version) = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.key),
+            |r| {
+                let (tenant, key) = names(&r.tenant, &r.key)?;
+                let context = context("context", r.context, r.sensitive_context)?;
+                Ok((tenant, key, r.ciphertext, context))
+            },
+            |step, (tenant, key, ciphertext, context)| {
                 let item = DecryptItem {
                     ciphertext,
                     context: context.clone(),
                 };
-                let result = vault
-                    .decrypt(&caller, &tenant, &key, vec![item], false)?
+                let result = step
+                    .vault
+                    .decrypt(step.caller()?, &tenant, &key, vec![item], false)?
                     .pop()
                     .ok_or_else(|| Error::Integrity("a decryption result".into()))??;
-                used(call, &key, result.1, Some(&context));
+                used(step.call, &key, result.1, Some(&context));
                 Ok(result)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::DecryptResponse {
             plaintext: plaintext.expose_secret().to_vec(),
             key_version,
@@ -459,23 +470,15 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::BatchEncryptRequest>,
     ) -> Result<Response<v1::BatchEncryptResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::BatchEncryptRequest {
-            tenant,
-            key,
-            items,
-            key_version,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let results = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let mut parsed = Vec::with_capacity(items.len());
+        let results = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.key),
+            |r| {
+                let (tenant, key) = names(&r.tenant, &r.key)?;
+                let mut parsed = Vec::with_capacity(r.items.len());
                 let mut contexts = Vec::new();
-                for (index, item) in items.into_iter().enumerate() {
+                for (index, item) in r.items.into_iter().enumerate() {
                     let context = context(
                         &format!("items[{index}].context"),
                         item.context,
@@ -489,9 +492,14 @@ impl Kms for KmsService {
                         context,
                     });
                 }
+                Ok((tenant, key, parsed, contexts, r.key_version))
+            },
+            |step, (tenant, key, parsed, contexts, key_version)| {
                 let count = parsed.len();
-                let results = vault.encrypt(&caller, &tenant, &key, key_version, parsed, true)?;
-                call.note(batch_detail(
+                let results =
+                    step.vault
+                        .encrypt(step.caller()?, &tenant, &key, key_version, parsed, true)?;
+                step.call.note(batch_detail(
                     &key,
                     count,
                     &results_versions(&results),
@@ -499,8 +507,9 @@ impl Kms for KmsService {
                     &contexts,
                 ));
                 Ok(results)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::BatchEncryptResponse {
             results: results.into_iter().map(encrypted).collect(),
         }))
@@ -510,18 +519,15 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::BatchDecryptRequest>,
     ) -> Result<Response<v1::BatchDecryptResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::BatchDecryptRequest { tenant, key, items } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let results = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let mut parsed = Vec::with_capacity(items.len());
+        let results = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.key),
+            |r| {
+                let (tenant, key) = names(&r.tenant, &r.key)?;
+                let mut parsed = Vec::with_capacity(r.items.len());
                 let mut contexts = Vec::new();
-                for (index, item) in items.into_iter().enumerate() {
+                for (index, item) in r.items.into_iter().enumerate() {
                     let context = context(
                         &format!("items[{index}].context"),
                         item.context,
@@ -535,8 +541,13 @@ impl Kms for KmsService {
                         context,
                     });
                 }
+                Ok((tenant, key, parsed, contexts))
+            },
+            |step, (tenant, key, parsed, contexts)| {
                 let count = parsed.len();
-                let results = vault.decrypt(&caller, &tenant, &key, parsed, true)?;
+                let results = step
+                    .vault
+                    .decrypt(step.caller()?, &tenant, &key, parsed, true)?;
                 let mut versions: Vec<u32> = results
                     .iter()
                     .filter_map(|r| r.as_ref().ok().map(|(_, v)| *v))
@@ -544,10 +555,12 @@ impl Kms for KmsService {
                 versions.sort_unstable();
                 versions.dedup();
                 let failed = results.iter().filter(|r| r.is_err()).count();
-                call.note(batch_detail(&key, count, &versions, failed, &contexts));
+                step.call
+                    .note(batch_detail(&key, count, &versions, failed, &contexts));
                 Ok(results)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::BatchDecryptResponse {
             results: results
                 .into_iter()
@@ -570,30 +583,31 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::RewrapRequest>,
     ) -> Result<Response<v1::RewrapResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RewrapRequest {
-            tenant,
-            key,
-            ciphertext,
-            context: entries,
-            sensitive_context,
-            key_version,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let (previous, result) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let context = context("context", entries, sensitive_context)?;
-                let (previous, result) =
-                    vault.rewrap(&caller, &tenant, &key, &ciphertext, &context, key_version)?;
-                call.note(format!("re-wrapped from version {previous}"));
-                used(call, &key, result.version, Some(&context));
+        let (previous, result) = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.key),
+            |r| {
+                let (tenant, key) = names(&r.tenant, &r.key)?;
+                let context = context("context", r.context, r.sensitive_context)?;
+                Ok((tenant, key, r.ciphertext, context, r.key_version))
+            },
+            |step, (tenant, key, ciphertext, context, key_version)| {
+                let (previous, result) = step.vault.rewrap(
+                    step.caller()?,
+                    &tenant,
+                    &key,
+                    &ciphertext,
+                    &context,
+                    key_version,
+                )?;
+                step.call
+                    .note(format!("re-wrapped from version {previous}"));
+                used(step.call, &key, result.version, Some(&context));
                 Ok((previous, result))
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::RewrapResponse {
             ciphertext: result.text,
             key_version: result.version,
@@ -605,26 +619,18 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::GenerateDataKeyRequest>,
     ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::GenerateDataKeyRequest {
-            tenant,
-            key,
-            context: entries,
-            sensitive_context,
-            key_version,
-            bits,
-            wrapped_only,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let generated = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let context = context("context", entries, sensitive_context)?;
-                let generated = vault.datakey(
-                    &caller,
+        let generated = serve_key(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.key),
+            |r| {
+                let (tenant, key) = names(&r.tenant, &r.key)?;
+                let context = context("context", r.context, r.sensitive_context)?;
+                Ok((tenant, key, context, r.key_version, r.bits, r.wrapped_only))
+            },
+            |step, (tenant, key, context, key_version, bits, wrapped_only)| {
+                let generated = step.vault.datakey(
+                    step.caller()?,
                     &tenant,
                     &key,
                     &context,
@@ -632,15 +638,16 @@ impl Kms for KmsService {
                     bits,
                     !wrapped_only,
                 )?;
-                call.note(if wrapped_only {
+                step.call.note(if wrapped_only {
                     "data key (wrapped only)".to_owned()
                 } else {
                     "data key (plaintext and wrapped)".to_owned()
                 });
-                used(call, &key, generated.wrapped.version, Some(&context));
+                used(step.call, &key, generated.wrapped.version, Some(&context));
                 Ok(generated)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::GenerateDataKeyResponse {
             plaintext: generated
                 .plaintext
@@ -655,33 +662,27 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::SignRequest>,
     ) -> Result<Response<v1::SignResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::SignRequest {
-            tenant,
-            key,
-            message,
-            key_version,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let message = SecretBytes::new(message);
-        let vault = Arc::clone(&self.shared.vault);
-        let result = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let result = vault.sign(
-                    &caller,
+        // The message moves into a buffer that zeroizes, before anything else is checked.
+        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
+        let result = serve_key(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.key),
+            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
+            |step, ((tenant, key), message, key_version)| {
+                let result = step.vault.sign(
+                    step.caller()?,
                     &tenant,
                     &key,
                     message.expose_secret(),
                     key_version,
                     false,
                 )?;
-                used(call, &key, result.version, None);
+                used(step.call, &key, result.version, None);
                 Ok(result)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::SignResponse {
             signature: result.text,
             key_version: result.version,
@@ -692,34 +693,28 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::VerifyRequest>,
     ) -> Result<Response<v1::VerifyResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::VerifyRequest {
-            tenant,
-            key,
-            message,
-            signature,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let message = SecretBytes::new(message);
-        let vault = Arc::clone(&self.shared.vault);
-        let (valid, key_version) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let (valid, version) = vault.verify(
-                    &caller,
+        // The message moves into a buffer that zeroizes, before anything else is checked.
+        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
+        let (valid, key_version) = serve_key(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.key),
+            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.signature)),
+            |step, ((tenant, key), message, signature)| {
+                let (valid, version) = step.vault.verify(
+                    step.caller()?,
                     &tenant,
                     &key,
                     message.expose_secret(),
                     &signature,
                     false,
                 )?;
-                used(call, &key, version, None);
-                call.note(format!("valid: {valid}"));
+                used(step.call, &key, version, None);
+                step.call.note(format!("valid: {valid}"));
                 Ok((valid, version))
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::VerifyResponse { valid, key_version }))
     }
 
@@ -727,33 +722,27 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::HmacRequest>,
     ) -> Result<Response<v1::HmacResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::HmacRequest {
-            tenant,
-            key,
-            message,
-            key_version,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let message = SecretBytes::new(message);
-        let vault = Arc::clone(&self.shared.vault);
-        let result = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let result = vault.sign(
-                    &caller,
+        // The message moves into a buffer that zeroizes, before anything else is checked.
+        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
+        let result = serve_key(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.key),
+            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
+            |step, ((tenant, key), message, key_version)| {
+                let result = step.vault.sign(
+                    step.caller()?,
                     &tenant,
                     &key,
                     message.expose_secret(),
                     key_version,
                     true,
                 )?;
-                used(call, &key, result.version, None);
+                used(step.call, &key, result.version, None);
                 Ok(result)
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::HmacResponse {
             hmac: result.text,
             key_version: result.version,
@@ -764,28 +753,28 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::VerifyHmacRequest>,
     ) -> Result<Response<v1::VerifyHmacResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::VerifyHmacRequest {
-            tenant,
-            key,
-            message,
-            hmac,
-        } = request.into_inner();
-        call.target(&tenant, &format!("keys/{key}"));
-        let message = SecretBytes::new(message);
-        let vault = Arc::clone(&self.shared.vault);
-        let (valid, key_version) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let (tenant, key) = names(&tenant, &key)?;
-                let (valid, version) =
-                    vault.verify(&caller, &tenant, &key, message.expose_secret(), &hmac, true)?;
-                used(call, &key, version, None);
-                call.note(format!("valid: {valid}"));
+        // The message moves into a buffer that zeroizes, before anything else is checked.
+        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
+        let (valid, key_version) = serve_key(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.key),
+            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.hmac)),
+            |step, ((tenant, key), message, hmac)| {
+                let (valid, version) = step.vault.verify(
+                    step.caller()?,
+                    &tenant,
+                    &key,
+                    message.expose_secret(),
+                    &hmac,
+                    true,
+                )?;
+                used(step.call, &key, version, None);
+                step.call.note(format!("valid: {valid}"));
                 Ok((valid, version))
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::VerifyHmacResponse { valid, key_version }))
     }
 }

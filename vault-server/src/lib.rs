@@ -3,6 +3,12 @@
 //! Invariant: this is the only crate that converts between protobuf messages and domain types,
 //! and every RPC passes through [`call::CallLayer`], which knows the request id, the caller and
 //! the outcome of every call (the audit log hooks in there).
+//!
+//! [`run`] takes the flags ([`Args`]), opens the two stores, the audit log and the vault,
+//! registers every service once (its route and its health status, `register!`) behind the call
+//! layer, and serves. TLS is rustls through tonic's `tls-ring`; `--tls-client-ca` makes client
+//! certificates mandatory. Without TLS the server refuses any non-loopback address; in dev mode
+//! it refuses them with TLS too.
 
 #![forbid(unsafe_code)]
 
@@ -13,7 +19,9 @@ mod dev;
 mod keys;
 mod kms;
 mod login;
+pub mod rpcs;
 mod secrets;
+mod serve;
 mod status;
 mod system;
 mod tenants;
@@ -31,7 +39,6 @@ use vault_core::{
     audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
     cidr::Cidr,
     limits::LoginFailures,
-    storage::RocksStorage,
     stores::{DataStore, KeyStore},
     vault::{FeedPolicy, KeyPolicy, KmsPolicy, WebhookPolicy},
 };
@@ -347,6 +354,27 @@ pub fn init_logging() {
         .init();
 }
 
+/// Adds each service to the router and marks it serving in the health service, so that the
+/// list of services is written once.
+macro_rules! register {
+    ($router:expr, $health:expr, [$($service:expr),+ $(,)?]) => {{
+        let router = $router;
+        $(
+            let service = $service;
+            $health
+                .set_service_status(name_of(&service), tonic_health::ServingStatus::Serving)
+                .await;
+            let router = router.add_service(service);
+        )+
+        router
+    }};
+}
+
+/// The gRPC name of a service (`vault.v1.Secrets`).
+fn name_of<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
+}
+
 /// What every service shares.
 pub(crate) struct Shared {
     pub vault: Arc<Vault>,
@@ -387,9 +415,9 @@ pub async fn run(args: Args) -> Result<(), String> {
     };
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let data = RocksStorage::open(&data_dir.join("data"))
+    let data = DataStore::open_rocks(&data_dir.join("data"))
         .map_err(|e| format!("cannot open the data store: {e}"))?;
-    let keys = RocksStorage::open_key_store(&data_dir.join("keys"))
+    let keys = KeyStore::open_rocks(&data_dir.join("keys"))
         .map_err(|e| format!("cannot open the key store: {e}"))?;
     let interval_ms = args.maintenance_interval_ms.max(1);
     let seconds = |s: u64| i64::try_from(s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
@@ -437,12 +465,8 @@ pub async fn run(args: Args) -> Result<(), String> {
         .keys
         .validate()
         .map_err(|e| format!("key settings: {e}"))?;
-    let mut vault = Vault::open(
-        DataStore::new(Arc::new(data)),
-        KeyStore::new(Arc::new(keys)),
-        config,
-    )
-    .map_err(|e| format!("cannot open the vault: {e}"))?;
+    let mut vault =
+        Vault::open(data, keys, config).map_err(|e| format!("cannot open the vault: {e}"))?;
     let node_id = args.node_id.clone().unwrap_or_else(host_name);
     let audit = if args.danger_disable_audit {
         tracing::warn!(
@@ -511,48 +535,6 @@ pub async fn run(args: Args) -> Result<(), String> {
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<SystemServer<system::SystemService>>()
-        .await;
-    health_reporter
-        .set_serving::<SecretsServer<secrets::SecretsService>>()
-        .await;
-    health_reporter
-        .set_serving::<TenantsServer<tenants::TenantsService>>()
-        .await;
-    health_reporter
-        .set_serving::<AuditServer<audit::AuditService>>()
-        .await;
-    health_reporter
-        .set_serving::<TokensServer<auth::TokensService>>()
-        .await;
-    health_reporter
-        .set_serving::<PoliciesServer<auth::PoliciesService>>()
-        .await;
-    health_reporter
-        .set_serving::<LoginServer<login::LoginService>>()
-        .await;
-    health_reporter
-        .set_serving::<AppRolesServer<login::AppRolesService>>()
-        .await;
-    health_reporter
-        .set_serving::<JwtAuthServer<login::JwtAuthService>>()
-        .await;
-    health_reporter
-        .set_serving::<MfaServer<login::MfaService>>()
-        .await;
-    health_reporter
-        .set_serving::<KeysServer<keys::KeysService>>()
-        .await;
-    health_reporter
-        .set_serving::<KmsServer<kms::KmsService>>()
-        .await;
-    health_reporter
-        .set_serving::<WatchServer<watch::WatchService>>()
-        .await;
-    health_reporter
-        .set_serving::<WebhooksServer<webhooks::WebhooksService>>()
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -597,56 +579,36 @@ pub async fn run(args: Args) -> Result<(), String> {
             },
         ))
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
+        .add_service(reflection);
+    // Every service once: its route, and its status in the health service.
+    let router = register!(
+        router,
+        health_reporter,
+        [
             SystemServer::new(system::SystemService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             SecretsServer::new(secrets::SecretsService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             TenantsServer::new(tenants::TenantsService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             AuditServer::new(audit::AuditService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             TokensServer::new(auth::TokensService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             PoliciesServer::new(auth::PoliciesService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             LoginServer::new(login::LoginService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             AppRolesServer::new(login::AppRolesService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             JwtAuthServer::new(login::JwtAuthService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             MfaServer::new(login::MfaService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             KeysServer::new(keys::KeysService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             KmsServer::new(kms::KmsService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
             WatchServer::new(watch::WatchService::new(
                 Arc::clone(&shared),
                 std::time::Duration::from_millis(args.watch_send_timeout_ms.max(1)),
@@ -657,11 +619,10 @@ pub async fn run(args: Args) -> Result<(), String> {
                 },
             ))
             .max_decoding_message_size(limit),
-        )
-        .add_service(
             WebhooksServer::new(webhooks::WebhooksService::new(Arc::clone(&shared)))
                 .max_decoding_message_size(limit),
-        );
+        ]
+    );
     let draining = Arc::new(tokio::sync::Notify::new());
     // Connections are bounded per source and closed when they carry no request (see
     // transport.rs); TCP_NODELAY is set on each, or small responses wait for the peer's

@@ -2,7 +2,10 @@
 //!
 //! Logins carry their own credentials (no access token). A source whose logins keep failing is
 //! slowed down: from the third failure within ten minutes each further attempt is held, for a
-//! doubling time, before it is even checked; every failure's audit record counts them.
+//! doubling time, before it is even checked; every failure's audit record counts them. While
+//! held, a login gives up its place under the server-wide concurrency limit, and a second login
+//! from the same source meanwhile is refused at once (RESOURCE_EXHAUSTED). Sources are counted
+//! per address, IPv6 per /64 (`vault_core::limits::source_key`).
 
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
@@ -25,7 +28,8 @@ use zeroize::Zeroizing;
 use crate::{
     Shared,
     auth::{info_message, seconds},
-    call::{Call, presented_token},
+    call::Call,
+    serve::{Target, nothing, serve, serve_returning},
 };
 
 macro_rules! service {
@@ -82,12 +86,16 @@ impl Drop for HeldLogin<'_> {
 }
 
 impl LoginService {
-    /// Runs a login: held first if its source keeps failing, then counted.
-    async fn login(
+    /// Runs a login through the pipeline: held first if its source keeps failing, then
+    /// counted.
+    async fn login<Req: Send + 'static, P: Send + 'static>(
         &self,
-        call: &Call,
-        work: impl FnOnce(&Vault, Option<IpAddr>) -> Result<CreatedToken, Error> + Send + 'static,
+        request: Request<Req>,
+        target: Target<Req>,
+        parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
+        work: impl FnOnce(&Vault, Option<IpAddr>, P) -> Result<CreatedToken, Error> + Send + 'static,
     ) -> Result<Response<v1::LoginResponse>, Status> {
+        let call = &Call::of(&request);
         let failures = &self.shared.login_failures;
         let source = call.source_ip();
         let recent = source.map_or(0, |ip| failures.recent(ip, Instant::now()));
@@ -99,7 +107,9 @@ impl LoginService {
                 call.note(format!(
                     "{recent} failed logins from this source recently; refused while another is held"
                 ));
-                return Err(Status::resource_exhausted(
+                return Err(crate::status::status(
+                    tonic::Code::ResourceExhausted,
+                    vault_proto::reason::LIMIT_REACHED,
                     "too many failed logins from this address; retry later",
                 ));
             }
@@ -112,14 +122,16 @@ impl LoginService {
             call.release_slot();
             tokio::time::sleep(delay).await;
         }
-        let vault = Arc::clone(&self.shared.vault);
-        let result = call
-            .blocking(move |call| {
-                // A login changes state (a spent secret id, a new token, a rotated family).
-                call.intent()?;
-                work(&vault, call.source_ip())
-            })
-            .await;
+        // A login changes state (a spent secret id, a new token, a rotated family): the table
+        // makes it a mutation, so its intent is written before.
+        let result = serve(
+            &self.shared.vault,
+            request,
+            target,
+            parse,
+            move |step, parsed| work(step.vault, step.call.source_ip(), parsed),
+        )
+        .await;
         drop(held);
         match result {
             Ok(created) => {
@@ -155,20 +167,22 @@ impl Login for LoginService {
         &self,
         request: Request<v1::LoginAppRoleRequest>,
     ) -> Result<Response<v1::LoginResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::LoginAppRoleRequest {
-            tenant,
-            role_id,
-            secret_id,
-        } = request.into_inner();
-        call.target(&tenant, "");
-        self.login(&call, move |vault, source| {
-            let secret_id = credential(secret_id, TokenKind::SecretId, "secret id")?;
-            let tenant = TenantName::parse(&tenant).map_err(|_| Error::LoginFailed {
-                reason: "malformed tenant name".into(),
-            })?;
-            vault.login_approle(&tenant, &role_id, &secret_id, source)
-        })
+        // Recorded before the hold-back, so a refused login names its tenant too.
+        Call::of(&request).target(&request.get_ref().tenant, "");
+        self.login(
+            request,
+            nothing,
+            |r| {
+                let secret_id = credential(r.secret_id, TokenKind::SecretId, "secret id")?;
+                let tenant = TenantName::parse(&r.tenant).map_err(|_| Error::LoginFailed {
+                    reason: "malformed tenant name".into(),
+                })?;
+                Ok((tenant, r.role_id, secret_id))
+            },
+            |vault, source, (tenant, role_id, secret_id)| {
+                vault.login_approle(&tenant, &role_id, &secret_id, source)
+            },
+        )
         .await
     }
 
@@ -176,13 +190,13 @@ impl Login for LoginService {
         &self,
         request: Request<v1::LoginJwtRequest>,
     ) -> Result<Response<v1::LoginResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::LoginJwtRequest { config, jwt } = request.into_inner();
-        let jwt = Zeroizing::new(jwt);
-        call.target("", &format!("jwt/{config}"));
-        self.login(&call, move |vault, source| {
-            vault.login_jwt(&config, &jwt, source)
-        })
+        Call::of(&request).target("", &format!("jwt/{}", request.get_ref().config));
+        self.login(
+            request,
+            nothing,
+            |r| Ok((r.config, Zeroizing::new(r.jwt))),
+            |vault, source, (config, jwt)| vault.login_jwt(&config, &jwt, source),
+        )
         .await
     }
 
@@ -190,12 +204,12 @@ impl Login for LoginService {
         &self,
         request: Request<v1::RefreshRequest>,
     ) -> Result<Response<v1::LoginResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::RefreshRequest { refresh_token } = request.into_inner();
-        self.login(&call, move |vault, source| {
-            let token = credential(refresh_token, TokenKind::Refresh, "refresh token")?;
-            vault.refresh(&token, source)
-        })
+        self.login(
+            request,
+            nothing,
+            |r| credential(r.refresh_token, TokenKind::Refresh, "refresh token"),
+            |vault, source, token| vault.refresh(&token, source),
+        )
         .await
     }
 }
@@ -215,36 +229,39 @@ fn role_message(role: AppRole) -> v1::AppRole {
     }
 }
 
+fn role_spec(role: v1::AppRole) -> Result<AppRoleSpec, Error> {
+    Ok(AppRoleSpec {
+        policies: parse_policies(&role.policies)?,
+        token_ttl: seconds(role.token_ttl_seconds),
+        refresh_max_ttl: seconds(role.refresh_max_ttl_seconds),
+        secret_id_uses: role.secret_id_uses,
+        secret_id_ttl: seconds(role.secret_id_ttl_seconds),
+        bound_cidrs: parse_cidrs(&role.bound_cidrs, "bound_cidrs")?,
+        token_cidrs: parse_cidrs(&role.token_cidrs, "token_cidrs")?,
+        name: role.name,
+    })
+}
+
 #[tonic::async_trait]
 impl AppRoles for AppRolesService {
     async fn write_role(
         &self,
         request: Request<v1::WriteRoleRequest>,
     ) -> Result<Response<v1::WriteRoleResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::WriteRoleRequest { tenant, role } = request.into_inner();
-        let role = role.unwrap_or_default();
-        call.target(&tenant, &format!("approle/{}", role.name));
-        let vault = Arc::clone(&self.shared.vault);
-        let role = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let spec = AppRoleSpec {
-                    name: role.name,
-                    policies: parse_policies(&role.policies)?,
-                    token_ttl: seconds(role.token_ttl_seconds),
-                    refresh_max_ttl: seconds(role.refresh_max_ttl_seconds),
-                    secret_id_uses: role.secret_id_uses,
-                    secret_id_ttl: seconds(role.secret_id_ttl_seconds),
-                    bound_cidrs: parse_cidrs(&role.bound_cidrs, "bound_cidrs")?,
-                    token_cidrs: parse_cidrs(&role.token_cidrs, "token_cidrs")?,
-                };
-                call.intent()?;
-                vault.write_approle(&caller, &tenant, spec)
-            })
-            .await?;
+        let r = request.get_ref();
+        let name = r.role.as_ref().map_or("", |role| role.name.as_str());
+        Call::of(&request).target(&r.tenant, &format!("approle/{name}"));
+        let role = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| {
+                let tenant = TenantName::parse(&r.tenant)?;
+                Ok((tenant, role_spec(r.role.unwrap_or_default())?))
+            },
+            |step, (tenant, spec)| step.vault.write_approle(step.caller()?, &tenant, spec),
+        )
+        .await?;
         Ok(Response::new(v1::WriteRoleResponse {
             role: Some(role_message(role)),
         }))
@@ -254,17 +271,16 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::ReadRoleRequest>,
     ) -> Result<Response<v1::ReadRoleResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ReadRoleRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("approle/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let role = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.read_approle(&caller, &TenantName::parse(&tenant)?, &name)
-            })
-            .await?;
+        let r = request.get_ref();
+        Call::of(&request).target(&r.tenant, &format!("approle/{}", r.name));
+        let role = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
+            |step, (tenant, name)| step.vault.read_approle(step.caller()?, &tenant, &name),
+        )
+        .await?;
         Ok(Response::new(v1::ReadRoleResponse {
             role: Some(role_message(role)),
         }))
@@ -274,17 +290,15 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::DeleteRoleRequest>,
     ) -> Result<Response<v1::DeleteRoleResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DeleteRoleRequest { tenant, name } = request.into_inner();
-        call.target(&tenant, &format!("approle/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            call.intent()?;
-            vault.delete_approle(&caller, &tenant, &name)
-        })
+        let r = request.get_ref();
+        Call::of(&request).target(&r.tenant, &format!("approle/{}", r.name));
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
+            |step, (tenant, name)| step.vault.delete_approle(step.caller()?, &tenant, &name),
+        )
         .await?;
         Ok(Response::new(v1::DeleteRoleResponse {}))
     }
@@ -293,27 +307,29 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::GenerateSecretIdRequest>,
     ) -> Result<Response<v1::GenerateSecretIdResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::GenerateSecretIdRequest {
-            tenant,
-            role,
-            cidrs,
-        } = request.into_inner();
-        call.target(&tenant, &format!("approle/{role}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let (secret_id, accessor) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
+        let r = request.get_ref();
+        Call::of(&request).target(&r.tenant, &format!("approle/{}", r.role));
+        let (secret_id, accessor) = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| {
+                let tenant = TenantName::parse(&r.tenant)?;
                 let spec = SecretIdSpec {
-                    cidrs: parse_cidrs(&cidrs, "cidrs")?,
+                    cidrs: parse_cidrs(&r.cidrs, "cidrs")?,
                 };
-                call.intent()?;
-                vault.generate_secret_id(&caller, &tenant, &role, spec)
-            })
-            .await?;
-        call.note(format!("secret id accessor {accessor}"));
+                Ok((tenant, r.role, spec))
+            },
+            |step, (tenant, role, spec)| {
+                let generated =
+                    step.vault
+                        .generate_secret_id(step.caller()?, &tenant, &role, spec)?;
+                step.call
+                    .note(format!("secret id accessor {}", generated.1));
+                Ok(generated)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::GenerateSecretIdResponse {
             secret_id: secret_id.expose_secret().to_owned(),
             accessor,
@@ -347,47 +363,53 @@ fn config_message(config: JwtConfig) -> v1::JwtConfig {
     }
 }
 
+fn jwt_config(config: v1::JwtConfig) -> JwtConfig {
+    JwtConfig {
+        name: config.name,
+        issuer: config.issuer,
+        jwks_file: config.jwks_file.into(),
+        audiences: config.audiences,
+        tenant: config.tenant,
+        tenant_claim: config.tenant_claim,
+        user_claim: config.user_claim,
+        policies: config.policies,
+        policy_map: config
+            .policy_map
+            .into_iter()
+            .map(|m| PolicyMapping {
+                claim: m.claim,
+                value: m.value,
+                policies: m.policies,
+            })
+            .collect(),
+        token_ttl_seconds: config.token_ttl_seconds,
+        refresh_max_ttl_seconds: config.refresh_max_ttl_seconds,
+        bound_cidrs: config.bound_cidrs,
+        leeway_seconds: config.leeway_seconds,
+        // Set by the vault from the named tenant.
+        tenant_id: String::new(),
+    }
+}
+
 #[tonic::async_trait]
 impl JwtAuth for JwtAuthService {
     async fn write_jwt_config(
         &self,
         request: Request<v1::WriteJwtConfigRequest>,
     ) -> Result<Response<v1::WriteJwtConfigResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let config = request.into_inner().config.unwrap_or_default();
-        call.target("", &format!("jwt/{}", config.name));
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let config = JwtConfig {
-                name: config.name,
-                issuer: config.issuer,
-                jwks_file: config.jwks_file.into(),
-                audiences: config.audiences,
-                tenant: config.tenant,
-                tenant_claim: config.tenant_claim,
-                user_claim: config.user_claim,
-                policies: config.policies,
-                policy_map: config
-                    .policy_map
-                    .into_iter()
-                    .map(|m| PolicyMapping {
-                        claim: m.claim,
-                        value: m.value,
-                        policies: m.policies,
-                    })
-                    .collect(),
-                token_ttl_seconds: config.token_ttl_seconds,
-                refresh_max_ttl_seconds: config.refresh_max_ttl_seconds,
-                bound_cidrs: config.bound_cidrs,
-                leeway_seconds: config.leeway_seconds,
-                // Set by the vault from the named tenant.
-                tenant_id: String::new(),
-            };
-            call.intent()?;
-            vault.write_jwt_config(&caller, config)
-        })
+        let name = request
+            .get_ref()
+            .config
+            .as_ref()
+            .map_or("", |c| c.name.as_str());
+        Call::of(&request).target("", &format!("jwt/{name}"));
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(jwt_config(r.config.unwrap_or_default())),
+            |step, config| step.vault.write_jwt_config(step.caller()?, config),
+        )
         .await?;
         Ok(Response::new(v1::WriteJwtConfigResponse {}))
     }
@@ -396,17 +418,15 @@ impl JwtAuth for JwtAuthService {
         &self,
         request: Request<v1::ReadJwtConfigRequest>,
     ) -> Result<Response<v1::ReadJwtConfigResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ReadJwtConfigRequest { name } = request.into_inner();
-        call.target("", &format!("jwt/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let config = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.read_jwt_config(&caller, &name)
-            })
-            .await?;
+        Call::of(&request).target("", &format!("jwt/{}", request.get_ref().name));
+        let config = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(r.name),
+            |step, name| step.vault.read_jwt_config(step.caller()?, &name),
+        )
+        .await?;
         Ok(Response::new(v1::ReadJwtConfigResponse {
             config: Some(config_message(config)),
         }))
@@ -416,16 +436,14 @@ impl JwtAuth for JwtAuthService {
         &self,
         request: Request<v1::DeleteJwtConfigRequest>,
     ) -> Result<Response<v1::DeleteJwtConfigResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DeleteJwtConfigRequest { name } = request.into_inner();
-        call.target("", &format!("jwt/{name}"));
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            call.intent()?;
-            vault.delete_jwt_config(&caller, &name)
-        })
+        Call::of(&request).target("", &format!("jwt/{}", request.get_ref().name));
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(r.name),
+            |step, name| step.vault.delete_jwt_config(step.caller()?, &name),
+        )
         .await?;
         Ok(Response::new(v1::DeleteJwtConfigResponse {}))
     }
@@ -437,20 +455,25 @@ impl Mfa for MfaService {
         &self,
         request: Request<v1::EnrollTotpRequest>,
     ) -> Result<Response<v1::EnrollTotpResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::EnrollTotpRequest { entity } = request.into_inner();
-        call.target("", &format!("mfa/{entity}"));
-        let vault = Arc::clone(&self.shared.vault);
-        let enrollment = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                call.intent_to_return("a new TOTP enrolment secret")?;
-                vault.enroll_totp(&caller, (!entity.is_empty()).then_some(entity.as_str()))
-            })
-            .await?;
-        call.answer_carries_credential();
-        call.note(format!("enrolled entity {}", enrollment.entity));
+        Call::of(&request).target("", &format!("mfa/{}", request.get_ref().entity));
+        let enrollment = serve_returning(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(r.entity),
+            |_| "a new TOTP enrolment secret".into(),
+            |_| true,
+            |step, entity| {
+                let enrollment = step.vault.enroll_totp(
+                    step.caller()?,
+                    (!entity.is_empty()).then_some(entity.as_str()),
+                )?;
+                step.call
+                    .note(format!("enrolled entity {}", enrollment.entity));
+                Ok(enrollment)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::EnrollTotpResponse {
             entity: enrollment.entity,
             secret: enrollment.secret_base32.to_string(),
@@ -462,16 +485,14 @@ impl Mfa for MfaService {
         &self,
         request: Request<v1::ResetMfaRequest>,
     ) -> Result<Response<v1::ResetMfaResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ResetMfaRequest { entity } = request.into_inner();
-        call.target("", &format!("mfa/{entity}"));
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            call.intent()?;
-            vault.reset_mfa(&caller, &entity)
-        })
+        Call::of(&request).target("", &format!("mfa/{}", request.get_ref().entity));
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok(r.entity),
+            |step, entity| step.vault.reset_mfa(step.caller()?, &entity),
+        )
         .await?;
         Ok(Response::new(v1::ResetMfaResponse {}))
     }
@@ -480,19 +501,18 @@ impl Mfa for MfaService {
         &self,
         request: Request<v1::SetSystemMfaRequest>,
     ) -> Result<Response<v1::SetSystemMfaResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::SetSystemMfaRequest { operations } = request.into_inner();
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let ops = operations
-                .iter()
-                .map(|op| SystemOp::parse(op))
-                .collect::<Result<Vec<_>, Error>>()?;
-            call.intent()?;
-            vault.set_mfa_system_ops(&caller, ops)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| {
+                r.operations
+                    .iter()
+                    .map(|op| SystemOp::parse(op))
+                    .collect::<Result<Vec<_>, Error>>()
+            },
+            |step, ops| step.vault.set_mfa_system_ops(step.caller()?, ops),
+        )
         .await?;
         Ok(Response::new(v1::SetSystemMfaResponse {}))
     }
@@ -501,16 +521,17 @@ impl Mfa for MfaService {
         &self,
         request: Request<v1::GetSystemMfaRequest>,
     ) -> Result<Response<v1::GetSystemMfaResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        let ops = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.require_system(&caller)?;
-                vault.mfa_system_ops()
-            })
-            .await?;
+        let ops = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| {
+                step.vault.require_system(step.caller()?)?;
+                step.vault.mfa_system_ops()
+            },
+        )
+        .await?;
         Ok(Response::new(v1::GetSystemMfaResponse {
             operations: ops.iter().map(|op| op.as_str().to_owned()).collect(),
         }))

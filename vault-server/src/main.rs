@@ -1,4 +1,8 @@
 //! `vault-server`: the vault's gRPC server.
+//!
+//! tokio's blocking pool gets room for `--max-concurrent-calls` plus 256 threads, so the call
+//! limit, not the pool, is what refuses; watch reads and webhook host lookups have their own
+//! bounds on it (64 and 32 at once, 4 per tenant each).
 
 #![forbid(unsafe_code)]
 

@@ -12,10 +12,7 @@ use vault_core::{
 };
 use vault_proto::v1::{self, secrets_server::Secrets};
 
-use crate::{
-    Shared,
-    call::{Call, presented_token},
-};
+use crate::{Shared, serve::serve};
 
 pub struct SecretsService {
     shared: Arc<Shared>,
@@ -27,32 +24,37 @@ impl SecretsService {
     }
 }
 
+/// The tenant and secret path a request names, parsed.
+fn secret(tenant: &str, path: &str) -> Result<(TenantName, SecretPath), Error> {
+    Ok((TenantName::parse(tenant)?, SecretPath::parse(path)?))
+}
+
+fn versions_changed(changed: VersionsChange) -> Option<v1::VersionsChanged> {
+    Some(v1::VersionsChanged {
+        versions: changed.versions,
+        revision: changed.revision,
+    })
+}
+
 #[tonic::async_trait]
 impl Secrets for SecretsService {
     async fn put(
         &self,
         request: Request<v1::PutRequest>,
     ) -> Result<Response<v1::PutResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::PutRequest {
-            tenant,
-            path,
-            data,
-            cas,
-        } = request.into_inner();
-        call.target(&tenant, &path);
-        let secret = sealed_fields(data);
-        let vault = Arc::clone(&self.shared.vault);
-        let outcome = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let path = SecretPath::parse(&path)?;
-                call.intent()?;
-                vault.put_checked(&caller, &tenant, &path, secret, cas)
-            })
-            .await?;
+        // The values move into buffers that zeroize, before anything else is checked.
+        let request = request.map(|mut r| (sealed_fields(std::mem::take(&mut r.data)), r));
+        let outcome = serve(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.path),
+            |(data, r)| Ok((secret(&r.tenant, &r.path)?, data, r.cas)),
+            |step, ((tenant, path), data, cas)| {
+                step.vault
+                    .put_checked(step.caller()?, &tenant, &path, data, cas)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::PutResponse {
             version: outcome.version,
             created_time: rfc3339(outcome.created_unix_nanos),
@@ -64,24 +66,17 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::GetRequest>,
     ) -> Result<Response<v1::GetResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::GetRequest {
-            tenant,
-            path,
-            version,
-        } = request.into_inner();
-        call.target(&tenant, &path);
-        let vault = Arc::clone(&self.shared.vault);
-        let (path, found) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let path = SecretPath::parse(&path)?;
-                let found = vault.get(&caller, &tenant, &path, version)?;
+        let (path, found) = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| Ok((secret(&r.tenant, &r.path)?, r.version)),
+            |step, ((tenant, path), version)| {
+                let found = step.vault.get(step.caller()?, &tenant, &path, version)?;
                 Ok((path, found))
-            })
-            .await?;
+            },
+        )
+        .await?;
         let data = found
             .data
             .expose_secret()
@@ -100,32 +95,27 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ListRequest {
-            tenant,
-            prefix,
-            page_size,
-            page_token,
-            recursive,
-        } = request.into_inner();
-        call.target(&tenant, &prefix);
-        let vault = Arc::clone(&self.shared.vault);
-        let page = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let prefix = FolderPrefix::parse(&prefix)?;
-                vault.list(
-                    &caller,
+        let page = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.prefix),
+            |r| {
+                let tenant = TenantName::parse(&r.tenant)?;
+                let prefix = FolderPrefix::parse(&r.prefix)?;
+                Ok((tenant, prefix, r))
+            },
+            |step, (tenant, prefix, r)| {
+                step.vault.list(
+                    step.caller()?,
                     &tenant,
                     &prefix,
-                    page_size as usize,
-                    &page_token,
-                    recursive,
+                    r.page_size as usize,
+                    &r.page_token,
+                    r.recursive,
                 )
-            })
-            .await?;
+            },
+        )
+        .await?;
         Ok(Response::new(v1::ListResponse {
             keys: page.keys,
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -137,23 +127,19 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::DeleteRequest>,
     ) -> Result<Response<v1::DeleteResponse>, Status> {
-        let v1::DeleteRequest {
-            tenant,
-            path,
-            versions,
-        } = request.get_ref().clone();
-        let changed = self
-            .versions_call(
-                &request,
-                tenant,
-                path,
-                move |vault, caller, tenant, path| {
-                    vault.delete_versions(caller, tenant, path, &versions)
-                },
-            )
-            .await?;
+        let changed = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
+            |step, ((tenant, path), versions)| {
+                step.vault
+                    .delete_versions(step.caller()?, &tenant, &path, &versions)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::DeleteResponse {
-            changed: Some(changed),
+            changed: versions_changed(changed),
         }))
     }
 
@@ -161,23 +147,19 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::UndeleteRequest>,
     ) -> Result<Response<v1::UndeleteResponse>, Status> {
-        let v1::UndeleteRequest {
-            tenant,
-            path,
-            versions,
-        } = request.get_ref().clone();
-        let changed = self
-            .versions_call(
-                &request,
-                tenant,
-                path,
-                move |vault, caller, tenant, path| {
-                    vault.undelete_versions(caller, tenant, path, &versions)
-                },
-            )
-            .await?;
+        let changed = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
+            |step, ((tenant, path), versions)| {
+                step.vault
+                    .undelete_versions(step.caller()?, &tenant, &path, &versions)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::UndeleteResponse {
-            changed: Some(changed),
+            changed: versions_changed(changed),
         }))
     }
 
@@ -185,23 +167,19 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::DestroyRequest>,
     ) -> Result<Response<v1::DestroyResponse>, Status> {
-        let v1::DestroyRequest {
-            tenant,
-            path,
-            versions,
-        } = request.get_ref().clone();
-        let changed = self
-            .versions_call(
-                &request,
-                tenant,
-                path,
-                move |vault, caller, tenant, path| {
-                    vault.destroy_versions(caller, tenant, path, &versions)
-                },
-            )
-            .await?;
+        let changed = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
+            |step, ((tenant, path), versions)| {
+                step.vault
+                    .destroy_versions(step.caller()?, &tenant, &path, &versions)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::DestroyResponse {
-            changed: Some(changed),
+            changed: versions_changed(changed),
         }))
     }
 
@@ -209,14 +187,16 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::DeleteMetadataRequest>,
     ) -> Result<Response<v1::DeleteMetadataResponse>, Status> {
-        let v1::DeleteMetadataRequest { tenant, path } = request.get_ref().clone();
-        let changed = self
-            .versions_call(&request, tenant, path, |vault, caller, tenant, path| {
-                vault.delete_metadata(caller, tenant, path)
-            })
-            .await?;
+        let changed = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| secret(&r.tenant, &r.path),
+            |step, (tenant, path)| step.vault.delete_metadata(step.caller()?, &tenant, &path),
+        )
+        .await?;
         Ok(Response::new(v1::DeleteMetadataResponse {
-            changed: Some(changed),
+            changed: versions_changed(changed),
         }))
     }
 
@@ -224,27 +204,18 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::PatchRequest>,
     ) -> Result<Response<v1::PatchResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::PatchRequest {
-            tenant,
-            path,
-            data,
-            remove,
-            cas,
-        } = request.into_inner();
-        call.target(&tenant, &path);
-        let changes = sealed_fields(data);
-        let vault = Arc::clone(&self.shared.vault);
-        let outcome = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let path = SecretPath::parse(&path)?;
-                call.intent()?;
-                vault.patch(&caller, &tenant, &path, changes, &remove, cas)
-            })
-            .await?;
+        let request = request.map(|mut r| (sealed_fields(std::mem::take(&mut r.data)), r));
+        let outcome = serve(
+            &self.shared.vault,
+            request,
+            |(_, r)| (&r.tenant, &r.path),
+            |(changes, r)| Ok((secret(&r.tenant, &r.path)?, changes, r.remove, r.cas)),
+            |step, ((tenant, path), changes, remove, cas)| {
+                step.vault
+                    .patch(step.caller()?, &tenant, &path, changes, &remove, cas)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::PatchResponse {
             version: outcome.version,
             created_time: rfc3339(outcome.created_unix_nanos),
@@ -256,19 +227,14 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::ReadMetadataRequest>,
     ) -> Result<Response<v1::ReadMetadataResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ReadMetadataRequest { tenant, path } = request.into_inner();
-        call.target(&tenant, &path);
-        let vault = Arc::clone(&self.shared.vault);
-        let meta = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let path = SecretPath::parse(&path)?;
-                vault.read_metadata(&caller, &tenant, &path)
-            })
-            .await?;
+        let meta = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| secret(&r.tenant, &r.path),
+            |step, (tenant, path)| step.vault.read_metadata(step.caller()?, &tenant, &path),
+        )
+        .await?;
         Ok(Response::new(metadata_message(meta)))
     }
 
@@ -276,74 +242,29 @@ impl Secrets for SecretsService {
         &self,
         request: Request<v1::UpdateMetadataRequest>,
     ) -> Result<Response<v1::ReadMetadataResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::UpdateMetadataRequest {
-            tenant,
-            path,
-            max_versions,
-            cas_required,
-            custom,
-            remove_custom,
-            expires_at,
-            rotate_by,
-        } = request.into_inner();
-        call.target(&tenant, &path);
-        let vault = Arc::clone(&self.shared.vault);
-        let meta = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let path = SecretPath::parse(&path)?;
+        let meta = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.path),
+            |r| {
+                let target = secret(&r.tenant, &r.path)?;
                 let update = MetadataUpdate {
-                    max_versions,
-                    cas_required,
-                    custom: custom.into_iter().collect(),
-                    remove_custom,
-                    expires_at_unix_nanos: deadline("expires_at", expires_at)?,
-                    rotate_by_unix_nanos: deadline("rotate_by", rotate_by)?,
+                    max_versions: r.max_versions,
+                    cas_required: r.cas_required,
+                    custom: r.custom.into_iter().collect(),
+                    remove_custom: r.remove_custom,
+                    expires_at_unix_nanos: deadline("expires_at", r.expires_at)?,
+                    rotate_by_unix_nanos: deadline("rotate_by", r.rotate_by)?,
                 };
-                call.intent()?;
-                vault.update_metadata(&caller, &tenant, &path, update)
-            })
-            .await?;
+                Ok((target, update))
+            },
+            |step, ((tenant, path), update)| {
+                step.vault
+                    .update_metadata(step.caller()?, &tenant, &path, update)
+            },
+        )
+        .await?;
         Ok(Response::new(metadata_message(meta)))
-    }
-}
-
-impl SecretsService {
-    /// A delete, undelete, destroy or delete-all: authenticate, parse, intent, change.
-    async fn versions_call<T>(
-        &self,
-        request: &Request<T>,
-        tenant: String,
-        path: String,
-        change: impl FnOnce(
-            &vault_core::Vault,
-            &vault_core::vault::Caller,
-            &TenantName,
-            &SecretPath,
-        ) -> Result<VersionsChange, Error>
-        + Send
-        + 'static,
-    ) -> Result<v1::VersionsChanged, Status> {
-        let call = Call::of(request);
-        let token = presented_token(request);
-        call.target(&tenant, &path);
-        let vault = Arc::clone(&self.shared.vault);
-        let changed = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                let path = SecretPath::parse(&path)?;
-                call.intent()?;
-                change(&vault, &caller, &tenant, &path)
-            })
-            .await?;
-        Ok(v1::VersionsChanged {
-            versions: changed.versions,
-            revision: changed.revision,
-        })
     }
 }
 

@@ -15,7 +15,7 @@ use vault_proto::v1::{self, system_server::System};
 
 use crate::{
     Shared,
-    call::{Call, presented_token},
+    serve::{nothing, serve, serve_noted, serve_returning},
 };
 
 pub struct SystemService {
@@ -45,31 +45,34 @@ fn handout_share(share: &Handout<UnsealShare>) -> String {
     }
 }
 
+/// A share from a request, parsed (the text zeroizes once parsed).
+fn share_of(text: String) -> Result<UnsealShare, Error> {
+    UnsealShare::parse(&zeroize::Zeroizing::new(text))
+}
+
 #[tonic::async_trait]
 impl System for SystemService {
     async fn init(
         &self,
         request: Request<v1::InitRequest>,
     ) -> Result<Response<v1::InitResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::InitRequest {
-            shares,
-            threshold,
-            share_recipients,
-            root_token_recipient,
-        } = request.into_inner();
-        let vault = Arc::clone(&self.shared.vault);
-        let output = call
-            .blocking(move |call| {
+        let output = serve_returning(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| {
                 let recipients = InitRecipients {
-                    shares: ShareRecipient::parse_all("share_recipients", &share_recipients)?,
-                    root_token: (!root_token_recipient.is_empty())
+                    shares: ShareRecipient::parse_all("share_recipients", &r.share_recipients)?,
+                    root_token: (!r.root_token_recipient.is_empty())
                         .then(|| {
-                            ShareRecipient::parse("root_token_recipient", &root_token_recipient)
+                            ShareRecipient::parse("root_token_recipient", &r.root_token_recipient)
                         })
                         .transpose()?,
                 };
-                let what = format!(
+                Ok((r.shares, r.threshold, recipients))
+            },
+            |(shares, _, recipients)| {
+                format!(
                     "{shares} unseal shares ({}) and the root token ({})",
                     if recipients.shares.is_empty() {
                         "in the clear"
@@ -81,12 +84,12 @@ impl System for SystemService {
                     } else {
                         "in the clear"
                     }
-                );
-                call.intent_to_return(&what)?;
-                vault.init(shares, threshold, recipients)
-            })
-            .await?;
-        call.answer_carries_credential();
+                )
+            },
+            |_| true,
+            |step, (shares, threshold, recipients)| step.vault.init(shares, threshold, recipients),
+        )
+        .await?;
         let shares_encrypted = output.shares.first().is_some_and(Handout::is_encrypted);
         let root_token_encrypted = output.root_token.is_encrypted();
         Ok(Response::new(v1::InitResponse {
@@ -105,19 +108,19 @@ impl System for SystemService {
         &self,
         request: Request<v1::UnsealRequest>,
     ) -> Result<Response<v1::UnsealResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::UnsealRequest { share, reset } = request.into_inner();
-        let share = zeroize::Zeroizing::new(share);
-        let vault = Arc::clone(&self.shared.vault);
-        let status = call
-            .blocking(move |_| {
-                let share = UnsealShare::parse(&share)?;
+        let status = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok((share_of(r.share)?, r.reset)),
+            |step, (share, reset)| {
                 if reset {
-                    return vault.reset_unseal(&share);
+                    return step.vault.reset_unseal(&share);
                 }
-                vault.unseal(share)
-            })
-            .await?;
+                step.vault.unseal(share)
+            },
+        )
+        .await?;
         Ok(Response::new(unseal_response(status)))
     }
 
@@ -125,14 +128,13 @@ impl System for SystemService {
         &self,
         request: Request<v1::SealRequest>,
     ) -> Result<Response<v1::SealResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            call.intent()?;
-            vault.seal(&caller)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.seal(step.caller()?),
+        )
         .await?;
         tracing::warn!("vault sealed by request");
         Ok(Response::new(v1::SealResponse {}))
@@ -142,10 +144,16 @@ impl System for SystemService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
-        let call = Call::of(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        // Status takes the seal locks, which init and unseal hold across storage I/O.
-        let status = call.blocking(move |_| Ok(vault.status())).await?;
+        // Status takes the seal locks, which init and unseal hold across storage I/O: it runs
+        // on the blocking pool like every other step.
+        let status = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| Ok(step.vault.status()),
+        )
+        .await?;
         Ok(Response::new(v1::StatusResponse {
             initialized: status.initialized,
             sealed: status.sealed,
@@ -162,27 +170,35 @@ impl System for SystemService {
         &self,
         request: Request<v1::RotateRequest>,
     ) -> Result<Response<v1::RotateResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RotateRequest { tenant, all } = request.into_inner();
-        call.target(&tenant, "");
-        let vault = Arc::clone(&self.shared.vault);
-        if all {
-            let rotated = call
-                .blocking(move |call| {
-                    let caller = call.authenticate(&vault, token)?;
-                    if !tenant.is_empty() {
-                        return Err(Error::InvalidArgument {
-                            field: "tenant",
-                            reason: "must be empty with `all`".into(),
-                        });
-                    }
-                    call.intent()?;
-                    vault.rotate_all(&caller)
-                })
-                .await?;
-            return Ok(Response::new(v1::RotateResponse {
-                rotated: rotated
+        let rotated = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, ""),
+            |r| match (r.all, r.tenant.is_empty()) {
+                (true, true) => Ok(None),
+                (true, false) => Err(Error::InvalidArgument {
+                    field: "tenant",
+                    reason: "must be empty with `all`".into(),
+                }),
+                (false, _) => Ok(Some(TenantName::parse(&r.tenant)?)),
+            },
+            |step, tenant| match tenant {
+                None => step.vault.rotate_all(step.caller()?).map(Err),
+                Some(tenant) => {
+                    let version = step.vault.rotate(step.caller()?, &tenant)?;
+                    Ok(Ok((tenant, version)))
+                }
+            },
+        )
+        .await?;
+        Ok(Response::new(match rotated {
+            Ok((tenant, key_version)) => v1::RotateResponse {
+                tenant: tenant.to_string(),
+                key_version,
+                rotated: Vec::new(),
+            },
+            Err(all) => v1::RotateResponse {
+                rotated: all
                     .into_iter()
                     .map(|(tenant, key_version)| v1::RotatedTenant {
                         tenant: tenant.to_string(),
@@ -190,21 +206,7 @@ impl System for SystemService {
                     })
                     .collect(),
                 ..Default::default()
-            }));
-        }
-        let (tenant, key_version) = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                call.intent()?;
-                let version = vault.rotate(&caller, &tenant)?;
-                Ok::<_, Error>((tenant, version))
-            })
-            .await?;
-        Ok(Response::new(v1::RotateResponse {
-            tenant: tenant.to_string(),
-            key_version,
-            rotated: Vec::new(),
+            },
         }))
     }
 
@@ -212,28 +214,34 @@ impl System for SystemService {
         &self,
         request: Request<v1::RekeyInitRequest>,
     ) -> Result<Response<v1::RekeyStatusResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RekeyInitRequest {
-            shares,
-            threshold,
-            rotate_root,
-            share_recipients,
-        } = request.into_inner();
-        let vault = Arc::clone(&self.shared.vault);
-        let progress = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let recipients = ShareRecipient::parse_all("share_recipients", &share_recipients)?;
-                call.note(if recipients.is_empty() {
+        let progress = serve_noted(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| {
+                let recipients =
+                    ShareRecipient::parse_all("share_recipients", &r.share_recipients)?;
+                Ok((r, recipients))
+            },
+            // The intent record names the recipients before anything changes.
+            |(r, recipients)| {
+                if recipients.is_empty() {
                     "new shares in the clear".to_owned()
                 } else {
-                    format!("new shares encrypted to {}", share_recipients.join(", "))
-                });
-                call.intent()?;
-                vault.rekey_init(&caller, shares, threshold, rotate_root, recipients)
-            })
-            .await?;
+                    format!("new shares encrypted to {}", r.share_recipients.join(", "))
+                }
+            },
+            |step, (r, recipients)| {
+                step.vault.rekey_init(
+                    step.caller()?,
+                    r.shares,
+                    r.threshold,
+                    r.rotate_root,
+                    recipients,
+                )
+            },
+        )
+        .await?;
         Ok(Response::new(rekey_status(Some(progress))))
     }
 
@@ -241,24 +249,18 @@ impl System for SystemService {
         &self,
         request: Request<v1::RekeySubmitRequest>,
     ) -> Result<Response<v1::RekeySubmitResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::RekeySubmitRequest { nonce, share } = request.into_inner();
-        let share = zeroize::Zeroizing::new(share);
-        let vault = Arc::clone(&self.shared.vault);
-        let progress = call
-            .blocking(move |call| {
-                let share = UnsealShare::parse(&share)?;
-                // This submission may be the one that stages the rekey and returns the new
-                // shares: its record says so before anything is committed.
-                call.intent_to_return(
-                    "the new unseal shares, if this submission stages the rekey",
-                )?;
-                vault.rekey_submit(&nonce, share)
-            })
-            .await?;
-        if !progress.new_shares.is_empty() {
-            call.answer_carries_credential();
-        }
+        let progress = serve_returning(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok((r.nonce, share_of(r.share)?)),
+            // This submission may be the one that stages the rekey and returns the new shares:
+            // its record says so before anything is committed.
+            |_| "the new unseal shares, if this submission stages the rekey".into(),
+            |progress: &RekeyProgress| !progress.new_shares.is_empty(),
+            |step, (nonce, share)| step.vault.rekey_submit(&nonce, share),
+        )
+        .await?;
         if progress.staged {
             tracing::warn!(
                 shares = progress.shares,
@@ -284,17 +286,14 @@ impl System for SystemService {
         &self,
         request: Request<v1::RekeyVerifyRequest>,
     ) -> Result<Response<v1::RekeyVerifyResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::RekeyVerifyRequest { nonce, share } = request.into_inner();
-        let share = zeroize::Zeroizing::new(share);
-        let vault = Arc::clone(&self.shared.vault);
-        let progress = call
-            .blocking(move |call| {
-                let share = UnsealShare::parse(&share)?;
-                call.intent()?;
-                vault.rekey_verify(&nonce, share)
-            })
-            .await?;
+        let progress = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| Ok((r.nonce, share_of(r.share)?)),
+            |step, (nonce, share)| step.vault.rekey_verify(&nonce, share),
+        )
+        .await?;
         if progress.complete {
             tracing::warn!(
                 shares = progress.shares,
@@ -313,14 +312,13 @@ impl System for SystemService {
         &self,
         request: Request<v1::RekeyCancelRequest>,
     ) -> Result<Response<v1::RekeyCancelResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            call.intent()?;
-            vault.rekey_cancel(&caller)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.rekey_cancel(step.caller()?),
+        )
         .await?;
         Ok(Response::new(v1::RekeyCancelResponse {}))
     }
@@ -329,9 +327,14 @@ impl System for SystemService {
         &self,
         request: Request<v1::RekeyStatusRequest>,
     ) -> Result<Response<v1::RekeyStatusResponse>, Status> {
-        let call = Call::of(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        let progress = call.blocking(move |_| vault.rekey_status()).await?;
+        let progress = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.rekey_status(),
+        )
+        .await?;
         Ok(Response::new(rekey_status(progress)))
     }
 
@@ -339,13 +342,14 @@ impl System for SystemService {
         &self,
         request: Request<v1::VerifyShareRequest>,
     ) -> Result<Response<v1::VerifyShareResponse>, Status> {
-        let call = Call::of(&request);
-        let v1::VerifyShareRequest { share } = request.into_inner();
-        let share = zeroize::Zeroizing::new(share);
-        let vault = Arc::clone(&self.shared.vault);
-        let check = call
-            .blocking(move |_| vault.verify_share(&UnsealShare::parse(&share)?))
-            .await?;
+        let check = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |r| share_of(r.share),
+            |step, share| step.vault.verify_share(&share),
+        )
+        .await?;
         Ok(Response::new(v1::VerifyShareResponse {
             result: match check {
                 ShareCheck::Current => "current",

@@ -13,7 +13,7 @@ use vault_proto::v1::{self, tenants_server::Tenants};
 
 use crate::{
     Shared,
-    call::{Call, presented_token},
+    serve::{nothing, serve},
 };
 
 pub struct TenantsService {
@@ -51,25 +51,24 @@ fn settings_of(message: Option<v1::TenantSettings>) -> TenantSettings {
     }
 }
 
+fn name_of(name: &str) -> Result<TenantName, Error> {
+    TenantName::parse(name)
+}
+
 #[tonic::async_trait]
 impl Tenants for TenantsService {
     async fn create_tenant(
         &self,
         request: Request<v1::CreateTenantRequest>,
     ) -> Result<Response<v1::CreateTenantResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::CreateTenantRequest { name, settings } = request.into_inner();
-        call.target(&name, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let name = TenantName::parse(&name)?;
-                call.intent()?;
-                vault.create_tenant(&caller, &name, settings_of(settings))
-            })
-            .await?;
+        let info = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.name, ""),
+            |r| Ok((name_of(&r.name)?, settings_of(r.settings))),
+            |step, (name, settings)| step.vault.create_tenant(step.caller()?, &name, settings),
+        )
+        .await?;
         Ok(Response::new(v1::CreateTenantResponse {
             tenant: Some(tenant_message(info)),
         }))
@@ -79,15 +78,14 @@ impl Tenants for TenantsService {
         &self,
         request: Request<v1::ListTenantsRequest>,
     ) -> Result<Response<v1::ListTenantsResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        let tenants = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.list_tenants(&caller)
-            })
-            .await?;
+        let tenants = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.list_tenants(step.caller()?),
+        )
+        .await?;
         Ok(Response::new(v1::ListTenantsResponse {
             tenants: tenants.into_iter().map(tenant_message).collect(),
         }))
@@ -97,17 +95,14 @@ impl Tenants for TenantsService {
         &self,
         request: Request<v1::GetTenantRequest>,
     ) -> Result<Response<v1::GetTenantResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::GetTenantRequest { name } = request.into_inner();
-        call.target(&name, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.show_tenant(&caller, &TenantName::parse(&name)?)
-            })
-            .await?;
+        let info = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.name, ""),
+            |r| name_of(&r.name),
+            |step, name| step.vault.show_tenant(step.caller()?, &name),
+        )
+        .await?;
         Ok(Response::new(v1::GetTenantResponse {
             tenant: Some(tenant_message(info)),
         }))
@@ -117,31 +112,22 @@ impl Tenants for TenantsService {
         &self,
         request: Request<v1::UpdateTenantRequest>,
     ) -> Result<Response<v1::UpdateTenantResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::UpdateTenantRequest {
-            name,
-            allowed_cidrs,
-            rate_limit,
-            default_max_versions,
-            cas_required,
-        } = request.into_inner();
-        call.target(&name, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let name = TenantName::parse(&name)?;
+        let info = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.name, ""),
+            |r| {
                 let update = TenantUpdate {
-                    allowed_cidrs: allowed_cidrs.map(|list| list.cidrs),
-                    rate_limit,
-                    default_max_versions,
-                    cas_required,
+                    allowed_cidrs: r.allowed_cidrs.map(|list| list.cidrs),
+                    rate_limit: r.rate_limit,
+                    default_max_versions: r.default_max_versions,
+                    cas_required: r.cas_required,
                 };
-                call.intent()?;
-                vault.update_tenant(&caller, &name, update)
-            })
-            .await?;
+                Ok((name_of(&r.name)?, update))
+            },
+            |step, (name, update)| step.vault.update_tenant(step.caller()?, &name, update),
+        )
+        .await?;
         Ok(Response::new(v1::UpdateTenantResponse {
             tenant: Some(tenant_message(info)),
         }))
@@ -151,19 +137,14 @@ impl Tenants for TenantsService {
         &self,
         request: Request<v1::DeleteTenantRequest>,
     ) -> Result<Response<v1::DeleteTenantResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DeleteTenantRequest { name } = request.into_inner();
-        call.target(&name, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let shred_after = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let name = TenantName::parse(&name)?;
-                call.intent()?;
-                vault.delete_tenant(&caller, &name)
-            })
-            .await?;
+        let shred_after = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.name, ""),
+            |r| name_of(&r.name),
+            |step, name| step.vault.delete_tenant(step.caller()?, &name),
+        )
+        .await?;
         Ok(Response::new(v1::DeleteTenantResponse {
             shred_after: rfc3339(shred_after),
         }))
@@ -173,17 +154,14 @@ impl Tenants for TenantsService {
         &self,
         request: Request<v1::RestoreTenantRequest>,
     ) -> Result<Response<v1::RestoreTenantResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::RestoreTenantRequest { name, id } = request.into_inner();
-        call.target(&name, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let info = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let name = TenantName::parse(&name)?;
+        let info = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.name, ""),
+            |r| {
+                let name = name_of(&r.name)?;
                 let id =
-                    match id.trim() {
+                    match r.id.trim() {
                         "" => None,
                         text => Some(TenantId::parse_hex(text).ok_or_else(|| {
                             Error::InvalidArgument {
@@ -193,10 +171,11 @@ impl Tenants for TenantsService {
                             }
                         })?),
                     };
-                call.intent()?;
-                vault.restore_tenant(&caller, &name, id)
-            })
-            .await?;
+                Ok((name, id))
+            },
+            |step, (name, id)| step.vault.restore_tenant(step.caller()?, &name, id),
+        )
+        .await?;
         Ok(Response::new(v1::RestoreTenantResponse {
             tenant: Some(tenant_message(info)),
         }))
@@ -206,15 +185,14 @@ impl Tenants for TenantsService {
         &self,
         request: Request<v1::ListDeletedTenantsRequest>,
     ) -> Result<Response<v1::ListDeletedTenantsResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let vault = Arc::clone(&self.shared.vault);
-        let deleted = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                vault.deleted_tenants(&caller)
-            })
-            .await?;
+        let deleted = serve(
+            &self.shared.vault,
+            request,
+            nothing,
+            |_| Ok(()),
+            |step, ()| step.vault.deleted_tenants(step.caller()?),
+        )
+        .await?;
         Ok(Response::new(v1::ListDeletedTenantsResponse {
             tenants: deleted
                 .into_iter()

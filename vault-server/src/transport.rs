@@ -8,6 +8,10 @@
 //! timeout of connecting, or within the idle timeout of the last one ending. The call layer
 //! marks requests in flight through [`PeerInfo::activity`], from the request's headers to the
 //! end of its response body (so a watch keeps its connection).
+//!
+//! It closes by failing the read, without a GOAWAY: a client's request that races the close
+//! fails once, and its channel reconnects. (Reflection streams get six times the body timeout
+//! in the call layer, so a reflection session longer than a minute is cut at the default.)
 
 use std::{
     future::Future,

@@ -6,6 +6,11 @@
 //! timeout is dropped with RESOURCE_EXHAUSTED and the revision to resume from. The token is
 //! checked again before every batch, so a revoked or expired token, or a sealed vault, ends the
 //! stream.
+//!
+//! The buffer is [`WATCH_BUFFER`] events and the send timeout `--watch-send-timeout-ms`. Server
+//! shutdown ends watches with UNAVAILABLE and the same resume hint. A stream holds no place
+//! under the server-wide call limit once open; its storage reads run on the blocking pool under
+//! a bound of their own (64 at once, 4 per tenant).
 
 use std::{
     collections::HashMap,
@@ -152,7 +157,8 @@ impl OpenWatches {
 
 /// Why the reader gave up on a watch: the status code and the reason, to which the stream
 /// adds the revision to resume from.
-pub type Dropped = Arc<Mutex<Option<(tonic::Code, String)>>>;
+/// Why the server ended a watch: the code, the reason (`x-vault-reason`) and the message.
+pub type Dropped = Arc<Mutex<Option<(tonic::Code, &'static str, String)>>>;
 
 /// The stream handed to tonic: the buffered events, or (once the reader gives up on the
 /// client) the status that says why, naming the last revision the client was actually given.
@@ -188,10 +194,10 @@ impl Stream for WatchStream {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some((code, reason)) = dropped {
+        if let Some((code, why, message)) = dropped {
             self.finished = true;
-            let message = format!("{reason}; resume from revision {}", self.yielded);
-            return Poll::Ready(Some(Err(Status::new(code, message))));
+            let message = format!("{message}; resume from revision {}", self.yielded);
+            return Poll::Ready(Some(Err(crate::status::status(code, why, message))));
         }
         match self.events.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
@@ -267,7 +273,7 @@ impl Watch for WatchService {
         // The stream outlives the call: it must not hold a place under the concurrency limit.
         // (While it waits for events it holds no thread either: it sleeps on the feed.)
         call.end_slot();
-        let token = token.ok_or_else(|| Status::unauthenticated("a token is required"))?;
+        let token = token.ok_or_else(|| to_status(vault_core::Error::Unauthenticated))?;
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let dropped: Dropped = Arc::new(Mutex::new(None));
         let start = cursor.revision;
@@ -313,8 +319,14 @@ impl Pump {
         *self
             .dropped
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((status.code(), status.message().to_owned()));
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((
+            status.code(),
+            vault_proto::reason::of(&status)
+                .and_then(|why| vault_proto::reason::ALL.iter().find(|known| **known == why))
+                .copied()
+                .unwrap_or(vault_proto::reason::INTERNAL),
+            status.message().to_owned(),
+        ));
     }
 }
 
@@ -352,7 +364,7 @@ async fn pump(mut pump: Pump) {
             }
             Ok(Err(error)) => return pump.drop_with(to_status(error)),
             Err(_) => {
-                return pump.drop_with(Status::internal("internal error; see the server log"));
+                return pump.drop_with(crate::status::internal());
             }
         };
         if events.is_empty() {
@@ -364,7 +376,11 @@ async fn pump(mut pump: Pump) {
                 changed = wake.changed() => if changed.is_err() { return },
                 () = pump.sender.closed() => return,
                 _ = pump.stop.changed() => {
-                    return pump.drop_with(Status::unavailable("the server is shutting down"));
+                    return pump.drop_with(crate::status::status(
+                        tonic::Code::Unavailable,
+                        vault_proto::reason::SHUTTING_DOWN,
+                        "the server is shutting down",
+                    ));
                 }
             }
             continue;
@@ -378,11 +394,15 @@ async fn pump(mut pump: Pump) {
                 Ok(Err(_)) => return,
                 Err(_) => {
                     tracing::info!("watch consumer too slow; dropped");
-                    return pump.drop_with(Status::resource_exhausted(format!(
-                        "watch consumer too slow: its buffer of {WATCH_BUFFER} events stayed \
+                    return pump.drop_with(crate::status::status(
+                        tonic::Code::ResourceExhausted,
+                        vault_proto::reason::LIMIT_REACHED,
+                        format!(
+                            "watch consumer too slow: its buffer of {WATCH_BUFFER} events stayed \
                          full for {} ms",
-                        pump.send_timeout.as_millis()
-                    )));
+                            pump.send_timeout.as_millis()
+                        ),
+                    ));
                 }
             }
         }
@@ -415,11 +435,18 @@ mod tests {
         sender.send(event(13)).await.expect("send");
         let full = tokio::time::timeout(Duration::from_millis(20), sender.send(event(14))).await;
         assert!(full.is_err(), "the buffer is bounded");
-        *dropped.lock().expect("lock") =
-            Some((tonic::Code::ResourceExhausted, "too slow".to_owned()));
+        *dropped.lock().expect("lock") = Some((
+            tonic::Code::ResourceExhausted,
+            vault_proto::reason::LIMIT_REACHED,
+            "too slow".to_owned(),
+        ));
         let status = stream.next().await.expect("item").expect_err("dropped");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(status.message(), "too slow; resume from revision 11");
+        assert_eq!(
+            vault_proto::reason::of(&status),
+            Some(vault_proto::reason::LIMIT_REACHED)
+        );
         assert!(stream.next().await.is_none(), "then the stream ends");
     }
 }

@@ -6,6 +6,15 @@
 //! every address (so DNS cannot be switched to an internal address after creation), connects to
 //! a checked address itself, and speaks minimal HTTP/1.1 (or HTTPS, with the web PKI roots):
 //! the request, then the status line; a 2xx answer is success.
+//!
+//! Due deliveries are taken from every tenant's queue in turn, within the limits in flight (in
+//! all, per tenant, per host:port; `DispatchState`), and posted as a `JoinSet`: each result is
+//! recorded as it comes, and its place goes to the next delivery. The host is resolved
+//! asynchronously, with a timeout, at creation (after the quota and rate checks,
+//! `Vault::webhook_admit`) and at each delivery, on its own bounded share of the blocking pool
+//! ([`Lookups`]). Neither the creation error nor `last_error` tells what a host resolved to,
+//! or whether a port refused or timed out. A 3xx is a failure (no redirects), and every post
+//! has a connection of its own (`Connection: close`).
 
 use std::{
     net::SocketAddr,
@@ -44,6 +53,7 @@ use vault_proto::v1::{self, webhooks_server::Webhooks};
 use crate::{
     Shared,
     call::{Call, presented_token},
+    serve::serve,
 };
 
 /// Longest wait between rounds when nothing wakes the dispatcher.
@@ -164,18 +174,14 @@ impl Webhooks for WebhooksService {
         &self,
         request: Request<v1::ListWebhooksRequest>,
     ) -> Result<Response<v1::ListWebhooksResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ListWebhooksRequest { tenant } = request.into_inner();
-        call.target(&tenant, "");
-        let vault = Arc::clone(&self.shared.vault);
-        let hooks = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                vault.webhook_list(&caller, &tenant)
-            })
-            .await?;
+        let hooks = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, ""),
+            |r| TenantName::parse(&r.tenant),
+            |step, tenant| step.vault.webhook_list(step.caller()?, &tenant),
+        )
+        .await?;
         Ok(Response::new(v1::ListWebhooksResponse {
             webhooks: hooks.into_iter().map(webhook_message).collect(),
         }))
@@ -185,18 +191,14 @@ impl Webhooks for WebhooksService {
         &self,
         request: Request<v1::WebhookStatusRequest>,
     ) -> Result<Response<v1::WebhookStatusResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::WebhookStatusRequest { tenant, id } = request.into_inner();
-        call.target(&tenant, &id);
-        let vault = Arc::clone(&self.shared.vault);
-        let status = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                vault.webhook_status(&caller, &tenant, &id)
-            })
-            .await?;
+        let status = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.id),
+            |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
+            |step, (tenant, id)| step.vault.webhook_status(step.caller()?, &tenant, &id),
+        )
+        .await?;
         Ok(Response::new(v1::WebhookStatusResponse {
             webhook: Some(webhook_message(status.webhook)),
             pending: status.pending.into_iter().map(delivery_message).collect(),
@@ -210,17 +212,13 @@ impl Webhooks for WebhooksService {
         &self,
         request: Request<v1::DeleteWebhookRequest>,
     ) -> Result<Response<v1::DeleteWebhookResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::DeleteWebhookRequest { tenant, id } = request.into_inner();
-        call.target(&tenant, &id);
-        let vault = Arc::clone(&self.shared.vault);
-        call.blocking(move |call| {
-            let caller = call.authenticate(&vault, token)?;
-            let tenant = TenantName::parse(&tenant)?;
-            call.intent()?;
-            vault.webhook_delete(&caller, &tenant, &id)
-        })
+        serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.id),
+            |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
+            |step, (tenant, id)| step.vault.webhook_delete(step.caller()?, &tenant, &id),
+        )
         .await?;
         Ok(Response::new(v1::DeleteWebhookResponse {}))
     }
@@ -229,23 +227,17 @@ impl Webhooks for WebhooksService {
         &self,
         request: Request<v1::ReplayWebhookRequest>,
     ) -> Result<Response<v1::ReplayWebhookResponse>, Status> {
-        let call = Call::of(&request);
-        let token = presented_token(&request);
-        let v1::ReplayWebhookRequest {
-            tenant,
-            id,
-            revision,
-        } = request.into_inner();
-        call.target(&tenant, &id);
-        let vault = Arc::clone(&self.shared.vault);
-        let replayed = call
-            .blocking(move |call| {
-                let caller = call.authenticate(&vault, token)?;
-                let tenant = TenantName::parse(&tenant)?;
-                call.intent()?;
-                vault.webhook_replay(&caller, &tenant, &id, revision)
-            })
-            .await?;
+        let replayed = serve(
+            &self.shared.vault,
+            request,
+            |r| (&r.tenant, &r.id),
+            |r| Ok((TenantName::parse(&r.tenant)?, r.id, r.revision)),
+            |step, (tenant, id, revision)| {
+                step.vault
+                    .webhook_replay(step.caller()?, &tenant, &id, revision)
+            },
+        )
+        .await?;
         Ok(Response::new(v1::ReplayWebhookResponse { replayed }))
     }
 }

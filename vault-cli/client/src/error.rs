@@ -4,6 +4,7 @@
 use std::fmt;
 
 use tonic::{Code, Status};
+use vault_proto::reason;
 
 /// What went wrong, and (in its Display) what to do about it.
 #[derive(Debug)]
@@ -75,20 +76,23 @@ impl From<Status> for Error {
         let message = status.message().to_owned();
         // A connection lost mid-call (the server restarting, say) arrives as a status made on
         // this side from the transport's error (UNKNOWN or INTERNAL, with the error as its
-        // source), not as one the server sent.
-        let transport = std::error::Error::source(&status).is_some()
-            || (status.code() == Code::Unknown
-                && (message.starts_with("h2 protocol error")
-                    || message.starts_with("transport error")));
+        // source), not as one the server sent: every status the server sends has a reason.
+        let transport = reason::of(&status).is_none()
+            && (std::error::Error::source(&status).is_some()
+                || (status.code() == Code::Unknown
+                    && (message.starts_with("h2 protocol error")
+                        || message.starts_with("transport error"))));
         if transport {
             return Error::Unavailable { message };
         }
+        // The server's stable reason decides; the message is for people.
+        match vault_proto::reason::of(&status) {
+            // Also when a seal ends a watch ("vault is sealed; resume from revision N").
+            Some(reason::SEALED) => return Error::Sealed,
+            Some(reason::NOT_INITIALIZED) => return Error::NotInitialized,
+            _ => {}
+        }
         match status.code() {
-            // Also "vault is sealed; resume from revision N" when a seal ends a watch.
-            Code::FailedPrecondition if message.starts_with("vault is sealed") => Error::Sealed,
-            Code::FailedPrecondition if message == "vault is not initialized" => {
-                Error::NotInitialized
-            }
             Code::FailedPrecondition => Error::FailedPrecondition { message },
             Code::Unauthenticated => Error::Unauthenticated { message },
             Code::PermissionDenied => Error::Denied { message },
