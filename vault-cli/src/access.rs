@@ -2,15 +2,16 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use vault_proto::v1::{self, policies_client::PoliciesClient, tokens_client::TokensClient};
 use zeroize::Zeroizing;
 
 use crate::{
-    Format, TenantArg,
-    client::{CliError, CliResult, authed, connect, token},
-    output::{print_json, print_rows},
+    Format,
+    client::{CliError, CliResult, Ctx},
+    login::Issued,
+    output::{Show, rows_text, show},
+    secrets::TenantArg,
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -115,73 +116,99 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-pub fn info_rows(info: &v1::TokenInfo) -> Vec<(&'static str, String)> {
-    vec![
-        ("Accessor", info.accessor.clone()),
-        (
-            "Tenant",
-            if info.system {
-                "(system scope)".into()
-            } else {
-                info.tenant.clone()
-            },
-        ),
-        ("Policies", info.policies.join(", ")),
-        ("Display name", info.display_name.clone()),
-        ("Created", info.created_time.clone()),
-        (
-            "Expires",
-            if info.expire_time.is_empty() {
-                "never".into()
-            } else {
-                info.expire_time.clone()
-            },
-        ),
-        (
-            "Max expiry",
-            if info.max_expire_time.is_empty() {
-                "never".into()
-            } else {
-                info.max_expire_time.clone()
-            },
-        ),
-        ("Parent", info.parent_accessor.clone()),
-        ("Entity", info.entity.clone()),
-        (
-            "Networks",
-            if info.cidrs.is_empty() {
-                "any".into()
-            } else {
-                info.cidrs.join(", ")
-            },
-        ),
-    ]
+/// A token's details, as `lookup` and `renew` print them (and `create` and `login` under
+/// "info").
+#[derive(Serialize)]
+pub struct Info {
+    accessor: String,
+    tenant: String,
+    policies: Vec<String>,
+    system: bool,
+    display_name: String,
+    created_time: String,
+    expire_time: String,
+    max_expire_time: String,
+    parent_accessor: String,
+    cidrs: Vec<String>,
+    entity: String,
+    family: String,
 }
 
-pub fn info_json(info: &v1::TokenInfo) -> serde_json::Value {
-    json!({
-        "accessor": info.accessor, "tenant": info.tenant, "policies": info.policies, "system": info.system,
-        "display_name": info.display_name, "created_time": info.created_time, "expire_time": info.expire_time,
-        "max_expire_time": info.max_expire_time, "parent_accessor": info.parent_accessor, "cidrs": info.cidrs,
-        "entity": info.entity, "family": info.family,
-    })
-}
-
-fn print_info(info: &v1::TokenInfo, format: Format) {
-    match format {
-        Format::Json => print_json(&info_json(info)),
-        Format::Text => print_rows(&info_rows(info)),
+impl From<v1::TokenInfo> for Info {
+    fn from(info: v1::TokenInfo) -> Self {
+        Info {
+            accessor: info.accessor,
+            tenant: info.tenant,
+            policies: info.policies,
+            system: info.system,
+            display_name: info.display_name,
+            created_time: info.created_time,
+            expire_time: info.expire_time,
+            max_expire_time: info.max_expire_time,
+            parent_accessor: info.parent_accessor,
+            cidrs: info.cidrs,
+            entity: info.entity,
+            family: info.family,
+        }
     }
 }
 
-pub async fn token_command(addr: &str, command: TokenCommand, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
-    // A refresh token is the credential here; no access token is needed.
-    if let TokenCommand::Refresh = command {
-        return crate::login::refresh(addr, format).await;
+impl Info {
+    pub fn accessor(&self) -> &str {
+        &self.accessor
     }
-    let token = token()?;
-    let mut client = TokensClient::new(connect(addr).await?);
+}
+
+impl Show for Info {
+    fn text(&self) -> String {
+        let or_never = |time: &str| {
+            if time.is_empty() {
+                "never".to_owned()
+            } else {
+                time.to_owned()
+            }
+        };
+        rows_text(&[
+            ("Accessor", self.accessor.clone()),
+            (
+                "Tenant",
+                if self.system {
+                    "(system scope)".into()
+                } else {
+                    self.tenant.clone()
+                },
+            ),
+            ("Policies", self.policies.join(", ")),
+            ("Display name", self.display_name.clone()),
+            ("Created", self.created_time.clone()),
+            ("Expires", or_never(&self.expire_time)),
+            ("Max expiry", or_never(&self.max_expire_time)),
+            ("Parent", self.parent_accessor.clone()),
+            ("Entity", self.entity.clone()),
+            ("Networks", networks_text(&self.cidrs)),
+        ])
+    }
+}
+
+/// `token create`: the token as `login --no-store` prints it, and how to revoke it.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Created<'a>(Issued<'a>);
+
+impl Show for Created<'_> {
+    fn text(&self) -> String {
+        let mut out = Zeroizing::new(String::with_capacity(2048));
+        out.push_str(&Zeroizing::new(self.0.text()));
+        out.push_str(&format!(
+            "\nThe token is shown only now. Revoke it by accessor: vault-cli token revoke --accessor {}\n",
+            self.0.info.accessor()
+        ));
+        std::mem::take(&mut *out)
+    }
+}
+
+pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> CliResult<()> {
+    let new = TokensClient::new;
     match command {
         TokenCommand::Create {
             tenant,
@@ -201,33 +228,35 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
                 system,
                 refresh_max_ttl_seconds: refresh_max_ttl.map_or(0, |t| t.as_secs()),
             };
-            let response = client
-                .create_token(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let created = Zeroizing::new(response.token.clone());
-            let refresh = Zeroizing::new(response.refresh_token.clone());
-            let info = response.info.clone().unwrap_or_default();
-            crate::login::print_issued(&created, &refresh, &info, format);
-            if format == Format::Text {
-                println!();
-                println!(
-                    "The token is shown only now. Revoke it by accessor: vault-cli token revoke --accessor {}",
-                    info.accessor
-                );
-            }
+            let mut response = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.create_token(r).await },
+                )
+                .await?;
+            let token = Zeroizing::new(std::mem::take(&mut response.token));
+            let refresh = Zeroizing::new(std::mem::take(&mut response.refresh_token));
+            let issued = Issued {
+                token: &token,
+                refresh_token: &refresh,
+                info: response.info.unwrap_or_default().into(),
+            };
+            show(&Created(issued), format)
         }
         TokenCommand::Lookup { accessor } => {
             let request = v1::LookupTokenRequest {
                 accessor: accessor.unwrap_or_default(),
             };
-            let response = client
-                .lookup_token(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print_info(&response.info.unwrap_or_default(), format);
+            let info = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.lookup_token(r).await },
+                )
+                .await?
+                .info;
+            show(&Info::from(info.unwrap_or_default()), format)
         }
         TokenCommand::Renew {
             accessor,
@@ -237,15 +266,18 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
                 accessor: accessor.unwrap_or_default(),
                 increment_seconds: increment.map_or(0, |d| d.as_secs()),
             };
-            let response = client
-                .renew_token(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print_info(&response.info.unwrap_or_default(), format);
+            let info = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.renew_token(r).await },
+                )
+                .await?
+                .info;
+            show(&Info::from(info.unwrap_or_default()), format)
         }
-        // Answered above, before a token is required.
-        TokenCommand::Refresh => crate::login::refresh(addr, format).await?,
+        // A refresh token is the credential here; no access token is needed.
+        TokenCommand::Refresh => crate::login::refresh(ctx, format).await,
         TokenCommand::Revoke {
             accessor,
             self_token: _,
@@ -253,41 +285,168 @@ pub async fn token_command(addr: &str, command: TokenCommand, format: Format) ->
             let request = v1::RevokeTokenRequest {
                 accessor: accessor.unwrap_or_default(),
             };
-            let response = client
-                .revoke_token(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            match format {
-                Format::Json => print_json(&json!({ "revoked": response.revoked })),
-                Format::Text => println!("Revoked {} token(s).", response.revoked),
-            }
+            let revoked = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.revoke_token(r).await },
+                )
+                .await?
+                .revoked;
+            let text = format!("Revoked {revoked} token(s).\n");
+            show(&Field::new("revoked", revoked, text), format)
         }
     }
-    Ok(())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     #[serde(default)]
-    rule: Vec<RuleFile>,
+    rule: Vec<Rule>,
     /// Capabilities this policy grants only with an MFA code.
     #[serde(default)]
     require_mfa: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// A `[[rule]]` of a policy file, and a rule as `policy read` prints it.
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RuleFile {
+struct Rule {
     path: String,
     capabilities: Vec<String>,
 }
 
-pub async fn policy_command(addr: &str, command: PolicyCommand, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
-    let token = token()?;
-    let mut client = PoliciesClient::new(connect(addr).await?);
+/// A command that changed one named thing: `{"<key>": name, "<flag>": true}` as JSON, and a
+/// sentence as text (e.g. `policy write`: `{"name": .., "written": true}`, "Wrote policy ..").
+pub struct Done {
+    key: &'static str,
+    name: String,
+    flag: &'static str,
+    /// The text, one line.
+    text: String,
+}
+
+impl Done {
+    pub fn new(key: &'static str, name: String, flag: &'static str, text: String) -> Self {
+        Done {
+            key,
+            name,
+            flag,
+            text,
+        }
+    }
+
+    /// `{"name": .., "written": true}`, "Wrote <what> <name>."
+    pub fn written(what: &str, name: String) -> Self {
+        let text = format!("Wrote {what} {name}.");
+        Done::new("name", name, "written", text)
+    }
+
+    /// `{"name": .., "deleted": true}`, "Deleted <what> <name>."
+    pub fn deleted(what: &str, name: String) -> Self {
+        let text = format!("Deleted {what} {name}.");
+        Done::new("name", name, "deleted", text)
+    }
+}
+
+impl Serialize for Done {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = out.serialize_map(Some(2))?;
+        map.serialize_entry(self.key, &self.name)?;
+        map.serialize_entry(self.flag, &true)?;
+        map.end()
+    }
+}
+
+impl Show for Done {
+    fn text(&self) -> String {
+        format!("{}\n", self.text)
+    }
+}
+
+/// A result of one field: `{"<key>": value}` as JSON, and the given text (e.g. `policy list`:
+/// `{"names": [..]}`, one name a line).
+pub struct Field<T> {
+    key: &'static str,
+    value: T,
+    text: String,
+}
+
+impl<T> Field<T> {
+    /// `text`: every line ending in a newline.
+    pub fn new(key: &'static str, value: T, text: String) -> Self {
+        Field { key, value, text }
+    }
+}
+
+impl Field<Vec<String>> {
+    /// A list, one item a line as text.
+    pub fn lines(key: &'static str, items: Vec<String>) -> Self {
+        let text = items.iter().map(|item| format!("{item}\n")).collect();
+        Field::new(key, items, text)
+    }
+}
+
+impl<T: Serialize> Serialize for Field<T> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = out.serialize_map(Some(1))?;
+        map.serialize_entry(self.key, &self.value)?;
+        map.end()
+    }
+}
+
+impl<T: Serialize> Show for Field<T> {
+    fn text(&self) -> String {
+        self.text.clone()
+    }
+}
+
+/// Networks a token or login may come from, as text: "any" when none are set.
+pub fn networks_text(cidrs: &[String]) -> String {
+    if cidrs.is_empty() {
+        "any".to_owned()
+    } else {
+        cidrs.join(", ")
+    }
+}
+
+#[derive(Serialize)]
+struct Policy {
+    name: String,
+    rules: Vec<Rule>,
+    require_mfa: Vec<String>,
+}
+
+impl Show for Policy {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        if !self.require_mfa.is_empty() {
+            out.push_str(&format!(
+                "require_mfa = {}\n\n",
+                json_text(&self.require_mfa)
+            ));
+        }
+        for rule in &self.rules {
+            out.push_str(&format!(
+                "[[rule]]\npath = {}\ncapabilities = {}\n\n",
+                json_text(&rule.path),
+                json_text(&rule.capabilities)
+            ));
+        }
+        out
+    }
+}
+
+/// A value as compact JSON, which is also its TOML form for strings and string lists.
+fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -> CliResult<()> {
+    let new = PoliciesClient::new;
     match command {
         PolicyCommand::Write { tenant, name, file } => {
             let text = std::fs::read_to_string(&file)
@@ -308,74 +467,69 @@ pub async fn policy_command(addr: &str, command: PolicyCommand, format: Format) 
                 rules,
                 require_mfa: parsed.require_mfa,
             };
-            client
-                .write_policy(authed(request, &token)?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "written": true })),
-                Format::Text => println!("Wrote policy {name}."),
-            }
+            ctx.call(
+                new,
+                request,
+                |mut c, r| async move { c.write_policy(r).await },
+            )
+            .await?;
+            show(&Done::written("policy", name), format)
         }
         PolicyCommand::Read { tenant, name } => {
             let request = v1::ReadPolicyRequest {
                 tenant: tenant.tenant,
                 name,
             };
-            let policy = client
-                .read_policy(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            match format {
-                Format::Json => print_json(&json!({
-                    "name": policy.name,
-                    "rules": policy.rules.iter().map(|r| json!({ "path": r.path, "capabilities": r.capabilities })).collect::<Vec<_>>(),
-                    "require_mfa": policy.require_mfa,
-                })),
-                Format::Text => {
-                    if !policy.require_mfa.is_empty() {
-                        println!("require_mfa = {}\n", json!(policy.require_mfa));
-                    }
-                    for rule in &policy.rules {
-                        println!(
-                            "[[rule]]\npath = {}\ncapabilities = {}\n",
-                            json!(rule.path),
-                            json!(rule.capabilities)
-                        );
-                    }
-                }
-            }
+            let policy = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.read_policy(r).await },
+                )
+                .await?;
+            let rules = policy
+                .rules
+                .into_iter()
+                .map(|r| Rule {
+                    path: r.path,
+                    capabilities: r.capabilities,
+                })
+                .collect();
+            show(
+                &Policy {
+                    name: policy.name,
+                    rules,
+                    require_mfa: policy.require_mfa,
+                },
+                format,
+            )
         }
         PolicyCommand::List { tenant } => {
             let request = v1::ListPoliciesRequest {
                 tenant: tenant.tenant,
             };
-            let names = client
-                .list_policies(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner()
+            let names = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.list_policies(r).await },
+                )
+                .await?
                 .names;
-            match format {
-                Format::Json => print_json(&json!({ "names": names })),
-                Format::Text => names.iter().for_each(|n| println!("{n}")),
-            }
+            show(&Field::lines("names", names), format)
         }
         PolicyCommand::Delete { tenant, name } => {
             let request = v1::DeletePolicyRequest {
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            client
-                .delete_policy(authed(request, &token)?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "deleted": true })),
-                Format::Text => println!("Deleted policy {name}."),
-            }
+            ctx.call(
+                new,
+                request,
+                |mut c, r| async move { c.delete_policy(r).await },
+            )
+            .await?;
+            show(&Done::deleted("policy", name), format)
         }
     }
-    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::{io::Write, path::PathBuf, time::Instant};
 
-use serde_json::json;
+use serde::Serialize;
 use tokio_stream::StreamExt;
 use vault_core::audit::{
     record::{line_hash, parse_public_key},
@@ -12,8 +12,9 @@ use vault_proto::v1::{self, audit_client::AuditClient};
 
 use crate::{
     Format,
-    client::{CliError, CliResult, authed, connect, token},
-    output::print_json,
+    access::Field,
+    client::{CliError, CliResult, Ctx},
+    output::{Show, show},
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -45,30 +46,7 @@ pub enum AuditCommand {
         max_unsigned: u64,
     },
     /// Query records, oldest first, a page at a time.
-    Query {
-        #[arg(long = "tenant", default_value = "")]
-        tenant: String,
-        #[arg(long, default_value = "")]
-        principal: String,
-        #[arg(long, default_value = "")]
-        path_prefix: String,
-        /// Full (/vault.v1.Secrets/Get) or short (Get).
-        #[arg(long, default_value = "")]
-        method: String,
-        /// ok, denied, error or crashed.
-        #[arg(long, default_value = "")]
-        outcome: String,
-        /// RFC 3339, inclusive.
-        #[arg(long, default_value = "")]
-        since: String,
-        /// RFC 3339, exclusive.
-        #[arg(long, default_value = "")]
-        until: String,
-        #[arg(long, default_value_t = 0)]
-        page_size: u32,
-        #[arg(long, default_value = "")]
-        page_token: String,
-    },
+    Query(QueryArgs),
     /// Stream every record since a time as JSON lines.
     Export {
         /// RFC 3339; everything when absent.
@@ -77,107 +55,189 @@ pub enum AuditCommand {
     },
 }
 
-pub async fn run(addr: &str, command: AuditCommand, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
+#[derive(clap::Args, Debug)]
+pub struct QueryArgs {
+    #[arg(long = "tenant", default_value = "")]
+    tenant: String,
+    #[arg(long, default_value = "")]
+    principal: String,
+    #[arg(long, default_value = "")]
+    path_prefix: String,
+    /// Full (/vault.v1.Secrets/Get) or short (Get).
+    #[arg(long, default_value = "")]
+    method: String,
+    /// ok, denied, error or crashed.
+    #[arg(long, default_value = "")]
+    outcome: String,
+    /// RFC 3339, inclusive.
+    #[arg(long, default_value = "")]
+    since: String,
+    /// RFC 3339, exclusive.
+    #[arg(long, default_value = "")]
+    until: String,
+    #[arg(long, default_value_t = 0)]
+    page_size: u32,
+    #[arg(long, default_value = "")]
+    page_token: String,
+}
+
+impl From<QueryArgs> for v1::AuditQueryRequest {
+    fn from(args: QueryArgs) -> Self {
+        v1::AuditQueryRequest {
+            tenant: args.tenant,
+            principal: args.principal,
+            path_prefix: args.path_prefix,
+            method: args.method,
+            outcome: args.outcome,
+            since: args.since,
+            until: args.until,
+            page_size: args.page_size,
+            page_token: args.page_token,
+        }
+    }
+}
+
+/// A page of records: JSON objects under "records", or the lines as they are.
+#[derive(Serialize)]
+struct Page {
+    #[serde(serialize_with = "records_json")]
+    records: Vec<String>,
+    next_page_token: String,
+}
+
+/// The records that parse as JSON (they all do, as the server writes them).
+fn records_json<S: serde::Serializer>(records: &[String], out: S) -> Result<S::Ok, S::Error> {
+    out.collect_seq(
+        records
+            .iter()
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(r).ok()),
+    )
+}
+
+impl Show for Page {
+    fn text(&self) -> String {
+        self.records.iter().map(|r| format!("{r}\n")).collect()
+    }
+}
+
+pub async fn run(ctx: &Ctx, command: AuditCommand, format: Format) -> CliResult<()> {
+    let new = AuditClient::new;
     match command {
         AuditCommand::PublicKey { out } => {
-            let mut client = AuditClient::new(connect(addr).await?);
+            let mut client = new(ctx.connect().await?);
             let key = client
                 .public_key(v1::AuditPublicKeyRequest {})
                 .await
-                .map_err(status_error)?
+                .map_err(|s| ctx.status_error(s))?
                 .into_inner()
                 .public_key;
             if let Some(path) = out {
                 std::fs::write(&path, format!("{key}\n"))
                     .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
             }
-            match format {
-                Format::Json => print_json(&json!({ "public_key": key })),
-                Format::Text => println!("{key}"),
-            }
+            let text = format!("{key}\n");
+            show(&Field::new("public_key", key, text), format)
         }
         AuditCommand::Verify {
             dir,
             public_key,
             against_server,
             max_unsigned,
-        } => {
-            verify_command(addr, dir, public_key, against_server, max_unsigned, format).await?;
-        }
-        AuditCommand::Query {
-            tenant,
-            principal,
-            path_prefix,
-            method,
-            outcome,
-            since,
-            until,
-            page_size,
-            page_token,
-        } => {
-            let token = token()?;
-            let mut client = AuditClient::new(connect(addr).await?);
-            let request = v1::AuditQueryRequest {
-                tenant,
-                principal,
-                path_prefix,
-                method,
-                outcome,
-                since,
-                until,
-                page_size,
-                page_token,
+        } => verify_command(ctx, dir, public_key, against_server, max_unsigned, format).await,
+        AuditCommand::Query(args) => {
+            let request = v1::AuditQueryRequest::from(args);
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.query(r).await })
+                .await?;
+            let page = Page {
+                records: response.records,
+                next_page_token: response.next_page_token,
             };
-            let response = client
-                .query(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            match format {
-                Format::Json => {
-                    let records: Vec<serde_json::Value> = response
-                        .records
-                        .iter()
-                        .filter_map(|r| serde_json::from_str(r).ok())
-                        .collect();
-                    print_json(
-                        &json!({ "records": records, "next_page_token": response.next_page_token }),
-                    );
-                }
-                Format::Text => {
-                    for record in &response.records {
-                        println!("{record}");
-                    }
-                    if !response.next_page_token.is_empty() {
-                        eprintln!("(more: --page-token {})", response.next_page_token);
-                    }
-                }
+            show(&page, format)?;
+            if format == Format::Text && !page.next_page_token.is_empty() {
+                eprintln!("(more: --page-token {})", page.next_page_token);
             }
+            Ok(())
         }
         AuditCommand::Export { since } => {
-            let token = token()?;
-            let mut client = AuditClient::new(connect(addr).await?);
-            let mut stream = client
-                .export(authed(v1::AuditExportRequest { since }, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let mut stream = ctx
+                .call(
+                    new,
+                    v1::AuditExportRequest { since },
+                    |mut c, r| async move { c.export(r).await },
+                )
+                .await?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(status_error)?;
+                let chunk = chunk.map_err(|s| ctx.status_error(s))?;
                 out.write_all(chunk.lines.as_bytes())
                     .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
             }
             out.flush()
-                .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))?;
+                .map_err(|e| CliError::new(format!("cannot write to standard output: {e}")))
         }
     }
-    Ok(())
+}
+
+#[derive(Serialize)]
+struct Broken {
+    file: PathBuf,
+    offset: u64,
+    reason: String,
+}
+
+/// What `verify` found.
+#[derive(Serialize)]
+struct Verified {
+    ok: bool,
+    records: u64,
+    bytes: u64,
+    seconds: f64,
+    megabytes_per_second: f64,
+    checkpoints_verified: u64,
+    unsigned_tail: u64,
+    head_seq: u64,
+    head_hash: String,
+    first_broken: Option<Broken>,
+    server: Option<String>,
+    partial_tail: Option<String>,
+    problems: Vec<String>,
+}
+
+impl Show for Verified {
+    fn text(&self) -> String {
+        let Verified {
+            records,
+            seconds,
+            megabytes_per_second: rate,
+            ..
+        } = self;
+        let megabytes = self.bytes as f64 / 1_000_000.0;
+        let mut out = format!(
+            "records checked:      {records} ({megabytes:.1} MB in {seconds:.3} s, {rate:.0} MB/s)\n\
+             checkpoints verified: {}\n\
+             unsigned tail:        {} records after the last verified checkpoint\n\
+             head:                 record {} {}\n",
+            self.checkpoints_verified, self.unsigned_tail, self.head_seq, self.head_hash
+        );
+        if let Some(check) = &self.server {
+            out.push_str(&format!("server:               {check}\n"));
+        }
+        if let Some(torn) = &self.partial_tail {
+            out.push_str(&format!("note:                 {torn}\n"));
+        }
+        for problem in &self.problems {
+            out.push_str(&format!("FAILED: {problem}\n"));
+        }
+        if self.problems.is_empty() {
+            out.push_str("OK: the log verifies against the pinned key\n");
+        }
+        out
+    }
 }
 
 async fn verify_command(
-    addr: &str,
+    ctx: &Ctx,
     dir: PathBuf,
     key_file: PathBuf,
     against_server: bool,
@@ -204,13 +264,13 @@ async fn verify_command(
     }
     // The server's head is read first: anything written after it is simply more log.
     let server_head = if against_server {
-        let token = token()?;
-        let mut client = AuditClient::new(connect(addr).await?);
-        let head = client
-            .head(authed(v1::AuditHeadRequest {}, &token)?)
-            .await
-            .map_err(|s| CliError::from_status(s, addr))?
-            .into_inner();
+        let head = ctx
+            .call(
+                AuditClient::new,
+                v1::AuditHeadRequest {},
+                |mut c, r| async move { c.head(r).await },
+            )
+            .await?;
         Some(head)
     } else {
         None
@@ -263,53 +323,29 @@ async fn verify_command(
         format!("a partial record of {length} bytes at byte {offset} of {} (a crash or a write in progress; the server removes it at start)", file.display())
     });
 
-    match format {
-        Format::Json => print_json(&json!({
-            "ok": problems.is_empty(),
-            "records": report.records,
-            "bytes": report.bytes,
-            "seconds": seconds,
-            "megabytes_per_second": rate,
-            "checkpoints_verified": report.checkpoints_verified,
-            "unsigned_tail": report.unsigned_tail,
-            "head_seq": report.head_seq,
-            "head_hash": report.head_hash,
-            "first_broken": report.broken.as_ref().map(|b| json!({ "file": b.file, "offset": b.offset, "reason": b.reason })),
-            "server": server_check,
-            "partial_tail": torn,
-            "problems": problems,
-        })),
-        Format::Text => {
-            println!(
-                "records checked:      {} ({megabytes:.1} MB in {seconds:.3} s, {rate:.0} MB/s)",
-                report.records
-            );
-            println!("checkpoints verified: {}", report.checkpoints_verified);
-            println!(
-                "unsigned tail:        {} records after the last verified checkpoint",
-                report.unsigned_tail
-            );
-            println!(
-                "head:                 record {} {}",
-                report.head_seq, report.head_hash
-            );
-            if let Some(check) = &server_check {
-                println!("server:               {check}");
-            }
-            if let Some(torn) = &torn {
-                println!("note:                 {torn}");
-            }
-            for problem in &problems {
-                println!("FAILED: {problem}");
-            }
-            if problems.is_empty() {
-                println!("OK: the log verifies against the pinned key");
-            }
-        }
-    }
-    if problems.is_empty() {
+    let verified = Verified {
+        ok: problems.is_empty(),
+        records: report.records,
+        bytes: report.bytes,
+        seconds,
+        megabytes_per_second: rate,
+        checkpoints_verified: report.checkpoints_verified,
+        unsigned_tail: report.unsigned_tail,
+        head_seq: report.head_seq,
+        head_hash: report.head_hash,
+        first_broken: report.broken.map(|b| Broken {
+            file: b.file,
+            offset: b.offset,
+            reason: b.reason,
+        }),
+        server: server_check,
+        partial_tail: torn,
+        problems,
+    };
+    show(&verified, format)?;
+    if verified.ok {
         Ok(())
     } else {
-        Err(CliError::new(problems.join("; ")))
+        Err(CliError::new(verified.problems.join("; ")))
     }
 }

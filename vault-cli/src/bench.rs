@@ -2,7 +2,10 @@
 //! or paged listing against a running server for a fixed time (or number of requests). Prints
 //! throughput and latency percentiles (for `list`, per page).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
 use tonic::transport::Channel;
@@ -11,8 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     Format,
-    client::{CliError, CliResult, authed, connect, token},
-    commands::already_exists,
+    client::{CliError, CliResult, Ctx, token},
 };
 
 #[derive(clap::Args, Debug)]
@@ -67,17 +69,19 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
-pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
+pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
+    // The clients' tasks each hold the context (the MFA code goes with every request).
+    let shared = Arc::new(ctx.clone());
     if args.clients == 0 || args.keys == 0 || args.put_every == 0 {
         return Err(CliError::new(
             "--clients, --keys and --put-every must be at least 1",
         ));
     }
     let token = token()?;
-    let channel = connect(addr).await?;
+    let channel = ctx.connect().await?;
     let mut tenants = TenantsClient::new(channel.clone());
     if let Err(status) = tenants
-        .create_tenant(authed(
+        .create_tenant(ctx.authed(
             v1::CreateTenantRequest {
                 name: args.tenant.clone(),
                 settings: None,
@@ -87,10 +91,10 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         .await
         && !already_exists(&status)
     {
-        return Err(CliError::from_status(status, addr));
+        return Err(ctx.status_error(status));
     }
     if args.op == "encrypt" || args.op == "decrypt" {
-        return kms_bench(addr, &args, &token, format).await;
+        return kms_bench(ctx, &args, &token, format).await;
     }
     // Every path exists before a get (or a listing) can ask for it: written by all clients
     // at once, each its share of the keys.
@@ -102,7 +106,7 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         args.clients as u64
     };
     for client_index in 0..loading_clients {
-        let mut secrets = SecretsClient::new(connect(addr).await?);
+        let mut secrets = SecretsClient::new(ctx.connect().await?);
         let token = Zeroizing::new(token.as_str().to_owned());
         let (tenant, value, keys, clients) = (
             args.tenant.clone(),
@@ -110,10 +114,12 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
             args.keys,
             args.clients as u64,
         );
+        let ctx = Arc::clone(&shared);
         loaders.push(tokio::spawn(async move {
             let mut key = client_index;
             while key < keys {
-                let request = authed(put_request(&tenant, key, &value), &token)
+                let request = ctx
+                    .authed(put_request(&tenant, key, &value), &token)
                     .map_err(|e| tonic::Status::invalid_argument(e.message))?;
                 secrets.put(request).await?;
                 key += clients;
@@ -125,7 +131,7 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
         loader
             .await
             .map_err(|e| CliError::new(format!("bench client failed: {e}")))?
-            .map_err(|s| CliError::from_status(s, addr))?;
+            .map_err(|s| ctx.status_error(s))?;
     }
 
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
@@ -135,15 +141,17 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
     for client_index in 0..args.clients {
-        let channel = connect(addr).await?;
+        let channel = ctx.connect().await?;
         let token = Zeroizing::new(token.as_str().to_owned());
         let op = args.op.clone();
         let tenant = args.tenant.clone();
         let value = value.clone();
         let (keys, put_every, page_size) = (args.keys, args.put_every, args.page_size);
+        let task_ctx = Arc::clone(&shared);
         tasks.push(tokio::spawn(async move {
             if op == "list" {
                 return walk_pages(
+                    task_ctx,
                     channel,
                     token,
                     &tenant,
@@ -154,6 +162,7 @@ pub async fn run(addr: &str, args: BenchArgs, format: Format) -> CliResult<()> {
                 .await;
             }
             drive(
+                task_ctx,
                 channel,
                 token,
                 &op,
@@ -197,6 +206,7 @@ fn put_request(tenant: &str, key: u64, value: &[u8]) -> v1::PutRequest {
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
+    ctx: Arc<Ctx>,
     channel: Channel,
     token: Zeroizing<String>,
     op: &str,
@@ -228,7 +238,7 @@ async fn drive(
         };
         let begun = Instant::now();
         let outcome = if is_put {
-            match authed(put_request(tenant, key, value), &token) {
+            match ctx.authed(put_request(tenant, key, value), &token) {
                 Ok(request) => client.put(request).await.map(|_| ()),
                 Err(e) => Err(tonic::Status::invalid_argument(e.message)),
             }
@@ -238,7 +248,7 @@ async fn drive(
                 path: format!("bench/k{key:08}"),
                 version: 0,
             };
-            match authed(request, &token) {
+            match ctx.authed(request, &token) {
                 Ok(request) => client.get(request).await.map(|_| ()),
                 Err(e) => Err(tonic::Status::invalid_argument(e.message)),
             }
@@ -266,6 +276,7 @@ async fn drive(
 
 /// Lists `bench/` page by page, starting over at the end, timing each page.
 async fn walk_pages(
+    ctx: Arc<Ctx>,
     channel: Channel,
     token: Zeroizing<String>,
     tenant: &str,
@@ -287,7 +298,7 @@ async fn walk_pages(
             recursive: false,
         };
         let begun = Instant::now();
-        let outcome = match authed(request, &token) {
+        let outcome = match ctx.authed(request, &token) {
             Ok(request) => client.list(request).await,
             Err(e) => Err(tonic::Status::invalid_argument(e.message)),
         };
@@ -384,18 +395,19 @@ fn report(args: &BenchArgs, total: &mut ClientResult, elapsed: f64, format: Form
 /// `--value-size` bytes. Decrypt clients encrypt their batch once first and decrypt it over and
 /// over.
 async fn kms_bench(
-    addr: &str,
+    ctx: &Ctx,
     args: &BenchArgs,
     token: &Zeroizing<String>,
     format: Format,
 ) -> CliResult<()> {
     use vault_proto::v1::kms_client::KmsClient;
+    let shared = Arc::new(ctx.clone());
     if args.batch == 0 {
         return Err(CliError::new("--batch must be at least 1"));
     }
-    let mut kms = KmsClient::new(connect(addr).await?);
+    let mut kms = KmsClient::new(ctx.connect().await?);
     if let Err(status) = kms
-        .create_key(authed(
+        .create_key(ctx.authed(
             v1::CreateKeyRequest {
                 tenant: args.tenant.clone(),
                 name: "bench".into(),
@@ -406,7 +418,7 @@ async fn kms_bench(
         .await
         && !already_exists(&status)
     {
-        return Err(CliError::from_status(status, addr));
+        return Err(ctx.status_error(status));
     }
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
     let per_client_requests = args
@@ -414,7 +426,7 @@ async fn kms_bench(
         .map(|total| total.div_ceil(args.clients as u64));
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(KmsClient::new(connect(addr).await?));
+        clients.push(KmsClient::new(ctx.connect().await?));
     }
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
@@ -426,6 +438,7 @@ async fn kms_bench(
             args.batch,
             args.value_size,
         );
+        let ctx = Arc::clone(&shared);
         tasks.push(tokio::spawn(async move {
             let mut result = ClientResult::default();
             let items = || {
@@ -437,7 +450,7 @@ async fn kms_bench(
                     .collect::<Vec<_>>()
             };
             let encrypt_request = |token: &Zeroizing<String>| {
-                authed(
+                ctx.authed(
                     v1::BatchEncryptRequest {
                         tenant: tenant.clone(),
                         key: "bench".into(),
@@ -479,7 +492,7 @@ async fn kms_bench(
                 sent += 1;
                 let begun = Instant::now();
                 let outcome = match (decrypt, batch) {
-                    (false, 1) => match authed(
+                    (false, 1) => match ctx.authed(
                         v1::EncryptRequest {
                             tenant: tenant.clone(),
                             key: "bench".into(),
@@ -495,7 +508,7 @@ async fn kms_bench(
                         Ok(request) => client.batch_encrypt(request).await.map(drop),
                         Err(e) => Err(tonic::Status::invalid_argument(e.message)),
                     },
-                    (true, 1) => match authed(
+                    (true, 1) => match ctx.authed(
                         v1::DecryptRequest {
                             tenant: tenant.clone(),
                             key: "bench".into(),
@@ -507,7 +520,7 @@ async fn kms_bench(
                         Ok(request) => client.decrypt(request).await.map(drop),
                         Err(e) => Err(tonic::Status::invalid_argument(e.message)),
                     },
-                    (true, _) => match authed(
+                    (true, _) => match ctx.authed(
                         v1::BatchDecryptRequest {
                             tenant: tenant.clone(),
                             key: "bench".into(),
@@ -562,4 +575,9 @@ async fn kms_bench(
     let elapsed = started.elapsed().as_secs_f64();
     report(args, &mut total, elapsed, format);
     Ok(())
+}
+
+/// True when the status says the object exists already (the set-up creates what is missing).
+fn already_exists(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::AlreadyExists
 }

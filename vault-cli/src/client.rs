@@ -1,9 +1,12 @@
 //! Connecting to the server and turning its statuses into messages with hints.
 
-use std::{path::PathBuf, sync::OnceLock};
+use std::path::PathBuf;
 
 use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use vault_proto::reason;
 use zeroize::Zeroizing;
+
+use crate::Format;
 
 /// A failed command: one line for the user, and a hint where one helps.
 #[derive(Debug)]
@@ -39,17 +42,19 @@ impl CliError {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let why = vault_proto::reason::of(&status);
         let hint = match status.code() {
             Code::Unauthenticated => {
                 Some("set VAULT_TOKEN to a token (init prints the root token)".to_owned())
             }
-            Code::FailedPrecondition if message == "vault is sealed" => {
+            _ if why == Some(reason::SEALED) => {
                 Some("unseal it: each operator runs `vault-cli unseal` with one share".to_owned())
             }
-            Code::FailedPrecondition if message == "vault is not initialized" => {
+            _ if why == Some(reason::NOT_INITIALIZED) => {
                 Some("run `vault-cli init` first".to_owned())
             }
-            Code::Unavailable if message.contains("transport") || message.contains("connect") => {
+            // Made on this side from a connection error (no server sent it).
+            Code::Unavailable if why.is_none() && std::error::Error::source(&status).is_some() => {
                 Some(format!(
                     "is vault-server running at {addr}? (set VAULT_ADDR)"
                 ))
@@ -70,7 +75,7 @@ impl CliError {
 
 pub type CliResult<T> = Result<T, CliError>;
 
-/// TLS files from the global flags; set once in main.
+/// TLS files from the global flags.
 #[derive(Clone, Debug, Default)]
 pub struct TlsFiles {
     pub ca_cert: Option<PathBuf>,
@@ -78,44 +83,96 @@ pub struct TlsFiles {
     pub client_key: Option<PathBuf>,
 }
 
-static TLS: OnceLock<TlsFiles> = OnceLock::new();
-
-pub fn set_tls(files: TlsFiles) {
-    let _ = TLS.set(files);
+/// What every command gets from the global flags: where the server is, how to reach it, the
+/// output format and the MFA code to send. Made once in main and passed down (no globals).
+#[derive(Clone)]
+pub struct Ctx {
+    pub addr: String,
+    pub format: Format,
+    tls: TlsFiles,
+    /// The one-time MFA code (`--mfa`) sent with every authenticated request.
+    mfa: Option<Zeroizing<String>>,
 }
 
-static MFA_CODE: OnceLock<Option<String>> = OnceLock::new();
-
-/// The one-time MFA code (`--mfa`) sent with every authenticated request.
-pub fn set_mfa_code(code: Option<String>) {
-    let _ = MFA_CODE.set(code);
-}
-
-/// A client-library builder for `addr` with the TLS files of the global flags (read only for an
-/// https address, so an exported VAULT_CACERT does not get in the way of a loopback server).
-pub fn builder(addr: &str) -> CliResult<vault_client::ClientBuilder> {
-    let mut builder = vault_client::ClientBuilder::new(addr);
-    if !addr.starts_with("https://") {
-        return Ok(builder);
+impl Ctx {
+    pub fn new(addr: String, format: Format, tls: TlsFiles, mfa: Option<String>) -> Ctx {
+        Ctx {
+            addr,
+            format,
+            tls,
+            mfa: mfa.map(Zeroizing::new),
+        }
     }
-    let files = TLS.get().cloned().unwrap_or_default();
-    let ca = files.ca_cert.as_ref().ok_or_else(|| {
-        CliError::with_hint(
-            format!("{addr} is https but no CA certificate is given"),
-            "pass --ca-cert FILE or set VAULT_CACERT",
-        )
-    })?;
-    builder = builder.ca_certificate_file(ca).map_err(from_client)?;
-    if let (Some(cert), Some(key)) = (&files.client_cert, &files.client_key) {
-        builder = builder
-            .client_identity_files(cert, key)
-            .map_err(from_client)?;
-    }
-    Ok(builder)
-}
 
-pub async fn connect(addr: &str) -> CliResult<Channel> {
-    builder(addr)?.channel().await.map_err(from_client)
+    /// A client-library builder for the server with the TLS files of the global flags (read
+    /// only for an https address, so an exported VAULT_CACERT does not get in the way of a
+    /// loopback server).
+    pub fn builder(&self) -> CliResult<vault_client::ClientBuilder> {
+        let addr = self.addr.as_str();
+        let mut builder = vault_client::ClientBuilder::new(addr);
+        if !addr.starts_with("https://") {
+            return Ok(builder);
+        }
+        let ca = self.tls.ca_cert.as_ref().ok_or_else(|| {
+            CliError::with_hint(
+                format!("{addr} is https but no CA certificate is given"),
+                "pass --ca-cert FILE or set VAULT_CACERT",
+            )
+        })?;
+        builder = builder.ca_certificate_file(ca).map_err(from_client)?;
+        if let (Some(cert), Some(key)) = (&self.tls.client_cert, &self.tls.client_key) {
+            builder = builder
+                .client_identity_files(cert, key)
+                .map_err(from_client)?;
+        }
+        Ok(builder)
+    }
+
+    pub async fn connect(&self) -> CliResult<Channel> {
+        self.builder()?.channel().await.map_err(from_client)
+    }
+
+    /// One authenticated call, the whole ceremony in one place: the token (VAULT_TOKEN or
+    /// ~/.vault-token), a connection, the request with the token and MFA code, and a refusal
+    /// turned into a CLI error with its hint. `rpc` makes the call on the client `client`
+    /// builds, e.g. `ctx.call(SecretsClient::new, request, |mut c, r| async move { c.put(r).await })`.
+    pub async fn call<C, Req, Resp, Fut>(
+        &self,
+        client: fn(Channel) -> C,
+        request: Req,
+        rpc: impl FnOnce(C, Request<Req>) -> Fut,
+    ) -> CliResult<Resp>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let token = token()?;
+        let client = client(self.connect().await?);
+        let request = self.authed(request, &token)?;
+        rpc(client, request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| self.status_error(status))
+    }
+
+    /// A status from the server as a CLI message with a hint.
+    pub fn status_error(&self, status: Status) -> CliError {
+        CliError::from_status(status, &self.addr)
+    }
+
+    /// A request carrying the bearer token (and the MFA code, if one was given).
+    pub fn authed<T>(&self, message: T, token: &Zeroizing<String>) -> CliResult<Request<T>> {
+        let mut request = Request::new(message);
+        let value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
+            .map_err(|_| CliError::new("VAULT_TOKEN contains characters that cannot be sent"))?;
+        request.metadata_mut().insert("authorization", value);
+        if let Some(code) = &self.mfa {
+            let value = MetadataValue::try_from(code.as_str()).map_err(|_| {
+                CliError::new("--mfa: the code contains characters that cannot be sent")
+            })?;
+            request.metadata_mut().insert("x-vault-mfa", value);
+        }
+        Ok(request)
+    }
 }
 
 /// A client-library error as a CLI message; the library's own text says what to do.
@@ -163,19 +220,4 @@ pub fn token() -> CliResult<Zeroizing<String>> {
         "no token: VAULT_TOKEN is not set and there is no ~/.vault-token",
         "export VAULT_TOKEN=<token> or run `vault-cli login` (init prints the root token)",
     ))
-}
-
-/// A request carrying the bearer token.
-pub fn authed<T>(message: T, token: &Zeroizing<String>) -> CliResult<Request<T>> {
-    let mut request = Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {}", token.as_str()))
-        .map_err(|_| CliError::new("VAULT_TOKEN contains characters that cannot be sent"))?;
-    request.metadata_mut().insert("authorization", value);
-    if let Some(Some(code)) = MFA_CODE.get() {
-        let value = MetadataValue::try_from(code.as_str()).map_err(|_| {
-            CliError::new("--mfa: the code contains characters that cannot be sent")
-        })?;
-        request.metadata_mut().insert("x-vault-mfa", value);
-    }
-    Ok(request)
 }

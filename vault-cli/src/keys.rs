@@ -1,20 +1,28 @@
-//! Key lifecycle commands: `rotate --all`, `keys status|retire`, `rekey init|submit|cancel|status`,
-//! `share verify`, and `tenant restore|deleted`.
+//! Key lifecycle commands: `rotate [--all]`, `kek status|retire`,
+//! `rekey init|submit|verify|cancel|status` and `share verify|decrypt|keygen`.
 
 use clap::Subcommand;
-use serde_json::json;
+use serde::Serialize;
+use tonic::transport::Channel;
 use vault_core::recipient::ShareIdentity;
-use vault_proto::v1::{
-    self, keys_client::KeysClient, system_client::SystemClient, tenants_client::TenantsClient,
-};
+use vault_proto::v1::{self, keys_client::KeysClient, system_client::SystemClient};
 use zeroize::Zeroizing;
 
 use crate::{
     Format,
-    client::{CliError, CliResult, authed, connect, token},
+    client::{CliError, CliResult, Ctx},
     input::read_share,
-    output::{json_string, print_json, print_rows},
+    output::{Show, rows_text, show},
 };
+
+#[derive(clap::Args, Debug)]
+pub struct RotateArgs {
+    #[arg(long, env = "VAULT_TENANT", required_unless_present = "all")]
+    pub tenant: Option<String>,
+    /// Rotate every tenant's KEK (system scope).
+    #[arg(long)]
+    pub all: bool,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
@@ -135,14 +143,36 @@ pub enum ShareCommand {
     },
 }
 
-pub async fn rotate(
-    addr: &str,
-    tenant: Option<String>,
-    all: bool,
-    format: Format,
-) -> CliResult<()> {
-    let token = token()?;
-    let mut client = SystemClient::new(connect(addr).await?);
+#[derive(Serialize)]
+struct Rotated {
+    tenant: String,
+    key_version: u32,
+}
+
+impl Show for Rotated {
+    fn text(&self) -> String {
+        format!(
+            "Rotated tenant {}: key version {} seals new data.\n",
+            self.tenant, self.key_version
+        )
+    }
+}
+
+/// `rotate --all`.
+#[derive(Serialize)]
+struct RotatedAll {
+    rotated: Vec<Rotated>,
+}
+
+impl Show for RotatedAll {
+    fn text(&self) -> String {
+        let mut out: String = self.rotated.iter().map(Rotated::text).collect();
+        out.push_str(&format!("{} tenants rotated.\n", self.rotated.len()));
+        out
+    }
+}
+
+pub async fn rotate(ctx: &Ctx, tenant: Option<String>, all: bool, format: Format) -> CliResult<()> {
     let request = v1::RotateRequest {
         tenant: if all {
             String::new()
@@ -151,170 +181,283 @@ pub async fn rotate(
         },
         all,
     };
-    let response = client
-        .rotate(authed(request, &token)?)
-        .await
-        .map_err(|s| CliError::from_status(s, addr))?
-        .into_inner();
+    let response = ctx
+        .call(SystemClient::new, request, |mut c, r| async move {
+            c.rotate(r).await
+        })
+        .await?;
     if all {
-        match format {
-            Format::Json => print_json(&json!({
-                "rotated": response.rotated.iter().map(|r| json!({
-                    "tenant": r.tenant, "key_version": r.key_version,
-                })).collect::<Vec<_>>(),
-            })),
-            Format::Text => {
-                for r in &response.rotated {
-                    println!(
-                        "Rotated tenant {}: key version {} seals new data.",
-                        r.tenant, r.key_version
-                    );
-                }
-                println!("{} tenants rotated.", response.rotated.len());
-            }
-        }
-        return Ok(());
+        let rotated = response
+            .rotated
+            .into_iter()
+            .map(|r| Rotated {
+                tenant: r.tenant,
+                key_version: r.key_version,
+            })
+            .collect();
+        return show(&RotatedAll { rotated }, format);
     }
-    match format {
-        Format::Json => {
-            print_json(&json!({ "tenant": response.tenant, "key_version": response.key_version }))
-        }
-        Format::Text => println!(
-            "Rotated tenant {}: key version {} seals new data.",
-            response.tenant, response.key_version
-        ),
-    }
-    Ok(())
+    show(
+        &Rotated {
+            tenant: response.tenant,
+            key_version: response.key_version,
+        },
+        format,
+    )
 }
 
-pub async fn keys(addr: &str, command: KeysCommand, format: Format) -> CliResult<()> {
-    let token = token()?;
-    let mut client = KeysClient::new(connect(addr).await?);
-    let status_error = |s| CliError::from_status(s, addr);
+#[derive(Serialize)]
+struct Scheduled {
+    tenant: String,
+    version: u32,
+    scheduled: bool,
+}
+
+impl Show for Scheduled {
+    fn text(&self) -> String {
+        format!(
+            "KEK version {version} of tenant {tenant} is scheduled for retirement; \
+             `vault-cli keys status --tenant {tenant}` shows the re-wrap progress.\n",
+            version = self.version,
+            tenant = self.tenant
+        )
+    }
+}
+
+pub async fn keys(ctx: &Ctx, command: KeysCommand, format: Format) -> CliResult<()> {
+    let new = KeysClient::new;
     match command {
         KeysCommand::Status { tenant } => {
             let request = v1::KeyStatusRequest {
                 tenant: tenant.unwrap_or_default(),
             };
-            let status = client
-                .key_status(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            match format {
-                Format::Json => print_json(&status_json(&status)),
-                Format::Text => print_status(&status),
-            }
+            let status = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.key_status(r).await },
+                )
+                .await?;
+            show(&KekStatus::from(status), format)
         }
         KeysCommand::Retire { tenant, version } => {
             let request = v1::RetireKeyVersionRequest {
                 tenant: tenant.clone(),
                 version,
             };
-            client
-                .retire_key_version(authed(request, &token)?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => {
-                    print_json(&json!({ "tenant": tenant, "version": version, "scheduled": true }))
-                }
-                Format::Text => println!(
-                    "KEK version {version} of tenant {tenant} is scheduled for retirement; \
-                     `vault-cli keys status --tenant {tenant}` shows the re-wrap progress."
-                ),
+            ctx.call(new, request, |mut c, r| async move {
+                c.retire_key_version(r).await
+            })
+            .await?;
+            let scheduled = Scheduled {
+                tenant,
+                version,
+                scheduled: true,
+            };
+            show(&scheduled, format)
+        }
+    }
+}
+
+/// `kek status`: the budget and rotation settings, the root key and each tenant's KEK versions.
+#[derive(Serialize)]
+struct KekStatus {
+    budget: u64,
+    max_age_seconds: u64,
+    max_live_versions: u32,
+    root: Option<RootKey>,
+    tenants: Vec<TenantKeys>,
+}
+
+#[derive(Serialize)]
+struct RootKey {
+    version: u32,
+    invocations: u64,
+    reserved: u64,
+    remaining: u64,
+}
+
+#[derive(Serialize)]
+struct TenantKeys {
+    tenant: String,
+    id: String,
+    current_version: u32,
+    versions: Vec<KekVersion>,
+    rewrap: Option<Rewrap>,
+    retired: Vec<Retired>,
+}
+
+#[derive(Serialize)]
+struct KekVersion {
+    version: u32,
+    created_time: String,
+    invocations: u64,
+    reserved: u64,
+    remaining: u64,
+    state: String,
+}
+
+#[derive(Serialize)]
+struct Rewrap {
+    versions: Vec<u32>,
+    started_time: String,
+    scanned: u64,
+    rewrapped: u64,
+    total: u64,
+}
+
+#[derive(Serialize)]
+struct Retired {
+    version: u32,
+    retired_time: String,
+    rewrapped: u64,
+}
+
+impl From<v1::KeyStatusResponse> for KekStatus {
+    fn from(status: v1::KeyStatusResponse) -> Self {
+        KekStatus {
+            budget: status.budget,
+            max_age_seconds: status.max_age_seconds,
+            max_live_versions: status.max_live_versions,
+            root: status.root.map(|r| RootKey {
+                version: r.version,
+                invocations: r.invocations,
+                reserved: r.reserved,
+                remaining: r.remaining,
+            }),
+            tenants: status.tenants.into_iter().map(TenantKeys::from).collect(),
+        }
+    }
+}
+
+impl From<v1::TenantKeys> for TenantKeys {
+    fn from(t: v1::TenantKeys) -> Self {
+        TenantKeys {
+            tenant: t.tenant,
+            id: t.id,
+            current_version: t.current_version,
+            versions: t
+                .versions
+                .into_iter()
+                .map(|v| KekVersion {
+                    version: v.version,
+                    created_time: v.created_time,
+                    invocations: v.invocations,
+                    reserved: v.reserved,
+                    remaining: v.remaining,
+                    state: v.state,
+                })
+                .collect(),
+            rewrap: t.rewrap.map(|j| Rewrap {
+                versions: j.versions,
+                started_time: j.started_time,
+                scanned: j.scanned,
+                rewrapped: j.rewrapped,
+                total: j.total,
+            }),
+            retired: t
+                .retired
+                .into_iter()
+                .map(|r| Retired {
+                    version: r.version,
+                    retired_time: r.retired_time,
+                    rewrapped: r.rewrapped,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Show for KekStatus {
+    fn text(&self) -> String {
+        let age = match self.max_age_seconds {
+            0 => "never by age".to_owned(),
+            s => format!("every {s} s"),
+        };
+        let live = match self.max_live_versions {
+            0 => "on request only".to_owned(),
+            n => format!("beyond {n} live versions"),
+        };
+        let mut out = format!(
+            "Budget: {} invocations per key version; rotation {age}; retirement {live}.\n",
+            self.budget
+        );
+        if let Some(root) = &self.root {
+            out.push_str(&format!(
+                "Root key v{}: {} invocations, {} remaining.\n",
+                root.version, root.invocations, root.remaining
+            ));
+        }
+        for tenant in &self.tenants {
+            out.push_str(&format!(
+                "\nTenant {} (id {}): current version {}\n",
+                tenant.tenant, tenant.id, tenant.current_version
+            ));
+            out.push_str(&format!(
+                "  {:>7}  {:<9}  {:<30}  {:>12}  {:>12}\n",
+                "VERSION", "STATE", "CREATED", "INVOCATIONS", "REMAINING"
+            ));
+            for v in &tenant.versions {
+                out.push_str(&format!(
+                    "  {:>7}  {:<9}  {:<30}  {:>12}  {:>12}\n",
+                    v.version, v.state, v.created_time, v.invocations, v.remaining
+                ));
+            }
+            if let Some(job) = &tenant.rewrap {
+                let versions: Vec<String> = job.versions.iter().map(u32::to_string).collect();
+                out.push_str(&format!(
+                    "  Re-wrap of versions {}: {} of {} secret versions scanned, {} data keys \
+                     re-wrapped.\n",
+                    versions.join(", "),
+                    job.scanned,
+                    job.total,
+                    job.rewrapped
+                ));
+            }
+            for r in &tenant.retired {
+                out.push_str(&format!(
+                    "  Retired version {} at {} ({} data keys re-wrapped).\n",
+                    r.version, r.retired_time, r.rewrapped
+                ));
             }
         }
+        out
     }
-    Ok(())
 }
 
-fn status_json(status: &v1::KeyStatusResponse) -> serde_json::Value {
-    json!({
-        "budget": status.budget,
-        "max_age_seconds": status.max_age_seconds,
-        "max_live_versions": status.max_live_versions,
-        "root": status.root.as_ref().map(|r| json!({
-            "version": r.version, "invocations": r.invocations, "reserved": r.reserved,
-            "remaining": r.remaining,
-        })),
-        "tenants": status.tenants.iter().map(|t| json!({
-            "tenant": t.tenant,
-            "id": t.id,
-            "current_version": t.current_version,
-            "versions": t.versions.iter().map(|v| json!({
-                "version": v.version, "created_time": v.created_time,
-                "invocations": v.invocations, "reserved": v.reserved,
-                "remaining": v.remaining, "state": v.state,
-            })).collect::<Vec<_>>(),
-            "rewrap": t.rewrap.as_ref().map(|j| json!({
-                "versions": j.versions, "started_time": j.started_time,
-                "scanned": j.scanned, "rewrapped": j.rewrapped, "total": j.total,
-            })),
-            "retired": t.retired.iter().map(|r| json!({
-                "version": r.version, "retired_time": r.retired_time, "rewrapped": r.rewrapped,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+#[derive(Serialize)]
+struct Cancelled {
+    cancelled: bool,
 }
 
-fn print_status(status: &v1::KeyStatusResponse) {
-    let age = match status.max_age_seconds {
-        0 => "never by age".to_owned(),
-        s => format!("every {s} s"),
-    };
-    let live = match status.max_live_versions {
-        0 => "on request only".to_owned(),
-        n => format!("beyond {n} live versions"),
-    };
-    println!(
-        "Budget: {} invocations per key version; rotation {age}; retirement {live}.",
-        status.budget
-    );
-    if let Some(root) = &status.root {
-        println!(
-            "Root key v{}: {} invocations, {} remaining.",
-            root.version, root.invocations, root.remaining
-        );
+impl Show for Cancelled {
+    fn text(&self) -> String {
+        "Rekey cancelled; the current shares stay valid.\n".to_owned()
     }
-    for tenant in &status.tenants {
-        println!();
-        println!(
-            "Tenant {} (id {}): current version {}",
-            tenant.tenant, tenant.id, tenant.current_version
-        );
-        println!(
-            "  {:>7}  {:<9}  {:<30}  {:>12}  {:>12}",
-            "VERSION", "STATE", "CREATED", "INVOCATIONS", "REMAINING"
-        );
-        for v in &tenant.versions {
-            println!(
-                "  {:>7}  {:<9}  {:<30}  {:>12}  {:>12}",
-                v.version, v.state, v.created_time, v.invocations, v.remaining
-            );
-        }
-        if let Some(job) = &tenant.rewrap {
-            let versions: Vec<String> = job.versions.iter().map(u32::to_string).collect();
-            println!(
-                "  Re-wrap of versions {}: {} of {} secret versions scanned, {} data keys re-wrapped.",
-                versions.join(", "),
-                job.scanned,
-                job.total,
-                job.rewrapped
-            );
-        }
-        for r in &tenant.retired {
-            println!(
-                "  Retired version {} at {} ({} data keys re-wrapped).",
-                r.version, r.retired_time, r.rewrapped
-            );
+}
+
+#[derive(Serialize)]
+struct Verified {
+    complete: bool,
+    progress: u32,
+    required: u32,
+}
+
+impl Show for Verified {
+    fn text(&self) -> String {
+        if self.complete {
+            "Rekey verified and committed: only the new shares unseal the vault now.\n".to_owned()
+        } else {
+            format!(
+                "New share accepted: {}/{} verified. The current shares stay in force until the \
+                 rest are verified.\n",
+                self.progress, self.required
+            )
         }
     }
 }
 
-pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResult<()> {
-    let mut client = SystemClient::new(connect(addr).await?);
-    let status_error = |s| CliError::from_status(s, addr);
+pub async fn rekey(ctx: &Ctx, command: RekeyCommand, format: Format) -> CliResult<()> {
     match command {
         RekeyCommand::Init {
             shares,
@@ -322,7 +465,6 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
             rotate_root,
             recipients,
         } => {
-            let token = token()?;
             let share_recipients = recipients.read()?;
             if share_recipients.is_empty() {
                 eprintln!(
@@ -337,40 +479,31 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
                 rotate_root,
                 share_recipients,
             };
-            let status = client
-                .rekey_init(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print_rekey_status(&status, format);
+            let status = ctx
+                .call(SystemClient::new, request, |mut c, r| async move {
+                    c.rekey_init(r).await
+                })
+                .await?;
+            show(&RekeyStatus::from(status), format)
         }
         RekeyCommand::Status => {
-            let status = client
-                .rekey_status(v1::RekeyStatusRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print_rekey_status(&status, format);
+            let status = rekey_status(ctx, &mut system(ctx).await?).await?;
+            show(&RekeyStatus::from(status), format)
         }
         RekeyCommand::Cancel => {
-            let token = token()?;
-            client
-                .rekey_cancel(authed(v1::RekeyCancelRequest {}, &token)?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "cancelled": true })),
-                Format::Text => println!("Rekey cancelled; the current shares stay valid."),
-            }
+            ctx.call(
+                SystemClient::new,
+                v1::RekeyCancelRequest {},
+                |mut c, r| async move { c.rekey_cancel(r).await },
+            )
+            .await?;
+            show(&Cancelled { cancelled: true }, format)
         }
         RekeyCommand::Submit { nonce, share_file } => {
+            let mut client = system(ctx).await?;
             // Whoever started the rekey chose who receives the new shares: say who, so that
             // an operator can refuse to hand a share to a rekey that sends them to a stranger.
-            let status = client
-                .rekey_status(v1::RekeyStatusRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let status = rekey_status(ctx, &mut client).await?;
             if status.share_recipients.is_empty() {
                 eprintln!(
                     "vault-cli: note: this rekey hands the new shares out IN THE CLEAR to whoever \
@@ -389,11 +522,12 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
                     share: share.as_str().to_owned(),
                 })
                 .await
-                .map_err(status_error)?
+                .map_err(|s| ctx.status_error(s))?
                 .into_inner();
-            print_rekey_submit(&response, format);
+            show(&RekeySubmitted::from(&response), format)
         }
         RekeyCommand::Verify { nonce, share_file } => {
+            let mut client = system(ctx).await?;
             let share = read_share(share_file.as_deref())?;
             let response = client
                 .rekey_verify(v1::RekeyVerifyRequest {
@@ -401,25 +535,33 @@ pub async fn rekey(addr: &str, command: RekeyCommand, format: Format) -> CliResu
                     share: share.as_str().to_owned(),
                 })
                 .await
-                .map_err(status_error)?
+                .map_err(|s| ctx.status_error(s))?
                 .into_inner();
-            match format {
-                Format::Json => print_json(&json!({
-                    "complete": response.complete, "progress": response.progress,
-                    "required": response.required,
-                })),
-                Format::Text if response.complete => println!(
-                    "Rekey verified and committed: only the new shares unseal the vault now."
-                ),
-                Format::Text => println!(
-                    "New share accepted: {}/{} verified. The current shares stay in force until \
-                     the rest are verified.",
-                    response.progress, response.required
-                ),
-            }
+            let verified = Verified {
+                complete: response.complete,
+                progress: response.progress,
+                required: response.required,
+            };
+            show(&verified, format)
         }
     }
-    Ok(())
+}
+
+/// A client for the unauthenticated seal calls (rekey submit and verify, share verify: a share
+/// is the credential).
+async fn system(ctx: &Ctx) -> CliResult<SystemClient<Channel>> {
+    Ok(SystemClient::new(ctx.connect().await?))
+}
+
+async fn rekey_status(
+    ctx: &Ctx,
+    client: &mut SystemClient<Channel>,
+) -> CliResult<v1::RekeyStatusResponse> {
+    client
+        .rekey_status(v1::RekeyStatusRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| ctx.status_error(s))
 }
 
 fn recipients_text(recipients: &[String]) -> String {
@@ -430,135 +572,193 @@ fn recipients_text(recipients: &[String]) -> String {
     }
 }
 
-/// Prints shares as an answer carries them: one line each, or an armored age block each.
-pub fn print_shares(shares: &[String], encrypted: bool, label: &str) {
+/// Shares as an answer carries them: one line each, or an armored age block each, in a buffer
+/// that zeroizes on drop.
+pub fn shares_text(shares: &[String], encrypted: bool, label: &str) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::new());
     for (index, share) in shares.iter().enumerate() {
         if encrypted {
-            println!(
-                "{label} {} (encrypted to recipient {}; `vault-cli share decrypt` opens it):",
+            out.push_str(&format!(
+                "{label} {} (encrypted to recipient {}; `vault-cli share decrypt` opens it):\n",
                 index + 1,
                 index + 1
-            );
-            println!("{}", share.trim_end());
+            ));
+            out.push_str(share.trim_end());
+            out.push('\n');
         } else {
-            println!("{label} {}: {share}", index + 1);
+            out.push_str(&format!("{label} {}: ", index + 1));
+            out.push_str(share);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The rekey in progress, as `rekey init` and `rekey status` print it.
+#[derive(Serialize)]
+struct RekeyStatus {
+    started: bool,
+    nonce: String,
+    shares: u32,
+    threshold: u32,
+    progress: u32,
+    required: u32,
+    started_time: String,
+    rotate_root: bool,
+    verification_pending: bool,
+    verification_nonce: String,
+    verification_progress: u32,
+    verification_required: u32,
+    share_recipients: Vec<String>,
+}
+
+impl From<v1::RekeyStatusResponse> for RekeyStatus {
+    fn from(status: v1::RekeyStatusResponse) -> Self {
+        RekeyStatus {
+            started: status.started,
+            nonce: status.nonce,
+            shares: status.shares,
+            threshold: status.threshold,
+            progress: status.progress,
+            required: status.required,
+            started_time: status.started_time,
+            rotate_root: status.rotate_root,
+            verification_pending: status.verification_pending,
+            verification_nonce: status.verification_nonce,
+            verification_progress: status.verification_progress,
+            verification_required: status.verification_required,
+            share_recipients: status.share_recipients,
         }
     }
 }
 
-fn print_rekey_status(status: &v1::RekeyStatusResponse, format: Format) {
-    match format {
-        Format::Json => print_json(&json!({
-            "started": status.started, "nonce": status.nonce, "shares": status.shares,
-            "threshold": status.threshold, "progress": status.progress,
-            "required": status.required, "started_time": status.started_time,
-            "rotate_root": status.rotate_root,
-            "verification_pending": status.verification_pending,
-            "verification_nonce": status.verification_nonce,
-            "verification_progress": status.verification_progress,
-            "verification_required": status.verification_required,
-            "share_recipients": status.share_recipients,
-        })),
-        Format::Text if !status.started => println!("No rekey in progress."),
-        Format::Text if status.verification_pending => {
-            print_rows(&[
-                ("Verification nonce", status.verification_nonce.clone()),
-                ("New shares", status.shares.to_string()),
-                ("New threshold", status.threshold.to_string()),
+impl Show for RekeyStatus {
+    fn text(&self) -> String {
+        if !self.started {
+            return "No rekey in progress.\n".to_owned();
+        }
+        let (first, progress, recipients, next) = if self.verification_pending {
+            (
+                ("Verification nonce", self.verification_nonce.clone()),
                 (
                     "Verified",
                     format!(
                         "{}/{}",
-                        status.verification_progress, status.verification_required
+                        self.verification_progress, self.verification_required
                     ),
                 ),
-                ("Started", status.started_time.clone()),
-                ("Rotates root key", status.rotate_root.to_string()),
-                (
-                    "New shares went to",
-                    recipients_text(&status.share_recipients),
+                "New shares went to",
+                format!(
+                    "The new shares were handed out; the current shares stay in force until {} \
+                     holders of new shares run `vault-cli rekey verify --nonce {}`.",
+                    self.verification_required, self.verification_nonce
                 ),
-            ]);
-            println!();
-            println!(
-                "The new shares were handed out; the current shares stay in force until {} \
-                 holders of new shares run `vault-cli rekey verify --nonce {}`.",
-                status.verification_required, status.verification_nonce
-            );
-        }
-        Format::Text => {
-            print_rows(&[
-                ("Nonce", status.nonce.clone()),
-                ("New shares", status.shares.to_string()),
-                ("New threshold", status.threshold.to_string()),
-                (
-                    "Progress",
-                    format!("{}/{}", status.progress, status.required),
+            )
+        } else {
+            (
+                ("Nonce", self.nonce.clone()),
+                ("Progress", format!("{}/{}", self.progress, self.required)),
+                "New shares go to",
+                format!(
+                    "Each operator now runs `vault-cli rekey submit --nonce {}` with one current \
+                     share.",
+                    self.nonce
                 ),
-                ("Started", status.started_time.clone()),
-                ("Rotates root key", status.rotate_root.to_string()),
-                (
-                    "New shares go to",
-                    recipients_text(&status.share_recipients),
-                ),
-            ]);
-            println!();
-            println!(
-                "Each operator now runs `vault-cli rekey submit --nonce {}` with one current share.",
-                status.nonce
-            );
+            )
+        };
+        let mut out = rows_text(&[
+            first,
+            ("New shares", self.shares.to_string()),
+            ("New threshold", self.threshold.to_string()),
+            progress,
+            ("Started", self.started_time.clone()),
+            ("Rotates root key", self.rotate_root.to_string()),
+            (recipients, recipients_text(&self.share_recipients)),
+        ]);
+        out.push('\n');
+        out.push_str(&next);
+        out.push('\n');
+        out
+    }
+}
+
+/// A rekey submission; the one that stages the rekey carries the new shares, once.
+#[derive(Serialize)]
+struct RekeySubmitted<'a> {
+    complete: bool,
+    staged: bool,
+    progress: u32,
+    required: u32,
+    threshold: u32,
+    shares_encrypted: bool,
+    verification_nonce: &'a str,
+    shares: &'a [String],
+}
+
+impl<'a> From<&'a v1::RekeySubmitResponse> for RekeySubmitted<'a> {
+    fn from(response: &'a v1::RekeySubmitResponse) -> Self {
+        RekeySubmitted {
+            complete: response.complete,
+            staged: !response.verification_nonce.is_empty(),
+            progress: response.progress,
+            required: response.required,
+            threshold: response.threshold,
+            shares_encrypted: response.shares_encrypted,
+            verification_nonce: &response.verification_nonce,
+            shares: &response.shares,
         }
     }
 }
 
-fn print_rekey_submit(response: &v1::RekeySubmitResponse, format: Format) {
-    let staged = !response.verification_nonce.is_empty();
-    match format {
-        Format::Json => {
-            // Built by hand into a zeroizing buffer rather than through a serde value.
-            let mut out = Zeroizing::new(format!(
-                "{{\"complete\":{},\"staged\":{staged},\"progress\":{},\"required\":{},\"threshold\":{},\"shares_encrypted\":{},\"verification_nonce\":{},\"shares\":[",
-                response.complete,
-                response.progress,
-                response.required,
-                response.threshold,
-                response.shares_encrypted,
-                json_string(&response.verification_nonce).as_str()
-            ));
-            for (index, share) in response.shares.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str(&json_string(share));
+impl Show for RekeySubmitted<'_> {
+    fn text(&self) -> String {
+        if !self.staged {
+            return format!(
+                "Share accepted: {}/{} submitted.\n",
+                self.progress, self.required
+            );
+        }
+        let mut out = shares_text(self.shares, self.shares_encrypted, "New unseal share");
+        out.push_str(&format!(
+            "\nRekey staged. The CURRENT shares still unseal the vault: the new ones take over \
+             only once {} of these {} holders have run `vault-cli rekey verify --nonce {}` with \
+             their new share. Give each share to a different operator; they are shown only now.\n",
+            self.threshold,
+            self.shares.len(),
+            self.verification_nonce
+        ));
+        std::mem::take(&mut *out)
+    }
+}
+
+#[derive(Serialize)]
+struct ShareChecked {
+    result: String,
+    current: bool,
+}
+
+impl Show for ShareChecked {
+    fn text(&self) -> String {
+        let text = match self.result.as_str() {
+            "current" => "The share belongs to the current share set.",
+            "staged" => {
+                "The share is one of the new shares of a rekey waiting for verification \
+                 (`vault-cli rekey verify`); it does not unseal the vault yet."
             }
-            out.push_str("]}");
-            println!("{}", out.as_str());
-        }
-        Format::Text if !staged => println!(
-            "Share accepted: {}/{} submitted.",
-            response.progress, response.required
-        ),
-        Format::Text => {
-            print_shares(
-                &response.shares,
-                response.shares_encrypted,
-                "New unseal share",
-            );
-            println!();
-            println!(
-                "Rekey staged. The CURRENT shares still unseal the vault: the new ones take over \
-                 only once {} of these {} holders have run `vault-cli rekey verify --nonce {}` \
-                 with their new share. Give each share to a different operator; they are shown \
-                 only now.",
-                response.threshold,
-                response.shares.len(),
-                response.verification_nonce
-            );
-        }
+            "not-current" => {
+                "The share does NOT belong to the current share set (an old share from before a \
+                 rekey, a mistyped one, or another vault's)."
+            }
+            _ => {
+                "Unknown: this vault was initialized before share commitments were kept; a rekey \
+                 adds them."
+            }
+        };
+        format!("{text}\n")
     }
 }
 
-pub async fn share(addr: &str, command: ShareCommand, format: Format) -> CliResult<()> {
+pub async fn share(ctx: &Ctx, command: ShareCommand, format: Format) -> CliResult<()> {
     let share_file = match command {
         ShareCommand::Verify { share_file } => share_file,
         ShareCommand::Decrypt { identity, input } => {
@@ -567,34 +767,19 @@ pub async fn share(addr: &str, command: ShareCommand, format: Format) -> CliResu
         ShareCommand::Keygen { out } => return keygen(&out, format),
     };
     let share = read_share(share_file.as_deref())?;
-    let mut client = SystemClient::new(connect(addr).await?);
-    let result = client
+    let result = system(ctx)
+        .await?
         .verify_share(v1::VerifyShareRequest {
             share: share.as_str().to_owned(),
         })
         .await
-        .map_err(|s| CliError::from_status(s, addr))?
+        .map_err(|s| ctx.status_error(s))?
         .into_inner()
         .result;
-    match format {
-        Format::Json => print_json(&json!({ "result": result, "current": result == "current" })),
-        Format::Text => match result.as_str() {
-            "current" => println!("The share belongs to the current share set."),
-            "staged" => println!(
-                "The share is one of the new shares of a rekey waiting for verification \
-                 (`vault-cli rekey verify`); it does not unseal the vault yet."
-            ),
-            "not-current" => println!(
-                "The share does NOT belong to the current share set (an old share from before a \
-                 rekey, a mistyped one, or another vault's)."
-            ),
-            _ => println!(
-                "Unknown: this vault was initialized before share commitments were kept; a rekey \
-                 adds them."
-            ),
-        },
-    }
-    if result == "not-current" {
+    let current = result == "current";
+    let not_current = result == "not-current";
+    show(&ShareChecked { result, current }, format)?;
+    if not_current {
         return Err(CliError::new(
             "the share is not part of the current share set",
         ));
@@ -639,68 +824,21 @@ fn keygen(out: &std::path::Path, format: Format) -> CliResult<()> {
     ));
     vault_core::files::write_private(out, contents.as_bytes())
         .map_err(|e| CliError::new(format!("cannot write identity file {}: {e}", out.display())))?;
-    match format {
-        Format::Json => print_json(&json!({ "recipient": recipient, "identity_file": out })),
-        Format::Text => println!("{recipient}"),
-    }
-    Ok(())
-}
-
-pub async fn restore(
-    addr: &str,
-    name: String,
-    id: Option<String>,
-    format: Format,
-) -> CliResult<()> {
-    let token = token()?;
-    let mut client = TenantsClient::new(connect(addr).await?);
-    let request = v1::RestoreTenantRequest {
-        name,
-        id: id.unwrap_or_default(),
+    let generated = Generated {
+        recipient: &recipient,
+        identity_file: out,
     };
-    let tenant = client
-        .restore_tenant(authed(request, &token)?)
-        .await
-        .map_err(|s| CliError::from_status(s, addr))?
-        .into_inner()
-        .tenant
-        .unwrap_or_default();
-    match format {
-        Format::Json => {
-            print_json(&json!({ "name": tenant.name, "id": tenant.id, "restored": true }))
-        }
-        Format::Text => println!(
-            "Restored tenant {} (id {}); its keys will not be destroyed.",
-            tenant.name, tenant.id
-        ),
-    }
-    Ok(())
+    show(&generated, format)
 }
 
-pub async fn deleted(addr: &str, format: Format) -> CliResult<()> {
-    let token = token()?;
-    let mut client = TenantsClient::new(connect(addr).await?);
-    let tenants = client
-        .list_deleted_tenants(authed(v1::ListDeletedTenantsRequest {}, &token)?)
-        .await
-        .map_err(|s| CliError::from_status(s, addr))?
-        .into_inner()
-        .tenants;
-    match format {
-        Format::Json => print_json(&json!({
-            "tenants": tenants.iter().map(|t| json!({
-                "name": t.name, "id": t.id, "deleted_time": t.deleted_time,
-                "shred_after": t.shred_after,
-            })).collect::<Vec<_>>(),
-        })),
-        Format::Text => {
-            for t in &tenants {
-                println!(
-                    "{} (id {}): deleted {}, keys destroyed after {}",
-                    t.name, t.id, t.deleted_time, t.shred_after
-                );
-            }
-        }
+#[derive(Serialize)]
+struct Generated<'a> {
+    recipient: &'a str,
+    identity_file: &'a std::path::Path,
+}
+
+impl Show for Generated<'_> {
+    fn text(&self) -> String {
+        format!("{}\n", self.recipient)
     }
-    Ok(())
 }

@@ -6,15 +6,16 @@ use std::{collections::HashMap, io::Read, path::PathBuf};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde::Serialize;
 use vault_proto::v1::{self, kms_client::KmsClient};
 use zeroize::Zeroizing;
 
 use crate::{
-    Format, TenantArg,
+    Format,
     access::parse_duration,
-    client::{CliError, CliResult, authed, connect, token},
-    output::{print_json, print_rows, write_raw},
+    client::{CliError, CliResult, Ctx, token},
+    output::{Show, rows_text, show, write_raw},
+    secrets::TenantArg,
 };
 
 #[derive(clap::Args, Debug)]
@@ -245,77 +246,263 @@ pub enum KeyCommand {
     },
 }
 
-fn key_json(key: &v1::NamedKey) -> Value {
-    json!({
-        "name": key.name,
-        "type": key.r#type,
-        "created_time": key.created_time,
-        "latest_version": key.latest_version,
-        "min_decryption_version": key.min_decryption_version,
-        "min_encryption_version": key.min_encryption_version,
-        "min_available_version": key.min_available_version,
-        "deletion_allowed": key.deletion_allowed,
-        "exportable": key.exportable,
-        "budget": key.budget,
-        "rotation_period_seconds": key.rotation_period_seconds,
-        "delete_after": key.delete_after,
-        "versions": key.versions.iter().map(|v| json!({
-            "version": v.version,
-            "created_time": v.created_time,
-            "invocations": v.invocations,
-            "remaining": v.remaining,
-            "public_key": STANDARD.encode(&v.public_key),
-            "public_key_pem": v.public_key_pem,
-        })).collect::<Vec<_>>(),
-    })
+/// A named key as `create`, `read` and `config` print it.
+#[derive(Serialize)]
+struct Key {
+    name: String,
+    #[serde(rename = "type")]
+    key_type: String,
+    created_time: String,
+    latest_version: u32,
+    min_decryption_version: u32,
+    min_encryption_version: u32,
+    min_available_version: u32,
+    deletion_allowed: bool,
+    exportable: bool,
+    budget: u64,
+    rotation_period_seconds: u64,
+    delete_after: String,
+    versions: Vec<KeyVersion>,
 }
 
-fn print_key(key: &v1::NamedKey, format: Format) {
-    if format == Format::Json {
-        return print_json(&key_json(key));
-    }
-    let mut rows = vec![
-        ("name", key.name.clone()),
-        ("type", key.r#type.clone()),
-        ("created", key.created_time.clone()),
-        ("latest version", key.latest_version.to_string()),
-        ("min decryption", key.min_decryption_version.to_string()),
-        ("min encryption", key.min_encryption_version.to_string()),
-        ("min available", key.min_available_version.to_string()),
-        ("deletion allowed", key.deletion_allowed.to_string()),
-        ("exportable", key.exportable.to_string()),
-    ];
-    if key.budget > 0 {
-        rows.push(("budget", key.budget.to_string()));
-    }
-    if key.rotation_period_seconds > 0 {
-        rows.push((
-            "rotation period",
-            format!("{}s", key.rotation_period_seconds),
-        ));
-    }
-    if !key.delete_after.is_empty() {
-        rows.push(("destroyed at", key.delete_after.clone()));
-    }
-    print_rows(&rows);
-    for v in &key.versions {
-        let remaining = v
-            .remaining
-            .map_or_else(String::new, |r| format!(", {r} left"));
-        println!(
-            "version {}: created {}, {} encryptions{remaining}",
-            v.version, v.created_time, v.invocations
-        );
-        if !v.public_key_pem.is_empty() {
-            print!("{}", v.public_key_pem);
+#[derive(Serialize)]
+struct KeyVersion {
+    version: u32,
+    created_time: String,
+    invocations: u64,
+    remaining: Option<u64>,
+    /// Base64.
+    public_key: String,
+    public_key_pem: String,
+}
+
+impl From<Option<v1::NamedKey>> for Key {
+    fn from(key: Option<v1::NamedKey>) -> Self {
+        let key = key.unwrap_or_default();
+        Key {
+            name: key.name,
+            key_type: key.r#type,
+            created_time: key.created_time,
+            latest_version: key.latest_version,
+            min_decryption_version: key.min_decryption_version,
+            min_encryption_version: key.min_encryption_version,
+            min_available_version: key.min_available_version,
+            deletion_allowed: key.deletion_allowed,
+            exportable: key.exportable,
+            budget: key.budget,
+            rotation_period_seconds: key.rotation_period_seconds,
+            delete_after: key.delete_after,
+            versions: key
+                .versions
+                .into_iter()
+                .map(|v| KeyVersion {
+                    version: v.version,
+                    created_time: v.created_time,
+                    invocations: v.invocations,
+                    remaining: v.remaining,
+                    public_key: STANDARD.encode(&v.public_key),
+                    public_key_pem: v.public_key_pem,
+                })
+                .collect(),
         }
     }
 }
 
-fn print_versioned(field: &str, text: &str, version: u32, format: Format) {
-    match format {
-        Format::Json => print_json(&json!({ field: text, "key_version": version })),
-        Format::Text => println!("{text}"),
+impl Show for Key {
+    fn text(&self) -> String {
+        let mut rows = vec![
+            ("name", self.name.clone()),
+            ("type", self.key_type.clone()),
+            ("created", self.created_time.clone()),
+            ("latest version", self.latest_version.to_string()),
+            ("min decryption", self.min_decryption_version.to_string()),
+            ("min encryption", self.min_encryption_version.to_string()),
+            ("min available", self.min_available_version.to_string()),
+            ("deletion allowed", self.deletion_allowed.to_string()),
+            ("exportable", self.exportable.to_string()),
+        ];
+        if self.budget > 0 {
+            rows.push(("budget", self.budget.to_string()));
+        }
+        if self.rotation_period_seconds > 0 {
+            rows.push((
+                "rotation period",
+                format!("{}s", self.rotation_period_seconds),
+            ));
+        }
+        if !self.delete_after.is_empty() {
+            rows.push(("destroyed at", self.delete_after.clone()));
+        }
+        let mut out = rows_text(&rows);
+        for v in &self.versions {
+            let remaining = v
+                .remaining
+                .map_or_else(String::new, |r| format!(", {r} left"));
+            out.push_str(&format!(
+                "version {}: created {}, {} encryptions{remaining}\n",
+                v.version, v.created_time, v.invocations
+            ));
+            out.push_str(&v.public_key_pem);
+        }
+        out
+    }
+}
+
+#[derive(Serialize)]
+struct Names {
+    names: Vec<String>,
+}
+
+impl Show for Names {
+    fn text(&self) -> String {
+        self.names.iter().map(|name| format!("{name}\n")).collect()
+    }
+}
+
+#[derive(Serialize)]
+struct Rotated {
+    name: String,
+    version: u32,
+}
+
+impl Show for Rotated {
+    fn text(&self) -> String {
+        format!("Key {} rotated to version {}.\n", self.name, self.version)
+    }
+}
+
+#[derive(Serialize)]
+struct Trimmed {
+    #[serde(skip)]
+    name: String,
+    destroyed_versions: Vec<u32>,
+}
+
+impl Show for Trimmed {
+    fn text(&self) -> String {
+        format!(
+            "Key {}: versions destroyed: {:?}.\n",
+            self.name, self.destroyed_versions
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct DeletionCancelled {
+    name: String,
+    cancelled: bool,
+}
+
+impl Show for DeletionCancelled {
+    fn text(&self) -> String {
+        format!("Deletion of key {} cancelled.\n", self.name)
+    }
+}
+
+#[derive(Serialize)]
+struct Deleted {
+    name: String,
+    delete_after: String,
+}
+
+impl Show for Deleted {
+    fn text(&self) -> String {
+        format!(
+            "Key {} is unusable now and will be destroyed at {} \
+             (`vault-cli key delete --cancel` until then).\n",
+            self.name, self.delete_after
+        )
+    }
+}
+
+/// One version of `export`, printed on a line of its own.
+#[derive(Serialize)]
+struct Exported<'a> {
+    version: u32,
+    #[serde(rename = "type")]
+    key_type: &'a str,
+    /// Base64.
+    material: &'a str,
+}
+
+impl Show for Exported<'_> {
+    fn text(&self) -> String {
+        format!("v{} {}\n", self.version, self.material)
+    }
+}
+
+/// What encrypt, rewrap, sign and hmac make: JSON names it by kind, text prints it alone.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Made {
+    Ciphertext(String),
+    Signature(String),
+    Hmac(String),
+}
+
+#[derive(Serialize)]
+struct Versioned {
+    #[serde(flatten)]
+    made: Made,
+    key_version: u32,
+}
+
+impl Show for Versioned {
+    fn text(&self) -> String {
+        let (Made::Ciphertext(text) | Made::Signature(text) | Made::Hmac(text)) = &self.made;
+        format!("{text}\n")
+    }
+}
+
+/// `decrypt --format json` (as text, the plaintext is written raw).
+#[derive(Serialize)]
+struct Decrypted<'a> {
+    plaintext_base64: &'a str,
+    key_version: u32,
+}
+
+impl Show for Decrypted<'_> {
+    fn text(&self) -> String {
+        String::new()
+    }
+}
+
+#[derive(Serialize)]
+struct DataKey<'a> {
+    plaintext_base64: &'a str,
+    ciphertext: &'a str,
+    key_version: u32,
+    #[serde(skip)]
+    wrapped_only: bool,
+}
+
+impl Show for DataKey<'_> {
+    fn text(&self) -> String {
+        if self.wrapped_only {
+            return format!("{}\n", self.ciphertext);
+        }
+        let mut out = Zeroizing::new(String::from("plaintext   "));
+        out.push_str(self.plaintext_base64);
+        out.push_str("\nciphertext  ");
+        out.push_str(self.ciphertext);
+        out.push('\n');
+        std::mem::take(&mut *out)
+    }
+}
+
+#[derive(Serialize)]
+struct Validity {
+    valid: bool,
+    key_version: u32,
+}
+
+impl Show for Validity {
+    fn text(&self) -> String {
+        if self.valid {
+            format!("valid (key version {})\n", self.key_version)
+        } else {
+            "NOT valid\n".to_owned()
+        }
     }
 }
 
@@ -324,10 +511,8 @@ fn seconds(duration: Option<std::time::Duration>) -> Option<u64> {
 }
 
 /// Runs `vault-cli key ...`; returns the exit code (1 for a signature or MAC that is not valid).
-pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u8> {
-    let token = token()?;
-    let mut client = KmsClient::new(connect(addr).await?);
-    let failed = |status| CliError::from_status(status, addr);
+pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8> {
+    let new = KmsClient::new;
     match command {
         KeyCommand::Create {
             tenant,
@@ -338,53 +523,50 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             deletion_allowed,
             exportable,
         } => {
-            let response = client
-                .create_key(authed(
-                    v1::CreateKeyRequest {
-                        tenant: tenant.tenant,
-                        name,
-                        r#type: key_type,
-                        exportable,
-                        deletion_allowed,
-                        budget,
-                        rotation_period_seconds: seconds(rotation_period).unwrap_or(0),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_key(&response.key.unwrap_or_default(), format);
+            let request = v1::CreateKeyRequest {
+                tenant: tenant.tenant,
+                name,
+                r#type: key_type,
+                exportable,
+                deletion_allowed,
+                budget,
+                rotation_period_seconds: seconds(rotation_period).unwrap_or(0),
+            };
+            let response = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.create_key(r).await },
+                )
+                .await?;
+            show(&Key::from(response.key), format)?;
         }
         KeyCommand::Read { tenant, name } => {
-            let response = client
-                .read_key(authed(
-                    v1::ReadKeyRequest {
-                        tenant: tenant.tenant,
-                        name,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_key(&response.key.unwrap_or_default(), format);
+            let request = v1::ReadKeyRequest {
+                tenant: tenant.tenant,
+                name,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.read_key(r).await })
+                .await?;
+            show(&Key::from(response.key), format)?;
         }
         KeyCommand::List { tenant } => {
+            // Every page on one connection.
+            let token = token()?;
+            let mut client = new(ctx.connect().await?);
             let mut names = Vec::new();
             let mut page_token = String::new();
             loop {
+                let request = v1::ListKeysRequest {
+                    tenant: tenant.tenant.clone(),
+                    page_size: 1000,
+                    page_token,
+                };
                 let page = client
-                    .list_keys(authed(
-                        v1::ListKeysRequest {
-                            tenant: tenant.tenant.clone(),
-                            page_size: 1000,
-                            page_token,
-                        },
-                        &token,
-                    )?)
+                    .list_keys(ctx.authed(request, &token)?)
                     .await
-                    .map_err(failed)?
+                    .map_err(|status| ctx.status_error(status))?
                     .into_inner();
                 names.extend(page.names);
                 if page.next_page_token.is_empty() {
@@ -392,10 +574,7 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
                 }
                 page_token = page.next_page_token;
             }
-            match format {
-                Format::Json => print_json(&json!({ "names": names })),
-                Format::Text => names.iter().for_each(|name| println!("{name}")),
-            }
+            show(&Names { names }, format)?;
         }
         KeyCommand::Config {
             tenant,
@@ -405,132 +584,116 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             deletion_allowed,
             rotation_period,
         } => {
-            let response = client
-                .update_key(authed(
-                    v1::UpdateKeyRequest {
-                        tenant: tenant.tenant,
-                        name,
-                        min_decryption_version,
-                        min_encryption_version,
-                        deletion_allowed,
-                        rotation_period_seconds: seconds(rotation_period),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_key(&response.key.unwrap_or_default(), format);
+            let request = v1::UpdateKeyRequest {
+                tenant: tenant.tenant,
+                name,
+                min_decryption_version,
+                min_encryption_version,
+                deletion_allowed,
+                rotation_period_seconds: seconds(rotation_period),
+            };
+            let response = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.update_key(r).await },
+                )
+                .await?;
+            show(&Key::from(response.key), format)?;
         }
         KeyCommand::Rotate { tenant, name } => {
-            let version = client
-                .rotate_key(authed(
-                    v1::RotateKeyRequest {
-                        tenant: tenant.tenant,
-                        name: name.clone(),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner()
+            let request = v1::RotateKeyRequest {
+                tenant: tenant.tenant,
+                name: name.clone(),
+            };
+            let version = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.rotate_key(r).await },
+                )
+                .await?
                 .version;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "version": version })),
-                Format::Text => println!("Key {name} rotated to version {version}."),
-            }
+            show(&Rotated { name, version }, format)?;
         }
         KeyCommand::Trim {
             tenant,
             name,
             min_available_version,
         } => {
-            let destroyed = client
-                .trim_key(authed(
-                    v1::TrimKeyRequest {
-                        tenant: tenant.tenant,
-                        name: name.clone(),
-                        min_available_version,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner()
+            let request = v1::TrimKeyRequest {
+                tenant: tenant.tenant,
+                name: name.clone(),
+                min_available_version,
+            };
+            let destroyed_versions = ctx
+                .call(new, request, |mut c, r| async move { c.trim_key(r).await })
+                .await?
                 .destroyed_versions;
-            match format {
-                Format::Json => print_json(&json!({ "destroyed_versions": destroyed })),
-                Format::Text => println!("Key {name}: versions destroyed: {destroyed:?}."),
-            }
+            let trimmed = Trimmed {
+                name,
+                destroyed_versions,
+            };
+            show(&trimmed, format)?;
         }
         KeyCommand::Delete {
             tenant,
             name,
             cancel: true,
         } => {
-            client
-                .cancel_key_deletion(authed(
-                    v1::CancelKeyDeletionRequest {
-                        tenant: tenant.tenant,
-                        name: name.clone(),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "cancelled": true })),
-                Format::Text => println!("Deletion of key {name} cancelled."),
-            }
+            let request = v1::CancelKeyDeletionRequest {
+                tenant: tenant.tenant,
+                name: name.clone(),
+            };
+            ctx.call(new, request, |mut c, r| async move {
+                c.cancel_key_deletion(r).await
+            })
+            .await?;
+            let cancelled = DeletionCancelled {
+                name,
+                cancelled: true,
+            };
+            show(&cancelled, format)?;
         }
         KeyCommand::Delete {
             tenant,
             name,
             cancel: false,
         } => {
-            let when = client
-                .delete_key(authed(
-                    v1::DeleteKeyRequest {
-                        tenant: tenant.tenant,
-                        name: name.clone(),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner()
+            let request = v1::DeleteKeyRequest {
+                tenant: tenant.tenant,
+                name: name.clone(),
+            };
+            let delete_after = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.delete_key(r).await },
+                )
+                .await?
                 .delete_after;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "delete_after": when })),
-                Format::Text => println!(
-                    "Key {name} is unusable now and will be destroyed at {when} \
-                     (`vault-cli key delete --cancel` until then)."
-                ),
-            }
+            show(&Deleted { name, delete_after }, format)?;
         }
         KeyCommand::Export { tenant, name } => {
-            let response = client
-                .export_key(authed(
-                    v1::ExportKeyRequest {
-                        tenant: tenant.tenant,
-                        name,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
+            let request = v1::ExportKeyRequest {
+                tenant: tenant.tenant,
+                name,
+            };
+            let response = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.export_key(r).await },
+                )
+                .await?;
             for version in &response.versions {
                 let material = Zeroizing::new(STANDARD.encode(&version.material));
-                match format {
-                    Format::Json => println!(
-                        "{{\"version\":{},\"type\":{},\"material\":\"{}\"}}",
-                        version.version,
-                        Value::from(response.r#type.as_str()),
-                        material.as_str()
-                    ),
-                    Format::Text => println!("v{} {}", version.version, material.as_str()),
-                }
+                let exported = Exported {
+                    version: version.version,
+                    key_type: &response.r#type,
+                    material: &material,
+                };
+                show(&exported, format)?;
             }
         }
         KeyCommand::Encrypt {
@@ -542,27 +705,19 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
         } => {
             let (context, sensitive_context) = context.parse()?;
             let plaintext = input.read()?;
-            let response = client
-                .encrypt(authed(
-                    v1::EncryptRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        plaintext: plaintext.to_vec(),
-                        context,
-                        sensitive_context,
-                        key_version,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_versioned(
-                "ciphertext",
-                &response.ciphertext,
-                response.key_version,
-                format,
-            );
+            let request = v1::EncryptRequest {
+                tenant: tenant.tenant,
+                key: name,
+                plaintext: plaintext.to_vec(),
+                context,
+                sensitive_context,
+                key_version,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.encrypt(r).await })
+                .await?;
+            let made = Made::Ciphertext(response.ciphertext);
+            show_versioned(made, response.key_version, format)?;
         }
         KeyCommand::Decrypt {
             tenant,
@@ -571,29 +726,25 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             context,
         } => {
             let (context, sensitive_context) = context.parse()?;
-            let response = client
-                .decrypt(authed(
-                    v1::DecryptRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        ciphertext,
-                        context,
-                        sensitive_context,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
+            let request = v1::DecryptRequest {
+                tenant: tenant.tenant,
+                key: name,
+                ciphertext,
+                context,
+                sensitive_context,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.decrypt(r).await })
+                .await?;
             let plaintext = Zeroizing::new(response.plaintext);
             match format {
                 Format::Json => {
                     let encoded = Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
-                    println!(
-                        "{{\"plaintext_base64\":\"{}\",\"key_version\":{}}}",
-                        encoded.as_str(),
-                        response.key_version
-                    );
+                    let decrypted = Decrypted {
+                        plaintext_base64: &encoded,
+                        key_version: response.key_version,
+                    };
+                    show(&decrypted, format)?;
                 }
                 Format::Text => write_raw(&plaintext)
                     .map_err(|e| CliError::new(format!("cannot write the plaintext: {e}")))?,
@@ -606,27 +757,19 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             context,
         } => {
             let (context, sensitive_context) = context.parse()?;
-            let response = client
-                .rewrap(authed(
-                    v1::RewrapRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        ciphertext,
-                        context,
-                        sensitive_context,
-                        key_version: 0,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_versioned(
-                "ciphertext",
-                &response.ciphertext,
-                response.key_version,
-                format,
-            );
+            let request = v1::RewrapRequest {
+                tenant: tenant.tenant,
+                key: name,
+                ciphertext,
+                context,
+                sensitive_context,
+                key_version: 0,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.rewrap(r).await })
+                .await?;
+            let made = Made::Ciphertext(response.ciphertext);
+            show_versioned(made, response.key_version, format)?;
         }
         KeyCommand::Datakey {
             tenant,
@@ -636,37 +779,29 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             wrapped_only,
         } => {
             let (context, sensitive_context) = context.parse()?;
-            let response = client
-                .generate_data_key(authed(
-                    v1::GenerateDataKeyRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        context,
-                        sensitive_context,
-                        key_version: 0,
-                        bits,
-                        wrapped_only,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
+            let request = v1::GenerateDataKeyRequest {
+                tenant: tenant.tenant,
+                key: name,
+                context,
+                sensitive_context,
+                key_version: 0,
+                bits,
+                wrapped_only,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move {
+                    c.generate_data_key(r).await
+                })
+                .await?;
             let plaintext = Zeroizing::new(response.plaintext);
             let encoded = Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
-            match (format, wrapped_only) {
-                (Format::Json, _) => println!(
-                    "{{\"plaintext_base64\":\"{}\",\"ciphertext\":{},\"key_version\":{}}}",
-                    encoded.as_str(),
-                    Value::from(response.ciphertext.as_str()),
-                    response.key_version
-                ),
-                (Format::Text, true) => println!("{}", response.ciphertext),
-                (Format::Text, false) => {
-                    println!("plaintext   {}", encoded.as_str());
-                    println!("ciphertext  {}", response.ciphertext);
-                }
-            }
+            let data_key = DataKey {
+                plaintext_base64: &encoded,
+                ciphertext: &response.ciphertext,
+                key_version: response.key_version,
+                wrapped_only,
+            };
+            show(&data_key, format)?;
         }
         KeyCommand::Sign {
             tenant,
@@ -675,25 +810,17 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             key_version,
         } => {
             let message = input.read()?;
-            let response = client
-                .sign(authed(
-                    v1::SignRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        message: message.to_vec(),
-                        key_version,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_versioned(
-                "signature",
-                &response.signature,
-                response.key_version,
-                format,
-            );
+            let request = v1::SignRequest {
+                tenant: tenant.tenant,
+                key: name,
+                message: message.to_vec(),
+                key_version,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.sign(r).await })
+                .await?;
+            let made = Made::Signature(response.signature);
+            show_versioned(made, response.key_version, format)?;
         }
         KeyCommand::Hmac {
             tenant,
@@ -702,20 +829,16 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             key_version,
         } => {
             let message = input.read()?;
-            let response = client
-                .hmac(authed(
-                    v1::HmacRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        message: message.to_vec(),
-                        key_version,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            print_versioned("hmac", &response.hmac, response.key_version, format);
+            let request = v1::HmacRequest {
+                tenant: tenant.tenant,
+                key: name,
+                message: message.to_vec(),
+                key_version,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.hmac(r).await })
+                .await?;
+            show_versioned(Made::Hmac(response.hmac), response.key_version, format)?;
         }
         KeyCommand::Verify {
             tenant,
@@ -724,20 +847,16 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             input,
         } => {
             let message = input.read()?;
-            let response = client
-                .verify(authed(
-                    v1::VerifyRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        message: message.to_vec(),
-                        signature,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            return Ok(print_validity(response.valid, response.key_version, format));
+            let request = v1::VerifyRequest {
+                tenant: tenant.tenant,
+                key: name,
+                message: message.to_vec(),
+                signature,
+            };
+            let response = ctx
+                .call(new, request, |mut c, r| async move { c.verify(r).await })
+                .await?;
+            return show_validity(response.valid, response.key_version, format);
         }
         KeyCommand::VerifyHmac {
             tenant,
@@ -746,30 +865,31 @@ pub async fn key(addr: &str, command: KeyCommand, format: Format) -> CliResult<u
             input,
         } => {
             let message = input.read()?;
-            let response = client
-                .verify_hmac(authed(
-                    v1::VerifyHmacRequest {
-                        tenant: tenant.tenant,
-                        key: name,
-                        message: message.to_vec(),
-                        hmac,
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            return Ok(print_validity(response.valid, response.key_version, format));
+            let request = v1::VerifyHmacRequest {
+                tenant: tenant.tenant,
+                key: name,
+                message: message.to_vec(),
+                hmac,
+            };
+            let response = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.verify_hmac(r).await },
+                )
+                .await?;
+            return show_validity(response.valid, response.key_version, format);
         }
     }
     Ok(0)
 }
 
-fn print_validity(valid: bool, version: u32, format: Format) -> u8 {
-    match format {
-        Format::Json => print_json(&json!({ "valid": valid, "key_version": version })),
-        Format::Text if valid => println!("valid (key version {version})"),
-        Format::Text => println!("NOT valid"),
-    }
-    u8::from(!valid)
+fn show_versioned(made: Made, key_version: u32, format: Format) -> CliResult<()> {
+    show(&Versioned { made, key_version }, format)
+}
+
+/// Prints whether a signature or MAC is valid; the exit code is 1 when it is not.
+fn show_validity(valid: bool, key_version: u32, format: Format) -> CliResult<u8> {
+    show(&Validity { valid, key_version }, format)?;
+    Ok(u8::from(!valid))
 }

@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use vault_core::files::write_private;
 use vault_proto::v1::{
     self, app_roles_client::AppRolesClient, jwt_auth_client::JwtAuthClient,
@@ -12,11 +11,12 @@ use vault_proto::v1::{
 use zeroize::Zeroizing;
 
 use crate::{
-    Format, TenantArg,
-    access::{info_json, info_rows, parse_duration},
-    client::{CliError, CliResult, authed, connect, refresh_token_file, token, token_file},
+    Format,
+    access::{Done, Field, Info, networks_text, parse_duration},
+    client::{CliError, CliResult, Ctx, refresh_token_file, token_file},
     input::read_secret_line,
-    output::{json_string, print_json, print_rows},
+    output::{Show, rows_text, show},
+    secrets::TenantArg,
 };
 
 #[derive(clap::Args, Debug)]
@@ -145,42 +145,71 @@ fn read_file_secret(path: &Path, what: &str) -> CliResult<Zeroizing<String>> {
     Ok(Zeroizing::new(text.trim().to_owned()))
 }
 
-/// Prints a token just issued (and its refresh token, if any): shown once. The JSON is built
-/// in a zeroizing buffer so no unzeroized copy of the token is left behind.
-pub fn print_issued(token: &str, refresh: &str, info: &v1::TokenInfo, format: Format) {
-    match format {
-        Format::Json => {
-            let mut out = Zeroizing::new(String::from("{\"token\":"));
-            out.push_str(&json_string(token));
-            if !refresh.is_empty() {
-                out.push_str(",\"refresh_token\":");
-                out.push_str(&json_string(refresh));
-            }
-            out.push_str(",\"info\":");
-            out.push_str(&info_json(info).to_string());
-            out.push('}');
-            println!("{}", out.as_str());
+/// A credential from `file`, else from a hidden prompt `<prompt> (input hidden): ` or
+/// standard input.
+fn read_input(file: Option<&Path>, prompt: &str, what: &str) -> CliResult<Zeroizing<String>> {
+    match file {
+        Some(path) => read_file_secret(path, what),
+        None => read_secret_line(&format!("{prompt} (input hidden): "), what),
+    }
+}
+
+/// A token just issued (and its refresh token, if any): shown once.
+#[derive(Serialize)]
+pub struct Issued<'a> {
+    pub token: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub refresh_token: &'a str,
+    pub info: Info,
+}
+
+impl Show for Issued<'_> {
+    fn text(&self) -> String {
+        let mut out = Zeroizing::new(String::with_capacity(2048));
+        out.push_str("Token:     ");
+        out.push_str(self.token);
+        out.push('\n');
+        if !self.refresh_token.is_empty() {
+            out.push_str("Refresh:   ");
+            out.push_str(self.refresh_token);
+            out.push('\n');
         }
-        Format::Text => {
-            println!("Token:     {token}");
-            if !refresh.is_empty() {
-                println!("Refresh:   {refresh}");
-            }
-            print_rows(&info_rows(info));
-        }
+        out.push_str(&self.info.text());
+        std::mem::take(&mut *out)
+    }
+}
+
+/// A login whose token is kept in a file.
+#[derive(Serialize)]
+struct Stored {
+    token_file: PathBuf,
+    info: Info,
+    /// "Logged in" or "Refreshed", for the text.
+    #[serde(skip)]
+    verb: &'static str,
+}
+
+impl Show for Stored {
+    fn text(&self) -> String {
+        format!(
+            "{}; the token is kept in {} (VAULT_TOKEN overrides it).\n{}",
+            self.verb,
+            self.token_file.display(),
+            self.info.text()
+        )
     }
 }
 
 /// Keeps (or prints) what a login returned.
 fn finish_login(
-    response: v1::LoginResponse,
+    mut response: v1::LoginResponse,
     store: bool,
     format: Format,
-    verb: &str,
+    verb: &'static str,
 ) -> CliResult<()> {
-    let token = Zeroizing::new(response.token.clone());
-    let refresh = Zeroizing::new(response.refresh_token.clone());
-    let info = response.info.clone().unwrap_or_default();
+    let token = Zeroizing::new(std::mem::take(&mut response.token));
+    let refresh = Zeroizing::new(std::mem::take(&mut response.refresh_token));
+    let info = Info::from(response.info.unwrap_or_default());
     if store {
         let path = token_file()
             .ok_or_else(|| CliError::new("cannot find the home directory (HOME is not set)"))?;
@@ -196,78 +225,64 @@ fn finish_login(
                 })?;
             }
         }
-        match format {
-            Format::Json => print_json(&json!({ "token_file": path, "info": info_json(&info) })),
-            Format::Text => {
-                println!(
-                    "{verb}; the token is kept in {} (VAULT_TOKEN overrides it).",
-                    path.display()
-                );
-                print_rows(&info_rows(&info));
-            }
-        }
-        return Ok(());
+        let stored = Stored {
+            token_file: path,
+            info,
+            verb,
+        };
+        return show(&stored, format);
     }
-    print_issued(&token, &refresh, &info, format);
-    Ok(())
+    let issued = Issued {
+        token: &token,
+        refresh_token: &refresh,
+        info,
+    };
+    show(&issued, format)
 }
 
-pub async fn login(addr: &str, args: LoginArgs, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
+pub async fn login(ctx: &Ctx, args: LoginArgs, format: Format) -> CliResult<()> {
     let response = match args.method {
         Method::Token => {
             let token = read_secret_line("Token (input hidden): ", "token")?;
-            let mut client = TokensClient::new(connect(addr).await?);
-            let info = client
-                .lookup_token(authed(v1::LookupTokenRequest::default(), &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .info;
-            v1::LoginResponse {
-                token: token.to_string(),
-                info,
-                refresh_token: String::new(),
-            }
+            let mut client = TokensClient::new(ctx.connect().await?);
+            let request = ctx.authed(v1::LookupTokenRequest::default(), &token)?;
+            client.lookup_token(request).await.map(|response| {
+                tonic::Response::new(v1::LoginResponse {
+                    token: token.to_string(),
+                    info: response.into_inner().info,
+                    refresh_token: String::new(),
+                })
+            })
         }
         Method::Approle => {
-            let secret_id = match &args.secret_id_file {
-                Some(path) => read_file_secret(path, "secret id")?,
-                None => read_secret_line("Secret id (input hidden): ", "secret id")?,
-            };
+            let secret_id = read_input(args.secret_id_file.as_deref(), "Secret id", "secret id")?;
             let request = v1::LoginAppRoleRequest {
                 tenant: args.tenant.unwrap_or_default(),
                 role_id: args.role_id.unwrap_or_default(),
                 secret_id: secret_id.to_string(),
             };
-            LoginClient::new(connect(addr).await?)
+            LoginClient::new(ctx.connect().await?)
                 .login_app_role(request)
                 .await
-                .map_err(status_error)?
-                .into_inner()
         }
         Method::Jwt => {
-            let jwt = match &args.jwt_file {
-                Some(path) => read_file_secret(path, "jwt")?,
-                None => read_secret_line("JWT (input hidden): ", "jwt")?,
-            };
+            let jwt = read_input(args.jwt_file.as_deref(), "JWT", "jwt")?;
             let request = v1::LoginJwtRequest {
                 config: args.config.unwrap_or_default(),
                 jwt: jwt.to_string(),
             };
-            LoginClient::new(connect(addr).await?)
+            LoginClient::new(ctx.connect().await?)
                 .login_jwt(request)
                 .await
-                .map_err(status_error)?
-                .into_inner()
         }
     };
+    let response = response.map_err(|s| ctx.status_error(s))?.into_inner();
     finish_login(response, !args.no_store, format, "Logged in")
 }
 
 /// `vault-cli token refresh`: from VAULT_REFRESH_TOKEN (printed result) or the file `login`
 /// keeps (both files updated).
-pub async fn refresh(addr: &str, format: Format) -> CliResult<()> {
+pub async fn refresh(ctx: &Ctx, format: Format) -> CliResult<()> {
     let (refresh, from_file) = match std::env::var("VAULT_REFRESH_TOKEN") {
         Ok(text) if !text.trim().is_empty() => (Zeroizing::new(text.trim().to_owned()), false),
         _ => {
@@ -282,69 +297,95 @@ pub async fn refresh(addr: &str, format: Format) -> CliResult<()> {
             (text, true)
         }
     };
-    let response = LoginClient::new(connect(addr).await?)
+    let response = LoginClient::new(ctx.connect().await?)
         .refresh(v1::RefreshRequest {
             refresh_token: refresh.to_string(),
         })
         .await
-        .map_err(|s| CliError::from_status(s, addr))?
+        .map_err(|s| ctx.status_error(s))?
         .into_inner();
     finish_login(response, from_file, format, "Refreshed")
 }
 
-fn role_rows(role: &v1::AppRole) -> Vec<(&'static str, String)> {
-    let list = |items: &[String]| {
-        if items.is_empty() {
-            "any".to_owned()
-        } else {
-            items.join(", ")
+/// A role as `write` and `read` print it.
+#[derive(Serialize)]
+struct Role {
+    name: String,
+    role_id: String,
+    policies: Vec<String>,
+    token_ttl_seconds: u64,
+    refresh_max_ttl_seconds: u64,
+    secret_id_uses: u32,
+    secret_id_ttl_seconds: u64,
+    bound_cidrs: Vec<String>,
+    token_cidrs: Vec<String>,
+}
+
+impl From<v1::AppRole> for Role {
+    fn from(role: v1::AppRole) -> Self {
+        Role {
+            name: role.name,
+            role_id: role.role_id,
+            policies: role.policies,
+            token_ttl_seconds: role.token_ttl_seconds,
+            refresh_max_ttl_seconds: role.refresh_max_ttl_seconds,
+            secret_id_uses: role.secret_id_uses,
+            secret_id_ttl_seconds: role.secret_id_ttl_seconds,
+            bound_cidrs: role.bound_cidrs,
+            token_cidrs: role.token_cidrs,
         }
-    };
-    vec![
-        ("Role", role.name.clone()),
-        ("Role id", role.role_id.clone()),
-        ("Policies", role.policies.join(", ")),
-        ("Token TTL", format!("{}s", role.token_ttl_seconds)),
-        (
-            "Refresh max TTL",
-            match role.refresh_max_ttl_seconds {
-                0 => "no refresh tokens".into(),
-                n => format!("{n}s"),
-            },
-        ),
-        (
-            "Secret id uses",
-            match role.secret_id_uses {
-                0 => "unlimited".into(),
-                n => n.to_string(),
-            },
-        ),
-        ("Secret id TTL", format!("{}s", role.secret_id_ttl_seconds)),
-        ("Login networks", list(&role.bound_cidrs)),
-        ("Token networks", list(&role.token_cidrs)),
-    ]
-}
-
-fn role_json(role: &v1::AppRole) -> serde_json::Value {
-    json!({
-        "name": role.name, "role_id": role.role_id, "policies": role.policies,
-        "token_ttl_seconds": role.token_ttl_seconds, "refresh_max_ttl_seconds": role.refresh_max_ttl_seconds,
-        "secret_id_uses": role.secret_id_uses, "secret_id_ttl_seconds": role.secret_id_ttl_seconds,
-        "bound_cidrs": role.bound_cidrs, "token_cidrs": role.token_cidrs,
-    })
-}
-
-fn print_role(role: &v1::AppRole, format: Format) {
-    match format {
-        Format::Json => print_json(&role_json(role)),
-        Format::Text => print_rows(&role_rows(role)),
     }
 }
 
-pub async fn approle(addr: &str, command: ApproleCommand, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
-    let token = token()?;
-    let mut client = AppRolesClient::new(connect(addr).await?);
+impl Show for Role {
+    fn text(&self) -> String {
+        rows_text(&[
+            ("Role", self.name.clone()),
+            ("Role id", self.role_id.clone()),
+            ("Policies", self.policies.join(", ")),
+            ("Token TTL", format!("{}s", self.token_ttl_seconds)),
+            (
+                "Refresh max TTL",
+                match self.refresh_max_ttl_seconds {
+                    0 => "no refresh tokens".into(),
+                    n => format!("{n}s"),
+                },
+            ),
+            (
+                "Secret id uses",
+                match self.secret_id_uses {
+                    0 => "unlimited".into(),
+                    n => n.to_string(),
+                },
+            ),
+            ("Secret id TTL", format!("{}s", self.secret_id_ttl_seconds)),
+            ("Login networks", networks_text(&self.bound_cidrs)),
+            ("Token networks", networks_text(&self.token_cidrs)),
+        ])
+    }
+}
+
+/// A secret id just issued: shown once.
+#[derive(Serialize)]
+struct SecretId<'a> {
+    secret_id: &'a str,
+    accessor: String,
+}
+
+impl Show for SecretId<'_> {
+    fn text(&self) -> String {
+        let mut out = Zeroizing::new(String::with_capacity(256));
+        out.push_str("Secret id: ");
+        out.push_str(self.secret_id);
+        out.push_str("\nAccessor:  ");
+        out.push_str(&self.accessor);
+        out.push_str("\n\nThe secret id is shown only now.\n");
+        std::mem::take(&mut *out)
+    }
+}
+
+pub async fn approle(ctx: &Ctx, command: ApproleCommand, format: Format) -> CliResult<()> {
+    let new = AppRolesClient::new;
     match command {
         ApproleCommand::Write {
             tenant,
@@ -372,42 +413,40 @@ pub async fn approle(addr: &str, command: ApproleCommand, format: Format) -> Cli
                 tenant: tenant.tenant,
                 role: Some(role),
             };
-            let role = client
-                .write_role(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .role
-                .unwrap_or_default();
-            print_role(&role, format);
+            let role = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.write_role(r).await },
+                )
+                .await?
+                .role;
+            show(&Role::from(role.unwrap_or_default()), format)
         }
         ApproleCommand::Read { tenant, name } => {
             let request = v1::ReadRoleRequest {
                 tenant: tenant.tenant,
                 name,
             };
-            let role = client
-                .read_role(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .role
-                .unwrap_or_default();
-            print_role(&role, format);
+            let role = ctx
+                .call(new, request, |mut c, r| async move { c.read_role(r).await })
+                .await?
+                .role;
+            show(&Role::from(role.unwrap_or_default()), format)
         }
         ApproleCommand::Delete { tenant, name } => {
             let request = v1::DeleteRoleRequest {
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            client
-                .delete_role(authed(request, &token)?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "role": name, "deleted": true })),
-                Format::Text => println!("Deleted role {name}; its secret ids no longer work."),
-            }
+            ctx.call(
+                new,
+                request,
+                |mut c, r| async move { c.delete_role(r).await },
+            )
+            .await?;
+            let text = format!("Deleted role {name}; its secret ids no longer work.");
+            show(&Done::new("role", name, "deleted", text), format)
         }
         ApproleCommand::SecretId {
             tenant,
@@ -419,31 +458,21 @@ pub async fn approle(addr: &str, command: ApproleCommand, format: Format) -> Cli
                 role: name,
                 cidrs,
             };
-            let response = client
-                .generate_secret_id(authed(request, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let secret_id = Zeroizing::new(response.secret_id.clone());
-            match format {
-                Format::Json => {
-                    let mut out = Zeroizing::new(String::from("{\"secret_id\":"));
-                    out.push_str(&json_string(&secret_id));
-                    out.push_str(",\"accessor\":");
-                    out.push_str(&json_string(&response.accessor));
-                    out.push('}');
-                    println!("{}", out.as_str());
-                }
-                Format::Text => {
-                    println!("Secret id: {}", secret_id.as_str());
-                    println!("Accessor:  {}", response.accessor);
-                    println!();
-                    println!("The secret id is shown only now.");
-                }
-            }
+            let mut response = ctx
+                .call(new, request, |mut c, r| async move {
+                    c.generate_secret_id(r).await
+                })
+                .await?;
+            let secret_id = Zeroizing::new(std::mem::take(&mut response.secret_id));
+            show(
+                &SecretId {
+                    secret_id: &secret_id,
+                    accessor: response.accessor,
+                },
+                format,
+            )
         }
     }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -489,10 +518,71 @@ fn duration_field(value: Option<String>, field: &str, file: &Path) -> CliResult<
     }
 }
 
-pub async fn jwt(addr: &str, command: JwtCommand, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
-    let token = token()?;
-    let mut client = JwtAuthClient::new(connect(addr).await?);
+#[derive(Serialize)]
+struct PolicyMap {
+    claim: String,
+    value: String,
+    policies: Vec<String>,
+}
+
+/// A JWT configuration as `jwt read` prints it; the text is the JSON, indented.
+#[derive(Serialize)]
+struct JwtConfig {
+    name: String,
+    issuer: String,
+    jwks_file: String,
+    audiences: Vec<String>,
+    tenant: String,
+    tenant_claim: String,
+    user_claim: String,
+    policies: Vec<String>,
+    policy_map: Vec<PolicyMap>,
+    token_ttl_seconds: u64,
+    refresh_max_ttl_seconds: u64,
+    bound_cidrs: Vec<String>,
+    leeway_seconds: i64,
+}
+
+impl From<v1::JwtConfig> for JwtConfig {
+    fn from(config: v1::JwtConfig) -> Self {
+        JwtConfig {
+            name: config.name,
+            issuer: config.issuer,
+            jwks_file: config.jwks_file,
+            audiences: config.audiences,
+            tenant: config.tenant,
+            tenant_claim: config.tenant_claim,
+            user_claim: config.user_claim,
+            policies: config.policies,
+            policy_map: config
+                .policy_map
+                .into_iter()
+                .map(|m| PolicyMap {
+                    claim: m.claim,
+                    value: m.value,
+                    policies: m.policies,
+                })
+                .collect(),
+            token_ttl_seconds: config.token_ttl_seconds,
+            refresh_max_ttl_seconds: config.refresh_max_ttl_seconds,
+            bound_cidrs: config.bound_cidrs,
+            leeway_seconds: config.leeway_seconds,
+        }
+    }
+}
+
+impl Show for JwtConfig {
+    fn text(&self) -> String {
+        // Through a `Value`, whose keys are sorted, as the text has always had them.
+        let pretty = serde_json::to_value(self)
+            .and_then(|value| serde_json::to_string_pretty(&value))
+            .unwrap_or_default();
+        format!("{pretty}\n")
+    }
+}
+
+pub async fn jwt(ctx: &Ctx, command: JwtCommand, format: Format) -> CliResult<()> {
+    let new = JwtAuthClient::new;
     match command {
         JwtCommand::Write { name, file } => {
             let text = std::fs::read_to_string(&file)
@@ -526,146 +616,124 @@ pub async fn jwt(addr: &str, command: JwtCommand, format: Format) -> CliResult<(
                 bound_cidrs: parsed.bound_cidrs,
                 leeway_seconds: parsed.leeway_seconds,
             };
-            client
-                .write_jwt_config(authed(
-                    v1::WriteJwtConfigRequest {
-                        config: Some(config),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "written": true })),
-                Format::Text => println!("Wrote jwt configuration {name}."),
-            }
+            let request = v1::WriteJwtConfigRequest {
+                config: Some(config),
+            };
+            ctx.call(new, request, |mut c, r| async move {
+                c.write_jwt_config(r).await
+            })
+            .await?;
+            show(&Done::written("jwt configuration", name), format)
         }
         JwtCommand::Read { name } => {
-            let config = client
-                .read_jwt_config(authed(v1::ReadJwtConfigRequest { name }, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .config
-                .unwrap_or_default();
-            let value = json!({
-                "name": config.name, "issuer": config.issuer, "jwks_file": config.jwks_file,
-                "audiences": config.audiences, "tenant": config.tenant, "tenant_claim": config.tenant_claim,
-                "user_claim": config.user_claim, "policies": config.policies,
-                "policy_map": config.policy_map.iter().map(|m| json!({"claim": m.claim, "value": m.value, "policies": m.policies})).collect::<Vec<_>>(),
-                "token_ttl_seconds": config.token_ttl_seconds, "refresh_max_ttl_seconds": config.refresh_max_ttl_seconds,
-                "bound_cidrs": config.bound_cidrs, "leeway_seconds": config.leeway_seconds,
-            });
-            match format {
-                Format::Json => print_json(&value),
-                Format::Text => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                ),
-            }
+            let config = ctx
+                .call(
+                    new,
+                    v1::ReadJwtConfigRequest { name },
+                    |mut c, r| async move { c.read_jwt_config(r).await },
+                )
+                .await?
+                .config;
+            show(&JwtConfig::from(config.unwrap_or_default()), format)
         }
         JwtCommand::Delete { name } => {
-            client
-                .delete_jwt_config(authed(
-                    v1::DeleteJwtConfigRequest { name: name.clone() },
-                    &token,
-                )?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "name": name, "deleted": true })),
-                Format::Text => println!("Deleted jwt configuration {name}."),
-            }
+            let request = v1::DeleteJwtConfigRequest { name: name.clone() };
+            ctx.call(new, request, |mut c, r| async move {
+                c.delete_jwt_config(r).await
+            })
+            .await?;
+            show(&Done::deleted("jwt configuration", name), format)
         }
     }
-    Ok(())
 }
 
-pub async fn mfa(addr: &str, command: MfaCommand, format: Format) -> CliResult<()> {
-    let status_error = |status: tonic::Status| CliError::from_status(status, addr);
-    let token = token()?;
-    let mut client = MfaClient::new(connect(addr).await?);
+/// A TOTP enrolment: its secret is shown once.
+#[derive(Serialize)]
+struct Enrolled<'a> {
+    entity: String,
+    secret: &'a str,
+    otpauth_uri: &'a str,
+}
+
+impl Show for Enrolled<'_> {
+    fn text(&self) -> String {
+        let mut out = Zeroizing::new(String::with_capacity(1024));
+        for (label, value) in [
+            ("Entity:  ", self.entity.as_str()),
+            ("Secret:  ", self.secret),
+            ("URI:     ", self.otpauth_uri),
+        ] {
+            out.push_str(label);
+            out.push_str(value);
+            out.push('\n');
+        }
+        out.push_str(
+            "\nAdd the secret to an authenticator app now; it is shown only once. Pass codes with \
+             --mfa CODE.\n",
+        );
+        std::mem::take(&mut *out)
+    }
+}
+
+pub async fn mfa(ctx: &Ctx, command: MfaCommand, format: Format) -> CliResult<()> {
+    let new = MfaClient::new;
     match command {
         MfaCommand::Enroll { entity } => {
-            let response = client
-                .enroll_totp(authed(
-                    v1::EnrollTotpRequest {
-                        entity: entity.unwrap_or_default(),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            let secret = Zeroizing::new(response.secret.clone());
-            let uri = Zeroizing::new(response.otpauth_uri.clone());
-            match format {
-                Format::Json => {
-                    let mut out = Zeroizing::new(String::from("{\"entity\":"));
-                    out.push_str(&json_string(&response.entity));
-                    out.push_str(",\"secret\":");
-                    out.push_str(&json_string(&secret));
-                    out.push_str(",\"otpauth_uri\":");
-                    out.push_str(&json_string(&uri));
-                    out.push('}');
-                    println!("{}", out.as_str());
-                }
-                Format::Text => {
-                    println!("Entity:  {}", response.entity);
-                    println!("Secret:  {}", secret.as_str());
-                    println!("URI:     {}", uri.as_str());
-                    println!();
-                    println!(
-                        "Add the secret to an authenticator app now; it is shown only once. Pass codes with --mfa CODE."
-                    );
-                }
-            }
+            let request = v1::EnrollTotpRequest {
+                entity: entity.unwrap_or_default(),
+            };
+            let mut response = ctx
+                .call(
+                    new,
+                    request,
+                    |mut c, r| async move { c.enroll_totp(r).await },
+                )
+                .await?;
+            let secret = Zeroizing::new(std::mem::take(&mut response.secret));
+            let uri = Zeroizing::new(std::mem::take(&mut response.otpauth_uri));
+            show(
+                &Enrolled {
+                    entity: response.entity,
+                    secret: &secret,
+                    otpauth_uri: &uri,
+                },
+                format,
+            )
         }
         MfaCommand::Reset { entity } => {
-            client
-                .reset_mfa(authed(
-                    v1::ResetMfaRequest {
-                        entity: entity.clone(),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "entity": entity, "reset": true })),
-                Format::Text => println!("Removed the mfa enrolment of {entity}."),
-            }
+            let request = v1::ResetMfaRequest {
+                entity: entity.clone(),
+            };
+            ctx.call(new, request, |mut c, r| async move { c.reset_mfa(r).await })
+                .await?;
+            let text = format!("Removed the mfa enrolment of {entity}.");
+            show(&Done::new("entity", entity, "reset", text), format)
         }
         MfaCommand::Require { operations } => {
-            client
-                .set_system_mfa(authed(
-                    v1::SetSystemMfaRequest {
-                        operations: operations.clone(),
-                    },
-                    &token,
-                )?)
-                .await
-                .map_err(status_error)?;
-            match format {
-                Format::Json => print_json(&json!({ "operations": operations })),
-                Format::Text if operations.is_empty() => {
-                    println!("No system operation needs mfa now.")
-                }
-                Format::Text => println!("MFA is now required for: {}.", operations.join(", ")),
-            }
+            let request = v1::SetSystemMfaRequest {
+                operations: operations.clone(),
+            };
+            ctx.call(
+                new,
+                request,
+                |mut c, r| async move { c.set_system_mfa(r).await },
+            )
+            .await?;
+            let sentence = if operations.is_empty() {
+                "No system operation needs mfa now.\n".to_owned()
+            } else {
+                format!("MFA is now required for: {}.\n", operations.join(", "))
+            };
+            show(&Field::new("operations", operations, sentence), format)
         }
         MfaCommand::Show => {
-            let operations = client
-                .get_system_mfa(authed(v1::GetSystemMfaRequest {}, &token)?)
-                .await
-                .map_err(status_error)?
-                .into_inner()
+            let operations = ctx
+                .call(new, v1::GetSystemMfaRequest {}, |mut c, r| async move {
+                    c.get_system_mfa(r).await
+                })
+                .await?
                 .operations;
-            match format {
-                Format::Json => print_json(&json!({ "operations": operations })),
-                Format::Text => operations.iter().for_each(|op| println!("{op}")),
-            }
+            show(&Field::lines("operations", operations), format)
         }
     }
-    Ok(())
 }

@@ -1,7 +1,8 @@
 //! `vault-cli`: the vault's command-line client for operators and scripts.
 //!
-//! Invariant: vault-cli talks to the server over gRPC only and never links RocksDB; it uses
-//! vault-core (without its storage backends) only to verify audit logs offline.
+//! Invariant: vault-cli talks to the server over gRPC only and never opens a store; it uses
+//! vault-core (asking for none of its storage backends; a workspace build unifies features, so
+//! the binary may still contain RocksDB code) only to verify audit logs offline.
 
 #![forbid(unsafe_code)]
 
@@ -9,7 +10,6 @@ mod access;
 mod audit;
 mod bench;
 mod client;
-mod commands;
 mod feed;
 mod input;
 mod keys;
@@ -18,7 +18,10 @@ mod login;
 mod output;
 mod render;
 mod run;
+mod secrets;
 mod sources;
+mod system;
+mod tenant;
 
 use std::process::ExitCode;
 
@@ -91,142 +94,43 @@ pub enum Format {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Initialise a new vault: prints the unseal shares and the root token, once.
-    Init {
-        /// Number of unseal shares to create.
-        #[arg(long, default_value_t = 5)]
-        shares: u32,
-        /// Number of shares needed to unseal.
-        #[arg(long, default_value_t = 3)]
-        threshold: u32,
-        #[command(flatten)]
-        recipients: keys::RecipientArgs,
-        /// Encrypt the root token to this age public key (age1...).
-        #[arg(long, value_name = "AGE_RECIPIENT")]
-        root_token_recipient: Option<String>,
-    },
+    Init(system::InitArgs),
     /// Submit one unseal share (from a hidden prompt, standard input or --share-file).
     ///
     /// Shares are never taken as arguments: arguments leak into shell history and process lists.
-    Unseal {
-        /// Read the share from this file.
-        #[arg(long, value_name = "FILE")]
-        share_file: Option<std::path::PathBuf>,
-        /// Forget the shares submitted so far. Needs one current share (read like any other,
-        /// and not counted), so that nobody without one can reset the operators' progress.
-        #[arg(long)]
-        reset: bool,
-    },
+    Unseal(system::UnsealArgs),
     /// Show whether the vault is initialized and sealed, and the unseal progress.
     Status,
     /// Seal the vault: every key in memory is forgotten until it is unsealed again.
     Seal,
     /// Manage tenants.
     #[command(subcommand)]
-    Tenant(TenantCommand),
+    Tenant(tenant::TenantCommand),
     /// Write a new version of a secret.
     ///
     /// Fields are NAME=VALUE, NAME=@FILE (the file's bytes) or NAME=- (standard input, once).
     /// Prefer @FILE or - for real secrets: values given as arguments leak into shell history
     /// and process lists.
-    Put {
-        #[command(flatten)]
-        tenant: TenantArg,
-        /// Secret path, e.g. db/primary.
-        path: String,
-        /// Fields: NAME=VALUE, NAME=@FILE or NAME=-.
-        #[arg(required = true, value_name = "FIELD")]
-        fields: Vec<String>,
-        /// Check-and-set: write only if the current version is N (0: only if the secret does
-        /// not exist yet).
-        #[arg(long, value_name = "N")]
-        cas: Option<u64>,
-    },
+    Put(secrets::PutArgs),
     /// Write a new version from the current one with some fields set (NAME=VALUE, NAME=@FILE,
     /// NAME=-) or removed (--remove NAME); the other fields are kept.
-    Patch {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-        #[arg(value_name = "FIELD")]
-        fields: Vec<String>,
-        /// A field to remove (repeat for several).
-        #[arg(long, value_name = "NAME")]
-        remove: Vec<String>,
-        #[arg(long, value_name = "N")]
-        cas: Option<u64>,
-    },
+    Patch(secrets::PatchArgs),
     /// Read a secret.
-    Get {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-        /// Print only this field's value.
-        #[arg(long)]
-        field: Option<String>,
-        /// Read this version instead of the current one.
-        #[arg(long, default_value_t = 0)]
-        version: u64,
-    },
+    Get(secrets::GetArgs),
     /// List one level of a tenant's secrets, like a directory (folders end in '/').
-    List {
-        #[command(flatten)]
-        tenant: TenantArg,
-        /// Folder to list (default: the top level).
-        #[arg(default_value = "")]
-        prefix: String,
-        /// Entries per page (at most 1000; default 100).
-        #[arg(long, default_value_t = 0)]
-        page_size: u32,
-        /// Token printed by the previous page.
-        #[arg(long, default_value = "")]
-        page_token: String,
-        /// List every secret below the folder instead of one level.
-        #[arg(long)]
-        recursive: bool,
-    },
+    List(secrets::ListArgs),
     /// Soft-delete versions of a secret (default: the current one); `undelete` restores them.
     /// With --all, remove the secret entirely: every version and its metadata.
-    Delete {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-        #[command(flatten)]
-        versions: feed::VersionsArg,
-        /// Remove every version and the metadata (irreversible).
-        #[arg(long, conflicts_with = "versions")]
-        all: bool,
-    },
+    Delete(secrets::DeleteArgs),
     /// Restore soft-deleted versions.
-    Undelete {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-        #[command(flatten)]
-        versions: feed::VersionsArg,
-    },
+    Undelete(secrets::ChangeArgs),
     /// Destroy versions: their data keys and ciphertext are removed (irreversible).
-    Destroy {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-        #[command(flatten)]
-        versions: feed::VersionsArg,
-    },
+    Destroy(secrets::ChangeArgs),
     /// A secret's versions: created, deleted and destroyed, and who wrote each.
-    History {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-    },
+    History(secrets::HistoryArgs),
     /// Show a secret's metadata, or change it (max versions, check-and-set, custom metadata,
     /// expires_at, rotate_by).
-    Metadata {
-        #[command(flatten)]
-        tenant: TenantArg,
-        path: String,
-        #[command(flatten)]
-        settings: feed::MetadataSettings,
-    },
+    Metadata(secrets::MetadataArgs),
     /// Print changes to a tenant's secrets as they happen (names and versions, never values);
     /// reconnects and resumes from the last revision printed.
     Watch(feed::WatchArgs),
@@ -243,16 +147,11 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Add a key-encryption-key version for a tenant (or every tenant with --all); new data is
     /// sealed under it at once.
-    Rotate {
-        #[arg(long, env = "VAULT_TENANT", required_unless_present = "all")]
-        tenant: Option<String>,
-        /// Rotate every tenant's KEK (system scope).
-        #[arg(long)]
-        all: bool,
-    },
-    /// Key lifecycle: versions, invocation counts, budgets, retirement.
-    #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    Rotate(keys::RotateArgs),
+    /// Key-encryption keys (KEKs) of tenants: versions, invocation counts, budgets, retirement.
+    /// (`keys` is the old name, kept as a hidden alias for one release.)
+    #[command(subcommand, alias = "keys")]
+    Kek(keys::KeysCommand),
     /// Named keys (encryption as a service): create, encrypt, decrypt, rewrap, datakey, sign,
     /// verify, hmac, rotate, trim, delete. Policies grant encrypt, decrypt, sign, verify,
     /// rewrap, datakey, rotate and admin on keys/NAME.
@@ -289,62 +188,44 @@ pub enum Command {
     Bench(bench::BenchArgs),
 }
 
-#[derive(clap::Args, Debug)]
-pub struct TenantArg {
-    /// Tenant that owns the secret.
-    #[arg(long, env = "VAULT_TENANT")]
-    pub tenant: String,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TenantCommand {
-    /// Create a tenant.
-    Create {
-        name: String,
-        #[command(flatten)]
-        settings: TenantSettingsArgs,
-    },
-    /// List tenants.
-    List,
-    /// Show a tenant and its settings.
-    Show { name: String },
-    /// Change a tenant's settings; unnamed settings keep their value.
-    Update {
-        name: String,
-        #[command(flatten)]
-        settings: TenantSettingsArgs,
-        /// Remove the network allowlist (calls from anywhere).
-        #[arg(long, conflicts_with = "cidrs")]
-        clear_cidrs: bool,
-    },
-    /// Delete a tenant: all access to it stops at once, and its keys are destroyed
-    /// (crypto-shredding) after the server's waiting period unless it is restored first.
-    Delete { name: String },
-    /// Bring a deleted tenant back before its keys are destroyed.
-    Restore {
-        name: String,
-        /// Which one, when several deleted tenants had the name (see `tenant deleted`).
-        #[arg(long)]
-        id: Option<String>,
-    },
-    /// Deleted tenants whose keys are not destroyed yet.
-    Deleted,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct TenantSettingsArgs {
-    /// A network the tenant's tokens may be used from, e.g. 10.0.0.0/8 (repeat for several).
-    #[arg(long = "cidr")]
-    pub cidrs: Vec<String>,
-    /// Calls per second for all of the tenant's tokens together (0: no limit).
-    #[arg(long)]
-    pub rate_limit: Option<u32>,
-    /// Versions kept per secret by default (0: the server default).
-    #[arg(long)]
-    pub max_versions: Option<u32>,
-    /// Require check-and-set (`put --cas N`) on every write of the tenant's secrets.
-    #[arg(long, value_name = "BOOL")]
-    pub cas_required: Option<bool>,
+/// Runs the command with its group's handler; returns the exit code (`run` passes on its
+/// command's).
+async fn dispatch(ctx: &client::Ctx, command: Command) -> client::CliResult<u8> {
+    let format = ctx.format;
+    match command {
+        Command::Run(args) => return run::run(ctx, args).await,
+        Command::Key(command) => return kms::key(ctx, command, format).await,
+        Command::Render(args) => render::render(ctx, format, args).await?,
+        Command::Init(args) => system::init(ctx, args).await?,
+        Command::Unseal(args) => system::unseal(ctx, args).await?,
+        Command::Status => system::status(ctx).await?,
+        Command::Seal => system::seal(ctx).await?,
+        Command::Tenant(command) => tenant::run(ctx, command).await?,
+        Command::Put(args) => secrets::put(ctx, args).await?,
+        Command::Patch(args) => secrets::patch_command(ctx, args).await?,
+        Command::Get(args) => secrets::get(ctx, args).await?,
+        Command::List(args) => secrets::list(ctx, args).await?,
+        Command::Delete(args) => secrets::delete(ctx, args).await?,
+        Command::Undelete(args) => secrets::undelete(ctx, args).await?,
+        Command::Destroy(args) => secrets::destroy(ctx, args).await?,
+        Command::History(args) => secrets::history_command(ctx, args).await?,
+        Command::Metadata(args) => secrets::metadata_command(ctx, args).await?,
+        Command::Watch(args) => feed::watch(ctx, args, format).await?,
+        Command::Webhook(command) => feed::webhook(ctx, command, format).await?,
+        Command::Rotate(args) => keys::rotate(ctx, args.tenant, args.all, format).await?,
+        Command::Kek(command) => keys::keys(ctx, command, format).await?,
+        Command::Rekey(command) => keys::rekey(ctx, command, format).await?,
+        Command::Share(command) => keys::share(ctx, command, format).await?,
+        Command::Token(command) => access::token_command(ctx, command, format).await?,
+        Command::Policy(command) => access::policy_command(ctx, command, format).await?,
+        Command::Login(args) => login::login(ctx, args, format).await?,
+        Command::Approle(command) => login::approle(ctx, command, format).await?,
+        Command::Jwt(command) => login::jwt(ctx, command, format).await?,
+        Command::Mfa(command) => login::mfa(ctx, command, format).await?,
+        Command::Audit(command) => audit::run(ctx, command, format).await?,
+        Command::Bench(args) => bench::run(ctx, args, format).await?,
+    }
+    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -359,13 +240,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    client::set_mfa_code(cli.mfa.clone());
-    client::set_tls(client::TlsFiles {
-        ca_cert: cli.ca_cert.clone(),
-        client_cert: cli.client_cert.clone(),
-        client_key: cli.client_key.clone(),
-    });
-    match runtime.block_on(commands::run(cli)) {
+    let ctx = client::Ctx::new(
+        cli.addr,
+        cli.format,
+        client::TlsFiles {
+            ca_cert: cli.ca_cert,
+            client_cert: cli.client_cert,
+            client_key: cli.client_key,
+        },
+        cli.mfa,
+    );
+    match runtime.block_on(dispatch(&ctx, cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("vault-cli: error: {}", error.message);

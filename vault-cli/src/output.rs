@@ -51,7 +51,38 @@ pub fn write_raw(value: &[u8]) -> std::io::Result<()> {
     out.flush()
 }
 
-/// A JSON string literal for `text`, built in a buffer that is zeroized on drop.
-pub fn json_string(text: &str) -> Zeroizing<String> {
-    Zeroizing::new(serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned()))
+/// A command's result: one value that serialises for `--format json` and renders as text for
+/// people, so the two forms cannot drift apart.
+pub trait Show: serde::Serialize {
+    /// The text form, every line ending in a newline (empty: print nothing).
+    fn text(&self) -> String;
+}
+
+/// Prints a result in the chosen format. The JSON is built in a buffer that is zeroized after
+/// printing, since some results (init's shares, a secret's fields) carry credentials.
+pub fn show<T: Show>(value: &T, format: crate::Format) -> crate::client::CliResult<()> {
+    let out = match format {
+        crate::Format::Json => {
+            let mut buffer = Zeroizing::new(Vec::with_capacity(1024));
+            serde_json::to_writer(&mut *buffer, value).map_err(|e| {
+                crate::client::CliError::new(format!("cannot write the result as JSON: {e}"))
+            })?;
+            buffer.push(b'\n');
+            buffer
+        }
+        crate::Format::Text => Zeroizing::new(value.text().into_bytes()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&out)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| crate::client::CliError::new(format!("cannot write to standard output: {e}")))
+}
+
+/// Aligned `label  value` rows as text.
+pub fn rows_text(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(label, value)| format!("{label:<width$}  {value}\n"))
+        .collect()
 }

@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     Format,
-    client::{CliError, CliResult},
+    client::{CliError, CliResult, Ctx},
     output::print_json,
     sources::{self, Changes, FieldRef},
 };
@@ -228,12 +228,12 @@ async fn on_change(command: &str) {
     }
 }
 
-pub async fn render(addr: &str, format: Format, args: RenderArgs) -> CliResult<()> {
+pub async fn render(ctx: &Ctx, format: Format, args: RenderArgs) -> CliResult<()> {
     let name = args.template.display().to_string();
     let text = std::fs::read_to_string(&args.template)
         .map_err(|e| CliError::new(format!("template {name}: {e}")))?;
     let template = parse(&text, &name)?;
-    let client = sources::client(addr, args.watch).await?;
+    let client = sources::client(ctx, args.watch).await?;
     let mut changes = if args.watch {
         let paths = template.fields.iter().map(|f| f.path.clone()).collect();
         Some(Changes::open(&client, &args.tenant, paths).await?)

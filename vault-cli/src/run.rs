@@ -27,7 +27,7 @@ use vault_client::SecretValue;
 
 use crate::{
     access::parse_duration,
-    client::{CliError, CliResult},
+    client::{CliError, CliResult, Ctx},
     sources::{self, Changes, FieldRef},
 };
 
@@ -270,7 +270,7 @@ fn forward_pending(child: &Child, signals: &mut mpsc::Receiver<i32>) -> bool {
 }
 
 /// Runs the command; returns the exit code vault-cli should exit with.
-pub async fn run(addr: &str, args: RunArgs) -> CliResult<u8> {
+pub async fn run(ctx: &Ctx, args: RunArgs) -> CliResult<u8> {
     let mappings = mappings(&args)?;
     let sources: Vec<FieldRef> = mappings
         .iter()
@@ -280,7 +280,7 @@ pub async fn run(addr: &str, args: RunArgs) -> CliResult<u8> {
             origin: format!("{} ({})", m.name, m.source.origin),
         })
         .collect();
-    let client = sources::client(addr, args.watch).await?;
+    let client = sources::client(ctx, args.watch).await?;
     let mut changes = if args.watch {
         let paths = sources.iter().map(|s| s.path.clone()).collect();
         Some(Changes::open(&client, &args.tenant, paths).await?)

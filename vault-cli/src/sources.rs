@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use vault_client::{Client, Credentials, Error, SecretValue, Start};
 
-use crate::client::{CliError, CliResult, builder, from_client, token};
+use crate::client::{CliError, CliResult, Ctx, from_client, token};
 
 /// One field of one secret, and where it was asked for (for error messages).
 pub struct FieldRef {
@@ -17,9 +17,9 @@ pub struct FieldRef {
 
 /// A client logged in with the CLI's token (VAULT_TOKEN or ~/.vault-token). With `renew`, the
 /// token is renewed in the background for as long as the command runs.
-pub async fn client(addr: &str, renew: bool) -> CliResult<Client> {
+pub async fn client(ctx: &Ctx, renew: bool) -> CliResult<Client> {
     let token = token()?;
-    builder(addr)?
+    ctx.builder()?
         .renew_in_background(renew)
         .connect(Credentials::token(token.as_str()))
         .await

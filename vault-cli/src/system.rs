@@ -1,0 +1,215 @@
+//! `vault-cli init`, `unseal`, `status` and `seal`: the seal state machine.
+
+use serde::Serialize;
+use vault_proto::v1::{self, system_client::SystemClient};
+
+use crate::{
+    client::{CliResult, Ctx},
+    input::read_share,
+    keys::{RecipientArgs, shares_text},
+    output::{Show, rows_text, show},
+};
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Number of unseal shares to create.
+    #[arg(long, default_value_t = 5)]
+    shares: u32,
+    /// Number of shares needed to unseal.
+    #[arg(long, default_value_t = 3)]
+    threshold: u32,
+    #[command(flatten)]
+    recipients: RecipientArgs,
+    /// Encrypt the root token to this age public key (age1...).
+    #[arg(long, value_name = "AGE_RECIPIENT")]
+    root_token_recipient: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnsealArgs {
+    /// Read the share from this file.
+    #[arg(long, value_name = "FILE")]
+    share_file: Option<std::path::PathBuf>,
+    /// Forget the shares submitted so far. Needs one current share (read like any other, and
+    /// not counted), so that nobody without one can reset the operators' progress.
+    #[arg(long)]
+    reset: bool,
+}
+
+/// What init hands out, once.
+#[derive(Serialize)]
+struct Initialized<'a> {
+    shares: &'a [String],
+    root_token: &'a str,
+    threshold: u32,
+    shares_encrypted: bool,
+    root_token_encrypted: bool,
+}
+
+impl Show for Initialized<'_> {
+    fn text(&self) -> String {
+        let mut out = shares_text(self.shares, self.shares_encrypted, "Unseal share");
+        if self.root_token_encrypted {
+            out.push_str("Root token (encrypted to its recipient):\n");
+        } else {
+            out.push_str("Root token: ");
+        }
+        out.push_str(self.root_token);
+        out.push_str(&format!(
+            "\n\nThe vault is initialized and sealed. Give each share to a different operator; any \
+             {} of the {} shares unseal it (`vault-cli unseal`). They are shown only now.\n",
+            self.threshold,
+            self.shares.len()
+        ));
+        std::mem::take(&mut *out)
+    }
+}
+
+#[derive(Serialize)]
+struct Unsealed {
+    sealed: bool,
+    threshold: u32,
+    shares: u32,
+    progress: u32,
+}
+
+impl Show for Unsealed {
+    fn text(&self) -> String {
+        if self.sealed {
+            format!(
+                "Vault is sealed: {}/{} shares entered.\n",
+                self.progress, self.threshold
+            )
+        } else {
+            "Vault is unsealed.\n".to_owned()
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SealStatus {
+    initialized: bool,
+    sealed: bool,
+    threshold: u32,
+    shares: u32,
+    progress: u32,
+    version: String,
+    node_id: String,
+    storage: String,
+}
+
+impl Show for SealStatus {
+    fn text(&self) -> String {
+        rows_text(&[
+            ("Initialized", self.initialized.to_string()),
+            ("Sealed", self.sealed.to_string()),
+            ("Shares", self.shares.to_string()),
+            ("Threshold", self.threshold.to_string()),
+            (
+                "Unseal progress",
+                format!("{}/{}", self.progress, self.threshold),
+            ),
+            ("Version", self.version.clone()),
+            ("Node", self.node_id.clone()),
+            ("Storage", self.storage.clone()),
+        ])
+    }
+}
+
+#[derive(Serialize)]
+struct Sealed {
+    sealed: bool,
+}
+
+impl Show for Sealed {
+    fn text(&self) -> String {
+        "Vault is sealed.\n".to_owned()
+    }
+}
+
+pub async fn init(ctx: &Ctx, args: InitArgs) -> CliResult<()> {
+    let share_recipients = args.recipients.read()?;
+    if share_recipients.is_empty() {
+        eprintln!(
+            "vault-cli: warning: every unseal share and the root token are shown to you in the \
+             clear, so you hold a threshold alone; give --share-recipient (one age public key \
+             per operator) to hand each share to its holder encrypted"
+        );
+    }
+    let mut client = SystemClient::new(ctx.connect().await?);
+    let response = client
+        .init(v1::InitRequest {
+            shares: args.shares,
+            threshold: args.threshold,
+            share_recipients,
+            root_token_recipient: args.root_token_recipient.unwrap_or_default(),
+        })
+        .await
+        .map_err(|status| ctx.status_error(status))?
+        .into_inner();
+    show(
+        &Initialized {
+            shares: &response.shares,
+            root_token: &response.root_token,
+            threshold: response.threshold,
+            shares_encrypted: response.shares_encrypted,
+            root_token_encrypted: response.root_token_encrypted,
+        },
+        ctx.format,
+    )
+}
+
+pub async fn unseal(ctx: &Ctx, args: UnsealArgs) -> CliResult<()> {
+    let share = read_share(args.share_file.as_deref())?;
+    let mut client = SystemClient::new(ctx.connect().await?);
+    let request = v1::UnsealRequest {
+        share: share.as_str().to_owned(),
+        reset: args.reset,
+    };
+    let response = client
+        .unseal(request)
+        .await
+        .map_err(|status| ctx.status_error(status))?
+        .into_inner();
+    show(
+        &Unsealed {
+            sealed: response.sealed,
+            threshold: response.threshold,
+            shares: response.shares,
+            progress: response.progress,
+        },
+        ctx.format,
+    )
+}
+
+pub async fn status(ctx: &Ctx) -> CliResult<()> {
+    let mut client = SystemClient::new(ctx.connect().await?);
+    let s = client
+        .status(v1::StatusRequest {})
+        .await
+        .map_err(|status| ctx.status_error(status))?
+        .into_inner();
+    show(
+        &SealStatus {
+            initialized: s.initialized,
+            sealed: s.sealed,
+            threshold: s.threshold,
+            shares: s.shares,
+            progress: s.progress,
+            version: s.version,
+            node_id: s.node_id,
+            storage: s.storage,
+        },
+        ctx.format,
+    )
+}
+
+pub async fn seal(ctx: &Ctx) -> CliResult<()> {
+    ctx.call(
+        SystemClient::new,
+        v1::SealRequest {},
+        |mut c, r| async move { c.seal(r).await },
+    )
+    .await?;
+    show(&Sealed { sealed: true }, ctx.format)
+}
