@@ -342,17 +342,19 @@ pub struct Vault {
     /// another's.
     token_changes: KeyedLocks<Option<TenantId>>,
     /// Serializes MFA checks and enrolments (each reads, then writes, an entity's record).
-    mfa_changes: Mutex<()>,
+    mfa_changes: OwnedLock<mfa::MfaChanges>,
     /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
-    /// Taken after a stripe lock, never before one.
-    key_changes: Mutex<()>,
+    /// Taken after a stripe lock, never before one. Only keys.rs takes it
+    /// ([`keys::KeyChanges`]); shredding and root rotation ask it for the guard.
+    key_changes: OwnedLock<keys::KeyChanges>,
     /// Serializes changes to named keys (creation, rotation, configuration, trimming,
-    /// deletion, cache loads). Taken before `wrap_gate` and `key_changes`, never after.
-    kms_changes: Mutex<()>,
+    /// deletion, cache loads). Taken before `wrap_gate` and `key_changes`, never after. Only
+    /// kms.rs takes it ([`kms::KmsChanges`]).
+    kms_changes: OwnedLock<kms::KmsChanges>,
     /// Held for reading by every put from the moment it wraps a DEK until its write is
     /// committed; a re-wrap job takes it for writing once after fixing its set, so every put
     /// that could have wrapped under a version of the set has committed before the scan starts.
-    wrap_gate: RwLock<()>,
+    wrap_gate: keys::WrapGate,
     /// Held by the maintenance round in progress.
     maintenance: Mutex<()>,
     last_sweep: Mutex<Option<i64>>,
@@ -364,7 +366,7 @@ pub struct Vault {
     /// Each tenant's change feed (revisions in flight and the watermark).
     feeds: feed::Feeds,
     /// Serializes changes to webhook deliveries (fan-out, results, replay, deletion).
-    webhook_changes: Mutex<()>,
+    webhook_changes: OwnedLock<webhooks::WebhookChanges>,
     /// Where the maintenance round's purge of dead tokens goes on from.
     purge_cursors: Mutex<purge::PurgeCursors>,
 }
@@ -403,6 +405,40 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
         locks.insert(key, Arc::downgrade(&new));
         new
     }
+}
+
+/// A lock owned by one subsystem. `Key` is a type only the owning module can make (a unit
+/// struct with a private field), so only that module can take the lock; and a function that
+/// needs the lock held takes the guard, [`Held`], as a parameter, so that "the caller holds
+/// it" is in the signature rather than in a comment.
+struct OwnedLock<Key> {
+    mutex: Mutex<()>,
+    _key: std::marker::PhantomData<fn() -> Key>,
+}
+
+impl<Key> Default for OwnedLock<Key> {
+    fn default() -> Self {
+        OwnedLock {
+            mutex: Mutex::new(()),
+            _key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<Key> OwnedLock<Key> {
+    /// Takes the lock; `key` proves the caller is the owning module.
+    fn hold(&self, key: Key) -> Held<'_, Key> {
+        Held {
+            _guard: lock(&self.mutex),
+            _key: key,
+        }
+    }
+}
+
+/// Proof that an [`OwnedLock`] is held, for as long as this lives.
+struct Held<'a, Key> {
+    _guard: MutexGuard<'a, ()>,
+    _key: Key,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -511,16 +547,16 @@ impl Vault {
             audit: None,
             clock: Arc::new(now_unix_nanos),
             token_changes: KeyedLocks::default(),
-            mfa_changes: Mutex::new(()),
-            key_changes: Mutex::new(()),
-            kms_changes: Mutex::new(()),
-            wrap_gate: RwLock::new(()),
+            mfa_changes: OwnedLock::default(),
+            key_changes: OwnedLock::default(),
+            kms_changes: OwnedLock::default(),
+            wrap_gate: keys::WrapGate::default(),
             maintenance: Mutex::new(()),
             last_sweep: Mutex::new(None),
             invocation_log,
             rekey: Mutex::new(rekey::Rekeys::default()),
             feeds: feed::Feeds::default(),
-            webhook_changes: Mutex::new(()),
+            webhook_changes: OwnedLock::default(),
             purge_cursors: Mutex::new(purge::PurgeCursors::default()),
         })
     }

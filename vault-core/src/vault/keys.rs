@@ -52,6 +52,36 @@ use crate::schema::{
     kek_state_key, previous_root_key, root_count_key, shredded_key,
 };
 
+/// The wrap gate: every writer is inside it (holds a [`WrapGuard`]) from the moment it wraps
+/// under a KEK until its write is committed, and wrapping takes the guard as a parameter; a
+/// re-wrap job closes it behind them once after fixing its set of versions (only this module
+/// can), so every write that could have wrapped under a version of the set has committed
+/// before the job's scan starts.
+#[derive(Default)]
+pub(super) struct WrapGate(RwLock<()>);
+
+/// Proof of being inside the wrap gate.
+pub(super) struct WrapGuard<'a>(
+    #[allow(dead_code, reason = "held for its Drop, which lets the gate close")]
+    RwLockReadGuard<'a, ()>,
+);
+
+impl WrapGate {
+    /// Enters the gate; leave it (drop the guard) once what was wrapped is committed.
+    pub(super) fn enter(&self) -> WrapGuard<'_> {
+        WrapGuard(read(&self.0))
+    }
+
+    /// Waits until every writer inside the gate has left.
+    fn close_behind(&self) {
+        drop(write(&self.0));
+    }
+}
+
+/// The key to `Vault::key_changes`: only this module makes one, so only this module takes the
+/// lock (others ask [`Vault::hold_key_changes`]).
+pub(super) struct KeyChanges(());
+
 /// No key is ever used for more invocations than this (random 96-bit nonces, NIST SP 800-38D).
 pub const HARD_CAP: u64 = 1 << 32;
 /// Default budget of a key version: 2^30 invocations, a quarter of the cap (the chance of a nonce
@@ -395,21 +425,37 @@ impl Vault {
         if let Some(keys) = read(&keyring.tenants).get(&tenant) {
             return Ok(Arc::clone(keys));
         }
-        let _changes = lock(&self.key_changes);
-        self.tenant_keys_locked(keyring, tenant)
+        let changes = self.hold_key_changes();
+        self.tenant_keys_locked(&changes, keyring, tenant)
     }
 
-    /// [`Vault::tenant_keys`] for a caller that holds `key_changes`.
-    fn tenant_keys_locked(&self, keyring: &Keyring, tenant: TenantId) -> Result<Arc<TenantKeys>> {
+    /// Takes `key_changes`, for a change outside this module that must not race a KEK change
+    /// (shredding's destruction, root rotation). Hold it until the change is committed.
+    pub(super) fn hold_key_changes(&self) -> Held<'_, KeyChanges> {
+        self.key_changes.hold(KeyChanges(()))
+    }
+
+    /// [`Vault::tenant_keys`] with `key_changes` held.
+    pub(super) fn tenant_keys_locked(
+        &self,
+        _changes: &Held<'_, KeyChanges>,
+        keyring: &Keyring,
+        tenant: TenantId,
+    ) -> Result<Arc<TenantKeys>> {
         if let Some(keys) = read(&keyring.tenants).get(&tenant) {
             return Ok(Arc::clone(keys));
         }
-        self.reload_tenant_keys(keyring, tenant)
+        self.reload_tenant_keys(_changes, keyring, tenant)
     }
 
     /// Loads the tenant's KEK versions from the key store into the cache; versions already
-    /// cached keep their counters. The caller holds `key_changes`.
-    fn reload_tenant_keys(&self, keyring: &Keyring, tenant: TenantId) -> Result<Arc<TenantKeys>> {
+    /// cached keep their counters.
+    fn reload_tenant_keys(
+        &self,
+        _changes: &Held<'_, KeyChanges>,
+        keyring: &Keyring,
+        tenant: TenantId,
+    ) -> Result<Arc<TenantKeys>> {
         let prefix = kek_prefix(tenant);
         let entries = self
             .keys
@@ -494,29 +540,32 @@ impl Vault {
         if let Some(kek) = self.tenant_keys(keyring, tenant)?.versions.get(&version) {
             return Ok(Some(Arc::clone(kek)));
         }
-        let _changes = lock(&self.key_changes);
+        let changes = self.hold_key_changes();
         Ok(self
-            .reload_tenant_keys(keyring, tenant)?
+            .reload_tenant_keys(&changes, keyring, tenant)?
             .versions
             .get(&version)
             .cloned())
     }
 
     /// Wraps a DEK under the tenant's current KEK, taking one use of it; a version at its budget
-    /// is rotated first. Returns the wrapped DEK and the version that wrapped it.
+    /// is rotated first. Returns the wrapped DEK and the version that wrapped it. The caller is
+    /// inside the wrap gate (`wrapping`) until what it wrapped is committed.
     pub(super) fn wrap_dek(
         &self,
+        wrapping: &WrapGuard<'_>,
         keyring: &Keyring,
         tenant: TenantId,
         context: &Context<'_>,
         dek: &SecretKey,
     ) -> Result<(Vec<u8>, u32)> {
-        self.wrap_under_kek(keyring, tenant, context, dek.expose_secret())
+        self.wrap_under_kek(wrapping, keyring, tenant, context, dek.expose_secret())
     }
 
     /// [`Vault::wrap_dek`] for key material of any length (a named key's version).
     pub(super) fn wrap_under_kek(
         &self,
+        _wrapping: &WrapGuard<'_>,
         keyring: &Keyring,
         tenant: TenantId,
         context: &Context<'_>,
@@ -541,10 +590,11 @@ impl Vault {
                 )?;
                 return Ok((wrapped, version));
             }
-            let _changes = lock(&self.key_changes);
+            let changes = self.hold_key_changes();
             // Another writer may have rotated already.
-            if self.tenant_keys_locked(keyring, tenant)?.current == version {
+            if self.tenant_keys_locked(&changes, keyring, tenant)?.current == version {
                 self.add_kek_version(
+                    &changes,
                     keyring,
                     tenant,
                     &format!(
@@ -558,10 +608,15 @@ impl Vault {
 
     /// Adds a KEK version for the tenant and schedules versions past the live limit for
     /// retirement, in one key-store write. `automatic` names the reason for a rotation the vault
-    /// does by itself (audited as the vault), empty for one a caller asked for. Holds
-    /// `key_changes`.
-    fn add_kek_version(&self, keyring: &Keyring, tenant: TenantId, automatic: &str) -> Result<u32> {
-        let keys = self.tenant_keys_locked(keyring, tenant)?;
+    /// does by itself (audited as the vault), empty for one a caller asked for.
+    fn add_kek_version(
+        &self,
+        changes: &Held<'_, KeyChanges>,
+        keyring: &Keyring,
+        tenant: TenantId,
+        automatic: &str,
+    ) -> Result<u32> {
+        let keys = self.tenant_keys_locked(changes, keyring, tenant)?;
         if keys.versions.len() >= MAX_KEK_VERSIONS {
             return Err(Error::FailedPrecondition(format!(
                 "tenant {tenant} has {MAX_KEK_VERSIONS} KEK versions, the most it may keep"
@@ -699,8 +754,8 @@ impl Vault {
             // The new KEK is sealed under the root key.
             self.admit_root_key_use(id)?;
         }
-        let _changes = lock(&self.key_changes);
-        self.add_kek_version(&keyring, id, "")
+        let changes = self.hold_key_changes();
+        self.add_kek_version(&changes, &keyring, id, "")
     }
 
     /// Rotates every live tenant's KEK (system scope). Returns each tenant with its new version.
@@ -711,8 +766,8 @@ impl Vault {
         for record in self.tenant_records()? {
             let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
             let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            let _changes = lock(&self.key_changes);
-            rotated.push((name, self.add_kek_version(&keyring, id, "")?));
+            let changes = self.hold_key_changes();
+            rotated.push((name, self.add_kek_version(&changes, &keyring, id, "")?));
         }
         Ok(rotated)
     }
@@ -732,8 +787,8 @@ impl Vault {
         if version == 0 {
             return Err(Error::invalid("version", "KEK versions start at 1"));
         }
-        let _changes = lock(&self.key_changes);
-        let keys = self.tenant_keys_locked(&keyring, id)?;
+        let changes = self.hold_key_changes();
+        let keys = self.tenant_keys_locked(&changes, &keyring, id)?;
         if !keys.versions.contains_key(&version) {
             return Err(Error::NotFound(format!(
                 "KEK version {version} of tenant {tenant}"
@@ -868,8 +923,8 @@ impl Vault {
         let max_age = self.config.keys.max_age_nanos;
         for record in self.tenant_records()? {
             let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            let _changes = lock(&self.key_changes);
-            let current = match self.tenant_keys_locked(keyring, id) {
+            let changes = self.hold_key_changes();
+            let current = match self.tenant_keys_locked(&changes, keyring, id) {
                 Ok(keys) => keys,
                 // A tenant record without keys (a data store older than a shredding): nothing to
                 // maintain, and no reason to hold up the other tenants.
@@ -882,6 +937,7 @@ impl Vault {
             {
                 let age_days = (now - kek.created_unix_nanos) / 86_400_000_000_000;
                 self.add_kek_version(
+                    &changes,
                     keyring,
                     id,
                     &format!(
@@ -914,7 +970,7 @@ impl Vault {
     ) -> Result<usize> {
         let mut started = false;
         let job = {
-            let _changes = lock(&self.key_changes);
+            let _changes = self.hold_key_changes();
             let mut lifecycle = self.lifecycle(tenant)?;
             match &lifecycle.job {
                 Some(job) => job.clone(),
@@ -953,7 +1009,7 @@ impl Vault {
             // be about to commit a DEK wrapped under it. Wait for every put in flight; puts after
             // this read a current version outside the set. (A job resumed after a restart needs
             // no barrier: no put of this process predates its set.)
-            drop(write(&self.wrap_gate));
+            self.wrap_gate.close_behind();
         }
 
         let prefix = schema::tenant_versions_prefix(tenant);
@@ -987,7 +1043,7 @@ impl Vault {
             // records are few: all of them in this round).
             rewrapped += self.rewrap_named_keys(keyring, tenant, &job.versions)?;
         }
-        let changes = lock(&self.key_changes);
+        let changes = self.hold_key_changes();
         let mut lifecycle = self.lifecycle(tenant)?;
         let Some(stored) = lifecycle.job.as_mut() else {
             return Err(corrupt("a re-wrap job (vanished while running)"));
@@ -1008,7 +1064,7 @@ impl Vault {
         let Some(finished) = lifecycle.job.take() else {
             return Err(corrupt("a re-wrap job"));
         };
-        let keys = self.tenant_keys_locked(keyring, tenant)?;
+        let keys = self.tenant_keys_locked(&changes, keyring, tenant)?;
         let listed: Vec<String> = finished.versions.iter().map(u32::to_string).collect();
         self.audit_vault(
             tenant,
@@ -1092,7 +1148,9 @@ impl Vault {
         let context = dek_context(tenant, &path, version);
         let dek = SecretKey::from_bytes(crypto::open(&old.key, &context, wrapped, &what)?)
             .ok_or_else(|| Error::Integrity(what()))?;
-        let (rewrapped, _) = self.wrap_dek(keyring, tenant, &context, &dek)?;
+        // Inside the gate like any writer (this job closed it behind the puts before its scan).
+        let wrapping = self.wrap_gate.enter();
+        let (rewrapped, _) = self.wrap_dek(&wrapping, keyring, tenant, &context, &dek)?;
         let mut batch = WriteBatch::new();
         batch.put(
             Space::Secrets,
@@ -1168,10 +1226,11 @@ impl Vault {
     /// Root key rotation (during a rekey, the only time the unseal key exists): a new root key,
     /// and into `batch` every KEK record, the system keys and the previous root keys re-sealed
     /// under it, with the old root key added to the previous ones. Secret data is not touched.
-    /// The caller holds `key_changes` until the batch is committed, and seals the returned root
-    /// key under the new unseal key in the same write.
+    /// The caller holds `key_changes` (`_changes`) until the batch is committed, and seals the
+    /// returned root key under the new unseal key in the same write.
     pub(super) fn rotate_root_into(
         &self,
+        _changes: &Held<'_, KeyChanges>,
         old_root: &SecretKey,
         old_version: u32,
         batch: &mut WriteBatch,

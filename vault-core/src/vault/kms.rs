@@ -60,6 +60,8 @@
 
 use std::collections::BTreeMap;
 
+use super::keys::WrapGuard;
+
 use super::keys::{Counted, HARD_CAP, MaintenanceReport, Uses};
 use super::*;
 use crate::kms::{self as named, Binding, EncryptionContext, KeyName, KeyType, Usage};
@@ -367,7 +369,17 @@ fn item_field(batch: bool, index: usize, field: &str) -> String {
     }
 }
 
+/// The key to `Vault::kms_changes`: only this module makes one, so only this module takes the
+/// named keys' lock.
+pub(super) struct KmsChanges(());
+
 impl Vault {
+    /// Takes `kms_changes` (creation, rotation, configuration, trimming, deletion, cache
+    /// loads of named keys). Taken before `wrap_gate` and `key_changes`, never after.
+    fn hold_kms_changes(&self) -> Held<'_, KmsChanges> {
+        self.kms_changes.hold(KmsChanges(()))
+    }
+
     fn authorize_key(
         &self,
         caller: &Caller,
@@ -389,14 +401,15 @@ impl Vault {
         if let Some(key) = read(&keyring.named).get(&(tenant, name.clone())) {
             return Ok(Arc::clone(key));
         }
-        let _changes = lock(&self.kms_changes);
-        self.load_named_key(keyring, tenant, name)
+        let changes = self.hold_kms_changes();
+        self.load_named_key(&changes, keyring, tenant, name)
     }
 
     /// Loads a key from the key store into the cache; versions already cached keep their
-    /// counters. The caller holds `kms_changes`.
+    /// counters.
     fn load_named_key(
         &self,
+        _changes: &Held<'_, KmsChanges>,
         keyring: &Keyring,
         tenant: TenantId,
         name: &KeyName,
@@ -486,11 +499,12 @@ impl Vault {
     }
 
     /// Generates version `version` of a key, wraps it under the tenant's current KEK and adds
-    /// its record to `batch`. The caller holds `wrap_gate` for reading until the batch is
-    /// written (so a KEK retirement job never misses it).
+    /// its record to `batch`. The caller stays inside the wrap gate (`wrapping`) until the
+    /// batch is written (so a KEK retirement job never misses it).
     #[allow(clippy::too_many_arguments)]
     fn new_named_version(
         &self,
+        wrapping: &WrapGuard<'_>,
         keyring: &Keyring,
         tenant: TenantId,
         name: &KeyName,
@@ -502,6 +516,7 @@ impl Vault {
         let material = named::generate(key_type)?;
         let public_key = named::public_key(key_type, &material)?;
         let (wrapped, _) = self.wrap_under_kek(
+            wrapping,
             keyring,
             tenant,
             &named_context(tenant, name, version),
@@ -559,7 +574,7 @@ impl Vault {
             return Err(Error::invalid("rotation_period", "must not be negative"));
         }
         let keyring = self.keyring()?;
-        let _changes = lock(&self.kms_changes);
+        let _changes = self.hold_kms_changes();
         if self
             .keys
             .get(Space::Config, &named_config_key(id, name))?
@@ -582,8 +597,9 @@ impl Vault {
             delete_after_unix_nanos: None,
         };
         let mut batch = WriteBatch::new();
-        let _wrapping = read(&self.wrap_gate);
-        let first = self.new_named_version(&keyring, id, name, key_type, 1, now, &mut batch)?;
+        let wrapping = self.wrap_gate.enter();
+        let first =
+            self.new_named_version(&wrapping, &keyring, id, name, key_type, 1, now, &mut batch)?;
         batch.put(Space::Config, named_config_key(id, name), to_json(&config)?);
         if config.rotation_period_nanos > 0 {
             batch.put(
@@ -662,8 +678,8 @@ impl Vault {
     ) -> Result<NamedKeyInfo> {
         let id = self.authorize_key(caller, tenant, name, Capability::Admin)?;
         let keyring = self.keyring()?;
-        let _changes = lock(&self.kms_changes);
-        let key = self.load_named_key(&keyring, id, name)?;
+        let changes = self.hold_kms_changes();
+        let key = self.load_named_key(&changes, &keyring, id, name)?;
         let mut config = key.config.clone();
         if let Some(min) = update.min_decryption_version {
             if min < config.min_available_version.max(1) || min > config.latest {
@@ -755,16 +771,16 @@ impl Vault {
     }
 
     /// Adds a version to a key (rotation). `automatic` names the reason for a rotation the vault
-    /// does by itself (audited as the vault); empty for one a caller asked for. The caller holds
-    /// `kms_changes`.
+    /// does by itself (audited as the vault); empty for one a caller asked for.
     fn add_named_version(
         &self,
+        changes: &Held<'_, KmsChanges>,
         keyring: &Keyring,
         tenant: TenantId,
         name: &KeyName,
         automatic: &str,
     ) -> Result<u32> {
-        let key = self.load_named_key(keyring, tenant, name)?;
+        let key = self.load_named_key(changes, keyring, tenant, name)?;
         if key.versions.len() >= MAX_NAMED_KEY_VERSIONS {
             return Err(Error::FailedPrecondition(format!(
                 "key {name} keeps {MAX_NAMED_KEY_VERSIONS} versions, the most it may; trim old \
@@ -785,8 +801,9 @@ impl Vault {
         let mut config = key.config.clone();
         config.latest = version;
         let mut batch = WriteBatch::new();
-        let _wrapping = read(&self.wrap_gate);
+        let wrapping = self.wrap_gate.enter();
         let added = self.new_named_version(
+            &wrapping,
             keyring,
             tenant,
             name,
@@ -823,10 +840,10 @@ impl Vault {
     pub fn rotate_key(&self, caller: &Caller, tenant: &TenantName, name: &KeyName) -> Result<u32> {
         let id = self.authorize_key(caller, tenant, name, Capability::Rotate)?;
         let keyring = self.keyring()?;
-        let _changes = lock(&self.kms_changes);
-        self.load_named_key(&keyring, id, name)?
+        let changes = self.hold_kms_changes();
+        self.load_named_key(&changes, &keyring, id, name)?
             .check_deletion_pending(name)?;
-        self.add_named_version(&keyring, id, name, "")
+        self.add_named_version(&changes, &keyring, id, name, "")
     }
 
     /// Destroys every version below `min_available_version` (which may not exceed the minimum
@@ -840,8 +857,8 @@ impl Vault {
     ) -> Result<Vec<u32>> {
         let id = self.authorize_key(caller, tenant, name, Capability::Admin)?;
         let keyring = self.keyring()?;
-        let changes = lock(&self.kms_changes);
-        let key = self.load_named_key(&keyring, id, name)?;
+        let changes = self.hold_kms_changes();
+        let key = self.load_named_key(&changes, &keyring, id, name)?;
         let mut ceiling = key.config.min_decryption_version;
         if key.config.min_encryption_version != 0 {
             ceiling = ceiling.min(key.config.min_encryption_version);
@@ -888,8 +905,8 @@ impl Vault {
     pub fn delete_key(&self, caller: &Caller, tenant: &TenantName, name: &KeyName) -> Result<i64> {
         let id = self.authorize_key(caller, tenant, name, Capability::Admin)?;
         let keyring = self.keyring()?;
-        let _changes = lock(&self.kms_changes);
-        let key = self.load_named_key(&keyring, id, name)?;
+        let changes = self.hold_kms_changes();
+        let key = self.load_named_key(&changes, &keyring, id, name)?;
         if let Some(when) = key.config.delete_after_unix_nanos {
             return Ok(when);
         }
@@ -925,8 +942,8 @@ impl Vault {
     ) -> Result<()> {
         let id = self.authorize_key(caller, tenant, name, Capability::Admin)?;
         let keyring = self.keyring()?;
-        let _changes = lock(&self.kms_changes);
-        let key = self.load_named_key(&keyring, id, name)?;
+        let changes = self.hold_kms_changes();
+        let key = self.load_named_key(&changes, &keyring, id, name)?;
         let Some(when) = key.config.delete_after_unix_nanos else {
             return Err(Error::FailedPrecondition(format!(
                 "key {name} is not scheduled for deletion"
@@ -1086,10 +1103,16 @@ impl Vault {
                         "key {name} version {version} used its budget of {limit} encryptions"
                     )));
                 }
-                let _changes = lock(&self.kms_changes);
+                let changes = self.hold_kms_changes();
                 // Another caller may have rotated already.
-                if self.load_named_key(keyring, tenant, name)?.config.latest == version {
+                if self
+                    .load_named_key(&changes, keyring, tenant, name)?
+                    .config
+                    .latest
+                    == version
+                {
                     self.add_named_version(
+                        &changes,
                         keyring,
                         tenant,
                         name,
@@ -1390,8 +1413,8 @@ impl Vault {
         name: &KeyName,
         now: i64,
     ) -> Result<Option<bool>> {
-        let changes = lock(&self.kms_changes);
-        let key = match self.load_named_key(keyring, tenant, name) {
+        let changes = self.hold_kms_changes();
+        let key = match self.load_named_key(&changes, keyring, tenant, name) {
             Ok(key) => key,
             Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
@@ -1429,6 +1452,7 @@ impl Vault {
                 .map_or(key.config.created_unix_nanos, |v| v.created_unix_nanos);
             if now - latest_created >= key.config.rotation_period_nanos {
                 self.add_named_version(
+                    &changes,
                     keyring,
                     tenant,
                     name,
@@ -1449,7 +1473,7 @@ impl Vault {
         tenant: TenantId,
         set: &std::collections::BTreeSet<u32>,
     ) -> Result<u64> {
-        let _changes = lock(&self.kms_changes);
+        let _changes = self.hold_kms_changes();
         let prefix = named_versions_prefix(tenant, None);
         let mut rewrapped = 0;
         for (key, value) in self
@@ -1475,8 +1499,9 @@ impl Vault {
                 .ok_or_else(|| corrupt("a named key version key"))?;
             let version = keys::version_suffix(relative, split + 1, "a named key version key")?;
             let material = self.unwrap_named(keyring, tenant, &name, version, &record.sealed)?;
-            let _wrapping = read(&self.wrap_gate);
+            let wrapping = self.wrap_gate.enter();
             let (wrapped, _) = self.wrap_under_kek(
+                &wrapping,
                 keyring,
                 tenant,
                 &named_context(tenant, &name, version),

@@ -169,7 +169,16 @@ fn mfa_context(entity: &str) -> Context<'_> {
     }
 }
 
+/// The key to `Vault::mfa_changes`: only this module makes one, so only this module takes the
+/// lock that serializes MFA checks and enrolments.
+pub(super) struct MfaChanges(());
+
 impl Vault {
+    /// Takes `mfa_changes` (each check and enrolment reads, then writes, an entity's record).
+    fn hold_mfa_changes(&self) -> Held<'_, MfaChanges> {
+        self.mfa_changes.hold(MfaChanges(()))
+    }
+
     /// Fails unless the caller has the system scope and, if `op` is one of the operations that
     /// need MFA, a valid code.
     pub fn require_system_op(&self, caller: &Caller, op: SystemOp) -> Result<()> {
@@ -252,7 +261,7 @@ impl Vault {
         if own && let Some(tenant) = caller.tenant {
             self.admit_root_key_use(tenant)?;
         }
-        let _guard = lock(&self.mfa_changes);
+        let changes = self.hold_mfa_changes();
         if own
             && let Some(legacy) = legacy_jwt_entity(&entity)
             && self.data.get(Space::Config, &mfa_key(&legacy))?.is_some()
@@ -278,9 +287,11 @@ impl Vault {
                     )));
                 }
                 (false, false) => {}
-                (true, true) => {
-                    self.verify_mfa_locked(caller, "re-enrolling an enrolled entity requires mfa")?
-                }
+                (true, true) => self.verify_mfa_locked(
+                    &changes,
+                    caller,
+                    "re-enrolling an enrolled entity requires mfa",
+                )?,
                 // The root token itself may enrol root again after a reset: every system
                 // token acts for root, so nobody else could, and the holder of the root token
                 // can do everything anyway.
@@ -319,7 +330,7 @@ impl Vault {
     pub fn reset_mfa(&self, caller: &Caller, entity: &str) -> Result<()> {
         self.keyring()?;
         self.require_system_op(caller, SystemOp::MfaConfig)?;
-        let _guard = lock(&self.mfa_changes);
+        let _changes = self.hold_mfa_changes();
         let key = mfa_key(entity);
         let mut record = match self.data.get(Space::Config, &key)? {
             Some(bytes) => from_json::<MfaRecord>(&bytes, "an mfa enrolment")?,
@@ -353,12 +364,17 @@ impl Vault {
 
     /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
     pub(super) fn verify_mfa(&self, caller: &Caller, why: &str) -> Result<()> {
-        let _guard = lock(&self.mfa_changes);
-        self.verify_mfa_locked(caller, why)
+        let changes = self.hold_mfa_changes();
+        self.verify_mfa_locked(&changes, caller, why)
     }
 
-    /// [`Vault::verify_mfa`] with `mfa_changes` already held.
-    fn verify_mfa_locked(&self, caller: &Caller, why: &str) -> Result<()> {
+    /// [`Vault::verify_mfa`] with `mfa_changes` held.
+    fn verify_mfa_locked(
+        &self,
+        _changes: &Held<'_, MfaChanges>,
+        caller: &Caller,
+        why: &str,
+    ) -> Result<()> {
         let mut verified = lock(&caller.mfa_verified);
         if *verified {
             return Ok(());

@@ -421,10 +421,10 @@ impl Vault {
 
         let mut batch = WriteBatch::new();
         // A root rotation re-seals every KEK record: no KEK may change until it is committed.
-        let changes = staged.rotate_root.then(|| lock(&self.key_changes));
-        let new_config = if staged.rotate_root {
+        let changes = staged.rotate_root.then(|| self.hold_key_changes());
+        let new_config = if let Some(changes) = &changes {
             let (new_root, version) =
-                self.rotate_root_into(&root, config.root_key_version, &mut batch)?;
+                self.rotate_root_into(changes, &root, config.root_key_version, &mut batch)?;
             let sealed = crypto::seal(
                 &new_unseal,
                 KeyRef {

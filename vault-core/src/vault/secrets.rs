@@ -29,7 +29,7 @@ use super::{
     Caller, Keyring, ListPage, PutOutcome, SecretVersion, Vault, corrupt, decode_version,
     dek_context, encode_version,
     feed::{Event, EventKind},
-    from_json, lock, read, to_json, value_context,
+    from_json, lock, to_json, value_context,
 };
 use crate::{
     crypto::{self, Header, KeyKind, KeyRef},
@@ -456,14 +456,20 @@ impl Vault {
             }
         }
         // Until the write below is committed (see `wrap_gate`).
-        let _wrapping = read(&self.wrap_gate);
+        let wrapping = self.wrap_gate.enter();
         let now = self.now();
         let created = meta.is_none();
         let mut meta = meta.unwrap_or_else(|| SecretMeta::new(now));
         let version = current + 1;
 
         let dek = SecretKey::generate()?;
-        let (wrapped_dek, _) = self.wrap_dek(keyring, id, &dek_context(id, path, version), &dek)?;
+        let (wrapped_dek, _) = self.wrap_dek(
+            &wrapping,
+            keyring,
+            id,
+            &dek_context(id, path, version),
+            &dek,
+        )?;
         let sealed_value = crypto::seal(
             &dek,
             KeyRef {

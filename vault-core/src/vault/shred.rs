@@ -238,7 +238,7 @@ impl Vault {
         };
         batch.put(Space::Config, shredded_key(id), to_json(&tombstone)?);
         {
-            let _changes = lock(&self.key_changes);
+            let _changes = self.hold_key_changes();
             self.keys.write(batch)?;
             write(&keyring.tenants).remove(&id);
             write(&keyring.named).retain(|(tenant, _), _| *tenant != id);

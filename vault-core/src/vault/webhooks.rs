@@ -24,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{
-    Caller, Vault, corrupt,
+    Caller, Held, Vault, corrupt,
     feed::{Event, EventKind},
-    from_json, lock, to_json,
+    from_json, to_json,
 };
 use crate::{
     cidr::Cidr,
@@ -483,7 +483,16 @@ pub fn verify_signature(
     hmac::verify(&key, &message, &mac).map_err(|_| "signature does not match")
 }
 
+/// The key to `Vault::webhook_changes`: only this module makes one, so only this module takes
+/// the lock that serializes changes to deliveries.
+pub(super) struct WebhookChanges(());
+
 impl Vault {
+    /// Takes `webhook_changes` (fan-out, results, replay, deletion).
+    fn hold_webhook_changes(&self) -> Held<'_, WebhookChanges> {
+        self.webhook_changes.hold(WebhookChanges(()))
+    }
+
     fn webhook_admin(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
         self.keyring()?;
         self.authorize(caller, tenant, "", Capability::Admin)
@@ -599,7 +608,7 @@ impl Vault {
             secret.expose_secret(),
         )?;
         drop(secret);
-        let _changes = lock(&self.webhook_changes);
+        let _changes = self.hold_webhook_changes();
         // Again under the lock: two creations may have passed the first check together.
         self.webhook_quota(tenant, id)?;
         let record = WebhookRecord {
@@ -695,7 +704,7 @@ impl Vault {
     ) -> Result<()> {
         let webhook = parse_webhook_id(webhook)?;
         let id = self.webhook_admin(caller, tenant)?;
-        let _changes = lock(&self.webhook_changes);
+        let _changes = self.hold_webhook_changes();
         self.webhook_record(id, webhook)?;
         for prefix in [
             webhook_pending_prefix(id, webhook),
@@ -743,7 +752,7 @@ impl Vault {
     ) -> Result<u64> {
         let webhook = parse_webhook_id(webhook)?;
         let id = self.webhook_admin(caller, tenant)?;
-        let _changes = lock(&self.webhook_changes);
+        let _changes = self.hold_webhook_changes();
         self.webhook_record(id, webhook)?;
         let prefix = webhook_dead_prefix(id, webhook);
         let now = self.now();
@@ -811,7 +820,7 @@ impl Vault {
         if self.keyring().is_err() {
             return Ok(0);
         }
-        let _changes = lock(&self.webhook_changes);
+        let _changes = self.hold_webhook_changes();
         let prefix = WEBHOOK_INDEX_PREFIX;
         let mut queued = 0;
         for (key, _) in self.data.scan(Space::Config, prefix, prefix, usize::MAX)? {
@@ -930,7 +939,7 @@ impl Vault {
             let turn = busy.turn % tenants.len();
             tenants.rotate_left(turn);
         }
-        let _changes = lock(&self.webhook_changes);
+        let _changes = self.hold_webhook_changes();
         let now = self.now();
         let mut total = busy.in_flight.len();
         let mut hosts = busy.per_host.clone();
@@ -1167,7 +1176,7 @@ impl Vault {
         delivery: &Delivery,
         outcome: std::result::Result<(), String>,
     ) -> Result<()> {
-        let _changes = lock(&self.webhook_changes);
+        let _changes = self.hold_webhook_changes();
         let tenant = delivery.tenant;
         let webhook = delivery.webhook.as_str();
         let pending_key = webhook_pending_key(tenant, webhook, delivery.revision);
