@@ -107,7 +107,7 @@ impl Tokens for TokensService {
             |r| (&r.tenant, ""),
             token_request,
             |step, request| {
-                let created = step.vault.create_token(step.caller()?, request)?;
+                let created = step.vault.access().create_token(step.caller()?, request)?;
                 step.call
                     .note(format!("created token {}", created.info.accessor));
                 Ok(created)
@@ -133,7 +133,11 @@ impl Tokens for TokensService {
             request,
             nothing,
             |r| Ok(accessor_arg(r.accessor)),
-            |step, accessor| step.vault.lookup_token(step.caller()?, accessor.as_deref()),
+            |step, accessor| {
+                step.vault
+                    .access()
+                    .lookup_token(step.caller()?, accessor.as_deref())
+            },
         )
         .await?;
         Ok(Response::new(v1::LookupTokenResponse {
@@ -152,6 +156,7 @@ impl Tokens for TokensService {
             |r| Ok((accessor_arg(r.accessor), seconds(r.increment_seconds))),
             |step, (accessor, increment)| {
                 step.vault
+                    .access()
                     .renew_token(step.caller()?, accessor.as_deref(), increment)
             },
         )
@@ -170,7 +175,11 @@ impl Tokens for TokensService {
             request,
             nothing,
             |r| Ok(accessor_arg(r.accessor)),
-            |step, accessor| step.vault.revoke_token(step.caller()?, accessor.as_deref()),
+            |step, accessor| {
+                step.vault
+                    .access()
+                    .revoke_token(step.caller()?, accessor.as_deref())
+            },
         )
         .await?;
         Ok(Response::new(v1::RevokeTokenResponse {
@@ -216,7 +225,11 @@ impl Policies for PoliciesService {
                     .with_required_mfa(&r.require_mfa)?;
                 Ok((tenant, policy))
             },
-            |step, (tenant, policy)| step.vault.write_policy(step.caller()?, &tenant, &policy),
+            |step, (tenant, policy)| {
+                step.vault
+                    .access()
+                    .write_policy(step.caller()?, &tenant, &policy)
+            },
         )
         .await?;
         Ok(Response::new(v1::WritePolicyResponse {}))
@@ -231,7 +244,11 @@ impl Policies for PoliciesService {
             request,
             |r| (&r.tenant, &r.name),
             |r| policy_of(&r.tenant, &r.name),
-            |step, (tenant, name)| step.vault.read_policy(step.caller()?, &tenant, &name),
+            |step, (tenant, name)| {
+                step.vault
+                    .access()
+                    .read_policy(step.caller()?, &tenant, &name)
+            },
         )
         .await?;
         Ok(Response::new(v1::ReadPolicyResponse {
@@ -254,7 +271,7 @@ impl Policies for PoliciesService {
             request,
             |r| (&r.tenant, ""),
             |r| TenantName::parse(&r.tenant),
-            |step, tenant| step.vault.list_policies(step.caller()?, &tenant),
+            |step, tenant| step.vault.access().list_policies(step.caller()?, &tenant),
         )
         .await?;
         Ok(Response::new(v1::ListPoliciesResponse { names }))
@@ -269,7 +286,11 @@ impl Policies for PoliciesService {
             request,
             |r| (&r.tenant, &r.name),
             |r| policy_of(&r.tenant, &r.name),
-            |step, (tenant, name)| step.vault.delete_policy(step.caller()?, &tenant, &name),
+            |step, (tenant, name)| {
+                step.vault
+                    .access()
+                    .delete_policy(step.caller()?, &tenant, &name)
+            },
         )
         .await?;
         Ok(Response::new(v1::DeletePolicyResponse {}))

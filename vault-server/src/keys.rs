@@ -83,7 +83,11 @@ impl Keys for KeysService {
                 "" => Ok(None),
                 name => Ok(Some(TenantName::parse(name)?)),
             },
-            |step, tenant| step.vault.key_status(step.caller()?, tenant.as_ref()),
+            |step, tenant| {
+                step.vault
+                    .keks()
+                    .key_status(step.caller()?, tenant.as_ref())
+            },
         )
         .await?;
         Ok(Response::new(status_message(status)))
@@ -100,6 +104,7 @@ impl Keys for KeysService {
             |r| Ok((TenantName::parse(&r.tenant)?, r.version)),
             |step, (tenant, version)| {
                 step.vault
+                    .keks()
                     .retire_key_version(step.caller()?, &tenant, version)
             },
         )

@@ -181,6 +181,7 @@ impl Kms for KmsService {
                 let exportable = spec.exportable;
                 let info = step
                     .vault
+                    .kms()
                     .create_key(step.caller()?, &tenant, &name, spec)?;
                 step.call.note(format!(
                     "key {name} created: type {}, exportable {exportable}",
@@ -204,7 +205,7 @@ impl Kms for KmsService {
             request,
             |r| (&r.tenant, &r.name),
             |r| names(&r.tenant, &r.name),
-            |step, (tenant, name)| step.vault.read_key(step.caller()?, &tenant, &name),
+            |step, (tenant, name)| step.vault.kms().read_key(step.caller()?, &tenant, &name),
         )
         .await?;
         Ok(Response::new(v1::ReadKeyResponse {
@@ -230,6 +231,7 @@ impl Kms for KmsService {
             },
             |step, (tenant, page_token, size)| {
                 step.vault
+                    .kms()
                     .list_keys(step.caller()?, &tenant, &page_token, size)
             },
         )
@@ -269,6 +271,7 @@ impl Kms for KmsService {
             },
             |step, (tenant, name, update)| {
                 step.vault
+                    .kms()
                     .update_key(step.caller()?, &tenant, &name, update)
             },
         )
@@ -288,7 +291,10 @@ impl Kms for KmsService {
             |r| (&r.tenant, &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
-                let version = step.vault.rotate_key(step.caller()?, &tenant, &name)?;
+                let version = step
+                    .vault
+                    .kms()
+                    .rotate_key(step.caller()?, &tenant, &name)?;
                 step.call
                     .note(format!("key {name} rotated to version {version}"));
                 Ok(version)
@@ -308,9 +314,12 @@ impl Kms for KmsService {
             |r| (&r.tenant, &r.name),
             |r| Ok((names(&r.tenant, &r.name)?, r.min_available_version)),
             |step, ((tenant, name), min_available_version)| {
-                let destroyed =
-                    step.vault
-                        .trim_key(step.caller()?, &tenant, &name, min_available_version)?;
+                let destroyed = step.vault.kms().trim_key(
+                    step.caller()?,
+                    &tenant,
+                    &name,
+                    min_available_version,
+                )?;
                 step.call
                     .note(format!("key {name}: versions {destroyed:?} destroyed"));
                 Ok(destroyed)
@@ -332,7 +341,10 @@ impl Kms for KmsService {
             |r| (&r.tenant, &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
-                let when = step.vault.delete_key(step.caller()?, &tenant, &name)?;
+                let when = step
+                    .vault
+                    .kms()
+                    .delete_key(step.caller()?, &tenant, &name)?;
                 step.call
                     .note(format!("key {name} is destroyed at {}", rfc3339(when)));
                 Ok(when)
@@ -355,6 +367,7 @@ impl Kms for KmsService {
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 step.vault
+                    .kms()
                     .cancel_key_deletion(step.caller()?, &tenant, &name)
             },
         )
@@ -372,7 +385,10 @@ impl Kms for KmsService {
             |r| (&r.tenant, &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
-                let exported = step.vault.export_key(step.caller()?, &tenant, &name)?;
+                let exported = step
+                    .vault
+                    .kms()
+                    .export_key(step.caller()?, &tenant, &name)?;
                 let listed: Vec<u32> = exported.1.iter().map(|(v, _)| *v).collect();
                 step.call.note(format!(
                     "key {name}: material of versions {listed:?} exported"
@@ -413,7 +429,7 @@ impl Kms for KmsService {
                     plaintext,
                     context: context.clone(),
                 };
-                let mut results = step.vault.encrypt(
+                let mut results = step.vault.kms().encrypt(
                     step.caller()?,
                     &tenant,
                     &key,
@@ -452,6 +468,7 @@ impl Kms for KmsService {
                 };
                 let result = step
                     .vault
+                    .kms()
                     .decrypt(step.caller()?, &tenant, &key, vec![item], false)?
                     .pop()
                     .ok_or_else(|| Error::Integrity("a decryption result".into()))??;
@@ -496,9 +513,14 @@ impl Kms for KmsService {
             },
             |step, (tenant, key, parsed, contexts, key_version)| {
                 let count = parsed.len();
-                let results =
-                    step.vault
-                        .encrypt(step.caller()?, &tenant, &key, key_version, parsed, true)?;
+                let results = step.vault.kms().encrypt(
+                    step.caller()?,
+                    &tenant,
+                    &key,
+                    key_version,
+                    parsed,
+                    true,
+                )?;
                 step.call.note(batch_detail(
                     &key,
                     count,
@@ -545,9 +567,10 @@ impl Kms for KmsService {
             },
             |step, (tenant, key, parsed, contexts)| {
                 let count = parsed.len();
-                let results = step
-                    .vault
-                    .decrypt(step.caller()?, &tenant, &key, parsed, true)?;
+                let results =
+                    step.vault
+                        .kms()
+                        .decrypt(step.caller()?, &tenant, &key, parsed, true)?;
                 let mut versions: Vec<u32> = results
                     .iter()
                     .filter_map(|r| r.as_ref().ok().map(|(_, v)| *v))
@@ -593,7 +616,7 @@ impl Kms for KmsService {
                 Ok((tenant, key, r.ciphertext, context, r.key_version))
             },
             |step, (tenant, key, ciphertext, context, key_version)| {
-                let (previous, result) = step.vault.rewrap(
+                let (previous, result) = step.vault.kms().rewrap(
                     step.caller()?,
                     &tenant,
                     &key,
@@ -629,7 +652,7 @@ impl Kms for KmsService {
                 Ok((tenant, key, context, r.key_version, r.bits, r.wrapped_only))
             },
             |step, (tenant, key, context, key_version, bits, wrapped_only)| {
-                let generated = step.vault.datakey(
+                let generated = step.vault.kms().datakey(
                     step.caller()?,
                     &tenant,
                     &key,
@@ -670,7 +693,7 @@ impl Kms for KmsService {
             |(_, r)| (&r.tenant, &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
             |step, ((tenant, key), message, key_version)| {
-                let result = step.vault.sign(
+                let result = step.vault.kms().sign(
                     step.caller()?,
                     &tenant,
                     &key,
@@ -701,7 +724,7 @@ impl Kms for KmsService {
             |(_, r)| (&r.tenant, &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.signature)),
             |step, ((tenant, key), message, signature)| {
-                let (valid, version) = step.vault.verify(
+                let (valid, version) = step.vault.kms().verify(
                     step.caller()?,
                     &tenant,
                     &key,
@@ -730,7 +753,7 @@ impl Kms for KmsService {
             |(_, r)| (&r.tenant, &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
             |step, ((tenant, key), message, key_version)| {
-                let result = step.vault.sign(
+                let result = step.vault.kms().sign(
                     step.caller()?,
                     &tenant,
                     &key,
@@ -761,7 +784,7 @@ impl Kms for KmsService {
             |(_, r)| (&r.tenant, &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.hmac)),
             |step, ((tenant, key), message, hmac)| {
-                let (valid, version) = step.vault.verify(
+                let (valid, version) = step.vault.kms().verify(
                     step.caller()?,
                     &tenant,
                     &key,

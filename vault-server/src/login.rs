@@ -180,7 +180,9 @@ impl Login for LoginService {
                 Ok((tenant, r.role_id, secret_id))
             },
             |vault, source, (tenant, role_id, secret_id)| {
-                vault.login_approle(&tenant, &role_id, &secret_id, source)
+                vault
+                    .logins()
+                    .login_approle(&tenant, &role_id, &secret_id, source)
             },
         )
         .await
@@ -195,7 +197,7 @@ impl Login for LoginService {
             request,
             nothing,
             |r| Ok((r.config, Zeroizing::new(r.jwt))),
-            |vault, source, (config, jwt)| vault.login_jwt(&config, &jwt, source),
+            |vault, source, (config, jwt)| vault.logins().login_jwt(&config, &jwt, source),
         )
         .await
     }
@@ -208,7 +210,7 @@ impl Login for LoginService {
             request,
             nothing,
             |r| credential(r.refresh_token, TokenKind::Refresh, "refresh token"),
-            |vault, source, token| vault.refresh(&token, source),
+            |vault, source, token| vault.logins().refresh(&token, source),
         )
         .await
     }
@@ -259,7 +261,11 @@ impl AppRoles for AppRolesService {
                 let tenant = TenantName::parse(&r.tenant)?;
                 Ok((tenant, role_spec(r.role.unwrap_or_default())?))
             },
-            |step, (tenant, spec)| step.vault.write_approle(step.caller()?, &tenant, spec),
+            |step, (tenant, spec)| {
+                step.vault
+                    .logins()
+                    .write_approle(step.caller()?, &tenant, spec)
+            },
         )
         .await?;
         Ok(Response::new(v1::WriteRoleResponse {
@@ -278,7 +284,11 @@ impl AppRoles for AppRolesService {
             request,
             nothing,
             |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
-            |step, (tenant, name)| step.vault.read_approle(step.caller()?, &tenant, &name),
+            |step, (tenant, name)| {
+                step.vault
+                    .logins()
+                    .read_approle(step.caller()?, &tenant, &name)
+            },
         )
         .await?;
         Ok(Response::new(v1::ReadRoleResponse {
@@ -297,7 +307,11 @@ impl AppRoles for AppRolesService {
             request,
             nothing,
             |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
-            |step, (tenant, name)| step.vault.delete_approle(step.caller()?, &tenant, &name),
+            |step, (tenant, name)| {
+                step.vault
+                    .logins()
+                    .delete_approle(step.caller()?, &tenant, &name)
+            },
         )
         .await?;
         Ok(Response::new(v1::DeleteRoleResponse {}))
@@ -323,6 +337,7 @@ impl AppRoles for AppRolesService {
             |step, (tenant, role, spec)| {
                 let generated =
                     step.vault
+                        .logins()
                         .generate_secret_id(step.caller()?, &tenant, &role, spec)?;
                 step.call
                     .note(format!("secret id accessor {}", generated.1));
@@ -408,7 +423,7 @@ impl JwtAuth for JwtAuthService {
             request,
             nothing,
             |r| Ok(jwt_config(r.config.unwrap_or_default())),
-            |step, config| step.vault.write_jwt_config(step.caller()?, config),
+            |step, config| step.vault.logins().write_jwt_config(step.caller()?, config),
         )
         .await?;
         Ok(Response::new(v1::WriteJwtConfigResponse {}))
@@ -424,7 +439,7 @@ impl JwtAuth for JwtAuthService {
             request,
             nothing,
             |r| Ok(r.name),
-            |step, name| step.vault.read_jwt_config(step.caller()?, &name),
+            |step, name| step.vault.logins().read_jwt_config(step.caller()?, &name),
         )
         .await?;
         Ok(Response::new(v1::ReadJwtConfigResponse {
@@ -442,7 +457,7 @@ impl JwtAuth for JwtAuthService {
             request,
             nothing,
             |r| Ok(r.name),
-            |step, name| step.vault.delete_jwt_config(step.caller()?, &name),
+            |step, name| step.vault.logins().delete_jwt_config(step.caller()?, &name),
         )
         .await?;
         Ok(Response::new(v1::DeleteJwtConfigResponse {}))
@@ -464,7 +479,7 @@ impl Mfa for MfaService {
             |_| "a new TOTP enrolment secret".into(),
             |_| true,
             |step, entity| {
-                let enrollment = step.vault.enroll_totp(
+                let enrollment = step.vault.mfa().enroll_totp(
                     step.caller()?,
                     (!entity.is_empty()).then_some(entity.as_str()),
                 )?;
@@ -491,7 +506,7 @@ impl Mfa for MfaService {
             request,
             nothing,
             |r| Ok(r.entity),
-            |step, entity| step.vault.reset_mfa(step.caller()?, &entity),
+            |step, entity| step.vault.mfa().reset_mfa(step.caller()?, &entity),
         )
         .await?;
         Ok(Response::new(v1::ResetMfaResponse {}))
@@ -511,7 +526,7 @@ impl Mfa for MfaService {
                     .map(|op| SystemOp::parse(op))
                     .collect::<Result<Vec<_>, Error>>()
             },
-            |step, ops| step.vault.set_mfa_system_ops(step.caller()?, ops),
+            |step, ops| step.vault.mfa().set_mfa_system_ops(step.caller()?, ops),
         )
         .await?;
         Ok(Response::new(v1::SetSystemMfaResponse {}))
@@ -528,7 +543,7 @@ impl Mfa for MfaService {
             |_| Ok(()),
             |step, ()| {
                 step.vault.require_system(step.caller()?)?;
-                step.vault.mfa_system_ops()
+                step.vault.mfa().mfa_system_ops()
             },
         )
         .await?;

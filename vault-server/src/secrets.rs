@@ -51,6 +51,7 @@ impl Secrets for SecretsService {
             |(data, r)| Ok((secret(&r.tenant, &r.path)?, data, r.cas)),
             |step, ((tenant, path), data, cas)| {
                 step.vault
+                    .secrets()
                     .put_checked(step.caller()?, &tenant, &path, data, cas)
             },
         )
@@ -72,7 +73,10 @@ impl Secrets for SecretsService {
             |r| (&r.tenant, &r.path),
             |r| Ok((secret(&r.tenant, &r.path)?, r.version)),
             |step, ((tenant, path), version)| {
-                let found = step.vault.get(step.caller()?, &tenant, &path, version)?;
+                let found = step
+                    .vault
+                    .secrets()
+                    .get(step.caller()?, &tenant, &path, version)?;
                 Ok((path, found))
             },
         )
@@ -105,7 +109,7 @@ impl Secrets for SecretsService {
                 Ok((tenant, prefix, r))
             },
             |step, (tenant, prefix, r)| {
-                step.vault.list(
+                step.vault.secrets().list(
                     step.caller()?,
                     &tenant,
                     &prefix,
@@ -134,6 +138,7 @@ impl Secrets for SecretsService {
             |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
             |step, ((tenant, path), versions)| {
                 step.vault
+                    .secrets()
                     .delete_versions(step.caller()?, &tenant, &path, &versions)
             },
         )
@@ -154,6 +159,7 @@ impl Secrets for SecretsService {
             |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
             |step, ((tenant, path), versions)| {
                 step.vault
+                    .secrets()
                     .undelete_versions(step.caller()?, &tenant, &path, &versions)
             },
         )
@@ -174,6 +180,7 @@ impl Secrets for SecretsService {
             |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
             |step, ((tenant, path), versions)| {
                 step.vault
+                    .secrets()
                     .destroy_versions(step.caller()?, &tenant, &path, &versions)
             },
         )
@@ -192,7 +199,11 @@ impl Secrets for SecretsService {
             request,
             |r| (&r.tenant, &r.path),
             |r| secret(&r.tenant, &r.path),
-            |step, (tenant, path)| step.vault.delete_metadata(step.caller()?, &tenant, &path),
+            |step, (tenant, path)| {
+                step.vault
+                    .secrets()
+                    .delete_metadata(step.caller()?, &tenant, &path)
+            },
         )
         .await?;
         Ok(Response::new(v1::DeleteMetadataResponse {
@@ -212,6 +223,7 @@ impl Secrets for SecretsService {
             |(changes, r)| Ok((secret(&r.tenant, &r.path)?, changes, r.remove, r.cas)),
             |step, ((tenant, path), changes, remove, cas)| {
                 step.vault
+                    .secrets()
                     .patch(step.caller()?, &tenant, &path, changes, &remove, cas)
             },
         )
@@ -232,7 +244,11 @@ impl Secrets for SecretsService {
             request,
             |r| (&r.tenant, &r.path),
             |r| secret(&r.tenant, &r.path),
-            |step, (tenant, path)| step.vault.read_metadata(step.caller()?, &tenant, &path),
+            |step, (tenant, path)| {
+                step.vault
+                    .secrets()
+                    .read_metadata(step.caller()?, &tenant, &path)
+            },
         )
         .await?;
         Ok(Response::new(metadata_message(meta)))
@@ -260,6 +276,7 @@ impl Secrets for SecretsService {
             },
             |step, ((tenant, path), update)| {
                 step.vault
+                    .secrets()
                     .update_metadata(step.caller()?, &tenant, &path, update)
             },
         )

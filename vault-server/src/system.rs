@@ -183,9 +183,9 @@ impl System for SystemService {
                 (false, _) => Ok(Some(TenantName::parse(&r.tenant)?)),
             },
             |step, tenant| match tenant {
-                None => step.vault.rotate_all(step.caller()?).map(Err),
+                None => step.vault.keks().rotate_all(step.caller()?).map(Err),
                 Some(tenant) => {
-                    let version = step.vault.rotate(step.caller()?, &tenant)?;
+                    let version = step.vault.keks().rotate(step.caller()?, &tenant)?;
                     Ok(Ok((tenant, version)))
                 }
             },

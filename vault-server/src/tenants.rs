@@ -66,7 +66,11 @@ impl Tenants for TenantsService {
             request,
             |r| (&r.name, ""),
             |r| Ok((name_of(&r.name)?, settings_of(r.settings))),
-            |step, (name, settings)| step.vault.create_tenant(step.caller()?, &name, settings),
+            |step, (name, settings)| {
+                step.vault
+                    .tenants()
+                    .create_tenant(step.caller()?, &name, settings)
+            },
         )
         .await?;
         Ok(Response::new(v1::CreateTenantResponse {
@@ -83,7 +87,7 @@ impl Tenants for TenantsService {
             request,
             nothing,
             |_| Ok(()),
-            |step, ()| step.vault.list_tenants(step.caller()?),
+            |step, ()| step.vault.tenants().list_tenants(step.caller()?),
         )
         .await?;
         Ok(Response::new(v1::ListTenantsResponse {
@@ -100,7 +104,7 @@ impl Tenants for TenantsService {
             request,
             |r| (&r.name, ""),
             |r| name_of(&r.name),
-            |step, name| step.vault.show_tenant(step.caller()?, &name),
+            |step, name| step.vault.tenants().show_tenant(step.caller()?, &name),
         )
         .await?;
         Ok(Response::new(v1::GetTenantResponse {
@@ -125,7 +129,11 @@ impl Tenants for TenantsService {
                 };
                 Ok((name_of(&r.name)?, update))
             },
-            |step, (name, update)| step.vault.update_tenant(step.caller()?, &name, update),
+            |step, (name, update)| {
+                step.vault
+                    .tenants()
+                    .update_tenant(step.caller()?, &name, update)
+            },
         )
         .await?;
         Ok(Response::new(v1::UpdateTenantResponse {
@@ -142,7 +150,7 @@ impl Tenants for TenantsService {
             request,
             |r| (&r.name, ""),
             |r| name_of(&r.name),
-            |step, name| step.vault.delete_tenant(step.caller()?, &name),
+            |step, name| step.vault.tenants().delete_tenant(step.caller()?, &name),
         )
         .await?;
         Ok(Response::new(v1::DeleteTenantResponse {
@@ -173,7 +181,11 @@ impl Tenants for TenantsService {
                     };
                 Ok((name, id))
             },
-            |step, (name, id)| step.vault.restore_tenant(step.caller()?, &name, id),
+            |step, (name, id)| {
+                step.vault
+                    .tenants()
+                    .restore_tenant(step.caller()?, &name, id)
+            },
         )
         .await?;
         Ok(Response::new(v1::RestoreTenantResponse {
@@ -190,7 +202,7 @@ impl Tenants for TenantsService {
             request,
             nothing,
             |_| Ok(()),
-            |step, ()| step.vault.deleted_tenants(step.caller()?),
+            |step, ()| step.vault.tenants().deleted_tenants(step.caller()?),
         )
         .await?;
         Ok(Response::new(v1::ListDeletedTenantsResponse {

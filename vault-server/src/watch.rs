@@ -263,8 +263,13 @@ impl Watch for WatchService {
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, presented)?;
                 let tenant = TenantName::parse(&tenant)?;
-                let cursor =
-                    vault.watch_open(&caller, &tenant, &prefix, from_revision, from_now)?;
+                let cursor = vault.changes().watch_open(
+                    &caller,
+                    &tenant,
+                    &prefix,
+                    from_revision,
+                    from_now,
+                )?;
                 let slot = open.take(caller.accessor(), cursor.tenant_id())?;
                 call.note(format!("watch from revision {}", cursor.revision));
                 Ok((cursor, slot))
@@ -333,7 +338,7 @@ impl Pump {
 /// Reads the feed for one watch and feeds the stream until the client leaves, falls behind,
 /// loses access, or the server stops.
 async fn pump(mut pump: Pump) {
-    let mut wake = match pump.vault.subscribe_feed(&pump.cursor) {
+    let mut wake = match pump.vault.changes().subscribe_feed(&pump.cursor) {
         Ok(wake) => wake,
         Err(error) => return pump.drop_with(to_status(error)),
     };
@@ -353,7 +358,7 @@ async fn pump(mut pump: Pump) {
         let read = tokio::task::spawn_blocking(move || {
             let _turns = (tenant_turn, turn);
             let caller = vault.authenticate_from(&token, source)?;
-            let events = vault.watch_next(&caller, &mut cursor)?;
+            let events = vault.changes().watch_next(&caller, &mut cursor)?;
             Ok::<_, vault_core::Error>((events, cursor))
         })
         .await;

@@ -134,7 +134,7 @@ impl Webhooks for WebhooksService {
                     events,
                     secret,
                 };
-                let url = vault.webhook_admit(&caller, &tenant, &spec)?;
+                let url = vault.webhooks().webhook_admit(&caller, &tenant, &spec)?;
                 // The host only: webhook URLs often carry a credential in their path or query.
                 call.note(format!("webhook to {}", url.host_header()));
                 Ok((caller, tenant, spec, url))
@@ -155,7 +155,9 @@ impl Webhooks for WebhooksService {
                 } else {
                     call.intent()?;
                 }
-                vault.webhook_create(&caller, &tenant, spec, &addresses)
+                vault
+                    .webhooks()
+                    .webhook_create(&caller, &tenant, spec, &addresses)
             })
             .await?;
         if generated.is_some() {
@@ -179,7 +181,7 @@ impl Webhooks for WebhooksService {
             request,
             |r| (&r.tenant, ""),
             |r| TenantName::parse(&r.tenant),
-            |step, tenant| step.vault.webhook_list(step.caller()?, &tenant),
+            |step, tenant| step.vault.webhooks().webhook_list(step.caller()?, &tenant),
         )
         .await?;
         Ok(Response::new(v1::ListWebhooksResponse {
@@ -196,7 +198,11 @@ impl Webhooks for WebhooksService {
             request,
             |r| (&r.tenant, &r.id),
             |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
-            |step, (tenant, id)| step.vault.webhook_status(step.caller()?, &tenant, &id),
+            |step, (tenant, id)| {
+                step.vault
+                    .webhooks()
+                    .webhook_status(step.caller()?, &tenant, &id)
+            },
         )
         .await?;
         Ok(Response::new(v1::WebhookStatusResponse {
@@ -217,7 +223,11 @@ impl Webhooks for WebhooksService {
             request,
             |r| (&r.tenant, &r.id),
             |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
-            |step, (tenant, id)| step.vault.webhook_delete(step.caller()?, &tenant, &id),
+            |step, (tenant, id)| {
+                step.vault
+                    .webhooks()
+                    .webhook_delete(step.caller()?, &tenant, &id)
+            },
         )
         .await?;
         Ok(Response::new(v1::DeleteWebhookResponse {}))
@@ -234,6 +244,7 @@ impl Webhooks for WebhooksService {
             |r| Ok((TenantName::parse(&r.tenant)?, r.id, r.revision)),
             |step, (tenant, id, revision)| {
                 step.vault
+                    .webhooks()
                     .webhook_replay(step.caller()?, &tenant, &id, revision)
             },
         )
@@ -267,8 +278,8 @@ pub async fn dispatch(
     lookups: Arc<Lookups>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut wake = vault.subscribe_all_feeds();
-    let allow: Arc<[Cidr]> = vault.webhook_allowlist().into();
+    let mut wake = vault.changes().subscribe_all_feeds();
+    let allow: Arc<[Cidr]> = vault.webhooks().webhook_allowlist().into();
     let mut busy = DispatchState::default();
     let mut posts: JoinSet<Posted> = JoinSet::new();
     let mut next_due: Option<i64> = None;
@@ -279,8 +290,8 @@ pub async fn dispatch(
             let (round, state, limits) = (Arc::clone(&vault), busy.clone(), config.limits);
             busy.turn = busy.turn.wrapping_add(1);
             let due = tokio::task::spawn_blocking(move || {
-                round.webhook_fanout()?;
-                round.webhook_due(&state, &limits)
+                round.webhooks().webhook_fanout()?;
+                round.webhooks().webhook_due(&state, &limits)
             })
             .await;
             match due {
@@ -329,7 +340,7 @@ pub async fn dispatch(
                 let record = Arc::clone(&vault);
                 let recorded = tokio::task::spawn_blocking(move || {
                     for (delivery, outcome) in &finished {
-                        record.webhook_result(delivery, outcome.clone())?;
+                        record.webhooks().webhook_result(delivery, outcome.clone())?;
                     }
                     Ok::<_, Error>(())
                 })

@@ -353,6 +353,174 @@ impl Vault {
         Ok(self.tenant_state(id)?.map(|state| state.name.clone()))
     }
 
+    /// The tenant a new token is for: any for the system scope, the caller's own otherwise.
+    /// A tenant token naming another tenant is denied whether or not that tenant exists.
+    pub(super) fn token_tenant(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
+        if caller.system {
+            return self.tenant_id(tenant);
+        }
+        match (caller.tenant, self.tenant_id(tenant)) {
+            (Some(own), Ok(id)) if id == own => Ok(id),
+            _ => Err(Error::denied(format!(
+                "token of another tenant used for tenant {tenant}"
+            ))),
+        }
+    }
+
+    /// Checks the policies of a new tenant token: at least one, each existing in the tenant,
+    /// and (unless the caller has the system scope) each among the caller's own. Also returns
+    /// the first of them that requires MFA for anything.
+    fn token_policies(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        tenant_id: TenantId,
+        requested: &[PolicyName],
+    ) -> Result<(Vec<String>, Option<String>)> {
+        if requested.is_empty() {
+            return Err(Error::invalid(
+                "policies",
+                "a token needs at least one policy",
+            ));
+        }
+        let own: BTreeSet<&str> = caller.record.policies.iter().map(String::as_str).collect();
+        let mut protected = None;
+        for policy in requested {
+            if !caller.system && !own.contains(policy.as_str()) {
+                return Err(Error::denied(format!(
+                    "policy {} is not among the creating token's policies",
+                    policy.as_str()
+                )));
+            }
+            let Some(bytes) = self
+                .data
+                .get(Space::Config, &policy_key(tenant_id, policy))?
+            else {
+                return Err(Error::invalid(
+                    "policies",
+                    format!(
+                        "policy {} does not exist in tenant {tenant}",
+                        policy.as_str()
+                    ),
+                ));
+            };
+            let stored: Policy = from_json(&bytes, "a policy")?;
+            if protected.is_none() && !stored.require_mfa.is_empty() {
+                protected = Some(policy.as_str().to_owned());
+            }
+        }
+        Ok((
+            requested.iter().map(|p| p.as_str().to_owned()).collect(),
+            protected,
+        ))
+    }
+
+    /// Adds the revocation of `target` alone to `batch`: its record, its accessor index, its
+    /// entry in its parent's children and (for a family's token) the family. Its descendants
+    /// are dead from the commit on; [`Vault::delete_descendants`] or the purge removes them.
+    /// Call with the tenant's `token_changes` held.
+    pub(super) fn revoke_into(&self, batch: &mut WriteBatch, target: &TokenRecord) -> Result<()> {
+        batch
+            .delete(Space::Config, token_record_key_hex(&target.hash))
+            .delete(Space::Config, accessor_key(&target.accessor))
+            .delete(
+                Space::Config,
+                children_key(&target.parent, &target.accessor),
+            );
+        if !target.family.is_empty() {
+            self.revoke_family_into(batch, &target.family)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every token below the (already revoked) token `accessor`, a page at a time,
+    /// depth first. Returns how many it deleted.
+    pub(super) fn delete_descendants(&self, accessor: &str) -> Result<usize> {
+        let mut deleted = 0;
+        // Parents whose children are still to go; bounded by depth × page size.
+        let mut parents = vec![accessor.to_owned()];
+        while let Some(parent) = parents.last().cloned() {
+            let prefix = children_prefix(&parent);
+            let page = self
+                .data
+                .scan(Space::Config, &prefix, &prefix, REVOKE_PAGE)?;
+            if page.is_empty() {
+                parents.pop();
+                continue;
+            }
+            let mut batch = WriteBatch::new();
+            for (key, _) in page {
+                let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                if let Some(record) = self.record_by_accessor(&child)? {
+                    batch
+                        .delete(Space::Config, token_record_key_hex(&record.hash))
+                        .delete(Space::Config, accessor_key(&record.accessor));
+                    if !record.family.is_empty() {
+                        self.revoke_family_into(&mut batch, &record.family)?;
+                    }
+                    deleted += 1;
+                    if parents.len() <= MAX_TOKEN_DEPTH + 1 {
+                        parents.push(child);
+                    }
+                }
+                batch.delete(Space::Config, key);
+            }
+            self.data.write(batch)?;
+        }
+        Ok(deleted)
+    }
+
+    // ---- policies ----
+
+    fn load_policies(&self, tenant: TenantId, names: &[String]) -> Result<Vec<Policy>> {
+        let mut policies = Vec::with_capacity(names.len());
+        for name in names {
+            let Ok(name) = PolicyName::parse(name) else {
+                continue;
+            };
+            // A deleted policy simply grants nothing any more.
+            if let Some(bytes) = self.data.get(Space::Config, &policy_key(tenant, &name))? {
+                policies.push(from_json::<Policy>(&bytes, "a policy")?);
+            }
+        }
+        Ok(policies)
+    }
+
+    /// Fails unless the caller has the system scope (for server-level operations such as the
+    /// audit log).
+    pub fn require_system(&self, caller: &Caller) -> Result<()> {
+        require_system(caller)
+    }
+
+    /// Fails unless the caller may read the audit log of all tenants (system scope, and MFA if
+    /// the audit operation needs it).
+    pub fn require_audit_access(&self, caller: &Caller) -> Result<()> {
+        self.require_system_op(caller, SystemOp::Audit)
+    }
+}
+
+/// Tokens and policies, as `vault.access()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Access<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Access<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// Tokens and policies.
+    pub fn access(&self) -> Access<'_> {
+        Access { vault: self }
+    }
+}
+
+impl Access<'_> {
     /// Creates a token. A tenant token may only create tokens for its own tenant with a subset
     /// of its own policies, living no longer than itself; only the system scope may create
     /// system-scope tokens.
@@ -499,68 +667,6 @@ impl Vault {
         })
     }
 
-    /// The tenant a new token is for: any for the system scope, the caller's own otherwise.
-    /// A tenant token naming another tenant is denied whether or not that tenant exists.
-    pub(super) fn token_tenant(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
-        if caller.system {
-            return self.tenant_id(tenant);
-        }
-        match (caller.tenant, self.tenant_id(tenant)) {
-            (Some(own), Ok(id)) if id == own => Ok(id),
-            _ => Err(Error::denied(format!(
-                "token of another tenant used for tenant {tenant}"
-            ))),
-        }
-    }
-
-    /// Checks the policies of a new tenant token: at least one, each existing in the tenant,
-    /// and (unless the caller has the system scope) each among the caller's own. Also returns
-    /// the first of them that requires MFA for anything.
-    fn token_policies(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        tenant_id: TenantId,
-        requested: &[PolicyName],
-    ) -> Result<(Vec<String>, Option<String>)> {
-        if requested.is_empty() {
-            return Err(Error::invalid(
-                "policies",
-                "a token needs at least one policy",
-            ));
-        }
-        let own: BTreeSet<&str> = caller.record.policies.iter().map(String::as_str).collect();
-        let mut protected = None;
-        for policy in requested {
-            if !caller.system && !own.contains(policy.as_str()) {
-                return Err(Error::denied(format!(
-                    "policy {} is not among the creating token's policies",
-                    policy.as_str()
-                )));
-            }
-            let Some(bytes) = self
-                .data
-                .get(Space::Config, &policy_key(tenant_id, policy))?
-            else {
-                return Err(Error::invalid(
-                    "policies",
-                    format!(
-                        "policy {} does not exist in tenant {tenant}",
-                        policy.as_str()
-                    ),
-                ));
-            };
-            let stored: Policy = from_json(&bytes, "a policy")?;
-            if protected.is_none() && !stored.require_mfa.is_empty() {
-                protected = Some(policy.as_str().to_owned());
-            }
-        }
-        Ok((
-            requested.iter().map(|p| p.as_str().to_owned()).collect(),
-            protected,
-        ))
-    }
-
     /// Shows a token: the caller's own (`None`) or one it may manage.
     pub fn lookup_token(&self, caller: &Caller, accessor: Option<&str>) -> Result<TokenInfo> {
         self.keyring()?;
@@ -651,77 +757,6 @@ impl Vault {
         Ok(1 + self.delete_descendants(&head)?)
     }
 
-    /// Adds the revocation of `target` alone to `batch`: its record, its accessor index, its
-    /// entry in its parent's children and (for a family's token) the family. Its descendants
-    /// are dead from the commit on; [`Vault::delete_descendants`] or the purge removes them.
-    /// Call with the tenant's `token_changes` held.
-    pub(super) fn revoke_into(&self, batch: &mut WriteBatch, target: &TokenRecord) -> Result<()> {
-        batch
-            .delete(Space::Config, token_record_key_hex(&target.hash))
-            .delete(Space::Config, accessor_key(&target.accessor))
-            .delete(
-                Space::Config,
-                children_key(&target.parent, &target.accessor),
-            );
-        if !target.family.is_empty() {
-            self.revoke_family_into(batch, &target.family)?;
-        }
-        Ok(())
-    }
-
-    /// Deletes every token below the (already revoked) token `accessor`, a page at a time,
-    /// depth first. Returns how many it deleted.
-    pub(super) fn delete_descendants(&self, accessor: &str) -> Result<usize> {
-        let mut deleted = 0;
-        // Parents whose children are still to go; bounded by depth × page size.
-        let mut parents = vec![accessor.to_owned()];
-        while let Some(parent) = parents.last().cloned() {
-            let prefix = children_prefix(&parent);
-            let page = self
-                .data
-                .scan(Space::Config, &prefix, &prefix, REVOKE_PAGE)?;
-            if page.is_empty() {
-                parents.pop();
-                continue;
-            }
-            let mut batch = WriteBatch::new();
-            for (key, _) in page {
-                let child = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                if let Some(record) = self.record_by_accessor(&child)? {
-                    batch
-                        .delete(Space::Config, token_record_key_hex(&record.hash))
-                        .delete(Space::Config, accessor_key(&record.accessor));
-                    if !record.family.is_empty() {
-                        self.revoke_family_into(&mut batch, &record.family)?;
-                    }
-                    deleted += 1;
-                    if parents.len() <= MAX_TOKEN_DEPTH + 1 {
-                        parents.push(child);
-                    }
-                }
-                batch.delete(Space::Config, key);
-            }
-            self.data.write(batch)?;
-        }
-        Ok(deleted)
-    }
-
-    // ---- policies ----
-
-    fn load_policies(&self, tenant: TenantId, names: &[String]) -> Result<Vec<Policy>> {
-        let mut policies = Vec::with_capacity(names.len());
-        for name in names {
-            let Ok(name) = PolicyName::parse(name) else {
-                continue;
-            };
-            // A deleted policy simply grants nothing any more.
-            if let Some(bytes) = self.data.get(Space::Config, &policy_key(tenant, &name))? {
-                policies.push(from_json::<Policy>(&bytes, "a policy")?);
-            }
-        }
-        Ok(policies)
-    }
-
     /// Creates or replaces a policy in a tenant (needs `admin` on the tenant root).
     pub fn write_policy(
         &self,
@@ -791,17 +826,5 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.delete(Space::Config, key);
         Ok(self.data.write(batch)?)
-    }
-
-    /// Fails unless the caller has the system scope (for server-level operations such as the
-    /// audit log).
-    pub fn require_system(&self, caller: &Caller) -> Result<()> {
-        require_system(caller)
-    }
-
-    /// Fails unless the caller may read the audit log of all tenants (system scope, and MFA if
-    /// the audit operation needs it).
-    pub fn require_audit_access(&self, caller: &Caller) -> Result<()> {
-        self.require_system_op(caller, SystemOp::Audit)
     }
 }

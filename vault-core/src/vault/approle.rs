@@ -98,6 +98,36 @@ fn check_role_name(name: &str) -> Result<()> {
 }
 
 impl Vault {
+    fn approle(&self, tenant: TenantId, name: &str) -> Result<Option<AppRole>> {
+        self.data
+            .get(Space::Config, &approle_key(tenant, name))?
+            .map(|bytes| from_json(&bytes, "an approle"))
+            .transpose()
+    }
+}
+
+/// Machine logins and their configuration: AppRole, JWT/OIDC, refresh, as `vault.logins()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Logins<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Logins<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// Machine logins and their configuration: AppRole, JWT/OIDC, refresh.
+    pub fn logins(&self) -> Logins<'_> {
+        Logins { vault: self }
+    }
+}
+
+impl Logins<'_> {
     /// Creates or replaces a role; a replaced role keeps its role id.
     pub fn write_approle(
         &self,
@@ -200,13 +230,6 @@ impl Vault {
             .tenant();
         self.approle(id, name)?
             .ok_or_else(|| Error::NotFound(format!("role {name}")))
-    }
-
-    fn approle(&self, tenant: TenantId, name: &str) -> Result<Option<AppRole>> {
-        self.data
-            .get(Space::Config, &approle_key(tenant, name))?
-            .map(|bytes| from_json(&bytes, "an approle"))
-            .transpose()
     }
 
     /// Deletes a role: its secret ids stop working at once (their role id no longer resolves).

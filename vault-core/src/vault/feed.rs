@@ -375,57 +375,6 @@ impl Vault {
         Ok(*self.feed(tenant)?.committed.borrow())
     }
 
-    /// A receiver that changes whenever the tenant's watermark moves.
-    pub fn subscribe_feed(&self, cursor: &WatchCursor) -> Result<watch::Receiver<u64>> {
-        Ok(self.feed(cursor.tenant)?.committed.subscribe())
-    }
-
-    /// A receiver that changes whenever any tenant's feed moves.
-    pub fn subscribe_all_feeds(&self) -> watch::Receiver<u64> {
-        self.feeds.any.subscribe()
-    }
-
-    /// Opens a watch on `prefix` (a folder, or one secret's path): events after `from_revision`
-    /// (the last one the caller saw), or after the current revision if `from_now`. The caller
-    /// needs list on a folder, read on a secret; each event is then filtered by the caller's
-    /// policies (read or list on its path).
-    /// A revision older than the retained feed answers OUT_OF_RANGE.
-    pub fn watch_open(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        prefix: &str,
-        from_revision: u64,
-        from_now: bool,
-    ) -> Result<WatchCursor> {
-        let _keyring = self.keyring()?;
-        let filter = WatchFilter::parse(prefix)?;
-        // Watching a folder is like listing it; watching one secret is like reading it.
-        let needs = match filter {
-            WatchFilter::Folder(_) => Capability::List,
-            WatchFilter::Secret(_) => Capability::Read,
-        };
-        let id = self
-            .authorize(caller, tenant, filter.as_str(), needs)?
-            .tenant();
-        let current = self.committed_revision(id)?;
-        let revision = if from_now { current } else { from_revision };
-        if revision > current {
-            return Err(Error::invalid(
-                "from_revision",
-                format!("{revision} is ahead of the tenant's current revision {current}"),
-            ));
-        }
-        let cursor = WatchCursor {
-            tenant: id,
-            tenant_name: tenant.clone(),
-            filter,
-            revision,
-        };
-        self.check_retained(cursor.tenant, cursor.revision)?;
-        Ok(cursor)
-    }
-
     fn check_retained(&self, tenant: TenantId, revision: u64) -> Result<()> {
         let floor = self.feed_floor(tenant)?;
         if revision + 1 < floor {
@@ -435,61 +384,6 @@ impl Vault {
             )));
         }
         Ok(())
-    }
-
-    /// The next events for a watch (at most [`WATCH_BATCH`] read), up to the watermark, that
-    /// the caller may see; the cursor moves past everything read. Empty: caught up.
-    pub fn watch_next(&self, caller: &Caller, cursor: &mut WatchCursor) -> Result<Vec<Event>> {
-        // The token may have lost access to the tenant since the watch opened; its policies are
-        // the current ones.
-        self.token_tenant(caller, &cursor.tenant_name)?;
-        let from = cursor.revision;
-        self.check_retained(cursor.tenant, from)?;
-        let key_events = caller.system
-            || (cursor.filter.as_str().is_empty()
-                && matches!(
-                    decide(&caller.policies, "", Capability::Admin),
-                    Decision::Allow
-                ));
-        let upto = self.committed_revision(cursor.tenant)?;
-        let mut out = Vec::new();
-        if cursor.revision >= upto {
-            return Ok(out);
-        }
-        let prefix = events_prefix(cursor.tenant);
-        let page = self.data.scan(
-            Space::Secrets,
-            &prefix,
-            &event_key(cursor.tenant, cursor.revision + 1),
-            WATCH_BATCH,
-        )?;
-        // A short page, or one that reaches past the watermark, has read everything up to the
-        // watermark: the revisions missing from it are gaps of failed writes.
-        let mut reached_end = page.len() < WATCH_BATCH;
-        let mut last = cursor.revision;
-        for (key, value) in page {
-            let revision = revision_of(&key, prefix.len())?;
-            if revision > upto {
-                reached_end = true;
-                break;
-            }
-            last = revision;
-            let event: Event = from_json(&value, "a feed event")?;
-            let visible = if event.kind == EventKind::KeyRotated {
-                key_events
-            } else {
-                cursor.filter.matches(&event.path)
-                    && (allowed(caller, &event.path, Capability::Read)
-                        || allowed(caller, &event.path, Capability::List))
-            };
-            if visible {
-                out.push(event);
-            }
-        }
-        // Pruning may have removed events between the check above and the scan.
-        self.check_retained(cursor.tenant, from)?;
-        cursor.revision = if reached_end { upto } else { last };
-        Ok(out)
     }
 
     /// Reads stored events of a tenant after `after` (for the webhook dispatcher): at most
@@ -580,6 +474,135 @@ impl Vault {
     /// Forgets a tenant's feed (its data is gone: shredded).
     pub(super) fn drop_feed(&self, tenant: TenantId) {
         lock(&self.feeds.tenants).remove(&tenant);
+    }
+}
+
+/// Each tenant's change feed: subscriptions and watches, as `vault.changes()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Changes<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Changes<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// Each tenant's change feed: subscriptions and watches.
+    pub fn changes(&self) -> Changes<'_> {
+        Changes { vault: self }
+    }
+}
+
+impl Changes<'_> {
+    /// A receiver that changes whenever the tenant's watermark moves.
+    pub fn subscribe_feed(&self, cursor: &WatchCursor) -> Result<watch::Receiver<u64>> {
+        Ok(self.feed(cursor.tenant)?.committed.subscribe())
+    }
+
+    /// A receiver that changes whenever any tenant's feed moves.
+    pub fn subscribe_all_feeds(&self) -> watch::Receiver<u64> {
+        self.feeds.any.subscribe()
+    }
+
+    /// Opens a watch on `prefix` (a folder, or one secret's path): events after `from_revision`
+    /// (the last one the caller saw), or after the current revision if `from_now`. The caller
+    /// needs list on a folder, read on a secret; each event is then filtered by the caller's
+    /// policies (read or list on its path).
+    /// A revision older than the retained feed answers OUT_OF_RANGE.
+    pub fn watch_open(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        prefix: &str,
+        from_revision: u64,
+        from_now: bool,
+    ) -> Result<WatchCursor> {
+        let _keyring = self.keyring()?;
+        let filter = WatchFilter::parse(prefix)?;
+        // Watching a folder is like listing it; watching one secret is like reading it.
+        let needs = match filter {
+            WatchFilter::Folder(_) => Capability::List,
+            WatchFilter::Secret(_) => Capability::Read,
+        };
+        let id = self
+            .authorize(caller, tenant, filter.as_str(), needs)?
+            .tenant();
+        let current = self.committed_revision(id)?;
+        let revision = if from_now { current } else { from_revision };
+        if revision > current {
+            return Err(Error::invalid(
+                "from_revision",
+                format!("{revision} is ahead of the tenant's current revision {current}"),
+            ));
+        }
+        let cursor = WatchCursor {
+            tenant: id,
+            tenant_name: tenant.clone(),
+            filter,
+            revision,
+        };
+        self.check_retained(cursor.tenant, cursor.revision)?;
+        Ok(cursor)
+    }
+
+    /// The next events for a watch (at most [`WATCH_BATCH`] read), up to the watermark, that
+    /// the caller may see; the cursor moves past everything read. Empty: caught up.
+    pub fn watch_next(&self, caller: &Caller, cursor: &mut WatchCursor) -> Result<Vec<Event>> {
+        // The token may have lost access to the tenant since the watch opened; its policies are
+        // the current ones.
+        self.token_tenant(caller, &cursor.tenant_name)?;
+        let from = cursor.revision;
+        self.check_retained(cursor.tenant, from)?;
+        let key_events = caller.system
+            || (cursor.filter.as_str().is_empty()
+                && matches!(
+                    decide(&caller.policies, "", Capability::Admin),
+                    Decision::Allow
+                ));
+        let upto = self.committed_revision(cursor.tenant)?;
+        let mut out = Vec::new();
+        if cursor.revision >= upto {
+            return Ok(out);
+        }
+        let prefix = events_prefix(cursor.tenant);
+        let page = self.data.scan(
+            Space::Secrets,
+            &prefix,
+            &event_key(cursor.tenant, cursor.revision + 1),
+            WATCH_BATCH,
+        )?;
+        // A short page, or one that reaches past the watermark, has read everything up to the
+        // watermark: the revisions missing from it are gaps of failed writes.
+        let mut reached_end = page.len() < WATCH_BATCH;
+        let mut last = cursor.revision;
+        for (key, value) in page {
+            let revision = revision_of(&key, prefix.len())?;
+            if revision > upto {
+                reached_end = true;
+                break;
+            }
+            last = revision;
+            let event: Event = from_json(&value, "a feed event")?;
+            let visible = if event.kind == EventKind::KeyRotated {
+                key_events
+            } else {
+                cursor.filter.matches(&event.path)
+                    && (allowed(caller, &event.path, Capability::Read)
+                        || allowed(caller, &event.path, Capability::List))
+            };
+            if visible {
+                out.push(event);
+            }
+        }
+        // Pruning may have removed events between the check above and the scan.
+        self.check_retained(cursor.tenant, from)?;
+        cursor.revision = if reached_end { upto } else { last };
+        Ok(out)
     }
 }
 

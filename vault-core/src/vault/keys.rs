@@ -741,179 +741,6 @@ impl Vault {
         Ok(())
     }
 
-    /// Adds a KEK version for the tenant; every seal after this returns uses it.
-    pub fn rotate(&self, caller: &Caller, tenant: &TenantName) -> Result<u32> {
-        let keyring = self.keyring()?;
-        if caller.system {
-            self.require_system_op(caller, SystemOp::Rotate)?;
-        }
-        let id = self
-            .authorize(caller, tenant, "", Capability::Rotate)?
-            .tenant();
-        if !caller.system {
-            // The new KEK is sealed under the root key.
-            self.admit_root_key_use(id)?;
-        }
-        let changes = self.hold_key_changes();
-        self.add_kek_version(&changes, &keyring, id, "")
-    }
-
-    /// Rotates every live tenant's KEK (system scope). Returns each tenant with its new version.
-    pub fn rotate_all(&self, caller: &Caller) -> Result<Vec<(TenantName, u32)>> {
-        let keyring = self.keyring()?;
-        self.require_system_op(caller, SystemOp::Rotate)?;
-        let mut rotated = Vec::new();
-        for record in self.tenant_records()? {
-            let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            let changes = self.hold_key_changes();
-            rotated.push((name, self.add_kek_version(&changes, &keyring, id, "")?));
-        }
-        Ok(rotated)
-    }
-
-    /// Schedules one KEK version for retirement (`rotate` on the tenant). The current version
-    /// cannot be retired: rotate first.
-    pub fn retire_key_version(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        version: u32,
-    ) -> Result<()> {
-        let keyring = self.keyring()?;
-        let id = self
-            .authorize(caller, tenant, "", Capability::Rotate)?
-            .tenant();
-        if version == 0 {
-            return Err(Error::invalid("version", "KEK versions start at 1"));
-        }
-        let changes = self.hold_key_changes();
-        let keys = self.tenant_keys_locked(&changes, &keyring, id)?;
-        if !keys.versions.contains_key(&version) {
-            return Err(Error::NotFound(format!(
-                "KEK version {version} of tenant {tenant}"
-            )));
-        }
-        if version == keys.current {
-            return Err(Error::invalid(
-                "version",
-                format!("{version} is the current KEK version of tenant {tenant}; rotate first"),
-            ));
-        }
-        let mut lifecycle = self.lifecycle(id)?;
-        if lifecycle
-            .job
-            .as_ref()
-            .is_some_and(|j| j.versions.contains(&version))
-            || !lifecycle.scheduled.insert(version)
-        {
-            return Ok(());
-        }
-        let mut batch = WriteBatch::new();
-        batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
-        self.keys.write(batch)?;
-        Ok(())
-    }
-
-    /// Versions, counts, budgets and retirement progress: one tenant (`admin` on it, or the
-    /// system scope), or every live tenant and the root key (system scope).
-    pub fn key_status(&self, caller: &Caller, tenant: Option<&TenantName>) -> Result<KeyStatus> {
-        let keyring = self.keyring()?;
-        let tenants = match tenant {
-            Some(name) => {
-                let id = self
-                    .authorize(caller, name, "", Capability::Admin)?
-                    .tenant();
-                vec![(name.clone(), id)]
-            }
-            None => {
-                require_system(caller)?;
-                let mut all = Vec::new();
-                for record in self.tenant_records()? {
-                    let name =
-                        TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-                    let id = TenantId::parse_hex(&record.id)
-                        .ok_or_else(|| corrupt("a tenant record"))?;
-                    all.push((name, id));
-                }
-                all
-            }
-        };
-        let budget = self.config.keys.budget;
-        let mut statuses = Vec::new();
-        for (name, id) in tenants {
-            let keys = self.tenant_keys(&keyring, id)?;
-            let lifecycle = self.lifecycle(id)?;
-            let in_job = |v: &u32| {
-                lifecycle
-                    .job
-                    .as_ref()
-                    .is_some_and(|j| j.versions.contains(v))
-            };
-            let versions = keys
-                .versions
-                .iter()
-                .map(|(version, kek)| {
-                    let uses = *lock(&kek.uses);
-                    KeyVersionStatus {
-                        version: *version,
-                        created_unix_nanos: kek.created_unix_nanos,
-                        invocations: uses.used,
-                        reserved: uses.reserved,
-                        remaining: budget.saturating_sub(uses.used),
-                        state: if *version == keys.current {
-                            "current"
-                        } else if in_job(version) {
-                            "retiring"
-                        } else if lifecycle.scheduled.contains(version) {
-                            "scheduled"
-                        } else {
-                            "live"
-                        },
-                    }
-                })
-                .collect();
-            statuses.push(TenantKeyStatus {
-                tenant: name,
-                id,
-                current: keys.current,
-                versions,
-                rewrap: lifecycle.job.as_ref().map(|job| RewrapProgress {
-                    versions: job.versions.iter().copied().collect(),
-                    started_unix_nanos: job.started_unix_nanos,
-                    scanned: job.scanned,
-                    rewrapped: job.rewrapped,
-                    total: job.total,
-                }),
-                retired: lifecycle
-                    .retired
-                    .iter()
-                    .map(|r| RetiredStatus {
-                        version: r.version,
-                        retired_unix_nanos: r.retired_unix_nanos,
-                        rewrapped: r.rewrapped,
-                    })
-                    .collect(),
-            });
-        }
-        let root = caller.system.then(|| {
-            let uses = *lock(&keyring.root_uses);
-            RootKeyStatus {
-                version: keyring.root_version,
-                invocations: uses.used,
-                reserved: uses.reserved,
-                remaining: budget.saturating_sub(uses.used),
-            }
-        });
-        Ok(KeyStatus {
-            budget,
-            max_age_nanos: self.config.keys.max_age_nanos,
-            max_live_versions: self.config.keys.max_live_versions,
-            root,
-            tenants: statuses,
-        })
-    }
-
     pub(super) fn sweep(
         &self,
         keyring: &Keyring,
@@ -1173,6 +1000,202 @@ impl Vault {
             start.push(0);
         }
         Ok(total)
+    }
+}
+
+/// Tenants' key-encryption keys: rotation, retirement, status, as `vault.keks()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Keks<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Keks<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// Tenants' key-encryption keys: rotation, retirement, status.
+    pub fn keks(&self) -> Keks<'_> {
+        Keks { vault: self }
+    }
+}
+
+impl Keks<'_> {
+    /// Adds a KEK version for the tenant; every seal after this returns uses it.
+    pub fn rotate(&self, caller: &Caller, tenant: &TenantName) -> Result<u32> {
+        let keyring = self.keyring()?;
+        if caller.system {
+            self.require_system_op(caller, SystemOp::Rotate)?;
+        }
+        let id = self
+            .authorize(caller, tenant, "", Capability::Rotate)?
+            .tenant();
+        if !caller.system {
+            // The new KEK is sealed under the root key.
+            self.admit_root_key_use(id)?;
+        }
+        let changes = self.hold_key_changes();
+        self.add_kek_version(&changes, &keyring, id, "")
+    }
+
+    /// Rotates every live tenant's KEK (system scope). Returns each tenant with its new version.
+    pub fn rotate_all(&self, caller: &Caller) -> Result<Vec<(TenantName, u32)>> {
+        let keyring = self.keyring()?;
+        self.require_system_op(caller, SystemOp::Rotate)?;
+        let mut rotated = Vec::new();
+        for record in self.tenant_records()? {
+            let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+            let changes = self.hold_key_changes();
+            rotated.push((name, self.add_kek_version(&changes, &keyring, id, "")?));
+        }
+        Ok(rotated)
+    }
+
+    /// Schedules one KEK version for retirement (`rotate` on the tenant). The current version
+    /// cannot be retired: rotate first.
+    pub fn retire_key_version(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        version: u32,
+    ) -> Result<()> {
+        let keyring = self.keyring()?;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Rotate)?
+            .tenant();
+        if version == 0 {
+            return Err(Error::invalid("version", "KEK versions start at 1"));
+        }
+        let changes = self.hold_key_changes();
+        let keys = self.tenant_keys_locked(&changes, &keyring, id)?;
+        if !keys.versions.contains_key(&version) {
+            return Err(Error::NotFound(format!(
+                "KEK version {version} of tenant {tenant}"
+            )));
+        }
+        if version == keys.current {
+            return Err(Error::invalid(
+                "version",
+                format!("{version} is the current KEK version of tenant {tenant}; rotate first"),
+            ));
+        }
+        let mut lifecycle = self.lifecycle(id)?;
+        if lifecycle
+            .job
+            .as_ref()
+            .is_some_and(|j| j.versions.contains(&version))
+            || !lifecycle.scheduled.insert(version)
+        {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
+        self.keys.write(batch)?;
+        Ok(())
+    }
+
+    /// Versions, counts, budgets and retirement progress: one tenant (`admin` on it, or the
+    /// system scope), or every live tenant and the root key (system scope).
+    pub fn key_status(&self, caller: &Caller, tenant: Option<&TenantName>) -> Result<KeyStatus> {
+        let keyring = self.keyring()?;
+        let tenants = match tenant {
+            Some(name) => {
+                let id = self
+                    .authorize(caller, name, "", Capability::Admin)?
+                    .tenant();
+                vec![(name.clone(), id)]
+            }
+            None => {
+                require_system(caller)?;
+                let mut all = Vec::new();
+                for record in self.tenant_records()? {
+                    let name =
+                        TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+                    let id = TenantId::parse_hex(&record.id)
+                        .ok_or_else(|| corrupt("a tenant record"))?;
+                    all.push((name, id));
+                }
+                all
+            }
+        };
+        let budget = self.config.keys.budget;
+        let mut statuses = Vec::new();
+        for (name, id) in tenants {
+            let keys = self.tenant_keys(&keyring, id)?;
+            let lifecycle = self.lifecycle(id)?;
+            let in_job = |v: &u32| {
+                lifecycle
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| j.versions.contains(v))
+            };
+            let versions = keys
+                .versions
+                .iter()
+                .map(|(version, kek)| {
+                    let uses = *lock(&kek.uses);
+                    KeyVersionStatus {
+                        version: *version,
+                        created_unix_nanos: kek.created_unix_nanos,
+                        invocations: uses.used,
+                        reserved: uses.reserved,
+                        remaining: budget.saturating_sub(uses.used),
+                        state: if *version == keys.current {
+                            "current"
+                        } else if in_job(version) {
+                            "retiring"
+                        } else if lifecycle.scheduled.contains(version) {
+                            "scheduled"
+                        } else {
+                            "live"
+                        },
+                    }
+                })
+                .collect();
+            statuses.push(TenantKeyStatus {
+                tenant: name,
+                id,
+                current: keys.current,
+                versions,
+                rewrap: lifecycle.job.as_ref().map(|job| RewrapProgress {
+                    versions: job.versions.iter().copied().collect(),
+                    started_unix_nanos: job.started_unix_nanos,
+                    scanned: job.scanned,
+                    rewrapped: job.rewrapped,
+                    total: job.total,
+                }),
+                retired: lifecycle
+                    .retired
+                    .iter()
+                    .map(|r| RetiredStatus {
+                        version: r.version,
+                        retired_unix_nanos: r.retired_unix_nanos,
+                        rewrapped: r.rewrapped,
+                    })
+                    .collect(),
+            });
+        }
+        let root = caller.system.then(|| {
+            let uses = *lock(&keyring.root_uses);
+            RootKeyStatus {
+                version: keyring.root_version,
+                invocations: uses.used,
+                reserved: uses.reserved,
+                remaining: budget.saturating_sub(uses.used),
+            }
+        });
+        Ok(KeyStatus {
+            budget,
+            max_age_nanos: self.config.keys.max_age_nanos,
+            max_live_versions: self.config.keys.max_live_versions,
+            root,
+            tenants: statuses,
+        })
     }
 }
 

@@ -543,6 +543,426 @@ impl Vault {
         }))
     }
 
+    /// Puts a changed key into the cache: `config`, and the versions of `key` (or `versions`).
+    fn replace_named(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        name: &KeyName,
+        key: &NamedKey,
+        config: KeyConfig,
+        versions: Option<BTreeMap<u32, Arc<NamedVersion>>>,
+    ) -> Arc<NamedKey> {
+        let replaced = Arc::new(NamedKey {
+            config,
+            key_type: key.key_type,
+            versions: versions.unwrap_or_else(|| key.versions.clone()),
+        });
+        write(&keyring.named).insert((tenant, name.clone()), Arc::clone(&replaced));
+        replaced
+    }
+
+    /// Adds a version to a key (rotation). `automatic` names the reason for a rotation the vault
+    /// does by itself (audited as the vault); empty for one a caller asked for.
+    fn add_named_version(
+        &self,
+        changes: &Held<'_, KmsChanges>,
+        keyring: &Keyring,
+        tenant: TenantId,
+        name: &KeyName,
+        automatic: &str,
+    ) -> Result<u32> {
+        let key = self.load_named_key(changes, keyring, tenant, name)?;
+        if key.versions.len() >= MAX_NAMED_KEY_VERSIONS {
+            return Err(Error::FailedPrecondition(format!(
+                "key {name} keeps {MAX_NAMED_KEY_VERSIONS} versions, the most it may; trim old \
+                 versions first"
+            )));
+        }
+        let version =
+            key.config.latest.checked_add(1).ok_or_else(|| {
+                Error::FailedPrecondition(format!("key {name} has no versions left"))
+            })?;
+        if !automatic.is_empty() {
+            self.audit_vault(
+                tenant,
+                format!("rotating key {name} to version {version}: {automatic}"),
+            )?;
+        }
+        let now = self.now();
+        let mut config = key.config.clone();
+        config.latest = version;
+        let mut batch = WriteBatch::new();
+        let wrapping = self.wrap_gate.enter();
+        let added = self.new_named_version(
+            &wrapping,
+            keyring,
+            tenant,
+            name,
+            key.key_type,
+            version,
+            now,
+            &mut batch,
+        )?;
+        batch.put(
+            Space::Config,
+            named_config_key(tenant, name),
+            to_json(&config)?,
+        );
+        if config.rotation_period_nanos > 0 {
+            batch.put(
+                Space::Config,
+                named_schedule_key(
+                    now.saturating_add(config.rotation_period_nanos),
+                    SCHEDULE_ROTATE,
+                    tenant,
+                    name,
+                ),
+                Vec::new(),
+            );
+        }
+        self.keys.write(batch)?;
+        let mut versions = key.versions.clone();
+        versions.insert(version, added);
+        self.replace_named(keyring, tenant, name, &key, config, Some(versions));
+        Ok(version)
+    }
+
+    fn check_batch<T>(
+        &self,
+        items: &[T],
+        batch: bool,
+        size: impl Fn(&T) -> usize,
+        field: &str,
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Err(Error::invalid("items", "at least one item is needed"));
+        }
+        if items.len() > self.config.kms.max_batch_items {
+            return Err(Error::invalid(
+                "items",
+                format!(
+                    "{} items, over the limit of {} per batch",
+                    items.len(),
+                    self.config.kms.max_batch_items
+                ),
+            ));
+        }
+        for (index, item) in items.iter().enumerate() {
+            check_size(
+                item_field(batch, index, field),
+                size(item),
+                self.config.kms.max_plaintext_bytes,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One encryption, with the budget rule: take a use of the version first; a latest version
+    /// at its budget rotates the key and the encryption goes to the new version.
+    #[allow(clippy::too_many_arguments)]
+    fn encrypt_one(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        name: &KeyName,
+        key_version: u32,
+        operation: &str,
+        context: &EncryptionContext,
+        plaintext: &[u8],
+    ) -> Result<Versioned> {
+        loop {
+            let key = self.named_key(keyring, tenant, name)?;
+            key.check_usable(name, Usage::Encryption, operation)?;
+            let version = key.version_for_use(name, key_version)?;
+            let current = key
+                .versions
+                .get(&version)
+                .ok_or_else(|| corrupt("a named key's version"))?;
+            let limit = if key.key_type.needs_budget() {
+                key.config.budget
+            } else {
+                u64::MAX
+            };
+            let counted = Counted::Named(tenant, name, version);
+            if !self.take_use_within(counted, &current.uses, limit)? {
+                if key_version != 0 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "key {name} version {version} used its budget of {limit} encryptions"
+                    )));
+                }
+                let changes = self.hold_kms_changes();
+                // Another caller may have rotated already.
+                if self
+                    .load_named_key(&changes, keyring, tenant, name)?
+                    .config
+                    .latest
+                    == version
+                {
+                    self.add_named_version(
+                        &changes,
+                        keyring,
+                        tenant,
+                        name,
+                        &format!("version {version} used its budget of {limit} encryptions"),
+                    )?;
+                }
+                continue;
+            }
+            let binding = Binding {
+                tenant,
+                key: name,
+                version,
+                key_type: key.key_type,
+                context,
+            };
+            let body = named::encrypt(&current.material, &binding, plaintext)?;
+            return Ok(Versioned {
+                text: named::format_versioned(version, &body),
+                version,
+            });
+        }
+    }
+
+    fn decrypt_one(
+        &self,
+        key: &NamedKey,
+        tenant: TenantId,
+        name: &KeyName,
+        ciphertext: &str,
+        context: &EncryptionContext,
+    ) -> Result<(SecretBytes, u32)> {
+        let (version, body) = named::parse_versioned("ciphertext", ciphertext)?;
+        let opener = key.version_for_opening(name, version)?;
+        let binding = Binding {
+            tenant,
+            key: name,
+            version,
+            key_type: key.key_type,
+            context,
+        };
+        let plaintext = named::decrypt(&opener.material, &binding, &body).ok_or_else(|| {
+            Error::invalid(
+                "ciphertext",
+                format!(
+                    "does not decrypt under key {name} version {version} with this context \
+                     (another key or tenant, another context, or altered)"
+                ),
+            )
+        })?;
+        Ok((SecretBytes::new(plaintext.to_vec()), version))
+    }
+
+    // ---- background work ----
+
+    /// Scheduled rotations and destructions that are due (at most `limit` of them).
+    pub(super) fn kms_due(
+        &self,
+        keyring: &Keyring,
+        now: i64,
+        limit: usize,
+        report: &mut MaintenanceReport,
+    ) -> Result<()> {
+        for (key, _) in self.keys.scan(
+            Space::Config,
+            NAMED_SCHEDULE_PREFIX,
+            NAMED_SCHEDULE_PREFIX,
+            limit,
+        )? {
+            let rest = &key[NAMED_SCHEDULE_PREFIX.len()..];
+            let malformed = || corrupt("a named key schedule entry");
+            if rest.len() < 10 {
+                return Err(malformed());
+            }
+            let due = rest[..8]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| malformed())?;
+            if i64::try_from(due).unwrap_or(i64::MAX) > now {
+                break;
+            }
+            let Some((tenant, name)) = std::str::from_utf8(&rest[9..])
+                .ok()
+                .and_then(|text| text.split_once('/'))
+                .and_then(|(tenant, name)| {
+                    Some((TenantId::parse_hex(tenant)?, KeyName::parse(name).ok()?))
+                })
+            else {
+                tracing::warn!("a malformed named key schedule entry was dropped");
+                let mut batch = WriteBatch::new();
+                batch.delete(Space::Config, key);
+                self.keys.write(batch)?;
+                continue;
+            };
+            let mut batch = WriteBatch::new();
+            batch.delete(Space::Config, key.clone());
+            let postpone = |batch: &mut WriteBatch, delay: i64| {
+                let mut later =
+                    named_schedule_key(now.saturating_add(delay), rest[8], tenant, &name);
+                if later == key {
+                    later =
+                        named_schedule_key(now.saturating_add(delay + 1), rest[8], tenant, &name);
+                }
+                batch.put(Space::Config, later, Vec::new());
+            };
+            if self.tenant_state(tenant)?.is_none() {
+                // A deleted tenant: a restore brings the schedule back, so look again later;
+                // once its keys are destroyed (shredded), the entry just goes.
+                if !self.tenant_shredded(tenant)? {
+                    postpone(&mut batch, DUE_RETRY_DELETED_NANOS);
+                }
+            } else {
+                match self.kms_due_one(keyring, tenant, &name, now) {
+                    Ok(Some(true)) => report.keys_destroyed += 1,
+                    Ok(Some(false)) => report.keys_rotated += 1,
+                    Ok(None) => {}
+                    // One key that cannot be rotated or destroyed (e.g. at its version limit)
+                    // must not hold up the other keys and the rest of maintenance.
+                    Err(error) => {
+                        tracing::warn!(%error, tenant = %tenant, key = %name, "scheduled key change failed; retrying later");
+                        postpone(&mut batch, DUE_RETRY_FAILED_NANOS);
+                    }
+                }
+            }
+            self.keys.write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Does what is due for one key: `Some(true)` destroyed, `Some(false)` rotated.
+    fn kms_due_one(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        name: &KeyName,
+        now: i64,
+    ) -> Result<Option<bool>> {
+        let changes = self.hold_kms_changes();
+        let key = match self.load_named_key(&changes, keyring, tenant, name) {
+            Ok(key) => key,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if key
+            .config
+            .delete_after_unix_nanos
+            .is_some_and(|when| when <= now)
+        {
+            self.audit_vault(
+                tenant,
+                format!(
+                    "destroying key {name}: its deletion waiting period is over; versions {} to \
+                     {} are destroyed",
+                    key.config.min_available_version, key.config.latest
+                ),
+            )?;
+            let mut batch = WriteBatch::new();
+            batch.delete(Space::Config, named_config_key(tenant, name));
+            for version in key.versions.keys() {
+                batch
+                    .delete(Space::Config, named_version_key(tenant, name, *version))
+                    .delete(Space::Config, named_count_key(tenant, name, *version));
+            }
+            self.keys.write(batch)?;
+            write(&keyring.named).remove(&(tenant, name.clone()));
+            drop(changes);
+            self.keys.compact()?;
+            return Ok(Some(true));
+        }
+        if key.config.delete_after_unix_nanos.is_none() && key.config.rotation_period_nanos > 0 {
+            let latest_created = key
+                .versions
+                .get(&key.config.latest)
+                .map_or(key.config.created_unix_nanos, |v| v.created_unix_nanos);
+            if now - latest_created >= key.config.rotation_period_nanos {
+                self.add_named_version(
+                    &changes,
+                    keyring,
+                    tenant,
+                    name,
+                    &format!("version {} reached the rotation period", key.config.latest),
+                )?;
+                return Ok(Some(false));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Re-wraps every named-key version of the tenant that is wrapped under a KEK version of
+    /// `set` into the current KEK (the KEK retirement job, before the set is destroyed).
+    /// Returns how many were re-wrapped.
+    pub(super) fn rewrap_named_keys(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        set: &std::collections::BTreeSet<u32>,
+    ) -> Result<u64> {
+        let _changes = self.hold_kms_changes();
+        let prefix = named_versions_prefix(tenant, None);
+        let mut rewrapped = 0;
+        for (key, value) in self
+            .keys
+            .scan(Space::Config, &prefix, &prefix, usize::MAX)?
+        {
+            let mut record: VersionRecord = from_json(&value, "a named key version")?;
+            let sealed = STANDARD
+                .decode(&record.sealed)
+                .map_err(|_| corrupt("a named key version"))?;
+            if !set.contains(&Header::parse(&sealed)?.key.version) {
+                continue;
+            }
+            let relative = &key[prefix.len()..];
+            let split = relative
+                .len()
+                .checked_sub(5)
+                .filter(|at| relative[*at] == b'/')
+                .ok_or_else(|| corrupt("a named key version key"))?;
+            let name = std::str::from_utf8(&relative[..split])
+                .ok()
+                .and_then(|n| KeyName::parse(n).ok())
+                .ok_or_else(|| corrupt("a named key version key"))?;
+            let version = keys::version_suffix(relative, split + 1, "a named key version key")?;
+            let material = self.unwrap_named(keyring, tenant, &name, version, &record.sealed)?;
+            let wrapping = self.wrap_gate.enter();
+            let (wrapped, _) = self.wrap_under_kek(
+                &wrapping,
+                keyring,
+                tenant,
+                &named_context(tenant, &name, version),
+                material.expose_secret(),
+            )?;
+            record.sealed = STANDARD.encode(wrapped);
+            let mut batch = WriteBatch::new();
+            batch.put(Space::Config, key, to_json(&record)?);
+            self.keys.write(batch)?;
+            rewrapped += 1;
+        }
+        Ok(rewrapped)
+    }
+}
+
+/// The named keys of a vault (encryption as a service), as `vault.kms()` hands them out. The
+/// view derefs to the vault for the helpers the operations share with the other subsystems.
+pub struct Kms<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Kms<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// The named keys: create, encrypt, decrypt, sign, rotate, trim, delete, export.
+    pub fn kms(&self) -> Kms<'_> {
+        Kms { vault: self }
+    }
+}
+
+impl Kms<'_> {
     /// Creates a named key with its first version.
     pub fn create_key(
         &self,
@@ -751,91 +1171,6 @@ impl Vault {
             .info(name))
     }
 
-    /// Puts a changed key into the cache: `config`, and the versions of `key` (or `versions`).
-    fn replace_named(
-        &self,
-        keyring: &Keyring,
-        tenant: TenantId,
-        name: &KeyName,
-        key: &NamedKey,
-        config: KeyConfig,
-        versions: Option<BTreeMap<u32, Arc<NamedVersion>>>,
-    ) -> Arc<NamedKey> {
-        let replaced = Arc::new(NamedKey {
-            config,
-            key_type: key.key_type,
-            versions: versions.unwrap_or_else(|| key.versions.clone()),
-        });
-        write(&keyring.named).insert((tenant, name.clone()), Arc::clone(&replaced));
-        replaced
-    }
-
-    /// Adds a version to a key (rotation). `automatic` names the reason for a rotation the vault
-    /// does by itself (audited as the vault); empty for one a caller asked for.
-    fn add_named_version(
-        &self,
-        changes: &Held<'_, KmsChanges>,
-        keyring: &Keyring,
-        tenant: TenantId,
-        name: &KeyName,
-        automatic: &str,
-    ) -> Result<u32> {
-        let key = self.load_named_key(changes, keyring, tenant, name)?;
-        if key.versions.len() >= MAX_NAMED_KEY_VERSIONS {
-            return Err(Error::FailedPrecondition(format!(
-                "key {name} keeps {MAX_NAMED_KEY_VERSIONS} versions, the most it may; trim old \
-                 versions first"
-            )));
-        }
-        let version =
-            key.config.latest.checked_add(1).ok_or_else(|| {
-                Error::FailedPrecondition(format!("key {name} has no versions left"))
-            })?;
-        if !automatic.is_empty() {
-            self.audit_vault(
-                tenant,
-                format!("rotating key {name} to version {version}: {automatic}"),
-            )?;
-        }
-        let now = self.now();
-        let mut config = key.config.clone();
-        config.latest = version;
-        let mut batch = WriteBatch::new();
-        let wrapping = self.wrap_gate.enter();
-        let added = self.new_named_version(
-            &wrapping,
-            keyring,
-            tenant,
-            name,
-            key.key_type,
-            version,
-            now,
-            &mut batch,
-        )?;
-        batch.put(
-            Space::Config,
-            named_config_key(tenant, name),
-            to_json(&config)?,
-        );
-        if config.rotation_period_nanos > 0 {
-            batch.put(
-                Space::Config,
-                named_schedule_key(
-                    now.saturating_add(config.rotation_period_nanos),
-                    SCHEDULE_ROTATE,
-                    tenant,
-                    name,
-                ),
-                Vec::new(),
-            );
-        }
-        self.keys.write(batch)?;
-        let mut versions = key.versions.clone();
-        versions.insert(version, added);
-        self.replace_named(keyring, tenant, name, &key, config, Some(versions));
-        Ok(version)
-    }
-
     /// Rotates a key by hand: new ciphertexts, signatures and MACs use the new version.
     pub fn rotate_key(&self, caller: &Caller, tenant: &TenantName, name: &KeyName) -> Result<u32> {
         let id = self.authorize_key(caller, tenant, name, Capability::Rotate)?;
@@ -1040,102 +1375,6 @@ impl Vault {
             .collect()
     }
 
-    fn check_batch<T>(
-        &self,
-        items: &[T],
-        batch: bool,
-        size: impl Fn(&T) -> usize,
-        field: &str,
-    ) -> Result<()> {
-        if items.is_empty() {
-            return Err(Error::invalid("items", "at least one item is needed"));
-        }
-        if items.len() > self.config.kms.max_batch_items {
-            return Err(Error::invalid(
-                "items",
-                format!(
-                    "{} items, over the limit of {} per batch",
-                    items.len(),
-                    self.config.kms.max_batch_items
-                ),
-            ));
-        }
-        for (index, item) in items.iter().enumerate() {
-            check_size(
-                item_field(batch, index, field),
-                size(item),
-                self.config.kms.max_plaintext_bytes,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// One encryption, with the budget rule: take a use of the version first; a latest version
-    /// at its budget rotates the key and the encryption goes to the new version.
-    #[allow(clippy::too_many_arguments)]
-    fn encrypt_one(
-        &self,
-        keyring: &Keyring,
-        tenant: TenantId,
-        name: &KeyName,
-        key_version: u32,
-        operation: &str,
-        context: &EncryptionContext,
-        plaintext: &[u8],
-    ) -> Result<Versioned> {
-        loop {
-            let key = self.named_key(keyring, tenant, name)?;
-            key.check_usable(name, Usage::Encryption, operation)?;
-            let version = key.version_for_use(name, key_version)?;
-            let current = key
-                .versions
-                .get(&version)
-                .ok_or_else(|| corrupt("a named key's version"))?;
-            let limit = if key.key_type.needs_budget() {
-                key.config.budget
-            } else {
-                u64::MAX
-            };
-            let counted = Counted::Named(tenant, name, version);
-            if !self.take_use_within(counted, &current.uses, limit)? {
-                if key_version != 0 {
-                    return Err(Error::FailedPrecondition(format!(
-                        "key {name} version {version} used its budget of {limit} encryptions"
-                    )));
-                }
-                let changes = self.hold_kms_changes();
-                // Another caller may have rotated already.
-                if self
-                    .load_named_key(&changes, keyring, tenant, name)?
-                    .config
-                    .latest
-                    == version
-                {
-                    self.add_named_version(
-                        &changes,
-                        keyring,
-                        tenant,
-                        name,
-                        &format!("version {version} used its budget of {limit} encryptions"),
-                    )?;
-                }
-                continue;
-            }
-            let binding = Binding {
-                tenant,
-                key: name,
-                version,
-                key_type: key.key_type,
-                context,
-            };
-            let body = named::encrypt(&current.material, &binding, plaintext)?;
-            return Ok(Versioned {
-                text: named::format_versioned(version, &body),
-                version,
-            });
-        }
-    }
-
     /// Decrypts each item; a ciphertext that does not open is that item's error (the others
     /// still decrypt). Returns each plaintext with the version that opened it.
     pub fn decrypt(
@@ -1165,35 +1404,6 @@ impl Vault {
                 self.decrypt_one(&key, id, name, &item.ciphertext, &item.context)
             })
             .collect())
-    }
-
-    fn decrypt_one(
-        &self,
-        key: &NamedKey,
-        tenant: TenantId,
-        name: &KeyName,
-        ciphertext: &str,
-        context: &EncryptionContext,
-    ) -> Result<(SecretBytes, u32)> {
-        let (version, body) = named::parse_versioned("ciphertext", ciphertext)?;
-        let opener = key.version_for_opening(name, version)?;
-        let binding = Binding {
-            tenant,
-            key: name,
-            version,
-            key_type: key.key_type,
-            context,
-        };
-        let plaintext = named::decrypt(&opener.material, &binding, &body).ok_or_else(|| {
-            Error::invalid(
-                "ciphertext",
-                format!(
-                    "does not decrypt under key {name} version {version} with this context \
-                     (another key or tenant, another context, or altered)"
-                ),
-            )
-        })?;
-        Ok((SecretBytes::new(plaintext.to_vec()), version))
     }
 
     /// Re-encrypts a ciphertext under the latest version (or `key_version`) without returning
@@ -1327,193 +1537,6 @@ impl Vault {
             named::verify(key.key_type, public, message, &body)
         };
         Ok((valid, version))
-    }
-
-    // ---- background work ----
-
-    /// Scheduled rotations and destructions that are due (at most `limit` of them).
-    pub(super) fn kms_due(
-        &self,
-        keyring: &Keyring,
-        now: i64,
-        limit: usize,
-        report: &mut MaintenanceReport,
-    ) -> Result<()> {
-        for (key, _) in self.keys.scan(
-            Space::Config,
-            NAMED_SCHEDULE_PREFIX,
-            NAMED_SCHEDULE_PREFIX,
-            limit,
-        )? {
-            let rest = &key[NAMED_SCHEDULE_PREFIX.len()..];
-            let malformed = || corrupt("a named key schedule entry");
-            if rest.len() < 10 {
-                return Err(malformed());
-            }
-            let due = rest[..8]
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| malformed())?;
-            if i64::try_from(due).unwrap_or(i64::MAX) > now {
-                break;
-            }
-            let Some((tenant, name)) = std::str::from_utf8(&rest[9..])
-                .ok()
-                .and_then(|text| text.split_once('/'))
-                .and_then(|(tenant, name)| {
-                    Some((TenantId::parse_hex(tenant)?, KeyName::parse(name).ok()?))
-                })
-            else {
-                tracing::warn!("a malformed named key schedule entry was dropped");
-                let mut batch = WriteBatch::new();
-                batch.delete(Space::Config, key);
-                self.keys.write(batch)?;
-                continue;
-            };
-            let mut batch = WriteBatch::new();
-            batch.delete(Space::Config, key.clone());
-            let postpone = |batch: &mut WriteBatch, delay: i64| {
-                let mut later =
-                    named_schedule_key(now.saturating_add(delay), rest[8], tenant, &name);
-                if later == key {
-                    later =
-                        named_schedule_key(now.saturating_add(delay + 1), rest[8], tenant, &name);
-                }
-                batch.put(Space::Config, later, Vec::new());
-            };
-            if self.tenant_state(tenant)?.is_none() {
-                // A deleted tenant: a restore brings the schedule back, so look again later;
-                // once its keys are destroyed (shredded), the entry just goes.
-                if !self.tenant_shredded(tenant)? {
-                    postpone(&mut batch, DUE_RETRY_DELETED_NANOS);
-                }
-            } else {
-                match self.kms_due_one(keyring, tenant, &name, now) {
-                    Ok(Some(true)) => report.keys_destroyed += 1,
-                    Ok(Some(false)) => report.keys_rotated += 1,
-                    Ok(None) => {}
-                    // One key that cannot be rotated or destroyed (e.g. at its version limit)
-                    // must not hold up the other keys and the rest of maintenance.
-                    Err(error) => {
-                        tracing::warn!(%error, tenant = %tenant, key = %name, "scheduled key change failed; retrying later");
-                        postpone(&mut batch, DUE_RETRY_FAILED_NANOS);
-                    }
-                }
-            }
-            self.keys.write(batch)?;
-        }
-        Ok(())
-    }
-
-    /// Does what is due for one key: `Some(true)` destroyed, `Some(false)` rotated.
-    fn kms_due_one(
-        &self,
-        keyring: &Keyring,
-        tenant: TenantId,
-        name: &KeyName,
-        now: i64,
-    ) -> Result<Option<bool>> {
-        let changes = self.hold_kms_changes();
-        let key = match self.load_named_key(&changes, keyring, tenant, name) {
-            Ok(key) => key,
-            Err(Error::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if key
-            .config
-            .delete_after_unix_nanos
-            .is_some_and(|when| when <= now)
-        {
-            self.audit_vault(
-                tenant,
-                format!(
-                    "destroying key {name}: its deletion waiting period is over; versions {} to \
-                     {} are destroyed",
-                    key.config.min_available_version, key.config.latest
-                ),
-            )?;
-            let mut batch = WriteBatch::new();
-            batch.delete(Space::Config, named_config_key(tenant, name));
-            for version in key.versions.keys() {
-                batch
-                    .delete(Space::Config, named_version_key(tenant, name, *version))
-                    .delete(Space::Config, named_count_key(tenant, name, *version));
-            }
-            self.keys.write(batch)?;
-            write(&keyring.named).remove(&(tenant, name.clone()));
-            drop(changes);
-            self.keys.compact()?;
-            return Ok(Some(true));
-        }
-        if key.config.delete_after_unix_nanos.is_none() && key.config.rotation_period_nanos > 0 {
-            let latest_created = key
-                .versions
-                .get(&key.config.latest)
-                .map_or(key.config.created_unix_nanos, |v| v.created_unix_nanos);
-            if now - latest_created >= key.config.rotation_period_nanos {
-                self.add_named_version(
-                    &changes,
-                    keyring,
-                    tenant,
-                    name,
-                    &format!("version {} reached the rotation period", key.config.latest),
-                )?;
-                return Ok(Some(false));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Re-wraps every named-key version of the tenant that is wrapped under a KEK version of
-    /// `set` into the current KEK (the KEK retirement job, before the set is destroyed).
-    /// Returns how many were re-wrapped.
-    pub(super) fn rewrap_named_keys(
-        &self,
-        keyring: &Keyring,
-        tenant: TenantId,
-        set: &std::collections::BTreeSet<u32>,
-    ) -> Result<u64> {
-        let _changes = self.hold_kms_changes();
-        let prefix = named_versions_prefix(tenant, None);
-        let mut rewrapped = 0;
-        for (key, value) in self
-            .keys
-            .scan(Space::Config, &prefix, &prefix, usize::MAX)?
-        {
-            let mut record: VersionRecord = from_json(&value, "a named key version")?;
-            let sealed = STANDARD
-                .decode(&record.sealed)
-                .map_err(|_| corrupt("a named key version"))?;
-            if !set.contains(&Header::parse(&sealed)?.key.version) {
-                continue;
-            }
-            let relative = &key[prefix.len()..];
-            let split = relative
-                .len()
-                .checked_sub(5)
-                .filter(|at| relative[*at] == b'/')
-                .ok_or_else(|| corrupt("a named key version key"))?;
-            let name = std::str::from_utf8(&relative[..split])
-                .ok()
-                .and_then(|n| KeyName::parse(n).ok())
-                .ok_or_else(|| corrupt("a named key version key"))?;
-            let version = keys::version_suffix(relative, split + 1, "a named key version key")?;
-            let material = self.unwrap_named(keyring, tenant, &name, version, &record.sealed)?;
-            let wrapping = self.wrap_gate.enter();
-            let (wrapped, _) = self.wrap_under_kek(
-                &wrapping,
-                keyring,
-                tenant,
-                &named_context(tenant, &name, version),
-                material.expose_secret(),
-            )?;
-            record.sealed = STANDARD.encode(wrapped);
-            let mut batch = WriteBatch::new();
-            batch.put(Space::Config, key, to_json(&record)?);
-            self.keys.write(batch)?;
-            rewrapped += 1;
-        }
-        Ok(rewrapped)
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use std::net::IpAddr;
 
+use super::approle::Logins;
 use super::*;
 use crate::token::TokenKind;
 use access::{MAX_TOKEN_TTL, Networks};
@@ -221,6 +222,30 @@ impl Vault {
         Ok(())
     }
 
+    /// A family may refresh while its creator (if any) is alive and the caller is inside its
+    /// networks.
+    fn check_family_alive(&self, family: &FamilyRecord, source: Option<IpAddr>) -> Result<()> {
+        if !crate::cidr::Cidr::allows(&family.cidrs, source) {
+            return Err(Error::login_failed(format!(
+                "refresh from outside the family's networks ({})",
+                family.cidrs.join(", ")
+            )));
+        }
+        if family.parent.is_empty() {
+            return Ok(());
+        }
+        match self.record_by_accessor(&family.parent)? {
+            Some(parent) => self
+                .check_alive(&parent, Networks::From(source))
+                .map_err(|e| {
+                    Error::login_failed(format!("the family's creator: {}", e.audit_detail()))
+                }),
+            None => Err(Error::login_failed("the family's creator was revoked")),
+        }
+    }
+}
+
+impl Logins<'_> {
     /// Exchanges a refresh token for a new access token and refresh token (no access token is
     /// needed: the refresh token is the credential). `source` is the caller's address.
     pub fn refresh(&self, presented: &Token, source: Option<IpAddr>) -> Result<CreatedToken> {
@@ -325,27 +350,5 @@ impl Vault {
             refresh_token: refresh,
             info,
         })
-    }
-
-    /// A family may refresh while its creator (if any) is alive and the caller is inside its
-    /// networks.
-    fn check_family_alive(&self, family: &FamilyRecord, source: Option<IpAddr>) -> Result<()> {
-        if !crate::cidr::Cidr::allows(&family.cidrs, source) {
-            return Err(Error::login_failed(format!(
-                "refresh from outside the family's networks ({})",
-                family.cidrs.join(", ")
-            )));
-        }
-        if family.parent.is_empty() {
-            return Ok(());
-        }
-        match self.record_by_accessor(&family.parent)? {
-            Some(parent) => self
-                .check_alive(&parent, Networks::From(source))
-                .map_err(|e| {
-                    Error::login_failed(format!("the family's creator: {}", e.audit_detail()))
-                }),
-            None => Err(Error::login_failed("the family's creator was revoked")),
-        }
     }
 }

@@ -183,7 +183,7 @@ impl Vault {
     /// need MFA, a valid code.
     pub fn require_system_op(&self, caller: &Caller, op: SystemOp) -> Result<()> {
         require_system(caller)?;
-        let required = self.mfa_system_ops()?;
+        let required = self.mfa().mfa_system_ops()?;
         // Once any system operation needs MFA, changing MFA itself does too: otherwise a stolen
         // system token could switch the requirement off, or reset root's enrolment.
         if required.contains(&op) || (op == SystemOp::MfaConfig && !required.is_empty()) {
@@ -195,6 +195,135 @@ impl Vault {
         Ok(())
     }
 
+    /// Whether `entity` has a current TOTP enrolment.
+    pub(super) fn mfa_enrolled(&self, entity: &str) -> Result<bool> {
+        if entity.is_empty() {
+            return Ok(false);
+        }
+        Ok(match self.data.get(Space::Config, &mfa_key(entity))? {
+            Some(bytes) => from_json::<MfaRecord>(&bytes, "an mfa enrolment")?.enrolled(),
+            None => false,
+        })
+    }
+
+    /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
+    pub(super) fn verify_mfa(&self, caller: &Caller, why: &str) -> Result<()> {
+        let changes = self.hold_mfa_changes();
+        self.verify_mfa_locked(&changes, caller, why)
+    }
+
+    /// [`Vault::verify_mfa`] with `mfa_changes` held.
+    fn verify_mfa_locked(
+        &self,
+        _changes: &Held<'_, MfaChanges>,
+        caller: &Caller,
+        why: &str,
+    ) -> Result<()> {
+        let mut verified = lock(&caller.mfa_verified);
+        if *verified {
+            return Ok(());
+        }
+        let keyring = self.keyring()?;
+        let entity = &caller.record.entity;
+        if entity.starts_with("token:") {
+            // `token:<accessor>` entities come from before created tokens acted for their
+            // creator: a created token had one of its own, which its holder (a thief
+            // included) could enrol, and its children inherit it now. None of them passes an
+            // MFA check; create new tokens from a login or the root token.
+            return Err(Error::denied(format!(
+                "{why}; entity {entity} belongs to a token created before created tokens acted \
+                 for their creator, and passes no mfa check; create a new token"
+            )));
+        }
+        let Some(code) = &caller.mfa_code else {
+            return Err(Error::denied(format!("{why}; no mfa code was presented")));
+        };
+        let key = mfa_key(entity);
+        let Some(bytes) = self.data.get(Space::Config, &key)? else {
+            return Err(Error::denied(format!(
+                "{why}; entity {entity} has no mfa enrolment"
+            )));
+        };
+        let mut record: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
+        if !record.enrolled() {
+            return Err(Error::denied(format!(
+                "{why}; entity {entity} has no mfa enrolment (it was reset)"
+            )));
+        }
+        let now = self.now();
+        if record.locked_until_unix_nanos > now {
+            return Err(Error::denied(format!(
+                "{why}; mfa of entity {entity} is locked after {} failed attempts until {}",
+                record.failures,
+                crate::time::rfc3339(record.locked_until_unix_nanos)
+            )));
+        }
+        let sealed = STANDARD
+            .decode(&record.sealed)
+            .map_err(|_| corrupt("an mfa enrolment"))?;
+        let what = || format!("the mfa secret of entity {entity}");
+        let root = Header::parse(&sealed)
+            .ok()
+            .filter(|header| header.key.kind == KeyKind::Root)
+            .and_then(|header| keyring.root_key(header.key.version))
+            .ok_or_else(|| Error::Integrity(what()))?;
+        let bytes = crypto::open(root, &mfa_context(entity), &sealed, &what)?;
+        let secret = TotpSecret::from_bytes(bytes).ok_or_else(|| corrupt("an mfa secret"))?;
+        let now_seconds = now.div_euclid(1_000_000_000);
+        let result = totp::check(&secret, code, now_seconds, record.last_used_step);
+        let outcome = match result {
+            Ok(step) => {
+                record.last_used_step = Some(step);
+                record.failures = 0;
+                record.locked_until_unix_nanos = 0;
+                Ok(())
+            }
+            Err(error) => {
+                record.failures = record.failures.saturating_add(1);
+                let mut reason = format!(
+                    "{why}; {error} (entity {entity}, failed attempt {})",
+                    record.failures
+                );
+                if record.failures >= MAX_MFA_FAILURES {
+                    record.locked_until_unix_nanos = now
+                        .saturating_add(i64::try_from(MFA_LOCKOUT.as_nanos()).unwrap_or(i64::MAX));
+                    reason.push_str("; mfa locked");
+                }
+                Err(Error::denied(reason))
+            }
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, key, to_json(&record)?);
+        self.data.write(batch)?;
+        if outcome.is_ok() {
+            *verified = true;
+        }
+        outcome
+    }
+}
+
+/// Multi-factor authentication: TOTP enrolments and the system operations that need a code, as `vault.mfa()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Mfa<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Mfa<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// Multi-factor authentication: TOTP enrolments and the system operations that need a code.
+    pub fn mfa(&self) -> Mfa<'_> {
+        Mfa { vault: self }
+    }
+}
+
+impl Mfa<'_> {
     /// The system operations that need MFA.
     pub fn mfa_system_ops(&self) -> Result<Vec<SystemOp>> {
         self.data
@@ -349,111 +478,5 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, key, to_json(&record)?);
         Ok(self.data.write(batch)?)
-    }
-
-    /// Whether `entity` has a current TOTP enrolment.
-    pub(super) fn mfa_enrolled(&self, entity: &str) -> Result<bool> {
-        if entity.is_empty() {
-            return Ok(false);
-        }
-        Ok(match self.data.get(Space::Config, &mfa_key(entity))? {
-            Some(bytes) => from_json::<MfaRecord>(&bytes, "an mfa enrolment")?.enrolled(),
-            None => false,
-        })
-    }
-
-    /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
-    pub(super) fn verify_mfa(&self, caller: &Caller, why: &str) -> Result<()> {
-        let changes = self.hold_mfa_changes();
-        self.verify_mfa_locked(&changes, caller, why)
-    }
-
-    /// [`Vault::verify_mfa`] with `mfa_changes` held.
-    fn verify_mfa_locked(
-        &self,
-        _changes: &Held<'_, MfaChanges>,
-        caller: &Caller,
-        why: &str,
-    ) -> Result<()> {
-        let mut verified = lock(&caller.mfa_verified);
-        if *verified {
-            return Ok(());
-        }
-        let keyring = self.keyring()?;
-        let entity = &caller.record.entity;
-        if entity.starts_with("token:") {
-            // `token:<accessor>` entities come from before created tokens acted for their
-            // creator: a created token had one of its own, which its holder (a thief
-            // included) could enrol, and its children inherit it now. None of them passes an
-            // MFA check; create new tokens from a login or the root token.
-            return Err(Error::denied(format!(
-                "{why}; entity {entity} belongs to a token created before created tokens acted \
-                 for their creator, and passes no mfa check; create a new token"
-            )));
-        }
-        let Some(code) = &caller.mfa_code else {
-            return Err(Error::denied(format!("{why}; no mfa code was presented")));
-        };
-        let key = mfa_key(entity);
-        let Some(bytes) = self.data.get(Space::Config, &key)? else {
-            return Err(Error::denied(format!(
-                "{why}; entity {entity} has no mfa enrolment"
-            )));
-        };
-        let mut record: MfaRecord = from_json(&bytes, "an mfa enrolment")?;
-        if !record.enrolled() {
-            return Err(Error::denied(format!(
-                "{why}; entity {entity} has no mfa enrolment (it was reset)"
-            )));
-        }
-        let now = self.now();
-        if record.locked_until_unix_nanos > now {
-            return Err(Error::denied(format!(
-                "{why}; mfa of entity {entity} is locked after {} failed attempts until {}",
-                record.failures,
-                crate::time::rfc3339(record.locked_until_unix_nanos)
-            )));
-        }
-        let sealed = STANDARD
-            .decode(&record.sealed)
-            .map_err(|_| corrupt("an mfa enrolment"))?;
-        let what = || format!("the mfa secret of entity {entity}");
-        let root = Header::parse(&sealed)
-            .ok()
-            .filter(|header| header.key.kind == KeyKind::Root)
-            .and_then(|header| keyring.root_key(header.key.version))
-            .ok_or_else(|| Error::Integrity(what()))?;
-        let bytes = crypto::open(root, &mfa_context(entity), &sealed, &what)?;
-        let secret = TotpSecret::from_bytes(bytes).ok_or_else(|| corrupt("an mfa secret"))?;
-        let now_seconds = now.div_euclid(1_000_000_000);
-        let result = totp::check(&secret, code, now_seconds, record.last_used_step);
-        let outcome = match result {
-            Ok(step) => {
-                record.last_used_step = Some(step);
-                record.failures = 0;
-                record.locked_until_unix_nanos = 0;
-                Ok(())
-            }
-            Err(error) => {
-                record.failures = record.failures.saturating_add(1);
-                let mut reason = format!(
-                    "{why}; {error} (entity {entity}, failed attempt {})",
-                    record.failures
-                );
-                if record.failures >= MAX_MFA_FAILURES {
-                    record.locked_until_unix_nanos = now
-                        .saturating_add(i64::try_from(MFA_LOCKOUT.as_nanos()).unwrap_or(i64::MAX));
-                    reason.push_str("; mfa locked");
-                }
-                Err(Error::denied(reason))
-            }
-        };
-        let mut batch = WriteBatch::new();
-        batch.put(Space::Config, key, to_json(&record)?);
-        self.data.write(batch)?;
-        if outcome.is_ok() {
-            *verified = true;
-        }
-        outcome
     }
 }

@@ -16,6 +16,7 @@ use std::{path::PathBuf, time::Duration};
 
 use std::net::IpAddr;
 
+use super::approle::Logins;
 use super::*;
 use crate::{
     cidr::Cidr,
@@ -150,6 +151,15 @@ impl JwtConfig {
 }
 
 impl Vault {
+    fn jwt_config(&self, name: &str) -> Result<Option<JwtConfig>> {
+        self.data
+            .get(Space::Config, &jwt_config_key(name))?
+            .map(|bytes| from_json(&bytes, "a jwt config"))
+            .transpose()
+    }
+}
+
+impl Logins<'_> {
     /// Creates or replaces a JWT login configuration (system scope). The JWKS file is read
     /// now, so a wrong path or document is reported here, not at the first login.
     pub fn write_jwt_config(&self, caller: &Caller, config: JwtConfig) -> Result<()> {
@@ -188,13 +198,6 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.delete(Space::Config, jwt_config_key(name));
         Ok(self.data.write(batch)?)
-    }
-
-    fn jwt_config(&self, name: &str) -> Result<Option<JwtConfig>> {
-        self.data
-            .get(Space::Config, &jwt_config_key(name))?
-            .map(|bytes| from_json(&bytes, "a jwt config"))
-            .transpose()
     }
 
     /// Logs in with a JWT under configuration `name`, from `source`.

@@ -343,83 +343,6 @@ impl Vault {
         Ok(destroyed)
     }
 
-    /// Writes a new version of the secret: a fresh DEK wrapped under the tenant's current KEK,
-    /// all fields sealed together under the DEK, metadata, version and feed event in one write.
-    pub fn put(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        data: SecretData,
-    ) -> Result<PutOutcome> {
-        self.put_checked(caller, tenant, path, data, None)
-    }
-
-    /// [`Vault::put`] with check-and-set: `cas` is the version the caller expects to be
-    /// current (0: the secret must not exist). A mismatch writes nothing.
-    pub fn put_checked(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        data: SecretData,
-        cas: Option<u64>,
-    ) -> Result<PutOutcome> {
-        self.check_data(&data)?;
-        let keyring = self.keyring()?;
-        let id = self
-            .authorize(caller, tenant, path.as_str(), Capability::Write)?
-            .tenant();
-        let _guard = lock(self.stripe(id, path.as_str()));
-        let meta = self.load_meta(id, path)?;
-        self.write_version(&keyring, caller, id, path, meta, data, cas)
-    }
-
-    /// Writes a new version whose fields are the current version's with `changes` applied:
-    /// fields in `changes` are set, fields in `remove` dropped. The current version must be
-    /// readable (not deleted, destroyed or expired).
-    pub fn patch(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        changes: SecretData,
-        remove: &[String],
-        cas: Option<u64>,
-    ) -> Result<PutOutcome> {
-        if changes.is_empty() && remove.is_empty() {
-            return Err(Error::invalid(
-                "data",
-                "a patch sets or removes at least one field",
-            ));
-        }
-        for name in remove {
-            check_field_name(name).map_err(|_| Error::invalid("remove", "not a field name"))?;
-        }
-        let keyring = self.keyring()?;
-        let id = self
-            .authorize(caller, tenant, path.as_str(), Capability::Write)?
-            .tenant();
-        let _guard = lock(self.stripe(id, path.as_str()));
-        let meta = self.existing_meta(id, path)?;
-        let current = meta.current_version;
-        self.check_readable(path, &meta, current)?;
-        let existing = self.open_version(&keyring, id, path, current)?;
-        let mut merged = SecretData::new();
-        let mut changes: BTreeMap<String, _> = changes.into_fields().collect();
-        for (name, value) in existing.data.into_fields() {
-            if remove.contains(&name) || changes.contains_key(&name) {
-                continue;
-            }
-            merged.insert(name, value);
-        }
-        for (name, value) in std::mem::take(&mut changes) {
-            merged.insert(name, value);
-        }
-        self.check_data(&merged)?;
-        self.write_version(&keyring, caller, id, path, Some(meta), merged, cas)
-    }
-
     /// The write shared by put and patch; the caller holds the secret's stripe lock.
     #[allow(clippy::too_many_arguments)]
     fn write_version(
@@ -569,28 +492,6 @@ impl Vault {
         }
     }
 
-    /// Reads a version of the secret (0: the current one).
-    pub fn get(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        version: u64,
-    ) -> Result<SecretVersion> {
-        let keyring = self.keyring()?;
-        let id = self
-            .authorize(caller, tenant, path.as_str(), Capability::Read)?
-            .tenant();
-        let meta = self.existing_meta(id, path)?;
-        let version = if version == 0 {
-            meta.current_version
-        } else {
-            version
-        };
-        self.check_readable(path, &meta, version)?;
-        self.open_version(&keyring, id, path, version)
-    }
-
     /// Decrypts a stored version. A re-wrap may retire the KEK between our read and its lookup;
     /// the version then reads again, wrapped under the newer KEK.
     fn open_version(
@@ -638,44 +539,6 @@ impl Vault {
             key_version: header.key.version,
             data,
         })
-    }
-
-    /// Soft-deletes versions (none named: the current one). They read as NOT_FOUND until
-    /// undeleted; their ciphertext stays.
-    pub fn delete(&self, caller: &Caller, tenant: &TenantName, path: &SecretPath) -> Result<()> {
-        self.delete_versions(caller, tenant, path, &[]).map(drop)
-    }
-
-    pub fn delete_versions(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        versions: &[u64],
-    ) -> Result<VersionsChange> {
-        self.change_versions(caller, tenant, path, versions, VersionsOp::Delete)
-    }
-
-    /// Restores soft-deleted versions.
-    pub fn undelete_versions(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        versions: &[u64],
-    ) -> Result<VersionsChange> {
-        self.change_versions(caller, tenant, path, versions, VersionsOp::Undelete)
-    }
-
-    /// Destroys versions: their wrapped DEK and ciphertext are deleted. Irreversible.
-    pub fn destroy_versions(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        path: &SecretPath,
-        versions: &[u64],
-    ) -> Result<VersionsChange> {
-        self.change_versions(caller, tenant, path, versions, VersionsOp::Destroy)
     }
 
     fn change_versions(
@@ -762,6 +625,358 @@ impl Vault {
         })
     }
 
+    fn metadata_view(
+        &self,
+        id: TenantId,
+        path: &SecretPath,
+        meta: &SecretMeta,
+    ) -> Result<SecretMetadata> {
+        Ok(SecretMetadata {
+            path: path.to_string(),
+            current_version: meta.current_version,
+            oldest_version: meta.versions.keys().next().copied().unwrap_or(0),
+            created_unix_nanos: meta.created_unix_nanos,
+            updated_unix_nanos: meta.updated_unix_nanos,
+            max_versions: meta.max_versions,
+            effective_max_versions: self.keep_versions(id, meta)?,
+            cas_required: meta.cas_required,
+            custom: meta.custom.clone(),
+            expires_at_unix_nanos: meta.expires_at_unix_nanos,
+            rotate_by_unix_nanos: meta.rotate_by_unix_nanos,
+            versions: meta
+                .versions
+                .iter()
+                .map(|(version, info)| VersionInfo {
+                    version: *version,
+                    created_unix_nanos: info.created_unix_nanos,
+                    deleted_unix_nanos: info.deleted_unix_nanos,
+                    destroyed: info.destroyed,
+                    author: info.author.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Sends the tenant's due expiry notices (at most [`ALARMS_PER_ROUND`]): each is an event,
+    /// audited as the vault first, written with the next alarm in one write.
+    pub(super) fn expire_due(&self, id: TenantId, now: i64) -> Result<usize> {
+        let prefix = schema::alarm_prefix(id);
+        let due = |key: &[u8]| -> Result<bool> {
+            let at = key
+                .get(prefix.len()..prefix.len() + 8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt("an expiry alarm key"))?;
+            Ok(at <= now.max(0) as u64)
+        };
+        // This runs every round for every tenant: the earliest alarm decides whether to read on.
+        match self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.first() {
+            Some((key, _)) if due(key)? => {}
+            _ => return Ok(0),
+        }
+        let page = self
+            .data
+            .scan(Space::Secrets, &prefix, &prefix, ALARMS_PER_ROUND)?;
+        let mut sent = 0;
+        for (key, _) in page {
+            if !due(&key)? {
+                break;
+            }
+            let path = key
+                .get(prefix.len() + 10..)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .and_then(|text| SecretPath::parse(text).ok())
+                .ok_or_else(|| corrupt("an expiry alarm key"))?;
+            let _guard = lock(self.stripe(id, path.as_str()));
+            let mut batch = WriteBatch::new();
+            batch.delete(Space::Secrets, key.clone());
+            let Some(mut meta) = self.load_meta(id, &path)? else {
+                self.data.write(batch)?;
+                continue;
+            };
+            let Some(position) = meta
+                .alarms
+                .iter()
+                .position(|alarm| alarm_key(id, &path, alarm) == key)
+            else {
+                // Stale: the deadline changed since.
+                self.data.write(batch)?;
+                continue;
+            };
+            let alarm = meta.alarms.remove(position);
+            let deadline = meta.deadline(alarm.deadline);
+            let kind = match alarm.phase {
+                Phase::Expiring => EventKind::Expiring,
+                Phase::Expired => EventKind::Expired,
+            };
+            self.audit_vault(
+                id,
+                format!(
+                    "secret {path} {} ({} {})",
+                    kind.as_str(),
+                    alarm.deadline.name(),
+                    rfc3339(deadline)
+                ),
+            )?;
+            if alarm.phase == Phase::Expiring {
+                let next = Alarm {
+                    at_unix_nanos: deadline,
+                    phase: Phase::Expired,
+                    deadline: alarm.deadline,
+                };
+                batch.put(Space::Secrets, alarm_key(id, &path, &next), Vec::new());
+                meta.alarms.push(next);
+            }
+            batch.put(Space::Secrets, meta_key(id, &path), to_json(&meta)?);
+            let mut event = Event::new(kind, path.as_str(), vec![meta.current_version], now)
+                .with_detail(alarm.deadline.name());
+            event.deadline_unix_nanos = deadline;
+            let _revision = self.record_event(id, &mut batch, event)?;
+            self.data.write(batch)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// [`Vault::list`], also returning how many entries it read from storage.
+    pub(super) fn list_counting(
+        &self,
+        id: TenantId,
+        prefix: &FolderPrefix,
+        page_size: usize,
+        page_token: &str,
+        recursive: bool,
+    ) -> Result<(ListPage, usize)> {
+        let _keyring = self.keyring()?;
+        let page_size = match page_size {
+            0 => super::DEFAULT_PAGE_SIZE,
+            n if n > super::MAX_PAGE_SIZE => {
+                return Err(Error::invalid(
+                    "page_size",
+                    format!("must be at most {}", super::MAX_PAGE_SIZE),
+                ));
+            }
+            n => n,
+        };
+        // Read first: every change up to it is in the listing (watch from it to follow on).
+        let revision = self.committed_revision(id)?;
+        let mut base = meta_prefix(id);
+        base.extend_from_slice(prefix.as_str().as_bytes());
+        let mut cursor = base.clone();
+        cursor.extend_from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(page_token)
+                .map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?,
+        );
+
+        let mut keys = Vec::new();
+        let mut next_page_token = None;
+        let mut read = 0;
+        // One more than the page, so that a full page knows whether another follows.
+        let mut batch = page_size + 1;
+        'scan: loop {
+            let entries = self.data.scan(Space::Secrets, &base, &cursor, batch)?;
+            read += entries.len();
+            let exhausted = entries.len() < batch;
+            for (key, _) in &entries {
+                let relative = &key[base.len()..];
+                if keys.len() == page_size {
+                    next_page_token = Some(URL_SAFE_NO_PAD.encode(relative));
+                    break 'scan;
+                }
+                let name = std::str::from_utf8(relative).map_err(|_| corrupt("a secret path"))?;
+                match name.find('/') {
+                    Some(slash) if !recursive => {
+                        keys.push(name[..=slash].to_owned());
+                        // Skip the folder's subtree: '0' is the byte after '/'.
+                        cursor = base.clone();
+                        cursor.extend_from_slice(&relative[..slash]);
+                        cursor.push(b'/' + 1);
+                        batch = 1;
+                        continue 'scan;
+                    }
+                    _ => {
+                        keys.push(name.to_owned());
+                        cursor = key.clone();
+                        cursor.push(0);
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+            batch = (batch * 2).min(page_size + 1 - keys.len()).max(1);
+        }
+        Ok((
+            ListPage {
+                keys,
+                next_page_token,
+                revision,
+            },
+            read,
+        ))
+    }
+}
+
+/// A tenant's versioned secrets: put, patch, get, list, delete, undelete, destroy, metadata, as `vault.secrets()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Secrets<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Secrets<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// A tenant's versioned secrets: put, patch, get, list, delete, undelete, destroy, metadata.
+    pub fn secrets(&self) -> Secrets<'_> {
+        Secrets { vault: self }
+    }
+}
+
+impl Secrets<'_> {
+    /// Writes a new version of the secret: a fresh DEK wrapped under the tenant's current KEK,
+    /// all fields sealed together under the DEK, metadata, version and feed event in one write.
+    pub fn put(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        data: SecretData,
+    ) -> Result<PutOutcome> {
+        self.put_checked(caller, tenant, path, data, None)
+    }
+
+    /// [`Vault::put`] with check-and-set: `cas` is the version the caller expects to be
+    /// current (0: the secret must not exist). A mismatch writes nothing.
+    pub fn put_checked(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        data: SecretData,
+        cas: Option<u64>,
+    ) -> Result<PutOutcome> {
+        self.check_data(&data)?;
+        let keyring = self.keyring()?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Write)?
+            .tenant();
+        let _guard = lock(self.stripe(id, path.as_str()));
+        let meta = self.load_meta(id, path)?;
+        self.write_version(&keyring, caller, id, path, meta, data, cas)
+    }
+
+    /// Writes a new version whose fields are the current version's with `changes` applied:
+    /// fields in `changes` are set, fields in `remove` dropped. The current version must be
+    /// readable (not deleted, destroyed or expired).
+    pub fn patch(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        changes: SecretData,
+        remove: &[String],
+        cas: Option<u64>,
+    ) -> Result<PutOutcome> {
+        if changes.is_empty() && remove.is_empty() {
+            return Err(Error::invalid(
+                "data",
+                "a patch sets or removes at least one field",
+            ));
+        }
+        for name in remove {
+            check_field_name(name).map_err(|_| Error::invalid("remove", "not a field name"))?;
+        }
+        let keyring = self.keyring()?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Write)?
+            .tenant();
+        let _guard = lock(self.stripe(id, path.as_str()));
+        let meta = self.existing_meta(id, path)?;
+        let current = meta.current_version;
+        self.check_readable(path, &meta, current)?;
+        let existing = self.open_version(&keyring, id, path, current)?;
+        let mut merged = SecretData::new();
+        let mut changes: BTreeMap<String, _> = changes.into_fields().collect();
+        for (name, value) in existing.data.into_fields() {
+            if remove.contains(&name) || changes.contains_key(&name) {
+                continue;
+            }
+            merged.insert(name, value);
+        }
+        for (name, value) in std::mem::take(&mut changes) {
+            merged.insert(name, value);
+        }
+        self.check_data(&merged)?;
+        self.write_version(&keyring, caller, id, path, Some(meta), merged, cas)
+    }
+
+    /// Reads a version of the secret (0: the current one).
+    pub fn get(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        version: u64,
+    ) -> Result<SecretVersion> {
+        let keyring = self.keyring()?;
+        let id = self
+            .authorize(caller, tenant, path.as_str(), Capability::Read)?
+            .tenant();
+        let meta = self.existing_meta(id, path)?;
+        let version = if version == 0 {
+            meta.current_version
+        } else {
+            version
+        };
+        self.check_readable(path, &meta, version)?;
+        self.open_version(&keyring, id, path, version)
+    }
+
+    /// Soft-deletes versions (none named: the current one). They read as NOT_FOUND until
+    /// undeleted; their ciphertext stays.
+    pub fn delete(&self, caller: &Caller, tenant: &TenantName, path: &SecretPath) -> Result<()> {
+        self.delete_versions(caller, tenant, path, &[]).map(drop)
+    }
+
+    pub fn delete_versions(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<VersionsChange> {
+        self.change_versions(caller, tenant, path, versions, VersionsOp::Delete)
+    }
+
+    /// Restores soft-deleted versions.
+    pub fn undelete_versions(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<VersionsChange> {
+        self.change_versions(caller, tenant, path, versions, VersionsOp::Undelete)
+    }
+
+    /// Destroys versions: their wrapped DEK and ciphertext are deleted. Irreversible.
+    pub fn destroy_versions(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        path: &SecretPath,
+        versions: &[u64],
+    ) -> Result<VersionsChange> {
+        self.change_versions(caller, tenant, path, versions, VersionsOp::Destroy)
+    }
+
     /// Removes the secret: its metadata and every version, in one atomic write. The next put
     /// starts again at version 1.
     pub fn delete_metadata(
@@ -826,38 +1041,6 @@ impl Vault {
             .tenant();
         let meta = self.existing_meta(id, path)?;
         self.metadata_view(id, path, &meta)
-    }
-
-    fn metadata_view(
-        &self,
-        id: TenantId,
-        path: &SecretPath,
-        meta: &SecretMeta,
-    ) -> Result<SecretMetadata> {
-        Ok(SecretMetadata {
-            path: path.to_string(),
-            current_version: meta.current_version,
-            oldest_version: meta.versions.keys().next().copied().unwrap_or(0),
-            created_unix_nanos: meta.created_unix_nanos,
-            updated_unix_nanos: meta.updated_unix_nanos,
-            max_versions: meta.max_versions,
-            effective_max_versions: self.keep_versions(id, meta)?,
-            cas_required: meta.cas_required,
-            custom: meta.custom.clone(),
-            expires_at_unix_nanos: meta.expires_at_unix_nanos,
-            rotate_by_unix_nanos: meta.rotate_by_unix_nanos,
-            versions: meta
-                .versions
-                .iter()
-                .map(|(version, info)| VersionInfo {
-                    version: *version,
-                    created_unix_nanos: info.created_unix_nanos,
-                    deleted_unix_nanos: info.deleted_unix_nanos,
-                    destroyed: info.destroyed,
-                    author: info.author.clone(),
-                })
-                .collect(),
-        })
     }
 
     /// Changes a secret's settings: max versions (lowering it prunes at once), check-and-set,
@@ -992,87 +1175,6 @@ impl Vault {
         self.metadata_view(id, path, &meta)
     }
 
-    /// Sends the tenant's due expiry notices (at most [`ALARMS_PER_ROUND`]): each is an event,
-    /// audited as the vault first, written with the next alarm in one write.
-    pub(super) fn expire_due(&self, id: TenantId, now: i64) -> Result<usize> {
-        let prefix = schema::alarm_prefix(id);
-        let due = |key: &[u8]| -> Result<bool> {
-            let at = key
-                .get(prefix.len()..prefix.len() + 8)
-                .and_then(|bytes| bytes.try_into().ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| corrupt("an expiry alarm key"))?;
-            Ok(at <= now.max(0) as u64)
-        };
-        // This runs every round for every tenant: the earliest alarm decides whether to read on.
-        match self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.first() {
-            Some((key, _)) if due(key)? => {}
-            _ => return Ok(0),
-        }
-        let page = self
-            .data
-            .scan(Space::Secrets, &prefix, &prefix, ALARMS_PER_ROUND)?;
-        let mut sent = 0;
-        for (key, _) in page {
-            if !due(&key)? {
-                break;
-            }
-            let path = key
-                .get(prefix.len() + 10..)
-                .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                .and_then(|text| SecretPath::parse(text).ok())
-                .ok_or_else(|| corrupt("an expiry alarm key"))?;
-            let _guard = lock(self.stripe(id, path.as_str()));
-            let mut batch = WriteBatch::new();
-            batch.delete(Space::Secrets, key.clone());
-            let Some(mut meta) = self.load_meta(id, &path)? else {
-                self.data.write(batch)?;
-                continue;
-            };
-            let Some(position) = meta
-                .alarms
-                .iter()
-                .position(|alarm| alarm_key(id, &path, alarm) == key)
-            else {
-                // Stale: the deadline changed since.
-                self.data.write(batch)?;
-                continue;
-            };
-            let alarm = meta.alarms.remove(position);
-            let deadline = meta.deadline(alarm.deadline);
-            let kind = match alarm.phase {
-                Phase::Expiring => EventKind::Expiring,
-                Phase::Expired => EventKind::Expired,
-            };
-            self.audit_vault(
-                id,
-                format!(
-                    "secret {path} {} ({} {})",
-                    kind.as_str(),
-                    alarm.deadline.name(),
-                    rfc3339(deadline)
-                ),
-            )?;
-            if alarm.phase == Phase::Expiring {
-                let next = Alarm {
-                    at_unix_nanos: deadline,
-                    phase: Phase::Expired,
-                    deadline: alarm.deadline,
-                };
-                batch.put(Space::Secrets, alarm_key(id, &path, &next), Vec::new());
-                meta.alarms.push(next);
-            }
-            batch.put(Space::Secrets, meta_key(id, &path), to_json(&meta)?);
-            let mut event = Event::new(kind, path.as_str(), vec![meta.current_version], now)
-                .with_detail(alarm.deadline.name());
-            event.deadline_unix_nanos = deadline;
-            let _revision = self.record_event(id, &mut batch, event)?;
-            self.data.write(batch)?;
-            sent += 1;
-        }
-        Ok(sent)
-    }
-
     /// Lists one level below `prefix` (folders end in `/`), or every secret below it when
     /// `recursive`. A page of plain entries reads `page_size + 1` entries from storage. Each
     /// folder is skipped with one seek; after a folder the scan probes one entry at a time and
@@ -1105,84 +1207,5 @@ impl Vault {
             });
         }
         Ok(page)
-    }
-
-    /// [`Vault::list`], also returning how many entries it read from storage.
-    pub(super) fn list_counting(
-        &self,
-        id: TenantId,
-        prefix: &FolderPrefix,
-        page_size: usize,
-        page_token: &str,
-        recursive: bool,
-    ) -> Result<(ListPage, usize)> {
-        let _keyring = self.keyring()?;
-        let page_size = match page_size {
-            0 => super::DEFAULT_PAGE_SIZE,
-            n if n > super::MAX_PAGE_SIZE => {
-                return Err(Error::invalid(
-                    "page_size",
-                    format!("must be at most {}", super::MAX_PAGE_SIZE),
-                ));
-            }
-            n => n,
-        };
-        // Read first: every change up to it is in the listing (watch from it to follow on).
-        let revision = self.committed_revision(id)?;
-        let mut base = meta_prefix(id);
-        base.extend_from_slice(prefix.as_str().as_bytes());
-        let mut cursor = base.clone();
-        cursor.extend_from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(page_token)
-                .map_err(|_| Error::invalid("page_token", "not a token from a previous page"))?,
-        );
-
-        let mut keys = Vec::new();
-        let mut next_page_token = None;
-        let mut read = 0;
-        // One more than the page, so that a full page knows whether another follows.
-        let mut batch = page_size + 1;
-        'scan: loop {
-            let entries = self.data.scan(Space::Secrets, &base, &cursor, batch)?;
-            read += entries.len();
-            let exhausted = entries.len() < batch;
-            for (key, _) in &entries {
-                let relative = &key[base.len()..];
-                if keys.len() == page_size {
-                    next_page_token = Some(URL_SAFE_NO_PAD.encode(relative));
-                    break 'scan;
-                }
-                let name = std::str::from_utf8(relative).map_err(|_| corrupt("a secret path"))?;
-                match name.find('/') {
-                    Some(slash) if !recursive => {
-                        keys.push(name[..=slash].to_owned());
-                        // Skip the folder's subtree: '0' is the byte after '/'.
-                        cursor = base.clone();
-                        cursor.extend_from_slice(&relative[..slash]);
-                        cursor.push(b'/' + 1);
-                        batch = 1;
-                        continue 'scan;
-                    }
-                    _ => {
-                        keys.push(name.to_owned());
-                        cursor = key.clone();
-                        cursor.push(0);
-                    }
-                }
-            }
-            if exhausted {
-                break;
-            }
-            batch = (batch * 2).min(page_size + 1 - keys.len()).max(1);
-        }
-        Ok((
-            ListPage {
-                keys,
-                next_page_token,
-                revision,
-            },
-            read,
-        ))
     }
 }

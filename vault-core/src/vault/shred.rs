@@ -30,6 +30,7 @@
 //! never both restored and shredded.
 
 use super::keys::{ShredTombstone, version_suffix};
+use super::tenants::Tenants;
 use super::*;
 use crate::schema::{
     DELETED_TENANT_PREFIX, Store, deleted_tenant_key, kek_prefix, shredded_key, tenant_id_key,
@@ -51,72 +52,6 @@ pub struct DeletedTenant {
 }
 
 impl Vault {
-    /// Deleted tenants whose keys are not destroyed yet (system scope).
-    pub fn deleted_tenants(&self, caller: &Caller) -> Result<Vec<DeletedTenant>> {
-        require_system(caller)?;
-        self.keyring()?;
-        self.deleted_records()?
-            .into_iter()
-            .map(|record| deleted_tenant(&record))
-            .collect()
-    }
-
-    /// Brings a deleted tenant back before its keys are destroyed (system scope). `id` picks
-    /// one when several deleted tenants had the name.
-    pub fn restore_tenant(
-        &self,
-        caller: &Caller,
-        name: &TenantName,
-        id: Option<TenantId>,
-    ) -> Result<TenantInfo> {
-        self.require_system_op(caller, SystemOp::TenantDelete)?;
-        let keyring = self.keyring()?;
-        let _guard = lock(&self.tenant_create);
-        let mut candidates: Vec<TenantRecord> = self
-            .deleted_records()?
-            .into_iter()
-            .filter(|r| r.name == name.as_str() && id.is_none_or(|id| r.id == id.to_hex()))
-            .collect();
-        let mut record = match candidates.len() {
-            0 => return Err(Error::NotFound(format!("deleted tenant {name}"))),
-            1 => candidates.remove(0),
-            n => {
-                let ids: Vec<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
-                return Err(Error::invalid(
-                    "id",
-                    format!(
-                        "{n} deleted tenants were named {name} ({}); name one by id",
-                        ids.join(", ")
-                    ),
-                ));
-            }
-        };
-        if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
-            return Err(Error::AlreadyExists(format!(
-                "tenant {name} (a new tenant has the name; delete or rename it first)"
-            )));
-        }
-        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        // Under `tenant_create`, like the decision to destroy: once the tombstone is written
-        // (the keys are gone) the record under `tenant-deleted/` only waits for the remaining
-        // clean-up steps, and restoring it would bring back a tenant without keys.
-        if self.keys.get(Space::Config, &shredded_key(id))?.is_some() {
-            return Err(Error::FailedPrecondition(format!(
-                "tenant {name} (id {id}) cannot be restored: its keys were destroyed \
-                 (crypto-shredded)"
-            )));
-        }
-        record.deleted_unix_nanos = 0;
-        record.shred_after_unix_nanos = 0;
-        let mut batch = WriteBatch::new();
-        batch
-            .put(Space::Config, tenant_key(name), to_json(&record)?)
-            .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes())
-            .delete(Space::Config, deleted_tenant_key(id));
-        self.data.write(batch)?;
-        self.tenant_info(&keyring, record)
-    }
-
     fn deleted_records(&self) -> Result<Vec<TenantRecord>> {
         let prefix = DELETED_TENANT_PREFIX;
         self.data
@@ -274,6 +209,74 @@ impl Vault {
     /// can never be restored, so its records under global keys are dead).
     pub(super) fn tenant_shredded(&self, id: TenantId) -> Result<bool> {
         Ok(self.keys.get(Space::Config, &shredded_key(id))?.is_some())
+    }
+}
+
+impl Tenants<'_> {
+    /// Deleted tenants whose keys are not destroyed yet (system scope).
+    pub fn deleted_tenants(&self, caller: &Caller) -> Result<Vec<DeletedTenant>> {
+        require_system(caller)?;
+        self.keyring()?;
+        self.deleted_records()?
+            .into_iter()
+            .map(|record| deleted_tenant(&record))
+            .collect()
+    }
+
+    /// Brings a deleted tenant back before its keys are destroyed (system scope). `id` picks
+    /// one when several deleted tenants had the name.
+    pub fn restore_tenant(
+        &self,
+        caller: &Caller,
+        name: &TenantName,
+        id: Option<TenantId>,
+    ) -> Result<TenantInfo> {
+        self.require_system_op(caller, SystemOp::TenantDelete)?;
+        let keyring = self.keyring()?;
+        let _guard = lock(&self.tenant_create);
+        let mut candidates: Vec<TenantRecord> = self
+            .deleted_records()?
+            .into_iter()
+            .filter(|r| r.name == name.as_str() && id.is_none_or(|id| r.id == id.to_hex()))
+            .collect();
+        let mut record = match candidates.len() {
+            0 => return Err(Error::NotFound(format!("deleted tenant {name}"))),
+            1 => candidates.remove(0),
+            n => {
+                let ids: Vec<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
+                return Err(Error::invalid(
+                    "id",
+                    format!(
+                        "{n} deleted tenants were named {name} ({}); name one by id",
+                        ids.join(", ")
+                    ),
+                ));
+            }
+        };
+        if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "tenant {name} (a new tenant has the name; delete or rename it first)"
+            )));
+        }
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        // Under `tenant_create`, like the decision to destroy: once the tombstone is written
+        // (the keys are gone) the record under `tenant-deleted/` only waits for the remaining
+        // clean-up steps, and restoring it would bring back a tenant without keys.
+        if self.keys.get(Space::Config, &shredded_key(id))?.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {name} (id {id}) cannot be restored: its keys were destroyed \
+                 (crypto-shredded)"
+            )));
+        }
+        record.deleted_unix_nanos = 0;
+        record.shred_after_unix_nanos = 0;
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Space::Config, tenant_key(name), to_json(&record)?)
+            .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes())
+            .delete(Space::Config, deleted_tenant_key(id));
+        self.data.write(batch)?;
+        self.tenant_info(&keyring, record)
     }
 }
 

@@ -197,6 +197,121 @@ fn tenant_records(data: &DataStore) -> Result<Vec<TenantRecord>> {
 }
 
 impl Vault {
+    fn tenant_record(&self, name: &TenantName) -> Result<TenantRecord> {
+        let bytes = self
+            .data
+            .get(Space::Config, &tenant_key(name))?
+            .ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
+        from_json(&bytes, "a tenant record")
+    }
+
+    /// Every tenant record, in name order.
+    pub(super) fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
+        tenant_records(&self.data)
+    }
+
+    pub(super) fn tenant_info(
+        &self,
+        keyring: &Keyring,
+        record: TenantRecord,
+    ) -> Result<TenantInfo> {
+        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        let keys = self.tenant_keys(keyring, id)?;
+        Ok(TenantInfo {
+            name,
+            id,
+            created_unix_nanos: record.created_unix_nanos,
+            key_version: keys.current,
+            settings: record.settings,
+        })
+    }
+
+    pub(super) fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
+        if let Some(id) = read(&self.tenants).get(name) {
+            return Ok(*id);
+        }
+        let mut cache = write(&self.tenants);
+        let record = self.tenant_record(name)?;
+        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
+        cache.insert(name.clone(), id);
+        Ok(id)
+    }
+
+    /// Admits one of a tenant's own actions that seals under the root key (its MFA
+    /// enrolments, webhook creations and KEK rotations): at most
+    /// [`VaultConfig::tenant_root_key_per_minute`] a minute.
+    pub(super) fn admit_root_key_use(&self, tenant: TenantId) -> Result<()> {
+        let Some(state) = self.tenant_state(tenant)? else {
+            return Err(Error::denied("the tenant was deleted"));
+        };
+        if let Some(limiter) = &state.root_key_limiter
+            && !limiter.try_take(Instant::now())
+        {
+            return Err(Error::ResourceExhausted(format!(
+                "tenant {} is over its limit of {} actions a minute that use the root key \
+                 (mfa enrolment, webhook creation, key rotation)",
+                state.name, self.config.tenant_root_key_per_minute
+            )));
+        }
+        Ok(())
+    }
+
+    /// The live tenant with this id; `None` once it is deleted.
+    pub(super) fn tenant_state(&self, id: TenantId) -> Result<Option<Arc<TenantState>>> {
+        if let Some(state) = read(&self.tenant_states).get(&id) {
+            return Ok(Some(Arc::clone(state)));
+        }
+        let mut cache = write(&self.tenant_states);
+        let record = match self.data.get(Space::Config, &tenant_id_key(id))? {
+            Some(name) => {
+                let name = std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(|n| TenantName::parse(n).ok())
+                    .ok_or_else(|| corrupt("a tenant id index entry"))?;
+                match self.data.get(Space::Config, &tenant_key(&name))? {
+                    Some(bytes) => Some(from_json::<TenantRecord>(&bytes, "a tenant record")?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let Some(record) = record.filter(|r| r.id == id.to_hex()) else {
+            return Ok(None);
+        };
+        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
+        let state = Arc::new(TenantState::new(
+            name,
+            &record.settings,
+            self.config.tenant_root_key_per_minute,
+        )?);
+        cache.insert(id, Arc::clone(&state));
+        Ok(Some(state))
+    }
+}
+
+/// The tenants: create, list, show, update, delete, restore, as `vault.tenants()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Tenants<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Tenants<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// The tenants: create, list, show, update, delete, restore.
+    pub fn tenants(&self) -> Tenants<'_> {
+        Tenants { vault: self }
+    }
+}
+
+impl Tenants<'_> {
     pub fn create_tenant(
         &self,
         caller: &Caller,
@@ -323,97 +438,5 @@ impl Vault {
         write(&self.tenant_states).remove(&id);
         write(&keyring.tenants).remove(&id);
         Ok(record.shred_after_unix_nanos)
-    }
-
-    fn tenant_record(&self, name: &TenantName) -> Result<TenantRecord> {
-        let bytes = self
-            .data
-            .get(Space::Config, &tenant_key(name))?
-            .ok_or_else(|| Error::NotFound(format!("tenant {name}")))?;
-        from_json(&bytes, "a tenant record")
-    }
-
-    /// Every tenant record, in name order.
-    pub(super) fn tenant_records(&self) -> Result<Vec<TenantRecord>> {
-        tenant_records(&self.data)
-    }
-
-    pub(super) fn tenant_info(
-        &self,
-        keyring: &Keyring,
-        record: TenantRecord,
-    ) -> Result<TenantInfo> {
-        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        let keys = self.tenant_keys(keyring, id)?;
-        Ok(TenantInfo {
-            name,
-            id,
-            created_unix_nanos: record.created_unix_nanos,
-            key_version: keys.current,
-            settings: record.settings,
-        })
-    }
-
-    pub(super) fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
-        if let Some(id) = read(&self.tenants).get(name) {
-            return Ok(*id);
-        }
-        let mut cache = write(&self.tenants);
-        let record = self.tenant_record(name)?;
-        let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        cache.insert(name.clone(), id);
-        Ok(id)
-    }
-
-    /// Admits one of a tenant's own actions that seals under the root key (its MFA
-    /// enrolments, webhook creations and KEK rotations): at most
-    /// [`VaultConfig::tenant_root_key_per_minute`] a minute.
-    pub(super) fn admit_root_key_use(&self, tenant: TenantId) -> Result<()> {
-        let Some(state) = self.tenant_state(tenant)? else {
-            return Err(Error::denied("the tenant was deleted"));
-        };
-        if let Some(limiter) = &state.root_key_limiter
-            && !limiter.try_take(Instant::now())
-        {
-            return Err(Error::ResourceExhausted(format!(
-                "tenant {} is over its limit of {} actions a minute that use the root key \
-                 (mfa enrolment, webhook creation, key rotation)",
-                state.name, self.config.tenant_root_key_per_minute
-            )));
-        }
-        Ok(())
-    }
-
-    /// The live tenant with this id; `None` once it is deleted.
-    pub(super) fn tenant_state(&self, id: TenantId) -> Result<Option<Arc<TenantState>>> {
-        if let Some(state) = read(&self.tenant_states).get(&id) {
-            return Ok(Some(Arc::clone(state)));
-        }
-        let mut cache = write(&self.tenant_states);
-        let record = match self.data.get(Space::Config, &tenant_id_key(id))? {
-            Some(name) => {
-                let name = std::str::from_utf8(&name)
-                    .ok()
-                    .and_then(|n| TenantName::parse(n).ok())
-                    .ok_or_else(|| corrupt("a tenant id index entry"))?;
-                match self.data.get(Space::Config, &tenant_key(&name))? {
-                    Some(bytes) => Some(from_json::<TenantRecord>(&bytes, "a tenant record")?),
-                    None => None,
-                }
-            }
-            None => None,
-        };
-        let Some(record) = record.filter(|r| r.id == id.to_hex()) else {
-            return Ok(None);
-        };
-        let name = TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
-        let state = Arc::new(TenantState::new(
-            name,
-            &record.settings,
-            self.config.tenant_root_key_per_minute,
-        )?);
-        cache.insert(id, Arc::clone(&state));
-        Ok(Some(state))
     }
 }

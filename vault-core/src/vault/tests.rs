@@ -124,6 +124,7 @@ fn unsealed() -> (Fixture, Vec<String>, Caller) {
         .expect("root token");
     fixture
         .vault
+        .tenants()
         .create_tenant(&caller, &tenant("acme"), TenantSettings::default())
         .expect("tenant");
     (fixture, shares, caller)
@@ -249,6 +250,7 @@ fn put_get_versions_and_fields() {
     let vault = &fixture.vault;
     let acme = tenant("acme");
     let first = vault
+        .secrets()
         .put(
             &caller,
             &acme,
@@ -258,6 +260,7 @@ fn put_get_versions_and_fields() {
         .expect("put");
     assert_eq!(first.version, 1);
     let second = vault
+        .secrets()
         .put(
             &caller,
             &acme,
@@ -267,6 +270,7 @@ fn put_get_versions_and_fields() {
         .expect("put");
     assert_eq!(second.version, 2);
     let current = vault
+        .secrets()
         .get(&caller, &acme, &path("db/primary"), 0)
         .expect("get");
     assert_eq!(current.version, 2);
@@ -275,6 +279,7 @@ fn put_get_versions_and_fields() {
         [("password".to_owned(), "n3w".to_owned())]
     );
     let old = vault
+        .secrets()
         .get(&caller, &acme, &path("db/primary"), 1)
         .expect("get v1");
     assert_eq!(
@@ -285,11 +290,11 @@ fn put_get_versions_and_fields() {
         ]
     );
     assert!(matches!(
-        vault.get(&caller, &acme, &path("db/primary"), 3),
+        vault.secrets().get(&caller, &acme, &path("db/primary"), 3),
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        vault.get(&caller, &acme, &path("db/other"), 0),
+        vault.secrets().get(&caller, &acme, &path("db/other"), 0),
         Err(Error::NotFound(_))
     ));
 }
@@ -299,13 +304,17 @@ fn tenants_are_isolated() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     vault
+        .tenants()
         .create_tenant(&caller, &tenant("globex"), TenantSettings::default())
         .expect("tenant");
     assert!(matches!(
-        vault.create_tenant(&caller, &tenant("globex"), TenantSettings::default()),
+        vault
+            .tenants()
+            .create_tenant(&caller, &tenant("globex"), TenantSettings::default()),
         Err(Error::AlreadyExists(_))
     ));
     vault
+        .secrets()
         .put(
             &caller,
             &tenant("acme"),
@@ -314,6 +323,7 @@ fn tenants_are_isolated() {
         )
         .expect("put");
     vault
+        .secrets()
         .put(
             &caller,
             &tenant("globex"),
@@ -322,14 +332,17 @@ fn tenants_are_isolated() {
         )
         .expect("put");
     let acme = vault
+        .secrets()
         .get(&caller, &tenant("acme"), &path("shared/name"), 0)
         .expect("get");
     let globex = vault
+        .secrets()
         .get(&caller, &tenant("globex"), &path("shared/name"), 0)
         .expect("get");
     assert_eq!(fields(&acme)[0].1, "acme");
     assert_eq!(fields(&globex)[0].1, "globex");
     vault
+        .secrets()
         .put(
             &caller,
             &tenant("acme"),
@@ -338,14 +351,19 @@ fn tenants_are_isolated() {
         )
         .expect("put");
     assert!(matches!(
-        vault.get(&caller, &tenant("globex"), &path("only/acme"), 0),
+        vault
+            .secrets()
+            .get(&caller, &tenant("globex"), &path("only/acme"), 0),
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        vault.get(&caller, &tenant("initech"), &path("only/acme"), 0),
+        vault
+            .secrets()
+            .get(&caller, &tenant("initech"), &path("only/acme"), 0),
         Err(Error::NotFound(_))
     ));
     let names: Vec<String> = vault
+        .tenants()
         .list_tenants(&caller)
         .expect("list")
         .into_iter()
@@ -359,15 +377,19 @@ fn stored_version_moved_to_another_path_or_tenant_fails() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     vault
+        .tenants()
         .create_tenant(&caller, &tenant("globex"), TenantSettings::default())
         .expect("tenant");
     vault
+        .secrets()
         .put(&caller, &tenant("acme"), &path("a"), data(&[("v", "1")]))
         .expect("put");
     vault
+        .secrets()
         .put(&caller, &tenant("acme"), &path("b"), data(&[("v", "2")]))
         .expect("put");
     vault
+        .secrets()
         .put(&caller, &tenant("globex"), &path("a"), data(&[("v", "3")]))
         .expect("put");
     let acme = vault.tenant_id(&tenant("acme")).expect("id");
@@ -388,22 +410,25 @@ fn stored_version_moved_to_another_path_or_tenant_fails() {
         fixture.data.write(batch).expect("write");
     }
     assert!(matches!(
-        vault.get(&caller, &tenant("acme"), &path("b"), 0),
+        vault.secrets().get(&caller, &tenant("acme"), &path("b"), 0),
         Err(Error::Integrity(_))
     ));
     assert!(matches!(
-        vault.get(&caller, &tenant("globex"), &path("a"), 0),
+        vault
+            .secrets()
+            .get(&caller, &tenant("globex"), &path("a"), 0),
         Err(Error::Integrity(_))
     ));
     // And version 1 moved to version 2 of the same path.
     vault
+        .secrets()
         .put(&caller, &tenant("acme"), &path("a"), data(&[("v", "new")]))
         .expect("put");
     let mut batch = WriteBatch::new();
     batch.put(Space::Secrets, version_key(acme, &path("a"), 2), stored_a);
     fixture.data.write(batch).expect("write");
     assert!(matches!(
-        vault.get(&caller, &tenant("acme"), &path("a"), 2),
+        vault.secrets().get(&caller, &tenant("acme"), &path("a"), 2),
         Err(Error::Integrity(_))
     ));
 }
@@ -413,6 +438,7 @@ fn every_bit_flip_of_a_stored_version_is_rejected() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
     vault
+        .secrets()
         .put(
             &caller,
             &tenant("acme"),
@@ -443,7 +469,12 @@ fn every_bit_flip_of_a_stored_version_is_rejected() {
         let mut batch = WriteBatch::new();
         batch.put(Space::Secrets, key.clone(), tampered);
         fixture.data.write(batch).expect("write");
-        assert!(vault.get(&caller, &tenant("acme"), &path("p"), 1).is_err());
+        assert!(
+            vault
+                .secrets()
+                .get(&caller, &tenant("acme"), &path("p"), 1)
+                .is_err()
+        );
     }
 }
 
@@ -453,17 +484,28 @@ fn rotate_keeps_old_data_readable_and_seals_new_data_under_the_new_version() {
     let vault = &fixture.vault;
     let acme = tenant("acme");
     vault
+        .secrets()
         .put(&caller, &acme, &path("old"), data(&[("v", "before")]))
         .expect("put");
-    assert_eq!(vault.rotate(&caller, &acme).expect("rotate"), 2);
+    assert_eq!(vault.keks().rotate(&caller, &acme).expect("rotate"), 2);
     vault
+        .secrets()
         .put(&caller, &acme, &path("new"), data(&[("v", "after")]))
         .expect("put");
-    let old = vault.get(&caller, &acme, &path("old"), 0).expect("get");
-    let new = vault.get(&caller, &acme, &path("new"), 0).expect("get");
+    let old = vault
+        .secrets()
+        .get(&caller, &acme, &path("old"), 0)
+        .expect("get");
+    let new = vault
+        .secrets()
+        .get(&caller, &acme, &path("new"), 0)
+        .expect("get");
     assert_eq!((old.key_version, fields(&old)[0].1.as_str()), (1, "before"));
     assert_eq!((new.key_version, fields(&new)[0].1.as_str()), (2, "after"));
-    assert_eq!(vault.list_tenants(&caller).expect("list")[0].key_version, 2);
+    assert_eq!(
+        vault.tenants().list_tenants(&caller).expect("list")[0].key_version,
+        2
+    );
 }
 
 #[test]
@@ -471,6 +513,7 @@ fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
     let (fixture, shares, caller) = unsealed();
     fixture
         .vault
+        .secrets()
         .put(
             &caller,
             &tenant("acme"),
@@ -480,10 +523,12 @@ fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
         .expect("put");
     fixture
         .vault
+        .keks()
         .rotate(&caller, &tenant("acme"))
         .expect("rotate");
     fixture
         .vault
+        .secrets()
         .put(
             &caller,
             &tenant("acme"),
@@ -501,9 +546,11 @@ fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
         .authenticate(&Token::from_presented(fixture.root.clone()).expect("token"))
         .expect("root token after restart");
     let primary = restarted
+        .secrets()
         .get(&caller2, &tenant("acme"), &path("db/primary"), 0)
         .expect("get");
     let replica = restarted
+        .secrets()
         .get(&caller2, &tenant("acme"), &path("db/replica"), 0)
         .expect("get");
     assert_eq!(fields(&primary)[0].1, "p");
@@ -517,15 +564,17 @@ fn sealed_vault_refuses_data_calls() {
     vault.seal(&caller).expect("seal");
     let acme = tenant("acme");
     assert!(matches!(
-        vault.get(&caller, &acme, &path("x"), 0),
+        vault.secrets().get(&caller, &acme, &path("x"), 0),
         Err(Error::Sealed)
     ));
     assert!(matches!(
-        vault.put(&caller, &acme, &path("x"), data(&[("k", "v")])),
+        vault
+            .secrets()
+            .put(&caller, &acme, &path("x"), data(&[("k", "v")])),
         Err(Error::Sealed)
     ));
     assert!(matches!(
-        vault.list(
+        vault.secrets().list(
             &caller,
             &acme,
             &FolderPrefix::parse("").expect("prefix"),
@@ -536,15 +585,23 @@ fn sealed_vault_refuses_data_calls() {
         Err(Error::Sealed)
     ));
     assert!(matches!(
-        vault.delete(&caller, &acme, &path("x")),
+        vault.secrets().delete(&caller, &acme, &path("x")),
         Err(Error::Sealed)
     ));
-    assert!(matches!(vault.rotate(&caller, &acme), Err(Error::Sealed)));
     assert!(matches!(
-        vault.create_tenant(&caller, &tenant("new"), TenantSettings::default()),
+        vault.keks().rotate(&caller, &acme),
         Err(Error::Sealed)
     ));
-    assert!(matches!(vault.list_tenants(&caller), Err(Error::Sealed)));
+    assert!(matches!(
+        vault
+            .tenants()
+            .create_tenant(&caller, &tenant("new"), TenantSettings::default()),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        vault.tenants().list_tenants(&caller),
+        Err(Error::Sealed)
+    ));
 }
 
 #[test]
@@ -554,16 +611,19 @@ fn listing_is_one_level_paginated_and_bounded() {
     let acme = tenant("acme");
     for name in ["a", "a-b", "a/x", "a/y/z", "b", "c/d", "c/e", "d"] {
         vault
+            .secrets()
             .put(&caller, &acme, &path(name), data(&[("k", "v")]))
             .expect("put");
     }
     let top = FolderPrefix::parse("").expect("prefix");
     let all = vault
+        .secrets()
         .list(&caller, &acme, &top, 0, "", false)
         .expect("list");
     assert_eq!(all.keys, ["a", "a-b", "a/", "b", "c/", "d"]);
     assert_eq!(all.next_page_token, None);
     let inside = vault
+        .secrets()
         .list(
             &caller,
             &acme,
@@ -575,6 +635,7 @@ fn listing_is_one_level_paginated_and_bounded() {
         .expect("list");
     assert_eq!(inside.keys, ["x", "y/"]);
     let recursive = vault
+        .secrets()
         .list(
             &caller,
             &acme,
@@ -590,6 +651,7 @@ fn listing_is_one_level_paginated_and_bounded() {
     let mut token = String::new();
     loop {
         let page = vault
+            .secrets()
             .list(&caller, &acme, &top, 2, &token, false)
             .expect("page");
         assert!(page.keys.len() <= 2);
@@ -601,14 +663,14 @@ fn listing_is_one_level_paginated_and_bounded() {
     }
     assert_eq!(walked, all.keys);
     assert!(matches!(
-        vault.list(&caller, &acme, &top, 5000, "", false),
+        vault.secrets().list(&caller, &acme, &top, 5000, "", false),
         Err(Error::InvalidArgument {
             field: "page_size",
             ..
         })
     ));
     assert!(matches!(
-        vault.list(&caller, &acme, &top, 1, "!!", false),
+        vault.secrets().list(&caller, &acme, &top, 1, "!!", false),
         Err(Error::InvalidArgument {
             field: "page_token",
             ..
@@ -623,21 +685,26 @@ fn delete_removes_every_version_atomically() {
     let acme = tenant("acme");
     for _ in 0..3 {
         vault
+            .secrets()
             .put(&caller, &acme, &path("gone"), data(&[("k", "v")]))
             .expect("put");
     }
     vault
+        .secrets()
         .put(&caller, &acme, &path("gone-not"), data(&[("k", "v")]))
         .expect("put");
     vault
+        .secrets()
         .delete_metadata(&caller, &acme, &path("gone"))
         .expect("delete");
     assert!(matches!(
-        vault.get(&caller, &acme, &path("gone"), 0),
+        vault.secrets().get(&caller, &acme, &path("gone"), 0),
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        vault.delete_metadata(&caller, &acme, &path("gone")),
+        vault
+            .secrets()
+            .delete_metadata(&caller, &acme, &path("gone")),
         Err(Error::NotFound(_))
     ));
     let id = vault.tenant_id(&acme).expect("id");
@@ -654,6 +721,7 @@ fn delete_removes_every_version_atomically() {
     // A fresh put after delete starts again at version 1.
     assert_eq!(
         vault
+            .secrets()
             .put(&caller, &acme, &path("gone"), data(&[("k", "v")]))
             .expect("put")
             .version,
@@ -703,6 +771,7 @@ fn nothing_secret_reaches_storage_in_the_clear() {
     let canary = "canary-7f3a9c-secret-value";
     fixture
         .vault
+        .secrets()
         .put(
             &caller,
             &tenant("acme"),
@@ -738,6 +807,7 @@ fn listing_reads_a_bounded_number_of_entries() {
     let acme = tenant("acme");
     for i in 0..300 {
         vault
+            .secrets()
             .put(
                 &caller,
                 &acme,
@@ -749,6 +819,7 @@ fn listing_reads_a_bounded_number_of_entries() {
     for folder in 0..30 {
         for i in 0..20 {
             vault
+                .secrets()
                 .put(
                     &caller,
                     &acme,
@@ -758,6 +829,7 @@ fn listing_reads_a_bounded_number_of_entries() {
                 .expect("put");
         }
         vault
+            .secrets()
             .put(
                 &caller,
                 &acme,
@@ -901,6 +973,7 @@ mod access {
         for name in ["acme", "globex"] {
             fixture
                 .vault
+                .tenants()
                 .create_tenant(&root, &tenant(name), TenantSettings::default())
                 .expect("tenant");
         }
@@ -914,10 +987,12 @@ mod access {
         );
         fixture
             .vault
+            .access()
             .write_policy(&root, &tenant("acme"), &app)
             .expect("policy");
         fixture
             .vault
+            .access()
             .write_policy(
                 &root,
                 &tenant("acme"),
@@ -926,6 +1001,7 @@ mod access {
             .expect("policy");
         fixture
             .vault
+            .secrets()
             .put(
                 &root,
                 &tenant("acme"),
@@ -935,6 +1011,7 @@ mod access {
             .expect("put");
         fixture
             .vault
+            .secrets()
             .put(
                 &root,
                 &tenant("globex"),
@@ -951,7 +1028,11 @@ mod access {
             display_name: "app".into(),
             cidrs: Vec::new(),
         };
-        let created = fixture.vault.create_token(&root, request).expect("token");
+        let created = fixture
+            .vault
+            .access()
+            .create_token(&root, request)
+            .expect("token");
         let app_accessor = created.info.accessor.clone();
         let app = fixture
             .vault
@@ -978,6 +1059,7 @@ mod access {
         };
         w.fixture
             .vault
+            .access()
             .create_token(&w.app, request)
             .expect("refreshable token")
     }
@@ -992,13 +1074,14 @@ mod access {
         let vault = &w.fixture.vault;
         let first = refreshable(&w, Duration::from_secs(3600));
         let refresh = first.refresh_token.as_ref().expect("refresh token");
-        let second = vault.refresh(refresh, None).expect("refresh");
+        let second = vault.logins().refresh(refresh, None).expect("refresh");
         assert_eq!(
             second.info.entity, first.info.entity,
             "the entity outlives rotation"
         );
         advance(&w, REFRESH_GRACE + Duration::from_secs(1));
         let reuse = vault
+            .logins()
             .refresh(refresh, None)
             .map(drop)
             .expect_err("reuse after grace");
@@ -1008,7 +1091,10 @@ mod access {
             "the family's live token goes"
         );
         let next = second.refresh_token.as_ref().expect("refresh token");
-        assert!(vault.refresh(next, None).is_err(), "the family is revoked");
+        assert!(
+            vault.logins().refresh(next, None).is_err(),
+            "the family is revoked"
+        );
     }
 
     #[test]
@@ -1021,6 +1107,7 @@ mod access {
         );
         advance(&w, Duration::from_secs(901));
         let ended = vault
+            .logins()
             .refresh(first.refresh_token.as_ref().expect("refresh"), None)
             .map(drop)
             .expect_err("past the family's lifetime");
@@ -1030,9 +1117,11 @@ mod access {
         let vault = &w.fixture.vault;
         let first = refreshable(&w, Duration::from_secs(3600));
         vault
+            .access()
             .revoke_token(&w.root, Some(&w.app_accessor))
             .expect("revoke the creator");
         let orphaned = vault
+            .logins()
             .refresh(first.refresh_token.as_ref().expect("refresh"), None)
             .map(drop)
             .expect_err("creator revoked");
@@ -1052,10 +1141,14 @@ mod access {
         let token = refreshable(&w, Duration::from_secs(3600));
         vault.authenticate(&token.token).expect("alive");
         vault
+            .tenants()
             .delete_tenant(&w.app, &acme)
             .map(drop)
             .expect_err("tenant tokens cannot delete tenants");
-        vault.delete_tenant(&w.root, &acme).expect("delete");
+        vault
+            .tenants()
+            .delete_tenant(&w.root, &acme)
+            .expect("delete");
         let refused = vault
             .authenticate(&token.token)
             .map(drop)
@@ -1066,27 +1159,31 @@ mod access {
         );
         assert!(
             vault
+                .logins()
                 .refresh(token.refresh_token.as_ref().expect("refresh"), None)
                 .is_err()
         );
         // A caller authenticated before the deletion is stopped at its next operation.
         assert!(matches!(
-            vault.get(&w.app, &acme, &path("db/x"), 0),
+            vault.secrets().get(&w.app, &acme, &path("db/x"), 0),
             Err(Error::Denied { .. })
         ));
         vault
+            .tenants()
             .create_tenant(&w.root, &acme, TenantSettings::default())
             .expect("the name is free again");
         assert!(
             matches!(
-                vault.get(&w.root, &acme, &path("db/admin/key"), 0),
+                vault
+                    .secrets()
+                    .get(&w.root, &acme, &path("db/admin/key"), 0),
                 Err(Error::NotFound(_))
             ),
             "the new tenant starts empty"
         );
         assert!(vault.authenticate(&token.token).is_err());
         assert!(matches!(
-            vault.get(&w.app, &acme, &path("db/x"), 0),
+            vault.secrets().get(&w.app, &acme, &path("db/x"), 0),
             Err(Error::Denied { .. })
         ));
     }
@@ -1097,12 +1194,15 @@ mod access {
         let vault = &w.fixture.vault;
         let acme = tenant("acme");
         vault
+            .secrets()
             .put(&w.app, &acme, &path("db/app"), data(&[("k", "v")]))
             .expect("write allowed");
         vault
+            .secrets()
             .get(&w.app, &acme, &path("db/app"), 0)
             .expect("read allowed");
         vault
+            .secrets()
             .list(
                 &w.app,
                 &acme,
@@ -1112,28 +1212,42 @@ mod access {
                 false,
             )
             .expect("list allowed");
-        assert_eq!(vault.rotate(&w.app, &acme).expect("rotate allowed"), 2);
+        assert_eq!(
+            vault.keks().rotate(&w.app, &acme).expect("rotate allowed"),
+            2
+        );
         let denied = |result: Result<()>| match result {
             Err(Error::Denied { reason }) => reason,
             other => panic!("expected a denial, got {:?}", other.err()),
         };
-        let reason = denied(vault.delete(&w.app, &acme, &path("db/app")));
+        let reason = denied(vault.secrets().delete(&w.app, &acme, &path("db/app")));
         assert!(reason.contains("no policy grants delete"), "{reason}");
-        let reason = denied(vault.get(&w.app, &acme, &path("db/admin/key"), 0).map(drop));
+        let reason = denied(
+            vault
+                .secrets()
+                .get(&w.app, &acme, &path("db/admin/key"), 0)
+                .map(drop),
+        );
         assert!(reason.contains("denies"), "{reason}");
         denied(
             vault
+                .secrets()
                 .put(&w.app, &acme, &path("web/x"), data(&[("k", "v")]))
                 .map(drop),
         );
         denied(
             vault
+                .tenants()
                 .create_tenant(&w.app, &tenant("initech"), TenantSettings::default())
                 .map(drop),
         );
-        denied(vault.list_tenants(&w.app).map(drop));
+        denied(vault.tenants().list_tenants(&w.app).map(drop));
         denied(vault.seal(&w.app));
-        denied(vault.write_policy(&w.app, &acme, &policy("mine", &[("*", &["admin"])])));
+        denied(
+            vault
+                .access()
+                .write_policy(&w.app, &acme, &policy("mine", &[("*", &["admin"])])),
+        );
     }
 
     #[test]
@@ -1141,10 +1255,12 @@ mod access {
         let w = world();
         let vault = &w.fixture.vault;
         let existing = vault
+            .secrets()
             .get(&w.app, &tenant("globex"), &path("db/x"), 0)
             .map(drop)
             .expect_err("denied");
         let missing = vault
+            .secrets()
             .get(&w.app, &tenant("initech"), &path("db/x"), 0)
             .map(drop)
             .expect_err("denied");
@@ -1167,6 +1283,7 @@ mod access {
             cidrs: Vec::new(),
         };
         let child = vault
+            .access()
             .create_token(&w.app, ask(&["narrow"], "acme"))
             .expect("subset");
         assert_eq!(
@@ -1174,15 +1291,21 @@ mod access {
             "capped at the parent's expiry"
         );
         assert!(matches!(
-            vault.create_token(&w.app, ask(&["admin-all"], "acme")),
+            vault
+                .access()
+                .create_token(&w.app, ask(&["admin-all"], "acme")),
             Err(Error::Denied { .. })
         ));
         assert!(matches!(
-            vault.create_token(&w.app, ask(&["narrow"], "globex")),
+            vault
+                .access()
+                .create_token(&w.app, ask(&["narrow"], "globex")),
             Err(Error::Denied { .. })
         ));
         assert!(matches!(
-            vault.create_token(&w.root, ask(&["missing"], "acme")),
+            vault
+                .access()
+                .create_token(&w.root, ask(&["missing"], "acme")),
             Err(Error::InvalidArgument {
                 field: "policies",
                 ..
@@ -1195,6 +1318,7 @@ mod access {
         let w = world();
         let vault = &w.fixture.vault;
         let child = vault
+            .access()
             .create_token(
                 &w.app,
                 TokenRequest {
@@ -1209,6 +1333,7 @@ mod access {
             )
             .expect("child");
         let grandchild = vault
+            .access()
             .create_token(
                 &vault.authenticate(&child.token).expect("child"),
                 TokenRequest {
@@ -1225,6 +1350,7 @@ mod access {
         // The parent sees its descendants; a sibling tenant token would not.
         assert_eq!(
             vault
+                .access()
                 .lookup_token(&w.app, Some(&grandchild.info.accessor))
                 .expect("lookup")
                 .display_name,
@@ -1233,6 +1359,7 @@ mod access {
         // Time passes: the 60 s child expires, renewal brings it back only while it lives.
         w.clock.fetch_add(30 * 1_000_000_000, Ordering::SeqCst);
         let renewed = vault
+            .access()
             .renew_token(&w.app, Some(&child.info.accessor), None)
             .expect("renew");
         assert!(renewed.expires_unix_nanos > child.info.expires_unix_nanos);
@@ -1243,6 +1370,7 @@ mod access {
         // Revoking the parent revokes everything below it.
         assert_eq!(
             vault
+                .access()
                 .revoke_token(&w.root, Some(&w.app_accessor))
                 .expect("revoke"),
             3
@@ -1252,7 +1380,7 @@ mod access {
             Err(Error::PermissionDenied)
         ));
         assert!(matches!(
-            vault.revoke_token(&w.root, None),
+            vault.access().revoke_token(&w.root, None),
             Err(Error::FailedPrecondition(_))
         ));
     }
@@ -1271,9 +1399,13 @@ mod access {
             cidrs: Vec::new(),
         };
         // app lives 1 h; its child asks for 10 h and gets app's expiry.
-        let child = vault.create_token(&w.app, ask(36_000)).expect("child");
+        let child = vault
+            .access()
+            .create_token(&w.app, ask(36_000))
+            .expect("child");
         let child_caller = vault.authenticate(&child.token).expect("child");
         let renewed = vault
+            .access()
             .renew_token(&child_caller, None, Some(Duration::from_secs(36_000)))
             .expect("renew");
         assert_eq!(
@@ -1289,6 +1421,7 @@ mod access {
         );
         assert!(
             vault
+                .access()
                 .renew_token(&w.root, Some(&child.info.accessor), None)
                 .is_err()
         );
@@ -1299,6 +1432,7 @@ mod access {
         let w = world();
         let vault = &w.fixture.vault;
         vault
+            .secrets()
             .put(
                 &w.root,
                 &tenant("acme"),
@@ -1307,6 +1441,7 @@ mod access {
             )
             .expect("put");
         let listed = vault
+            .secrets()
             .list(
                 &w.app,
                 &tenant("acme"),
@@ -1318,6 +1453,7 @@ mod access {
             .expect("list");
         assert_eq!(listed.keys, ["app/x"]);
         let top = vault
+            .secrets()
             .list(
                 &w.app,
                 &tenant("acme"),
@@ -1329,6 +1465,7 @@ mod access {
             .expect("list");
         assert_eq!(top.keys, ["app/"]);
         let all = vault
+            .secrets()
             .list(
                 &w.root,
                 &tenant("acme"),
@@ -1355,7 +1492,10 @@ mod access {
         };
         for bad in ["a\u{1b}[31mred".to_owned(), "x".repeat(129)] {
             assert!(matches!(
-                w.fixture.vault.create_token(&w.root, request(&bad)),
+                w.fixture
+                    .vault
+                    .access()
+                    .create_token(&w.root, request(&bad)),
                 Err(Error::InvalidArgument {
                     field: "display_name",
                     ..
@@ -1370,6 +1510,7 @@ mod access {
         let w = world();
         let vault = &w.fixture.vault;
         let bound = vault
+            .access()
             .create_token(
                 &w.root,
                 TokenRequest {
@@ -1401,6 +1542,7 @@ mod access {
         );
         // A child without restrictions of its own still carries its parent's.
         let child = vault
+            .access()
             .create_token(
                 &caller,
                 TokenRequest {

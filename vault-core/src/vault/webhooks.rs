@@ -507,28 +507,6 @@ impl Vault {
             .ok_or_else(|| Error::NotFound(format!("webhook {id}")))
     }
 
-    /// The checks of a new webhook that need no network: the URL, paths and secret, `admin`
-    /// on the tenant, the tenant's webhook quota and its rate of root-key actions. Returns the
-    /// parsed URL, whose host the caller then resolves (asynchronously, with a timeout) before
-    /// [`Vault::webhook_create`]: so slow DNS can neither hold a blocking thread nor be reached
-    /// without passing the quota and rate checks first.
-    pub fn webhook_admit(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        spec: &WebhookSpec,
-    ) -> Result<WebhookUrl> {
-        let url = self.webhook_checked(caller, tenant, spec)?.1;
-        let id = self
-            .authorize(caller, tenant, "", Capability::Admin)?
-            .tenant();
-        if !caller.system {
-            // The signing secret is sealed under the root key.
-            self.admit_root_key_use(id)?;
-        }
-        Ok(url)
-    }
-
     /// Validation shared by [`Vault::webhook_admit`] and [`Vault::webhook_create`].
     fn webhook_checked(
         &self,
@@ -568,112 +546,6 @@ impl Vault {
         Ok(())
     }
 
-    /// Subscribes `spec.url` to the tenant's feed from now on, once its host resolved to
-    /// `addresses` (see [`Vault::webhook_admit`]), every one of which must be allowed. Returns
-    /// the webhook and, if the vault generated it, the signing secret (shown this once).
-    pub fn webhook_create(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        spec: WebhookSpec,
-        addresses: &[SocketAddr],
-    ) -> Result<(WebhookInfo, Option<SecretBytes>)> {
-        let keyring = self.keyring()?;
-        let (id, url) = self.webhook_checked(caller, tenant, &spec)?;
-        check_addresses(&url.host, addresses, &self.config.webhooks.allow)?;
-        let mut raw = [0u8; 8];
-        getrandom::fill(&mut raw).map_err(|_| Error::Rng)?;
-        let webhook_id = hex::encode(raw);
-        let (generated, secret) = match spec.secret {
-            Some(secret) => (None, secret),
-            None => {
-                let mut bytes = Zeroizing::new([0u8; 32]);
-                getrandom::fill(bytes.as_mut()).map_err(|_| Error::Rng)?;
-                let text = URL_SAFE_NO_PAD.encode(bytes.as_ref());
-                (
-                    Some(SecretBytes::new(text.clone().into_bytes())),
-                    SecretBytes::new(text.into_bytes()),
-                )
-            }
-        };
-        let (context_path, context_tenant) = webhook_context(id, &webhook_id);
-        let sealed = self.seal_under_root(
-            &keyring,
-            &Context {
-                purpose: Purpose::WebhookSecret,
-                tenant: context_tenant,
-                path: &context_path,
-                version: 1,
-            },
-            secret.expose_secret(),
-        )?;
-        drop(secret);
-        let _changes = self.hold_webhook_changes();
-        // Again under the lock: two creations may have passed the first check together.
-        self.webhook_quota(tenant, id)?;
-        let record = WebhookRecord {
-            id: webhook_id.clone(),
-            url: spec.url,
-            paths: spec.paths,
-            events: spec.events,
-            secret_sealed: STANDARD.encode(sealed),
-            created_unix_nanos: self.now(),
-            cursor: self.committed_revision(id)?,
-            delivered: 0,
-            last_delivered_revision: 0,
-            last_error: String::new(),
-            creator: caller.accessor.clone(),
-            pending: 0,
-            dead: 0,
-        };
-        let mut batch = WriteBatch::new();
-        batch
-            .put(
-                Space::Secrets,
-                webhook_key(id, &webhook_id),
-                to_json(&record)?,
-            )
-            .put(
-                Space::Config,
-                webhook_index_key(id, &webhook_id),
-                Vec::new(),
-            );
-        self.data.write(batch)?;
-        Ok((info(&record), generated))
-    }
-
-    pub fn webhook_list(&self, caller: &Caller, tenant: &TenantName) -> Result<Vec<WebhookInfo>> {
-        let id = self.webhook_admin(caller, tenant)?;
-        let prefix = webhook_prefix(id);
-        self.data
-            .scan(Space::Secrets, &prefix, &prefix, MAX_WEBHOOKS)?
-            .iter()
-            .map(|(_, bytes)| from_json::<WebhookRecord>(bytes, "a webhook").map(|r| info(&r)))
-            .collect()
-    }
-
-    /// The webhook with its pending and dead-letter deliveries (the oldest
-    /// [`STATUS_LIMIT`] of each, and their totals).
-    pub fn webhook_status(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        webhook: &str,
-    ) -> Result<WebhookStatus> {
-        let webhook = parse_webhook_id(webhook)?;
-        let id = self.webhook_admin(caller, tenant)?;
-        let record = self.webhook_record(id, webhook)?;
-        let (pending, pending_total) = self.deliveries(&webhook_pending_prefix(id, webhook))?;
-        let (dead, dead_total) = self.deliveries(&webhook_dead_prefix(id, webhook))?;
-        Ok(WebhookStatus {
-            webhook: info(&record),
-            pending,
-            pending_total,
-            dead,
-            dead_total,
-        })
-    }
-
     fn deliveries(&self, prefix: &[u8]) -> Result<(Vec<DeliveryState>, u64)> {
         let mut shown = Vec::new();
         let mut total = 0u64;
@@ -693,144 +565,6 @@ impl Vault {
             }
         }
         Ok((shown, total))
-    }
-
-    /// Removes the webhook with its pending and dead deliveries.
-    pub fn webhook_delete(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        webhook: &str,
-    ) -> Result<()> {
-        let webhook = parse_webhook_id(webhook)?;
-        let id = self.webhook_admin(caller, tenant)?;
-        let _changes = self.hold_webhook_changes();
-        self.webhook_record(id, webhook)?;
-        for prefix in [
-            webhook_pending_prefix(id, webhook),
-            webhook_dead_prefix(id, webhook),
-        ] {
-            loop {
-                let page = self.data.scan(Space::Secrets, &prefix, &prefix, 1024)?;
-                if page.is_empty() {
-                    break;
-                }
-                let mut batch = WriteBatch::new();
-                for (key, bytes) in page {
-                    if let Ok(record) = from_json::<DeliveryRecord>(&bytes, "a webhook delivery") {
-                        batch.delete(
-                            Space::Config,
-                            webhook_queue_key(
-                                record.next_attempt_unix_nanos,
-                                id,
-                                webhook,
-                                record.event.revision,
-                            ),
-                        );
-                    }
-                    batch.delete(Space::Secrets, key);
-                }
-                self.data.write(batch)?;
-            }
-        }
-        let mut batch = WriteBatch::new();
-        batch
-            .delete(Space::Secrets, webhook_key(id, webhook))
-            .delete(Space::Config, webhook_index_key(id, webhook));
-        self.data.write(batch)?;
-        Ok(())
-    }
-
-    /// Moves dead-letter deliveries back to pending, due now, with their attempts reset: the
-    /// one at `revision`, or all of them if `revision` is 0. Returns how many.
-    pub fn webhook_replay(
-        &self,
-        caller: &Caller,
-        tenant: &TenantName,
-        webhook: &str,
-        revision: u64,
-    ) -> Result<u64> {
-        let webhook = parse_webhook_id(webhook)?;
-        let id = self.webhook_admin(caller, tenant)?;
-        let _changes = self.hold_webhook_changes();
-        self.webhook_record(id, webhook)?;
-        let prefix = webhook_dead_prefix(id, webhook);
-        let now = self.now();
-        let mut replayed = 0;
-        loop {
-            let page = if revision > 0 {
-                let key = webhook_dead_key(id, webhook, revision);
-                match self.data.get(Space::Secrets, &key)? {
-                    Some(bytes) => vec![(key, bytes)],
-                    None if replayed == 0 => {
-                        return Err(Error::NotFound(format!(
-                            "dead-letter delivery of revision {revision} for webhook {webhook}"
-                        )));
-                    }
-                    None => Vec::new(),
-                }
-            } else {
-                self.data.scan(Space::Secrets, &prefix, &prefix, 1024)?
-            };
-            if page.is_empty() {
-                break;
-            }
-            let mut batch = WriteBatch::new();
-            let mut hook = self.webhook_record(id, webhook)?;
-            let moved = page.len() as u64;
-            hook.dead = hook.dead.saturating_sub(moved);
-            hook.pending = hook.pending.saturating_add(moved);
-            batch.put(Space::Secrets, webhook_key(id, webhook), to_json(&hook)?);
-            for (key, bytes) in page {
-                let mut record: DeliveryRecord = from_json(&bytes, "a webhook delivery")?;
-                record.attempts = 0;
-                record.next_attempt_unix_nanos = now;
-                let rev = record.event.revision;
-                batch
-                    .delete(Space::Secrets, key)
-                    .put(
-                        Space::Secrets,
-                        webhook_pending_key(id, webhook, rev),
-                        to_json(&record)?,
-                    )
-                    .put(
-                        Space::Config,
-                        webhook_queue_key(now, id, webhook, rev),
-                        Vec::new(),
-                    );
-                replayed += 1;
-            }
-            self.data.write(batch)?;
-            if revision > 0 {
-                break;
-            }
-        }
-        if replayed > 0 {
-            // Wake the dispatcher.
-            self.feeds
-                .any
-                .send_modify(|count| *count = count.wrapping_add(1));
-        }
-        Ok(replayed)
-    }
-
-    /// Moves matching events past each subscription's cursor into pending deliveries. Returns
-    /// how many deliveries it queued.
-    pub fn webhook_fanout(&self) -> Result<usize> {
-        if self.keyring().is_err() {
-            return Ok(0);
-        }
-        let _changes = self.hold_webhook_changes();
-        let prefix = WEBHOOK_INDEX_PREFIX;
-        let mut queued = 0;
-        for (key, _) in self.data.scan(Space::Config, prefix, prefix, usize::MAX)? {
-            // One broken subscription must not hold up the others.
-            match self.fan_out_one(&key[prefix.len()..], &key) {
-                Ok(count) => queued += count,
-                Err(e) => tracing::warn!(error = %e, "webhook fan-out skipped a subscription"),
-            }
-        }
-        Ok(queued)
     }
 
     fn fan_out_one(&self, rest: &[u8], key: &[u8]) -> Result<usize> {
@@ -921,104 +655,6 @@ impl Vault {
             start = webhook_index_after(tenant);
         }
         Ok(tenants)
-    }
-
-    /// Due deliveries, signed now, taken from every tenant's queue in turn within `limits`
-    /// given what is already being posted (`busy`); and when the next one falls due. A deleted
-    /// tenant's deliveries are not posted (shredding removes them, a restore resumes them).
-    pub fn webhook_due(
-        &self,
-        busy: &DispatchState,
-        limits: &DispatchLimits,
-    ) -> Result<(Vec<Delivery>, Option<i64>)> {
-        let Ok(keyring) = self.keyring() else {
-            return Ok((Vec::new(), None));
-        };
-        let mut tenants = self.webhook_tenants()?;
-        if !tenants.is_empty() {
-            let turn = busy.turn % tenants.len();
-            tenants.rotate_left(turn);
-        }
-        let _changes = self.hold_webhook_changes();
-        let now = self.now();
-        let mut total = busy.in_flight.len();
-        let mut hosts = busy.per_host.clone();
-        let mut out = Vec::new();
-        let mut next_due: Option<i64> = None;
-        let mut earlier = |due: i64| next_due = Some(next_due.map_or(due, |d| d.min(due)));
-        for tenant in tenants {
-            if total >= limits.total {
-                break;
-            }
-            if self.tenant_state(tenant)?.is_none() {
-                continue;
-            }
-            let mut free = limits
-                .per_tenant
-                .saturating_sub(busy.per_tenant.get(&tenant).copied().unwrap_or(0));
-            if free == 0 {
-                continue;
-            }
-            let prefix = webhook_queue_prefix(tenant);
-            let mut start = prefix.clone();
-            // Bounded: a tenant whose due deliveries all wait for a busy host is looked at
-            // this far and no further in one pass.
-            let mut looked = 0;
-            'queue: while free > 0 && total < limits.total && looked < 4 * limits.per_tenant {
-                let page = self.data.scan(Space::Config, &prefix, &start, 64)?;
-                let Some((last, _)) = page.last() else {
-                    break;
-                };
-                start = last.clone();
-                start.push(0);
-                for (key, _) in page {
-                    looked += 1;
-                    let parsed = parse_queue_key(&key, tenant)?;
-                    if parsed.due > now {
-                        earlier(parsed.due);
-                        break 'queue;
-                    }
-                    if free == 0 || total >= limits.total {
-                        earlier(parsed.due);
-                        break 'queue;
-                    }
-                    if busy
-                        .in_flight
-                        .contains(&(tenant, parsed.webhook.clone(), parsed.revision))
-                    {
-                        continue;
-                    }
-                    let Some((record, webhook)) = self.queued_delivery(&key, tenant, &parsed)?
-                    else {
-                        continue;
-                    };
-                    // A receiver is a host and port.
-                    let host = WebhookUrl::parse(&webhook.url)
-                        .map(|url| url.host_header())
-                        .unwrap_or_default();
-                    let at_host = hosts.entry(host.clone()).or_insert(0);
-                    if *at_host >= limits.per_host {
-                        // Left for a later pass: the receiver has its share of posts.
-                        earlier(parsed.due);
-                        continue;
-                    }
-                    match self.signed_delivery(&keyring, tenant, &webhook, &record, now) {
-                        Ok(mut delivery) => {
-                            delivery.host = host;
-                            *at_host += 1;
-                            free -= 1;
-                            total += 1;
-                            out.push(delivery);
-                        }
-                        // Logged, and tried again next round; the other deliveries go on.
-                        Err(e) => {
-                            tracing::warn!(error = %e, webhook = %webhook.id, "webhook delivery not signed")
-                        }
-                    }
-                }
-            }
-        }
-        Ok((out, next_due))
     }
 
     /// The pending delivery and webhook a queue entry stands for, or `None` (and the entry
@@ -1169,6 +805,407 @@ impl Vault {
         })
     }
 
+    /// The lowest feed cursor of the tenant's webhooks (`u64::MAX` without webhooks): events
+    /// after it are still to be fanned out, so retention keeps them.
+    pub(super) fn webhook_floor(&self, tenant: TenantId) -> Result<u64> {
+        let prefix = webhook_prefix(tenant);
+        let mut floor = u64::MAX;
+        for (_, bytes) in self
+            .data
+            .scan(Space::Secrets, &prefix, &prefix, usize::MAX)?
+        {
+            floor = floor.min(from_json::<WebhookRecord>(&bytes, "a webhook")?.cursor);
+        }
+        Ok(floor)
+    }
+}
+
+/// Webhooks: subscriptions, fan-out, deliveries, as `vault.webhooks()` hands them out. The view derefs to the vault for the
+/// helpers the operations share with the other subsystems.
+pub struct Webhooks<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Webhooks<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Vault {
+    /// Webhooks: subscriptions, fan-out, deliveries.
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks { vault: self }
+    }
+}
+
+impl Webhooks<'_> {
+    /// The checks of a new webhook that need no network: the URL, paths and secret, `admin`
+    /// on the tenant, the tenant's webhook quota and its rate of root-key actions. Returns the
+    /// parsed URL, whose host the caller then resolves (asynchronously, with a timeout) before
+    /// [`Vault::webhook_create`]: so slow DNS can neither hold a blocking thread nor be reached
+    /// without passing the quota and rate checks first.
+    pub fn webhook_admit(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        spec: &WebhookSpec,
+    ) -> Result<WebhookUrl> {
+        let url = self.webhook_checked(caller, tenant, spec)?.1;
+        let id = self
+            .authorize(caller, tenant, "", Capability::Admin)?
+            .tenant();
+        if !caller.system {
+            // The signing secret is sealed under the root key.
+            self.admit_root_key_use(id)?;
+        }
+        Ok(url)
+    }
+
+    /// Subscribes `spec.url` to the tenant's feed from now on, once its host resolved to
+    /// `addresses` (see [`Vault::webhook_admit`]), every one of which must be allowed. Returns
+    /// the webhook and, if the vault generated it, the signing secret (shown this once).
+    pub fn webhook_create(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        spec: WebhookSpec,
+        addresses: &[SocketAddr],
+    ) -> Result<(WebhookInfo, Option<SecretBytes>)> {
+        let keyring = self.keyring()?;
+        let (id, url) = self.webhook_checked(caller, tenant, &spec)?;
+        check_addresses(&url.host, addresses, &self.config.webhooks.allow)?;
+        let mut raw = [0u8; 8];
+        getrandom::fill(&mut raw).map_err(|_| Error::Rng)?;
+        let webhook_id = hex::encode(raw);
+        let (generated, secret) = match spec.secret {
+            Some(secret) => (None, secret),
+            None => {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                getrandom::fill(bytes.as_mut()).map_err(|_| Error::Rng)?;
+                let text = URL_SAFE_NO_PAD.encode(bytes.as_ref());
+                (
+                    Some(SecretBytes::new(text.clone().into_bytes())),
+                    SecretBytes::new(text.into_bytes()),
+                )
+            }
+        };
+        let (context_path, context_tenant) = webhook_context(id, &webhook_id);
+        let sealed = self.seal_under_root(
+            &keyring,
+            &Context {
+                purpose: Purpose::WebhookSecret,
+                tenant: context_tenant,
+                path: &context_path,
+                version: 1,
+            },
+            secret.expose_secret(),
+        )?;
+        drop(secret);
+        let _changes = self.hold_webhook_changes();
+        // Again under the lock: two creations may have passed the first check together.
+        self.webhook_quota(tenant, id)?;
+        let record = WebhookRecord {
+            id: webhook_id.clone(),
+            url: spec.url,
+            paths: spec.paths,
+            events: spec.events,
+            secret_sealed: STANDARD.encode(sealed),
+            created_unix_nanos: self.now(),
+            cursor: self.committed_revision(id)?,
+            delivered: 0,
+            last_delivered_revision: 0,
+            last_error: String::new(),
+            creator: caller.accessor.clone(),
+            pending: 0,
+            dead: 0,
+        };
+        let mut batch = WriteBatch::new();
+        batch
+            .put(
+                Space::Secrets,
+                webhook_key(id, &webhook_id),
+                to_json(&record)?,
+            )
+            .put(
+                Space::Config,
+                webhook_index_key(id, &webhook_id),
+                Vec::new(),
+            );
+        self.data.write(batch)?;
+        Ok((info(&record), generated))
+    }
+
+    pub fn webhook_list(&self, caller: &Caller, tenant: &TenantName) -> Result<Vec<WebhookInfo>> {
+        let id = self.webhook_admin(caller, tenant)?;
+        let prefix = webhook_prefix(id);
+        self.data
+            .scan(Space::Secrets, &prefix, &prefix, MAX_WEBHOOKS)?
+            .iter()
+            .map(|(_, bytes)| from_json::<WebhookRecord>(bytes, "a webhook").map(|r| info(&r)))
+            .collect()
+    }
+
+    /// The webhook with its pending and dead-letter deliveries (the oldest
+    /// [`STATUS_LIMIT`] of each, and their totals).
+    pub fn webhook_status(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        webhook: &str,
+    ) -> Result<WebhookStatus> {
+        let webhook = parse_webhook_id(webhook)?;
+        let id = self.webhook_admin(caller, tenant)?;
+        let record = self.webhook_record(id, webhook)?;
+        let (pending, pending_total) = self.deliveries(&webhook_pending_prefix(id, webhook))?;
+        let (dead, dead_total) = self.deliveries(&webhook_dead_prefix(id, webhook))?;
+        Ok(WebhookStatus {
+            webhook: info(&record),
+            pending,
+            pending_total,
+            dead,
+            dead_total,
+        })
+    }
+
+    /// Removes the webhook with its pending and dead deliveries.
+    pub fn webhook_delete(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        webhook: &str,
+    ) -> Result<()> {
+        let webhook = parse_webhook_id(webhook)?;
+        let id = self.webhook_admin(caller, tenant)?;
+        let _changes = self.hold_webhook_changes();
+        self.webhook_record(id, webhook)?;
+        for prefix in [
+            webhook_pending_prefix(id, webhook),
+            webhook_dead_prefix(id, webhook),
+        ] {
+            loop {
+                let page = self.data.scan(Space::Secrets, &prefix, &prefix, 1024)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut batch = WriteBatch::new();
+                for (key, bytes) in page {
+                    if let Ok(record) = from_json::<DeliveryRecord>(&bytes, "a webhook delivery") {
+                        batch.delete(
+                            Space::Config,
+                            webhook_queue_key(
+                                record.next_attempt_unix_nanos,
+                                id,
+                                webhook,
+                                record.event.revision,
+                            ),
+                        );
+                    }
+                    batch.delete(Space::Secrets, key);
+                }
+                self.data.write(batch)?;
+            }
+        }
+        let mut batch = WriteBatch::new();
+        batch
+            .delete(Space::Secrets, webhook_key(id, webhook))
+            .delete(Space::Config, webhook_index_key(id, webhook));
+        self.data.write(batch)?;
+        Ok(())
+    }
+
+    /// Moves dead-letter deliveries back to pending, due now, with their attempts reset: the
+    /// one at `revision`, or all of them if `revision` is 0. Returns how many.
+    pub fn webhook_replay(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        webhook: &str,
+        revision: u64,
+    ) -> Result<u64> {
+        let webhook = parse_webhook_id(webhook)?;
+        let id = self.webhook_admin(caller, tenant)?;
+        let _changes = self.hold_webhook_changes();
+        self.webhook_record(id, webhook)?;
+        let prefix = webhook_dead_prefix(id, webhook);
+        let now = self.now();
+        let mut replayed = 0;
+        loop {
+            let page = if revision > 0 {
+                let key = webhook_dead_key(id, webhook, revision);
+                match self.data.get(Space::Secrets, &key)? {
+                    Some(bytes) => vec![(key, bytes)],
+                    None if replayed == 0 => {
+                        return Err(Error::NotFound(format!(
+                            "dead-letter delivery of revision {revision} for webhook {webhook}"
+                        )));
+                    }
+                    None => Vec::new(),
+                }
+            } else {
+                self.data.scan(Space::Secrets, &prefix, &prefix, 1024)?
+            };
+            if page.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::new();
+            let mut hook = self.webhook_record(id, webhook)?;
+            let moved = page.len() as u64;
+            hook.dead = hook.dead.saturating_sub(moved);
+            hook.pending = hook.pending.saturating_add(moved);
+            batch.put(Space::Secrets, webhook_key(id, webhook), to_json(&hook)?);
+            for (key, bytes) in page {
+                let mut record: DeliveryRecord = from_json(&bytes, "a webhook delivery")?;
+                record.attempts = 0;
+                record.next_attempt_unix_nanos = now;
+                let rev = record.event.revision;
+                batch
+                    .delete(Space::Secrets, key)
+                    .put(
+                        Space::Secrets,
+                        webhook_pending_key(id, webhook, rev),
+                        to_json(&record)?,
+                    )
+                    .put(
+                        Space::Config,
+                        webhook_queue_key(now, id, webhook, rev),
+                        Vec::new(),
+                    );
+                replayed += 1;
+            }
+            self.data.write(batch)?;
+            if revision > 0 {
+                break;
+            }
+        }
+        if replayed > 0 {
+            // Wake the dispatcher.
+            self.feeds
+                .any
+                .send_modify(|count| *count = count.wrapping_add(1));
+        }
+        Ok(replayed)
+    }
+
+    /// Moves matching events past each subscription's cursor into pending deliveries. Returns
+    /// how many deliveries it queued.
+    pub fn webhook_fanout(&self) -> Result<usize> {
+        if self.keyring().is_err() {
+            return Ok(0);
+        }
+        let _changes = self.hold_webhook_changes();
+        let prefix = WEBHOOK_INDEX_PREFIX;
+        let mut queued = 0;
+        for (key, _) in self.data.scan(Space::Config, prefix, prefix, usize::MAX)? {
+            // One broken subscription must not hold up the others.
+            match self.fan_out_one(&key[prefix.len()..], &key) {
+                Ok(count) => queued += count,
+                Err(e) => tracing::warn!(error = %e, "webhook fan-out skipped a subscription"),
+            }
+        }
+        Ok(queued)
+    }
+
+    /// Due deliveries, signed now, taken from every tenant's queue in turn within `limits`
+    /// given what is already being posted (`busy`); and when the next one falls due. A deleted
+    /// tenant's deliveries are not posted (shredding removes them, a restore resumes them).
+    pub fn webhook_due(
+        &self,
+        busy: &DispatchState,
+        limits: &DispatchLimits,
+    ) -> Result<(Vec<Delivery>, Option<i64>)> {
+        let Ok(keyring) = self.keyring() else {
+            return Ok((Vec::new(), None));
+        };
+        let mut tenants = self.webhook_tenants()?;
+        if !tenants.is_empty() {
+            let turn = busy.turn % tenants.len();
+            tenants.rotate_left(turn);
+        }
+        let _changes = self.hold_webhook_changes();
+        let now = self.now();
+        let mut total = busy.in_flight.len();
+        let mut hosts = busy.per_host.clone();
+        let mut out = Vec::new();
+        let mut next_due: Option<i64> = None;
+        let mut earlier = |due: i64| next_due = Some(next_due.map_or(due, |d| d.min(due)));
+        for tenant in tenants {
+            if total >= limits.total {
+                break;
+            }
+            if self.tenant_state(tenant)?.is_none() {
+                continue;
+            }
+            let mut free = limits
+                .per_tenant
+                .saturating_sub(busy.per_tenant.get(&tenant).copied().unwrap_or(0));
+            if free == 0 {
+                continue;
+            }
+            let prefix = webhook_queue_prefix(tenant);
+            let mut start = prefix.clone();
+            // Bounded: a tenant whose due deliveries all wait for a busy host is looked at
+            // this far and no further in one pass.
+            let mut looked = 0;
+            'queue: while free > 0 && total < limits.total && looked < 4 * limits.per_tenant {
+                let page = self.data.scan(Space::Config, &prefix, &start, 64)?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                start = last.clone();
+                start.push(0);
+                for (key, _) in page {
+                    looked += 1;
+                    let parsed = parse_queue_key(&key, tenant)?;
+                    if parsed.due > now {
+                        earlier(parsed.due);
+                        break 'queue;
+                    }
+                    if free == 0 || total >= limits.total {
+                        earlier(parsed.due);
+                        break 'queue;
+                    }
+                    if busy
+                        .in_flight
+                        .contains(&(tenant, parsed.webhook.clone(), parsed.revision))
+                    {
+                        continue;
+                    }
+                    let Some((record, webhook)) = self.queued_delivery(&key, tenant, &parsed)?
+                    else {
+                        continue;
+                    };
+                    // A receiver is a host and port.
+                    let host = WebhookUrl::parse(&webhook.url)
+                        .map(|url| url.host_header())
+                        .unwrap_or_default();
+                    let at_host = hosts.entry(host.clone()).or_insert(0);
+                    if *at_host >= limits.per_host {
+                        // Left for a later pass: the receiver has its share of posts.
+                        earlier(parsed.due);
+                        continue;
+                    }
+                    match self.signed_delivery(&keyring, tenant, &webhook, &record, now) {
+                        Ok(mut delivery) => {
+                            delivery.host = host;
+                            *at_host += 1;
+                            free -= 1;
+                            total += 1;
+                            out.push(delivery);
+                        }
+                        // Logged, and tried again next round; the other deliveries go on.
+                        Err(e) => {
+                            tracing::warn!(error = %e, webhook = %webhook.id, "webhook delivery not signed")
+                        }
+                    }
+                }
+            }
+        }
+        Ok((out, next_due))
+    }
+
     /// Records how a post went: success removes the delivery; failure schedules a retry with
     /// backoff, or after the last attempt moves it to the dead-letter list (audited).
     pub fn webhook_result(
@@ -1278,20 +1315,6 @@ impl Vault {
         );
         self.data.write(batch)?;
         Ok(())
-    }
-
-    /// The lowest feed cursor of the tenant's webhooks (`u64::MAX` without webhooks): events
-    /// after it are still to be fanned out, so retention keeps them.
-    pub(super) fn webhook_floor(&self, tenant: TenantId) -> Result<u64> {
-        let prefix = webhook_prefix(tenant);
-        let mut floor = u64::MAX;
-        for (_, bytes) in self
-            .data
-            .scan(Space::Secrets, &prefix, &prefix, usize::MAX)?
-        {
-            floor = floor.min(from_json::<WebhookRecord>(&bytes, "a webhook")?.cursor);
-        }
-        Ok(floor)
     }
 
     /// The addresses webhooks may reach despite being special-purpose.

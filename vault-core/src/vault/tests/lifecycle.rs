@@ -31,6 +31,7 @@ pub(super) fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
     unseal_with(&vault, &needed).expect("unseal");
     let root = vault.authenticate(root_of(&output)).expect("root");
     vault
+        .tenants()
         .create_tenant(&root, &tenant("acme"), TenantSettings::default())
         .expect("tenant");
     Lab {
@@ -78,6 +79,7 @@ pub(super) fn policy(budget: u64, max_live: u32) -> KeyPolicy {
 
 pub(super) fn put(lab: &Lab, path_text: &str, value: &str) -> u64 {
     lab.vault
+        .secrets()
         .put(
             &lab.root,
             &tenant("acme"),
@@ -90,6 +92,7 @@ pub(super) fn put(lab: &Lab, path_text: &str, value: &str) -> u64 {
 
 pub(super) fn acme_status(lab: &Lab) -> TenantKeyStatus {
     lab.vault
+        .keks()
         .key_status(&lab.root, Some(&tenant("acme")))
         .expect("status")
         .tenants
@@ -162,6 +165,7 @@ fn a_budget_of_1000_rotates_exactly_every_1000_writes_and_no_version_exceeds_it(
     // Every secret still reads, whatever version wraps it.
     let read = lab
         .vault
+        .secrets()
         .get(&lab.root, &tenant("acme"), &path("app/s7"), 1)
         .expect("first version");
     assert_eq!(read.key_version, 1);
@@ -173,6 +177,7 @@ fn re_wraps_count_against_the_budget_like_any_encryption() {
     // One version kept per secret: 250 DEKs, fewer than a budget, so retirement settles (with
     // more DEKs than a budget, each job's re-wraps rotate the key and schedule the next job).
     lab.vault
+        .tenants()
         .update_tenant(
             &lab.root,
             &tenant("acme"),
@@ -230,6 +235,7 @@ fn retirement_under_concurrent_reads_and_writes_never_fails_a_read() {
         put(&lab, &format!("app/s{i}"), &format!("v{i}"));
         if i % 50 == 49 {
             lab.vault
+                .keks()
                 .rotate(&lab.root, &tenant("acme"))
                 .expect("rotate");
         }
@@ -250,7 +256,10 @@ fn retirement_under_concurrent_reads_and_writes_never_fails_a_read() {
             let mut i = reader;
             while !stop.load(Ordering::SeqCst) {
                 i = (i * 7 + 13) % 200;
-                match vault.get(&caller, &tenant("acme"), &path(&format!("app/s{i}")), 0) {
+                match vault
+                    .secrets()
+                    .get(&caller, &tenant("acme"), &path(&format!("app/s{i}")), 0)
+                {
                     Ok(read) if fields(&read)[0].1.starts_with('v') => {}
                     _ => {
                         failures.fetch_add(1, Ordering::SeqCst);
@@ -267,6 +276,7 @@ fn retirement_under_concurrent_reads_and_writes_never_fails_a_read() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 vault
+                    .secrets()
                     .put(
                         &caller,
                         &tenant("acme"),
@@ -280,6 +290,7 @@ fn retirement_under_concurrent_reads_and_writes_never_fails_a_read() {
     }
     for _ in 0..3 {
         lab.vault
+            .keks()
             .rotate(&lab.root, &tenant("acme"))
             .expect("rotate");
         let mut rounds = 0;
@@ -318,20 +329,26 @@ fn an_operator_retires_a_version_and_the_job_resumes_after_a_restart() {
         put(&lab, &format!("app/s{i}"), "old");
     }
     assert!(matches!(
-        lab.vault.retire_key_version(&lab.root, &tenant("acme"), 1),
+        lab.vault
+            .keks()
+            .retire_key_version(&lab.root, &tenant("acme"), 1),
         Err(Error::InvalidArgument {
             field: "version",
             ..
         })
     ));
     assert!(matches!(
-        lab.vault.retire_key_version(&lab.root, &tenant("acme"), 9),
+        lab.vault
+            .keks()
+            .retire_key_version(&lab.root, &tenant("acme"), 9),
         Err(Error::NotFound(_))
     ));
     lab.vault
+        .keks()
         .rotate(&lab.root, &tenant("acme"))
         .expect("rotate");
     lab.vault
+        .keks()
         .retire_key_version(&lab.root, &tenant("acme"), 1)
         .expect("retire");
     assert_eq!(acme_status(&lab).versions[0].state, "scheduled");
@@ -356,11 +373,13 @@ fn an_operator_retires_a_version_and_the_job_resumes_after_a_restart() {
     assert_eq!(rewrapped, 35, "each DEK re-wrapped once");
     let root = vault.authenticate(&lab.root_token).expect("root");
     let status = vault
+        .keks()
         .key_status(&root, Some(&tenant("acme")))
         .expect("status");
     assert_eq!(status.tenants[0].retired[0].version, 1);
     assert_eq!(status.tenants[0].versions.len(), 1);
     let read = vault
+        .secrets()
         .get(&root, &tenant("acme"), &path("app/s3"), 0)
         .expect("read after retirement");
     assert_eq!((read.key_version, fields(&read)[0].1.as_str()), (2, "old"));
@@ -377,6 +396,7 @@ fn kek_rotates_by_age_and_the_root_key_counts_its_uses() {
     let lab = lab(keys, 1, 1);
     let root_before = lab
         .vault
+        .keks()
         .key_status(&lab.root, None)
         .expect("status")
         .root
@@ -388,7 +408,12 @@ fn kek_rotates_by_age_and_the_root_key_counts_its_uses() {
     lab.clock.fetch_add(2 * HOUR, Ordering::SeqCst);
     assert_eq!(lab.vault.maintain().expect("round").rotated, 1);
     assert_eq!(acme_status(&lab).current, 2);
-    let root_after = lab.vault.key_status(&lab.root, None).expect("status").root;
+    let root_after = lab
+        .vault
+        .keks()
+        .key_status(&lab.root, None)
+        .expect("status")
+        .root;
     assert_eq!(root_after.map(|r| r.invocations), Some(4));
 }
 
@@ -490,6 +515,7 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     let root = lab.vault.authenticate(&lab.root_token).expect("root");
     let read = lab
         .vault
+        .secrets()
         .get(&root, &tenant("acme"), &path("db/primary"), 0)
         .expect("data untouched");
     assert_eq!(fields(&read)[0].1, "p1");
@@ -552,14 +578,17 @@ fn deleting_a_tenant_shreds_its_keys_after_the_waiting_period() {
     keys.shred_delay_nanos = HOUR;
     let lab = lab(keys.clone(), 1, 1);
     lab.vault
+        .tenants()
         .create_tenant(&lab.root, &tenant("globex"), TenantSettings::default())
         .expect("globex");
     put(&lab, "db/primary", "acme-secret");
     lab.vault
+        .keks()
         .rotate(&lab.root, &tenant("acme"))
         .expect("rotate");
     put(&lab, "db/replica", "acme-secret-2");
     lab.vault
+        .secrets()
         .put(
             &lab.root,
             &tenant("globex"),
@@ -572,10 +601,15 @@ fn deleting_a_tenant_shreds_its_keys_after_the_waiting_period() {
 
     let due = lab
         .vault
+        .tenants()
         .delete_tenant(&lab.root, &tenant("acme"))
         .expect("delete");
     assert_eq!(due, START + HOUR);
-    let waiting = lab.vault.deleted_tenants(&lab.root).expect("deleted");
+    let waiting = lab
+        .vault
+        .tenants()
+        .deleted_tenants(&lab.root)
+        .expect("deleted");
     assert_eq!(waiting.len(), 1);
     lab.clock.fetch_add(HOUR - 1, Ordering::SeqCst);
     assert_eq!(lab.vault.maintain().expect("round").shredded, 0);
@@ -585,13 +619,16 @@ fn deleting_a_tenant_shreds_its_keys_after_the_waiting_period() {
     assert!(stored_kek_versions(&lab.keys, acme_id).is_empty());
     assert!(
         lab.vault
+            .tenants()
             .deleted_tenants(&lab.root)
             .expect("deleted")
             .is_empty()
     );
     assert_eq!(lab.vault.maintain().expect("round").shredded, 0, "once");
     assert!(matches!(
-        lab.vault.restore_tenant(&lab.root, &tenant("acme"), None),
+        lab.vault
+            .tenants()
+            .restore_tenant(&lab.root, &tenant("acme"), None),
         Err(Error::NotFound(_))
     ));
 
@@ -605,7 +642,7 @@ fn deleting_a_tenant_shreds_its_keys_after_the_waiting_period() {
     unseal_with(&old, &[&lab.shares[0]]).expect("unseal");
     let root = old.authenticate(&lab.root_token).expect("root");
     for secret in ["db/primary", "db/replica"] {
-        match old.get(&root, &tenant("acme"), &path(secret), 0) {
+        match old.secrets().get(&root, &tenant("acme"), &path(secret), 0) {
             Err(Error::FailedPrecondition(message)) => {
                 assert!(message.contains("crypto-shredded"), "{message}")
             }
@@ -614,6 +651,7 @@ fn deleting_a_tenant_shreds_its_keys_after_the_waiting_period() {
         }
     }
     let globex = old
+        .secrets()
         .get(&root, &tenant("globex"), &path("db/primary"), 0)
         .expect("other tenants unaffected");
     assert_eq!(fields(&globex)[0].1, "globex-secret");
@@ -626,40 +664,51 @@ fn a_deleted_tenant_is_restored_before_its_keys_are_destroyed() {
     let lab = lab(keys, 1, 1);
     put(&lab, "db/primary", "kept");
     lab.vault
+        .tenants()
         .delete_tenant(&lab.root, &tenant("acme"))
         .expect("delete");
     lab.clock.fetch_add(60_000_000_000, Ordering::SeqCst);
     assert!(
         lab.vault
+            .secrets()
             .get(&lab.root, &tenant("acme"), &path("db/primary"), 0)
             .is_err()
     );
     lab.vault
+        .tenants()
         .create_tenant(&lab.root, &tenant("acme"), TenantSettings::default())
         .expect("name reused");
     assert!(matches!(
-        lab.vault.restore_tenant(&lab.root, &tenant("acme"), None),
+        lab.vault
+            .tenants()
+            .restore_tenant(&lab.root, &tenant("acme"), None),
         Err(Error::AlreadyExists(_))
     ));
     lab.vault
+        .tenants()
         .delete_tenant(&lab.root, &tenant("acme"))
         .expect("delete the new one");
     assert!(matches!(
-        lab.vault.restore_tenant(&lab.root, &tenant("acme"), None),
+        lab.vault
+            .tenants()
+            .restore_tenant(&lab.root, &tenant("acme"), None),
         Err(Error::InvalidArgument { field: "id", .. })
     ));
     let first = lab
         .vault
+        .tenants()
         .deleted_tenants(&lab.root)
         .expect("deleted")
         .into_iter()
         .find(|d| d.deleted_unix_nanos == START)
         .expect("first acme");
     lab.vault
+        .tenants()
         .restore_tenant(&lab.root, &tenant("acme"), Some(first.id))
         .expect("restore");
     let read = lab
         .vault
+        .secrets()
         .get(&lab.root, &tenant("acme"), &path("db/primary"), 0)
         .expect("restored data");
     assert_eq!(fields(&read)[0].1, "kept");
@@ -671,6 +720,7 @@ fn a_deleted_tenant_is_restored_before_its_keys_are_destroyed() {
     );
     assert!(
         lab.vault
+            .secrets()
             .get(&lab.root, &tenant("acme"), &path("db/primary"), 0)
             .is_ok()
     );
@@ -701,11 +751,12 @@ fn base32_decode(text: &str) -> Vec<u8> {
 fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_readable() {
     let lab = lab(KeyPolicy::default(), 3, 2);
     put(&lab, "db/primary", "p1");
-    let enrolled = lab.vault.enroll_totp(&lab.root, None).expect("enrol");
+    let enrolled = lab.vault.mfa().enroll_totp(&lab.root, None).expect("enrol");
     let secret =
         crate::totp::TotpSecret::from_bytes(Zeroizing::new(base32_decode(&enrolled.secret_base32)))
             .expect("totp secret");
     lab.vault
+        .mfa()
         .set_mfa_system_ops(&lab.root, vec![SystemOp::Rotate])
         .expect("mfa for rotate");
 
@@ -726,6 +777,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     // Nothing is rotated before the new shares are verified.
     assert_eq!(
         lab.vault
+            .keks()
             .key_status(&lab.root, None)
             .expect("status")
             .root
@@ -740,6 +792,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     }
     let root_status = lab
         .vault
+        .keks()
         .key_status(&lab.root, None)
         .expect("status")
         .root
@@ -760,6 +813,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     // The running vault uses the new root key at once; the data and the MFA enrolment (sealed
     // under the old root key, in the data store) still open.
     lab.vault
+        .tenants()
         .create_tenant(&lab.root, &tenant("globex"), TenantSettings::default())
         .expect("tenant under the new root key");
     let code = format!(
@@ -773,6 +827,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
         .with_mfa_code(Some(code));
     assert_eq!(
         lab.vault
+            .keks()
             .rotate(&with_code, &tenant("acme"))
             .expect("rotate"),
         2
@@ -783,12 +838,14 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     unseal_with(&restarted, &[&new[1], &new[0]]).expect("new shares");
     let root = restarted.authenticate(&lab.root_token).expect("root");
     let read = restarted
+        .secrets()
         .get(&root, &tenant("acme"), &path("db/primary"), 0)
         .expect("secret");
     assert_eq!(fields(&read)[0].1, "p1");
     put(&lab, "db/after", "a");
     assert!(
         restarted
+            .secrets()
             .get(&root, &tenant("acme"), &path("db/after"), 0)
             .is_ok()
     );

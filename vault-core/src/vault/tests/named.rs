@@ -14,6 +14,7 @@ fn name(text: &str) -> KeyName {
 
 fn create(lab: &Lab, key: &str, key_type: &str, budget: u64) -> NamedKeyInfo {
     lab.vault
+        .kms()
         .create_key(
             &lab.root,
             &tenant("acme"),
@@ -38,6 +39,7 @@ fn items(count: usize) -> Vec<EncryptItem> {
 
 fn encrypt(lab: &Lab, key: &str, plaintext: &str) -> Versioned {
     lab.vault
+        .kms()
         .encrypt(
             &lab.root,
             &tenant("acme"),
@@ -55,6 +57,7 @@ fn encrypt(lab: &Lab, key: &str, plaintext: &str) -> Versioned {
 
 fn decrypt(vault: &Vault, caller: &Caller, key: &str, ciphertext: &str) -> Result<String> {
     vault
+        .kms()
         .decrypt(
             caller,
             &tenant("acme"),
@@ -93,6 +96,7 @@ fn aes_and_chacha_versions_rotate_exactly_on_budget_and_xchacha_needs_none() {
         create(&lab, key, key_type, 3);
         let versions: Vec<u32> = lab
             .vault
+            .kms()
             .encrypt(&lab.root, &tenant("acme"), &name(key), 0, items(7), true)
             .expect("batch")
             .iter()
@@ -101,6 +105,7 @@ fn aes_and_chacha_versions_rotate_exactly_on_budget_and_xchacha_needs_none() {
         assert_eq!(versions, [1, 1, 1, 2, 2, 2, 3], "{key_type}");
         let info = lab
             .vault
+            .kms()
             .read_key(&lab.root, &tenant("acme"), &name(key))
             .expect("read");
         let counts: Vec<(u32, u64, Option<u64>)> = info
@@ -116,6 +121,7 @@ fn aes_and_chacha_versions_rotate_exactly_on_budget_and_xchacha_needs_none() {
         // A version asked for by number does not rotate at its budget: it refuses.
         assert!(matches!(
             lab.vault
+                .kms()
                 .encrypt(&lab.root, &tenant("acme"), &name(key), 1, items(1), false),
             Err(Error::FailedPrecondition(_))
         ));
@@ -123,6 +129,7 @@ fn aes_and_chacha_versions_rotate_exactly_on_budget_and_xchacha_needs_none() {
     create(&lab, "x", "xchacha20-poly1305", 3);
     let versions: Vec<u32> = lab
         .vault
+        .kms()
         .encrypt(&lab.root, &tenant("acme"), &name("x"), 0, items(7), true)
         .expect("batch")
         .iter()
@@ -139,6 +146,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     assert!(v1.text.starts_with("vault:v1:"));
     assert_eq!(
         lab.vault
+            .kms()
             .rotate_key(&lab.root, &tenant("acme"), &name("orders"))
             .expect("rotate"),
         2
@@ -151,6 +159,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     );
     let (old, rewrapped) = lab
         .vault
+        .kms()
         .rewrap(
             &lab.root,
             &tenant("acme"),
@@ -167,6 +176,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     };
     assert!(matches!(
         lab.vault
+            .kms()
             .update_key(&lab.root, &tenant("acme"), &name("orders"), update(3)),
         Err(Error::InvalidArgument {
             field: "min_decryption_version",
@@ -176,6 +186,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     // Trimming may not pass the minimum decryption version.
     assert!(matches!(
         lab.vault
+            .kms()
             .trim_key(&lab.root, &tenant("acme"), &name("orders"), 2),
         Err(Error::InvalidArgument {
             field: "min_available_version",
@@ -183,6 +194,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
         })
     ));
     lab.vault
+        .kms()
         .update_key(&lab.root, &tenant("acme"), &name("orders"), update(2))
         .expect("min decryption 2");
     assert!(matches!(
@@ -204,6 +216,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     assert_eq!(stored_versions(), 2);
     assert_eq!(
         lab.vault
+            .kms()
             .trim_key(&lab.root, &tenant("acme"), &name("orders"), 2)
             .expect("trim"),
         [1]
@@ -211,12 +224,14 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
     assert_eq!(stored_versions(), 1);
     let info = lab
         .vault
+        .kms()
         .read_key(&lab.root, &tenant("acme"), &name("orders"))
         .expect("read");
     assert_eq!((info.min_available_version, info.versions.len()), (2, 1));
     // Lowering the minimum below what was trimmed is refused.
     assert!(
         lab.vault
+            .kms()
             .update_key(&lab.root, &tenant("acme"), &name("orders"), update(1))
             .is_err()
     );
@@ -226,6 +241,7 @@ fn rotation_minimum_versions_rewrap_and_trimming() {
 fn scheduled_rotation_and_deletion_after_the_waiting_period() {
     let lab = lab(policy(1 << 20, 0), 1, 1);
     lab.vault
+        .kms()
         .create_key(
             &lab.root,
             &tenant("acme"),
@@ -244,10 +260,12 @@ fn scheduled_rotation_and_deletion_after_the_waiting_period() {
 
     assert!(matches!(
         lab.vault
+            .kms()
             .delete_key(&lab.root, &tenant("acme"), &name("daily")),
         Err(Error::FailedPrecondition(_))
     ));
     lab.vault
+        .kms()
         .update_key(
             &lab.root,
             &tenant("acme"),
@@ -259,10 +277,11 @@ fn scheduled_rotation_and_deletion_after_the_waiting_period() {
         )
         .expect("deletable");
     lab.vault
+        .kms()
         .delete_key(&lab.root, &tenant("acme"), &name("daily"))
         .expect("delete");
     assert!(matches!(
-        lab.vault.encrypt(
+        lab.vault.kms().encrypt(
             &lab.root,
             &tenant("acme"),
             &name("daily"),
@@ -273,11 +292,13 @@ fn scheduled_rotation_and_deletion_after_the_waiting_period() {
         Err(Error::FailedPrecondition(_))
     ));
     lab.vault
+        .kms()
         .cancel_key_deletion(&lab.root, &tenant("acme"), &name("daily"))
         .expect("cancel");
     encrypt(&lab, "daily", "still usable");
     let when = lab
         .vault
+        .kms()
         .delete_key(&lab.root, &tenant("acme"), &name("daily"))
         .expect("delete again");
     lab.clock.store(when - 1, Ordering::SeqCst);
@@ -286,6 +307,7 @@ fn scheduled_rotation_and_deletion_after_the_waiting_period() {
     assert_eq!(lab.vault.maintain().expect("round").keys_destroyed, 1);
     assert!(matches!(
         lab.vault
+            .kms()
             .read_key(&lab.root, &tenant("acme"), &name("daily")),
         Err(Error::NotFound(_))
     ));
@@ -303,13 +325,16 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
     let ciphertext = encrypt(&lab, "orders", "kept");
     let signature = lab
         .vault
+        .kms()
         .sign(&lab.root, &tenant("acme"), &name("signer"), b"m", 0, false)
         .expect("sign");
     // The tenant's KEK version 1, which wraps both keys' material, is retired.
     lab.vault
+        .keks()
         .rotate(&lab.root, &tenant("acme"))
         .expect("rotate kek");
     lab.vault
+        .keks()
         .retire_key_version(&lab.root, &tenant("acme"), 1)
         .expect("retire");
     let report = settle(&lab);
@@ -325,6 +350,7 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
     );
     assert_eq!(
         vault
+            .kms()
             .verify(
                 &root,
                 &tenant("acme"),
@@ -339,6 +365,7 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
 
     let id = vault.tenant_id(&tenant("acme")).expect("tenant id");
     vault
+        .tenants()
         .delete_tenant(&root, &tenant("acme"))
         .expect("delete tenant");
     lab.clock.fetch_add(2 * HOUR, Ordering::SeqCst);
@@ -350,10 +377,12 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
 fn a_key_of_another_tenant_with_the_same_name_does_not_decrypt() {
     let lab = lab(policy(1 << 20, 0), 1, 1);
     lab.vault
+        .tenants()
         .create_tenant(&lab.root, &tenant("globex"), TenantSettings::default())
         .expect("globex");
     create(&lab, "orders", "", 0);
     lab.vault
+        .kms()
         .create_key(
             &lab.root,
             &tenant("globex"),
@@ -364,6 +393,7 @@ fn a_key_of_another_tenant_with_the_same_name_does_not_decrypt() {
     let ciphertext = encrypt(&lab, "orders", "acme only");
     let result = lab
         .vault
+        .kms()
         .decrypt(
             &lab.root,
             &tenant("globex"),

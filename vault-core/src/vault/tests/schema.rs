@@ -71,6 +71,7 @@ fn key_named(name: &str) -> KeyName {
 /// A long-lived token of `tenant` with policy `app`, created by `creator`.
 fn token(w: &World, creator: &Caller, tenant_name: &str, refresh: bool) -> CreatedToken {
     w.vault
+        .access()
         .create_token(
             creator,
             TokenRequest {
@@ -92,6 +93,7 @@ fn populate(w: &World, name: &str) {
     let root = &w.root;
     let tenant_name = tenant(name);
     vault
+        .tenants()
         .create_tenant(root, &tenant_name, TenantSettings::default())
         .expect("tenant");
     let app = Policy::new(
@@ -100,10 +102,12 @@ fn populate(w: &World, name: &str) {
     )
     .expect("policy");
     vault
+        .access()
         .write_policy(root, &tenant_name, &app)
         .expect("write policy");
     for value in ["one", "two"] {
         vault
+            .secrets()
             .put(
                 root,
                 &tenant_name,
@@ -114,6 +118,7 @@ fn populate(w: &World, name: &str) {
     }
     token(w, root, name, false);
     vault
+        .kms()
         .create_key(
             root,
             &tenant_name,
@@ -126,6 +131,7 @@ fn populate(w: &World, name: &str) {
         )
         .expect("named key");
     vault
+        .kms()
         .encrypt(
             root,
             &tenant_name,
@@ -146,14 +152,17 @@ fn populate_fully(w: &World, name: &str) {
     let root = &w.root;
     let tenant_name = tenant(name);
     // A second KEK version, with the first scheduled for retirement (the lifecycle record).
-    vault.rotate(root, &tenant_name).expect("rotate kek");
+    vault.keks().rotate(root, &tenant_name).expect("rotate kek");
     vault
+        .keks()
         .retire_key_version(root, &tenant_name, 1)
         .expect("retire");
     vault
+        .kms()
         .rotate_key(root, &tenant_name, &key_named("orders"))
         .expect("rotate named key");
     vault
+        .secrets()
         .update_metadata(
             root,
             &tenant_name,
@@ -170,6 +179,7 @@ fn populate_fully(w: &World, name: &str) {
     token(w, &parent, name, false);
     // An AppRole, a secret id, a login with it and the MFA enrolment of its entity.
     let role = vault
+        .logins()
         .write_approle(
             root,
             &tenant_name,
@@ -181,15 +191,18 @@ fn populate_fully(w: &World, name: &str) {
         )
         .expect("approle");
     let (secret_id, _) = vault
+        .logins()
         .generate_secret_id(root, &tenant_name, "deployer", SecretIdSpec::default())
         .expect("secret id");
     let login = vault
+        .logins()
         .login_approle(&tenant_name, &role.role_id, &secret_id, None)
         .expect("login");
     let machine = vault.authenticate(&login.token).expect("machine");
-    vault.enroll_totp(&machine, None).expect("enrol");
+    vault.mfa().enroll_totp(&machine, None).expect("enrol");
     // A webhook with a pending delivery.
     vault
+        .webhooks()
         .webhook_create(
             root,
             &tenant_name,
@@ -203,9 +216,10 @@ fn populate_fully(w: &World, name: &str) {
         )
         .expect("webhook");
     vault
+        .secrets()
         .put(root, &tenant_name, &path("db/other"), data(&[("v", "x")]))
         .expect("put");
-    assert_eq!(vault.webhook_fanout().expect("fan-out"), 1);
+    assert_eq!(vault.webhooks().webhook_fanout().expect("fan-out"), 1);
 }
 
 /// Every entry of both stores, both spaces.
@@ -325,6 +339,7 @@ fn a_tenants_ranges_and_global_records_hold_all_it_owns_and_shredding_leaves_onl
         .collect();
     assert!(!globex_before.is_empty());
     w.vault
+        .tenants()
         .delete_tenant(&w.root, &tenant("acme"))
         .expect("delete");
     w.clock.fetch_add(MINUTE, Ordering::SeqCst);

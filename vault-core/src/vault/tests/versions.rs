@@ -31,6 +31,7 @@ impl Lab {
 
     fn put(&self, name: &str, value: &str) -> PutOutcome {
         self.vault()
+            .secrets()
             .put(
                 &self.root,
                 &tenant("acme"),
@@ -42,6 +43,7 @@ impl Lab {
 
     fn read(&self, name: &str, version: u64) -> Result<String> {
         self.vault()
+            .secrets()
             .get(&self.root, &tenant("acme"), &path(name), version)
             .map(|found| {
                 let (_, value) = found.data.expose_secret().next().expect("a field");
@@ -92,10 +94,12 @@ impl Lab {
         )
         .expect("policy");
         self.vault()
+            .access()
             .write_policy(&self.root, &tenant("acme"), &policy)
             .expect("write policy");
         let created = self
             .vault()
+            .access()
             .create_token(
                 &self.root,
                 TokenRequest {
@@ -133,6 +137,7 @@ fn lab_with(config: VaultConfig) -> Lab {
     let root = fixture.vault.authenticate(root_of(&output)).expect("root");
     fixture
         .vault
+        .tenants()
         .create_tenant(&root, &tenant("acme"), TenantSettings::default())
         .expect("tenant");
     // The share, then the root token: what a restart needs.
@@ -161,11 +166,15 @@ fn unseal_share(lab: &Lab) -> String {
 /// Every event of acme visible to `caller` after `from`, until caught up.
 fn drain(vault: &Vault, caller: &Caller, prefix: &str, from: u64) -> Vec<Event> {
     let mut cursor = vault
+        .changes()
         .watch_open(caller, &tenant("acme"), prefix, from, false)
         .expect("watch");
     let mut events = Vec::new();
     loop {
-        let batch = vault.watch_next(caller, &mut cursor).expect("next");
+        let batch = vault
+            .changes()
+            .watch_next(caller, &mut cursor)
+            .expect("next");
         if batch.is_empty() {
             return events;
         }
@@ -194,6 +203,7 @@ fn versions_have_history_and_check_and_set_guards_writes() {
     assert!(matches!(lab.read("db/pw", 4), Err(Error::NotFound(_))));
 
     let meta = vault
+        .secrets()
         .read_metadata(&lab.root, &acme, &path("db/pw"))
         .expect("metadata");
     assert_eq!((meta.current_version, meta.oldest_version), (3, 1));
@@ -204,7 +214,7 @@ fn versions_have_history_and_check_and_set_guards_writes() {
 
     // Check-and-set: the expected version must be the current one; 0 only creates.
     let cas = |name: &str, expected| {
-        vault.put_checked(
+        vault.secrets().put_checked(
             &lab.root,
             &acme,
             &path(name),
@@ -230,6 +240,7 @@ fn versions_have_history_and_check_and_set_guards_writes() {
 
     // Required per secret, then per tenant: a write without cas is refused naming the field.
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -240,13 +251,16 @@ fn versions_have_history_and_check_and_set_guards_writes() {
             },
         )
         .expect("metadata");
-    let refused = vault.put(&lab.root, &acme, &path("db/pw"), data(&[("v", "y")]));
+    let refused = vault
+        .secrets()
+        .put(&lab.root, &acme, &path("db/pw"), data(&[("v", "y")]));
     assert!(matches!(
         refused,
         Err(Error::InvalidArgument { field: "cas", .. })
     ));
     lab.put("db/other", "fine");
     vault
+        .tenants()
         .update_tenant(
             &lab.root,
             &acme,
@@ -256,7 +270,9 @@ fn versions_have_history_and_check_and_set_guards_writes() {
             },
         )
         .expect("tenant");
-    let refused = vault.put(&lab.root, &acme, &path("db/other"), data(&[("v", "y")]));
+    let refused = vault
+        .secrets()
+        .put(&lab.root, &acme, &path("db/other"), data(&[("v", "y")]));
     assert!(matches!(
         refused,
         Err(Error::InvalidArgument { field: "cas", .. })
@@ -273,7 +289,7 @@ fn concurrent_check_and_set_writers_exactly_one_wins() {
             .map(|i| {
                 let lab = &lab;
                 scope.spawn(move || {
-                    lab.vault().put_checked(
+                    lab.vault().secrets().put_checked(
                         &lab.root,
                         &tenant("acme"),
                         &path("race"),
@@ -303,6 +319,7 @@ fn concurrent_check_and_set_writers_exactly_one_wins() {
     }
     assert_eq!(
         lab.vault()
+            .secrets()
             .read_metadata(&lab.root, &tenant("acme"), &path("race"))
             .expect("metadata")
             .current_version,
@@ -321,6 +338,7 @@ fn soft_delete_undelete_destroy_and_delete_all() {
     }
     // Delete without versions: the current one.
     let change = vault
+        .secrets()
         .delete_versions(&lab.root, &acme, &secret, &[])
         .expect("delete");
     assert_eq!(change.versions, [3]);
@@ -333,6 +351,7 @@ fn soft_delete_undelete_destroy_and_delete_all() {
     assert_eq!(lab.read("app/key", 2).expect("v2 still reads"), "b");
     // Undelete restores; repeating it changes nothing.
     let change = vault
+        .secrets()
         .undelete_versions(&lab.root, &acme, &secret, &[3])
         .expect("undelete");
     assert_eq!(
@@ -342,6 +361,7 @@ fn soft_delete_undelete_destroy_and_delete_all() {
     assert_eq!(lab.read("app/key", 0).expect("back"), "c");
     assert!(
         vault
+            .secrets()
             .undelete_versions(&lab.root, &acme, &secret, &[3])
             .expect("again")
             .versions
@@ -350,6 +370,7 @@ fn soft_delete_undelete_destroy_and_delete_all() {
     // Destroy removes the ciphertext for good.
     let id = vault.tenant_id(&acme).expect("id");
     vault
+        .secrets()
         .destroy_versions(&lab.root, &acme, &secret, &[1])
         .expect("destroy");
     assert!(
@@ -362,6 +383,7 @@ fn soft_delete_undelete_destroy_and_delete_all() {
     }
     assert!(
         vault
+            .secrets()
             .undelete_versions(&lab.root, &acme, &secret, &[1])
             .expect("no-op")
             .versions
@@ -369,36 +391,44 @@ fn soft_delete_undelete_destroy_and_delete_all() {
         "a destroyed version cannot come back"
     );
     let history = vault
+        .secrets()
         .read_metadata(&lab.root, &acme, &secret)
         .expect("metadata");
     assert!(history.versions[0].destroyed);
     assert_eq!(history.versions[2].deleted_unix_nanos, 0);
     // Bad input names the field.
     assert!(matches!(
-        vault.destroy_versions(&lab.root, &acme, &secret, &[]),
+        vault
+            .secrets()
+            .destroy_versions(&lab.root, &acme, &secret, &[]),
         Err(Error::InvalidArgument {
             field: "versions",
             ..
         })
     ));
     assert!(matches!(
-        vault.delete_versions(&lab.root, &acme, &secret, &[0]),
+        vault
+            .secrets()
+            .delete_versions(&lab.root, &acme, &secret, &[0]),
         Err(Error::InvalidArgument {
             field: "versions",
             ..
         })
     ));
     assert!(matches!(
-        vault.delete_versions(&lab.root, &acme, &secret, &[9]),
+        vault
+            .secrets()
+            .delete_versions(&lab.root, &acme, &secret, &[9]),
         Err(Error::NotFound(_))
     ));
     // Delete everything: the next put starts at 1.
     let all = vault
+        .secrets()
         .delete_metadata(&lab.root, &acme, &secret)
         .expect("delete all");
     assert_eq!(all.versions, [2, 3]);
     assert!(matches!(
-        vault.read_metadata(&lab.root, &acme, &secret),
+        vault.secrets().read_metadata(&lab.root, &acme, &secret),
         Err(Error::NotFound(_))
     ));
     assert_eq!(lab.put("app/key", "fresh").version, 1);
@@ -418,6 +448,7 @@ fn max_versions_prunes_the_oldest_and_destroys_their_keys() {
     lab.put("rotating", "v1");
     lab.put("rotating", "v2");
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -433,6 +464,7 @@ fn max_versions_prunes_the_oldest_and_destroys_their_keys() {
         lab.put("rotating", &format!("v{i}"));
     }
     let meta = vault
+        .secrets()
         .read_metadata(&lab.root, &acme, &secret)
         .expect("metadata");
     let kept: Vec<u64> = meta.versions.iter().map(|v| v.version).collect();
@@ -460,6 +492,7 @@ fn max_versions_prunes_the_oldest_and_destroys_their_keys() {
     assert_eq!(pruned, [vec![1], vec![2], vec![3]]);
     // Lowering the limit prunes at once; the tenant default applies when the secret has none.
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -472,7 +505,7 @@ fn max_versions_prunes_the_oldest_and_destroys_their_keys() {
         .expect("metadata");
     assert!(fixture_get(&lab, &version_key(id, &secret, 5)).is_none());
     assert!(matches!(
-        vault.update_metadata(
+        vault.secrets().update_metadata(
             &lab.root,
             &acme,
             &secret,
@@ -494,6 +527,7 @@ fn patch_changes_some_fields_and_keeps_the_rest() {
     let vault = lab.vault();
     let acme = tenant("acme");
     vault
+        .secrets()
         .put(
             &lab.root,
             &acme,
@@ -502,6 +536,7 @@ fn patch_changes_some_fields_and_keeps_the_rest() {
         )
         .expect("put");
     let patched = vault
+        .secrets()
         .patch(
             &lab.root,
             &acme,
@@ -512,7 +547,10 @@ fn patch_changes_some_fields_and_keeps_the_rest() {
         )
         .expect("patch");
     assert_eq!(patched.version, 2);
-    let read = vault.get(&lab.root, &acme, &path("db"), 0).expect("get");
+    let read = vault
+        .secrets()
+        .get(&lab.root, &acme, &path("db"), 0)
+        .expect("get");
     let fields: Vec<(String, String)> = read
         .data
         .expose_secret()
@@ -526,11 +564,13 @@ fn patch_changes_some_fields_and_keeps_the_rest() {
         ]
     );
     assert!(matches!(
-        vault.patch(&lab.root, &acme, &path("db"), SecretData::new(), &[], None),
+        vault
+            .secrets()
+            .patch(&lab.root, &acme, &path("db"), SecretData::new(), &[], None),
         Err(Error::InvalidArgument { field: "data", .. })
     ));
     assert!(matches!(
-        vault.patch(
+        vault.secrets().patch(
             &lab.root,
             &acme,
             &path("nothing"),
@@ -588,6 +628,7 @@ fn revisions_are_per_tenant_monotonic_and_survive_a_restart() {
     let mut lab = lab();
     let globex = tenant("globex");
     lab.vault()
+        .tenants()
         .create_tenant(&lab.root, &globex, TenantSettings::default())
         .expect("tenant");
     let first = lab.put("a", "1").revision;
@@ -595,12 +636,14 @@ fn revisions_are_per_tenant_monotonic_and_survive_a_restart() {
     assert_eq!(second, first + 1);
     let other = lab
         .vault()
+        .secrets()
         .put(&lab.root, &globex, &path("a"), data(&[("v", "1")]))
         .expect("put")
         .revision;
     assert_eq!(other, 1, "globex has its own feed");
     lab.put("a", "2");
     lab.vault()
+        .secrets()
         .delete_versions(&lab.root, &tenant("acme"), &path("a"), &[1])
         .expect("delete");
     let before = drain(lab.vault(), &lab.root, "", 0);
@@ -644,7 +687,10 @@ fn a_watch_sees_only_what_its_policies_allow_and_key_rotations_only_as_admin() {
     let admin = lab.token("admin", &[("*", &["admin", "list", "read"])]);
     lab.put("db/one", "x");
     lab.put("web/two", "x");
-    vault.rotate(&lab.root, &tenant("acme")).expect("rotate");
+    vault
+        .keks()
+        .rotate(&lab.root, &tenant("acme"))
+        .expect("rotate");
     lab.put("db/three", "x");
 
     let seen = drain(vault, &reader, "db/", 0);
@@ -657,7 +703,9 @@ fn a_watch_sees_only_what_its_policies_allow_and_key_rotations_only_as_admin() {
     );
     // Watching where it may neither read nor list is refused.
     assert!(matches!(
-        vault.watch_open(&reader, &tenant("acme"), "web/", 0, false),
+        vault
+            .changes()
+            .watch_open(&reader, &tenant("acme"), "web/", 0, false),
         Err(Error::Denied { .. })
     ));
     let everything = drain(vault, &admin, "", 0);
@@ -671,7 +719,9 @@ fn a_watch_sees_only_what_its_policies_allow_and_key_rotations_only_as_admin() {
     // One secret's path works as a prefix too.
     assert_eq!(drain(vault, &admin, "web/two", 0).len(), 1);
     assert!(matches!(
-        vault.watch_open(&admin, &tenant("acme"), "", 999, false),
+        vault
+            .changes()
+            .watch_open(&admin, &tenant("acme"), "", 999, false),
         Err(Error::InvalidArgument {
             field: "from_revision",
             ..
@@ -698,12 +748,16 @@ fn concurrent_writers_never_let_a_watcher_skip_a_revision() {
             });
         }
         let mut cursor = vault
+            .changes()
             .watch_open(&lab.root, &tenant("acme"), "", 0, false)
             .expect("watch");
         let mut seen = Vec::new();
         loop {
             let finished = done.load(Ordering::SeqCst) == writers;
-            let batch = vault.watch_next(&lab.root, &mut cursor).expect("next");
+            let batch = vault
+                .changes()
+                .watch_next(&lab.root, &mut cursor)
+                .expect("next");
             let empty = batch.is_empty();
             seen.extend(batch.into_iter().map(|e| e.revision));
             if finished && empty {
@@ -736,7 +790,10 @@ fn retention_prunes_old_events_and_resuming_before_them_is_out_of_range() {
     assert_eq!((pruning.done.events_pruned, pruning.failed), (5, 0));
     let report = vault.maintain().expect("maintain");
     assert_eq!(report.events_pruned, 0, "pruned already");
-    match vault.watch_open(&lab.root, &tenant("acme"), "", 2, false) {
+    match vault
+        .changes()
+        .watch_open(&lab.root, &tenant("acme"), "", 2, false)
+    {
         Err(error @ Error::OutOfRange(_)) => {
             let text = error.to_string();
             assert!(text.contains("list the secrets again"), "{text}");
@@ -748,6 +805,7 @@ fn retention_prunes_old_events_and_resuming_before_them_is_out_of_range() {
     assert_eq!(kinds(&events), [(EventKind::Created, "late", vec![1])]);
     // A listing reports the revision to watch from.
     let page = vault
+        .secrets()
         .list(
             &lab.root,
             &tenant("acme"),
@@ -759,6 +817,7 @@ fn retention_prunes_old_events_and_resuming_before_them_is_out_of_range() {
         .expect("list");
     assert_eq!(page.revision, 6);
     let cursor = vault
+        .changes()
         .watch_open(&lab.root, &tenant("acme"), "", 0, true)
         .expect("from now");
     assert_eq!(cursor.revision, 6);
@@ -778,6 +837,7 @@ fn deadlines_send_expiring_then_expired_and_expired_secrets_do_not_read() {
         .expect("rev");
     let deadline = lab.now() + 3 * HOUR;
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -789,6 +849,7 @@ fn deadlines_send_expiring_then_expired_and_expired_secrets_do_not_read() {
         )
         .expect("metadata");
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -825,6 +886,7 @@ fn deadlines_send_expiring_then_expired_and_expired_secrets_do_not_read() {
     }
     // Changing the other deadline does not send the expired notice again.
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -838,6 +900,7 @@ fn deadlines_send_expiring_then_expired_and_expired_secrets_do_not_read() {
     assert_eq!(vault.maintain().expect("maintain").expiry_events, 0);
     // Moving a deadline drops the pending notice: rotate_by moves from +10h to +100h.
     vault
+        .secrets()
         .update_metadata(
             &lab.root,
             &acme,
@@ -864,7 +927,7 @@ fn deadlines_send_expiring_then_expired_and_expired_secrets_do_not_read() {
     );
     assert_eq!(vault.maintain().expect("maintain").expiry_events, 0);
     assert!(matches!(
-        vault.update_metadata(
+        vault.secrets().update_metadata(
             &lab.root,
             &acme,
             &path("api"),
@@ -893,7 +956,7 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         secret: None,
     };
     let loopback: [std::net::SocketAddr; 1] = ["127.0.0.1:9".parse().expect("address")];
-    match refusing.vault().webhook_create(
+    match refusing.vault().webhooks().webhook_create(
         &refusing.root,
         &tenant("acme"),
         spec("http://127.0.0.1:9/hook"),
@@ -918,17 +981,19 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
     let acme = tenant("acme");
     lab.put("db/early", "before the webhook");
     let (hook, secret) = vault
+        .webhooks()
         .webhook_create(&lab.root, &acme, spec("http://127.0.0.1:9/hook"), &loopback)
         .expect("create");
     let secret = secret.expect("generated secret");
     lab.put("db/a", "x");
     lab.put("web/skipped", "x");
     assert_eq!(
-        vault.webhook_fanout().expect("fanout"),
+        vault.webhooks().webhook_fanout().expect("fanout"),
         1,
         "only db/* after creation"
     );
     let (due, _) = vault
+        .webhooks()
         .webhook_due(&DispatchState::default(), &DispatchLimits::default())
         .expect("due");
     assert_eq!(due.len(), 1);
@@ -950,10 +1015,12 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
 
     // Failures back off: 10 s, then 20 s; the third failure dead-letters it.
     vault
+        .webhooks()
         .webhook_result(&due[0], Err("connection refused".into()))
         .expect("result");
     assert!(
         vault
+            .webhooks()
             .webhook_due(&DispatchState::default(), &DispatchLimits::default())
             .expect("due")
             .0
@@ -962,15 +1029,18 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
     );
     lab.advance(10 * SECOND);
     let (due, _) = vault
+        .webhooks()
         .webhook_due(&DispatchState::default(), &DispatchLimits::default())
         .expect("due");
     assert_eq!(due[0].attempt, 2);
     vault
+        .webhooks()
         .webhook_result(&due[0], Err("503".into()))
         .expect("result");
     lab.advance(19 * SECOND);
     assert!(
         vault
+            .webhooks()
             .webhook_due(&DispatchState::default(), &DispatchLimits::default())
             .expect("due")
             .0
@@ -978,12 +1048,15 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
     );
     lab.advance(SECOND);
     let (due, _) = vault
+        .webhooks()
         .webhook_due(&DispatchState::default(), &DispatchLimits::default())
         .expect("due");
     vault
+        .webhooks()
         .webhook_result(&due[0], Err("503".into()))
         .expect("result");
     let status = vault
+        .webhooks()
         .webhook_status(&lab.root, &acme, &hook.id)
         .expect("status");
     assert_eq!((status.pending_total, status.dead_total), (0, 1));
@@ -993,15 +1066,21 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
     // Replay puts it back; success clears it.
     assert_eq!(
         vault
+            .webhooks()
             .webhook_replay(&lab.root, &acme, &hook.id, 0)
             .expect("replay"),
         1
     );
     let (due, _) = vault
+        .webhooks()
         .webhook_due(&DispatchState::default(), &DispatchLimits::default())
         .expect("due");
-    vault.webhook_result(&due[0], Ok(())).expect("result");
+    vault
+        .webhooks()
+        .webhook_result(&due[0], Ok(()))
+        .expect("result");
     let status = vault
+        .webhooks()
         .webhook_status(&lab.root, &acme, &hook.id)
         .expect("status");
     assert_eq!(
@@ -1027,10 +1106,12 @@ fn webhooks_refuse_private_targets_retry_with_backoff_and_dead_letter() {
         );
     }
     vault
+        .webhooks()
         .webhook_delete(&lab.root, &acme, &hook.id)
         .expect("delete");
     assert!(
         vault
+            .webhooks()
             .webhook_list(&lab.root, &acme)
             .expect("list")
             .is_empty()
@@ -1045,6 +1126,7 @@ fn retention_keeps_events_a_webhook_has_not_fanned_out() {
     let lab = lab_with(config);
     let vault = lab.vault();
     vault
+        .webhooks()
         .webhook_create(
             &lab.root,
             &tenant("acme"),
@@ -1066,7 +1148,7 @@ fn retention_keeps_events_a_webhook_has_not_fanned_out() {
         0,
         "not fanned out yet"
     );
-    assert_eq!(vault.webhook_fanout().expect("fanout"), 3);
+    assert_eq!(vault.webhooks().webhook_fanout().expect("fanout"), 3);
     assert_eq!(vault.maintain().expect("maintain").events_pruned, 3);
 }
 
@@ -1106,10 +1188,14 @@ fn a_token_has_a_bounded_number_of_children_and_a_large_subtree_is_revoked_in_pa
     let parent = lab.token("reader", &[("*", &["read"])]);
     for _ in 0..1_600 {
         vault
+            .access()
             .create_token(&parent, token_request("reader", None))
             .expect("child");
     }
-    match vault.create_token(&parent, token_request("reader", None)) {
+    match vault
+        .access()
+        .create_token(&parent, token_request("reader", None))
+    {
         Err(Error::ResourceExhausted(message)) => {
             assert!(message.contains("1600 tokens"), "{message}")
         }
@@ -1120,6 +1206,7 @@ fn a_token_has_a_bounded_number_of_children_and_a_large_subtree_is_revoked_in_pa
     assert_eq!(stored_tokens(&lab), 1_602);
     assert_eq!(
         vault
+            .access()
             .revoke_token(&lab.root, Some(parent.accessor()))
             .expect("revoke"),
         1_601
@@ -1144,12 +1231,14 @@ fn maintenance_purges_dead_tokens_and_runs_every_task_when_one_fails() {
     let vault = lab.vault();
     let parent = lab.token("reader", &[("*", &["read"])]);
     let short = vault
+        .access()
         .create_token(
             &parent,
             token_request("reader", Some(std::time::Duration::from_secs(60))),
         )
         .expect("short-lived token");
     let orphan = vault
+        .access()
         .create_token(
             &vault.authenticate(&short.token).expect("auth"),
             token_request("reader", None),
@@ -1186,9 +1275,15 @@ fn a_tenants_own_root_key_actions_are_rate_limited() {
     });
     let vault = lab.vault();
     let rotator = lab.token("rotator", &[("*", &["rotate"])]);
-    vault.rotate(&rotator, &tenant("acme")).expect("first");
-    vault.rotate(&rotator, &tenant("acme")).expect("second");
-    match vault.rotate(&rotator, &tenant("acme")) {
+    vault
+        .keks()
+        .rotate(&rotator, &tenant("acme"))
+        .expect("first");
+    vault
+        .keks()
+        .rotate(&rotator, &tenant("acme"))
+        .expect("second");
+    match vault.keks().rotate(&rotator, &tenant("acme")) {
         Err(Error::ResourceExhausted(message)) => {
             assert!(message.contains("use the root key"), "{message}")
         }
@@ -1196,12 +1291,17 @@ fn a_tenants_own_root_key_actions_are_rate_limited() {
     }
     // The system scope is not limited, and other tenants have their own allowance.
     vault
+        .keks()
         .rotate(&lab.root, &tenant("acme"))
         .expect("system scope");
     vault
+        .tenants()
         .create_tenant(&lab.root, &tenant("globex"), TenantSettings::default())
         .expect("tenant");
-    vault.rotate(&lab.root, &tenant("globex")).expect("globex");
+    vault
+        .keks()
+        .rotate(&lab.root, &tenant("globex"))
+        .expect("globex");
 }
 
 #[test]
@@ -1210,6 +1310,7 @@ fn a_tenant_whose_keys_were_destroyed_cannot_be_restored() {
     let vault = lab.vault();
     let id = vault.tenant_id(&tenant("acme")).expect("id");
     vault
+        .tenants()
         .delete_tenant(&lab.root, &tenant("acme"))
         .expect("delete");
     // Shredding got as far as destroying the keys (the tombstone is written) and has not yet
@@ -1228,7 +1329,10 @@ fn a_tenant_whose_keys_were_destroyed_cannot_be_restored() {
         .expect("json"),
     );
     lab.fixture.keys.write(batch).expect("tombstone");
-    match vault.restore_tenant(&lab.root, &tenant("acme"), None) {
+    match vault
+        .tenants()
+        .restore_tenant(&lab.root, &tenant("acme"), None)
+    {
         Err(Error::FailedPrecondition(message)) => {
             assert!(message.contains("crypto-shredded"), "{message}")
         }
@@ -1240,10 +1344,14 @@ fn a_tenant_whose_keys_were_destroyed_cannot_be_restored() {
 fn the_root_token_may_enrol_root_again_after_a_reset_and_nobody_else_may() {
     let lab = lab();
     let vault = lab.vault();
-    vault.enroll_totp(&lab.root, None).expect("root enrols");
-    vault.reset_mfa(&lab.root, "root").expect("reset");
+    vault
+        .mfa()
+        .enroll_totp(&lab.root, None)
+        .expect("root enrols");
+    vault.mfa().reset_mfa(&lab.root, "root").expect("reset");
     // A system token acts for root but was created by another token: it may not.
     let system = vault
+        .access()
         .create_token(
             &lab.root,
             TokenRequest {
@@ -1259,10 +1367,11 @@ fn the_root_token_may_enrol_root_again_after_a_reset_and_nobody_else_may() {
         .expect("system token");
     let system = vault.authenticate(&system.token).expect("auth");
     assert!(matches!(
-        vault.enroll_totp(&system, None),
+        vault.mfa().enroll_totp(&system, None),
         Err(Error::Denied { .. })
     ));
     vault
+        .mfa()
         .enroll_totp(&lab.root, None)
         .expect("the root token itself");
 }
