@@ -228,13 +228,7 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
                 system,
                 refresh_max_ttl_seconds: refresh_max_ttl.map_or(0, |t| t.as_secs()),
             };
-            let mut response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.create_token(r).await },
-                )
-                .await?;
+            let mut response = call!(ctx, new, create_token, request).await?;
             let token = Zeroizing::new(std::mem::take(&mut response.token));
             let refresh = Zeroizing::new(std::mem::take(&mut response.refresh_token));
             let issued = Issued {
@@ -248,14 +242,7 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
             let request = v1::LookupTokenRequest {
                 accessor: accessor.unwrap_or_default(),
             };
-            let info = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.lookup_token(r).await },
-                )
-                .await?
-                .info;
+            let info = call!(ctx, new, lookup_token, request).await?.info;
             show(&Info::from(info.unwrap_or_default()), format)
         }
         TokenCommand::Renew {
@@ -266,14 +253,7 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
                 accessor: accessor.unwrap_or_default(),
                 increment_seconds: increment.map_or(0, |d| d.as_secs()),
             };
-            let info = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.renew_token(r).await },
-                )
-                .await?
-                .info;
+            let info = call!(ctx, new, renew_token, request).await?.info;
             show(&Info::from(info.unwrap_or_default()), format)
         }
         // A refresh token is the credential here; no access token is needed.
@@ -285,14 +265,7 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
             let request = v1::RevokeTokenRequest {
                 accessor: accessor.unwrap_or_default(),
             };
-            let revoked = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.revoke_token(r).await },
-                )
-                .await?
-                .revoked;
+            let revoked = call!(ctx, new, revoke_token, request).await?.revoked;
             let text = format!("Revoked {revoked} token(s).\n");
             show(&Field::new("revoked", revoked, text), format)
         }
@@ -467,12 +440,7 @@ pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -
                 rules,
                 require_mfa: parsed.require_mfa,
             };
-            ctx.call(
-                new,
-                request,
-                |mut c, r| async move { c.write_policy(r).await },
-            )
-            .await?;
+            call!(ctx, new, write_policy, request).await?;
             show(&Done::written("policy", name), format)
         }
         PolicyCommand::Read { tenant, name } => {
@@ -480,13 +448,7 @@ pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -
                 tenant: tenant.tenant,
                 name,
             };
-            let policy = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.read_policy(r).await },
-                )
-                .await?;
+            let policy = call!(ctx, new, read_policy, request).await?;
             let rules = policy
                 .rules
                 .into_iter()
@@ -508,14 +470,7 @@ pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -
             let request = v1::ListPoliciesRequest {
                 tenant: tenant.tenant,
             };
-            let names = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.list_policies(r).await },
-                )
-                .await?
-                .names;
+            let names = call!(ctx, new, list_policies, request).await?.names;
             show(&Field::lines("names", names), format)
         }
         PolicyCommand::Delete { tenant, name } => {
@@ -523,12 +478,7 @@ pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            ctx.call(
-                new,
-                request,
-                |mut c, r| async move { c.delete_policy(r).await },
-            )
-            .await?;
+            call!(ctx, new, delete_policy, request).await?;
             show(&Done::deleted("policy", name), format)
         }
     }

@@ -146,9 +146,7 @@ pub async fn run(ctx: &Ctx, command: AuditCommand, format: Format) -> CliResult<
         } => verify_command(ctx, dir, public_key, against_server, max_unsigned, format).await,
         AuditCommand::Query(args) => {
             let request = v1::AuditQueryRequest::from(args);
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.query(r).await })
-                .await?;
+            let response = call!(ctx, new, query, request).await?;
             let page = Page {
                 records: response.records,
                 next_page_token: response.next_page_token,
@@ -160,13 +158,7 @@ pub async fn run(ctx: &Ctx, command: AuditCommand, format: Format) -> CliResult<
             Ok(())
         }
         AuditCommand::Export { since } => {
-            let mut stream = ctx
-                .call(
-                    new,
-                    v1::AuditExportRequest { since },
-                    |mut c, r| async move { c.export(r).await },
-                )
-                .await?;
+            let mut stream = call!(ctx, new, export, v1::AuditExportRequest { since }).await?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|s| ctx.status_error(s))?;
@@ -264,13 +256,7 @@ async fn verify_command(
     }
     // The server's head is read first: anything written after it is simply more log.
     let server_head = if against_server {
-        let head = ctx
-            .call(
-                AuditClient::new,
-                v1::AuditHeadRequest {},
-                |mut c, r| async move { c.head(r).await },
-            )
-            .await?;
+        let head = call!(ctx, AuditClient::new, head, v1::AuditHeadRequest {}).await?;
         Some(head)
     } else {
         None

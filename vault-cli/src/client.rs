@@ -8,6 +8,16 @@ use zeroize::Zeroizing;
 
 use crate::Format;
 
+/// [`Ctx::call`] for one method of one client, in one line:
+/// `call!(ctx, SecretsClient::new, put, request)`.
+macro_rules! call {
+    ($ctx:expr, $client:expr, $method:ident, $request:expr) => {
+        $ctx.call($client, $request, |mut client, request| async move {
+            client.$method(request).await
+        })
+    };
+}
+
 /// A failed command: one line for the user, and a hint where one helps.
 #[derive(Debug)]
 pub struct CliError {
@@ -135,7 +145,7 @@ impl Ctx {
     /// One authenticated call, the whole ceremony in one place: the token (VAULT_TOKEN or
     /// ~/.vault-token), a connection, the request with the token and MFA code, and a refusal
     /// turned into a CLI error with its hint. `rpc` makes the call on the client `client`
-    /// builds, e.g. `ctx.call(SecretsClient::new, request, |mut c, r| async move { c.put(r).await })`.
+    /// builds; `call!` writes it in one line: `call!(ctx, SecretsClient::new, put, request)`.
     pub async fn call<C, Req, Resp, Fut>(
         &self,
         client: fn(Channel) -> C,

@@ -361,13 +361,7 @@ pub async fn webhook(ctx: &Ctx, command: WebhookCommand, format: Format) -> CliR
                 events,
                 secret,
             };
-            let response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.create_webhook(r).await },
-                )
-                .await?;
+            let response = call!(ctx, new, create_webhook, request).await?;
             let created = Created {
                 webhook: response.webhook.unwrap_or_default().into(),
                 secret: &response.secret,
@@ -378,14 +372,7 @@ pub async fn webhook(ctx: &Ctx, command: WebhookCommand, format: Format) -> CliR
             let request = v1::ListWebhooksRequest {
                 tenant: tenant.tenant,
             };
-            let hooks = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.list_webhooks(r).await },
-                )
-                .await?
-                .webhooks;
+            let hooks = call!(ctx, new, list_webhooks, request).await?.webhooks;
             show(
                 &Listed(hooks.into_iter().map(Webhook::from).collect()),
                 format,
@@ -396,13 +383,7 @@ pub async fn webhook(ctx: &Ctx, command: WebhookCommand, format: Format) -> CliR
                 tenant: tenant.tenant,
                 id,
             };
-            let status = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.webhook_status(r).await },
-                )
-                .await?;
+            let status = call!(ctx, new, webhook_status, request).await?;
             let status = Status {
                 webhook: status.webhook.unwrap_or_default().into(),
                 pending: status.pending.into_iter().map(Delivery::from).collect(),
@@ -417,12 +398,7 @@ pub async fn webhook(ctx: &Ctx, command: WebhookCommand, format: Format) -> CliR
                 tenant: tenant.tenant,
                 id: id.clone(),
             };
-            ctx.call(
-                new,
-                request,
-                |mut c, r| async move { c.delete_webhook(r).await },
-            )
-            .await?;
+            call!(ctx, new, delete_webhook, request).await?;
             show(&Deleted { id, deleted: true }, format)
         }
         WebhookCommand::Replay {
@@ -435,14 +411,7 @@ pub async fn webhook(ctx: &Ctx, command: WebhookCommand, format: Format) -> CliR
                 id: id.clone(),
                 revision,
             };
-            let replayed = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.replay_webhook(r).await },
-                )
-                .await?
-                .replayed;
+            let replayed = call!(ctx, new, replay_webhook, request).await?.replayed;
             show(&Replayed { id, replayed }, format)
         }
     }

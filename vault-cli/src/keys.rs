@@ -181,11 +181,7 @@ pub async fn rotate(ctx: &Ctx, tenant: Option<String>, all: bool, format: Format
         },
         all,
     };
-    let response = ctx
-        .call(SystemClient::new, request, |mut c, r| async move {
-            c.rotate(r).await
-        })
-        .await?;
+    let response = call!(ctx, SystemClient::new, rotate, request).await?;
     if all {
         let rotated = response
             .rotated
@@ -231,13 +227,7 @@ pub async fn keys(ctx: &Ctx, command: KeysCommand, format: Format) -> CliResult<
             let request = v1::KeyStatusRequest {
                 tenant: tenant.unwrap_or_default(),
             };
-            let status = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.key_status(r).await },
-                )
-                .await?;
+            let status = call!(ctx, new, key_status, request).await?;
             show(&KekStatus::from(status), format)
         }
         KeysCommand::Retire { tenant, version } => {
@@ -245,10 +235,7 @@ pub async fn keys(ctx: &Ctx, command: KeysCommand, format: Format) -> CliResult<
                 tenant: tenant.clone(),
                 version,
             };
-            ctx.call(new, request, |mut c, r| async move {
-                c.retire_key_version(r).await
-            })
-            .await?;
+            call!(ctx, new, retire_key_version, request).await?;
             let scheduled = Scheduled {
                 tenant,
                 version,
@@ -479,11 +466,7 @@ pub async fn rekey(ctx: &Ctx, command: RekeyCommand, format: Format) -> CliResul
                 rotate_root,
                 share_recipients,
             };
-            let status = ctx
-                .call(SystemClient::new, request, |mut c, r| async move {
-                    c.rekey_init(r).await
-                })
-                .await?;
+            let status = call!(ctx, SystemClient::new, rekey_init, request).await?;
             show(&RekeyStatus::from(status), format)
         }
         RekeyCommand::Status => {
@@ -491,10 +474,11 @@ pub async fn rekey(ctx: &Ctx, command: RekeyCommand, format: Format) -> CliResul
             show(&RekeyStatus::from(status), format)
         }
         RekeyCommand::Cancel => {
-            ctx.call(
+            call!(
+                ctx,
                 SystemClient::new,
-                v1::RekeyCancelRequest {},
-                |mut c, r| async move { c.rekey_cancel(r).await },
+                rekey_cancel,
+                v1::RekeyCancelRequest {}
             )
             .await?;
             show(&Cancelled { cancelled: true }, format)

@@ -532,13 +532,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 budget,
                 rotation_period_seconds: seconds(rotation_period).unwrap_or(0),
             };
-            let response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.create_key(r).await },
-                )
-                .await?;
+            let response = call!(ctx, new, create_key, request).await?;
             show(&Key::from(response.key), format)?;
         }
         KeyCommand::Read { tenant, name } => {
@@ -546,9 +540,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 tenant: tenant.tenant,
                 name,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.read_key(r).await })
-                .await?;
+            let response = call!(ctx, new, read_key, request).await?;
             show(&Key::from(response.key), format)?;
         }
         KeyCommand::List { tenant } => {
@@ -592,13 +584,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 deletion_allowed,
                 rotation_period_seconds: seconds(rotation_period),
             };
-            let response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.update_key(r).await },
-                )
-                .await?;
+            let response = call!(ctx, new, update_key, request).await?;
             show(&Key::from(response.key), format)?;
         }
         KeyCommand::Rotate { tenant, name } => {
@@ -606,14 +592,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            let version = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.rotate_key(r).await },
-                )
-                .await?
-                .version;
+            let version = call!(ctx, new, rotate_key, request).await?.version;
             show(&Rotated { name, version }, format)?;
         }
         KeyCommand::Trim {
@@ -626,10 +605,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 name: name.clone(),
                 min_available_version,
             };
-            let destroyed_versions = ctx
-                .call(new, request, |mut c, r| async move { c.trim_key(r).await })
-                .await?
-                .destroyed_versions;
+            let destroyed_versions = call!(ctx, new, trim_key, request).await?.destroyed_versions;
             let trimmed = Trimmed {
                 name,
                 destroyed_versions,
@@ -645,10 +621,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            ctx.call(new, request, |mut c, r| async move {
-                c.cancel_key_deletion(r).await
-            })
-            .await?;
+            call!(ctx, new, cancel_key_deletion, request).await?;
             let cancelled = DeletionCancelled {
                 name,
                 cancelled: true,
@@ -664,14 +637,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            let delete_after = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.delete_key(r).await },
-                )
-                .await?
-                .delete_after;
+            let delete_after = call!(ctx, new, delete_key, request).await?.delete_after;
             show(&Deleted { name, delete_after }, format)?;
         }
         KeyCommand::Export { tenant, name } => {
@@ -679,13 +645,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 tenant: tenant.tenant,
                 name,
             };
-            let response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.export_key(r).await },
-                )
-                .await?;
+            let response = call!(ctx, new, export_key, request).await?;
             for version in &response.versions {
                 let material = Zeroizing::new(STANDARD.encode(&version.material));
                 let exported = Exported {
@@ -713,9 +673,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 sensitive_context,
                 key_version,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.encrypt(r).await })
-                .await?;
+            let response = call!(ctx, new, encrypt, request).await?;
             let made = Made::Ciphertext(response.ciphertext);
             show_versioned(made, response.key_version, format)?;
         }
@@ -733,9 +691,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 context,
                 sensitive_context,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.decrypt(r).await })
-                .await?;
+            let response = call!(ctx, new, decrypt, request).await?;
             let plaintext = Zeroizing::new(response.plaintext);
             match format {
                 Format::Json => {
@@ -765,9 +721,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 sensitive_context,
                 key_version: 0,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.rewrap(r).await })
-                .await?;
+            let response = call!(ctx, new, rewrap, request).await?;
             let made = Made::Ciphertext(response.ciphertext);
             show_versioned(made, response.key_version, format)?;
         }
@@ -788,11 +742,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 bits,
                 wrapped_only,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move {
-                    c.generate_data_key(r).await
-                })
-                .await?;
+            let response = call!(ctx, new, generate_data_key, request).await?;
             let plaintext = Zeroizing::new(response.plaintext);
             let encoded = Zeroizing::new(STANDARD.encode(plaintext.as_slice()));
             let data_key = DataKey {
@@ -816,9 +766,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 message: message.to_vec(),
                 key_version,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.sign(r).await })
-                .await?;
+            let response = call!(ctx, new, sign, request).await?;
             let made = Made::Signature(response.signature);
             show_versioned(made, response.key_version, format)?;
         }
@@ -835,9 +783,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 message: message.to_vec(),
                 key_version,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.hmac(r).await })
-                .await?;
+            let response = call!(ctx, new, hmac, request).await?;
             show_versioned(Made::Hmac(response.hmac), response.key_version, format)?;
         }
         KeyCommand::Verify {
@@ -853,9 +799,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 message: message.to_vec(),
                 signature,
             };
-            let response = ctx
-                .call(new, request, |mut c, r| async move { c.verify(r).await })
-                .await?;
+            let response = call!(ctx, new, verify, request).await?;
             return show_validity(response.valid, response.key_version, format);
         }
         KeyCommand::VerifyHmac {
@@ -871,13 +815,7 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 message: message.to_vec(),
                 hmac,
             };
-            let response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.verify_hmac(r).await },
-                )
-                .await?;
+            let response = call!(ctx, new, verify_hmac, request).await?;
             return show_validity(response.valid, response.key_version, format);
         }
     }

@@ -413,14 +413,7 @@ pub async fn approle(ctx: &Ctx, command: ApproleCommand, format: Format) -> CliR
                 tenant: tenant.tenant,
                 role: Some(role),
             };
-            let role = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.write_role(r).await },
-                )
-                .await?
-                .role;
+            let role = call!(ctx, new, write_role, request).await?.role;
             show(&Role::from(role.unwrap_or_default()), format)
         }
         ApproleCommand::Read { tenant, name } => {
@@ -428,10 +421,7 @@ pub async fn approle(ctx: &Ctx, command: ApproleCommand, format: Format) -> CliR
                 tenant: tenant.tenant,
                 name,
             };
-            let role = ctx
-                .call(new, request, |mut c, r| async move { c.read_role(r).await })
-                .await?
-                .role;
+            let role = call!(ctx, new, read_role, request).await?.role;
             show(&Role::from(role.unwrap_or_default()), format)
         }
         ApproleCommand::Delete { tenant, name } => {
@@ -439,12 +429,7 @@ pub async fn approle(ctx: &Ctx, command: ApproleCommand, format: Format) -> CliR
                 tenant: tenant.tenant,
                 name: name.clone(),
             };
-            ctx.call(
-                new,
-                request,
-                |mut c, r| async move { c.delete_role(r).await },
-            )
-            .await?;
+            call!(ctx, new, delete_role, request).await?;
             let text = format!("Deleted role {name}; its secret ids no longer work.");
             show(&Done::new("role", name, "deleted", text), format)
         }
@@ -458,11 +443,7 @@ pub async fn approle(ctx: &Ctx, command: ApproleCommand, format: Format) -> CliR
                 role: name,
                 cidrs,
             };
-            let mut response = ctx
-                .call(new, request, |mut c, r| async move {
-                    c.generate_secret_id(r).await
-                })
-                .await?;
+            let mut response = call!(ctx, new, generate_secret_id, request).await?;
             let secret_id = Zeroizing::new(std::mem::take(&mut response.secret_id));
             show(
                 &SecretId {
@@ -619,29 +600,18 @@ pub async fn jwt(ctx: &Ctx, command: JwtCommand, format: Format) -> CliResult<()
             let request = v1::WriteJwtConfigRequest {
                 config: Some(config),
             };
-            ctx.call(new, request, |mut c, r| async move {
-                c.write_jwt_config(r).await
-            })
-            .await?;
+            call!(ctx, new, write_jwt_config, request).await?;
             show(&Done::written("jwt configuration", name), format)
         }
         JwtCommand::Read { name } => {
-            let config = ctx
-                .call(
-                    new,
-                    v1::ReadJwtConfigRequest { name },
-                    |mut c, r| async move { c.read_jwt_config(r).await },
-                )
+            let config = call!(ctx, new, read_jwt_config, v1::ReadJwtConfigRequest { name })
                 .await?
                 .config;
             show(&JwtConfig::from(config.unwrap_or_default()), format)
         }
         JwtCommand::Delete { name } => {
             let request = v1::DeleteJwtConfigRequest { name: name.clone() };
-            ctx.call(new, request, |mut c, r| async move {
-                c.delete_jwt_config(r).await
-            })
-            .await?;
+            call!(ctx, new, delete_jwt_config, request).await?;
             show(&Done::deleted("jwt configuration", name), format)
         }
     }
@@ -682,13 +652,7 @@ pub async fn mfa(ctx: &Ctx, command: MfaCommand, format: Format) -> CliResult<()
             let request = v1::EnrollTotpRequest {
                 entity: entity.unwrap_or_default(),
             };
-            let mut response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.enroll_totp(r).await },
-                )
-                .await?;
+            let mut response = call!(ctx, new, enroll_totp, request).await?;
             let secret = Zeroizing::new(std::mem::take(&mut response.secret));
             let uri = Zeroizing::new(std::mem::take(&mut response.otpauth_uri));
             show(
@@ -704,8 +668,7 @@ pub async fn mfa(ctx: &Ctx, command: MfaCommand, format: Format) -> CliResult<()
             let request = v1::ResetMfaRequest {
                 entity: entity.clone(),
             };
-            ctx.call(new, request, |mut c, r| async move { c.reset_mfa(r).await })
-                .await?;
+            call!(ctx, new, reset_mfa, request).await?;
             let text = format!("Removed the mfa enrolment of {entity}.");
             show(&Done::new("entity", entity, "reset", text), format)
         }
@@ -713,12 +676,7 @@ pub async fn mfa(ctx: &Ctx, command: MfaCommand, format: Format) -> CliResult<()
             let request = v1::SetSystemMfaRequest {
                 operations: operations.clone(),
             };
-            ctx.call(
-                new,
-                request,
-                |mut c, r| async move { c.set_system_mfa(r).await },
-            )
-            .await?;
+            call!(ctx, new, set_system_mfa, request).await?;
             let sentence = if operations.is_empty() {
                 "No system operation needs mfa now.\n".to_owned()
             } else {
@@ -727,10 +685,7 @@ pub async fn mfa(ctx: &Ctx, command: MfaCommand, format: Format) -> CliResult<()
             show(&Field::new("operations", operations, sentence), format)
         }
         MfaCommand::Show => {
-            let operations = ctx
-                .call(new, v1::GetSystemMfaRequest {}, |mut c, r| async move {
-                    c.get_system_mfa(r).await
-                })
+            let operations = call!(ctx, new, get_system_mfa, v1::GetSystemMfaRequest {})
                 .await?
                 .operations;
             show(&Field::lines("operations", operations), format)

@@ -6,10 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+// First: its `call!` macro is used by the command modules.
+#[macro_use]
+mod client;
 mod access;
 mod audit;
 mod bench;
-mod client;
 mod feed;
 mod input;
 mod keys;

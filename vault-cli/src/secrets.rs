@@ -155,11 +155,7 @@ pub async fn put(ctx: &Ctx, args: PutArgs) -> CliResult<()> {
         data,
         cas: args.cas,
     };
-    let response = ctx
-        .call(SecretsClient::new, request, |mut c, r| async move {
-            c.put(r).await
-        })
-        .await?;
+    let response = call!(ctx, SecretsClient::new, put, request).await?;
     show(
         &Written {
             path: args.path,
@@ -177,11 +173,7 @@ pub async fn get(ctx: &Ctx, args: GetArgs) -> CliResult<()> {
         path: args.path,
         version: args.version,
     };
-    let response = ctx
-        .call(SecretsClient::new, request, |mut c, r| async move {
-            c.get(r).await
-        })
-        .await?;
+    let response = call!(ctx, SecretsClient::new, get, request).await?;
     print_secret(&response, args.field.as_deref(), ctx.format)
 }
 
@@ -193,11 +185,7 @@ pub async fn list(ctx: &Ctx, args: ListArgs) -> CliResult<()> {
         page_token: args.page_token,
         recursive: args.recursive,
     };
-    let response = ctx
-        .call(SecretsClient::new, request, |mut c, r| async move {
-            c.list(r).await
-        })
-        .await?;
+    let response = call!(ctx, SecretsClient::new, list, request).await?;
     if ctx.format == Format::Text && !response.next_page_token.is_empty() {
         eprintln!("(more: --page-token {})", response.next_page_token);
     }
@@ -346,10 +334,7 @@ async fn read_metadata(
         tenant: tenant.tenant,
         path,
     };
-    ctx.call(SecretsClient::new, request, |mut c, r| async move {
-        c.read_metadata(r).await
-    })
-    .await
+    call!(ctx, SecretsClient::new, read_metadata, request).await
 }
 
 #[derive(Serialize)]
@@ -451,10 +436,7 @@ pub async fn metadata_command(ctx: &Ctx, args: MetadataArgs) -> CliResult<()> {
             expires_at: settings.expires_at,
             rotate_by: settings.rotate_by,
         };
-        ctx.call(SecretsClient::new, request, |mut c, r| async move {
-            c.update_metadata(r).await
-        })
-        .await?
+        call!(ctx, SecretsClient::new, update_metadata, request).await?
     };
     show(&Metadata::from(meta), ctx.format)
 }
@@ -514,7 +496,7 @@ async fn change_versions(
                 path: p,
                 versions,
             };
-            let r = ctx.call(new, request, |mut c, r| async move { c.delete(r).await });
+            let r = call!(ctx, new, delete, request);
             r.await?.changed
         }
         VersionsOp::Undelete => {
@@ -523,7 +505,7 @@ async fn change_versions(
                 path: p,
                 versions,
             };
-            let r = ctx.call(new, request, |mut c, r| async move { c.undelete(r).await });
+            let r = call!(ctx, new, undelete, request);
             r.await?.changed
         }
         VersionsOp::Destroy => {
@@ -532,14 +514,12 @@ async fn change_versions(
                 path: p,
                 versions,
             };
-            let r = ctx.call(new, request, |mut c, r| async move { c.destroy(r).await });
+            let r = call!(ctx, new, destroy, request);
             r.await?.changed
         }
         VersionsOp::DeleteAll => {
             let request = v1::DeleteMetadataRequest { tenant, path: p };
-            let r = ctx.call(new, request, |mut c, r| async move {
-                c.delete_metadata(r).await
-            });
+            let r = call!(ctx, new, delete_metadata, request);
             r.await?.changed
         }
     }
@@ -573,11 +553,7 @@ pub async fn patch_command(ctx: &Ctx, args: PatchArgs) -> CliResult<()> {
         remove: args.remove,
         cas: args.cas,
     };
-    let response = ctx
-        .call(SecretsClient::new, request, |mut c, r| async move {
-            c.patch(r).await
-        })
-        .await?;
+    let response = call!(ctx, SecretsClient::new, patch, request).await?;
     show(
         &Patched(Written {
             path: args.path,

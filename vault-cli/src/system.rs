@@ -205,11 +205,6 @@ pub async fn status(ctx: &Ctx) -> CliResult<()> {
 }
 
 pub async fn seal(ctx: &Ctx) -> CliResult<()> {
-    ctx.call(
-        SystemClient::new,
-        v1::SealRequest {},
-        |mut c, r| async move { c.seal(r).await },
-    )
-    .await?;
+    call!(ctx, SystemClient::new, seal, v1::SealRequest {}).await?;
     show(&Sealed { sealed: true }, ctx.format)
 }

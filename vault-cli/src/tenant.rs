@@ -223,22 +223,14 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
                     cas_required: settings.cas_required.unwrap_or(false),
                 }),
             };
-            let tenant = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.create_tenant(r).await },
-                )
+            let tenant = call!(ctx, new, create_tenant, request)
                 .await?
                 .tenant
                 .unwrap_or_default();
             show(&Created(tenant.into()), ctx.format)
         }
         TenantCommand::Show { name } => {
-            let tenant = ctx
-                .call(new, v1::GetTenantRequest { name }, |mut c, r| async move {
-                    c.get_tenant(r).await
-                })
+            let tenant = call!(ctx, new, get_tenant, v1::GetTenantRequest { name })
                 .await?
                 .tenant
                 .unwrap_or_default();
@@ -260,12 +252,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
                 default_max_versions: settings.max_versions,
                 cas_required: settings.cas_required,
             };
-            let tenant = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.update_tenant(r).await },
-                )
+            let tenant = call!(ctx, new, update_tenant, request)
                 .await?
                 .tenant
                 .unwrap_or_default();
@@ -273,13 +260,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
         }
         TenantCommand::Delete { name } => {
             let request = v1::DeleteTenantRequest { name: name.clone() };
-            let response = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.delete_tenant(r).await },
-                )
-                .await?;
+            let response = call!(ctx, new, delete_tenant, request).await?;
             show(
                 &Deleted {
                     name,
@@ -290,10 +271,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
             )
         }
         TenantCommand::List => {
-            let tenants = ctx
-                .call(new, v1::ListTenantsRequest {}, |mut c, r| async move {
-                    c.list_tenants(r).await
-                })
+            let tenants = call!(ctx, new, list_tenants, v1::ListTenantsRequest {})
                 .await?
                 .tenants;
             show(
@@ -308,12 +286,7 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
                 name,
                 id: id.unwrap_or_default(),
             };
-            let tenant = ctx
-                .call(
-                    new,
-                    request,
-                    |mut c, r| async move { c.restore_tenant(r).await },
-                )
+            let tenant = call!(ctx, new, restore_tenant, request)
                 .await?
                 .tenant
                 .unwrap_or_default();
@@ -327,14 +300,14 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
             )
         }
         TenantCommand::Deleted => {
-            let tenants = ctx
-                .call(
-                    new,
-                    v1::ListDeletedTenantsRequest {},
-                    |mut c, r| async move { c.list_deleted_tenants(r).await },
-                )
-                .await?
-                .tenants;
+            let tenants = call!(
+                ctx,
+                new,
+                list_deleted_tenants,
+                v1::ListDeletedTenantsRequest {}
+            )
+            .await?
+            .tenants;
             let tenants = tenants
                 .into_iter()
                 .map(|t| DeletedTenant {
