@@ -1040,6 +1040,11 @@ use login::{Issue, nonzero_min};
 pub use mfa::{MAX_MFA_FAILURES, MFA_LOCKOUT, SystemOp, TotpEnrollment};
 pub use oidc::{JwtConfig, PolicyMapping};
 
+/// The views the façade hands out, one per subsystem.
+pub use self::{
+    access::Access, approle::Logins, feed::Changes, keys::Keks, kms::Kms, mfa::Mfa,
+    secrets::Secrets, tenants::Tenants, webhooks::Webhooks,
+};
 pub use access::REVOKE_PAGE;
 use access::require_system;
 pub use access::{CreatedToken, TokenInfo, TokenRequest};
