@@ -72,7 +72,9 @@ impl WrapGate {
         WrapGuard(read(&self.0))
     }
 
-    /// Waits until every writer inside the gate has left.
+    /// Waits until every writer inside the gate has left. The caller must hold no
+    /// [`WrapGuard`] itself (it would wait for itself): only the re-wrap job calls this, at
+    /// the start of its round, from maintenance, which holds none.
     fn close_behind(&self) {
         drop(write(&self.0));
     }

@@ -400,8 +400,12 @@ impl Mfa<'_> {
                  only the root token enrols it again (vault-cli mfa enroll --entity)"
             )));
         }
+        // Stamped only when the entity's name carries the caller's own tenant: a legacy JWT
+        // entity (no tenant in it, possibly shared by several tenants' tokens) gets none.
         let mut tenant = match (own, caller.tenant) {
-            (true, Some(tenant)) => tenant.to_hex(),
+            (true, Some(tenant)) if crate::schema::entity_tenant(&entity) == Some(tenant) => {
+                tenant.to_hex()
+            }
             _ => String::new(),
         };
         if let Some(bytes) = self.data.get(Space::Config, &mfa_key(&entity))? {

@@ -121,10 +121,12 @@ impl Vault {
                     if !shredded.contains_hex(&record.tenant)? && !self.token_dead(&record, now)? {
                         return Ok(false);
                     }
-                    batch.delete(Space::Config, token_record_key_hex(&record.hash));
+                    // Every read before the first delete: a record that fails here leaves the
+                    // batch as it was, never half of its keys.
                     let indexed = self
                         .data
                         .get(Space::Config, &accessor_key(&record.accessor))?;
+                    batch.delete(Space::Config, token_record_key_hex(&record.hash));
                     if indexed.as_deref() == Some(record.hash.as_bytes()) {
                         batch.delete(Space::Config, accessor_key(&record.accessor));
                     }
@@ -196,18 +198,20 @@ impl Vault {
                 &mut cursors.mfa,
                 budget,
                 |key, value, batch| {
-                    // The tenant the record names, else (records from before it did) the one an
-                    // AppRole entity names; a legacy JWT entity's name is ambiguous (a user claim
-                    // may start like a tenant id), so such a record is never purged.
+                    // The tenant the entity's name gives, if the record confirms it (stamped
+                    // at a login's own enrolment, see mfa.rs) or the entity is an AppRole one
+                    // (its name always carries its tenant). A legacy JWT entity's name is
+                    // ambiguous (a user claim may start like a tenant id, and tokens of several
+                    // tenants may share it), so such a record is never purged.
                     let named: MfaTenant = from_json(value, "an mfa enrolment")?;
-                    let tenant = if named.tenant.is_empty() {
-                        std::str::from_utf8(&key[MFA_PREFIX.len()..])
-                            .ok()
-                            .filter(|entity| entity.starts_with("approle:"))
-                            .and_then(entity_tenant)
-                    } else {
-                        TenantId::parse_hex(&named.tenant)
-                    };
+                    let entity = std::str::from_utf8(&key[MFA_PREFIX.len()..]).ok();
+                    let tenant = entity.and_then(entity_tenant).filter(|tenant| {
+                        if named.tenant.is_empty() {
+                            entity.is_some_and(|entity| entity.starts_with("approle:"))
+                        } else {
+                            named.tenant == tenant.to_hex()
+                        }
+                    });
                     if !shredded.contains(tenant)? {
                         return Ok(false);
                     }
