@@ -12,8 +12,8 @@ use vault_proto::v1::{self, audit_client::AuditClient};
 
 use crate::{
     Format,
-    access::Field,
     client::{CliError, CliResult, Ctx},
+    output::Field,
     output::{Show, show},
 };
 

@@ -1,9 +1,10 @@
-//! Reading secret input: unseal shares and secret field values.
+//! Reading input: unseal shares, secret field values, and durations (`30m`, `1h`, `7d`).
 
 use std::{
     collections::HashMap,
     io::{IsTerminal, Read},
     path::Path,
+    time::Duration,
 };
 
 use zeroize::Zeroizing;
@@ -96,4 +97,24 @@ pub fn read_fields(arguments: &[String]) -> CliResult<HashMap<String, Vec<u8>>> 
         }
     }
     Ok(fields)
+}
+
+/// `30s`, `15m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30m, 1h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        "d" => value * 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(seconds))
 }

@@ -12,8 +12,8 @@ use zeroize::Zeroizing;
 
 use crate::{
     Format,
-    access::parse_duration,
     client::{CliError, CliResult, Ctx, token},
+    input::parse_duration,
     output::{Show, rows_text, show, write_raw},
     secrets::TenantArg,
 };

@@ -9,21 +9,27 @@
 // First: its `call!` macro is used by the command modules.
 #[macro_use]
 mod client;
-mod access;
+mod approle;
 mod audit;
 mod bench;
 mod feed;
 mod input;
-mod keys;
+mod jwt;
+mod kek;
 mod kms;
 mod login;
+mod mfa;
 mod output;
+mod policy;
+mod rekey;
 mod render;
 mod run;
 mod secrets;
+mod share;
 mod sources;
 mod system;
 mod tenant;
+mod token;
 
 use std::process::ExitCode;
 
@@ -149,11 +155,11 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Add a key-encryption-key version for a tenant (or every tenant with --all); new data is
     /// sealed under it at once.
-    Rotate(keys::RotateArgs),
+    Rotate(kek::RotateArgs),
     /// Key-encryption keys (KEKs) of tenants: versions, invocation counts, budgets, retirement.
     /// (`keys` is the old name, kept as a hidden alias for one release.)
     #[command(subcommand, alias = "keys")]
-    Kek(keys::KeysCommand),
+    Kek(kek::KekCommand),
     /// Named keys (encryption as a service): create, encrypt, decrypt, rewrap, datakey, sign,
     /// verify, hmac, rotate, trim, delete. Policies grant encrypt, decrypt, sign, verify,
     /// rewrap, datakey, rotate and admin on keys/NAME.
@@ -161,28 +167,28 @@ pub enum Command {
     Key(kms::KeyCommand),
     /// Replace the unseal shares (multi-party, like unseal).
     #[command(subcommand)]
-    Rekey(keys::RekeyCommand),
+    Rekey(rekey::RekeyCommand),
     /// Check an unseal share.
     #[command(subcommand)]
-    Share(keys::ShareCommand),
+    Share(share::ShareCommand),
     /// Tokens: create, lookup, renew, revoke.
     #[command(subcommand)]
-    Token(access::TokenCommand),
+    Token(token::TokenCommand),
     /// Policies of a tenant: write (from TOML), read, list, delete.
     #[command(subcommand)]
-    Policy(access::PolicyCommand),
+    Policy(policy::PolicyCommand),
     /// Log in and keep the token in ~/.vault-token (mode 0600): check a token (hidden prompt or
     /// standard input), or log in with AppRole or a JWT.
     Login(login::LoginArgs),
     /// AppRole roles of a tenant: write, read, delete, and issue secret ids.
     #[command(subcommand)]
-    Approle(login::ApproleCommand),
+    Approle(approle::ApproleCommand),
     /// JWT/OIDC login configurations (system scope): write (from TOML), read, delete.
     #[command(subcommand)]
-    Jwt(login::JwtCommand),
+    Jwt(jwt::JwtCommand),
     /// Multi-factor authentication: enrol in TOTP, reset an entity, require MFA for system operations.
     #[command(subcommand)]
-    Mfa(login::MfaCommand),
+    Mfa(mfa::MfaCommand),
     /// The audit log: verify it offline, query and export it, fetch its public key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -214,16 +220,16 @@ async fn dispatch(ctx: &client::Ctx, command: Command) -> client::CliResult<u8> 
         Command::Metadata(args) => secrets::metadata_command(ctx, args).await?,
         Command::Watch(args) => feed::watch(ctx, args, format).await?,
         Command::Webhook(command) => feed::webhook(ctx, command, format).await?,
-        Command::Rotate(args) => keys::rotate(ctx, args.tenant, args.all, format).await?,
-        Command::Kek(command) => keys::keys(ctx, command, format).await?,
-        Command::Rekey(command) => keys::rekey(ctx, command, format).await?,
-        Command::Share(command) => keys::share(ctx, command, format).await?,
-        Command::Token(command) => access::token_command(ctx, command, format).await?,
-        Command::Policy(command) => access::policy_command(ctx, command, format).await?,
+        Command::Rotate(args) => kek::rotate(ctx, args.tenant, args.all, format).await?,
+        Command::Kek(command) => kek::kek(ctx, command, format).await?,
+        Command::Rekey(command) => rekey::rekey(ctx, command, format).await?,
+        Command::Share(command) => share::share(ctx, command, format).await?,
+        Command::Token(command) => token::token_command(ctx, command, format).await?,
+        Command::Policy(command) => policy::policy_command(ctx, command, format).await?,
         Command::Login(args) => login::login(ctx, args, format).await?,
-        Command::Approle(command) => login::approle(ctx, command, format).await?,
-        Command::Jwt(command) => login::jwt(ctx, command, format).await?,
-        Command::Mfa(command) => login::mfa(ctx, command, format).await?,
+        Command::Approle(command) => approle::approle(ctx, command, format).await?,
+        Command::Jwt(command) => jwt::jwt(ctx, command, format).await?,
+        Command::Mfa(command) => mfa::mfa(ctx, command, format).await?,
         Command::Audit(command) => audit::run(ctx, command, format).await?,
         Command::Bench(args) => bench::run(ctx, args, format).await?,
     }

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -85,4 +86,91 @@ pub fn rows_text(rows: &[(&str, String)]) -> String {
     rows.iter()
         .map(|(label, value)| format!("{label:<width$}  {value}\n"))
         .collect()
+}
+
+/// A command that changed one named thing: `{"<key>": name, "<flag>": true}` as JSON, and a
+/// sentence as text (e.g. `policy write`: `{"name": .., "written": true}`, "Wrote policy ..").
+pub struct Done {
+    key: &'static str,
+    name: String,
+    flag: &'static str,
+    /// The text, one line.
+    text: String,
+}
+
+impl Done {
+    pub fn new(key: &'static str, name: String, flag: &'static str, text: String) -> Self {
+        Done {
+            key,
+            name,
+            flag,
+            text,
+        }
+    }
+
+    /// `{"name": .., "written": true}`, "Wrote <what> <name>."
+    pub fn written(what: &str, name: String) -> Self {
+        let text = format!("Wrote {what} {name}.");
+        Done::new("name", name, "written", text)
+    }
+
+    /// `{"name": .., "deleted": true}`, "Deleted <what> <name>."
+    pub fn deleted(what: &str, name: String) -> Self {
+        let text = format!("Deleted {what} {name}.");
+        Done::new("name", name, "deleted", text)
+    }
+}
+
+impl Serialize for Done {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = out.serialize_map(Some(2))?;
+        map.serialize_entry(self.key, &self.name)?;
+        map.serialize_entry(self.flag, &true)?;
+        map.end()
+    }
+}
+
+impl Show for Done {
+    fn text(&self) -> String {
+        format!("{}\n", self.text)
+    }
+}
+
+/// A result of one field: `{"<key>": value}` as JSON, and the given text (e.g. `policy list`:
+/// `{"names": [..]}`, one name a line).
+pub struct Field<T> {
+    key: &'static str,
+    value: T,
+    text: String,
+}
+
+impl<T> Field<T> {
+    /// `text`: every line ending in a newline.
+    pub fn new(key: &'static str, value: T, text: String) -> Self {
+        Field { key, value, text }
+    }
+}
+
+impl Field<Vec<String>> {
+    /// A list, one item a line as text.
+    pub fn lines(key: &'static str, items: Vec<String>) -> Self {
+        let text = items.iter().map(|item| format!("{item}\n")).collect();
+        Field::new(key, items, text)
+    }
+}
+
+impl<T: Serialize> Serialize for Field<T> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = out.serialize_map(Some(1))?;
+        map.serialize_entry(self.key, &self.value)?;
+        map.end()
+    }
+}
+
+impl<T: Serialize> Show for Field<T> {
+    fn text(&self) -> String {
+        self.text.clone()
+    }
 }

@@ -26,8 +26,8 @@ use tokio::{
 use vault_client::SecretValue;
 
 use crate::{
-    access::parse_duration,
     client::{CliError, CliResult, Ctx},
+    input::parse_duration,
     sources::{self, Changes, FieldRef},
 };
 

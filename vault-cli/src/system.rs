@@ -6,8 +6,8 @@ use vault_proto::v1::{self, system_client::SystemClient};
 use crate::{
     client::{CliResult, Ctx},
     input::read_share,
-    keys::{RecipientArgs, shares_text},
     output::{Show, rows_text, show},
+    share::{RecipientArgs, shares_text},
 };
 
 #[derive(clap::Args, Debug)]
