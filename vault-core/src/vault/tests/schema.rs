@@ -368,3 +368,57 @@ fn a_tenants_ranges_and_global_records_hold_all_it_owns_and_shredding_leaves_onl
         "the other tenant is untouched"
     );
 }
+
+/// The purge removes a shredded tenant's MFA enrolment only when the tenant is certain: the
+/// entity's name carries it and the record confirms it, or the entity is an AppRole one. A
+/// record whose name is ambiguous (a legacy JWT entity, whose user claim may start like a
+/// tenant id and which tokens of several tenants may share) or whose stamp disagrees with its
+/// name stays, so shredding one tenant cannot lift another's enrolment.
+#[test]
+fn the_purge_removes_an_mfa_enrolment_only_when_its_tenant_is_certain() {
+    let w = world();
+    let acme = w
+        .vault
+        .tenants()
+        .create_tenant(&w.root, &tenant("acme"), TenantSettings::default())
+        .expect("acme")
+        .id;
+    let other = w
+        .vault
+        .tenants()
+        .create_tenant(&w.root, &tenant("other"), TenantSettings::default())
+        .expect("other")
+        .id;
+    let (a, o) = (acme.to_hex(), other.to_hex());
+    let records = [
+        (format!("jwt:okta:{a}:alice"), String::new(), true),
+        (format!("jwt:okta:{a}:bob"), o.clone(), true),
+        (format!("approle:{a}:deployer"), String::new(), false),
+        (format!("jwt:okta:{a}:carol"), a.clone(), false),
+    ];
+    let mut batch = WriteBatch::new();
+    for (entity, stamp, _) in &records {
+        let value = serde_json::json!({ "sealed": "", "enrolled_unix_nanos": 0, "tenant": stamp });
+        batch.put(
+            Space::Config,
+            crate::schema::mfa_key(entity),
+            value.to_string().into_bytes(),
+        );
+    }
+    w.data.write(batch).expect("write");
+    w.vault
+        .tenants()
+        .delete_tenant(&w.root, &tenant("acme"))
+        .expect("delete");
+    w.clock.fetch_add(MINUTE, Ordering::SeqCst);
+    let report = w.vault.maintain().expect("maintain");
+    assert_eq!((report.shredded, report.failed), (1, 0), "{report:?}");
+    for (entity, stamp, kept) in &records {
+        let found = w
+            .data
+            .get(Space::Config, &crate::schema::mfa_key(entity))
+            .expect("get")
+            .is_some();
+        assert_eq!(found, *kept, "mfa/{entity} stamped {stamp:?}");
+    }
+}
