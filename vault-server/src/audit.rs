@@ -14,7 +14,7 @@ use vault_proto::v1::{self, audit_server::Audit};
 use crate::{
     Shared,
     call::{Call, presented_token},
-    serve::{nothing, serve},
+    serve::{at, nothing, serve},
 };
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -102,7 +102,7 @@ impl Audit for AuditService {
         let response = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path_prefix),
+            |r| at(&r.tenant, &r.path_prefix),
             Ok,
             move |step, query| {
                 // The whole log spans every tenant: system scope only (until tenant filtering).

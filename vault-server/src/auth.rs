@@ -15,7 +15,7 @@ use vault_proto::v1::{self, policies_server::Policies, tokens_server::Tokens};
 
 use crate::{
     Shared,
-    serve::{nothing, serve},
+    serve::{at, nothing, serve},
 };
 
 pub struct TokensService {
@@ -104,7 +104,7 @@ impl Tokens for TokensService {
         let created = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, ""),
+            |r| at(&r.tenant, ""),
             token_request,
             |step, request| {
                 let created = step.vault.access().create_token(step.caller()?, request)?;
@@ -217,7 +217,7 @@ impl Policies for PoliciesService {
         serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| at(&r.tenant, &r.name),
             |r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let rules = r.rules.into_iter().map(|r| (r.path, r.capabilities));
@@ -242,7 +242,7 @@ impl Policies for PoliciesService {
         let policy = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| at(&r.tenant, &r.name),
             |r| policy_of(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 step.vault
@@ -269,7 +269,7 @@ impl Policies for PoliciesService {
         let names = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, ""),
+            |r| at(&r.tenant, ""),
             |r| TenantName::parse(&r.tenant),
             |step, tenant| step.vault.access().list_policies(step.caller()?, &tenant),
         )
@@ -284,7 +284,7 @@ impl Policies for PoliciesService {
         serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| at(&r.tenant, &r.name),
             |r| policy_of(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 step.vault

@@ -6,7 +6,10 @@ use tonic::{Request, Response, Status};
 use vault_core::{names::TenantName, time::rfc3339, vault::KeyStatus};
 use vault_proto::v1::{self, keys_server::Keys};
 
-use crate::{Shared, serve::serve};
+use crate::{
+    Shared,
+    serve::{at, serve},
+};
 
 pub struct KeysService {
     shared: Arc<Shared>,
@@ -78,7 +81,7 @@ impl Keys for KeysService {
         let status = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, ""),
+            |r| at(&r.tenant, ""),
             |r| match r.tenant.as_str() {
                 "" => Ok(None),
                 name => Ok(Some(TenantName::parse(name)?)),
@@ -100,7 +103,7 @@ impl Keys for KeysService {
         serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, ""),
+            |r| at(&r.tenant, ""),
             |r| Ok((TenantName::parse(&r.tenant)?, r.version)),
             |step, (tenant, version)| {
                 step.vault

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
 use vault_core::{
-    Error, Vault,
+    Error,
     kms::{EncryptionContext, KeyName, public_key_pem},
     names::TenantName,
     secret::SecretBytes,
@@ -19,7 +19,7 @@ use vault_proto::v1::{self, kms_server::Kms};
 use crate::{
     Shared,
     call::Call,
-    serve::{Step, serve},
+    serve::{at, serve, under},
 };
 
 pub struct KmsService {
@@ -113,56 +113,16 @@ fn encrypted(result: Versioned) -> v1::EncryptResponse {
     }
 }
 
-/// A request with the tenant and path its call is recorded under, carried alongside the
-/// message because the pipeline's target borrows them from it and `keys/<name>` is made.
-struct Keyed<Req> {
-    tenant: String,
-    path: String,
-    message: Req,
-}
-
-/// [`serve`] for a call on one named key (`names` gives the raw tenant and key name): its
-/// call is recorded under the path `keys/<name>`.
-async fn serve_key<Req, P, Out>(
-    vault: &Arc<Vault>,
-    request: Request<Req>,
-    names: fn(&Req) -> (&str, &str),
-    parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
-    act: impl FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
-) -> Result<Out, Status>
-where
-    Req: Send + 'static,
-    P: Send + 'static,
-    Out: Send + 'static,
-{
-    let request = request.map(|message| {
-        let (tenant, key) = names(&message);
-        Keyed {
-            tenant: tenant.to_owned(),
-            path: format!("keys/{key}"),
-            message,
-        }
-    });
-    serve(
-        vault,
-        request,
-        |r| (&r.tenant, &r.path),
-        |r| parse(r.message),
-        act,
-    )
-    .await
-}
-
 #[tonic::async_trait]
 impl Kms for KmsService {
     async fn create_key(
         &self,
         request: Request<v1::CreateKeyRequest>,
     ) -> Result<Response<v1::CreateKeyResponse>, Status> {
-        let info = serve_key(
+        let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| {
                 let (tenant, name) = names(&r.tenant, &r.name)?;
                 let spec = KeySpec {
@@ -200,10 +160,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::ReadKeyRequest>,
     ) -> Result<Response<v1::ReadKeyResponse>, Status> {
-        let info = serve_key(
+        let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| step.vault.kms().read_key(step.caller()?, &tenant, &name),
         )
@@ -220,7 +180,7 @@ impl Kms for KmsService {
         let (names, more) = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, "keys/"),
+            |r| at(&r.tenant, "keys/"),
             |r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let size = match r.page_size {
@@ -252,10 +212,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::UpdateKeyRequest>,
     ) -> Result<Response<v1::UpdateKeyResponse>, Status> {
-        let info = serve_key(
+        let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| {
                 let (tenant, name) = names(&r.tenant, &r.name)?;
                 let update = KeyUpdate {
@@ -285,10 +245,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::RotateKeyRequest>,
     ) -> Result<Response<v1::RotateKeyResponse>, Status> {
-        let version = serve_key(
+        let version = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 let version = step
@@ -308,10 +268,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::TrimKeyRequest>,
     ) -> Result<Response<v1::TrimKeyResponse>, Status> {
-        let destroyed = serve_key(
+        let destroyed = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| Ok((names(&r.tenant, &r.name)?, r.min_available_version)),
             |step, ((tenant, name), min_available_version)| {
                 let destroyed = step.vault.kms().trim_key(
@@ -335,10 +295,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::DeleteKeyRequest>,
     ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
-        let when = serve_key(
+        let when = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 let when = step
@@ -360,10 +320,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::CancelKeyDeletionRequest>,
     ) -> Result<Response<v1::CancelKeyDeletionResponse>, Status> {
-        serve_key(
+        serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 step.vault
@@ -379,10 +339,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::ExportKeyRequest>,
     ) -> Result<Response<v1::ExportKeyResponse>, Status> {
-        let (key_type, versions) = serve_key(
+        let (key_type, versions) = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.name),
+            |r| under(&r.tenant, "keys/", &r.name),
             |r| names(&r.tenant, &r.name),
             |step, (tenant, name)| {
                 let exported = step
@@ -415,10 +375,10 @@ impl Kms for KmsService {
     ) -> Result<Response<v1::EncryptResponse>, Status> {
         // The plaintext moves into a buffer that zeroizes, before anything else is checked.
         let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.plaintext)), r));
-        let result = serve_key(
+        let result = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.key),
+            |(_, r)| under(&r.tenant, "keys/", &r.key),
             |(plaintext, r)| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
@@ -452,10 +412,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::DecryptRequest>,
     ) -> Result<Response<v1::DecryptResponse>, Status> {
-        let (plaintext, key_version) = serve_key(
+        let (plaintext, key_version) = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.key),
+            |r| under(&r.tenant, "keys/", &r.key),
             |r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
@@ -487,10 +447,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::BatchEncryptRequest>,
     ) -> Result<Response<v1::BatchEncryptResponse>, Status> {
-        let results = serve_key(
+        let results = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.key),
+            |r| under(&r.tenant, "keys/", &r.key),
             |r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let mut parsed = Vec::with_capacity(r.items.len());
@@ -541,10 +501,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::BatchDecryptRequest>,
     ) -> Result<Response<v1::BatchDecryptResponse>, Status> {
-        let results = serve_key(
+        let results = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.key),
+            |r| under(&r.tenant, "keys/", &r.key),
             |r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let mut parsed = Vec::with_capacity(r.items.len());
@@ -606,10 +566,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::RewrapRequest>,
     ) -> Result<Response<v1::RewrapResponse>, Status> {
-        let (previous, result) = serve_key(
+        let (previous, result) = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.key),
+            |r| under(&r.tenant, "keys/", &r.key),
             |r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
@@ -642,10 +602,10 @@ impl Kms for KmsService {
         &self,
         request: Request<v1::GenerateDataKeyRequest>,
     ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
-        let generated = serve_key(
+        let generated = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.key),
+            |r| under(&r.tenant, "keys/", &r.key),
             |r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
@@ -687,10 +647,10 @@ impl Kms for KmsService {
     ) -> Result<Response<v1::SignResponse>, Status> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
         let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let result = serve_key(
+        let result = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.key),
+            |(_, r)| under(&r.tenant, "keys/", &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
             |step, ((tenant, key), message, key_version)| {
                 let result = step.vault.kms().sign(
@@ -718,10 +678,10 @@ impl Kms for KmsService {
     ) -> Result<Response<v1::VerifyResponse>, Status> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
         let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let (valid, key_version) = serve_key(
+        let (valid, key_version) = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.key),
+            |(_, r)| under(&r.tenant, "keys/", &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.signature)),
             |step, ((tenant, key), message, signature)| {
                 let (valid, version) = step.vault.kms().verify(
@@ -747,10 +707,10 @@ impl Kms for KmsService {
     ) -> Result<Response<v1::HmacResponse>, Status> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
         let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let result = serve_key(
+        let result = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.key),
+            |(_, r)| under(&r.tenant, "keys/", &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
             |step, ((tenant, key), message, key_version)| {
                 let result = step.vault.kms().sign(
@@ -778,10 +738,10 @@ impl Kms for KmsService {
     ) -> Result<Response<v1::VerifyHmacResponse>, Status> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
         let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let (valid, key_version) = serve_key(
+        let (valid, key_version) = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.key),
+            |(_, r)| under(&r.tenant, "keys/", &r.key),
             |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.hmac)),
             |step, ((tenant, key), message, hmac)| {
                 let (valid, version) = step.vault.kms().verify(

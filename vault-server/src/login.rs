@@ -29,7 +29,7 @@ use crate::{
     Shared,
     auth::{info_message, seconds},
     call::Call,
-    serve::{Target, nothing, serve, serve_returning},
+    serve::{Target, at, nothing, serve, serve_returning, under},
 };
 
 macro_rules! service {
@@ -96,6 +96,8 @@ impl LoginService {
         work: impl FnOnce(&Vault, Option<IpAddr>, P) -> Result<CreatedToken, Error> + Send + 'static,
     ) -> Result<Response<v1::LoginResponse>, Status> {
         let call = &Call::of(&request);
+        // Recorded before the hold-back, so a refused login names its target too.
+        target(request.get_ref()).record(call);
         let failures = &self.shared.login_failures;
         let source = call.source_ip();
         let recent = source.map_or(0, |ip| failures.recent(ip, Instant::now()));
@@ -167,11 +169,9 @@ impl Login for LoginService {
         &self,
         request: Request<v1::LoginAppRoleRequest>,
     ) -> Result<Response<v1::LoginResponse>, Status> {
-        // Recorded before the hold-back, so a refused login names its tenant too.
-        Call::of(&request).target(&request.get_ref().tenant, "");
         self.login(
             request,
-            nothing,
+            |r| at(&r.tenant, ""),
             |r| {
                 let secret_id = credential(r.secret_id, TokenKind::SecretId, "secret id")?;
                 let tenant = TenantName::parse(&r.tenant).map_err(|_| Error::LoginFailed {
@@ -192,10 +192,9 @@ impl Login for LoginService {
         &self,
         request: Request<v1::LoginJwtRequest>,
     ) -> Result<Response<v1::LoginResponse>, Status> {
-        Call::of(&request).target("", &format!("jwt/{}", request.get_ref().config));
         self.login(
             request,
-            nothing,
+            |r| under("", "jwt/", &r.config),
             |r| Ok((r.config, Zeroizing::new(r.jwt))),
             |vault, source, (config, jwt)| vault.logins().login_jwt(&config, &jwt, source),
         )
@@ -250,13 +249,13 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::WriteRoleRequest>,
     ) -> Result<Response<v1::WriteRoleResponse>, Status> {
-        let r = request.get_ref();
-        let name = r.role.as_ref().map_or("", |role| role.name.as_str());
-        Call::of(&request).target(&r.tenant, &format!("approle/{name}"));
         let role = serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| {
+                let name = r.role.as_ref().map_or("", |role| role.name.as_str());
+                under(&r.tenant, "approle/", name)
+            },
             |r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 Ok((tenant, role_spec(r.role.unwrap_or_default())?))
@@ -277,12 +276,10 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::ReadRoleRequest>,
     ) -> Result<Response<v1::ReadRoleResponse>, Status> {
-        let r = request.get_ref();
-        Call::of(&request).target(&r.tenant, &format!("approle/{}", r.name));
         let role = serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under(&r.tenant, "approle/", &r.name),
             |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
             |step, (tenant, name)| {
                 step.vault
@@ -300,12 +297,10 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::DeleteRoleRequest>,
     ) -> Result<Response<v1::DeleteRoleResponse>, Status> {
-        let r = request.get_ref();
-        Call::of(&request).target(&r.tenant, &format!("approle/{}", r.name));
         serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under(&r.tenant, "approle/", &r.name),
             |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
             |step, (tenant, name)| {
                 step.vault
@@ -321,12 +316,10 @@ impl AppRoles for AppRolesService {
         &self,
         request: Request<v1::GenerateSecretIdRequest>,
     ) -> Result<Response<v1::GenerateSecretIdResponse>, Status> {
-        let r = request.get_ref();
-        Call::of(&request).target(&r.tenant, &format!("approle/{}", r.role));
         let (secret_id, accessor) = serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under(&r.tenant, "approle/", &r.role),
             |r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let spec = SecretIdSpec {
@@ -412,16 +405,16 @@ impl JwtAuth for JwtAuthService {
         &self,
         request: Request<v1::WriteJwtConfigRequest>,
     ) -> Result<Response<v1::WriteJwtConfigResponse>, Status> {
-        let name = request
-            .get_ref()
-            .config
-            .as_ref()
-            .map_or("", |c| c.name.as_str());
-        Call::of(&request).target("", &format!("jwt/{name}"));
         serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| {
+                under(
+                    "",
+                    "jwt/",
+                    r.config.as_ref().map_or("", |c| c.name.as_str()),
+                )
+            },
             |r| Ok(jwt_config(r.config.unwrap_or_default())),
             |step, config| step.vault.logins().write_jwt_config(step.caller()?, config),
         )
@@ -433,11 +426,10 @@ impl JwtAuth for JwtAuthService {
         &self,
         request: Request<v1::ReadJwtConfigRequest>,
     ) -> Result<Response<v1::ReadJwtConfigResponse>, Status> {
-        Call::of(&request).target("", &format!("jwt/{}", request.get_ref().name));
         let config = serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under("", "jwt/", &r.name),
             |r| Ok(r.name),
             |step, name| step.vault.logins().read_jwt_config(step.caller()?, &name),
         )
@@ -451,11 +443,10 @@ impl JwtAuth for JwtAuthService {
         &self,
         request: Request<v1::DeleteJwtConfigRequest>,
     ) -> Result<Response<v1::DeleteJwtConfigResponse>, Status> {
-        Call::of(&request).target("", &format!("jwt/{}", request.get_ref().name));
         serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under("", "jwt/", &r.name),
             |r| Ok(r.name),
             |step, name| step.vault.logins().delete_jwt_config(step.caller()?, &name),
         )
@@ -470,11 +461,10 @@ impl Mfa for MfaService {
         &self,
         request: Request<v1::EnrollTotpRequest>,
     ) -> Result<Response<v1::EnrollTotpResponse>, Status> {
-        Call::of(&request).target("", &format!("mfa/{}", request.get_ref().entity));
         let enrollment = serve_returning(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under("", "mfa/", &r.entity),
             |r| Ok(r.entity),
             |_| "a new TOTP enrolment secret".into(),
             |_| true,
@@ -500,11 +490,10 @@ impl Mfa for MfaService {
         &self,
         request: Request<v1::ResetMfaRequest>,
     ) -> Result<Response<v1::ResetMfaResponse>, Status> {
-        Call::of(&request).target("", &format!("mfa/{}", request.get_ref().entity));
         serve(
             &self.shared.vault,
             request,
-            nothing,
+            |r| under("", "mfa/", &r.entity),
             |r| Ok(r.entity),
             |step, entity| step.vault.mfa().reset_mfa(step.caller()?, &entity),
         )

@@ -12,7 +12,10 @@ use vault_core::{
 };
 use vault_proto::v1::{self, secrets_server::Secrets};
 
-use crate::{Shared, serve::serve};
+use crate::{
+    Shared,
+    serve::{at, serve},
+};
 
 pub struct SecretsService {
     shared: Arc<Shared>,
@@ -47,7 +50,7 @@ impl Secrets for SecretsService {
         let outcome = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.path),
+            |(_, r)| at(&r.tenant, &r.path),
             |(data, r)| Ok((secret(&r.tenant, &r.path)?, data, r.cas)),
             |step, ((tenant, path), data, cas)| {
                 step.vault
@@ -70,7 +73,7 @@ impl Secrets for SecretsService {
         let (path, found) = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| Ok((secret(&r.tenant, &r.path)?, r.version)),
             |step, ((tenant, path), version)| {
                 let found = step
@@ -102,7 +105,7 @@ impl Secrets for SecretsService {
         let page = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.prefix),
+            |r| at(&r.tenant, &r.prefix),
             |r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let prefix = FolderPrefix::parse(&r.prefix)?;
@@ -134,7 +137,7 @@ impl Secrets for SecretsService {
         let changed = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
             |step, ((tenant, path), versions)| {
                 step.vault
@@ -155,7 +158,7 @@ impl Secrets for SecretsService {
         let changed = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
             |step, ((tenant, path), versions)| {
                 step.vault
@@ -176,7 +179,7 @@ impl Secrets for SecretsService {
         let changed = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
             |step, ((tenant, path), versions)| {
                 step.vault
@@ -197,7 +200,7 @@ impl Secrets for SecretsService {
         let changed = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| secret(&r.tenant, &r.path),
             |step, (tenant, path)| {
                 step.vault
@@ -219,7 +222,7 @@ impl Secrets for SecretsService {
         let outcome = serve(
             &self.shared.vault,
             request,
-            |(_, r)| (&r.tenant, &r.path),
+            |(_, r)| at(&r.tenant, &r.path),
             |(changes, r)| Ok((secret(&r.tenant, &r.path)?, changes, r.remove, r.cas)),
             |step, ((tenant, path), changes, remove, cas)| {
                 step.vault
@@ -242,7 +245,7 @@ impl Secrets for SecretsService {
         let meta = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| secret(&r.tenant, &r.path),
             |step, (tenant, path)| {
                 step.vault
@@ -261,7 +264,7 @@ impl Secrets for SecretsService {
         let meta = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.path),
+            |r| at(&r.tenant, &r.path),
             |r| {
                 let target = secret(&r.tenant, &r.path)?;
                 let update = MetadataUpdate {

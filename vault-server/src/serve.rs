@@ -32,12 +32,43 @@ impl Step<'_> {
 }
 
 /// Where a request's call is recorded: the tenant and path it names (raw, before parsing).
-pub(crate) type Target<Req> = fn(&Req) -> (&str, &str);
+pub(crate) type Target<Req> = fn(&Req) -> Recorded<'_>;
 
-/// No tenant and no path, or a target the handler recorded itself before (with
-/// `Call::of(&request).target(..)`, for a path it builds, such as `approle/<name>`).
-pub(crate) fn nothing<Req>(_: &Req) -> (&str, &str) {
-    ("", "")
+/// What a call is recorded under: a tenant, and a path that may be a fixed prefix and a name
+/// from the request (`keys/<name>`, `approle/<name>`), joined only when recorded.
+pub(crate) struct Recorded<'a> {
+    tenant: &'a str,
+    prefix: &'static str,
+    path: &'a str,
+}
+
+impl Recorded<'_> {
+    pub(crate) fn record(&self, call: &Call) {
+        if self.prefix.is_empty() {
+            call.target(self.tenant, self.path);
+        } else {
+            call.target(self.tenant, &format!("{}{}", self.prefix, self.path));
+        }
+    }
+}
+
+/// A tenant and a path.
+pub(crate) fn at<'a>(tenant: &'a str, path: &'a str) -> Recorded<'a> {
+    under(tenant, "", path)
+}
+
+/// A tenant and a path made of a fixed prefix and a name (`under(t, "keys/", name)`).
+pub(crate) fn under<'a>(tenant: &'a str, prefix: &'static str, name: &'a str) -> Recorded<'a> {
+    Recorded {
+        tenant,
+        prefix,
+        path: name,
+    }
+}
+
+/// No tenant and no path.
+pub(crate) fn nothing<Req>(_: &Req) -> Recorded<'_> {
+    at("", "")
 }
 
 /// Runs a read or a mutation (see the module documentation).
@@ -147,10 +178,7 @@ where
     }
     let presented = (rpc.access != Access::NoToken).then(|| presented_token(&request));
     let message = request.into_inner();
-    let (tenant, path) = target(&message);
-    if !(tenant.is_empty() && path.is_empty()) {
-        call.target(tenant, path);
-    }
+    target(&message).record(&call);
     let vault = Arc::clone(vault);
     let kind = rpc.kind;
     let Extra {

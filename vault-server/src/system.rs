@@ -15,7 +15,7 @@ use vault_proto::v1::{self, system_server::System};
 
 use crate::{
     Shared,
-    serve::{nothing, serve, serve_noted, serve_returning},
+    serve::{at, nothing, serve, serve_noted, serve_returning},
 };
 
 pub struct SystemService {
@@ -173,7 +173,7 @@ impl System for SystemService {
         let rotated = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, ""),
+            |r| at(&r.tenant, ""),
             |r| match (r.all, r.tenant.is_empty()) {
                 (true, true) => Ok(None),
                 (true, false) => Err(Error::InvalidArgument {

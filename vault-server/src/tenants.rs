@@ -13,7 +13,7 @@ use vault_proto::v1::{self, tenants_server::Tenants};
 
 use crate::{
     Shared,
-    serve::{nothing, serve},
+    serve::{at, nothing, serve},
 };
 
 pub struct TenantsService {
@@ -64,7 +64,7 @@ impl Tenants for TenantsService {
         let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.name, ""),
+            |r| at(&r.name, ""),
             |r| Ok((name_of(&r.name)?, settings_of(r.settings))),
             |step, (name, settings)| {
                 step.vault
@@ -102,7 +102,7 @@ impl Tenants for TenantsService {
         let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.name, ""),
+            |r| at(&r.name, ""),
             |r| name_of(&r.name),
             |step, name| step.vault.tenants().show_tenant(step.caller()?, &name),
         )
@@ -119,7 +119,7 @@ impl Tenants for TenantsService {
         let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.name, ""),
+            |r| at(&r.name, ""),
             |r| {
                 let update = TenantUpdate {
                     allowed_cidrs: r.allowed_cidrs.map(|list| list.cidrs),
@@ -148,7 +148,7 @@ impl Tenants for TenantsService {
         let shred_after = serve(
             &self.shared.vault,
             request,
-            |r| (&r.name, ""),
+            |r| at(&r.name, ""),
             |r| name_of(&r.name),
             |step, name| step.vault.tenants().delete_tenant(step.caller()?, &name),
         )
@@ -165,7 +165,7 @@ impl Tenants for TenantsService {
         let info = serve(
             &self.shared.vault,
             request,
-            |r| (&r.name, ""),
+            |r| at(&r.name, ""),
             |r| {
                 let name = name_of(&r.name)?;
                 let id =

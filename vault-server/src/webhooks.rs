@@ -53,7 +53,7 @@ use vault_proto::v1::{self, webhooks_server::Webhooks};
 use crate::{
     Shared,
     call::{Call, presented_token},
-    serve::serve,
+    serve::{at, serve},
 };
 
 /// Longest wait between rounds when nothing wakes the dispatcher.
@@ -179,7 +179,7 @@ impl Webhooks for WebhooksService {
         let hooks = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, ""),
+            |r| at(&r.tenant, ""),
             |r| TenantName::parse(&r.tenant),
             |step, tenant| step.vault.webhooks().webhook_list(step.caller()?, &tenant),
         )
@@ -196,7 +196,7 @@ impl Webhooks for WebhooksService {
         let status = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.id),
+            |r| at(&r.tenant, &r.id),
             |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
             |step, (tenant, id)| {
                 step.vault
@@ -221,7 +221,7 @@ impl Webhooks for WebhooksService {
         serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.id),
+            |r| at(&r.tenant, &r.id),
             |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
             |step, (tenant, id)| {
                 step.vault
@@ -240,7 +240,7 @@ impl Webhooks for WebhooksService {
         let replayed = serve(
             &self.shared.vault,
             request,
-            |r| (&r.tenant, &r.id),
+            |r| at(&r.tenant, &r.id),
             |r| Ok((TenantName::parse(&r.tenant)?, r.id, r.revision)),
             |step, (tenant, id, revision)| {
                 step.vault
