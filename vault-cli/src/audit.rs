@@ -125,12 +125,8 @@ pub async fn run(ctx: &Ctx, command: AuditCommand, format: Format) -> CliResult<
     match command {
         AuditCommand::PublicKey { out } => {
             let mut client = new(ctx.connect().await?);
-            let key = client
-                .public_key(v1::AuditPublicKeyRequest {})
-                .await
-                .map_err(|s| ctx.status_error(s))?
-                .into_inner()
-                .public_key;
+            let request = v1::AuditPublicKeyRequest {};
+            let key = ctx.answer(client.public_key(request).await)?.public_key;
             if let Some(path) = out {
                 std::fs::write(&path, format!("{key}\n"))
                     .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;

@@ -69,6 +69,64 @@ struct ClientResult {
     first_error: Option<String>,
 }
 
+impl ClientResult {
+    /// Counts a failed request; the first failure is kept for the report.
+    fn failed(&mut self, status: &tonic::Status) {
+        self.errors += 1;
+        self.first_error
+            .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+    }
+}
+
+/// How long a client runs: until the deadline from --duration, or for its share of --requests.
+#[derive(Clone, Copy)]
+struct Budget {
+    deadline: Instant,
+    requests: Option<u64>,
+    /// Requests sent so far.
+    sent: u64,
+}
+
+impl Budget {
+    fn new(args: &BenchArgs) -> Self {
+        Budget {
+            deadline: Instant::now() + Duration::from_secs_f64(args.duration.max(0.0)),
+            requests: args
+                .requests
+                .map(|total| total.div_ceil(args.clients as u64)),
+            sent: 0,
+        }
+    }
+
+    /// Whether the client sends another request (counted in `sent` when it does).
+    fn another(&mut self) -> bool {
+        let spent = self
+            .requests
+            .map_or(Instant::now() >= self.deadline, |max| self.sent >= max);
+        if !spent {
+            self.sent += 1;
+        }
+        !spent
+    }
+}
+
+/// Waits for the clients and adds up what they did.
+async fn total(tasks: Vec<tokio::task::JoinHandle<ClientResult>>) -> CliResult<ClientResult> {
+    let mut total = ClientResult::default();
+    for task in tasks {
+        let result = task
+            .await
+            .map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
+        total.latencies_micros.extend(result.latencies_micros);
+        total.puts += result.puts;
+        total.gets += result.gets;
+        total.items += result.items;
+        total.errors += result.errors;
+        total.first_error = total.first_error.or(result.first_error);
+    }
+    Ok(total)
+}
+
 pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
     // The clients' tasks each hold the context (the MFA code goes with every request).
     let shared = Arc::new(ctx.clone());
@@ -134,10 +192,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
             .map_err(|s| ctx.status_error(s))?;
     }
 
-    let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
-    let per_client_requests = args
-        .requests
-        .map(|total| total.div_ceil(args.clients as u64));
+    let budget = Budget::new(&args);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
     for client_index in 0..args.clients {
@@ -150,16 +205,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
         let task_ctx = Arc::clone(&shared);
         tasks.push(tokio::spawn(async move {
             if op == "list" {
-                return walk_pages(
-                    task_ctx,
-                    channel,
-                    token,
-                    &tenant,
-                    page_size,
-                    deadline,
-                    per_client_requests,
-                )
-                .await;
+                return walk_pages(task_ctx, channel, token, &tenant, page_size, budget).await;
             }
             drive(
                 task_ctx,
@@ -171,24 +217,12 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
                 keys,
                 put_every,
                 client_index as u64,
-                deadline,
-                per_client_requests,
+                budget,
             )
             .await
         }));
     }
-    let mut total = ClientResult::default();
-    for task in tasks {
-        let result = task
-            .await
-            .map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
-        total.latencies_micros.extend(result.latencies_micros);
-        total.puts += result.puts;
-        total.gets += result.gets;
-        total.items += result.items;
-        total.errors += result.errors;
-        total.first_error = total.first_error.or(result.first_error);
-    }
+    let mut total = total(tasks).await?;
     let elapsed = started.elapsed().as_secs_f64();
     report(&args, &mut total, elapsed, format);
     Ok(())
@@ -215,18 +249,12 @@ async fn drive(
     keys: u64,
     put_every: u64,
     seed: u64,
-    deadline: Instant,
-    max_requests: Option<u64>,
+    mut budget: Budget,
 ) -> ClientResult {
     let mut client = SecretsClient::new(channel);
     let mut result = ClientResult::default();
     let mut counter: u64 = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut sent = 0u64;
-    loop {
-        if max_requests.map_or(Instant::now() >= deadline, |max| sent >= max) {
-            break;
-        }
-        sent += 1;
+    while budget.another() {
         counter = counter
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
@@ -234,7 +262,7 @@ async fn drive(
         let is_put = match op {
             "put" => true,
             "get" => false,
-            _ => sent.is_multiple_of(put_every),
+            _ => budget.sent.is_multiple_of(put_every),
         };
         let begun = Instant::now();
         let outcome = if is_put {
@@ -263,12 +291,7 @@ async fn drive(
                     result.gets += 1
                 }
             }
-            Err(status) => {
-                result.errors += 1;
-                result
-                    .first_error
-                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
-            }
+            Err(status) => result.failed(&status),
         }
     }
     result
@@ -281,15 +304,12 @@ async fn walk_pages(
     token: Zeroizing<String>,
     tenant: &str,
     page_size: u32,
-    deadline: Instant,
-    max_requests: Option<u64>,
+    mut budget: Budget,
 ) -> ClientResult {
     let mut client = SecretsClient::new(channel);
     let mut result = ClientResult::default();
     let mut page_token = String::new();
-    let mut sent = 0u64;
-    while !max_requests.map_or(Instant::now() >= deadline, |max| sent >= max) {
-        sent += 1;
+    while budget.another() {
         let request = v1::ListRequest {
             tenant: tenant.to_owned(),
             prefix: "bench/".to_owned(),
@@ -309,12 +329,7 @@ async fn walk_pages(
                 result.gets += 1;
                 page_token = page.into_inner().next_page_token;
             }
-            Err(status) => {
-                result.errors += 1;
-                result
-                    .first_error
-                    .get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
-            }
+            Err(status) => result.failed(&status),
         }
     }
     result
@@ -420,10 +435,7 @@ async fn kms_bench(
     {
         return Err(ctx.status_error(status));
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
-    let per_client_requests = args
-        .requests
-        .map(|total| total.div_ceil(args.clients as u64));
+    let budget = Budget::new(args);
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
         clients.push(KmsClient::new(ctx.connect().await?));
@@ -484,12 +496,8 @@ async fn kms_bench(
             } else {
                 Vec::new()
             };
-            let mut sent = 0u64;
-            loop {
-                if per_client_requests.map_or(Instant::now() >= deadline, |max| sent >= max) {
-                    break;
-                }
-                sent += 1;
+            let mut budget = budget;
+            while budget.another() {
                 let begun = Instant::now();
                 let outcome = match (decrypt, batch) {
                     (false, 1) => match ctx.authed(
@@ -550,28 +558,13 @@ async fn kms_bench(
                         result.gets += 1;
                         result.items += batch as u64;
                     }
-                    Err(status) => {
-                        result.errors += 1;
-                        result.first_error.get_or_insert_with(|| {
-                            format!("{:?}: {}", status.code(), status.message())
-                        });
-                    }
+                    Err(status) => result.failed(&status),
                 }
             }
             result
         }));
     }
-    let mut total = ClientResult::default();
-    for task in tasks {
-        let result = task
-            .await
-            .map_err(|e| CliError::new(format!("bench client failed: {e}")))?;
-        total.latencies_micros.extend(result.latencies_micros);
-        total.gets += result.gets;
-        total.items += result.items;
-        total.errors += result.errors;
-        total.first_error = total.first_error.or(result.first_error);
-    }
+    let mut total = total(tasks).await?;
     let elapsed = started.elapsed().as_secs_f64();
     report(args, &mut total, elapsed, format);
     Ok(())

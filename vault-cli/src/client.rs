@@ -158,8 +158,13 @@ impl Ctx {
         let token = token()?;
         let client = client(self.connect().await?);
         let request = self.authed(request, &token)?;
-        rpc(client, request)
-            .await
+        self.answer(rpc(client, request).await)
+    }
+
+    /// The message of the server's answer, or its refusal as a CLI error with a hint: for calls
+    /// made without [`Ctx::call`] (those that need no token, several on one connection).
+    pub fn answer<T>(&self, result: Result<tonic::Response<T>, Status>) -> CliResult<T> {
+        result
             .map(tonic::Response::into_inner)
             .map_err(|status| self.status_error(status))
     }

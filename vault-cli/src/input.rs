@@ -1,4 +1,5 @@
-//! Reading input: unseal shares, secret field values, and durations (`30m`, `1h`, `7d`).
+//! Reading input: unseal shares, secret field values, TOML files, and durations (`30m`, `1h`,
+//! `7d`).
 
 use std::{
     collections::HashMap,
@@ -25,6 +26,11 @@ pub fn read_secret_line(prompt: &str, what: &str) -> CliResult<Zeroizing<String>
         })?;
         text
     };
+    trimmed(&text, what)
+}
+
+/// `text` without the white space around it; empty is an error that names `what`.
+fn trimmed(text: &str, what: &str) -> CliResult<Zeroizing<String>> {
     let trimmed = Zeroizing::new(text.trim().to_owned());
     if trimmed.is_empty() {
         return Err(CliError::new(format!("{what}: empty input")));
@@ -34,27 +40,14 @@ pub fn read_secret_line(prompt: &str, what: &str) -> CliResult<Zeroizing<String>
 
 /// The share from --share-file, a hidden prompt (terminal) or standard input.
 pub fn read_share(file: Option<&Path>) -> CliResult<Zeroizing<String>> {
-    let text = match file {
-        Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            CliError::new(format!("cannot read share file {}: {e}", path.display()))
-        })?),
-        None if std::io::stdin().is_terminal() => Zeroizing::new(
-            rpassword::prompt_password("Unseal share (input hidden): ")
-                .map_err(|e| CliError::new(format!("cannot read the share: {e}")))?,
-        ),
-        None => {
-            let mut text = Zeroizing::new(String::new());
-            std::io::stdin().read_to_string(&mut text).map_err(|e| {
-                CliError::new(format!("cannot read the share from standard input: {e}"))
-            })?;
-            text
-        }
+    let Some(path) = file else {
+        return read_secret_line("Unseal share (input hidden): ", "share");
     };
-    let trimmed = Zeroizing::new(text.trim().to_owned());
-    if trimmed.is_empty() {
-        return Err(CliError::new("share: empty input"));
-    }
-    Ok(trimmed)
+    let text =
+        Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            CliError::new(format!("cannot read share file {}: {e}", path.display()))
+        })?);
+    trimmed(&text, "share")
 }
 
 /// Parses NAME=VALUE, NAME=@FILE and NAME=- arguments into field values.
@@ -97,6 +90,13 @@ pub fn read_fields(arguments: &[String]) -> CliResult<HashMap<String, Vec<u8>>> 
         }
     }
     Ok(fields)
+}
+
+/// A TOML file, parsed; errors name the file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(file: &Path) -> CliResult<T> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
+    toml::from_str(&text).map_err(|e| CliError::new(format!("{}: {}", file.display(), e.message())))
 }
 
 /// `30s`, `15m`, `1h`, `7d`, or plain seconds.

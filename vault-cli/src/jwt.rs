@@ -8,7 +8,7 @@ use vault_proto::v1::{self, jwt_auth_client::JwtAuthClient};
 use crate::{
     Format,
     client::{CliError, CliResult, Ctx},
-    input::parse_duration,
+    input::{parse_duration, read_toml},
     output::{Done, Show, show},
 };
 
@@ -138,10 +138,7 @@ pub async fn jwt(ctx: &Ctx, command: JwtCommand, format: Format) -> CliResult<()
     let new = JwtAuthClient::new;
     match command {
         JwtCommand::Write { name, file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
-            let parsed: JwtConfigFile = toml::from_str(&text)
-                .map_err(|e| CliError::new(format!("{}: {}", file.display(), e.message())))?;
+            let parsed: JwtConfigFile = read_toml(&file)?;
             let config = v1::JwtConfig {
                 name: name.clone(),
                 issuer: parsed.issuer,

@@ -44,6 +44,15 @@ struct Rotated {
     key_version: u32,
 }
 
+impl From<v1::RotatedTenant> for Rotated {
+    fn from(rotated: v1::RotatedTenant) -> Self {
+        Rotated {
+            tenant: rotated.tenant,
+            key_version: rotated.key_version,
+        }
+    }
+}
+
 impl Show for Rotated {
     fn text(&self) -> String {
         format!(
@@ -78,14 +87,7 @@ pub async fn rotate(ctx: &Ctx, tenant: Option<String>, all: bool, format: Format
     };
     let response = call!(ctx, SystemClient::new, rotate, request).await?;
     if all {
-        let rotated = response
-            .rotated
-            .into_iter()
-            .map(|r| Rotated {
-                tenant: r.tenant,
-                key_version: r.key_version,
-            })
-            .collect();
+        let rotated = response.rotated.into_iter().map(Rotated::from).collect();
         return show(&RotatedAll { rotated }, format);
     }
     show(

@@ -14,8 +14,8 @@ use crate::{
     Format,
     client::{CliError, CliResult, Ctx, token},
     input::parse_duration,
-    output::{Show, rows_text, show, write_raw},
-    secrets::TenantArg,
+    output::{Done, Field, Show, rows_text, show, write_raw},
+    secrets::{NamedArg, TenantArg},
 };
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +80,28 @@ impl InputArg {
     }
 }
 
+// The arguments of `decrypt` and `rewrap` (plain comments on these structs: clap would take a
+// doc comment for the description of the commands).
+#[derive(clap::Args, Debug)]
+pub struct CiphertextArgs {
+    #[command(flatten)]
+    key: NamedArg,
+    ciphertext: String,
+    #[command(flatten)]
+    context: ContextArgs,
+}
+
+// The arguments of `sign` and `hmac`.
+#[derive(clap::Args, Debug)]
+pub struct MessageArgs {
+    #[command(flatten)]
+    key: NamedArg,
+    #[command(flatten)]
+    input: InputArg,
+    #[arg(long, default_value_t = 0)]
+    key_version: u32,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
     /// Create a named key; its material is generated in the vault and never leaves it.
@@ -106,16 +128,9 @@ pub enum KeyCommand {
         exportable: bool,
     },
     /// A key's type, versions, use counts, minimum versions and public keys.
-    Read {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-    },
+    Read(NamedArg),
     /// The tenant's key names.
-    List {
-        #[command(flatten)]
-        tenant: TenantArg,
-    },
+    List(TenantArg),
     /// Change a key's minimum versions, deletability or rotation period.
     Config {
         #[command(flatten)]
@@ -134,11 +149,7 @@ pub enum KeyCommand {
         rotation_period: Option<std::time::Duration>,
     },
     /// Add a version; new ciphertexts use it, old ones still decrypt.
-    Rotate {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-    },
+    Rotate(NamedArg),
     /// Destroy every version below N (N may not exceed the minimum decryption version).
     Trim {
         #[command(flatten)]
@@ -156,11 +167,7 @@ pub enum KeyCommand {
         cancel: bool,
     },
     /// Print the material of an exportable key (base64, one line per version).
-    Export {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-    },
+    Export(NamedArg),
     /// Encrypt the input; prints vault:vN:... .
     Encrypt {
         #[command(flatten)]
@@ -175,23 +182,9 @@ pub enum KeyCommand {
         key_version: u32,
     },
     /// Decrypt a ciphertext; the plaintext goes to standard output as it is.
-    Decrypt {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-        ciphertext: String,
-        #[command(flatten)]
-        context: ContextArgs,
-    },
+    Decrypt(CiphertextArgs),
     /// Re-encrypt a ciphertext under the latest version (the plaintext is never shown).
-    Rewrap {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-        ciphertext: String,
-        #[command(flatten)]
-        context: ContextArgs,
-    },
+    Rewrap(CiphertextArgs),
     /// Generate a data key: prints it (base64) and its ciphertext under the named key.
     Datakey {
         #[command(flatten)]
@@ -207,15 +200,7 @@ pub enum KeyCommand {
         wrapped_only: bool,
     },
     /// Sign the input (ed25519, ecdsa-p256); prints vault:vN:... .
-    Sign {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-        #[command(flatten)]
-        input: InputArg,
-        #[arg(long, default_value_t = 0)]
-        key_version: u32,
-    },
+    Sign(MessageArgs),
     /// Verify a signature of the input; exits 1 when it is not valid.
     Verify {
         #[command(flatten)]
@@ -226,15 +211,7 @@ pub enum KeyCommand {
         input: InputArg,
     },
     /// HMAC-SHA256 of the input (hmac-sha256 keys); prints vault:vN:... .
-    Hmac {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-        #[command(flatten)]
-        input: InputArg,
-        #[arg(long, default_value_t = 0)]
-        key_version: u32,
-    },
+    Hmac(MessageArgs),
     /// Verify an HMAC of the input; exits 1 when it is not valid.
     VerifyHmac {
         #[command(flatten)]
@@ -349,17 +326,6 @@ impl Show for Key {
 }
 
 #[derive(Serialize)]
-struct Names {
-    names: Vec<String>,
-}
-
-impl Show for Names {
-    fn text(&self) -> String {
-        self.names.iter().map(|name| format!("{name}\n")).collect()
-    }
-}
-
-#[derive(Serialize)]
 struct Rotated {
     name: String,
     version: u32,
@@ -368,34 +334,6 @@ struct Rotated {
 impl Show for Rotated {
     fn text(&self) -> String {
         format!("Key {} rotated to version {}.\n", self.name, self.version)
-    }
-}
-
-#[derive(Serialize)]
-struct Trimmed {
-    #[serde(skip)]
-    name: String,
-    destroyed_versions: Vec<u32>,
-}
-
-impl Show for Trimmed {
-    fn text(&self) -> String {
-        format!(
-            "Key {}: versions destroyed: {:?}.\n",
-            self.name, self.destroyed_versions
-        )
-    }
-}
-
-#[derive(Serialize)]
-struct DeletionCancelled {
-    name: String,
-    cancelled: bool,
-}
-
-impl Show for DeletionCancelled {
-    fn text(&self) -> String {
-        format!("Deletion of key {} cancelled.\n", self.name)
     }
 }
 
@@ -535,15 +473,15 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
             let response = call!(ctx, new, create_key, request).await?;
             show(&Key::from(response.key), format)?;
         }
-        KeyCommand::Read { tenant, name } => {
+        KeyCommand::Read(key) => {
             let request = v1::ReadKeyRequest {
-                tenant: tenant.tenant,
-                name,
+                tenant: key.tenant.tenant,
+                name: key.name,
             };
             let response = call!(ctx, new, read_key, request).await?;
             show(&Key::from(response.key), format)?;
         }
-        KeyCommand::List { tenant } => {
+        KeyCommand::List(tenant) => {
             // Every page on one connection.
             let token = token()?;
             let mut client = new(ctx.connect().await?);
@@ -555,18 +493,14 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                     page_size: 1000,
                     page_token,
                 };
-                let page = client
-                    .list_keys(ctx.authed(request, &token)?)
-                    .await
-                    .map_err(|status| ctx.status_error(status))?
-                    .into_inner();
+                let page = ctx.answer(client.list_keys(ctx.authed(request, &token)?).await)?;
                 names.extend(page.names);
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 page_token = page.next_page_token;
             }
-            show(&Names { names }, format)?;
+            show(&Field::lines("names", names), format)?;
         }
         KeyCommand::Config {
             tenant,
@@ -587,13 +521,17 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
             let response = call!(ctx, new, update_key, request).await?;
             show(&Key::from(response.key), format)?;
         }
-        KeyCommand::Rotate { tenant, name } => {
+        KeyCommand::Rotate(key) => {
             let request = v1::RotateKeyRequest {
-                tenant: tenant.tenant,
-                name: name.clone(),
+                tenant: key.tenant.tenant,
+                name: key.name.clone(),
             };
             let version = call!(ctx, new, rotate_key, request).await?.version;
-            show(&Rotated { name, version }, format)?;
+            let rotated = Rotated {
+                name: key.name,
+                version,
+            };
+            show(&rotated, format)?;
         }
         KeyCommand::Trim {
             tenant,
@@ -605,12 +543,9 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 name: name.clone(),
                 min_available_version,
             };
-            let destroyed_versions = call!(ctx, new, trim_key, request).await?.destroyed_versions;
-            let trimmed = Trimmed {
-                name,
-                destroyed_versions,
-            };
-            show(&trimmed, format)?;
+            let destroyed = call!(ctx, new, trim_key, request).await?.destroyed_versions;
+            let text = format!("Key {name}: versions destroyed: {destroyed:?}.\n");
+            show(&Field::new("destroyed_versions", destroyed, text), format)?;
         }
         KeyCommand::Delete {
             tenant,
@@ -622,11 +557,8 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                 name: name.clone(),
             };
             call!(ctx, new, cancel_key_deletion, request).await?;
-            let cancelled = DeletionCancelled {
-                name,
-                cancelled: true,
-            };
-            show(&cancelled, format)?;
+            let text = format!("Deletion of key {name} cancelled.");
+            show(&Done::new("name", name, "cancelled", text), format)?;
         }
         KeyCommand::Delete {
             tenant,
@@ -640,10 +572,10 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
             let delete_after = call!(ctx, new, delete_key, request).await?.delete_after;
             show(&Deleted { name, delete_after }, format)?;
         }
-        KeyCommand::Export { tenant, name } => {
+        KeyCommand::Export(key) => {
             let request = v1::ExportKeyRequest {
-                tenant: tenant.tenant,
-                name,
+                tenant: key.tenant.tenant,
+                name: key.name,
             };
             let response = call!(ctx, new, export_key, request).await?;
             for version in &response.versions {
@@ -677,17 +609,12 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
             let made = Made::Ciphertext(response.ciphertext);
             show_versioned(made, response.key_version, format)?;
         }
-        KeyCommand::Decrypt {
-            tenant,
-            name,
-            ciphertext,
-            context,
-        } => {
-            let (context, sensitive_context) = context.parse()?;
+        KeyCommand::Decrypt(args) => {
+            let (context, sensitive_context) = args.context.parse()?;
             let request = v1::DecryptRequest {
-                tenant: tenant.tenant,
-                key: name,
-                ciphertext,
+                tenant: args.key.tenant.tenant,
+                key: args.key.name,
+                ciphertext: args.ciphertext,
                 context,
                 sensitive_context,
             };
@@ -706,17 +633,12 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
                     .map_err(|e| CliError::new(format!("cannot write the plaintext: {e}")))?,
             }
         }
-        KeyCommand::Rewrap {
-            tenant,
-            name,
-            ciphertext,
-            context,
-        } => {
-            let (context, sensitive_context) = context.parse()?;
+        KeyCommand::Rewrap(args) => {
+            let (context, sensitive_context) = args.context.parse()?;
             let request = v1::RewrapRequest {
-                tenant: tenant.tenant,
-                key: name,
-                ciphertext,
+                tenant: args.key.tenant.tenant,
+                key: args.key.name,
+                ciphertext: args.ciphertext,
                 context,
                 sensitive_context,
                 key_version: 0,
@@ -753,35 +675,25 @@ pub async fn key(ctx: &Ctx, command: KeyCommand, format: Format) -> CliResult<u8
             };
             show(&data_key, format)?;
         }
-        KeyCommand::Sign {
-            tenant,
-            name,
-            input,
-            key_version,
-        } => {
-            let message = input.read()?;
+        KeyCommand::Sign(args) => {
+            let message = args.input.read()?;
             let request = v1::SignRequest {
-                tenant: tenant.tenant,
-                key: name,
+                tenant: args.key.tenant.tenant,
+                key: args.key.name,
                 message: message.to_vec(),
-                key_version,
+                key_version: args.key_version,
             };
             let response = call!(ctx, new, sign, request).await?;
             let made = Made::Signature(response.signature);
             show_versioned(made, response.key_version, format)?;
         }
-        KeyCommand::Hmac {
-            tenant,
-            name,
-            input,
-            key_version,
-        } => {
-            let message = input.read()?;
+        KeyCommand::Hmac(args) => {
+            let message = args.input.read()?;
             let request = v1::HmacRequest {
-                tenant: tenant.tenant,
-                key: name,
+                tenant: args.key.tenant.tenant,
+                key: args.key.name,
                 message: message.to_vec(),
-                key_version,
+                key_version: args.key_version,
             };
             let response = call!(ctx, new, hmac, request).await?;
             show_versioned(Made::Hmac(response.hmac), response.key_version, format)?;

@@ -75,17 +75,14 @@ pub struct Issued<'a> {
 
 impl Show for Issued<'_> {
     fn text(&self) -> String {
-        let mut out = Zeroizing::new(String::with_capacity(2048));
-        out.push_str("Token:     ");
-        out.push_str(self.token);
-        out.push('\n');
+        let info = self.info.text();
+        let mut parts = vec!["Token:     ", self.token, "\n"];
         if !self.refresh_token.is_empty() {
-            out.push_str("Refresh:   ");
-            out.push_str(self.refresh_token);
-            out.push('\n');
+            parts.extend(["Refresh:   ", self.refresh_token, "\n"]);
         }
-        out.push_str(&self.info.text());
-        std::mem::take(&mut *out)
+        parts.push(&info);
+        // Joined in one allocation of the final size: no copy of the token is left behind.
+        parts.concat()
     }
 }
 
@@ -186,6 +183,6 @@ pub async fn login(ctx: &Ctx, args: LoginArgs, format: Format) -> CliResult<()> 
                 .await
         }
     };
-    let response = response.map_err(|s| ctx.status_error(s))?.into_inner();
+    let response = ctx.answer(response)?;
     finish_login(response, !args.no_store, format, "Logged in")
 }

@@ -88,6 +88,15 @@ pub fn rows_text(rows: &[(&str, String)]) -> String {
         .collect()
 }
 
+/// `text`, or `placeholder` when it is empty (e.g. a time that is not set: "never").
+pub fn text_or(text: &str, placeholder: &str) -> String {
+    if text.is_empty() {
+        placeholder.to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
 /// A command that changed one named thing: `{"<key>": name, "<flag>": true}` as JSON, and a
 /// sentence as text (e.g. `policy write`: `{"name": .., "written": true}`, "Wrote policy ..").
 pub struct Done {
@@ -170,6 +179,32 @@ impl<T: Serialize> Serialize for Field<T> {
 }
 
 impl<T: Serialize> Show for Field<T> {
+    fn text(&self) -> String {
+        self.text.clone()
+    }
+}
+
+/// A result that serialises as its value and has a text of its own (e.g. `tenant create`: the
+/// tenant as `tenant show` prints it as JSON, and "Created tenant .." as text).
+pub struct Described<T> {
+    value: T,
+    text: String,
+}
+
+impl<T> Described<T> {
+    /// `text`: every line ending in a newline.
+    pub fn new(value: T, text: String) -> Self {
+        Described { value, text }
+    }
+}
+
+impl<T: Serialize> Serialize for Described<T> {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(out)
+    }
+}
+
+impl<T: Serialize> Show for Described<T> {
     fn text(&self) -> String {
         self.text.clone()
     }

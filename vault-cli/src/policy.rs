@@ -7,9 +7,10 @@ use vault_proto::v1::{self, policies_client::PoliciesClient};
 
 use crate::{
     Format,
-    client::{CliError, CliResult, Ctx},
+    client::{CliResult, Ctx},
+    input::read_toml,
     output::{Done, Field, Show, show},
-    secrets::TenantArg,
+    secrets::{NamedArg, TenantArg},
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -17,24 +18,12 @@ pub enum PolicyCommand {
     /// Create or replace a policy from a TOML file of [[rule]] tables (path, capabilities).
     Write {
         #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
+        policy: NamedArg,
         file: PathBuf,
     },
-    Read {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-    },
-    List {
-        #[command(flatten)]
-        tenant: TenantArg,
-    },
-    Delete {
-        #[command(flatten)]
-        tenant: TenantArg,
-        name: String,
-    },
+    Read(NamedArg),
+    List(TenantArg),
+    Delete(NamedArg),
 }
 
 #[derive(Deserialize)]
@@ -53,6 +42,15 @@ struct PolicyFile {
 struct Rule {
     path: String,
     capabilities: Vec<String>,
+}
+
+impl From<v1::PolicyRule> for Rule {
+    fn from(rule: v1::PolicyRule) -> Self {
+        Rule {
+            path: rule.path,
+            capabilities: rule.capabilities,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -90,11 +88,8 @@ fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
 pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -> CliResult<()> {
     let new = PoliciesClient::new;
     match command {
-        PolicyCommand::Write { tenant, name, file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
-            let parsed: PolicyFile = toml::from_str(&text)
-                .map_err(|e| CliError::new(format!("{}: {}", file.display(), e.message())))?;
+        PolicyCommand::Write { policy, file } => {
+            let parsed: PolicyFile = read_toml(&file)?;
             let rules = parsed
                 .rule
                 .into_iter()
@@ -104,51 +99,41 @@ pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -
                 })
                 .collect();
             let request = v1::WritePolicyRequest {
-                tenant: tenant.tenant,
-                name: name.clone(),
+                tenant: policy.tenant.tenant,
+                name: policy.name.clone(),
                 rules,
                 require_mfa: parsed.require_mfa,
             };
             call!(ctx, new, write_policy, request).await?;
-            show(&Done::written("policy", name), format)
+            show(&Done::written("policy", policy.name), format)
         }
-        PolicyCommand::Read { tenant, name } => {
+        PolicyCommand::Read(policy) => {
             let request = v1::ReadPolicyRequest {
-                tenant: tenant.tenant,
-                name,
+                tenant: policy.tenant.tenant,
+                name: policy.name,
             };
             let policy = call!(ctx, new, read_policy, request).await?;
-            let rules = policy
-                .rules
-                .into_iter()
-                .map(|r| Rule {
-                    path: r.path,
-                    capabilities: r.capabilities,
-                })
-                .collect();
-            show(
-                &Policy {
-                    name: policy.name,
-                    rules,
-                    require_mfa: policy.require_mfa,
-                },
-                format,
-            )
+            let policy = Policy {
+                name: policy.name,
+                rules: policy.rules.into_iter().map(Rule::from).collect(),
+                require_mfa: policy.require_mfa,
+            };
+            show(&policy, format)
         }
-        PolicyCommand::List { tenant } => {
+        PolicyCommand::List(tenant) => {
             let request = v1::ListPoliciesRequest {
                 tenant: tenant.tenant,
             };
             let names = call!(ctx, new, list_policies, request).await?.names;
             show(&Field::lines("names", names), format)
         }
-        PolicyCommand::Delete { tenant, name } => {
+        PolicyCommand::Delete(policy) => {
             let request = v1::DeletePolicyRequest {
-                tenant: tenant.tenant,
-                name: name.clone(),
+                tenant: policy.tenant.tenant,
+                name: policy.name.clone(),
             };
             call!(ctx, new, delete_policy, request).await?;
-            show(&Done::deleted("policy", name), format)
+            show(&Done::deleted("policy", policy.name), format)
         }
     }
 }

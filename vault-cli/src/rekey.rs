@@ -9,7 +9,7 @@ use crate::{
     Format,
     client::{CliResult, Ctx},
     input::read_share,
-    output::{Show, rows_text, show},
+    output::{Field, Show, rows_text, show},
     share::{RecipientArgs, shares_text, system},
 };
 
@@ -32,21 +32,11 @@ pub enum RekeyCommand {
     /// Submit one current share (hidden prompt, standard input or --share-file; never an
     /// argument). The submission that reaches the threshold stages the rekey and prints the
     /// new shares; the current shares keep working until the rekey is verified.
-    Submit {
-        #[arg(long)]
-        nonce: String,
-        #[arg(long, value_name = "FILE")]
-        share_file: Option<std::path::PathBuf>,
-    },
+    Submit(ShareArgs),
     /// Submit one NEW share to verify a staged rekey (with the verification nonce). Once a
     /// threshold of the new shares came back, the rekey is committed and the old shares stop
     /// working.
-    Verify {
-        #[arg(long)]
-        nonce: String,
-        #[arg(long, value_name = "FILE")]
-        share_file: Option<std::path::PathBuf>,
-    },
+    Verify(ShareArgs),
     /// Abandon the rekey in progress or waiting for verification; the current shares stay
     /// valid.
     Cancel,
@@ -54,14 +44,22 @@ pub enum RekeyCommand {
     Status,
 }
 
-#[derive(Serialize)]
-struct Cancelled {
-    cancelled: bool,
+// What `rekey submit` and `rekey verify` send: the nonce and one share (a plain comment, not a
+// doc comment: clap would take that for the commands' description).
+#[derive(clap::Args, Debug)]
+pub struct ShareArgs {
+    #[arg(long)]
+    nonce: String,
+    #[arg(long, value_name = "FILE")]
+    share_file: Option<std::path::PathBuf>,
 }
 
-impl Show for Cancelled {
-    fn text(&self) -> String {
-        "Rekey cancelled; the current shares stay valid.\n".to_owned()
+impl ShareArgs {
+    /// The nonce, and the share (from --share-file, a hidden prompt or standard input) as the
+    /// request carries it.
+    fn read(self) -> CliResult<(String, String)> {
+        let share = read_share(self.share_file.as_deref())?;
+        Ok((self.nonce, share.as_str().to_owned()))
     }
 }
 
@@ -123,9 +121,10 @@ pub async fn rekey(ctx: &Ctx, command: RekeyCommand, format: Format) -> CliResul
                 v1::RekeyCancelRequest {}
             )
             .await?;
-            show(&Cancelled { cancelled: true }, format)
+            let text = "Rekey cancelled; the current shares stay valid.\n".to_owned();
+            show(&Field::new("cancelled", true, text), format)
         }
-        RekeyCommand::Submit { nonce, share_file } => {
+        RekeyCommand::Submit(args) => {
             let mut client = system(ctx).await?;
             // Whoever started the rekey chose who receives the new shares: say who, so that
             // an operator can refuse to hand a share to a rekey that sends them to a stranger.
@@ -141,28 +140,16 @@ pub async fn rekey(ctx: &Ctx, command: RekeyCommand, format: Format) -> CliResul
                     eprintln!("  share {}: {recipient}", index + 1);
                 }
             }
-            let share = read_share(share_file.as_deref())?;
-            let response = client
-                .rekey_submit(v1::RekeySubmitRequest {
-                    nonce,
-                    share: share.as_str().to_owned(),
-                })
-                .await
-                .map_err(|s| ctx.status_error(s))?
-                .into_inner();
+            let (nonce, share) = args.read()?;
+            let request = v1::RekeySubmitRequest { nonce, share };
+            let response = ctx.answer(client.rekey_submit(request).await)?;
             show(&RekeySubmitted::from(&response), format)
         }
-        RekeyCommand::Verify { nonce, share_file } => {
+        RekeyCommand::Verify(args) => {
             let mut client = system(ctx).await?;
-            let share = read_share(share_file.as_deref())?;
-            let response = client
-                .rekey_verify(v1::RekeyVerifyRequest {
-                    nonce,
-                    share: share.as_str().to_owned(),
-                })
-                .await
-                .map_err(|s| ctx.status_error(s))?
-                .into_inner();
+            let (nonce, share) = args.read()?;
+            let request = v1::RekeyVerifyRequest { nonce, share };
+            let response = ctx.answer(client.rekey_verify(request).await)?;
             let verified = Verified {
                 complete: response.complete,
                 progress: response.progress,
@@ -177,11 +164,7 @@ async fn rekey_status(
     ctx: &Ctx,
     client: &mut SystemClient<Channel>,
 ) -> CliResult<v1::RekeyStatusResponse> {
-    client
-        .rekey_status(v1::RekeyStatusRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| ctx.status_error(s))
+    ctx.answer(client.rekey_status(v1::RekeyStatusRequest {}).await)
 }
 
 fn recipients_text(recipients: &[String]) -> String {

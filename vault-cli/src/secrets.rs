@@ -12,7 +12,9 @@ use crate::{
     Format,
     client::{CliError, CliResult, Ctx},
     input::read_fields,
-    output::{Show, field_text, fields_json, print_json, print_rows, rows_text, show, write_raw},
+    output::{
+        Show, field_text, fields_json, print_json, print_rows, rows_text, show, text_or, write_raw,
+    },
 };
 
 #[derive(Args, Debug)]
@@ -20,6 +22,15 @@ pub struct TenantArg {
     /// Tenant that owns the secret.
     #[arg(long, env = "VAULT_TENANT")]
     pub tenant: String,
+}
+
+// A tenant and the name of one of its objects (a key, a policy, a role). A plain comment: clap
+// would take a doc comment for the description of the commands that take it.
+#[derive(Args, Debug)]
+pub struct NamedArg {
+    #[command(flatten)]
+    pub tenant: TenantArg,
+    pub name: String,
 }
 
 #[derive(Args, Debug)]
@@ -120,17 +131,24 @@ pub struct MetadataArgs {
     settings: MetadataSettings,
 }
 
+/// What `put` and `patch` print: the same JSON, and each its own line of text.
 #[derive(Serialize)]
 struct Written {
     path: String,
     version: u64,
     created_time: String,
     revision: u64,
+    #[serde(skip)]
+    patched: bool,
 }
 
 impl Show for Written {
     fn text(&self) -> String {
-        format!("Wrote {} version {}.\n", self.path, self.version)
+        if self.patched {
+            format!("Patched {}: version {}.\n", self.path, self.version)
+        } else {
+            format!("Wrote {} version {}.\n", self.path, self.version)
+        }
     }
 }
 
@@ -162,6 +180,7 @@ pub async fn put(ctx: &Ctx, args: PutArgs) -> CliResult<()> {
             version: response.version,
             created_time: response.created_time,
             revision: response.revision,
+            patched: false,
         },
         ctx.format,
     )
@@ -374,12 +393,10 @@ impl From<v1::ReadMetadataResponse> for Metadata {
 
 impl Show for Metadata {
     fn text(&self) -> String {
-        let or_none = |text: &str| {
-            if text.is_empty() {
-                "none".to_owned()
-            } else {
-                text.to_owned()
-            }
+        let max_versions_from = if self.max_versions == 0 {
+            "default"
+        } else {
+            "set on the secret"
         };
         rows_text(&[
             ("Path", self.path.clone()),
@@ -389,19 +406,11 @@ impl Show for Metadata {
             ("Updated", self.updated_time.clone()),
             (
                 "Max versions",
-                format!(
-                    "{} ({})",
-                    self.effective_max_versions,
-                    if self.max_versions == 0 {
-                        "default"
-                    } else {
-                        "set on the secret"
-                    }
-                ),
+                format!("{} ({max_versions_from})", self.effective_max_versions),
             ),
             ("Check-and-set required", self.cas_required.to_string()),
-            ("Expires at", or_none(&self.expires_at)),
-            ("Rotate by", or_none(&self.rotate_by)),
+            ("Expires at", text_or(&self.expires_at, "none")),
+            ("Rotate by", text_or(&self.rotate_by, "none")),
             (
                 "Custom",
                 self.custom
@@ -533,17 +542,6 @@ async fn change_versions(
     show(&changed, ctx.format)
 }
 
-/// `patch`: what `put` prints, with its own line of text.
-#[derive(Serialize)]
-#[serde(transparent)]
-struct Patched(Written);
-
-impl Show for Patched {
-    fn text(&self) -> String {
-        format!("Patched {}: version {}.\n", self.0.path, self.0.version)
-    }
-}
-
 pub async fn patch_command(ctx: &Ctx, args: PatchArgs) -> CliResult<()> {
     let data = read_fields(&args.fields)?;
     let request = v1::PatchRequest {
@@ -555,12 +553,13 @@ pub async fn patch_command(ctx: &Ctx, args: PatchArgs) -> CliResult<()> {
     };
     let response = call!(ctx, SecretsClient::new, patch, request).await?;
     show(
-        &Patched(Written {
+        &Written {
             path: args.path,
             version: response.version,
             created_time: response.created_time,
             revision: response.revision,
-        }),
+            patched: true,
+        },
         ctx.format,
     )
 }

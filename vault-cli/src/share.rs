@@ -73,8 +73,8 @@ impl RecipientArgs {
     }
 }
 
-/// A client for the unauthenticated seal calls (rekey submit and verify, share verify: a share
-/// is the credential).
+/// A client for the unauthenticated seal calls: init, unseal and status, and rekey submit and
+/// verify and share verify (a share is the credential).
 pub async fn system(ctx: &Ctx) -> CliResult<SystemClient<Channel>> {
     Ok(SystemClient::new(ctx.connect().await?))
 }
@@ -137,14 +137,11 @@ pub async fn share(ctx: &Ctx, command: ShareCommand, format: Format) -> CliResul
         ShareCommand::Keygen { out } => return keygen(&out, format),
     };
     let share = read_share(share_file.as_deref())?;
-    let result = system(ctx)
-        .await?
-        .verify_share(v1::VerifyShareRequest {
-            share: share.as_str().to_owned(),
-        })
-        .await
-        .map_err(|s| ctx.status_error(s))?
-        .into_inner()
+    let request = v1::VerifyShareRequest {
+        share: share.as_str().to_owned(),
+    };
+    let result = ctx
+        .answer(system(ctx).await?.verify_share(request).await)?
         .result;
     let current = result == "current";
     let not_current = result == "not-current";

@@ -6,8 +6,8 @@ use vault_proto::v1::{self, system_client::SystemClient};
 use crate::{
     client::{CliResult, Ctx},
     input::read_share,
-    output::{Show, rows_text, show},
-    share::{RecipientArgs, shares_text},
+    output::{Field, Show, rows_text, show},
+    share::{RecipientArgs, shares_text, system},
 };
 
 #[derive(clap::Args, Debug)]
@@ -73,6 +73,17 @@ struct Unsealed {
     progress: u32,
 }
 
+impl From<v1::UnsealResponse> for Unsealed {
+    fn from(response: v1::UnsealResponse) -> Self {
+        Unsealed {
+            sealed: response.sealed,
+            threshold: response.threshold,
+            shares: response.shares,
+            progress: response.progress,
+        }
+    }
+}
+
 impl Show for Unsealed {
     fn text(&self) -> String {
         if self.sealed {
@@ -116,17 +127,6 @@ impl Show for SealStatus {
     }
 }
 
-#[derive(Serialize)]
-struct Sealed {
-    sealed: bool,
-}
-
-impl Show for Sealed {
-    fn text(&self) -> String {
-        "Vault is sealed.\n".to_owned()
-    }
-}
-
 pub async fn init(ctx: &Ctx, args: InitArgs) -> CliResult<()> {
     let share_recipients = args.recipients.read()?;
     if share_recipients.is_empty() {
@@ -136,17 +136,13 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> CliResult<()> {
              per operator) to hand each share to its holder encrypted"
         );
     }
-    let mut client = SystemClient::new(ctx.connect().await?);
-    let response = client
-        .init(v1::InitRequest {
-            shares: args.shares,
-            threshold: args.threshold,
-            share_recipients,
-            root_token_recipient: args.root_token_recipient.unwrap_or_default(),
-        })
-        .await
-        .map_err(|status| ctx.status_error(status))?
-        .into_inner();
+    let request = v1::InitRequest {
+        shares: args.shares,
+        threshold: args.threshold,
+        share_recipients,
+        root_token_recipient: args.root_token_recipient.unwrap_or_default(),
+    };
+    let response = ctx.answer(system(ctx).await?.init(request).await)?;
     show(
         &Initialized {
             shares: &response.shares,
@@ -161,50 +157,31 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> CliResult<()> {
 
 pub async fn unseal(ctx: &Ctx, args: UnsealArgs) -> CliResult<()> {
     let share = read_share(args.share_file.as_deref())?;
-    let mut client = SystemClient::new(ctx.connect().await?);
     let request = v1::UnsealRequest {
         share: share.as_str().to_owned(),
         reset: args.reset,
     };
-    let response = client
-        .unseal(request)
-        .await
-        .map_err(|status| ctx.status_error(status))?
-        .into_inner();
-    show(
-        &Unsealed {
-            sealed: response.sealed,
-            threshold: response.threshold,
-            shares: response.shares,
-            progress: response.progress,
-        },
-        ctx.format,
-    )
+    let response = ctx.answer(system(ctx).await?.unseal(request).await)?;
+    show(&Unsealed::from(response), ctx.format)
 }
 
 pub async fn status(ctx: &Ctx) -> CliResult<()> {
-    let mut client = SystemClient::new(ctx.connect().await?);
-    let s = client
-        .status(v1::StatusRequest {})
-        .await
-        .map_err(|status| ctx.status_error(status))?
-        .into_inner();
-    show(
-        &SealStatus {
-            initialized: s.initialized,
-            sealed: s.sealed,
-            threshold: s.threshold,
-            shares: s.shares,
-            progress: s.progress,
-            version: s.version,
-            node_id: s.node_id,
-            storage: s.storage,
-        },
-        ctx.format,
-    )
+    let s = ctx.answer(system(ctx).await?.status(v1::StatusRequest {}).await)?;
+    let status = SealStatus {
+        initialized: s.initialized,
+        sealed: s.sealed,
+        threshold: s.threshold,
+        shares: s.shares,
+        progress: s.progress,
+        version: s.version,
+        node_id: s.node_id,
+        storage: s.storage,
+    };
+    show(&status, ctx.format)
 }
 
 pub async fn seal(ctx: &Ctx) -> CliResult<()> {
     call!(ctx, SystemClient::new, seal, v1::SealRequest {}).await?;
-    show(&Sealed { sealed: true }, ctx.format)
+    let sealed = Field::new("sealed", true, "Vault is sealed.\n".to_owned());
+    show(&sealed, ctx.format)
 }

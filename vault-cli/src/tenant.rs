@@ -7,7 +7,8 @@ use vault_proto::v1::{self, tenants_client::TenantsClient};
 
 use crate::{
     client::{CliResult, Ctx},
-    output::{Show, rows_text, show},
+    output::{Described, Show, rows_text, show},
+    token::networks_text,
 };
 
 #[derive(Subcommand, Debug)]
@@ -97,14 +98,7 @@ impl Show for Tenant {
             ("Id", self.id.clone()),
             ("Created", self.created_time.clone()),
             ("Key version", self.key_version.to_string()),
-            (
-                "Networks",
-                if self.allowed_cidrs.is_empty() {
-                    "any".into()
-                } else {
-                    self.allowed_cidrs.join(", ")
-                },
-            ),
+            ("Networks", networks_text(&self.allowed_cidrs)),
             (
                 "Rate limit",
                 match self.rate_limit {
@@ -121,17 +115,6 @@ impl Show for Tenant {
             ),
             ("Check-and-set required", self.cas_required.to_string()),
         ])
-    }
-}
-
-/// `create`: the tenant, and one line of text.
-#[derive(Serialize)]
-#[serde(transparent)]
-struct Created(Tenant);
-
-impl Show for Created {
-    fn text(&self) -> String {
-        format!("Created tenant {} (id {}).\n", self.0.name, self.0.id)
     }
 }
 
@@ -227,7 +210,9 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
                 .await?
                 .tenant
                 .unwrap_or_default();
-            show(&Created(tenant.into()), ctx.format)
+            let tenant = Tenant::from(tenant);
+            let text = format!("Created tenant {} (id {}).\n", tenant.name, tenant.id);
+            show(&Described::new(tenant, text), ctx.format)
         }
         TenantCommand::Show { name } => {
             let tenant = call!(ctx, new, get_tenant, v1::GetTenantRequest { name })

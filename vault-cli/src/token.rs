@@ -11,7 +11,7 @@ use crate::{
     client::{CliError, CliResult, Ctx, refresh_token_file},
     input::parse_duration,
     login::{Issued, finish_login, read_file_secret},
-    output::{Field, Show, rows_text, show},
+    output::{Field, Show, rows_text, show, text_or},
 };
 
 #[derive(clap::Subcommand, Debug)]
@@ -116,13 +116,6 @@ impl Info {
 
 impl Show for Info {
     fn text(&self) -> String {
-        let or_never = |time: &str| {
-            if time.is_empty() {
-                "never".to_owned()
-            } else {
-                time.to_owned()
-            }
-        };
         rows_text(&[
             ("Accessor", self.accessor.clone()),
             (
@@ -136,8 +129,8 @@ impl Show for Info {
             ("Policies", self.policies.join(", ")),
             ("Display name", self.display_name.clone()),
             ("Created", self.created_time.clone()),
-            ("Expires", or_never(&self.expire_time)),
-            ("Max expiry", or_never(&self.max_expire_time)),
+            ("Expires", text_or(&self.expire_time, "never")),
+            ("Max expiry", text_or(&self.max_expire_time, "never")),
             ("Parent", self.parent_accessor.clone()),
             ("Entity", self.entity.clone()),
             ("Networks", networks_text(&self.cidrs)),
@@ -253,12 +246,10 @@ pub async fn refresh(ctx: &Ctx, format: Format) -> CliResult<()> {
             (text, true)
         }
     };
-    let response = LoginClient::new(ctx.connect().await?)
-        .refresh(v1::RefreshRequest {
-            refresh_token: refresh.to_string(),
-        })
-        .await
-        .map_err(|s| ctx.status_error(s))?
-        .into_inner();
+    let request = v1::RefreshRequest {
+        refresh_token: refresh.to_string(),
+    };
+    let mut client = LoginClient::new(ctx.connect().await?);
+    let response = ctx.answer(client.refresh(request).await)?;
     finish_login(response, from_file, format, "Refreshed")
 }

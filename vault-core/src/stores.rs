@@ -38,6 +38,17 @@ impl DataStore {
             dir,
         )?)))
     }
+
+    /// The data store on etcd, under `<options.prefix>data/`.
+    #[cfg(feature = "etcd")]
+    pub fn open_etcd(
+        mut options: crate::storage::EtcdOptions,
+    ) -> Result<Self, crate::storage::StorageError> {
+        options.prefix.push_str("data/");
+        Ok(DataStore(Arc::new(crate::storage::EtcdStorage::connect(
+            options,
+        )?)))
+    }
 }
 
 impl KeyStore {
@@ -53,6 +64,18 @@ impl KeyStore {
         Ok(KeyStore(Arc::new(
             crate::storage::RocksStorage::open_key_store(dir)?,
         )))
+    }
+
+    /// The key store on etcd, under `<options.prefix>keys/` (on the data store's cluster or
+    /// one of its own).
+    #[cfg(feature = "etcd")]
+    pub fn open_etcd(
+        mut options: crate::storage::EtcdOptions,
+    ) -> Result<Self, crate::storage::StorageError> {
+        options.prefix.push_str("keys/");
+        Ok(KeyStore(Arc::new(crate::storage::EtcdStorage::connect(
+            options,
+        )?)))
     }
 }
 

@@ -330,11 +330,10 @@ pub struct Vault {
     config: VaultConfig,
     seal_config: RwLock<Option<SealConfig>>,
     state: RwLock<State>,
-    tenants: RwLock<HashMap<TenantName, TenantId>>,
-    /// Live tenants by id: name, settings, rate limiter. Deleting a tenant removes its entry.
-    tenant_states: RwLock<HashMap<TenantId, Arc<TenantState>>>,
+    /// The tenants known by name and id, the live ones' state, and the lock that orders a
+    /// tenant's changes (tenants.rs).
+    tenant_registry: tenants::TenantRegistry,
     stripes: Vec<Mutex<()>>,
-    tenant_create: Mutex<()>,
     audit: Option<Arc<AuditLog>>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// Serializes token creation, renewal, revocation and logins per tenant (`None`: system
@@ -342,31 +341,21 @@ pub struct Vault {
     /// another's.
     token_changes: KeyedLocks<Option<TenantId>>,
     /// Serializes MFA checks and enrolments (each reads, then writes, an entity's record).
-    mfa_changes: OwnedLock<mfa::MfaChanges>,
-    /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
-    /// Taken after a stripe lock, never before one. Only keys.rs takes it
-    /// ([`keys::KeyChanges`]); shredding and root rotation ask it for the guard.
-    key_changes: OwnedLock<keys::KeyChanges>,
-    /// Serializes changes to named keys (creation, rotation, configuration, trimming,
-    /// deletion, cache loads). Taken before `wrap_gate` and `key_changes`, never after. Only
-    /// kms.rs takes it ([`kms::KmsChanges`]).
-    kms_changes: OwnedLock<kms::KmsChanges>,
-    /// Held for reading by every put from the moment it wraps a DEK until its write is
-    /// committed; a re-wrap job takes it for writing once after fixing its set, so every put
-    /// that could have wrapped under a version of the set has committed before the scan starts.
-    wrap_gate: keys::WrapGate,
-    /// Held by the maintenance round in progress.
-    maintenance: Mutex<()>,
-    last_sweep: Mutex<Option<i64>>,
-    /// Test-only log of every key use (see [`KeyPolicy::invocation_log`]).
-    invocation_log: Option<Mutex<std::fs::File>>,
+    mfa_state: mfa::MfaState,
+    /// The KEK lock, the wrap gate and the key-use log (keys.rs). Shredding and root
+    /// rotation ask keys.rs for the KEK lock's guard.
+    kek_state: keys::KekState,
+    /// The named keys' lock (kms.rs): taken before the wrap gate and the KEK lock, never
+    /// after.
+    kms_state: kms::KmsState,
+    maintenance_state: maintenance::MaintenanceState,
     /// The rekey collecting current shares (in memory: a restart abandons it) and the new
     /// shares submitted towards verifying a staged one (whose configuration is durable).
     rekey: Mutex<rekey::Rekeys>,
     /// Each tenant's change feed (revisions in flight and the watermark).
     feeds: feed::Feeds,
     /// Serializes changes to webhook deliveries (fan-out, results, replay, deletion).
-    webhook_changes: OwnedLock<webhooks::WebhookChanges>,
+    webhook_state: webhooks::WebhookState,
     /// Where the maintenance round's purge of dead tokens goes on from.
     purge_cursors: Mutex<purge::PurgeCursors>,
 }
@@ -517,21 +506,7 @@ impl Vault {
         }
         tenants::index_tenant_ids(&data)?;
         Vault::migrate_webhook_queue(&data)?;
-        let invocation_log = match &config.keys.invocation_log {
-            Some(path) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        Error::Storage(StorageError(format!(
-                            "invocation log {}: {e}",
-                            path.display()
-                        )))
-                    })?,
-            )),
-            None => None,
-        };
+        let kek_state = keys::KekState::new(&config.keys)?;
         Ok(Vault {
             data,
             keys,
@@ -540,23 +515,18 @@ impl Vault {
             state: RwLock::new(State::Sealed {
                 progress: Vec::new(),
             }),
-            tenants: RwLock::new(HashMap::new()),
-            tenant_states: RwLock::new(HashMap::new()),
+            tenant_registry: tenants::TenantRegistry::default(),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            tenant_create: Mutex::new(()),
             audit: None,
             clock: Arc::new(now_unix_nanos),
             token_changes: KeyedLocks::default(),
-            mfa_changes: OwnedLock::default(),
-            key_changes: OwnedLock::default(),
-            kms_changes: OwnedLock::default(),
-            wrap_gate: keys::WrapGate::default(),
-            maintenance: Mutex::new(()),
-            last_sweep: Mutex::new(None),
-            invocation_log,
+            mfa_state: mfa::MfaState::default(),
+            kek_state,
+            kms_state: kms::KmsState::default(),
+            maintenance_state: maintenance::MaintenanceState::default(),
             rekey: Mutex::new(rekey::Rekeys::default()),
             feeds: feed::Feeds::default(),
-            webhook_changes: OwnedLock::default(),
+            webhook_state: webhooks::WebhookState::default(),
             purge_cursors: Mutex::new(purge::PurgeCursors::default()),
         })
     }
@@ -623,7 +593,30 @@ impl Vault {
     pub fn storage_kind(&self) -> &'static str {
         self.data.kind()
     }
+}
 
+impl Vault {
+    /// The seal: status, init, unseal and seal, and the rekey of the shares.
+    pub fn seal(&self) -> Seal<'_> {
+        Seal { vault: self }
+    }
+}
+
+/// The seal state machine and the shares, as `vault.seal()` hands them out. The view derefs to
+/// the vault for the stores and the keyring it opens and drops.
+pub struct Seal<'a> {
+    vault: &'a Vault,
+}
+
+impl std::ops::Deref for Seal<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        self.vault
+    }
+}
+
+impl Seal<'_> {
     pub fn status(&self) -> SealStatus {
         let seal_config = read(&self.seal_config);
         let state = read(&self.state);
@@ -910,7 +903,9 @@ impl Vault {
         }
         Ok(())
     }
+}
 
+impl Vault {
     fn keyring(&self) -> Result<Arc<Keyring>> {
         if read(&self.seal_config).is_none() {
             return Err(Error::NotInitialized);
@@ -1062,7 +1057,6 @@ pub use kms::{
 pub use maintenance::{Task, TaskReport};
 pub use rekey::{RekeyProgress, ShareCheck};
 pub use shred::{DeletedTenant, SHRED_LIMIT};
-use tenants::TenantState;
 pub use tenants::{TenantSettings, TenantUpdate};
 
 #[cfg(test)]

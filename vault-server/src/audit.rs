@@ -9,12 +9,14 @@ use vault_core::{
     audit::{query, writer::AuditLog},
     time::parse_rfc3339,
 };
-use vault_proto::v1::{self, audit_server::Audit};
+use vault_proto::v1::{
+    self, AuditExportRequest, AuditHeadRequest, AuditHeadResponse, AuditPublicKeyRequest,
+    AuditPublicKeyResponse, AuditQueryRequest, AuditQueryResponse, audit_server::Audit,
+};
 
 use crate::{
-    Shared,
     call::{Call, presented_token},
-    serve::{at, nothing, serve},
+    serve::{Handlers, Reply, at},
 };
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -22,16 +24,8 @@ const MAX_PAGE_SIZE: usize = 1000;
 /// Records sent per export message.
 const EXPORT_CHUNK: usize = 256;
 
-pub struct AuditService {
-    shared: Arc<Shared>,
-}
-
-impl AuditService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        AuditService { shared }
-    }
-
-    fn log(&self) -> Result<Arc<AuditLog>, Status> {
+impl Handlers {
+    fn audit_log(&self) -> Result<Arc<AuditLog>, Status> {
         self.shared.vault.audit().cloned().ok_or_else(|| {
             crate::status::status(
                 tonic::Code::FailedPrecondition,
@@ -57,54 +51,32 @@ fn time_field(field: &'static str, text: &str) -> Result<Option<i64>, Error> {
 type ExportStream = Pin<Box<dyn Stream<Item = Result<v1::AuditExportChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Audit for AuditService {
-    async fn public_key(
-        &self,
-        request: Request<v1::AuditPublicKeyRequest>,
-    ) -> Result<Response<v1::AuditPublicKeyResponse>, Status> {
-        let key = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |_| Ok(()),
-            |step, ()| step.vault.audit_public_key()?.ok_or(Error::NotInitialized),
-        )
-        .await?;
-        Ok(Response::new(v1::AuditPublicKeyResponse {
-            public_key: key,
-        }))
+impl Audit for Handlers {
+    async fn public_key(&self, r: Request<AuditPublicKeyRequest>) -> Reply<AuditPublicKeyResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.audit_public_key()?.ok_or(Error::NotInitialized))
+            .answer(|key| AuditPublicKeyResponse { public_key: key })
+            .await
     }
 
-    async fn head(
-        &self,
-        request: Request<v1::AuditHeadRequest>,
-    ) -> Result<Response<v1::AuditHeadResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |_| Ok(()),
-            |step, ()| step.vault.require_audit_access(step.caller()?),
-        )
-        .await?;
-        let head = self.log()?.head();
-        Ok(Response::new(v1::AuditHeadResponse {
+    async fn head(&self, r: Request<AuditHeadRequest>) -> Reply<AuditHeadResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.require_audit_access(step.caller()?))
+            .out()
+            .await?;
+        let head = self.audit_log()?.head();
+        Ok(Response::new(AuditHeadResponse {
             seq: head.seq,
             hash: head.hash,
         }))
     }
 
-    async fn query(
-        &self,
-        request: Request<v1::AuditQueryRequest>,
-    ) -> Result<Response<v1::AuditQueryResponse>, Status> {
-        let log = self.log()?;
-        let response = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path_prefix),
-            Ok,
-            move |step, query| {
+    async fn query(&self, r: Request<AuditQueryRequest>) -> Reply<AuditQueryResponse> {
+        let log = self.audit_log()?;
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.path_prefix))
+            .parse(Ok)
+            .run(move |step, query| {
                 // The whole log spans every tenant: system scope only (until tenant filtering).
                 // Checked before the query is parsed: a caller without it is refused, whatever
                 // it sent.
@@ -147,26 +119,22 @@ impl Audit for AuditService {
                         "reading the audit log: {e}"
                     )))
                 })?;
-                Ok(v1::AuditQueryResponse {
+                Ok(AuditQueryResponse {
                     records,
                     next_page_token: next.map(|seq| seq.to_string()).unwrap_or_default(),
                 })
-            },
-        )
-        .await?;
-        Ok(Response::new(response))
+            })
+            .answer(|response| response)
+            .await
     }
 
     type ExportStream = ExportStream;
 
-    async fn export(
-        &self,
-        request: Request<v1::AuditExportRequest>,
-    ) -> Result<Response<Self::ExportStream>, Status> {
+    async fn export(&self, request: Request<AuditExportRequest>) -> Reply<Self::ExportStream> {
         let call = Call::of(&request);
         let token = presented_token(&request);
         let since_text = request.into_inner().since;
-        let log = self.log()?;
+        let log = self.audit_log()?;
         let vault = Arc::clone(&self.shared.vault);
         let since = call
             .blocking(move |call| {

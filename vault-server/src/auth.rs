@@ -1,42 +1,25 @@
 //! Tokens and Policies services.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use vault_core::{
     Error,
     cidr::Cidr,
     names::TenantName,
     policy::{Policy, PolicyName},
     time::rfc3339,
-    vault::{TokenInfo, TokenRequest},
+    vault::{CreatedToken, TokenInfo, TokenRequest},
 };
-use vault_proto::v1::{self, policies_server::Policies, tokens_server::Tokens};
-
-use crate::{
-    Shared,
-    serve::{at, nothing, serve},
+use vault_proto::v1::{
+    self, CreateTokenRequest, CreateTokenResponse, DeletePolicyRequest, DeletePolicyResponse,
+    ListPoliciesRequest, ListPoliciesResponse, LookupTokenRequest, LookupTokenResponse,
+    ReadPolicyRequest, ReadPolicyResponse, RenewTokenRequest, RenewTokenResponse,
+    RevokeTokenRequest, RevokeTokenResponse, WritePolicyRequest, WritePolicyResponse,
+    policies_server::Policies, tokens_server::Tokens,
 };
 
-pub struct TokensService {
-    shared: Arc<Shared>,
-}
-
-impl TokensService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        TokensService { shared }
-    }
-}
-
-pub struct PoliciesService {
-    shared: Arc<Shared>,
-}
-
-impl PoliciesService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        PoliciesService { shared }
-    }
-}
+use crate::serve::{Handlers, Reply, at};
 
 fn time_or_empty(unix_nanos: i64) -> String {
     if unix_nanos == 0 {
@@ -44,6 +27,19 @@ fn time_or_empty(unix_nanos: i64) -> String {
     } else {
         rfc3339(unix_nanos)
     }
+}
+
+/// What an answer that issues a token carries: the token, its info and its refresh token
+/// (empty without one).
+pub(crate) fn issued(created: CreatedToken) -> (String, Option<v1::TokenInfo>, String) {
+    (
+        created.token.expose_secret().to_owned(),
+        Some(info_message(created.info)),
+        created
+            .refresh_token
+            .map(|t| t.expose_secret().to_owned())
+            .unwrap_or_default(),
+    )
 }
 
 pub(crate) fn info_message(info: TokenInfo) -> v1::TokenInfo {
@@ -71,7 +67,7 @@ pub(crate) fn seconds(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_secs(value))
 }
 
-fn token_request(r: v1::CreateTokenRequest) -> Result<TokenRequest, Error> {
+fn token_request(r: CreateTokenRequest) -> Result<TokenRequest, Error> {
     Ok(TokenRequest {
         tenant: if r.system && r.tenant.is_empty() {
             None
@@ -96,95 +92,68 @@ fn token_request(r: v1::CreateTokenRequest) -> Result<TokenRequest, Error> {
 }
 
 #[tonic::async_trait]
-impl Tokens for TokensService {
-    async fn create_token(
-        &self,
-        request: Request<v1::CreateTokenRequest>,
-    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        let created = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, ""),
-            token_request,
-            |step, request| {
+impl Tokens for Handlers {
+    async fn create_token(&self, r: Request<CreateTokenRequest>) -> Reply<CreateTokenResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, ""))
+            .parse(token_request)
+            .run(|step, request| {
                 let created = step.vault.access().create_token(step.caller()?, request)?;
                 step.call
                     .note(format!("created token {}", created.info.accessor));
                 Ok(created)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::CreateTokenResponse {
-            token: created.token.expose_secret().to_owned(),
-            info: Some(info_message(created.info)),
-            refresh_token: created
-                .refresh_token
-                .map(|t| t.expose_secret().to_owned())
-                .unwrap_or_default(),
-        }))
+            })
+            .answer(|created| {
+                let (token, info, refresh_token) = issued(created);
+                CreateTokenResponse {
+                    token,
+                    info,
+                    refresh_token,
+                }
+            })
+            .await
     }
 
-    async fn lookup_token(
-        &self,
-        request: Request<v1::LookupTokenRequest>,
-    ) -> Result<Response<v1::LookupTokenResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |r| Ok(accessor_arg(r.accessor)),
-            |step, accessor| {
+    async fn lookup_token(&self, r: Request<LookupTokenRequest>) -> Reply<LookupTokenResponse> {
+        self.rpc(r)
+            .parse(|r| Ok(accessor_arg(r.accessor)))
+            .run(|step, accessor| {
                 step.vault
                     .access()
                     .lookup_token(step.caller()?, accessor.as_deref())
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::LookupTokenResponse {
-            info: Some(info_message(info)),
-        }))
+            })
+            .answer(|info| LookupTokenResponse {
+                info: Some(info_message(info)),
+            })
+            .await
     }
 
-    async fn renew_token(
-        &self,
-        request: Request<v1::RenewTokenRequest>,
-    ) -> Result<Response<v1::RenewTokenResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |r| Ok((accessor_arg(r.accessor), seconds(r.increment_seconds))),
-            |step, (accessor, increment)| {
+    async fn renew_token(&self, r: Request<RenewTokenRequest>) -> Reply<RenewTokenResponse> {
+        self.rpc(r)
+            .parse(|r| Ok((accessor_arg(r.accessor), seconds(r.increment_seconds))))
+            .run(|step, (accessor, increment)| {
                 step.vault
                     .access()
                     .renew_token(step.caller()?, accessor.as_deref(), increment)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::RenewTokenResponse {
-            info: Some(info_message(info)),
-        }))
+            })
+            .answer(|info| RenewTokenResponse {
+                info: Some(info_message(info)),
+            })
+            .await
     }
 
-    async fn revoke_token(
-        &self,
-        request: Request<v1::RevokeTokenRequest>,
-    ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
-        let revoked = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |r| Ok(accessor_arg(r.accessor)),
-            |step, accessor| {
+    async fn revoke_token(&self, r: Request<RevokeTokenRequest>) -> Reply<RevokeTokenResponse> {
+        self.rpc(r)
+            .parse(|r| Ok(accessor_arg(r.accessor)))
+            .run(|step, accessor| {
                 step.vault
                     .access()
                     .revoke_token(step.caller()?, accessor.as_deref())
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::RevokeTokenResponse {
-            revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
-        }))
+            })
+            .answer(|revoked| RevokeTokenResponse {
+                revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
+            })
+            .await
     }
 }
 
@@ -209,90 +178,66 @@ fn policy_of(tenant: &str, name: &str) -> Result<(TenantName, PolicyName), Error
 }
 
 #[tonic::async_trait]
-impl Policies for PoliciesService {
-    async fn write_policy(
-        &self,
-        request: Request<v1::WritePolicyRequest>,
-    ) -> Result<Response<v1::WritePolicyResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.name),
-            |r| {
+impl Policies for Handlers {
+    async fn write_policy(&self, r: Request<WritePolicyRequest>) -> Reply<WritePolicyResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.name))
+            .parse(|r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let rules = r.rules.into_iter().map(|r| (r.path, r.capabilities));
                 let policy = Policy::new(PolicyName::parse(&r.name)?, rules.collect())?
                     .with_required_mfa(&r.require_mfa)?;
                 Ok((tenant, policy))
-            },
-            |step, (tenant, policy)| {
+            })
+            .run(|step, (tenant, policy)| {
                 step.vault
                     .access()
                     .write_policy(step.caller()?, &tenant, &policy)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::WritePolicyResponse {}))
+            })
+            .answer(|()| WritePolicyResponse {})
+            .await
     }
 
-    async fn read_policy(
-        &self,
-        request: Request<v1::ReadPolicyRequest>,
-    ) -> Result<Response<v1::ReadPolicyResponse>, Status> {
-        let policy = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.name),
-            |r| policy_of(&r.tenant, &r.name),
-            |step, (tenant, name)| {
+    async fn read_policy(&self, r: Request<ReadPolicyRequest>) -> Reply<ReadPolicyResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.name))
+            .parse(|r| policy_of(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| {
                 step.vault
                     .access()
                     .read_policy(step.caller()?, &tenant, &name)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::ReadPolicyResponse {
-            name: policy.name.as_str().to_owned(),
-            rules: rules_message(&policy),
-            require_mfa: policy
-                .require_mfa
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .collect(),
-        }))
+            })
+            .answer(|policy| ReadPolicyResponse {
+                name: policy.name.as_str().to_owned(),
+                rules: rules_message(&policy),
+                require_mfa: policy
+                    .require_mfa
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect(),
+            })
+            .await
     }
 
-    async fn list_policies(
-        &self,
-        request: Request<v1::ListPoliciesRequest>,
-    ) -> Result<Response<v1::ListPoliciesResponse>, Status> {
-        let names = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, ""),
-            |r| TenantName::parse(&r.tenant),
-            |step, tenant| step.vault.access().list_policies(step.caller()?, &tenant),
-        )
-        .await?;
-        Ok(Response::new(v1::ListPoliciesResponse { names }))
+    async fn list_policies(&self, r: Request<ListPoliciesRequest>) -> Reply<ListPoliciesResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, ""))
+            .parse(|r| TenantName::parse(&r.tenant))
+            .run(|step, tenant| step.vault.access().list_policies(step.caller()?, &tenant))
+            .answer(|names| ListPoliciesResponse { names })
+            .await
     }
 
-    async fn delete_policy(
-        &self,
-        request: Request<v1::DeletePolicyRequest>,
-    ) -> Result<Response<v1::DeletePolicyResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.name),
-            |r| policy_of(&r.tenant, &r.name),
-            |step, (tenant, name)| {
+    async fn delete_policy(&self, r: Request<DeletePolicyRequest>) -> Reply<DeletePolicyResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.name))
+            .parse(|r| policy_of(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| {
                 step.vault
                     .access()
                     .delete_policy(step.caller()?, &tenant, &name)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DeletePolicyResponse {}))
+            })
+            .answer(|()| DeletePolicyResponse {})
+            .await
     }
 }

@@ -23,7 +23,7 @@ pub(crate) fn bootstrap(vault: &Vault, data_dir: &Path) -> Result<(), String> {
         "    One unseal share; it and the root token are kept in {} so restarts unseal themselves.",
         file.display()
     );
-    let share = if vault.status().initialized {
+    let share = if vault.seal().status().initialized {
         let text = Zeroizing::new(fs::read_to_string(&file).map_err(|e| {
             format!("dev mode: cannot read {}: {e} (a directory not made by --dev, or init was interrupted: start over with an empty directory)", file.display())
         })?);
@@ -41,6 +41,7 @@ pub(crate) fn bootstrap(vault: &Vault, data_dir: &Path) -> Result<(), String> {
         Zeroizing::new(share.to_owned())
     } else {
         let output = vault
+            .seal()
             .init(1, 1, InitRecipients::default())
             .map_err(|e| format!("dev mode: init failed: {e}"))?;
         let share = output
@@ -75,6 +76,7 @@ pub(crate) fn bootstrap(vault: &Vault, data_dir: &Path) -> Result<(), String> {
     let _ = out.flush();
     let parsed = UnsealShare::parse(&share).map_err(|e| format!("dev mode: stored share: {e}"))?;
     vault
+        .seal()
         .unseal(parsed)
         .map_err(|e| format!("dev mode: unseal failed: {e}"))?;
     Ok(())

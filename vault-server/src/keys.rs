@@ -1,28 +1,16 @@
 //! Keys service: the lifecycle state of every KEK version, and retirement on request.
 
-use std::sync::Arc;
-
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use vault_core::{names::TenantName, time::rfc3339, vault::KeyStatus};
-use vault_proto::v1::{self, keys_server::Keys};
-
-use crate::{
-    Shared,
-    serve::{at, serve},
+use vault_proto::v1::{
+    self, KeyStatusRequest, KeyStatusResponse, RetireKeyVersionRequest, RetireKeyVersionResponse,
+    keys_server::Keys,
 };
 
-pub struct KeysService {
-    shared: Arc<Shared>,
-}
+use crate::serve::{Handlers, Reply, at};
 
-impl KeysService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        KeysService { shared }
-    }
-}
-
-fn status_message(status: KeyStatus) -> v1::KeyStatusResponse {
-    v1::KeyStatusResponse {
+fn status_message(status: KeyStatus) -> KeyStatusResponse {
+    KeyStatusResponse {
         budget: status.budget,
         max_age_seconds: u64::try_from(status.max_age_nanos / 1_000_000_000).unwrap_or(0),
         max_live_versions: status.max_live_versions,
@@ -73,45 +61,36 @@ fn status_message(status: KeyStatus) -> v1::KeyStatusResponse {
 }
 
 #[tonic::async_trait]
-impl Keys for KeysService {
-    async fn key_status(
-        &self,
-        request: Request<v1::KeyStatusRequest>,
-    ) -> Result<Response<v1::KeyStatusResponse>, Status> {
-        let status = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, ""),
-            |r| match r.tenant.as_str() {
+impl Keys for Handlers {
+    async fn key_status(&self, r: Request<KeyStatusRequest>) -> Reply<KeyStatusResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, ""))
+            .parse(|r| match r.tenant.as_str() {
                 "" => Ok(None),
                 name => Ok(Some(TenantName::parse(name)?)),
-            },
-            |step, tenant| {
+            })
+            .run(|step, tenant| {
                 step.vault
                     .keks()
                     .key_status(step.caller()?, tenant.as_ref())
-            },
-        )
-        .await?;
-        Ok(Response::new(status_message(status)))
+            })
+            .answer(status_message)
+            .await
     }
 
     async fn retire_key_version(
         &self,
-        request: Request<v1::RetireKeyVersionRequest>,
-    ) -> Result<Response<v1::RetireKeyVersionResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, ""),
-            |r| Ok((TenantName::parse(&r.tenant)?, r.version)),
-            |step, (tenant, version)| {
+        r: Request<RetireKeyVersionRequest>,
+    ) -> Reply<RetireKeyVersionResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, ""))
+            .parse(|r| Ok((TenantName::parse(&r.tenant)?, r.version)))
+            .run(|step, (tenant, version)| {
                 step.vault
                     .keks()
                     .retire_key_version(step.caller()?, &tenant, version)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::RetireKeyVersionResponse {}))
+            })
+            .answer(|()| RetireKeyVersionResponse {})
+            .await
     }
 }

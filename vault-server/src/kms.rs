@@ -3,34 +3,36 @@
 //! version used and the encryption context without the values its caller marked sensitive;
 //! never a plaintext, ciphertext, signature, MAC or message.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use vault_core::{
     Error,
     kms::{EncryptionContext, KeyName, public_key_pem},
     names::TenantName,
     secret::SecretBytes,
     time::rfc3339,
-    vault::{DecryptItem, EncryptItem, KeySpec, KeyUpdate, NamedKeyInfo, Versioned},
+    vault::{
+        Caller, DecryptItem, EncryptItem, KeySpec, KeyUpdate, Kms as KmsView, NamedKeyInfo,
+        Versioned,
+    },
 };
-use vault_proto::v1::{self, kms_server::Kms};
+use vault_proto::v1::{
+    self, BatchDecryptRequest, BatchDecryptResponse, BatchEncryptRequest, BatchEncryptResponse,
+    CancelKeyDeletionRequest, CancelKeyDeletionResponse, CreateKeyRequest, CreateKeyResponse,
+    DecryptRequest, DecryptResponse, DeleteKeyRequest, DeleteKeyResponse, EncryptRequest,
+    EncryptResponse, ExportKeyRequest, ExportKeyResponse, GenerateDataKeyRequest,
+    GenerateDataKeyResponse, HmacRequest, HmacResponse, ListKeysRequest, ListKeysResponse,
+    ReadKeyRequest, ReadKeyResponse, RewrapRequest, RewrapResponse, RotateKeyRequest,
+    RotateKeyResponse, SignRequest, SignResponse, TrimKeyRequest, TrimKeyResponse,
+    UpdateKeyRequest, UpdateKeyResponse, VerifyHmacRequest, VerifyHmacResponse, VerifyRequest,
+    VerifyResponse, kms_server::Kms,
+};
 
 use crate::{
-    Shared,
     call::Call,
-    serve::{at, serve, under},
+    serve::{Handlers, Reply, at, under},
 };
-
-pub struct KmsService {
-    shared: Arc<Shared>,
-}
-
-impl KmsService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        KmsService { shared }
-    }
-}
 
 fn names(tenant: &str, key: &str) -> Result<(TenantName, KeyName), Error> {
     Ok((TenantName::parse(tenant)?, KeyName::parse(key)?))
@@ -106,24 +108,101 @@ fn key_message(info: NamedKeyInfo) -> v1::NamedKey {
     }
 }
 
-fn encrypted(result: Versioned) -> v1::EncryptResponse {
-    v1::EncryptResponse {
+fn encrypted(result: Versioned) -> EncryptResponse {
+    EncryptResponse {
         ciphertext: result.text,
         key_version: result.version,
     }
 }
 
-#[tonic::async_trait]
-impl Kms for KmsService {
-    async fn create_key(
+/// A sign, verify or HMAC request, its message already in a buffer that zeroizes: the tenant
+/// and key it names as sent, and what else it carries (`with`: the key version to sign with,
+/// or the signature or HMAC to check).
+struct Keyed<T> {
+    tenant: String,
+    key: String,
+    message: SecretBytes,
+    with: T,
+}
+
+fn keyed<T>(tenant: String, key: String, message: Vec<u8>, with: T) -> Keyed<T> {
+    Keyed {
+        tenant,
+        key,
+        message: SecretBytes::new(message),
+        with,
+    }
+}
+
+/// `Kms::sign` or `Kms::hmac`: a tag made of a message.
+type MakeTag =
+    fn(&KmsView<'_>, &Caller, &TenantName, &KeyName, &[u8], u32) -> Result<Versioned, Error>;
+/// `Kms::verify` or `Kms::verify_hmac`: whether a tag is a message's, and its key version.
+type CheckTag =
+    fn(&KmsView<'_>, &Caller, &TenantName, &KeyName, &[u8], &str) -> Result<(bool, u32), Error>;
+
+impl Handlers {
+    /// The one handler behind `sign` and `hmac` (`make` tells which).
+    async fn kms_sign<Resp>(
         &self,
-        request: Request<v1::CreateKeyRequest>,
-    ) -> Result<Response<v1::CreateKeyResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| {
+        r: Request<Keyed<u32>>,
+        make: MakeTag,
+        respond: impl FnOnce(Versioned) -> Resp,
+    ) -> Reply<Resp> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| Ok((names(&r.tenant, &r.key)?, r.message, r.with)))
+            .run(move |step, ((tenant, key), message, key_version)| {
+                let result = make(
+                    &step.vault.kms(),
+                    step.caller()?,
+                    &tenant,
+                    &key,
+                    message.expose_secret(),
+                    key_version,
+                )?;
+                used(step.call, &key, result.version, None);
+                Ok(result)
+            })
+            .answer(respond)
+            .await
+    }
+
+    /// The one handler behind `verify` and `verify_hmac` (`check` tells which): the step's
+    /// answer is whether the signature or HMAC is valid, and the key version that checked it.
+    async fn kms_verify<Resp>(
+        &self,
+        r: Request<Keyed<String>>,
+        check: CheckTag,
+        respond: impl FnOnce((bool, u32)) -> Resp,
+    ) -> Reply<Resp> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| Ok((names(&r.tenant, &r.key)?, r.message, r.with)))
+            .run(move |step, ((tenant, key), message, signature)| {
+                let (valid, version) = check(
+                    &step.vault.kms(),
+                    step.caller()?,
+                    &tenant,
+                    &key,
+                    message.expose_secret(),
+                    &signature,
+                )?;
+                used(step.call, &key, version, None);
+                step.call.note(format!("valid: {valid}"));
+                Ok((valid, version))
+            })
+            .answer(respond)
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl Kms for Handlers {
+    async fn create_key(&self, r: Request<CreateKeyRequest>) -> Reply<CreateKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| {
                 let (tenant, name) = names(&r.tenant, &r.name)?;
                 let spec = KeySpec {
                     key_type: r.r#type,
@@ -136,8 +215,8 @@ impl Kms for KmsService {
                     )?,
                 };
                 Ok((tenant, name, spec))
-            },
-            |step, (tenant, name, spec)| {
+            })
+            .run(|step, (tenant, name, spec)| {
                 let exportable = spec.exportable;
                 let info = step
                     .vault
@@ -148,75 +227,59 @@ impl Kms for KmsService {
                     info.key_type.as_str()
                 ));
                 Ok(info)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::CreateKeyResponse {
-            key: Some(key_message(info)),
-        }))
+            })
+            .answer(|info| CreateKeyResponse {
+                key: Some(key_message(info)),
+            })
+            .await
     }
 
-    async fn read_key(
-        &self,
-        request: Request<v1::ReadKeyRequest>,
-    ) -> Result<Response<v1::ReadKeyResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| names(&r.tenant, &r.name),
-            |step, (tenant, name)| step.vault.kms().read_key(step.caller()?, &tenant, &name),
-        )
-        .await?;
-        Ok(Response::new(v1::ReadKeyResponse {
-            key: Some(key_message(info)),
-        }))
+    async fn read_key(&self, r: Request<ReadKeyRequest>) -> Reply<ReadKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| names(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| step.vault.kms().read_key(step.caller()?, &tenant, &name))
+            .answer(|info| ReadKeyResponse {
+                key: Some(key_message(info)),
+            })
+            .await
     }
 
-    async fn list_keys(
-        &self,
-        request: Request<v1::ListKeysRequest>,
-    ) -> Result<Response<v1::ListKeysResponse>, Status> {
-        let (names, more) = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, "keys/"),
-            |r| {
+    async fn list_keys(&self, r: Request<ListKeysRequest>) -> Reply<ListKeysResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, "keys/"))
+            .parse(|r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let size = match r.page_size {
                     0 => vault_core::vault::DEFAULT_PAGE_SIZE,
                     n => n as usize,
                 };
                 Ok((tenant, r.page_token, size))
-            },
-            |step, (tenant, page_token, size)| {
+            })
+            .run(|step, (tenant, page_token, size)| {
                 step.vault
                     .kms()
                     .list_keys(step.caller()?, &tenant, &page_token, size)
-            },
-        )
-        .await?;
-        let names: Vec<String> = names.iter().map(ToString::to_string).collect();
-        let next_page_token = if more {
-            names.last().cloned().unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(v1::ListKeysResponse {
-            names,
-            next_page_token,
-        }))
+            })
+            .answer(|(names, more)| {
+                let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+                let next_page_token = if more {
+                    names.last().cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                ListKeysResponse {
+                    names,
+                    next_page_token,
+                }
+            })
+            .await
     }
 
-    async fn update_key(
-        &self,
-        request: Request<v1::UpdateKeyRequest>,
-    ) -> Result<Response<v1::UpdateKeyResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| {
+    async fn update_key(&self, r: Request<UpdateKeyRequest>) -> Reply<UpdateKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| {
                 let (tenant, name) = names(&r.tenant, &r.name)?;
                 let update = KeyUpdate {
                     min_decryption_version: r.min_decryption_version,
@@ -228,29 +291,23 @@ impl Kms for KmsService {
                         .transpose()?,
                 };
                 Ok((tenant, name, update))
-            },
-            |step, (tenant, name, update)| {
+            })
+            .run(|step, (tenant, name, update)| {
                 step.vault
                     .kms()
                     .update_key(step.caller()?, &tenant, &name, update)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::UpdateKeyResponse {
-            key: Some(key_message(info)),
-        }))
+            })
+            .answer(|info| UpdateKeyResponse {
+                key: Some(key_message(info)),
+            })
+            .await
     }
 
-    async fn rotate_key(
-        &self,
-        request: Request<v1::RotateKeyRequest>,
-    ) -> Result<Response<v1::RotateKeyResponse>, Status> {
-        let version = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| names(&r.tenant, &r.name),
-            |step, (tenant, name)| {
+    async fn rotate_key(&self, r: Request<RotateKeyRequest>) -> Reply<RotateKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| names(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| {
                 let version = step
                     .vault
                     .kms()
@@ -258,22 +315,16 @@ impl Kms for KmsService {
                 step.call
                     .note(format!("key {name} rotated to version {version}"));
                 Ok(version)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::RotateKeyResponse { version }))
+            })
+            .answer(|version| RotateKeyResponse { version })
+            .await
     }
 
-    async fn trim_key(
-        &self,
-        request: Request<v1::TrimKeyRequest>,
-    ) -> Result<Response<v1::TrimKeyResponse>, Status> {
-        let destroyed = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| Ok((names(&r.tenant, &r.name)?, r.min_available_version)),
-            |step, ((tenant, name), min_available_version)| {
+    async fn trim_key(&self, r: Request<TrimKeyRequest>) -> Reply<TrimKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| Ok((names(&r.tenant, &r.name)?, r.min_available_version)))
+            .run(|step, ((tenant, name), min_available_version)| {
                 let destroyed = step.vault.kms().trim_key(
                     step.caller()?,
                     &tenant,
@@ -283,24 +334,18 @@ impl Kms for KmsService {
                 step.call
                     .note(format!("key {name}: versions {destroyed:?} destroyed"));
                 Ok(destroyed)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::TrimKeyResponse {
-            destroyed_versions: destroyed,
-        }))
+            })
+            .answer(|destroyed| TrimKeyResponse {
+                destroyed_versions: destroyed,
+            })
+            .await
     }
 
-    async fn delete_key(
-        &self,
-        request: Request<v1::DeleteKeyRequest>,
-    ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
-        let when = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| names(&r.tenant, &r.name),
-            |step, (tenant, name)| {
+    async fn delete_key(&self, r: Request<DeleteKeyRequest>) -> Reply<DeleteKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| names(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| {
                 let when = step
                     .vault
                     .kms()
@@ -308,43 +353,34 @@ impl Kms for KmsService {
                 step.call
                     .note(format!("key {name} is destroyed at {}", rfc3339(when)));
                 Ok(when)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteKeyResponse {
-            delete_after: rfc3339(when),
-        }))
+            })
+            .answer(|when| DeleteKeyResponse {
+                delete_after: rfc3339(when),
+            })
+            .await
     }
 
     async fn cancel_key_deletion(
         &self,
-        request: Request<v1::CancelKeyDeletionRequest>,
-    ) -> Result<Response<v1::CancelKeyDeletionResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| names(&r.tenant, &r.name),
-            |step, (tenant, name)| {
+        r: Request<CancelKeyDeletionRequest>,
+    ) -> Reply<CancelKeyDeletionResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| names(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| {
                 step.vault
                     .kms()
                     .cancel_key_deletion(step.caller()?, &tenant, &name)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::CancelKeyDeletionResponse {}))
+            })
+            .answer(|()| CancelKeyDeletionResponse {})
+            .await
     }
 
-    async fn export_key(
-        &self,
-        request: Request<v1::ExportKeyRequest>,
-    ) -> Result<Response<v1::ExportKeyResponse>, Status> {
-        let (key_type, versions) = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.name),
-            |r| names(&r.tenant, &r.name),
-            |step, (tenant, name)| {
+    async fn export_key(&self, r: Request<ExportKeyRequest>) -> Reply<ExportKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.name))
+            .parse(|r| names(&r.tenant, &r.name))
+            .run(|step, (tenant, name)| {
                 let exported = step
                     .vault
                     .kms()
@@ -354,37 +390,31 @@ impl Kms for KmsService {
                     "key {name}: material of versions {listed:?} exported"
                 ));
                 Ok(exported)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::ExportKeyResponse {
-            r#type: key_type.as_str().into(),
-            versions: versions
-                .into_iter()
-                .map(|(version, material)| v1::ExportedKeyVersion {
-                    version,
-                    material: material.expose_secret().to_vec(),
-                })
-                .collect(),
-        }))
+            })
+            .answer(|(key_type, versions)| ExportKeyResponse {
+                r#type: key_type.as_str().into(),
+                versions: versions
+                    .into_iter()
+                    .map(|(version, material)| v1::ExportedKeyVersion {
+                        version,
+                        material: material.expose_secret().to_vec(),
+                    })
+                    .collect(),
+            })
+            .await
     }
 
-    async fn encrypt(
-        &self,
-        request: Request<v1::EncryptRequest>,
-    ) -> Result<Response<v1::EncryptResponse>, Status> {
+    async fn encrypt(&self, r: Request<EncryptRequest>) -> Reply<EncryptResponse> {
         // The plaintext moves into a buffer that zeroizes, before anything else is checked.
-        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.plaintext)), r));
-        let result = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| under(&r.tenant, "keys/", &r.key),
-            |(plaintext, r)| {
+        let r = r.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.plaintext)), r));
+        self.rpc(r)
+            .target(|(_, r)| under(&r.tenant, "keys/", &r.key))
+            .parse(|(plaintext, r)| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
                 Ok((tenant, key, plaintext, context, r.key_version))
-            },
-            |step, (tenant, key, plaintext, context, key_version)| {
+            })
+            .run(|step, (tenant, key, plaintext, context, key_version)| {
                 let item = EncryptItem {
                     plaintext,
                     context: context.clone(),
@@ -402,26 +432,20 @@ impl Kms for KmsService {
                     .ok_or_else(|| Error::Integrity("an encryption result".into()))?;
                 used(step.call, &key, result.version, Some(&context));
                 Ok(result)
-            },
-        )
-        .await?;
-        Ok(Response::new(encrypted(result)))
+            })
+            .answer(encrypted)
+            .await
     }
 
-    async fn decrypt(
-        &self,
-        request: Request<v1::DecryptRequest>,
-    ) -> Result<Response<v1::DecryptResponse>, Status> {
-        let (plaintext, key_version) = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.key),
-            |r| {
+    async fn decrypt(&self, r: Request<DecryptRequest>) -> Reply<DecryptResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
                 Ok((tenant, key, r.ciphertext, context))
-            },
-            |step, (tenant, key, ciphertext, context)| {
+            })
+            .run(|step, (tenant, key, ciphertext, context)| {
                 let item = DecryptItem {
                     ciphertext,
                     context: context.clone(),
@@ -434,44 +458,30 @@ impl Kms for KmsService {
                     .ok_or_else(|| Error::Integrity("a decryption result".into()))??;
                 used(step.call, &key, result.1, Some(&context));
                 Ok(result)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DecryptResponse {
-            plaintext: plaintext.expose_secret().to_vec(),
-            key_version,
-        }))
+            })
+            .answer(|(plaintext, key_version)| DecryptResponse {
+                plaintext: plaintext.expose_secret().to_vec(),
+                key_version,
+            })
+            .await
     }
 
-    async fn batch_encrypt(
-        &self,
-        request: Request<v1::BatchEncryptRequest>,
-    ) -> Result<Response<v1::BatchEncryptResponse>, Status> {
-        let results = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.key),
-            |r| {
+    async fn batch_encrypt(&self, r: Request<BatchEncryptRequest>) -> Reply<BatchEncryptResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
-                let mut parsed = Vec::with_capacity(r.items.len());
-                let mut contexts = Vec::new();
-                for (index, item) in r.items.into_iter().enumerate() {
-                    let context = context(
-                        &format!("items[{index}].context"),
-                        item.context,
-                        item.sensitive_context,
-                    )?;
-                    if !context.is_empty() {
-                        contexts.push(format!("[{index}] {}", context.audit_summary()));
-                    }
-                    parsed.push(EncryptItem {
-                        plaintext: SecretBytes::new(item.plaintext),
+                let (parsed, contexts) = batch_items(
+                    r.items,
+                    |item: v1::EncryptItem| (item.context, item.sensitive_context, item.plaintext),
+                    |plaintext: Vec<u8>, context| EncryptItem {
+                        plaintext: SecretBytes::new(plaintext),
                         context,
-                    });
-                }
+                    },
+                )?;
                 Ok((tenant, key, parsed, contexts, r.key_version))
-            },
-            |step, (tenant, key, parsed, contexts, key_version)| {
+            })
+            .run(|step, (tenant, key, parsed, contexts, key_version)| {
                 let count = parsed.len();
                 let results = step.vault.kms().encrypt(
                     step.caller()?,
@@ -489,43 +499,29 @@ impl Kms for KmsService {
                     &contexts,
                 ));
                 Ok(results)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::BatchEncryptResponse {
-            results: results.into_iter().map(encrypted).collect(),
-        }))
+            })
+            .answer(|results| BatchEncryptResponse {
+                results: results.into_iter().map(encrypted).collect(),
+            })
+            .await
     }
 
-    async fn batch_decrypt(
-        &self,
-        request: Request<v1::BatchDecryptRequest>,
-    ) -> Result<Response<v1::BatchDecryptResponse>, Status> {
-        let results = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.key),
-            |r| {
+    async fn batch_decrypt(&self, r: Request<BatchDecryptRequest>) -> Reply<BatchDecryptResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
-                let mut parsed = Vec::with_capacity(r.items.len());
-                let mut contexts = Vec::new();
-                for (index, item) in r.items.into_iter().enumerate() {
-                    let context = context(
-                        &format!("items[{index}].context"),
-                        item.context,
-                        item.sensitive_context,
-                    )?;
-                    if !context.is_empty() {
-                        contexts.push(format!("[{index}] {}", context.audit_summary()));
-                    }
-                    parsed.push(DecryptItem {
-                        ciphertext: item.ciphertext,
+                let (parsed, contexts) = batch_items(
+                    r.items,
+                    |item: v1::DecryptItem| (item.context, item.sensitive_context, item.ciphertext),
+                    |ciphertext: String, context| DecryptItem {
+                        ciphertext,
                         context,
-                    });
-                }
+                    },
+                )?;
                 Ok((tenant, key, parsed, contexts))
-            },
-            |step, (tenant, key, parsed, contexts)| {
+            })
+            .run(|step, (tenant, key, parsed, contexts)| {
                 let count = parsed.len();
                 let results =
                     step.vault
@@ -541,41 +537,35 @@ impl Kms for KmsService {
                 step.call
                     .note(batch_detail(&key, count, &versions, failed, &contexts));
                 Ok(results)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::BatchDecryptResponse {
-            results: results
-                .into_iter()
-                .map(|result| match result {
-                    Ok((plaintext, key_version)) => v1::DecryptResult {
-                        plaintext: plaintext.expose_secret().to_vec(),
-                        key_version,
-                        error: String::new(),
-                    },
-                    Err(error) => v1::DecryptResult {
-                        error: error.to_string(),
-                        ..Default::default()
-                    },
-                })
-                .collect(),
-        }))
+            })
+            .answer(|results| BatchDecryptResponse {
+                results: results
+                    .into_iter()
+                    .map(|result| match result {
+                        Ok((plaintext, key_version)) => v1::DecryptResult {
+                            plaintext: plaintext.expose_secret().to_vec(),
+                            key_version,
+                            error: String::new(),
+                        },
+                        Err(error) => v1::DecryptResult {
+                            error: error.to_string(),
+                            ..Default::default()
+                        },
+                    })
+                    .collect(),
+            })
+            .await
     }
 
-    async fn rewrap(
-        &self,
-        request: Request<v1::RewrapRequest>,
-    ) -> Result<Response<v1::RewrapResponse>, Status> {
-        let (previous, result) = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.key),
-            |r| {
+    async fn rewrap(&self, r: Request<RewrapRequest>) -> Reply<RewrapResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
                 Ok((tenant, key, r.ciphertext, context, r.key_version))
-            },
-            |step, (tenant, key, ciphertext, context, key_version)| {
+            })
+            .run(|step, (tenant, key, ciphertext, context, key_version)| {
                 let (previous, result) = step.vault.kms().rewrap(
                     step.caller()?,
                     &tenant,
@@ -588,178 +578,127 @@ impl Kms for KmsService {
                     .note(format!("re-wrapped from version {previous}"));
                 used(step.call, &key, result.version, Some(&context));
                 Ok((previous, result))
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::RewrapResponse {
-            ciphertext: result.text,
-            key_version: result.version,
-            previous_version: previous,
-        }))
+            })
+            .answer(|(previous, result)| RewrapResponse {
+                ciphertext: result.text,
+                key_version: result.version,
+                previous_version: previous,
+            })
+            .await
     }
 
     async fn generate_data_key(
         &self,
-        request: Request<v1::GenerateDataKeyRequest>,
-    ) -> Result<Response<v1::GenerateDataKeyResponse>, Status> {
-        let generated = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "keys/", &r.key),
-            |r| {
+        r: Request<GenerateDataKeyRequest>,
+    ) -> Reply<GenerateDataKeyResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "keys/", &r.key))
+            .parse(|r| {
                 let (tenant, key) = names(&r.tenant, &r.key)?;
                 let context = context("context", r.context, r.sensitive_context)?;
                 Ok((tenant, key, context, r.key_version, r.bits, r.wrapped_only))
-            },
-            |step, (tenant, key, context, key_version, bits, wrapped_only)| {
-                let generated = step.vault.kms().datakey(
-                    step.caller()?,
-                    &tenant,
-                    &key,
-                    &context,
-                    key_version,
-                    bits,
-                    !wrapped_only,
-                )?;
-                step.call.note(if wrapped_only {
-                    "data key (wrapped only)".to_owned()
-                } else {
-                    "data key (plaintext and wrapped)".to_owned()
-                });
-                used(step.call, &key, generated.wrapped.version, Some(&context));
-                Ok(generated)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::GenerateDataKeyResponse {
-            plaintext: generated
-                .plaintext
-                .map(|p| p.expose_secret().to_vec())
-                .unwrap_or_default(),
-            ciphertext: generated.wrapped.text,
-            key_version: generated.wrapped.version,
-        }))
+            })
+            .run(
+                |step, (tenant, key, context, key_version, bits, wrapped_only)| {
+                    let generated = step.vault.kms().datakey(
+                        step.caller()?,
+                        &tenant,
+                        &key,
+                        &context,
+                        key_version,
+                        bits,
+                        !wrapped_only,
+                    )?;
+                    step.call.note(if wrapped_only {
+                        "data key (wrapped only)".to_owned()
+                    } else {
+                        "data key (plaintext and wrapped)".to_owned()
+                    });
+                    used(step.call, &key, generated.wrapped.version, Some(&context));
+                    Ok(generated)
+                },
+            )
+            .answer(|generated| GenerateDataKeyResponse {
+                plaintext: generated
+                    .plaintext
+                    .map(|p| p.expose_secret().to_vec())
+                    .unwrap_or_default(),
+                ciphertext: generated.wrapped.text,
+                key_version: generated.wrapped.version,
+            })
+            .await
     }
 
-    async fn sign(
-        &self,
-        request: Request<v1::SignRequest>,
-    ) -> Result<Response<v1::SignResponse>, Status> {
+    async fn sign(&self, r: Request<SignRequest>) -> Reply<SignResponse> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
-        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let result = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| under(&r.tenant, "keys/", &r.key),
-            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
-            |step, ((tenant, key), message, key_version)| {
-                let result = step.vault.kms().sign(
-                    step.caller()?,
-                    &tenant,
-                    &key,
-                    message.expose_secret(),
-                    key_version,
-                    false,
-                )?;
-                used(step.call, &key, result.version, None);
-                Ok(result)
+        let r = r.map(|r| keyed(r.tenant, r.key, r.message, r.key_version));
+        self.kms_sign(
+            r,
+            |k, c, t, n, m, v| k.sign(c, t, n, m, v),
+            |result| SignResponse {
+                signature: result.text,
+                key_version: result.version,
             },
         )
-        .await?;
-        Ok(Response::new(v1::SignResponse {
-            signature: result.text,
-            key_version: result.version,
-        }))
+        .await
     }
 
-    async fn verify(
-        &self,
-        request: Request<v1::VerifyRequest>,
-    ) -> Result<Response<v1::VerifyResponse>, Status> {
+    async fn verify(&self, r: Request<VerifyRequest>) -> Reply<VerifyResponse> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
-        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let (valid, key_version) = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| under(&r.tenant, "keys/", &r.key),
-            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.signature)),
-            |step, ((tenant, key), message, signature)| {
-                let (valid, version) = step.vault.kms().verify(
-                    step.caller()?,
-                    &tenant,
-                    &key,
-                    message.expose_secret(),
-                    &signature,
-                    false,
-                )?;
-                used(step.call, &key, version, None);
-                step.call.note(format!("valid: {valid}"));
-                Ok((valid, version))
-            },
+        let r = r.map(|r| keyed(r.tenant, r.key, r.message, r.signature));
+        self.kms_verify(
+            r,
+            |k, c, t, n, m, s| k.verify(c, t, n, m, s),
+            |(valid, key_version)| VerifyResponse { valid, key_version },
         )
-        .await?;
-        Ok(Response::new(v1::VerifyResponse { valid, key_version }))
+        .await
     }
 
-    async fn hmac(
-        &self,
-        request: Request<v1::HmacRequest>,
-    ) -> Result<Response<v1::HmacResponse>, Status> {
+    async fn hmac(&self, r: Request<HmacRequest>) -> Reply<HmacResponse> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
-        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let result = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| under(&r.tenant, "keys/", &r.key),
-            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.key_version)),
-            |step, ((tenant, key), message, key_version)| {
-                let result = step.vault.kms().sign(
-                    step.caller()?,
-                    &tenant,
-                    &key,
-                    message.expose_secret(),
-                    key_version,
-                    true,
-                )?;
-                used(step.call, &key, result.version, None);
-                Ok(result)
+        let r = r.map(|r| keyed(r.tenant, r.key, r.message, r.key_version));
+        self.kms_sign(
+            r,
+            |k, c, t, n, m, v| k.hmac(c, t, n, m, v),
+            |result| HmacResponse {
+                hmac: result.text,
+                key_version: result.version,
             },
         )
-        .await?;
-        Ok(Response::new(v1::HmacResponse {
-            hmac: result.text,
-            key_version: result.version,
-        }))
+        .await
     }
 
-    async fn verify_hmac(
-        &self,
-        request: Request<v1::VerifyHmacRequest>,
-    ) -> Result<Response<v1::VerifyHmacResponse>, Status> {
+    async fn verify_hmac(&self, r: Request<VerifyHmacRequest>) -> Reply<VerifyHmacResponse> {
         // The message moves into a buffer that zeroizes, before anything else is checked.
-        let request = request.map(|mut r| (SecretBytes::new(std::mem::take(&mut r.message)), r));
-        let (valid, key_version) = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| under(&r.tenant, "keys/", &r.key),
-            |(message, r)| Ok((names(&r.tenant, &r.key)?, message, r.hmac)),
-            |step, ((tenant, key), message, hmac)| {
-                let (valid, version) = step.vault.kms().verify(
-                    step.caller()?,
-                    &tenant,
-                    &key,
-                    message.expose_secret(),
-                    &hmac,
-                    true,
-                )?;
-                used(step.call, &key, version, None);
-                step.call.note(format!("valid: {valid}"));
-                Ok((valid, version))
-            },
+        let r = r.map(|r| keyed(r.tenant, r.key, r.message, r.hmac));
+        self.kms_verify(
+            r,
+            |k, c, t, n, m, s| k.verify_hmac(c, t, n, m, s),
+            |(valid, key_version)| VerifyHmacResponse { valid, key_version },
         )
-        .await?;
-        Ok(Response::new(v1::VerifyHmacResponse { valid, key_version }))
+        .await
     }
+}
+
+/// A batch's items parsed, in order: each item's context (named in errors by the item's
+/// index) split off by `split` and joined again with the rest by `item`, and the audit
+/// summaries of the contexts that are not empty, each marked with its item's index.
+fn batch_items<I, R, T>(
+    items: Vec<I>,
+    split: impl Fn(I) -> (HashMap<String, String>, Vec<String>, R),
+    item: impl Fn(R, EncryptionContext) -> T,
+) -> Result<(Vec<T>, Vec<String>), Error> {
+    let mut parsed = Vec::with_capacity(items.len());
+    let mut contexts = Vec::new();
+    for (index, raw) in items.into_iter().enumerate() {
+        let (entries, sensitive, rest) = split(raw);
+        let context = context(&format!("items[{index}].context"), entries, sensitive)?;
+        if !context.is_empty() {
+            contexts.push(format!("[{index}] {}", context.audit_summary()));
+        }
+        parsed.push(item(rest, context));
+    }
+    Ok((parsed, contexts))
 }
 
 fn results_versions(results: &[Versioned]) -> Vec<u32> {

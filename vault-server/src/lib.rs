@@ -100,9 +100,33 @@ pub struct Args {
     )]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Directory for the data store and the key store (created if missing).
+    /// Directory for the data store and the key store (created if missing); with `--storage
+    /// etcd`, for this node's own files (the audit log unless --audit-dir says otherwise).
     #[arg(long, env = "VAULT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Where the two stores live: `rocksdb` (embedded, in --data-dir) or `etcd` (shared by
+    /// every node of a cluster; needs --etcd-endpoints).
+    #[arg(long, value_enum, default_value_t = StorageKind::Rocksdb, env = "VAULT_STORAGE")]
+    pub storage: StorageKind,
+
+    /// etcd client URLs, comma-separated (`--storage etcd`).
+    #[arg(long, value_delimiter = ',', env = "VAULT_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Vec<String>,
+
+    /// etcd client URLs of the cluster that holds the key store, if it is not the data store's
+    /// (so that backups of the data cluster carry no key material).
+    #[arg(long, value_delimiter = ',', env = "VAULT_KEY_STORE_ETCD_ENDPOINTS")]
+    pub key_store_etcd_endpoints: Vec<String>,
+
+    /// Every key the vault writes to etcd starts with this; the data store is under
+    /// `<prefix>data/`, the key store under `<prefix>keys/`.
+    #[arg(long, default_value = "vault/", env = "VAULT_ETCD_PREFIX")]
+    pub etcd_prefix: String,
+
+    /// The longest one etcd request may take; a call that needs a slower one fails UNAVAILABLE.
+    #[arg(long, default_value_t = 5000)]
+    pub etcd_timeout_ms: u64,
 
     /// Largest secret accepted (all fields of one version together), in bytes.
     #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_VALUE_BYTES)]
@@ -375,6 +399,58 @@ fn name_of<S: tonic::server::NamedService>(_: &S) -> &'static str {
     S::NAME
 }
 
+/// The storage backends `--storage` chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageKind {
+    Rocksdb,
+    Etcd,
+}
+
+/// The data store and the key store, as `--storage` says.
+fn open_stores(args: &Args, data_dir: &std::path::Path) -> Result<(DataStore, KeyStore), String> {
+    match args.storage {
+        StorageKind::Rocksdb => {
+            let data = DataStore::open_rocks(&data_dir.join("data"))
+                .map_err(|e| format!("cannot open the data store: {e}"))?;
+            let keys = KeyStore::open_rocks(&data_dir.join("keys"))
+                .map_err(|e| format!("cannot open the key store: {e}"))?;
+            Ok((data, keys))
+        }
+        StorageKind::Etcd => open_etcd_stores(args),
+    }
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore), String> {
+    use vault_core::storage::EtcdOptions;
+    if args.dev {
+        return Err("--dev runs on embedded RocksDB; leave out --storage etcd".into());
+    }
+    if args.etcd_endpoints.is_empty() {
+        return Err("--storage etcd needs --etcd-endpoints (comma-separated client URLs)".into());
+    }
+    let options = |endpoints: &[String]| {
+        let mut options = EtcdOptions::new(endpoints.to_vec(), args.etcd_prefix.clone());
+        options.timeout = std::time::Duration::from_millis(args.etcd_timeout_ms.max(1));
+        options
+    };
+    let key_endpoints = if args.key_store_etcd_endpoints.is_empty() {
+        &args.etcd_endpoints
+    } else {
+        &args.key_store_etcd_endpoints
+    };
+    let data = DataStore::open_etcd(options(&args.etcd_endpoints))
+        .map_err(|e| format!("cannot open the data store: {e}"))?;
+    let keys = KeyStore::open_etcd(options(key_endpoints))
+        .map_err(|e| format!("cannot open the key store: {e}"))?;
+    Ok((data, keys))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd_stores(_: &Args) -> Result<(DataStore, KeyStore), String> {
+    Err("this vault-server was built without the etcd feature".into())
+}
+
 /// What every service shares.
 pub(crate) struct Shared {
     pub vault: Arc<Vault>,
@@ -383,6 +459,8 @@ pub(crate) struct Shared {
     pub login_failures: LoginFailures,
     /// Webhook host lookups, bounded in all and per tenant.
     pub webhook_lookups: Arc<webhooks::Lookups>,
+    /// The watches open, their limits and send timeout, and the stop signal that ends them.
+    pub watches: watch::Watches,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -415,10 +493,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     };
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let data = DataStore::open_rocks(&data_dir.join("data"))
-        .map_err(|e| format!("cannot open the data store: {e}"))?;
-    let keys = KeyStore::open_rocks(&data_dir.join("keys"))
-        .map_err(|e| format!("cannot open the key store: {e}"))?;
+    let (data, keys) = open_stores(&args, &data_dir)?;
     let interval_ms = args.maintenance_interval_ms.max(1);
     let seconds = |s: u64| i64::try_from(s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
     let config = VaultConfig {
@@ -532,6 +607,14 @@ pub async fn run(args: Args) -> Result<(), String> {
         node_id: node_id.clone(),
         login_failures: LoginFailures::new(LOGIN_FAILURE_WINDOW),
         webhook_lookups,
+        watches: watch::Watches::new(
+            std::time::Duration::from_millis(args.watch_send_timeout_ms.max(1)),
+            stop,
+            watch::WatchLimits {
+                per_token: args.max_watches_per_token.max(1),
+                per_tenant: args.max_watches_per_tenant.max(1),
+            },
+        ),
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -581,46 +664,25 @@ pub async fn run(args: Args) -> Result<(), String> {
         .add_service(health_service)
         .add_service(reflection);
     // Every service once: its route, and its status in the health service.
+    let handlers = serve::Handlers::new(Arc::clone(&shared));
     let router = register!(
         router,
         health_reporter,
         [
-            SystemServer::new(system::SystemService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            SecretsServer::new(secrets::SecretsService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            TenantsServer::new(tenants::TenantsService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            AuditServer::new(audit::AuditService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            TokensServer::new(auth::TokensService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            PoliciesServer::new(auth::PoliciesService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            LoginServer::new(login::LoginService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            AppRolesServer::new(login::AppRolesService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            JwtAuthServer::new(login::JwtAuthService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            MfaServer::new(login::MfaService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            KeysServer::new(keys::KeysService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            KmsServer::new(kms::KmsService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
-            WatchServer::new(watch::WatchService::new(
-                Arc::clone(&shared),
-                std::time::Duration::from_millis(args.watch_send_timeout_ms.max(1)),
-                stop,
-                watch::WatchLimits {
-                    per_token: args.max_watches_per_token.max(1),
-                    per_tenant: args.max_watches_per_tenant.max(1),
-                },
-            ))
-            .max_decoding_message_size(limit),
-            WebhooksServer::new(webhooks::WebhooksService::new(Arc::clone(&shared)))
-                .max_decoding_message_size(limit),
+            SystemServer::new(handlers.clone()).max_decoding_message_size(limit),
+            SecretsServer::new(handlers.clone()).max_decoding_message_size(limit),
+            TenantsServer::new(handlers.clone()).max_decoding_message_size(limit),
+            AuditServer::new(handlers.clone()).max_decoding_message_size(limit),
+            TokensServer::new(handlers.clone()).max_decoding_message_size(limit),
+            PoliciesServer::new(handlers.clone()).max_decoding_message_size(limit),
+            LoginServer::new(handlers.clone()).max_decoding_message_size(limit),
+            AppRolesServer::new(handlers.clone()).max_decoding_message_size(limit),
+            JwtAuthServer::new(handlers.clone()).max_decoding_message_size(limit),
+            MfaServer::new(handlers.clone()).max_decoding_message_size(limit),
+            KeysServer::new(handlers.clone()).max_decoding_message_size(limit),
+            KmsServer::new(handlers.clone()).max_decoding_message_size(limit),
+            WatchServer::new(handlers.clone()).max_decoding_message_size(limit),
+            WebhooksServer::new(handlers.clone()).max_decoding_message_size(limit),
         ]
     );
     let draining = Arc::new(tokio::sync::Notify::new());

@@ -7,9 +7,9 @@
 //! from the same source meanwhile is refused at once (RESOURCE_EXHAUSTED). Sources are counted
 //! per address, IPv6 per /64 (`vault_core::limits::source_key`).
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{net::IpAddr, time::Instant};
 
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Response};
 use vault_core::{
     Error, Vault,
     cidr::Cidr,
@@ -20,36 +20,21 @@ use vault_core::{
     vault::{AppRole, AppRoleSpec, CreatedToken, JwtConfig, PolicyMapping, SecretIdSpec, SystemOp},
 };
 use vault_proto::v1::{
-    self, app_roles_server::AppRoles, jwt_auth_server::JwtAuth, login_server::Login,
-    mfa_server::Mfa,
+    self, DeleteJwtConfigRequest, DeleteJwtConfigResponse, DeleteRoleRequest, DeleteRoleResponse,
+    EnrollTotpRequest, EnrollTotpResponse, GenerateSecretIdRequest, GenerateSecretIdResponse,
+    GetSystemMfaRequest, GetSystemMfaResponse, LoginAppRoleRequest, LoginJwtRequest, LoginResponse,
+    ReadJwtConfigRequest, ReadJwtConfigResponse, ReadRoleRequest, ReadRoleResponse, RefreshRequest,
+    ResetMfaRequest, ResetMfaResponse, SetSystemMfaRequest, SetSystemMfaResponse,
+    WriteJwtConfigRequest, WriteJwtConfigResponse, WriteRoleRequest, WriteRoleResponse,
+    app_roles_server::AppRoles, jwt_auth_server::JwtAuth, login_server::Login, mfa_server::Mfa,
 };
 use zeroize::Zeroizing;
 
 use crate::{
-    Shared,
-    auth::{info_message, seconds},
+    auth::{issued, seconds},
     call::Call,
-    serve::{Target, at, nothing, serve, serve_returning, under},
+    serve::{Handlers, Reply, Target, at, nothing, under},
 };
-
-macro_rules! service {
-    ($name:ident) => {
-        pub struct $name {
-            shared: Arc<Shared>,
-        }
-
-        impl $name {
-            pub(crate) fn new(shared: Arc<Shared>) -> Self {
-                $name { shared }
-            }
-        }
-    };
-}
-
-service!(LoginService);
-service!(AppRolesService);
-service!(JwtAuthService);
-service!(MfaService);
 
 /// A credential of `kind` as presented; a malformed one is a failed login.
 fn credential(text: String, kind: TokenKind, what: &str) -> Result<Token, Error> {
@@ -85,16 +70,16 @@ impl Drop for HeldLogin<'_> {
     }
 }
 
-impl LoginService {
+impl Handlers {
     /// Runs a login through the pipeline: held first if its source keeps failing, then
     /// counted.
-    async fn login<Req: Send + 'static, P: Send + 'static>(
+    async fn login_held_and_counted<Req: Send + 'static, P: Send + 'static>(
         &self,
         request: Request<Req>,
         target: Target<Req>,
         parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
         work: impl FnOnce(&Vault, Option<IpAddr>, P) -> Result<CreatedToken, Error> + Send + 'static,
-    ) -> Result<Response<v1::LoginResponse>, Status> {
+    ) -> Reply<LoginResponse> {
         let call = &Call::of(&request);
         // Recorded before the hold-back, so a refused login names its target too.
         target(request.get_ref()).record(call);
@@ -126,14 +111,13 @@ impl LoginService {
         }
         // A login changes state (a spent secret id, a new token, a rotated family): the table
         // makes it a mutation, so its intent is written before.
-        let result = serve(
-            &self.shared.vault,
-            request,
-            target,
-            parse,
-            move |step, parsed| work(step.vault, step.call.source_ip(), parsed),
-        )
-        .await;
+        let result = self
+            .rpc(request)
+            .target(target)
+            .parse(parse)
+            .run(move |step, parsed| work(step.vault, step.call.source_ip(), parsed))
+            .out()
+            .await;
         drop(held);
         match result {
             Ok(created) => {
@@ -141,13 +125,11 @@ impl LoginService {
                     failures.succeeded(ip);
                 }
                 call.set_principal(&created.info.accessor);
-                Ok(Response::new(v1::LoginResponse {
-                    token: created.token.expose_secret().to_owned(),
-                    info: Some(info_message(created.info)),
-                    refresh_token: created
-                        .refresh_token
-                        .map(|t| t.expose_secret().to_owned())
-                        .unwrap_or_default(),
+                let (token, info, refresh_token) = issued(created);
+                Ok(Response::new(LoginResponse {
+                    token,
+                    info,
+                    refresh_token,
                 }))
             }
             Err(status) => {
@@ -164,13 +146,10 @@ impl LoginService {
 }
 
 #[tonic::async_trait]
-impl Login for LoginService {
-    async fn login_app_role(
-        &self,
-        request: Request<v1::LoginAppRoleRequest>,
-    ) -> Result<Response<v1::LoginResponse>, Status> {
-        self.login(
-            request,
+impl Login for Handlers {
+    async fn login_app_role(&self, r: Request<LoginAppRoleRequest>) -> Reply<LoginResponse> {
+        self.login_held_and_counted(
+            r,
             |r| at(&r.tenant, ""),
             |r| {
                 let secret_id = credential(r.secret_id, TokenKind::SecretId, "secret id")?;
@@ -188,12 +167,9 @@ impl Login for LoginService {
         .await
     }
 
-    async fn login_jwt(
-        &self,
-        request: Request<v1::LoginJwtRequest>,
-    ) -> Result<Response<v1::LoginResponse>, Status> {
-        self.login(
-            request,
+    async fn login_jwt(&self, r: Request<LoginJwtRequest>) -> Reply<LoginResponse> {
+        self.login_held_and_counted(
+            r,
             |r| under("", "jwt/", &r.config),
             |r| Ok((r.config, Zeroizing::new(r.jwt))),
             |vault, source, (config, jwt)| vault.logins().login_jwt(&config, &jwt, source),
@@ -201,12 +177,9 @@ impl Login for LoginService {
         .await
     }
 
-    async fn refresh(
-        &self,
-        request: Request<v1::RefreshRequest>,
-    ) -> Result<Response<v1::LoginResponse>, Status> {
-        self.login(
-            request,
+    async fn refresh(&self, r: Request<RefreshRequest>) -> Reply<LoginResponse> {
+        self.login_held_and_counted(
+            r,
             nothing,
             |r| credential(r.refresh_token, TokenKind::Refresh, "refresh token"),
             |vault, source, token| vault.logins().refresh(&token, source),
@@ -244,90 +217,70 @@ fn role_spec(role: v1::AppRole) -> Result<AppRoleSpec, Error> {
 }
 
 #[tonic::async_trait]
-impl AppRoles for AppRolesService {
-    async fn write_role(
-        &self,
-        request: Request<v1::WriteRoleRequest>,
-    ) -> Result<Response<v1::WriteRoleResponse>, Status> {
-        let role = serve(
-            &self.shared.vault,
-            request,
-            |r| {
+impl AppRoles for Handlers {
+    async fn write_role(&self, r: Request<WriteRoleRequest>) -> Reply<WriteRoleResponse> {
+        self.rpc(r)
+            .target(|r| {
                 let name = r.role.as_ref().map_or("", |role| role.name.as_str());
                 under(&r.tenant, "approle/", name)
-            },
-            |r| {
+            })
+            .parse(|r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 Ok((tenant, role_spec(r.role.unwrap_or_default())?))
-            },
-            |step, (tenant, spec)| {
+            })
+            .run(|step, (tenant, spec)| {
                 step.vault
                     .logins()
                     .write_approle(step.caller()?, &tenant, spec)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::WriteRoleResponse {
-            role: Some(role_message(role)),
-        }))
+            })
+            .answer(|role| WriteRoleResponse {
+                role: Some(role_message(role)),
+            })
+            .await
     }
 
-    async fn read_role(
-        &self,
-        request: Request<v1::ReadRoleRequest>,
-    ) -> Result<Response<v1::ReadRoleResponse>, Status> {
-        let role = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "approle/", &r.name),
-            |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
-            |step, (tenant, name)| {
+    async fn read_role(&self, r: Request<ReadRoleRequest>) -> Reply<ReadRoleResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "approle/", &r.name))
+            .parse(|r| Ok((TenantName::parse(&r.tenant)?, r.name)))
+            .run(|step, (tenant, name)| {
                 step.vault
                     .logins()
                     .read_approle(step.caller()?, &tenant, &name)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::ReadRoleResponse {
-            role: Some(role_message(role)),
-        }))
+            })
+            .answer(|role| ReadRoleResponse {
+                role: Some(role_message(role)),
+            })
+            .await
     }
 
-    async fn delete_role(
-        &self,
-        request: Request<v1::DeleteRoleRequest>,
-    ) -> Result<Response<v1::DeleteRoleResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "approle/", &r.name),
-            |r| Ok((TenantName::parse(&r.tenant)?, r.name)),
-            |step, (tenant, name)| {
+    async fn delete_role(&self, r: Request<DeleteRoleRequest>) -> Reply<DeleteRoleResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "approle/", &r.name))
+            .parse(|r| Ok((TenantName::parse(&r.tenant)?, r.name)))
+            .run(|step, (tenant, name)| {
                 step.vault
                     .logins()
                     .delete_approle(step.caller()?, &tenant, &name)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteRoleResponse {}))
+            })
+            .answer(|()| DeleteRoleResponse {})
+            .await
     }
 
     async fn generate_secret_id(
         &self,
-        request: Request<v1::GenerateSecretIdRequest>,
-    ) -> Result<Response<v1::GenerateSecretIdResponse>, Status> {
-        let (secret_id, accessor) = serve(
-            &self.shared.vault,
-            request,
-            |r| under(&r.tenant, "approle/", &r.role),
-            |r| {
+        r: Request<GenerateSecretIdRequest>,
+    ) -> Reply<GenerateSecretIdResponse> {
+        self.rpc(r)
+            .target(|r| under(&r.tenant, "approle/", &r.role))
+            .parse(|r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let spec = SecretIdSpec {
                     cidrs: parse_cidrs(&r.cidrs, "cidrs")?,
                 };
                 Ok((tenant, r.role, spec))
-            },
-            |step, (tenant, role, spec)| {
+            })
+            .run(|step, (tenant, role, spec)| {
                 let generated =
                     step.vault
                         .logins()
@@ -335,13 +288,12 @@ impl AppRoles for AppRolesService {
                 step.call
                     .note(format!("secret id accessor {}", generated.1));
                 Ok(generated)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::GenerateSecretIdResponse {
-            secret_id: secret_id.expose_secret().to_owned(),
-            accessor,
-        }))
+            })
+            .answer(|(secret_id, accessor)| GenerateSecretIdResponse {
+                secret_id: secret_id.expose_secret().to_owned(),
+                accessor,
+            })
+            .await
     }
 }
 
@@ -400,75 +352,59 @@ fn jwt_config(config: v1::JwtConfig) -> JwtConfig {
 }
 
 #[tonic::async_trait]
-impl JwtAuth for JwtAuthService {
+impl JwtAuth for Handlers {
     async fn write_jwt_config(
         &self,
-        request: Request<v1::WriteJwtConfigRequest>,
-    ) -> Result<Response<v1::WriteJwtConfigResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| {
+        r: Request<WriteJwtConfigRequest>,
+    ) -> Reply<WriteJwtConfigResponse> {
+        self.rpc(r)
+            .target(|r| {
                 under(
                     "",
                     "jwt/",
                     r.config.as_ref().map_or("", |c| c.name.as_str()),
                 )
-            },
-            |r| Ok(jwt_config(r.config.unwrap_or_default())),
-            |step, config| step.vault.logins().write_jwt_config(step.caller()?, config),
-        )
-        .await?;
-        Ok(Response::new(v1::WriteJwtConfigResponse {}))
+            })
+            .parse(|r| Ok(jwt_config(r.config.unwrap_or_default())))
+            .run(|step, config| step.vault.logins().write_jwt_config(step.caller()?, config))
+            .answer(|()| WriteJwtConfigResponse {})
+            .await
     }
 
     async fn read_jwt_config(
         &self,
-        request: Request<v1::ReadJwtConfigRequest>,
-    ) -> Result<Response<v1::ReadJwtConfigResponse>, Status> {
-        let config = serve(
-            &self.shared.vault,
-            request,
-            |r| under("", "jwt/", &r.name),
-            |r| Ok(r.name),
-            |step, name| step.vault.logins().read_jwt_config(step.caller()?, &name),
-        )
-        .await?;
-        Ok(Response::new(v1::ReadJwtConfigResponse {
-            config: Some(config_message(config)),
-        }))
+        r: Request<ReadJwtConfigRequest>,
+    ) -> Reply<ReadJwtConfigResponse> {
+        self.rpc(r)
+            .target(|r| under("", "jwt/", &r.name))
+            .parse(|r| Ok(r.name))
+            .run(|step, name| step.vault.logins().read_jwt_config(step.caller()?, &name))
+            .answer(|config| ReadJwtConfigResponse {
+                config: Some(config_message(config)),
+            })
+            .await
     }
 
     async fn delete_jwt_config(
         &self,
-        request: Request<v1::DeleteJwtConfigRequest>,
-    ) -> Result<Response<v1::DeleteJwtConfigResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| under("", "jwt/", &r.name),
-            |r| Ok(r.name),
-            |step, name| step.vault.logins().delete_jwt_config(step.caller()?, &name),
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteJwtConfigResponse {}))
+        r: Request<DeleteJwtConfigRequest>,
+    ) -> Reply<DeleteJwtConfigResponse> {
+        self.rpc(r)
+            .target(|r| under("", "jwt/", &r.name))
+            .parse(|r| Ok(r.name))
+            .run(|step, name| step.vault.logins().delete_jwt_config(step.caller()?, &name))
+            .answer(|()| DeleteJwtConfigResponse {})
+            .await
     }
 }
 
 #[tonic::async_trait]
-impl Mfa for MfaService {
-    async fn enroll_totp(
-        &self,
-        request: Request<v1::EnrollTotpRequest>,
-    ) -> Result<Response<v1::EnrollTotpResponse>, Status> {
-        let enrollment = serve_returning(
-            &self.shared.vault,
-            request,
-            |r| under("", "mfa/", &r.entity),
-            |r| Ok(r.entity),
-            |_| "a new TOTP enrolment secret".into(),
-            |_| true,
-            |step, entity| {
+impl Mfa for Handlers {
+    async fn enroll_totp(&self, r: Request<EnrollTotpRequest>) -> Reply<EnrollTotpResponse> {
+        self.rpc(r)
+            .target(|r| under("", "mfa/", &r.entity))
+            .parse(|r| Ok(r.entity))
+            .run(|step, entity| {
                 let enrollment = step.vault.mfa().enroll_totp(
                     step.caller()?,
                     (!entity.is_empty()).then_some(entity.as_str()),
@@ -476,68 +412,47 @@ impl Mfa for MfaService {
                 step.call
                     .note(format!("enrolled entity {}", enrollment.entity));
                 Ok(enrollment)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::EnrollTotpResponse {
-            entity: enrollment.entity,
-            secret: enrollment.secret_base32.to_string(),
-            otpauth_uri: enrollment.otpauth_uri.to_string(),
-        }))
+            })
+            .returning(|_| "a new TOTP enrolment secret".into(), |_| true)
+            .answer(|enrollment| EnrollTotpResponse {
+                entity: enrollment.entity,
+                secret: enrollment.secret_base32.to_string(),
+                otpauth_uri: enrollment.otpauth_uri.to_string(),
+            })
+            .await
     }
 
-    async fn reset_mfa(
-        &self,
-        request: Request<v1::ResetMfaRequest>,
-    ) -> Result<Response<v1::ResetMfaResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| under("", "mfa/", &r.entity),
-            |r| Ok(r.entity),
-            |step, entity| step.vault.mfa().reset_mfa(step.caller()?, &entity),
-        )
-        .await?;
-        Ok(Response::new(v1::ResetMfaResponse {}))
+    async fn reset_mfa(&self, r: Request<ResetMfaRequest>) -> Reply<ResetMfaResponse> {
+        self.rpc(r)
+            .target(|r| under("", "mfa/", &r.entity))
+            .parse(|r| Ok(r.entity))
+            .run(|step, entity| step.vault.mfa().reset_mfa(step.caller()?, &entity))
+            .answer(|()| ResetMfaResponse {})
+            .await
     }
 
-    async fn set_system_mfa(
-        &self,
-        request: Request<v1::SetSystemMfaRequest>,
-    ) -> Result<Response<v1::SetSystemMfaResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |r| {
+    async fn set_system_mfa(&self, r: Request<SetSystemMfaRequest>) -> Reply<SetSystemMfaResponse> {
+        self.rpc(r)
+            .parse(|r| {
                 r.operations
                     .iter()
                     .map(|op| SystemOp::parse(op))
                     .collect::<Result<Vec<_>, Error>>()
-            },
-            |step, ops| step.vault.mfa().set_mfa_system_ops(step.caller()?, ops),
-        )
-        .await?;
-        Ok(Response::new(v1::SetSystemMfaResponse {}))
+            })
+            .run(|step, ops| step.vault.mfa().set_mfa_system_ops(step.caller()?, ops))
+            .answer(|()| SetSystemMfaResponse {})
+            .await
     }
 
-    async fn get_system_mfa(
-        &self,
-        request: Request<v1::GetSystemMfaRequest>,
-    ) -> Result<Response<v1::GetSystemMfaResponse>, Status> {
-        let ops = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |_| Ok(()),
-            |step, ()| {
+    async fn get_system_mfa(&self, r: Request<GetSystemMfaRequest>) -> Reply<GetSystemMfaResponse> {
+        self.rpc(r)
+            .run(|step, ()| {
                 step.vault.require_system(step.caller()?)?;
                 step.vault.mfa().mfa_system_ops()
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::GetSystemMfaResponse {
-            operations: ops.iter().map(|op| op.as_str().to_owned()).collect(),
-        }))
+            })
+            .answer(|ops| GetSystemMfaResponse {
+                operations: ops.iter().map(|op| op.as_str().to_owned()).collect(),
+            })
+            .await
     }
 }

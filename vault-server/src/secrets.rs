@@ -1,8 +1,6 @@
 //! Secrets service: put, patch, get, list, delete, undelete, destroy and metadata.
 
-use std::sync::Arc;
-
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use vault_core::{
     Error,
     names::{FolderPrefix, SecretPath, TenantName},
@@ -10,22 +8,15 @@ use vault_core::{
     time::{parse_rfc3339, rfc3339},
     vault::{MetadataUpdate, SecretMetadata, VersionsChange},
 };
-use vault_proto::v1::{self, secrets_server::Secrets};
-
-use crate::{
-    Shared,
-    serve::{at, serve},
+use vault_proto::v1::{
+    self, DeleteMetadataRequest, DeleteMetadataResponse, DeleteRequest, DeleteResponse,
+    DestroyRequest, DestroyResponse, GetRequest, GetResponse, ListRequest, ListResponse,
+    PatchRequest, PatchResponse, PutRequest, PutResponse, ReadMetadataRequest,
+    ReadMetadataResponse, UndeleteRequest, UndeleteResponse, UpdateMetadataRequest,
+    secrets_server::Secrets,
 };
 
-pub struct SecretsService {
-    shared: Arc<Shared>,
-}
-
-impl SecretsService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        SecretsService { shared }
-    }
-}
+use crate::serve::{Handlers, Reply, at};
 
 /// The tenant and secret path a request names, parsed.
 fn secret(tenant: &str, path: &str) -> Result<(TenantName, SecretPath), Error> {
@@ -39,79 +30,102 @@ fn versions_changed(changed: VersionsChange) -> Option<v1::VersionsChanged> {
     })
 }
 
-#[tonic::async_trait]
-impl Secrets for SecretsService {
-    async fn put(
+/// What delete, undelete and destroy name: a tenant, a secret path and versions.
+type Versions = (String, String, Vec<u64>);
+
+/// What delete, undelete or destroy does to the versions named.
+#[derive(Clone, Copy)]
+enum Change {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+impl Handlers {
+    /// Delete, undelete and destroy: one call but for the change and the response message.
+    async fn secrets_change_versions<Resp>(
         &self,
-        request: Request<v1::PutRequest>,
-    ) -> Result<Response<v1::PutResponse>, Status> {
+        r: Request<Versions>,
+        change: Change,
+        respond: fn(Option<v1::VersionsChanged>) -> Resp,
+    ) -> Reply<Resp> {
+        self.rpc(r)
+            .target(|(tenant, path, _)| at(tenant, path))
+            .parse(|(tenant, path, versions)| Ok((secret(&tenant, &path)?, versions)))
+            .run(move |step, ((tenant, path), versions)| {
+                let secrets = step.vault.secrets();
+                let caller = step.caller()?;
+                match change {
+                    Change::Delete => secrets.delete_versions(caller, &tenant, &path, &versions),
+                    Change::Undelete => {
+                        secrets.undelete_versions(caller, &tenant, &path, &versions)
+                    }
+                    Change::Destroy => secrets.destroy_versions(caller, &tenant, &path, &versions),
+                }
+            })
+            .answer(|changed| respond(versions_changed(changed)))
+            .await
+    }
+}
+
+#[tonic::async_trait]
+impl Secrets for Handlers {
+    async fn put(&self, r: Request<PutRequest>) -> Reply<PutResponse> {
         // The values move into buffers that zeroize, before anything else is checked.
-        let request = request.map(|mut r| (sealed_fields(std::mem::take(&mut r.data)), r));
-        let outcome = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| at(&r.tenant, &r.path),
-            |(data, r)| Ok((secret(&r.tenant, &r.path)?, data, r.cas)),
-            |step, ((tenant, path), data, cas)| {
+        let r = r.map(|mut r| (sealed_fields(std::mem::take(&mut r.data)), r));
+        self.rpc(r)
+            .target(|(_, r)| at(&r.tenant, &r.path))
+            .parse(|(data, r)| Ok((secret(&r.tenant, &r.path)?, data, r.cas)))
+            .run(|step, ((tenant, path), data, cas)| {
                 step.vault
                     .secrets()
                     .put_checked(step.caller()?, &tenant, &path, data, cas)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::PutResponse {
-            version: outcome.version,
-            created_time: rfc3339(outcome.created_unix_nanos),
-            revision: outcome.revision,
-        }))
+            })
+            .answer(|outcome| PutResponse {
+                version: outcome.version,
+                created_time: rfc3339(outcome.created_unix_nanos),
+                revision: outcome.revision,
+            })
+            .await
     }
 
-    async fn get(
-        &self,
-        request: Request<v1::GetRequest>,
-    ) -> Result<Response<v1::GetResponse>, Status> {
-        let (path, found) = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| Ok((secret(&r.tenant, &r.path)?, r.version)),
-            |step, ((tenant, path), version)| {
+    async fn get(&self, r: Request<GetRequest>) -> Reply<GetResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.path))
+            .parse(|r| Ok((secret(&r.tenant, &r.path)?, r.version)))
+            .run(|step, ((tenant, path), version)| {
                 let found = step
                     .vault
                     .secrets()
                     .get(step.caller()?, &tenant, &path, version)?;
                 Ok((path, found))
-            },
-        )
-        .await?;
-        let data = found
-            .data
-            .expose_secret()
-            .map(|(name, value)| (name.to_owned(), value.to_vec()))
-            .collect();
-        Ok(Response::new(v1::GetResponse {
-            path: path.to_string(),
-            version: found.version,
-            data,
-            created_time: rfc3339(found.created_unix_nanos),
-            key_version: found.key_version,
-        }))
+            })
+            .answer(|(path, found)| {
+                let data = found
+                    .data
+                    .expose_secret()
+                    .map(|(name, value)| (name.to_owned(), value.to_vec()))
+                    .collect();
+                GetResponse {
+                    path: path.to_string(),
+                    version: found.version,
+                    data,
+                    created_time: rfc3339(found.created_unix_nanos),
+                    key_version: found.key_version,
+                }
+            })
+            .await
     }
 
-    async fn list(
-        &self,
-        request: Request<v1::ListRequest>,
-    ) -> Result<Response<v1::ListResponse>, Status> {
-        let page = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.prefix),
-            |r| {
+    async fn list(&self, r: Request<ListRequest>) -> Reply<ListResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.prefix))
+            .parse(|r| {
                 let tenant = TenantName::parse(&r.tenant)?;
                 let prefix = FolderPrefix::parse(&r.prefix)?;
                 Ok((tenant, prefix, r))
-            },
-            |step, (tenant, prefix, r)| {
+            })
+            .run(|step, (tenant, prefix, r)| {
                 step.vault.secrets().list(
                     step.caller()?,
                     &tenant,
@@ -120,152 +134,89 @@ impl Secrets for SecretsService {
                     &r.page_token,
                     r.recursive,
                 )
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::ListResponse {
-            keys: page.keys,
-            next_page_token: page.next_page_token.unwrap_or_default(),
-            revision: page.revision,
-        }))
+            })
+            .answer(|page| ListResponse {
+                keys: page.keys,
+                next_page_token: page.next_page_token.unwrap_or_default(),
+                revision: page.revision,
+            })
+            .await
     }
 
-    async fn delete(
-        &self,
-        request: Request<v1::DeleteRequest>,
-    ) -> Result<Response<v1::DeleteResponse>, Status> {
-        let changed = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
-            |step, ((tenant, path), versions)| {
-                step.vault
-                    .secrets()
-                    .delete_versions(step.caller()?, &tenant, &path, &versions)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteResponse {
-            changed: versions_changed(changed),
-        }))
+    async fn delete(&self, r: Request<DeleteRequest>) -> Reply<DeleteResponse> {
+        let r = r.map(|r| (r.tenant, r.path, r.versions));
+        self.secrets_change_versions(r, Change::Delete, |changed| DeleteResponse { changed })
+            .await
     }
 
-    async fn undelete(
-        &self,
-        request: Request<v1::UndeleteRequest>,
-    ) -> Result<Response<v1::UndeleteResponse>, Status> {
-        let changed = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
-            |step, ((tenant, path), versions)| {
-                step.vault
-                    .secrets()
-                    .undelete_versions(step.caller()?, &tenant, &path, &versions)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::UndeleteResponse {
-            changed: versions_changed(changed),
-        }))
+    async fn undelete(&self, r: Request<UndeleteRequest>) -> Reply<UndeleteResponse> {
+        let r = r.map(|r| (r.tenant, r.path, r.versions));
+        self.secrets_change_versions(r, Change::Undelete, |changed| UndeleteResponse { changed })
+            .await
     }
 
-    async fn destroy(
-        &self,
-        request: Request<v1::DestroyRequest>,
-    ) -> Result<Response<v1::DestroyResponse>, Status> {
-        let changed = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| Ok((secret(&r.tenant, &r.path)?, r.versions)),
-            |step, ((tenant, path), versions)| {
-                step.vault
-                    .secrets()
-                    .destroy_versions(step.caller()?, &tenant, &path, &versions)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DestroyResponse {
-            changed: versions_changed(changed),
-        }))
+    async fn destroy(&self, r: Request<DestroyRequest>) -> Reply<DestroyResponse> {
+        let r = r.map(|r| (r.tenant, r.path, r.versions));
+        self.secrets_change_versions(r, Change::Destroy, |changed| DestroyResponse { changed })
+            .await
     }
 
     async fn delete_metadata(
         &self,
-        request: Request<v1::DeleteMetadataRequest>,
-    ) -> Result<Response<v1::DeleteMetadataResponse>, Status> {
-        let changed = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| secret(&r.tenant, &r.path),
-            |step, (tenant, path)| {
+        r: Request<DeleteMetadataRequest>,
+    ) -> Reply<DeleteMetadataResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.path))
+            .parse(|r| secret(&r.tenant, &r.path))
+            .run(|step, (tenant, path)| {
                 step.vault
                     .secrets()
                     .delete_metadata(step.caller()?, &tenant, &path)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteMetadataResponse {
-            changed: versions_changed(changed),
-        }))
+            })
+            .answer(|changed| DeleteMetadataResponse {
+                changed: versions_changed(changed),
+            })
+            .await
     }
 
-    async fn patch(
-        &self,
-        request: Request<v1::PatchRequest>,
-    ) -> Result<Response<v1::PatchResponse>, Status> {
-        let request = request.map(|mut r| (sealed_fields(std::mem::take(&mut r.data)), r));
-        let outcome = serve(
-            &self.shared.vault,
-            request,
-            |(_, r)| at(&r.tenant, &r.path),
-            |(changes, r)| Ok((secret(&r.tenant, &r.path)?, changes, r.remove, r.cas)),
-            |step, ((tenant, path), changes, remove, cas)| {
+    async fn patch(&self, r: Request<PatchRequest>) -> Reply<PatchResponse> {
+        let r = r.map(|mut r| (sealed_fields(std::mem::take(&mut r.data)), r));
+        self.rpc(r)
+            .target(|(_, r)| at(&r.tenant, &r.path))
+            .parse(|(changes, r)| Ok((secret(&r.tenant, &r.path)?, changes, r.remove, r.cas)))
+            .run(|step, ((tenant, path), changes, remove, cas)| {
                 step.vault
                     .secrets()
                     .patch(step.caller()?, &tenant, &path, changes, &remove, cas)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::PatchResponse {
-            version: outcome.version,
-            created_time: rfc3339(outcome.created_unix_nanos),
-            revision: outcome.revision,
-        }))
+            })
+            .answer(|outcome| PatchResponse {
+                version: outcome.version,
+                created_time: rfc3339(outcome.created_unix_nanos),
+                revision: outcome.revision,
+            })
+            .await
     }
 
-    async fn read_metadata(
-        &self,
-        request: Request<v1::ReadMetadataRequest>,
-    ) -> Result<Response<v1::ReadMetadataResponse>, Status> {
-        let meta = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| secret(&r.tenant, &r.path),
-            |step, (tenant, path)| {
+    async fn read_metadata(&self, r: Request<ReadMetadataRequest>) -> Reply<ReadMetadataResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.path))
+            .parse(|r| secret(&r.tenant, &r.path))
+            .run(|step, (tenant, path)| {
                 step.vault
                     .secrets()
                     .read_metadata(step.caller()?, &tenant, &path)
-            },
-        )
-        .await?;
-        Ok(Response::new(metadata_message(meta)))
+            })
+            .answer(metadata_message)
+            .await
     }
 
     async fn update_metadata(
         &self,
-        request: Request<v1::UpdateMetadataRequest>,
-    ) -> Result<Response<v1::ReadMetadataResponse>, Status> {
-        let meta = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.path),
-            |r| {
+        r: Request<UpdateMetadataRequest>,
+    ) -> Reply<ReadMetadataResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.path))
+            .parse(|r| {
                 let target = secret(&r.tenant, &r.path)?;
                 let update = MetadataUpdate {
                     max_versions: r.max_versions,
@@ -276,15 +227,14 @@ impl Secrets for SecretsService {
                     rotate_by_unix_nanos: deadline("rotate_by", r.rotate_by)?,
                 };
                 Ok((target, update))
-            },
-            |step, ((tenant, path), update)| {
+            })
+            .run(|step, ((tenant, path), update)| {
                 step.vault
                     .secrets()
                     .update_metadata(step.caller()?, &tenant, &path, update)
-            },
-        )
-        .await?;
-        Ok(Response::new(metadata_message(meta)))
+            })
+            .answer(metadata_message)
+            .await
     }
 }
 

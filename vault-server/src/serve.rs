@@ -1,5 +1,7 @@
-//! The one handler pipeline. Every unary RPC goes through [`serve`] (or [`serve_returning`]
-//! for the four whose answer carries a one-time credential): record the target, authenticate
+//! The one handler pipeline. Every unary RPC goes through [`Handlers::rpc`]: a handler names
+//! what the call is recorded under, how its request is parsed, the vault-core step and the
+//! mapping of the answer (`self.rpc(r).target(..).parse(..).run(..).answer(..)`), and the
+//! pipeline does the rest in one order: record the target, authenticate
 //! (unless the RPC table says the request carries its own credential), parse, write the intent
 //! record if the table says the RPC changes state, run the vault-core step on the blocking
 //! pool, and map its error to a status. A handler keeps only its parse and its mapping of the
@@ -7,10 +9,11 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 use vault_core::{Error, Vault, vault::Caller};
 
 use crate::{
+    Shared,
     call::{Call, presented_token},
     rpcs::{self, Access, Kind},
     status::internal,
@@ -71,68 +74,123 @@ pub(crate) fn nothing<Req>(_: &Req) -> Recorded<'_> {
     at("", "")
 }
 
-/// Runs a read or a mutation (see the module documentation).
-pub(crate) async fn serve<Req, P, Out>(
-    vault: &Arc<Vault>,
-    request: Request<Req>,
-    target: Target<Req>,
-    parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
-    act: impl FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
-) -> Result<Out, Status>
-where
-    Req: Send + 'static,
-    P: Send + 'static,
-    Out: Send + 'static,
-{
-    run(vault, request, target, parse, Extra::none(), act).await
+/// What every handler of the services returns.
+pub(crate) type Reply<T> = Result<Response<T>, Status>;
+
+/// The one value behind every gRPC service: each `impl <Service> for Handlers` lives in the
+/// service's module, and [`Handlers::rpc`] starts each unary call down the pipeline.
+#[derive(Clone)]
+pub(crate) struct Handlers {
+    pub(crate) shared: Arc<Shared>,
 }
 
-/// [`serve`] for a mutation whose audit records say something about the parsed request
-/// (`note`, e.g. the recipients of new shares): the note is made after authentication and
-/// parsing, before the intent record, so the intent carries it.
-pub(crate) async fn serve_noted<Req, P, Out>(
-    vault: &Arc<Vault>,
-    request: Request<Req>,
-    target: Target<Req>,
-    parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
-    note: fn(&P) -> String,
-    act: impl FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
-) -> Result<Out, Status>
-where
-    Req: Send + 'static,
-    P: Send + 'static,
-    Out: Send + 'static,
-{
-    let extra = Extra {
-        note: Some(note),
-        ..Extra::none()
-    };
-    run(vault, request, target, parse, extra, act).await
+impl Handlers {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Handlers { shared }
+    }
+
+    /// A unary call, recorded under no tenant and no path and parsed to `()` until the
+    /// handler says otherwise with [`Rpc::target`] and [`Rpc::parse`].
+    pub(crate) fn rpc<Req: Send + 'static>(&self, request: Request<Req>) -> Rpc<Req, ()> {
+        Rpc {
+            vault: Arc::clone(&self.shared.vault),
+            request,
+            target: nothing,
+            parse: Box::new(|_| Ok(())),
+        }
+    }
 }
 
-/// Runs a mutation whose answer may carry a one-time credential: its intent names what the
-/// answer returns (`returns`, never the value), and once the step succeeded with an answer
-/// that `carries` one, the answer is no longer withheld for the outcome record.
-pub(crate) async fn serve_returning<Req, P, Out>(
-    vault: &Arc<Vault>,
+/// A call on its way down the pipeline: what it is recorded under and how it is parsed.
+pub(crate) struct Rpc<Req, P> {
+    vault: Arc<Vault>,
     request: Request<Req>,
     target: Target<Req>,
-    parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
-    returns: fn(&P) -> String,
-    carries: fn(&Out) -> bool,
-    act: impl FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
-) -> Result<Out, Status>
+    parse: Box<dyn FnOnce(Req) -> Result<P, Error> + Send>,
+}
+
+impl<Req: Send + 'static, P: Send + 'static> Rpc<Req, P> {
+    /// What the call is recorded under (read off the raw request, before parsing).
+    pub(crate) fn target(mut self, target: Target<Req>) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// How the request becomes what the step works with; runs after authentication.
+    pub(crate) fn parse<Q: Send + 'static>(
+        self,
+        parse: impl FnOnce(Req) -> Result<Q, Error> + Send + 'static,
+    ) -> Rpc<Req, Q> {
+        Rpc {
+            vault: self.vault,
+            request: self.request,
+            target: self.target,
+            parse: Box::new(parse),
+        }
+    }
+
+    /// The vault-core step, run on the blocking pool after the intent record.
+    pub(crate) fn run<Out, A>(self, act: A) -> Running<Req, P, Out, A>
+    where
+        A: FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
+    {
+        Running {
+            rpc: self,
+            extra: Extra {
+                note: None,
+                returns: None,
+                carries: None,
+            },
+            act,
+        }
+    }
+}
+
+/// A call with its step: what is left is what the audit records add and the answer.
+pub(crate) struct Running<Req, P, Out, A> {
+    rpc: Rpc<Req, P>,
+    extra: Extra<P, Out>,
+    act: A,
+}
+
+impl<Req, P, Out, A> Running<Req, P, Out, A>
 where
     Req: Send + 'static,
     P: Send + 'static,
     Out: Send + 'static,
+    A: FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
 {
-    let extra = Extra {
-        returns: Some(returns),
-        carries: Some(carries),
-        ..Extra::none()
-    };
-    run(vault, request, target, parse, extra, act).await
+    /// For a mutation whose audit records say something about the parsed request (e.g. the
+    /// recipients of new shares): the note is made after authentication and parsing, before
+    /// the intent record, so the intent carries it.
+    pub(crate) fn noted(mut self, note: fn(&P) -> String) -> Self {
+        self.extra.note = Some(note);
+        self
+    }
+
+    /// For a mutation whose answer may carry a one-time credential: its intent names what the
+    /// answer returns (`returns`, never the value), and once the step succeeded with an answer
+    /// that `carries` one, the answer is no longer withheld for the outcome record.
+    pub(crate) fn returning(
+        mut self,
+        returns: fn(&P) -> String,
+        carries: fn(&Out) -> bool,
+    ) -> Self {
+        self.extra.returns = Some(returns);
+        self.extra.carries = Some(carries);
+        self
+    }
+
+    /// Runs the call (see the module documentation) and gives the step's answer.
+    pub(crate) async fn out(self) -> Result<Out, Status> {
+        let Running { rpc, extra, act } = self;
+        run(rpc, extra, act).await
+    }
+
+    /// Runs the call and maps the step's answer to the response message.
+    pub(crate) async fn answer<Resp>(self, respond: impl FnOnce(Out) -> Resp) -> Reply<Resp> {
+        Ok(Response::new(respond(self.out().await?)))
+    }
 }
 
 /// What a handler adds to the pipeline: a note for the intent record, and for a call whose
@@ -143,21 +201,8 @@ struct Extra<P, Out> {
     carries: Option<fn(&Out) -> bool>,
 }
 
-impl<P, Out> Extra<P, Out> {
-    fn none() -> Self {
-        Extra {
-            note: None,
-            returns: None,
-            carries: None,
-        }
-    }
-}
-
 async fn run<Req, P, Out>(
-    vault: &Arc<Vault>,
-    request: Request<Req>,
-    target: Target<Req>,
-    parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
+    rpc: Rpc<Req, P>,
     extra: Extra<P, Out>,
     act: impl FnOnce(Step<'_>, P) -> Result<Out, Error> + Send + 'static,
 ) -> Result<Out, Status>
@@ -166,6 +211,12 @@ where
     P: Send + 'static,
     Out: Send + 'static,
 {
+    let Rpc {
+        vault,
+        request,
+        target,
+        parse,
+    } = rpc;
     let call = Call::of(&request);
     let Some(rpc) = rpcs::of_path(call.method()) else {
         tracing::error!(method = %call.method(), "a handler without a row in the RPC table");
@@ -179,7 +230,6 @@ where
     let presented = (rpc.access != Access::NoToken).then(|| presented_token(&request));
     let message = request.into_inner();
     target(&message).record(&call);
-    let vault = Arc::clone(vault);
     let kind = rpc.kind;
     let Extra {
         note,

@@ -1,30 +1,20 @@
 //! Tenants service: create, list, get, update settings, delete.
 
-use std::sync::Arc;
-
-use tonic::{Request, Response, Status};
+use tonic::Request;
 use vault_core::{
     Error,
     names::{TenantId, TenantName},
     time::rfc3339,
     vault::{TenantInfo, TenantSettings, TenantUpdate},
 };
-use vault_proto::v1::{self, tenants_server::Tenants};
-
-use crate::{
-    Shared,
-    serve::{at, nothing, serve},
+use vault_proto::v1::{
+    self, CreateTenantRequest, CreateTenantResponse, DeleteTenantRequest, DeleteTenantResponse,
+    GetTenantRequest, GetTenantResponse, ListDeletedTenantsRequest, ListDeletedTenantsResponse,
+    ListTenantsRequest, ListTenantsResponse, RestoreTenantRequest, RestoreTenantResponse,
+    UpdateTenantRequest, UpdateTenantResponse, tenants_server::Tenants,
 };
 
-pub struct TenantsService {
-    shared: Arc<Shared>,
-}
-
-impl TenantsService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        TenantsService { shared }
-    }
-}
+use crate::serve::{Handlers, Reply, at};
 
 fn tenant_message(info: TenantInfo) -> v1::Tenant {
     v1::Tenant {
@@ -56,71 +46,46 @@ fn name_of(name: &str) -> Result<TenantName, Error> {
 }
 
 #[tonic::async_trait]
-impl Tenants for TenantsService {
-    async fn create_tenant(
-        &self,
-        request: Request<v1::CreateTenantRequest>,
-    ) -> Result<Response<v1::CreateTenantResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.name, ""),
-            |r| Ok((name_of(&r.name)?, settings_of(r.settings))),
-            |step, (name, settings)| {
+impl Tenants for Handlers {
+    async fn create_tenant(&self, r: Request<CreateTenantRequest>) -> Reply<CreateTenantResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.name, ""))
+            .parse(|r| Ok((name_of(&r.name)?, settings_of(r.settings))))
+            .run(|step, (name, settings)| {
                 step.vault
                     .tenants()
                     .create_tenant(step.caller()?, &name, settings)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::CreateTenantResponse {
-            tenant: Some(tenant_message(info)),
-        }))
+            })
+            .answer(|info| CreateTenantResponse {
+                tenant: Some(tenant_message(info)),
+            })
+            .await
     }
 
-    async fn list_tenants(
-        &self,
-        request: Request<v1::ListTenantsRequest>,
-    ) -> Result<Response<v1::ListTenantsResponse>, Status> {
-        let tenants = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |_| Ok(()),
-            |step, ()| step.vault.tenants().list_tenants(step.caller()?),
-        )
-        .await?;
-        Ok(Response::new(v1::ListTenantsResponse {
-            tenants: tenants.into_iter().map(tenant_message).collect(),
-        }))
+    async fn list_tenants(&self, r: Request<ListTenantsRequest>) -> Reply<ListTenantsResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.tenants().list_tenants(step.caller()?))
+            .answer(|tenants| ListTenantsResponse {
+                tenants: tenants.into_iter().map(tenant_message).collect(),
+            })
+            .await
     }
 
-    async fn get_tenant(
-        &self,
-        request: Request<v1::GetTenantRequest>,
-    ) -> Result<Response<v1::GetTenantResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.name, ""),
-            |r| name_of(&r.name),
-            |step, name| step.vault.tenants().show_tenant(step.caller()?, &name),
-        )
-        .await?;
-        Ok(Response::new(v1::GetTenantResponse {
-            tenant: Some(tenant_message(info)),
-        }))
+    async fn get_tenant(&self, r: Request<GetTenantRequest>) -> Reply<GetTenantResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.name, ""))
+            .parse(|r| name_of(&r.name))
+            .run(|step, name| step.vault.tenants().show_tenant(step.caller()?, &name))
+            .answer(|info| GetTenantResponse {
+                tenant: Some(tenant_message(info)),
+            })
+            .await
     }
 
-    async fn update_tenant(
-        &self,
-        request: Request<v1::UpdateTenantRequest>,
-    ) -> Result<Response<v1::UpdateTenantResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.name, ""),
-            |r| {
+    async fn update_tenant(&self, r: Request<UpdateTenantRequest>) -> Reply<UpdateTenantResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.name, ""))
+            .parse(|r| {
                 let update = TenantUpdate {
                     allowed_cidrs: r.allowed_cidrs.map(|list| list.cidrs),
                     rate_limit: r.rate_limit,
@@ -128,45 +93,36 @@ impl Tenants for TenantsService {
                     cas_required: r.cas_required,
                 };
                 Ok((name_of(&r.name)?, update))
-            },
-            |step, (name, update)| {
+            })
+            .run(|step, (name, update)| {
                 step.vault
                     .tenants()
                     .update_tenant(step.caller()?, &name, update)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::UpdateTenantResponse {
-            tenant: Some(tenant_message(info)),
-        }))
+            })
+            .answer(|info| UpdateTenantResponse {
+                tenant: Some(tenant_message(info)),
+            })
+            .await
     }
 
-    async fn delete_tenant(
-        &self,
-        request: Request<v1::DeleteTenantRequest>,
-    ) -> Result<Response<v1::DeleteTenantResponse>, Status> {
-        let shred_after = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.name, ""),
-            |r| name_of(&r.name),
-            |step, name| step.vault.tenants().delete_tenant(step.caller()?, &name),
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteTenantResponse {
-            shred_after: rfc3339(shred_after),
-        }))
+    async fn delete_tenant(&self, r: Request<DeleteTenantRequest>) -> Reply<DeleteTenantResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.name, ""))
+            .parse(|r| name_of(&r.name))
+            .run(|step, name| step.vault.tenants().delete_tenant(step.caller()?, &name))
+            .answer(|shred_after| DeleteTenantResponse {
+                shred_after: rfc3339(shred_after),
+            })
+            .await
     }
 
     async fn restore_tenant(
         &self,
-        request: Request<v1::RestoreTenantRequest>,
-    ) -> Result<Response<v1::RestoreTenantResponse>, Status> {
-        let info = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.name, ""),
-            |r| {
+        r: Request<RestoreTenantRequest>,
+    ) -> Reply<RestoreTenantResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.name, ""))
+            .parse(|r| {
                 let name = name_of(&r.name)?;
                 let id =
                     match r.id.trim() {
@@ -180,41 +136,35 @@ impl Tenants for TenantsService {
                         })?),
                     };
                 Ok((name, id))
-            },
-            |step, (name, id)| {
+            })
+            .run(|step, (name, id)| {
                 step.vault
                     .tenants()
                     .restore_tenant(step.caller()?, &name, id)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::RestoreTenantResponse {
-            tenant: Some(tenant_message(info)),
-        }))
+            })
+            .answer(|info| RestoreTenantResponse {
+                tenant: Some(tenant_message(info)),
+            })
+            .await
     }
 
     async fn list_deleted_tenants(
         &self,
-        request: Request<v1::ListDeletedTenantsRequest>,
-    ) -> Result<Response<v1::ListDeletedTenantsResponse>, Status> {
-        let deleted = serve(
-            &self.shared.vault,
-            request,
-            nothing,
-            |_| Ok(()),
-            |step, ()| step.vault.tenants().deleted_tenants(step.caller()?),
-        )
-        .await?;
-        Ok(Response::new(v1::ListDeletedTenantsResponse {
-            tenants: deleted
-                .into_iter()
-                .map(|d| v1::DeletedTenant {
-                    name: d.name.to_string(),
-                    id: d.id.to_hex(),
-                    deleted_time: rfc3339(d.deleted_unix_nanos),
-                    shred_after: rfc3339(d.shred_after_unix_nanos),
-                })
-                .collect(),
-        }))
+        r: Request<ListDeletedTenantsRequest>,
+    ) -> Reply<ListDeletedTenantsResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.tenants().deleted_tenants(step.caller()?))
+            .answer(|deleted| ListDeletedTenantsResponse {
+                tenants: deleted
+                    .into_iter()
+                    .map(|d| v1::DeletedTenant {
+                        name: d.name.to_string(),
+                        id: d.id.to_hex(),
+                        deleted_time: rfc3339(d.deleted_unix_nanos),
+                        shred_after: rfc3339(d.shred_after_unix_nanos),
+                    })
+                    .collect(),
+            })
+            .await
     }
 }

@@ -31,33 +31,32 @@ use vault_core::{
     token::Token,
     vault::{Event, EventKind},
 };
-use vault_proto::v1::{self, watch_server::Watch};
+use vault_proto::v1::{self, WatchRequest, watch_server::Watch};
 
 use crate::{
-    Shared,
     call::{Call, bearer_token, presented_token},
+    serve::{Handlers, Reply},
     status::to_status,
 };
 
 /// Events buffered per watch between the reader and the connection.
 pub const WATCH_BUFFER: usize = 256;
 
-pub struct WatchService {
-    shared: Arc<Shared>,
+/// What the watch service keeps (in [`crate::Shared`]): the send timeout, the signal that the
+/// server is stopping, and the watches open.
+pub(crate) struct Watches {
     send_timeout: Duration,
     stop: watch::Receiver<bool>,
     open: Arc<OpenWatches>,
 }
 
-impl WatchService {
+impl Watches {
     pub(crate) fn new(
-        shared: Arc<Shared>,
         send_timeout: Duration,
         stop: watch::Receiver<bool>,
         limits: WatchLimits,
     ) -> Self {
-        WatchService {
-            shared,
+        Watches {
             send_timeout,
             stop,
             open: Arc::new(OpenWatches {
@@ -240,17 +239,15 @@ pub fn event_message(event: Event) -> v1::WatchEvent {
 }
 
 #[tonic::async_trait]
-impl Watch for WatchService {
+impl Watch for Handlers {
     type WatchStream = WatchStream;
 
-    async fn watch(
-        &self,
-        request: Request<v1::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<WatchRequest>) -> Reply<Self::WatchStream> {
+        let watches = &self.shared.watches;
         let call = Call::of(&request);
         let presented = presented_token(&request);
         let token = bearer_token(&request).ok().map(Arc::new);
-        let v1::WatchRequest {
+        let WatchRequest {
             tenant,
             prefix,
             from_revision,
@@ -258,7 +255,7 @@ impl Watch for WatchService {
         } = request.into_inner();
         call.target(&tenant, &prefix);
         let vault = Arc::clone(&self.shared.vault);
-        let open = Arc::clone(&self.open);
+        let open = Arc::clone(&watches.open);
         let (cursor, slot) = call
             .blocking(move |call| {
                 let caller = call.authenticate(&vault, presented)?;
@@ -289,10 +286,10 @@ impl Watch for WatchService {
             cursor,
             sender,
             dropped: Arc::clone(&dropped),
-            send_timeout: self.send_timeout,
-            stop: self.stop.clone(),
-            reads: Arc::clone(&self.open),
-            tenant_reads: self.open.reads.tenant(slot.tenant),
+            send_timeout: watches.send_timeout,
+            stop: watches.stop.clone(),
+            reads: Arc::clone(&watches.open),
+            tenant_reads: watches.open.reads.tenant(slot.tenant),
             _slot: slot,
         }));
         let mut response = Response::new(WatchStream::new(receiver, dropped, start));

@@ -35,7 +35,7 @@ use tokio::{
     sync::watch,
     task::JoinSet,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response};
 use vault_core::{
     Error, Vault,
     cidr::Cidr,
@@ -48,28 +48,21 @@ use vault_core::{
         WebhookInfo, WebhookSpec, WebhookUrl, check_addresses, unreachable_host,
     },
 };
-use vault_proto::v1::{self, webhooks_server::Webhooks};
+use vault_proto::v1::{
+    self, CreateWebhookRequest, CreateWebhookResponse, DeleteWebhookRequest, DeleteWebhookResponse,
+    ListWebhooksRequest, ListWebhooksResponse, ReplayWebhookRequest, ReplayWebhookResponse,
+    WebhookStatusRequest, WebhookStatusResponse, webhooks_server::Webhooks,
+};
 
 use crate::{
-    Shared,
     call::{Call, presented_token},
-    serve::{at, serve},
+    serve::{Handlers, Reply, at},
 };
 
 /// Longest wait between rounds when nothing wakes the dispatcher.
 const IDLE_WAKE: Duration = Duration::from_secs(5);
 /// Longest status line read from a receiver.
 const MAX_STATUS_LINE: usize = 8 * 1024;
-
-pub struct WebhooksService {
-    shared: Arc<Shared>,
-}
-
-impl WebhooksService {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        WebhooksService { shared }
-    }
-}
 
 fn webhook_message(info: WebhookInfo) -> v1::Webhook {
     v1::Webhook {
@@ -100,14 +93,14 @@ fn delivery_message(state: DeliveryState) -> v1::Delivery {
 }
 
 #[tonic::async_trait]
-impl Webhooks for WebhooksService {
+impl Webhooks for Handlers {
     async fn create_webhook(
         &self,
-        request: Request<v1::CreateWebhookRequest>,
-    ) -> Result<Response<v1::CreateWebhookResponse>, Status> {
+        request: Request<CreateWebhookRequest>,
+    ) -> Reply<CreateWebhookResponse> {
         let call = Call::of(&request);
         let token = presented_token(&request);
-        let v1::CreateWebhookRequest {
+        let CreateWebhookRequest {
             tenant,
             url,
             paths,
@@ -166,90 +159,75 @@ impl Webhooks for WebhooksService {
         let secret = generated
             .map(|secret| String::from_utf8_lossy(secret.expose_secret()).into_owned())
             .unwrap_or_default();
-        Ok(Response::new(v1::CreateWebhookResponse {
+        Ok(Response::new(CreateWebhookResponse {
             webhook: Some(webhook_message(info)),
             secret,
         }))
     }
 
-    async fn list_webhooks(
-        &self,
-        request: Request<v1::ListWebhooksRequest>,
-    ) -> Result<Response<v1::ListWebhooksResponse>, Status> {
-        let hooks = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, ""),
-            |r| TenantName::parse(&r.tenant),
-            |step, tenant| step.vault.webhooks().webhook_list(step.caller()?, &tenant),
-        )
-        .await?;
-        Ok(Response::new(v1::ListWebhooksResponse {
-            webhooks: hooks.into_iter().map(webhook_message).collect(),
-        }))
+    async fn list_webhooks(&self, r: Request<ListWebhooksRequest>) -> Reply<ListWebhooksResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, ""))
+            .parse(|r| TenantName::parse(&r.tenant))
+            .run(|step, tenant| step.vault.webhooks().webhook_list(step.caller()?, &tenant))
+            .answer(|hooks| ListWebhooksResponse {
+                webhooks: hooks.into_iter().map(webhook_message).collect(),
+            })
+            .await
     }
 
     async fn webhook_status(
         &self,
-        request: Request<v1::WebhookStatusRequest>,
-    ) -> Result<Response<v1::WebhookStatusResponse>, Status> {
-        let status = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.id),
-            |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
-            |step, (tenant, id)| {
+        r: Request<WebhookStatusRequest>,
+    ) -> Reply<WebhookStatusResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.id))
+            .parse(|r| Ok((TenantName::parse(&r.tenant)?, r.id)))
+            .run(|step, (tenant, id)| {
                 step.vault
                     .webhooks()
                     .webhook_status(step.caller()?, &tenant, &id)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::WebhookStatusResponse {
-            webhook: Some(webhook_message(status.webhook)),
-            pending: status.pending.into_iter().map(delivery_message).collect(),
-            pending_total: status.pending_total,
-            dead: status.dead.into_iter().map(delivery_message).collect(),
-            dead_total: status.dead_total,
-        }))
+            })
+            .answer(|status| WebhookStatusResponse {
+                webhook: Some(webhook_message(status.webhook)),
+                pending: status.pending.into_iter().map(delivery_message).collect(),
+                pending_total: status.pending_total,
+                dead: status.dead.into_iter().map(delivery_message).collect(),
+                dead_total: status.dead_total,
+            })
+            .await
     }
 
     async fn delete_webhook(
         &self,
-        request: Request<v1::DeleteWebhookRequest>,
-    ) -> Result<Response<v1::DeleteWebhookResponse>, Status> {
-        serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.id),
-            |r| Ok((TenantName::parse(&r.tenant)?, r.id)),
-            |step, (tenant, id)| {
+        r: Request<DeleteWebhookRequest>,
+    ) -> Reply<DeleteWebhookResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.id))
+            .parse(|r| Ok((TenantName::parse(&r.tenant)?, r.id)))
+            .run(|step, (tenant, id)| {
                 step.vault
                     .webhooks()
                     .webhook_delete(step.caller()?, &tenant, &id)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::DeleteWebhookResponse {}))
+            })
+            .answer(|()| DeleteWebhookResponse {})
+            .await
     }
 
     async fn replay_webhook(
         &self,
-        request: Request<v1::ReplayWebhookRequest>,
-    ) -> Result<Response<v1::ReplayWebhookResponse>, Status> {
-        let replayed = serve(
-            &self.shared.vault,
-            request,
-            |r| at(&r.tenant, &r.id),
-            |r| Ok((TenantName::parse(&r.tenant)?, r.id, r.revision)),
-            |step, (tenant, id, revision)| {
+        r: Request<ReplayWebhookRequest>,
+    ) -> Reply<ReplayWebhookResponse> {
+        self.rpc(r)
+            .target(|r| at(&r.tenant, &r.id))
+            .parse(|r| Ok((TenantName::parse(&r.tenant)?, r.id, r.revision)))
+            .run(|step, (tenant, id, revision)| {
                 step.vault
                     .webhooks()
                     .webhook_replay(step.caller()?, &tenant, &id, revision)
-            },
-        )
-        .await?;
-        Ok(Response::new(v1::ReplayWebhookResponse { replayed }))
+            })
+            .answer(|replayed| ReplayWebhookResponse { replayed })
+            .await
     }
 }
 

@@ -196,7 +196,14 @@ impl Feed {
 #[derive(Default)]
 pub(super) struct Feeds {
     tenants: Mutex<HashMap<TenantId, Arc<Feed>>>,
-    pub(super) any: watch::Sender<u64>,
+    any: watch::Sender<u64>,
+}
+
+impl Feeds {
+    /// Wakes whoever waits on every tenant's feed (the webhook dispatcher).
+    pub(super) fn wake_all(&self) {
+        self.any.send_modify(|count| *count = count.wrapping_add(1));
+    }
 }
 
 /// A revision allocated to a write in progress: dropping it (committed or not) lets readers

@@ -57,8 +57,7 @@ use crate::schema::{
 /// re-wrap job closes it behind them once after fixing its set of versions (only this module
 /// can), so every write that could have wrapped under a version of the set has committed
 /// before the job's scan starts.
-#[derive(Default)]
-pub(super) struct WrapGate(RwLock<()>);
+struct WrapGate(RwLock<()>);
 
 /// Proof of being inside the wrap gate.
 pub(super) struct WrapGuard<'a>(
@@ -66,9 +65,15 @@ pub(super) struct WrapGuard<'a>(
     RwLockReadGuard<'a, ()>,
 );
 
+impl Default for WrapGate {
+    fn default() -> Self {
+        WrapGate(RwLock::new(()))
+    }
+}
+
 impl WrapGate {
     /// Enters the gate; leave it (drop the guard) once what was wrapped is committed.
-    pub(super) fn enter(&self) -> WrapGuard<'_> {
+    fn enter(&self) -> WrapGuard<'_> {
         WrapGuard(read(&self.0))
     }
 
@@ -80,9 +85,54 @@ impl WrapGate {
     }
 }
 
-/// The key to `Vault::key_changes`: only this module makes one, so only this module takes the
+/// The key to the KEK lock ([`KekState`]): only this module makes one, so only this module takes the
 /// lock (others ask [`Vault::hold_key_changes`]).
 pub(super) struct KeyChanges(());
+
+/// The KEK lifecycle's own state: the lock over KEK changes (only this module takes it; others
+/// ask [`Vault::hold_key_changes`]), the wrap gate, and the test-only log of key uses.
+pub(super) struct KekState {
+    /// Serializes changes to KEK versions (rotation, scheduling, retirement, cache loads).
+    /// Taken after a stripe lock, never before one.
+    changes: OwnedLock<KeyChanges>,
+    /// Held for reading by every put from the moment it wraps a DEK until its write is
+    /// committed; a re-wrap job takes it for writing once after fixing its set, so every put
+    /// that could have wrapped under a version of the set has committed before the scan starts.
+    wrap_gate: WrapGate,
+    /// Test-only log of every key use (see [`KeyPolicy::invocation_log`]).
+    invocation_log: Option<Mutex<std::fs::File>>,
+}
+
+impl KekState {
+    pub(super) fn new(policy: &KeyPolicy) -> Result<KekState> {
+        let invocation_log = match &policy.invocation_log {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        Error::Storage(StorageError(format!(
+                            "invocation log {}: {e}",
+                            path.display()
+                        )))
+                    })?,
+            )),
+            None => None,
+        };
+        Ok(KekState {
+            changes: OwnedLock::default(),
+            wrap_gate: WrapGate::default(),
+            invocation_log,
+        })
+    }
+
+    /// Enters the wrap gate, before wrapping under a KEK; drop the guard once the write is
+    /// committed.
+    pub(super) fn enter_wrap_gate(&self) -> WrapGuard<'_> {
+        self.wrap_gate.enter()
+    }
+}
 
 /// No key is ever used for more invocations than this (random 96-bit nonces, NIST SP 800-38D).
 pub const HARD_CAP: u64 = 1 << 32;
@@ -353,7 +403,7 @@ impl Vault {
             uses.reserved = next;
         }
         uses.used += 1;
-        if let Some(log) = &self.invocation_log {
+        if let Some(log) = &self.kek_state.invocation_log {
             use std::io::Write;
             let line = match counted {
                 Counted::Kek(tenant, version) => format!("kek {} {version}\n", tenant.to_hex()),
@@ -434,7 +484,7 @@ impl Vault {
     /// Takes `key_changes`, for a change outside this module that must not race a KEK change
     /// (shredding's destruction, root rotation). Hold it until the change is committed.
     pub(super) fn hold_key_changes(&self) -> Held<'_, KeyChanges> {
-        self.key_changes.hold(KeyChanges(()))
+        self.kek_state.changes.hold(KeyChanges(()))
     }
 
     /// [`Vault::tenant_keys`] with `key_changes` held.
@@ -838,7 +888,7 @@ impl Vault {
             // be about to commit a DEK wrapped under it. Wait for every put in flight; puts after
             // this read a current version outside the set. (A job resumed after a restart needs
             // no barrier: no put of this process predates its set.)
-            self.wrap_gate.close_behind();
+            self.kek_state.wrap_gate.close_behind();
         }
 
         let prefix = schema::tenant_versions_prefix(tenant);
@@ -978,7 +1028,7 @@ impl Vault {
         let dek = SecretKey::from_bytes(crypto::open(&old.key, &context, wrapped, &what)?)
             .ok_or_else(|| Error::Integrity(what()))?;
         // Inside the gate like any writer (this job closed it behind the puts before its scan).
-        let wrapping = self.wrap_gate.enter();
+        let wrapping = self.kek_state.enter_wrap_gate();
         let (rewrapped, _) = self.wrap_dek(&wrapping, keyring, tenant, &context, &dek)?;
         let mut batch = WriteBatch::new();
         batch.put(

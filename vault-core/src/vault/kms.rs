@@ -369,15 +369,21 @@ fn item_field(batch: bool, index: usize, field: &str) -> String {
     }
 }
 
-/// The key to `Vault::kms_changes`: only this module makes one, so only this module takes the
+/// The key to the named keys' lock ([`KmsState`]): only this module makes one, so only this module takes the
 /// named keys' lock.
 pub(super) struct KmsChanges(());
+
+/// The named keys' own state: the lock over their changes, which only this module can take.
+#[derive(Default)]
+pub(super) struct KmsState {
+    changes: OwnedLock<KmsChanges>,
+}
 
 impl Vault {
     /// Takes `kms_changes` (creation, rotation, configuration, trimming, deletion, cache
     /// loads of named keys). Taken before `wrap_gate` and `key_changes`, never after.
     fn hold_kms_changes(&self) -> Held<'_, KmsChanges> {
-        self.kms_changes.hold(KmsChanges(()))
+        self.kms_state.changes.hold(KmsChanges(()))
     }
 
     fn authorize_key(
@@ -593,7 +599,7 @@ impl Vault {
         let mut config = key.config.clone();
         config.latest = version;
         let mut batch = WriteBatch::new();
-        let wrapping = self.wrap_gate.enter();
+        let wrapping = self.kek_state.enter_wrap_gate();
         let added = self.new_named_version(
             &wrapping,
             keyring,
@@ -923,7 +929,7 @@ impl Vault {
                 .ok_or_else(|| corrupt("a named key version key"))?;
             let version = keys::version_suffix(relative, split + 1, "a named key version key")?;
             let material = self.unwrap_named(keyring, tenant, &name, version, &record.sealed)?;
-            let wrapping = self.wrap_gate.enter();
+            let wrapping = self.kek_state.enter_wrap_gate();
             let (wrapped, _) = self.wrap_under_kek(
                 &wrapping,
                 keyring,
@@ -1017,7 +1023,7 @@ impl Kms<'_> {
             delete_after_unix_nanos: None,
         };
         let mut batch = WriteBatch::new();
-        let wrapping = self.wrap_gate.enter();
+        let wrapping = self.kek_state.enter_wrap_gate();
         let first =
             self.new_named_version(&wrapping, &keyring, id, name, key_type, 1, now, &mut batch)?;
         batch.put(Space::Config, named_config_key(id, name), to_json(&config)?);
@@ -1463,7 +1469,8 @@ impl Kms<'_> {
         })
     }
 
-    /// Signs `message` with a signing key (or computes its HMAC with an HMAC key, `mac`).
+    /// Signs `message` with version `key_version` (0: the latest) of a signing key, as
+    /// `vault:vN:<base64>`.
     pub fn sign(
         &self,
         caller: &Caller,
@@ -1471,8 +1478,58 @@ impl Kms<'_> {
         name: &KeyName,
         message: &[u8],
         key_version: u32,
-        mac: bool,
     ) -> Result<Versioned> {
+        self.tag(caller, tenant, name, message, key_version, Tag::Signature)
+    }
+
+    /// The HMAC-SHA256 of `message` under version `key_version` (0: the latest) of an `hmac`
+    /// key, as `vault:vN:<base64>`.
+    pub fn hmac(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        name: &KeyName,
+        message: &[u8],
+        key_version: u32,
+    ) -> Result<Versioned> {
+        self.tag(caller, tenant, name, message, key_version, Tag::Mac)
+    }
+
+    /// Whether `signature` is a valid signature of `message`. A version below
+    /// `min_decryption_version` or trimmed is refused, not reported as invalid.
+    pub fn verify(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        name: &KeyName,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<(bool, u32)> {
+        self.check_tag(caller, tenant, name, message, signature, Tag::Signature)
+    }
+
+    /// Whether `hmac` is the HMAC of `message`; versions as for [`Kms::verify`].
+    pub fn verify_hmac(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        name: &KeyName,
+        message: &[u8],
+        hmac: &str,
+    ) -> Result<(bool, u32)> {
+        self.check_tag(caller, tenant, name, message, hmac, Tag::Mac)
+    }
+
+    fn tag(
+        &self,
+        caller: &Caller,
+        tenant: &TenantName,
+        name: &KeyName,
+        message: &[u8],
+        key_version: u32,
+        tag: Tag,
+    ) -> Result<Versioned> {
+        let mac = tag == Tag::Mac;
         let id = self.authorize_key(caller, tenant, name, Capability::Sign)?;
         check_size(
             "message".into(),
@@ -1503,17 +1560,16 @@ impl Kms<'_> {
         })
     }
 
-    /// Whether `signature` (a signature, or an HMAC when `mac`) is valid for `message`. A
-    /// version below `min_decryption_version` or trimmed is refused, not reported as invalid.
-    pub fn verify(
+    fn check_tag(
         &self,
         caller: &Caller,
         tenant: &TenantName,
         name: &KeyName,
         message: &[u8],
         signature: &str,
-        mac: bool,
+        tag: Tag,
     ) -> Result<(bool, u32)> {
+        let mac = tag == Tag::Mac;
         let id = self.authorize_key(caller, tenant, name, Capability::Verify)?;
         check_size(
             "message".into(),
@@ -1538,6 +1594,13 @@ impl Kms<'_> {
         };
         Ok((valid, version))
     }
+}
+
+/// What [`Kms::sign`] and [`Kms::hmac`] (and their checks) make: one body, two kinds of tag.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Signature,
+    Mac,
 }
 
 impl NamedKey {

@@ -90,11 +90,19 @@ impl Failures {
     }
 }
 
+/// The maintenance round's own state.
+#[derive(Default)]
+pub(super) struct MaintenanceState {
+    /// Held by the maintenance round in progress.
+    running: Mutex<()>,
+    last_sweep: Mutex<Option<i64>>,
+}
+
 impl Vault {
     /// One round: every task once, each whatever happened to the others (see the module
     /// documentation). Does nothing while sealed, or while another run is in progress.
     pub fn maintain(&self) -> Result<MaintenanceReport> {
-        let Ok(_round) = self.maintenance.try_lock() else {
+        let Ok(_round) = self.maintenance_state.running.try_lock() else {
             return Ok(MaintenanceReport::default());
         };
         let Some(keyring) = self.maintenance_keyring()? else {
@@ -116,7 +124,7 @@ impl Vault {
             done: MaintenanceReport::default(),
             failed: 0,
         };
-        let Ok(_run) = self.maintenance.try_lock() else {
+        let Ok(_run) = self.maintenance_state.running.try_lock() else {
             return Ok(idle);
         };
         match self.maintenance_keyring()? {
@@ -141,7 +149,7 @@ impl Vault {
         match task {
             Task::KeySweep => {
                 let due = {
-                    let mut last = lock(&self.last_sweep);
+                    let mut last = lock(&self.maintenance_state.last_sweep);
                     let due =
                         last.is_none_or(|at| now - at >= self.config.keys.sweep_interval_nanos);
                     if due {

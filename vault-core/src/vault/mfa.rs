@@ -173,10 +173,16 @@ fn mfa_context(entity: &str) -> Context<'_> {
 /// lock that serializes MFA checks and enrolments.
 pub(super) struct MfaChanges(());
 
+/// MFA's own state: the lock over enrolments and checks, which only this module can take.
+#[derive(Default)]
+pub(super) struct MfaState {
+    changes: OwnedLock<MfaChanges>,
+}
+
 impl Vault {
     /// Takes `mfa_changes` (each check and enrolment reads, then writes, an entity's record).
     fn hold_mfa_changes(&self) -> Held<'_, MfaChanges> {
-        self.mfa_changes.hold(MfaChanges(()))
+        self.mfa_state.changes.hold(MfaChanges(()))
     }
 
     /// Fails unless the caller has the system scope and, if `op` is one of the operations that

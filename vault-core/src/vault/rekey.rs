@@ -222,7 +222,7 @@ pub(super) fn check_recipients(recipients: &[ShareRecipient], shares: u32) -> Re
     Ok(())
 }
 
-impl Vault {
+impl Seal<'_> {
     /// Starts a rekey to `shares` shares with `threshold` (system scope); with `rotate_root`, the
     /// root key is rotated too when it is verified. With `recipients` (one per new share), each
     /// new share is handed out encrypted to its holder.

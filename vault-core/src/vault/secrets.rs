@@ -379,7 +379,7 @@ impl Vault {
             }
         }
         // Until the write below is committed (see `wrap_gate`).
-        let wrapping = self.wrap_gate.enter();
+        let wrapping = self.kek_state.enter_wrap_gate();
         let now = self.now();
         let created = meta.is_none();
         let mut meta = meta.unwrap_or_else(|| SecretMeta::new(now));

@@ -26,12 +26,15 @@
 //! reads of the tenant answer FAILED_PRECONDITION "... were destroyed (crypto-shredded) ...".
 //! The tenant's tokens are refused from the deletion on (its record is gone) and purged later.
 //!
-//! Invariant: restore and the decision to destroy both hold `tenant_create`, so a tenant is
+//! Invariant: restore and the decision to destroy both hold the tenant-change lock ([`tenants::TenantRegistry::hold`]), so a tenant is
 //! never both restored and shredded.
 
-use super::keys::{ShredTombstone, version_suffix};
 use super::tenants::Tenants;
 use super::*;
+use super::{
+    keys::{ShredTombstone, version_suffix},
+    tenants::TenantChange,
+};
 use crate::schema::{
     DELETED_TENANT_PREFIX, Store, deleted_tenant_key, kek_prefix, shredded_key, tenant_id_key,
     tenant_ranges,
@@ -91,7 +94,7 @@ impl Vault {
 
     fn shred(&self, keyring: &Keyring, id: TenantId, now: i64) -> Result<()> {
         let tombstone = {
-            let _guard = lock(&self.tenant_create);
+            let change = self.tenant_registry.hold();
             // Restored (or finished) since the scan: nothing to do.
             let Some(bytes) = self.data.get(Space::Config, &deleted_tenant_key(id))? else {
                 return Ok(());
@@ -99,7 +102,7 @@ impl Vault {
             let record: TenantRecord = from_json(&bytes, "a deleted tenant record")?;
             match self.keys.get(Space::Config, &shredded_key(id))? {
                 Some(bytes) => from_json::<ShredTombstone>(&bytes, "a shred record")?,
-                None => self.destroy_keys(keyring, id, &record, now)?,
+                None => self.destroy_keys(&change, keyring, id, &record, now)?,
             }
         };
         self.keys.compact()?;
@@ -129,9 +132,10 @@ impl Vault {
     }
 
     /// Step 1 and 2: the announcement, then every key record of the tenant gone and the
-    /// tombstone written, in one key-store write. Holds `tenant_create`.
+    /// tombstone written, in one key-store write, under the tenant-change lock.
     fn destroy_keys(
         &self,
+        _change: &TenantChange<'_>,
         keyring: &Keyring,
         id: TenantId,
         record: &TenantRecord,
@@ -233,7 +237,7 @@ impl Tenants<'_> {
     ) -> Result<TenantInfo> {
         self.require_system_op(caller, SystemOp::TenantDelete)?;
         let keyring = self.keyring()?;
-        let _guard = lock(&self.tenant_create);
+        let _change = self.tenant_registry.hold();
         let mut candidates: Vec<TenantRecord> = self
             .deleted_records()?
             .into_iter()
@@ -259,7 +263,7 @@ impl Tenants<'_> {
             )));
         }
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-        // Under `tenant_create`, like the decision to destroy: once the tombstone is written
+        // Under the tenant-change lock, like the decision to destroy: once the tombstone is written
         // (the keys are gone) the record under `tenant-deleted/` only waits for the remaining
         // clean-up steps, and restoring it would bring back a tenant without keys.
         if self.keys.get(Space::Config, &shredded_key(id))?.is_some() {

@@ -91,6 +91,32 @@ impl TenantSettings {
 }
 
 /// A live tenant as authentication sees it.
+/// The tenants the vault knows: names resolved to ids, the live tenants' state, and the lock
+/// that orders a tenant's creation, settings changes, deletion, restoration and shredding.
+/// Only this module reads the caches; the others ask [`Vault::tenant_id`] and
+/// [`Vault::tenant_state`], and take the lock through [`TenantRegistry::hold`].
+#[derive(Default)]
+pub(super) struct TenantRegistry {
+    ids: RwLock<HashMap<TenantName, TenantId>>,
+    /// Live tenants by id: name, settings, rate limiter. Deleting a tenant removes its entry.
+    live: RwLock<HashMap<TenantId, Arc<TenantState>>>,
+    changes: Mutex<()>,
+}
+
+/// Proof that the tenant-change lock is held, for as long as this lives.
+pub(super) struct TenantChange<'a> {
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl TenantRegistry {
+    /// Takes the lock that orders changes to tenants.
+    pub(super) fn hold(&self) -> TenantChange<'_> {
+        TenantChange {
+            _guard: lock(&self.changes),
+        }
+    }
+}
+
 pub(super) struct TenantState {
     pub(super) name: TenantName,
     pub(super) default_max_versions: u32,
@@ -228,10 +254,10 @@ impl Vault {
     }
 
     pub(super) fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
-        if let Some(id) = read(&self.tenants).get(name) {
+        if let Some(id) = read(&self.tenant_registry.ids).get(name) {
             return Ok(*id);
         }
-        let mut cache = write(&self.tenants);
+        let mut cache = write(&self.tenant_registry.ids);
         let record = self.tenant_record(name)?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
         cache.insert(name.clone(), id);
@@ -259,10 +285,10 @@ impl Vault {
 
     /// The live tenant with this id; `None` once it is deleted.
     pub(super) fn tenant_state(&self, id: TenantId) -> Result<Option<Arc<TenantState>>> {
-        if let Some(state) = read(&self.tenant_states).get(&id) {
+        if let Some(state) = read(&self.tenant_registry.live).get(&id) {
             return Ok(Some(Arc::clone(state)));
         }
-        let mut cache = write(&self.tenant_states);
+        let mut cache = write(&self.tenant_registry.live);
         let record = match self.data.get(Space::Config, &tenant_id_key(id))? {
             Some(name) => {
                 let name = std::str::from_utf8(&name)
@@ -321,7 +347,7 @@ impl Tenants<'_> {
         self.require_system_op(caller, SystemOp::TenantCreate)?;
         settings.validate()?;
         let keyring = self.keyring()?;
-        let _guard = lock(&self.tenant_create);
+        let _change = self.tenant_registry.hold();
         if self.data.get(Space::Config, &tenant_key(name))?.is_some() {
             return Err(Error::AlreadyExists(format!("tenant {name}")));
         }
@@ -386,7 +412,7 @@ impl Tenants<'_> {
     ) -> Result<TenantInfo> {
         self.require_system_op(caller, SystemOp::TenantUpdate)?;
         let keyring = self.keyring()?;
-        let _guard = lock(&self.tenant_create);
+        let _change = self.tenant_registry.hold();
         let mut record = self.tenant_record(name)?;
         let settings = &mut record.settings;
         if let Some(cidrs) = update.allowed_cidrs {
@@ -411,7 +437,7 @@ impl Tenants<'_> {
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, tenant_key(name), to_json(&record)?);
         self.data.write(batch)?;
-        write(&self.tenant_states).insert(id, state);
+        write(&self.tenant_registry.live).insert(id, state);
         self.tenant_info(&keyring, record)
     }
 
@@ -421,7 +447,7 @@ impl Tenants<'_> {
     pub fn delete_tenant(&self, caller: &Caller, name: &TenantName) -> Result<i64> {
         self.require_system_op(caller, SystemOp::TenantDelete)?;
         let keyring = self.keyring()?;
-        let _guard = lock(&self.tenant_create);
+        let _change = self.tenant_registry.hold();
         let mut record = self.tenant_record(name)?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
         record.deleted_unix_nanos = self.now();
@@ -434,8 +460,8 @@ impl Tenants<'_> {
             .delete(Space::Config, tenant_id_key(id))
             .put(Space::Config, deleted_tenant_key(id), to_json(&record)?);
         self.data.write(batch)?;
-        write(&self.tenants).remove(name);
-        write(&self.tenant_states).remove(&id);
+        write(&self.tenant_registry.ids).remove(name);
+        write(&self.tenant_registry.live).remove(&id);
         write(&keyring.tenants).remove(&id);
         Ok(record.shred_after_unix_nanos)
     }

@@ -74,9 +74,9 @@ fn root_of(output: &InitOutput) -> &Token {
 }
 
 fn unseal_with(vault: &Vault, shares: &[&String]) -> Result<SealStatus> {
-    let mut status = vault.status();
+    let mut status = vault.seal().status();
     for share in shares {
-        status = vault.unseal(UnsealShare::parse(share)?)?;
+        status = vault.seal().unseal(UnsealShare::parse(share)?)?;
     }
     Ok(status)
 }
@@ -113,6 +113,7 @@ fn unsealed() -> (Fixture, Vec<String>, Caller) {
     let mut fixture = Fixture::new();
     let output = fixture
         .vault
+        .seal()
         .init(5, 3, InitRecipients::default())
         .expect("init");
     fixture.root = root_of(&output).expose_secret().to_owned();
@@ -134,7 +135,7 @@ fn unsealed() -> (Fixture, Vec<String>, Caller) {
 fn init_unseal_threshold_and_progress() {
     let fixture = Fixture::new();
     assert_eq!(
-        fixture.vault.status(),
+        fixture.vault.seal().status(),
         SealStatus {
             initialized: false,
             sealed: true,
@@ -145,10 +146,11 @@ fn init_unseal_threshold_and_progress() {
     );
     let output = fixture
         .vault
+        .seal()
         .init(5, 3, InitRecipients::default())
         .expect("init");
     assert!(matches!(
-        fixture.vault.init(5, 3, InitRecipients::default()),
+        fixture.vault.seal().init(5, 3, InitRecipients::default()),
         Err(Error::AlreadyInitialized)
     ));
     let shares = share_texts(&output);
@@ -187,6 +189,7 @@ fn a_share_that_is_not_current_is_refused_and_leaves_the_progress_as_it_was() {
     let fixture = Fixture::new();
     let output = fixture
         .vault
+        .seal()
         .init(3, 2, InitRecipients::default())
         .expect("init");
     let shares = share_texts(&output);
@@ -194,6 +197,7 @@ fn a_share_that_is_not_current_is_refused_and_leaves_the_progress_as_it_was() {
     let foreign = share_texts(
         &other
             .vault
+            .seal()
             .init(3, 2, InitRecipients::default())
             .expect("init"),
     );
@@ -203,12 +207,12 @@ fn a_share_that_is_not_current_is_refused_and_leaves_the_progress_as_it_was() {
         error.to_string(),
         "invalid share: this share is not one of the current shares"
     );
-    assert_eq!(fixture.vault.status().progress, 1);
-    assert!(fixture.vault.status().sealed);
+    assert_eq!(fixture.vault.seal().status().progress, 1);
+    assert!(fixture.vault.seal().status().sealed);
     // Nor can a stranger reset the progress with it.
     let stranger = UnsealShare::parse(&foreign[0]).expect("share");
-    assert!(fixture.vault.reset_unseal(&stranger).is_err());
-    assert_eq!(fixture.vault.status().progress, 1);
+    assert!(fixture.vault.seal().reset_unseal(&stranger).is_err());
+    assert_eq!(fixture.vault.seal().status().progress, 1);
     // And the right shares still work afterwards.
     assert!(
         !unseal_with(&fixture.vault, &[&shares[2], &shares[0]])
@@ -223,13 +227,19 @@ fn reset_forgets_progress() {
     let shares = share_texts(
         &fixture
             .vault
+            .seal()
             .init(3, 2, InitRecipients::default())
             .expect("init"),
     );
     unseal_with(&fixture.vault, &[&shares[0]]).expect("one");
     let proof = UnsealShare::parse(&shares[2]).expect("share");
     assert_eq!(
-        fixture.vault.reset_unseal(&proof).expect("reset").progress,
+        fixture
+            .vault
+            .seal()
+            .reset_unseal(&proof)
+            .expect("reset")
+            .progress,
         0
     );
 }
@@ -537,8 +547,8 @@ fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
         )
         .expect("put");
     let restarted = fixture.restart();
-    assert!(restarted.status().sealed);
-    assert!(restarted.status().initialized);
+    assert!(restarted.seal().status().sealed);
+    assert!(restarted.seal().status().initialized);
     assert!(matches!(restarted.keyring(), Err(Error::Sealed)));
     unseal_with(&restarted, &[&shares[4], &shares[3], &shares[1]]).expect("unseal");
     drop(caller);
@@ -561,7 +571,7 @@ fn restart_is_sealed_and_any_threshold_subset_brings_everything_back() {
 fn sealed_vault_refuses_data_calls() {
     let (fixture, _, caller) = unsealed();
     let vault = &fixture.vault;
-    vault.seal(&caller).expect("seal");
+    vault.seal().seal(&caller).expect("seal");
     let acme = tenant("acme");
     assert!(matches!(
         vault.secrets().get(&caller, &acme, &path("x"), 0),
@@ -892,12 +902,14 @@ fn a_conflicting_share_is_refused_without_losing_progress() {
     let shares = share_texts(
         &fixture
             .vault
+            .seal()
             .init(5, 3, InitRecipients::default())
             .expect("init"),
     );
     let foreign = share_texts(
         &Fixture::new()
             .vault
+            .seal()
             .init(5, 3, InitRecipients::default())
             .expect("init"),
     );
@@ -912,7 +924,7 @@ fn a_conflicting_share_is_refused_without_losing_progress() {
         matches!(error, Error::InvalidArgument { field: "share", .. }),
         "{error}"
     );
-    assert_eq!(fixture.vault.status().progress, 2);
+    assert_eq!(fixture.vault.seal().status().progress, 2);
     assert!(
         !unseal_with(&fixture.vault, &[&shares[2]])
             .expect("third")
@@ -966,6 +978,7 @@ mod access {
         .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
         let output = fixture
             .vault
+            .seal()
             .init(1, 1, InitRecipients::default())
             .expect("init");
         unseal_with(&fixture.vault, &[&share_texts(&output)[0]]).expect("unseal");
@@ -1242,7 +1255,7 @@ mod access {
                 .map(drop),
         );
         denied(vault.tenants().list_tenants(&w.app).map(drop));
-        denied(vault.seal(&w.app));
+        denied(vault.seal().seal(&w.app));
         denied(
             vault
                 .access()

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{
-    Caller, Held, Vault, corrupt,
+    Caller, Held, OwnedLock, Vault, corrupt,
     feed::{Event, EventKind},
     from_json, to_json,
 };
@@ -487,10 +487,16 @@ pub fn verify_signature(
 /// the lock that serializes changes to deliveries.
 pub(super) struct WebhookChanges(());
 
+/// The webhooks' own state: the lock over deliveries, which only this module can take.
+#[derive(Default)]
+pub(super) struct WebhookState {
+    changes: OwnedLock<WebhookChanges>,
+}
+
 impl Vault {
     /// Takes `webhook_changes` (fan-out, results, replay, deletion).
     fn hold_webhook_changes(&self) -> Held<'_, WebhookChanges> {
-        self.webhook_changes.hold(WebhookChanges(()))
+        self.webhook_state.changes.hold(WebhookChanges(()))
     }
 
     fn webhook_admin(&self, caller: &Caller, tenant: &TenantName) -> Result<TenantId> {
@@ -1082,9 +1088,7 @@ impl Webhooks<'_> {
         }
         if replayed > 0 {
             // Wake the dispatcher.
-            self.feeds
-                .any
-                .send_modify(|count| *count = count.wrapping_add(1));
+            self.feeds.wake_all();
         }
         Ok(replayed)
     }

@@ -45,6 +45,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "compaction keeps what is live and nothing that was deleted",
         compaction_keeps_live_data,
     ),
+    (
+        "a batch beyond the backend's limits is refused whole; one within them is applied",
+        batch_limits_are_kept,
+    ),
 ];
 
 /// Runs every check against `storage` (an empty store), printing each name to stderr first.
@@ -59,6 +63,14 @@ fn put(storage: &dyn Storage, space: Space, key: &[u8], value: &[u8]) {
     let mut batch = WriteBatch::new();
     batch.put(space, key, value);
     storage.write(batch).expect("write");
+}
+
+/// Writes a batch of setup data in as many writes as the backend's limits need (setup need not
+/// be atomic).
+fn write_all(storage: &dyn Storage, batch: WriteBatch) {
+    for part in batch.split(storage.batch_limits()) {
+        storage.write(part).expect("write");
+    }
 }
 
 fn keys(entries: Vec<Entry>) -> Vec<Vec<u8>> {
@@ -333,7 +345,7 @@ fn scan_while_writing(storage: &dyn Storage) {
     for i in 0..OLD {
         batch.put(Space::Config, format!("sw/{:05}", 2 * i), b"old".to_vec());
     }
-    storage.write(batch).expect("write");
+    write_all(storage, batch);
     let done = AtomicBool::new(false);
     let seen = std::thread::scope(|scope| {
         let adder = scope.spawn(|| {
@@ -395,7 +407,7 @@ fn compaction_keeps_live_data(storage: &dyn Storage) {
         );
         batch.put(Space::Config, format!("cp/{i:03}"), b"config".to_vec());
     }
-    storage.write(batch).expect("write");
+    write_all(storage, batch);
     let mut batch = WriteBatch::new();
     for i in (0..100u32).filter(|i| i % 3 == 0) {
         batch.delete(Space::Secrets, format!("cp/{i:03}"));
@@ -418,5 +430,46 @@ fn compaction_keeps_live_data(storage: &dyn Storage) {
     assert_eq!(
         storage.get(Space::Secrets, b"cp/after").expect("get"),
         Some(b"yes".to_vec())
+    );
+}
+
+/// A backend with limits refuses a batch one change or one byte beyond them, and applies none
+/// of it; a batch at the limits is applied whole. A backend without limits takes a batch of
+/// 1000 changes.
+fn batch_limits_are_kept(storage: &dyn Storage) {
+    let limits = storage.batch_limits();
+    let batch_of = |ops: usize, value_bytes: usize| {
+        let mut batch = WriteBatch::new();
+        for i in 0..ops {
+            batch.put(Space::Config, format!("bl/{i:05}"), vec![b'v'; value_bytes]);
+        }
+        batch
+    };
+    if limits == crate::BatchLimits::NONE {
+        storage.write(batch_of(1000, 8)).expect("a large batch");
+        assert_eq!(scan_all(storage, Space::Config, b"bl/", 100).len(), 1000);
+        return;
+    }
+    let refused = |batch: WriteBatch, what: &str| {
+        let error = storage.write(batch).expect_err(what);
+        assert!(!error.to_string().is_empty());
+        assert!(
+            scan_all(storage, Space::Config, b"bl/", 100).is_empty(),
+            "part of a refused batch ({what}) was applied"
+        );
+    };
+    refused(batch_of(limits.max_ops + 1, 8), "one change too many");
+    // Keys are "bl/NNNNN" (8 bytes).
+    let per_op = limits.max_bytes / limits.max_ops;
+    refused(
+        batch_of(limits.max_ops, per_op.saturating_sub(8) + 1),
+        "too many bytes",
+    );
+    let fitting = batch_of(limits.max_ops, per_op.saturating_sub(8));
+    assert!(fitting.fits(limits));
+    storage.write(fitting).expect("a batch at the limits");
+    assert_eq!(
+        scan_all(storage, Space::Config, b"bl/", 100).len(),
+        limits.max_ops
     );
 }

@@ -1,5 +1,6 @@
 //! The vault's byte-level storage seam: the [`Storage`] trait, the in-memory backend, the
-//! RocksDB backend (feature `rocksdb`) and the conformance suite (feature `testing`).
+//! RocksDB backend (feature `rocksdb`), the etcd backend (feature `etcd`) and the conformance
+//! suite (feature `testing`, with real etcd members for tests in `etcd_process`).
 //!
 //! Invariant: backends see only storage keys (tenant ids, paths: metadata, not secrets) and
 //! values that are ciphertext or non-secret metadata. A write batch is atomic, and when
@@ -14,13 +15,19 @@
 
 use std::fmt;
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(feature = "testing")]
+pub mod etcd_process;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdOptions, EtcdStorage};
 pub use memory::MemoryStorage;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksStorage;
@@ -109,6 +116,68 @@ impl WriteBatch {
     }
 }
 
+impl WriteBatch {
+    /// The bytes of keys and values the batch carries.
+    pub fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                Op::Delete { key, .. } => key.len(),
+            })
+            .sum()
+    }
+
+    /// Whether a backend with `limits` takes the batch whole.
+    pub fn fits(&self, limits: BatchLimits) -> bool {
+        self.ops.len() <= limits.max_ops && self.bytes() <= limits.max_bytes
+    }
+
+    /// The batch cut, in order, into batches that each fit `limits`: for changes that need
+    /// not be applied together (bulk deletion of what nothing reads any more, say). A single
+    /// change too large for the backend stays alone in its batch, which the backend refuses.
+    pub fn split(self, limits: BatchLimits) -> Vec<WriteBatch> {
+        let mut parts = Vec::new();
+        let mut current = WriteBatch::new();
+        let mut bytes = 0usize;
+        for op in self.ops {
+            let size = match &op {
+                Op::Put { key, value, .. } => key.len() + value.len(),
+                Op::Delete { key, .. } => key.len(),
+            };
+            if !current.is_empty()
+                && (current.ops.len() >= limits.max_ops
+                    || bytes.saturating_add(size) > limits.max_bytes)
+            {
+                parts.push(std::mem::take(&mut current));
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(size);
+            current.ops.push(op);
+        }
+        if !current.is_empty() {
+            parts.push(current);
+        }
+        parts
+    }
+}
+
+/// The largest batch a backend takes in one atomic write: changes, and bytes of keys and
+/// values. A larger batch is refused whole, with an error that names the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_ops: usize,
+    pub max_bytes: usize,
+}
+
+impl BatchLimits {
+    /// No limit but memory (RocksDB, the in-memory backend).
+    pub const NONE: BatchLimits = BatchLimits {
+        max_ops: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+}
+
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
@@ -128,10 +197,16 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError>;
 
-    /// Applies the batch atomically; returns once it is durable.
+    /// Applies the batch atomically; returns once it is durable. A batch beyond
+    /// [`Storage::batch_limits`] is refused whole.
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
 
-    /// A short name for status output ("rocksdb", "memory").
+    /// The largest batch [`Storage::write`] takes.
+    fn batch_limits(&self) -> BatchLimits {
+        BatchLimits::NONE
+    }
+
+    /// A short name for status output ("rocksdb", "etcd", "memory").
     fn kind(&self) -> &'static str;
 
     /// Rewrites the stored files so that deleted entries are physically gone (no file of the

@@ -21,3 +21,17 @@ fn rocksdb_key_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     conformance::run(&vault_storage::RocksStorage::open_key_store(dir.path()).expect("open"));
 }
+
+/// The whole suite against a real etcd (three members, as in production), for the data store's
+/// prefix and the key store's.
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_backend_conforms() {
+    use vault_storage::{EtcdOptions, EtcdStorage, etcd_process::EtcdCluster};
+    let cluster = EtcdCluster::start(3);
+    for prefix in ["vault/data/", "vault/keys/"] {
+        let storage =
+            EtcdStorage::connect(EtcdOptions::new(cluster.endpoints(), prefix)).expect("connect");
+        conformance::run(&storage);
+    }
+}

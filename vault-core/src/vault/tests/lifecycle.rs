@@ -24,6 +24,7 @@ pub(super) fn lab(keys: KeyPolicy, shares: u32, threshold: u32) -> Lab {
     let clock = Arc::new(AtomicI64::new(START));
     let vault = open_with(&data, &key_store, &keys, &clock);
     let output = vault
+        .seal()
         .init(shares, threshold, InitRecipients::default())
         .expect("init");
     let texts = share_texts(&output);
@@ -423,20 +424,25 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     put(&lab, "db/primary", "p1");
     let started = lab
         .vault
+        .seal()
         .rekey_init(&lab.root, 5, 3, false, Vec::new())
         .expect("rekey init");
     assert!(matches!(
-        lab.vault.rekey_init(&lab.root, 5, 3, false, Vec::new()),
+        lab.vault
+            .seal()
+            .rekey_init(&lab.root, 5, 3, false, Vec::new()),
         Err(Error::FailedPrecondition(_))
     ));
     let share = |text: &String| UnsealShare::parse(text).expect("share");
     assert!(matches!(
         lab.vault
+            .seal()
             .rekey_submit("not-the-nonce", share(&lab.shares[0])),
         Err(Error::InvalidArgument { field: "nonce", .. })
     ));
     let first = lab
         .vault
+        .seal()
         .rekey_submit(&started.nonce, share(&lab.shares[0]))
         .expect("first share");
     assert_eq!(
@@ -445,6 +451,7 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     );
     let staged = lab
         .vault
+        .seal()
         .rekey_submit(&started.nonce, share(&lab.shares[1]))
         .expect("second share");
     assert!(staged.staged && !staged.complete);
@@ -453,29 +460,41 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     // Staged: the old shares are still the ones in force, the new ones wait.
     for old in &lab.shares {
         assert_eq!(
-            lab.vault.verify_share(&share(old)).expect("check"),
+            lab.vault.seal().verify_share(&share(old)).expect("check"),
             ShareCheck::Current
         );
     }
     assert_eq!(
-        lab.vault.verify_share(&share(&new[0])).expect("check"),
+        lab.vault
+            .seal()
+            .verify_share(&share(&new[0]))
+            .expect("check"),
         ShareCheck::Staged
     );
-    let status = lab.vault.rekey_status().expect("status").expect("staged");
+    let status = lab
+        .vault
+        .seal()
+        .rekey_status()
+        .expect("status")
+        .expect("staged");
     assert!(status.staged);
     assert!(matches!(
-        lab.vault.rekey_verify("not-the-nonce", share(&new[0])),
+        lab.vault
+            .seal()
+            .rekey_verify("not-the-nonce", share(&new[0])),
         Err(Error::InvalidArgument { field: "nonce", .. })
     ));
     // An old share is not a new one.
     assert!(matches!(
         lab.vault
+            .seal()
             .rekey_verify(&status.verification_nonce, share(&lab.shares[0])),
         Err(Error::InvalidArgument { field: "share", .. })
     ));
     for (index, fresh) in [&new[3], &new[1]].into_iter().enumerate() {
         let progress = lab
             .vault
+            .seal()
             .rekey_verify(&status.verification_nonce, share(fresh))
             .expect("verify");
         assert_eq!(
@@ -485,30 +504,31 @@ fn rekey_needs_a_threshold_of_current_shares_and_replaces_them() {
     }
     let done = lab
         .vault
+        .seal()
         .rekey_verify(&status.verification_nonce, share(&new[2]))
         .expect("verify");
     assert!(done.complete);
-    assert!(lab.vault.rekey_status().expect("status").is_none());
+    assert!(lab.vault.seal().rekey_status().expect("status").is_none());
     for old in &lab.shares {
         assert_eq!(
-            lab.vault.verify_share(&share(old)).expect("check"),
+            lab.vault.seal().verify_share(&share(old)).expect("check"),
             ShareCheck::NotCurrent
         );
     }
     for fresh in &new {
         assert_eq!(
-            lab.vault.verify_share(&share(fresh)).expect("check"),
+            lab.vault.seal().verify_share(&share(fresh)).expect("check"),
             ShareCheck::Current
         );
     }
 
-    lab.vault.seal(&lab.root).expect("seal");
+    lab.vault.seal().seal(&lab.root).expect("seal");
     // The old shares are refused before they count for anything.
     assert!(matches!(
         unseal_with(&lab.vault, &[&lab.shares[0]]),
         Err(Error::InvalidArgument { field: "share", .. })
     ));
-    assert_eq!(lab.vault.status().progress, 0);
+    assert_eq!(lab.vault.seal().status().progress, 0);
     let status = unseal_with(&lab.vault, &[&new[4], &new[0], &new[2]]).expect("new shares");
     assert!(!status.sealed);
     assert_eq!((status.shares, status.threshold), (5, 3));
@@ -527,14 +547,17 @@ fn an_interrupted_or_cancelled_rekey_leaves_the_old_shares_working() {
     let share = |text: &String| UnsealShare::parse(text).expect("share");
     let started = lab
         .vault
+        .seal()
         .rekey_init(&lab.root, 2, 2, false, Vec::new())
         .expect("rekey init");
     lab.vault
+        .seal()
         .rekey_submit(&started.nonce, share(&lab.shares[2]))
         .expect("one share");
-    lab.vault.rekey_cancel(&lab.root).expect("cancel");
+    lab.vault.seal().rekey_cancel(&lab.root).expect("cancel");
     assert!(matches!(
         lab.vault
+            .seal()
             .rekey_submit(&started.nonce, share(&lab.shares[0])),
         Err(Error::NotFound(_))
     ));
@@ -542,17 +565,20 @@ fn an_interrupted_or_cancelled_rekey_leaves_the_old_shares_working() {
     // Interrupted: the process goes away with a rekey half done.
     let again = lab
         .vault
+        .seal()
         .rekey_init(&lab.root, 2, 2, false, Vec::new())
         .expect("rekey init");
     lab.vault
+        .seal()
         .rekey_submit(&again.nonce, share(&lab.shares[0]))
         .expect("one share");
     let restarted = open_with(&lab.data, &lab.keys, &KeyPolicy::default(), &lab.clock);
-    assert!(restarted.rekey_status().expect("status").is_none());
+    assert!(restarted.seal().rekey_status().expect("status").is_none());
     let status = unseal_with(&restarted, &[&lab.shares[1], &lab.shares[2]]).expect("old shares");
     assert!(!status.sealed);
     assert_eq!(
         restarted
+            .seal()
             .verify_share(&share(&lab.shares[0]))
             .expect("check"),
         ShareCheck::Current
@@ -763,14 +789,17 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     let share = |text: &String| UnsealShare::parse(text).expect("share");
     let started = lab
         .vault
+        .seal()
         .rekey_init(&lab.root, 3, 2, true, Vec::new())
         .expect("rekey init");
     assert!(started.rotate_root);
     lab.vault
+        .seal()
         .rekey_submit(&started.nonce, share(&lab.shares[0]))
         .expect("first");
     let staged = lab
         .vault
+        .seal()
         .rekey_submit(&started.nonce, share(&lab.shares[2]))
         .expect("second");
     let new = plain_shares(&staged.new_shares);
@@ -787,6 +816,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     );
     for fresh in [&new[2], &new[0]] {
         lab.vault
+            .seal()
             .rekey_verify(&staged.verification_nonce, share(fresh))
             .expect("verify");
     }

@@ -326,7 +326,7 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
     let signature = lab
         .vault
         .kms()
-        .sign(&lab.root, &tenant("acme"), &name("signer"), b"m", 0, false)
+        .sign(&lab.root, &tenant("acme"), &name("signer"), b"m", 0)
         .expect("sign");
     // The tenant's KEK version 1, which wraps both keys' material, is retired.
     lab.vault
@@ -356,8 +356,7 @@ fn named_keys_survive_kek_retirement_and_a_restart_and_die_with_the_tenant() {
                 &tenant("acme"),
                 &name("signer"),
                 b"m",
-                &signature.text,
-                false
+                &signature.text
             )
             .expect("verify"),
         (true, 1)

@@ -48,7 +48,10 @@ fn world() -> World {
     )
     .expect("open")
     .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
-    let output = vault.init(1, 1, InitRecipients::default()).expect("init");
+    let output = vault
+        .seal()
+        .init(1, 1, InitRecipients::default())
+        .expect("init");
     unseal_with(&vault, &[&share_texts(&output)[0]]).expect("unseal");
     let root = vault.authenticate(root_of(&output)).expect("root");
     World {

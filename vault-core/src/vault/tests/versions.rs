@@ -130,6 +130,7 @@ fn lab_with(config: VaultConfig) -> Lab {
     .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
     let output = fixture
         .vault
+        .seal()
         .init(1, 1, InitRecipients::default())
         .expect("init");
     let share = share_texts(&output).remove(0);

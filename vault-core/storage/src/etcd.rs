@@ -1,0 +1,454 @@
+//! The etcd backend (feature `etcd`): one store under one key prefix of an etcd cluster.
+//!
+//! Layout: `<prefix><space>/<key>`, e.g. `vault/data/secrets/<tenant id>/...`; the data store
+//! and the key store use different prefixes (`vault/data/`, `vault/keys/`) and may use
+//! different clusters. A batch is one etcd transaction, so it is atomic and, when etcd answers,
+//! durable on a quorum of members. etcd refuses a transaction that touches one key twice, so
+//! a batch is first reduced to the last change of each key (which leaves the same state). A
+//! batch larger than etcd's limits ([`EtcdLimits`]: 128 operations and 1.5 MiB per request by
+//! default) is refused with an error that names the limit; nothing is split, because every
+//! batch the vault writes is one that must be atomic.
+//!
+//! Fencing: with [`EtcdStorage::set_fence`], every write compares the fence key's create
+//! revision (the leadership key of the node that holds it) in the same transaction, so a
+//! node that lost its leadership cannot commit anything afterwards, however late its write
+//! arrives; such a write fails with [`FENCED`] in its message and changes nothing.
+//!
+//! Reads are linearizable (etcd's default): a `get` or `scan` answered by any member reflects
+//! every write acknowledged before it started.
+//!
+//! The client is asynchronous; the trait is not. The backend owns a small runtime of its own
+//! and every call waits for its answer on the calling thread, for at most the request timeout,
+//! so a call never hangs past its deadline when etcd has lost its quorum.
+//!
+//! Compaction (used after crypto-shredding) compacts etcd's history up to the current revision
+//! and defragments every member, so a deleted value is in no member's files afterwards.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Mutex, mpsc},
+    time::Duration,
+};
+
+use etcd_client::{
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp,
+};
+
+use crate::{BatchLimits, Entry, Op, Space, Storage, StorageError, WriteBatch, prefix_end};
+
+/// In the message of a write refused because the fence moved (leadership was lost).
+pub const FENCED: &str = "fenced: this node is no longer the active node";
+
+/// In the message of a write refused because etcd raised its space alarm.
+pub const NO_SPACE: &str = "etcd is out of space";
+
+/// etcd's own limits, which a batch must stay within (etcd's `--max-txn-ops` and
+/// `--max-request-bytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct EtcdLimits {
+    pub max_txn_ops: usize,
+    pub max_request_bytes: usize,
+}
+
+impl Default for EtcdLimits {
+    fn default() -> Self {
+        EtcdLimits {
+            max_txn_ops: 128,
+            max_request_bytes: 1536 * 1024,
+        }
+    }
+}
+
+/// Where a store lives in etcd, and how long a request may take.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    /// Every key of the store starts with this (e.g. `vault/data/`); must not be empty.
+    pub prefix: String,
+    /// The longest one request may take, connection included.
+    pub timeout: Duration,
+    pub limits: EtcdLimits,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: Vec<String>, prefix: impl Into<String>) -> EtcdOptions {
+        EtcdOptions {
+            endpoints,
+            prefix: prefix.into(),
+            timeout: Duration::from_secs(5),
+            limits: EtcdLimits::default(),
+        }
+    }
+}
+
+/// The key and create revision a write must find unchanged to commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub key: Vec<u8>,
+    pub create_revision: i64,
+}
+
+/// Room a request needs beyond its keys and values (headers, framing, the fence compare).
+const REQUEST_OVERHEAD: usize = 4096;
+
+pub struct EtcdStorage {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Client,
+    prefix: Vec<u8>,
+    options: EtcdOptions,
+    fence: Mutex<Option<Fence>>,
+}
+
+impl std::fmt::Debug for EtcdStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStorage")
+            .field("endpoints", &self.options.endpoints)
+            .field("prefix", &self.options.prefix)
+            .finish()
+    }
+}
+
+fn etcd_error(what: &str, error: etcd_client::Error) -> StorageError {
+    let text = error.to_string();
+    if text.contains("database space exceeded") {
+        StorageError(format!(
+            "{NO_SPACE} (its space alarm is raised: compact, defragment and disarm it, or raise \
+             --quota-backend-bytes): {what}"
+        ))
+    } else {
+        StorageError(format!("etcd {what}: {text}"))
+    }
+}
+
+impl EtcdStorage {
+    /// Connects to the cluster. Fails if no endpoint answers within the timeout.
+    pub fn connect(options: EtcdOptions) -> Result<EtcdStorage, StorageError> {
+        if options.endpoints.is_empty() {
+            return Err(StorageError("etcd: no endpoints given".into()));
+        }
+        if options.prefix.is_empty() {
+            return Err(StorageError(
+                "etcd: the key prefix must not be empty".into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd-client")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError(format!("etcd: cannot start the client runtime: {e}")))?;
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(options.timeout)
+            .with_timeout(options.timeout)
+            .with_keep_alive(Duration::from_secs(5), options.timeout);
+        let endpoints = options.endpoints.clone();
+        let client = wait(&runtime, options.timeout, async move {
+            Client::connect(endpoints, Some(connect)).await
+        })
+        .map_err(|e| e.within("connect"))?;
+        let storage = EtcdStorage {
+            runtime: Some(runtime),
+            client,
+            prefix: options.prefix.clone().into_bytes(),
+            options,
+            fence: Mutex::new(None),
+        };
+        // One read, so that an unreachable cluster fails here rather than on first use.
+        storage.get(Space::Config, b"")?;
+        Ok(storage)
+    }
+
+    /// From now on every write commits only while `fence` is unchanged (`None`: no fence).
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+    }
+
+    /// The client, for what the vault does with etcd beyond storage (leadership, watches).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The store's key prefix in etcd.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    /// The etcd key of `key` in `space`.
+    pub fn etcd_key(&self, space: Space, key: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.prefix.len() + 9 + key.len());
+        full.extend_from_slice(&self.prefix);
+        full.extend_from_slice(space.name().as_bytes());
+        full.push(b'/');
+        full.extend_from_slice(key);
+        full
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        what: &str,
+        future: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(StorageError("etcd: the client is shut down".into()));
+        };
+        wait(runtime, self.options.timeout, future).map_err(|e| e.within(what))
+    }
+
+    /// The batch reduced to the last change of each key, in the order of those last changes.
+    fn last_changes(batch: WriteBatch) -> Vec<Op> {
+        let mut last: HashMap<(Space, Vec<u8>), usize> = HashMap::new();
+        for (index, op) in batch.ops.iter().enumerate() {
+            let (space, key) = match op {
+                Op::Put { space, key, .. } | Op::Delete { space, key } => (*space, key.clone()),
+            };
+            last.insert((space, key), index);
+        }
+        let mut kept: Vec<usize> = last.into_values().collect();
+        kept.sort_unstable();
+        let mut ops: Vec<Option<Op>> = batch.ops.into_iter().map(Some).collect();
+        kept.into_iter().filter_map(|i| ops[i].take()).collect()
+    }
+}
+
+/// Why waiting for etcd failed.
+enum Waited {
+    TimedOut(Duration),
+    Failed(etcd_client::Error),
+    Gone,
+}
+
+impl Waited {
+    fn within(self, what: &str) -> StorageError {
+        match self {
+            Waited::TimedOut(after) => StorageError(format!(
+                "etcd {what}: no answer within {} ms (is a quorum of members up?)",
+                after.as_millis()
+            )),
+            Waited::Failed(error) => etcd_error(what, error),
+            Waited::Gone => StorageError(format!("etcd {what}: the client runtime stopped")),
+        }
+    }
+}
+
+/// Runs `future` on the backend's runtime and waits for it on this thread, for at most
+/// `timeout`.
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    timeout: Duration,
+    future: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+) -> Result<T, Waited> {
+    let (send, receive) = mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let answer = tokio::time::timeout(timeout, future).await;
+        // The caller may have given up; nobody listens then.
+        let _ = send.send(answer);
+    });
+    // A little more than the future's own timeout, so that its answer normally arrives first.
+    match receive.recv_timeout(timeout + Duration::from_millis(250)) {
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(error))) => Err(Waited::Failed(error)),
+        Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Timeout) => Err(Waited::TimedOut(timeout)),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(Waited::Gone),
+    }
+}
+
+impl Drop for EtcdStorage {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which an async context forbids; this does not.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Storage for EtcdStorage {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let full = self.etcd_key(space, key);
+        let mut kv = self.client.kv_client();
+        let response = self.run("get", async move { kv.get(full, None).await })?;
+        Ok(response.kvs().first().map(|found| found.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = self.etcd_key(space, if start < prefix { prefix } else { start });
+        let whole = self.etcd_key(space, prefix);
+        let end = prefix_end(&whole).ok_or_else(|| StorageError("etcd: no end key".into()))?;
+        let strip = self.etcd_key(space, b"").len();
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut kv = self.client.kv_client();
+        let response = self.run("scan", async move { kv.get(from, Some(options)).await })?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|found| (found.key()[strip..].to_vec(), found.value().to_vec()))
+            .collect())
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if !batch.fits(self.batch_limits()) {
+            let limits = self.batch_limits();
+            return Err(StorageError(format!(
+                "etcd: a write of {} changes and {} bytes is more than etcd takes in one \
+                 transaction ({} operations, --max-txn-ops; {} bytes of keys and values within \
+                 --max-request-bytes); it was not applied",
+                batch.ops.len(),
+                batch.bytes(),
+                limits.max_ops,
+                limits.max_bytes
+            )));
+        }
+        let ops = EtcdStorage::last_changes(batch);
+        let limits = self.options.limits;
+        if ops.len() > limits.max_txn_ops {
+            return Err(StorageError(format!(
+                "etcd: a write of {} changes is more than etcd's {} operations per transaction \
+                 (--max-txn-ops); it was not applied",
+                ops.len(),
+                limits.max_txn_ops
+            )));
+        }
+        let bytes: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, .. } => self.prefix.len() + 9 + key.len() + value.len(),
+                Op::Delete { key, .. } => self.prefix.len() + 9 + key.len(),
+            })
+            .sum();
+        if bytes + REQUEST_OVERHEAD > limits.max_request_bytes {
+            return Err(StorageError(format!(
+                "etcd: a write of {bytes} bytes is more than etcd's request limit of {} bytes \
+                 (--max-request-bytes); it was not applied",
+                limits.max_request_bytes
+            )));
+        }
+        let txn_ops: Vec<TxnOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Put { space, key, value } => {
+                    TxnOp::put(self.etcd_key(space, &key), value, None)
+                }
+                Op::Delete { space, key } => TxnOp::delete(self.etcd_key(space, &key), None),
+            })
+            .collect();
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut txn = Txn::new();
+        if let Some(fence) = &fence {
+            txn = txn.when(vec![Compare::create_revision(
+                fence.key.clone(),
+                CompareOp::Equal,
+                fence.create_revision,
+            )]);
+        }
+        let txn = txn.and_then(txn_ops);
+        let mut kv = self.client.kv_client();
+        let response = self.run("write", async move { kv.txn(txn).await })?;
+        if !response.succeeded() {
+            return Err(StorageError(format!(
+                "{FENCED} (its leadership key changed); the write was not applied"
+            )));
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    /// etcd's operations per transaction, and its request size less what framing, the fence
+    /// and each key's prefix take.
+    fn batch_limits(&self) -> BatchLimits {
+        let limits = self.options.limits;
+        let per_op = self.prefix.len() + 9 + 16;
+        BatchLimits {
+            max_ops: limits.max_txn_ops,
+            max_bytes: limits
+                .max_request_bytes
+                .saturating_sub(REQUEST_OVERHEAD + limits.max_txn_ops * per_op),
+        }
+    }
+
+    /// Compacts etcd's history up to now and defragments every member, so that what was
+    /// deleted is in no member's files.
+    fn compact(&self) -> Result<(), StorageError> {
+        let mut kv = self.client.kv_client();
+        let probe = self.etcd_key(Space::Config, b"");
+        let revision = self
+            .run("compact", async move { kv.get(probe, None).await })?
+            .header()
+            .map(|h| h.revision())
+            .ok_or_else(|| StorageError("etcd compact: no revision in the answer".into()))?;
+        let mut kv = self.client.kv_client();
+        let compacted = self.run("compact", async move {
+            kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+                .await
+        });
+        if let Err(error) = compacted
+            && !error.0.contains("required revision has been compacted")
+        {
+            return Err(error);
+        }
+        // Defragmentation is per member: connect to each one alone.
+        for endpoint in &self.options.endpoints {
+            let endpoint = endpoint.clone();
+            let timeout = self.options.timeout;
+            self.run("defragment", async move {
+                let options = ConnectOptions::new()
+                    .with_connect_timeout(timeout)
+                    .with_timeout(timeout);
+                let mut member = Client::connect([endpoint], Some(options)).await?;
+                member.defragment().await.map(drop)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_keeps_the_last_change_of_each_key_in_order() {
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Space::Config, b"a", b"1")
+            .put(Space::Config, b"b", b"1")
+            .delete(Space::Config, b"a")
+            .put(Space::Secrets, b"a", b"2")
+            .put(Space::Config, b"b", b"3");
+        assert_eq!(
+            EtcdStorage::last_changes(batch),
+            vec![
+                Op::Delete {
+                    space: Space::Config,
+                    key: b"a".to_vec()
+                },
+                Op::Put {
+                    space: Space::Secrets,
+                    key: b"a".to_vec(),
+                    value: b"2".to_vec()
+                },
+                Op::Put {
+                    space: Space::Config,
+                    key: b"b".to_vec(),
+                    value: b"3".to_vec()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Real etcd members for tests (feature `testing`): a cluster of `etcd` processes (Debian's
+//! `etcd-server`) on loopback ports chosen at run time, each in a temporary directory, stopped
+//! and removed when the value is dropped. Waits on the members' `/health` endpoint, never for a
+//! fixed time.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// One member: its process (while it runs), ports and data directory.
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+/// A running etcd cluster.
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    initial_cluster: String,
+}
+
+/// Whether an `etcd` binary is on the PATH (tests that need one say so when it is not).
+pub fn etcd_available() -> bool {
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `GET /health` on a member's client port: whether it answers healthy.
+fn healthy(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(1000)));
+    if stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
+
+impl EtcdCluster {
+    /// Starts `members` members and waits until every one is healthy.
+    pub fn start(members: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members: Vec<Member> = (0..members)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            dir,
+            members,
+            initial_cluster,
+        };
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.members.len() {
+            cluster.wait_healthy(i, Duration::from_secs(30));
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let data_dir = self.data_dir(i);
+        let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
+        let member = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let peer = format!("http://127.0.0.1:{}", member.peer_port);
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg(&member.name)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "vault-test"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (is etcd-server installed?)");
+        member.child = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        let port = self.members[i].client_port;
+        while !healthy(port) {
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {i} not healthy within {within:?}; its log: {}",
+                std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// Member `i`'s data directory (its files, for checks of what they hold).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("m{i}.etcd"))
+    }
+
+    /// The directory every member's data and log are in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills member `i` (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_healthy(i, Duration::from_secs(30));
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
