@@ -49,6 +49,9 @@ pub const AUDIT_UNAVAILABLE: &str = "AUDIT_UNAVAILABLE";
 pub const AUDIT_DISABLED: &str = "AUDIT_DISABLED";
 /// The storage backend failed; the server log has the detail.
 pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
+/// A standby could not reach the active node to relay the call (or none is elected yet);
+/// retry: a new active node is elected within the lease TTL.
+pub const ACTIVE_NODE_UNAVAILABLE: &str = "ACTIVE_NODE_UNAVAILABLE";
 /// The request did not arrive in time.
 pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
 /// The server is shutting down; retry against another node or later.
@@ -78,6 +81,7 @@ pub const ALL: &[&str] = &[
     AUDIT_UNAVAILABLE,
     AUDIT_DISABLED,
     STORAGE_UNAVAILABLE,
+    ACTIVE_NODE_UNAVAILABLE,
     REQUEST_TIMEOUT,
     SHUTTING_DOWN,
     INTERNAL,

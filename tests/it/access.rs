@@ -519,6 +519,14 @@ async fn call(
             ))
             .await
             .map(drop),
+        "System/ClusterMembers" => SystemClient::new(channel.clone())
+            .cluster_members(with_token(v1::ClusterMembersRequest {}, token))
+            .await
+            .map(drop),
+        "System/StepDown" => SystemClient::new(channel.clone())
+            .step_down(with_token(v1::StepDownRequest {}, token))
+            .await
+            .map(drop),
         "System/RekeyCancel" => SystemClient::new(channel.clone())
             .rekey_cancel(with_token(v1::RekeyCancelRequest {}, token))
             .await

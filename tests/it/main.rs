@@ -9,6 +9,7 @@ mod at_rest;
 mod audit;
 mod cli_flow;
 mod clients;
+mod cluster;
 mod dev_mode;
 mod feed;
 mod grpc;

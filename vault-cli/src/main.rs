@@ -165,6 +165,9 @@ pub enum Command {
     /// rewrap, datakey, rotate and admin on keys/NAME.
     #[command(subcommand)]
     Key(kms::KeyCommand),
+    /// Nodes of a cluster on etcd: members, step-down.
+    #[command(subcommand)]
+    Cluster(system::ClusterCommand),
     /// Replace the unseal shares (multi-party, like unseal).
     #[command(subcommand)]
     Rekey(rekey::RekeyCommand),
@@ -223,6 +226,7 @@ async fn dispatch(ctx: &client::Ctx, command: Command) -> client::CliResult<u8> 
         Command::Rotate(args) => kek::rotate(ctx, args.tenant, args.all, format).await?,
         Command::Kek(command) => kek::kek(ctx, command, format).await?,
         Command::Rekey(command) => rekey::rekey(ctx, command, format).await?,
+        Command::Cluster(command) => system::cluster(ctx, command).await?,
         Command::Share(command) => share::share(ctx, command, format).await?,
         Command::Token(command) => token::token_command(ctx, command, format).await?,
         Command::Policy(command) => policy::policy_command(ctx, command, format).await?,

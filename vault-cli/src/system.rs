@@ -107,6 +107,11 @@ struct SealStatus {
     version: String,
     node_id: String,
     storage: String,
+    role: String,
+    active_node: String,
+    active_address: String,
+    members: u32,
+    etcd_revision: i64,
 }
 
 impl Show for SealStatus {
@@ -123,6 +128,17 @@ impl Show for SealStatus {
             ("Version", self.version.clone()),
             ("Node", self.node_id.clone()),
             ("Storage", self.storage.clone()),
+            ("Role", self.role.clone()),
+            (
+                "Active node",
+                match (self.active_node.as_str(), self.active_address.as_str()) {
+                    ("", _) => "(none elected)".to_owned(),
+                    (id, "") => id.to_owned(),
+                    (id, address) => format!("{id} ({address})"),
+                },
+            ),
+            ("Members", self.members.to_string()),
+            ("Etcd revision", self.etcd_revision.to_string()),
         ])
     }
 }
@@ -176,6 +192,11 @@ pub async fn status(ctx: &Ctx) -> CliResult<()> {
         version: s.version,
         node_id: s.node_id,
         storage: s.storage,
+        role: s.role,
+        active_node: s.active_node,
+        active_address: s.active_address,
+        members: s.members,
+        etcd_revision: s.etcd_revision,
     };
     show(&status, ctx.format)
 }
@@ -184,4 +205,79 @@ pub async fn seal(ctx: &Ctx) -> CliResult<()> {
     call!(ctx, SystemClient::new, seal, v1::SealRequest {}).await?;
     let sealed = Field::new("sealed", true, "Vault is sealed.\n".to_owned());
     show(&sealed, ctx.format)
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Every node with a live membership record: id, address, role, sealed, last heartbeat.
+    Members,
+    /// The active node gives up leadership; another unsealed node takes it (system scope).
+    StepDown,
+}
+
+#[derive(Serialize)]
+struct Members {
+    members: Vec<Member>,
+}
+
+#[derive(Serialize)]
+struct Member {
+    id: String,
+    address: String,
+    role: String,
+    sealed: bool,
+    last_heartbeat: String,
+}
+
+impl Show for Members {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "{:<16} {:<22} {:<8} {:<6} {}\n",
+            "ID", "ADDRESS", "ROLE", "SEALED", "LAST HEARTBEAT"
+        );
+        for m in &self.members {
+            out.push_str(&format!(
+                "{:<16} {:<22} {:<8} {:<6} {}\n",
+                m.id, m.address, m.role, m.sealed, m.last_heartbeat
+            ));
+        }
+        out
+    }
+}
+
+pub async fn cluster(ctx: &Ctx, command: ClusterCommand) -> CliResult<()> {
+    match command {
+        ClusterCommand::Members => {
+            let response = call!(
+                ctx,
+                SystemClient::new,
+                cluster_members,
+                v1::ClusterMembersRequest {}
+            )
+            .await?;
+            let members = Members {
+                members: response
+                    .members
+                    .into_iter()
+                    .map(|m| Member {
+                        id: m.id,
+                        address: m.address,
+                        role: m.role,
+                        sealed: m.sealed,
+                        last_heartbeat: m.last_heartbeat,
+                    })
+                    .collect(),
+            };
+            show(&members, ctx.format)
+        }
+        ClusterCommand::StepDown => {
+            call!(ctx, SystemClient::new, step_down, v1::StepDownRequest {}).await?;
+            let done = Field::new(
+                "stepped_down",
+                true,
+                "The active node is stepping down; another unsealed node takes over.\n".to_owned(),
+            );
+            show(&done, ctx.format)
+        }
+    }
 }

@@ -52,7 +52,7 @@
 //! | `mfa/<entity>` | an entity's TOTP enrolment: secret sealed under the root key, last used step, failures (a reset keeps the record without the secret) |
 //! | `sys/mfa-system` | the system operations that need MFA |
 //! | `jwt/<name>` | a JWT login configuration (system level) |
-//! | `audit/head` | the audit chain head as last recorded (at most once a second) |
+//! | `audit/head`, `audit/head/<node id>` | the audit chain head as last recorded (at most once a second); per node when nodes share the stores |
 //! | `wh/<tenant>/<webhook id>` | the webhook index (empty) |
 //! | `wt/<tenant>/<u64 due><webhook id>/<u64 revision>` | the tenant's webhook delivery queue |
 //! | `wq/<u64 due><tenant>/<webhook id>/<u64 revision>` | the queue before per-tenant queues; moved into `wt/` at start-up |
@@ -498,6 +498,11 @@ pub(crate) fn jwt_config_key(name: &str) -> Vec<u8> {
 }
 
 pub(crate) const AUDIT_HEAD_KEY: &[u8] = b"audit/head";
+
+/// A node's audit head when several nodes share the stores: `audit/head/<node id>`.
+pub(crate) fn node_audit_head_key(node_id: &str) -> Vec<u8> {
+    format!("audit/head/{node_id}").into_bytes()
+}
 
 /// Every tenant's webhook index entries.
 pub(crate) const WEBHOOK_INDEX_PREFIX: &[u8] = b"wh/";

@@ -39,15 +39,14 @@ impl DataStore {
         )?)))
     }
 
-    /// The data store on etcd, under `<options.prefix>data/`.
+    /// The data store on etcd, under `<options.prefix>data/`, and its backend (for fencing).
     #[cfg(feature = "etcd")]
     pub fn open_etcd(
         mut options: crate::storage::EtcdOptions,
-    ) -> Result<Self, crate::storage::StorageError> {
+    ) -> Result<(Self, Arc<crate::storage::EtcdStorage>), crate::storage::StorageError> {
         options.prefix.push_str("data/");
-        Ok(DataStore(Arc::new(crate::storage::EtcdStorage::connect(
-            options,
-        )?)))
+        let storage = Arc::new(crate::storage::EtcdStorage::connect(options)?);
+        Ok((DataStore(Arc::clone(&storage) as Arc<dyn Storage>), storage))
     }
 }
 
@@ -71,11 +70,10 @@ impl KeyStore {
     #[cfg(feature = "etcd")]
     pub fn open_etcd(
         mut options: crate::storage::EtcdOptions,
-    ) -> Result<Self, crate::storage::StorageError> {
+    ) -> Result<(Self, Arc<crate::storage::EtcdStorage>), crate::storage::StorageError> {
         options.prefix.push_str("keys/");
-        Ok(KeyStore(Arc::new(crate::storage::EtcdStorage::connect(
-            options,
-        )?)))
+        let storage = Arc::new(crate::storage::EtcdStorage::connect(options)?);
+        Ok((KeyStore(Arc::clone(&storage) as Arc<dyn Storage>), storage))
     }
 }
 

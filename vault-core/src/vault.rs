@@ -335,6 +335,9 @@ pub struct Vault {
     tenant_registry: tenants::TenantRegistry,
     stripes: Vec<Mutex<()>>,
     audit: Option<Arc<AuditLog>>,
+    /// Where this node's audit head is kept: `audit/head`, or on a shared store (several
+    /// nodes), `audit/head/<node id>` (see [`Vault::with_node_id`]).
+    audit_head_key: Vec<u8>,
     clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// Serializes token creation, renewal, revocation and logins per tenant (`None`: system
     /// tokens); each re-reads what it changes. One tenant's token changes never wait for
@@ -518,6 +521,7 @@ impl Vault {
             tenant_registry: tenants::TenantRegistry::default(),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             audit: None,
+            audit_head_key: AUDIT_HEAD_KEY.to_vec(),
             clock: Arc::new(now_unix_nanos),
             token_changes: KeyedLocks::default(),
             mfa_state: mfa::MfaState::default(),
@@ -548,6 +552,12 @@ impl Vault {
         self
     }
 
+    /// For a node of a cluster that shares its stores: its audit head is its own record.
+    pub fn with_node_id(mut self, node_id: &str) -> Vault {
+        self.audit_head_key = schema::node_audit_head_key(node_id);
+        self
+    }
+
     pub fn audit(&self) -> Option<&Arc<AuditLog>> {
         self.audit.as_ref()
     }
@@ -566,17 +576,18 @@ impl Vault {
         let mut batch = WriteBatch::new();
         batch.put(
             Space::Config,
-            AUDIT_HEAD_KEY,
+            self.audit_head_key.clone(),
             to_json(&StoredHead {
                 seq: head.seq,
                 hash: head.hash.clone(),
             })?,
         );
-        Ok(self.data.write(batch)?)
+        // The node's own record: written whether or not it leads a cluster.
+        Ok(self.data.write_own(batch)?)
     }
 
     pub fn stored_audit_head(&self) -> Result<Option<Head>> {
-        let stored = self.data.get(Space::Config, AUDIT_HEAD_KEY)?;
+        let stored = self.data.get(Space::Config, &self.audit_head_key)?;
         Ok(stored
             .map(|bytes| from_json::<StoredHead>(&bytes, "the stored audit head"))
             .transpose()?
@@ -618,6 +629,7 @@ impl std::ops::Deref for Seal<'_> {
 
 impl Seal<'_> {
     pub fn status(&self) -> SealStatus {
+        self.refresh_seal_config();
         let seal_config = read(&self.seal_config);
         let state = read(&self.state);
         let (sealed, progress) = match &*state {
@@ -766,6 +778,7 @@ impl Seal<'_> {
     /// Adds one share to the unseal attempt. A share already submitted does not count twice;
     /// shares that do not reconstruct the unseal key fail the attempt and reset the progress.
     pub fn unseal(&self, share: UnsealShare) -> Result<SealStatus> {
+        self.refresh_seal_config();
         let seal_config = read(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
         // Checked before it counts (and whatever the state): a share that is not one of the
@@ -809,6 +822,35 @@ impl Seal<'_> {
         drop(state);
         drop(seal_config);
         Ok(self.status())
+    }
+
+    /// While sealed, reads the seal configuration again: on stores that several nodes share,
+    /// another node may have initialized the vault or committed a rekey since this one
+    /// opened. A changed configuration clears the unseal progress (its shares were for the old
+    /// one). A read that fails leaves what is known.
+    fn refresh_seal_config(&self) {
+        if !matches!(&*read(&self.state), State::Sealed { .. }) {
+            return;
+        }
+        let Ok(Some(bytes)) = self.keys.get(Space::Config, SEAL_CONFIG_KEY) else {
+            return;
+        };
+        let Ok(fresh) = from_json::<SealConfig>(&bytes, "the seal configuration") else {
+            return;
+        };
+        let mut current = write(&self.seal_config);
+        let changed = current.as_ref().is_none_or(|known| {
+            known.unseal_key_version != fresh.unseal_key_version
+                || known.root_key_version != fresh.root_key_version
+                || known.root_key_sealed != fresh.root_key_sealed
+        });
+        if changed {
+            *current = Some(fresh);
+            drop(current);
+            if let State::Sealed { progress } = &mut *write(&self.state) {
+                progress.clear();
+            }
+        }
     }
 
     fn open_keyring(&self, config: &SealConfig, shares: &[UnsealShare]) -> Result<Keyring> {
@@ -906,6 +948,18 @@ impl Seal<'_> {
 }
 
 impl Vault {
+    /// Forgets everything cached from the stores (tenants, their KEK versions, named keys, feed
+    /// positions) so that it is read again: for a node that becomes the active node of a
+    /// cluster, whose caches may predate another node's changes.
+    pub fn drop_caches(&self) {
+        self.tenant_registry.forget_all();
+        self.feeds.forget_all();
+        if let State::Unsealed(keyring) = &*read(&self.state) {
+            write(&keyring.tenants).clear();
+            write(&keyring.named).clear();
+        }
+    }
+
     fn keyring(&self) -> Result<Arc<Keyring>> {
         if read(&self.seal_config).is_none() {
             return Err(Error::NotInitialized);

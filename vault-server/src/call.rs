@@ -141,6 +141,61 @@ pub struct CallLayer {
     max_request_bytes: usize,
     audit: Option<Arc<AuditLog>>,
     guards: Arc<Guards>,
+    forwarder: Option<Arc<dyn Forwarder>>,
+}
+
+/// Where a call goes that this node does not serve itself: a standby of a cluster relays it to
+/// the active node.
+pub trait Forwarder: Send + Sync {
+    /// The channel to the node that serves `method` (a gRPC path), or `None` to serve it here.
+    fn target(&self, method: &str) -> Option<tonic::transport::Channel>;
+}
+
+/// The longest a relayed call may take (the client's own deadline travels with it).
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Relays a call to another node and hands back its answer: the caller's address goes along
+/// in `x-forwarded-for`, this node's request id in `x-vault-forwarded-request-id`.
+async fn forward(
+    mut channel: tonic::transport::Channel,
+    mut request: HttpRequest<Body>,
+    call: &Call,
+) -> HttpResponse<Body> {
+    if let Some(ip) = call.source_ip
+        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+    {
+        request.headers_mut().append("x-forwarded-for", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&call.request_id) {
+        request
+            .headers_mut()
+            .insert("x-vault-forwarded-request-id", value);
+    }
+    call.update(|record| record.handled = true);
+    call.note("forwarded to the active node".to_owned());
+    match tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        tower::ServiceExt::oneshot(&mut channel, request),
+    )
+    .await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, request_id = %call.request_id, "cannot reach the active node");
+            status::status(
+                Code::Unavailable,
+                reason::ACTIVE_NODE_UNAVAILABLE,
+                "the active node cannot be reached; retry (a new one is elected within the lease TTL)",
+            )
+            .into_http()
+        }
+        Err(_) => status::status(
+            Code::Unavailable,
+            reason::ACTIVE_NODE_UNAVAILABLE,
+            "the active node did not answer in time; retry",
+        )
+        .into_http(),
+    }
 }
 
 impl CallLayer {
@@ -155,6 +210,7 @@ impl CallLayer {
         CallLayer {
             max_request_bytes,
             audit,
+            forwarder: None,
             guards: Arc::new(Guards {
                 limits,
                 per_source,
@@ -165,6 +221,14 @@ impl CallLayer {
                 refusals: Mutex::new(HashMap::new()),
             }),
         }
+    }
+}
+
+impl CallLayer {
+    /// Relays the calls `forwarder` names to another node (a standby's, to the active node).
+    pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> Self {
+        self.forwarder = Some(forwarder);
+        self
     }
 }
 
@@ -260,6 +324,7 @@ impl<S> Layer<S> for CallLayer {
             max_request_bytes: self.max_request_bytes,
             audit: self.audit.clone(),
             guards: Arc::clone(&self.guards),
+            forwarder: self.forwarder.clone(),
         }
     }
 }
@@ -270,6 +335,7 @@ pub struct CallService<S> {
     max_request_bytes: usize,
     audit: Option<Arc<AuditLog>>,
     guards: Arc<Guards>,
+    forwarder: Option<Arc<dyn Forwarder>>,
 }
 
 /// What is known about one call; shared between the layer and the handler.
@@ -766,6 +832,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let max_request_bytes = self.max_request_bytes;
+        let forward_to = self
+            .forwarder
+            .as_ref()
+            .and_then(|forwarder| forwarder.target(&method));
         // The handler and the outcome record run in their own task: a client that cancels or
         // times out drops this future, but must not stop a mutation's outcome from being
         // recorded.
@@ -775,13 +845,16 @@ where
             let (open, aux_open) = if audited { (open, None) } else { (None, open) };
             let _open = open;
             // A panicking handler still gets its outcome record (INTERNAL).
-            let mut response = match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => {
-                    tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
-                    status::internal().into_http()
-                }
+            let mut response = match forward_to {
+                Some(channel) => forward(channel, request, &call).await,
+                None => match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => {
+                        tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
+                        status::internal().into_http()
+                    }
+                },
             };
             let (handled, answer_recorded, mut unrecorded) = {
                 let record = call

@@ -15,6 +15,8 @@
 mod audit;
 mod auth;
 pub mod call;
+#[cfg(feature = "etcd")]
+pub mod cluster;
 mod dev;
 mod keys;
 mod kms;
@@ -127,6 +129,17 @@ pub struct Args {
     /// The longest one etcd request may take; a call that needs a slower one fails UNAVAILABLE.
     #[arg(long, default_value_t = 5000)]
     pub etcd_timeout_ms: u64,
+
+    /// Where other nodes and clients reach this node (`host:port`; default: the address it
+    /// listens on). A
+    /// standby forwards calls to the active node's advertised address.
+    #[arg(long, env = "VAULT_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// The TTL of this node's etcd lease: an active node that stops renewing it (killed,
+    /// paused, cut off) loses leadership this long after its last renewal.
+    #[arg(long, default_value_t = 10)]
+    pub lease_ttl_secs: u64,
 
     /// Largest secret accepted (all fields of one version together), in bytes.
     #[arg(long, default_value_t = vault_core::vault::DEFAULT_MAX_VALUE_BYTES)]
@@ -406,22 +419,34 @@ pub enum StorageKind {
     Etcd,
 }
 
+/// The etcd backends of the two stores, for leadership and fencing.
+#[cfg(feature = "etcd")]
+type EtcdBackends = Option<(
+    Arc<vault_core::storage::EtcdStorage>,
+    Arc<vault_core::storage::EtcdStorage>,
+)>;
+#[cfg(not(feature = "etcd"))]
+type EtcdBackends = Option<std::convert::Infallible>;
+
 /// The data store and the key store, as `--storage` says.
-fn open_stores(args: &Args, data_dir: &std::path::Path) -> Result<(DataStore, KeyStore), String> {
+fn open_stores(
+    args: &Args,
+    data_dir: &std::path::Path,
+) -> Result<(DataStore, KeyStore, EtcdBackends), String> {
     match args.storage {
         StorageKind::Rocksdb => {
             let data = DataStore::open_rocks(&data_dir.join("data"))
                 .map_err(|e| format!("cannot open the data store: {e}"))?;
             let keys = KeyStore::open_rocks(&data_dir.join("keys"))
                 .map_err(|e| format!("cannot open the key store: {e}"))?;
-            Ok((data, keys))
+            Ok((data, keys, None))
         }
         StorageKind::Etcd => open_etcd_stores(args),
     }
 }
 
 #[cfg(feature = "etcd")]
-fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore), String> {
+fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), String> {
     use vault_core::storage::EtcdOptions;
     if args.dev {
         return Err("--dev runs on embedded RocksDB; leave out --storage etcd".into());
@@ -439,15 +464,15 @@ fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore), String> {
     } else {
         &args.key_store_etcd_endpoints
     };
-    let data = DataStore::open_etcd(options(&args.etcd_endpoints))
+    let (data, data_backend) = DataStore::open_etcd(options(&args.etcd_endpoints))
         .map_err(|e| format!("cannot open the data store: {e}"))?;
-    let keys = KeyStore::open_etcd(options(key_endpoints))
+    let (keys, keys_backend) = KeyStore::open_etcd(options(key_endpoints))
         .map_err(|e| format!("cannot open the key store: {e}"))?;
-    Ok((data, keys))
+    Ok((data, keys, Some((data_backend, keys_backend))))
 }
 
 #[cfg(not(feature = "etcd"))]
-fn open_etcd_stores(_: &Args) -> Result<(DataStore, KeyStore), String> {
+fn open_etcd_stores(_: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), String> {
     Err("this vault-server was built without the etcd feature".into())
 }
 
@@ -461,6 +486,8 @@ pub(crate) struct Shared {
     pub webhook_lookups: Arc<webhooks::Lookups>,
     /// The watches open, their limits and send timeout, and the stop signal that ends them.
     pub watches: watch::Watches,
+    /// This node's part in a cluster, on etcd.
+    pub cluster: ClusterHandle,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -493,7 +520,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     };
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
-    let (data, keys) = open_stores(&args, &data_dir)?;
+    let (data, keys, etcd_backends) = open_stores(&args, &data_dir)?;
     let interval_ms = args.maintenance_interval_ms.max(1);
     let seconds = |s: u64| i64::try_from(s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
     let config = VaultConfig {
@@ -543,6 +570,10 @@ pub async fn run(args: Args) -> Result<(), String> {
     let mut vault =
         Vault::open(data, keys, config).map_err(|e| format!("cannot open the vault: {e}"))?;
     let node_id = args.node_id.clone().unwrap_or_else(host_name);
+    if etcd_backends.is_some() {
+        // Several nodes share the stores: each keeps its own audit head.
+        vault = vault.with_node_id(&node_id);
+    }
     let audit = if args.danger_disable_audit {
         tracing::warn!(
             "DANGER: the audit log is disabled (--danger-disable-audit); calls leave no trace"
@@ -578,9 +609,17 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let cluster = start_cluster(&args, &node_id, &vault, etcd_backends, local);
     tokio::spawn(maintain(
         Arc::clone(&vault),
         std::time::Duration::from_millis(interval_ms),
+        cluster.clone(),
     ));
     // Turns true when the server begins to shut down: open watches end with a resume hint
     // (instead of holding the shutdown up) and the webhook dispatcher stops.
@@ -588,7 +627,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     let webhook_lookups = Arc::new(webhooks::Lookups::new(std::time::Duration::from_millis(
         args.webhook_dns_timeout_ms.max(1),
     )));
-    tokio::spawn(webhooks::dispatch(
+    tokio::spawn(dispatch_while_active(
         Arc::clone(&vault),
         webhooks::DispatchConfig {
             timeout: std::time::Duration::from_millis(args.webhook_timeout_ms.max(1)),
@@ -600,6 +639,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         },
         Arc::clone(&webhook_lookups),
         stop.clone(),
+        cluster.clone(),
     ));
 
     let shared = Arc::new(Shared {
@@ -615,6 +655,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                 per_tenant: args.max_watches_per_tenant.max(1),
             },
         ),
+        cluster: cluster.clone(),
     });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -624,12 +665,6 @@ pub async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
 
     let limit = args.max_request_bytes;
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("cannot read the bound address: {e}"))?;
     // The first line on stdout is for humans and for tests that start the server on port 0.
     println!("vault-server listening on {local}");
     let _ = std::io::stdout().flush();
@@ -648,19 +683,25 @@ pub async fn run(args: Args) -> Result<(), String> {
             .tls_config(tls)
             .map_err(|e| format!("invalid TLS configuration: {e}"))?;
     }
+    let call_layer = call::CallLayer::new(
+        limit,
+        audit.clone(),
+        call::Limits {
+            trusted_proxies: args.trusted_proxies.clone(),
+            source_rate: args.source_rate_limit,
+            max_concurrent: args.max_concurrent_calls,
+            max_per_source: args.max_calls_per_source,
+            body_timeout: std::time::Duration::from_millis(args.request_body_timeout_ms.max(1)),
+            max_concurrent_aux: args.max_concurrent_health_calls,
+        },
+    );
+    #[cfg(feature = "etcd")]
+    let call_layer = match &cluster {
+        Some(cluster) => call_layer.with_forwarder(Arc::clone(cluster) as Arc<dyn call::Forwarder>),
+        None => call_layer,
+    };
     let router = builder
-        .layer(call::CallLayer::new(
-            limit,
-            audit.clone(),
-            call::Limits {
-                trusted_proxies: args.trusted_proxies.clone(),
-                source_rate: args.source_rate_limit,
-                max_concurrent: args.max_concurrent_calls,
-                max_per_source: args.max_calls_per_source,
-                body_timeout: std::time::Duration::from_millis(args.request_body_timeout_ms.max(1)),
-                max_concurrent_aux: args.max_concurrent_health_calls,
-            },
-        ))
+        .layer(call_layer)
         .add_service(health_service)
         .add_service(reflection);
     // Every service once: its route, and its status in the health service.
@@ -815,13 +856,122 @@ async fn persist_audit_head(vault: Arc<Vault>, audit: Arc<AuditLog>) {
     }
 }
 
+/// This node's part in a cluster (`--storage etcd`): `None` on embedded storage, where the one
+/// node is always the active one.
+#[cfg(feature = "etcd")]
+pub(crate) type ClusterHandle = Option<Arc<cluster::Cluster>>;
+#[cfg(not(feature = "etcd"))]
+pub(crate) type ClusterHandle = Option<std::convert::Infallible>;
+
+/// Whether this node runs the background work and serves calls itself.
+fn is_active(cluster: &ClusterHandle) -> bool {
+    #[cfg(feature = "etcd")]
+    return cluster.as_ref().is_none_or(|c| c.is_active());
+    #[cfg(not(feature = "etcd"))]
+    return cluster.is_none();
+}
+
+#[cfg(feature = "etcd")]
+fn start_cluster(
+    args: &Args,
+    node_id: &str,
+    vault: &Arc<Vault>,
+    backends: EtcdBackends,
+    local: SocketAddr,
+) -> ClusterHandle {
+    let (data, keys) = backends?;
+    let cluster = cluster::Cluster::new(
+        cluster::ClusterConfig {
+            node_id: node_id.to_owned(),
+            advertise: args.advertise.clone().unwrap_or_else(|| local.to_string()),
+            lease_ttl: std::time::Duration::from_secs(args.lease_ttl_secs.max(2)),
+            prefix: args.etcd_prefix.clone(),
+        },
+        Arc::clone(vault),
+        data,
+        keys,
+        !args.key_store_etcd_endpoints.is_empty()
+            && args.key_store_etcd_endpoints != args.etcd_endpoints,
+    );
+    tokio::spawn(Arc::clone(&cluster).run());
+    Some(cluster)
+}
+
+#[cfg(not(feature = "etcd"))]
+fn start_cluster(
+    _: &Args,
+    _: &str,
+    _: &Arc<Vault>,
+    _: EtcdBackends,
+    _: SocketAddr,
+) -> ClusterHandle {
+    None
+}
+
+/// Delivers webhooks while this node is the active one (always, on embedded storage).
+async fn dispatch_while_active(
+    vault: Arc<Vault>,
+    config: webhooks::DispatchConfig,
+    lookups: Arc<webhooks::Lookups>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    cluster: ClusterHandle,
+) {
+    #[cfg(feature = "etcd")]
+    if let Some(cluster) = cluster {
+        let mut view = cluster.subscribe();
+        let mut stopping = stop.clone();
+        loop {
+            // Until this node is active (or the server stops).
+            while view.borrow_and_update().role != cluster::Role::Active {
+                tokio::select! {
+                    changed = view.changed() => if changed.is_err() { return },
+                    _ = stopping.changed() => return,
+                }
+                if *stopping.borrow() {
+                    return;
+                }
+            }
+            // Deliver until this node stops being active or the server stops.
+            let (end, ended) = tokio::sync::watch::channel(false);
+            let mut watch_role = cluster.subscribe();
+            let mut watch_stop = stop.clone();
+            let ender = tokio::spawn(async move {
+                loop {
+                    if watch_role.borrow_and_update().role != cluster::Role::Active
+                        || *watch_stop.borrow_and_update()
+                    {
+                        let _ = end.send(true);
+                        return;
+                    }
+                    tokio::select! {
+                        changed = watch_role.changed() => if changed.is_err() { let _ = end.send(true); return },
+                        changed = watch_stop.changed() => if changed.is_err() { let _ = end.send(true); return },
+                    }
+                }
+            });
+            webhooks::dispatch(Arc::clone(&vault), config, Arc::clone(&lookups), ended).await;
+            ender.abort();
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(feature = "etcd"))]
+    let _ = cluster;
+    webhooks::dispatch(vault, config, lookups, stop).await;
+}
+
 /// Background key maintenance: rotation by age, the retirement job (throttled by the rounds'
 /// spacing and size), and crypto-shredding. A failing round is logged and retried next time.
-async fn maintain(vault: Arc<Vault>, interval: std::time::Duration) {
+/// On a cluster, only the active node runs it.
+async fn maintain(vault: Arc<Vault>, interval: std::time::Duration, cluster: ClusterHandle) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if !is_active(&cluster) {
+            continue;
+        }
         let round = Arc::clone(&vault);
         match tokio::task::spawn_blocking(move || round.maintain()).await {
             Ok(Ok(report)) => {

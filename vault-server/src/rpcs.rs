@@ -76,6 +76,18 @@ pub const RPCS: &[Rpc] = &[
         notes: "",
     },
     Rpc {
+        method: "System/ClusterMembers",
+        kind: Kind::Read,
+        access: Access::System,
+        notes: "answered by the node asked, from the membership records in etcd",
+    },
+    Rpc {
+        method: "System/StepDown",
+        kind: Kind::Mutation,
+        access: Access::System,
+        notes: "forwarded to the active node, which gives up leadership",
+    },
+    Rpc {
         method: "System/Status",
         kind: Kind::Read,
         access: Access::NoToken,

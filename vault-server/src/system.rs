@@ -1,6 +1,6 @@
 //! System service: init, unseal, seal, status, rotate, rekey and the share check.
 
-use tonic::Request;
+use tonic::{Request, Status};
 use vault_core::{
     Error,
     names::TenantName,
@@ -10,11 +10,12 @@ use vault_core::{
     vault::{InitRecipients, RekeyProgress, SealStatus, ShareCheck},
 };
 use vault_proto::v1::{
-    self, InitRequest, InitResponse, RekeyCancelRequest, RekeyCancelResponse, RekeyInitRequest,
-    RekeyStatusRequest, RekeyStatusResponse, RekeySubmitRequest, RekeySubmitResponse,
-    RekeyVerifyRequest, RekeyVerifyResponse, RotateRequest, RotateResponse, SealRequest,
-    SealResponse, StatusRequest, StatusResponse, UnsealRequest, UnsealResponse, VerifyShareRequest,
-    VerifyShareResponse, system_server::System,
+    self, ClusterMember, ClusterMembersRequest, ClusterMembersResponse, InitRequest, InitResponse,
+    RekeyCancelRequest, RekeyCancelResponse, RekeyInitRequest, RekeyStatusRequest,
+    RekeyStatusResponse, RekeySubmitRequest, RekeySubmitResponse, RekeyVerifyRequest,
+    RekeyVerifyResponse, RotateRequest, RotateResponse, SealRequest, SealResponse, StatusRequest,
+    StatusResponse, StepDownRequest, StepDownResponse, UnsealRequest, UnsealResponse,
+    VerifyShareRequest, VerifyShareResponse, system_server::System,
 };
 
 use crate::serve::{Handlers, Reply, at};
@@ -120,18 +121,49 @@ impl System for Handlers {
     async fn status(&self, r: Request<StatusRequest>) -> Reply<StatusResponse> {
         // Status takes the seal locks, which init and unseal hold across storage I/O: it runs
         // on the blocking pool like every other step.
-        self.rpc(r)
+        let status = self
+            .rpc(r)
             .run(|step, ()| Ok(step.vault.seal().status()))
-            .answer(|status| StatusResponse {
-                initialized: status.initialized,
-                sealed: status.sealed,
-                threshold: status.threshold,
-                shares: status.shares,
-                progress: status.progress,
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                node_id: self.shared.node_id.clone(),
-                storage: self.shared.vault.storage_kind().to_owned(),
+            .out()
+            .await?;
+        let cluster = self.cluster_status().await;
+        Ok(tonic::Response::new(StatusResponse {
+            initialized: status.initialized,
+            sealed: status.sealed,
+            threshold: status.threshold,
+            shares: status.shares,
+            progress: status.progress,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            node_id: self.shared.node_id.clone(),
+            storage: self.shared.vault.storage_kind().to_owned(),
+            role: cluster.role,
+            active_node: cluster.active_node,
+            active_address: cluster.active_address,
+            members: cluster.members,
+            etcd_revision: cluster.revision,
+        }))
+    }
+
+    async fn cluster_members(
+        &self,
+        r: Request<ClusterMembersRequest>,
+    ) -> Reply<ClusterMembersResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.require_system(step.caller()?))
+            .out()
+            .await?;
+        let members = self.cluster_members_list().await?;
+        Ok(tonic::Response::new(ClusterMembersResponse { members }))
+    }
+
+    async fn step_down(&self, r: Request<StepDownRequest>) -> Reply<StepDownResponse> {
+        let cluster = self.shared.cluster.clone();
+        self.rpc(r)
+            .run(move |step, ()| {
+                step.vault.require_system(step.caller()?)?;
+                step_down(&cluster)
             })
+            .answer(|()| StepDownResponse {})
             .await
     }
 
@@ -306,4 +338,86 @@ fn rekey_status(progress: Option<RekeyProgress>) -> RekeyStatusResponse {
         },
         None => RekeyStatusResponse::default(),
     }
+}
+
+/// What status says about the cluster.
+struct ClusterStatus {
+    role: String,
+    active_node: String,
+    active_address: String,
+    members: u32,
+    revision: i64,
+}
+
+impl Handlers {
+    async fn cluster_status(&self) -> ClusterStatus {
+        #[cfg(feature = "etcd")]
+        if let Some(cluster) = &self.shared.cluster {
+            let view = cluster.view();
+            let members = cluster.members().await.map_or(0, |m| m.len());
+            return ClusterStatus {
+                role: view.role.as_str().to_owned(),
+                active_node: view
+                    .leader
+                    .as_ref()
+                    .map(|l| l.id.clone())
+                    .unwrap_or_default(),
+                active_address: view.leader.map(|l| l.address).unwrap_or_default(),
+                members: u32::try_from(members).unwrap_or(u32::MAX),
+                revision: view.revision,
+            };
+        }
+        ClusterStatus {
+            role: "active".to_owned(),
+            active_node: self.shared.node_id.clone(),
+            active_address: String::new(),
+            members: 1,
+            revision: 0,
+        }
+    }
+
+    async fn cluster_members_list(&self) -> Result<Vec<ClusterMember>, Status> {
+        #[cfg(feature = "etcd")]
+        if let Some(cluster) = &self.shared.cluster {
+            let members = cluster.members().await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot read the membership records");
+                crate::status::status(
+                    tonic::Code::Unavailable,
+                    vault_proto::reason::STORAGE_UNAVAILABLE,
+                    "storage unavailable; see the server log",
+                )
+            })?;
+            return Ok(members
+                .into_iter()
+                .map(|m| ClusterMember {
+                    id: m.id,
+                    address: m.address,
+                    role: m.role,
+                    sealed: m.sealed,
+                    last_heartbeat: rfc3339(m.heartbeat_unix_nanos),
+                })
+                .collect());
+        }
+        let sealed = self.shared.vault.seal().status().sealed;
+        Ok(vec![ClusterMember {
+            id: self.shared.node_id.clone(),
+            address: String::new(),
+            role: "active".to_owned(),
+            sealed,
+            last_heartbeat: rfc3339(vault_core::time::now_unix_nanos()),
+        }])
+    }
+}
+
+/// Asks the active node (this one: the call was relayed here) to give up leadership; on
+/// embedded storage there is no other node, and nothing changes.
+fn step_down(cluster: &crate::ClusterHandle) -> Result<(), Error> {
+    #[cfg(feature = "etcd")]
+    if let Some(cluster) = cluster {
+        cluster.step_down();
+        return Ok(());
+    }
+    // One node on embedded storage: it stays the active node (as Vault does without HA).
+    let _ = cluster;
+    Ok(())
 }

@@ -200,6 +200,11 @@ pub(super) struct Feeds {
 }
 
 impl Feeds {
+    /// Forgets every tenant's feed state; each is read again from the store when next used.
+    pub(super) fn forget_all(&self) {
+        lock(&self.tenants).clear();
+    }
+
     /// Wakes whoever waits on every tenant's feed (the webhook dispatcher).
     pub(super) fn wake_all(&self) {
         self.any.send_modify(|count| *count = count.wrapping_add(1));
@@ -447,6 +452,8 @@ impl Vault {
         let upto = self
             .committed_revision(tenant)?
             .min(self.webhook_floor(tenant)?);
+        // The deletions and the new floor go in one write: no more than the store takes.
+        let limit = limit.min(self.data.batch_limits().max_ops.saturating_sub(1).max(1));
         let page = self.data.scan(Space::Secrets, &prefix, &prefix, limit)?;
         let mut batch = WriteBatch::new();
         let mut newest_removed = None;

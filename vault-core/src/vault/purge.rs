@@ -307,7 +307,11 @@ impl Vault {
             }
         }
         if purged > 0 {
-            store.write(batch)?;
+            // Dead records need not go together; a page larger than the store takes in one
+            // write goes in several, in order.
+            for part in batch.split(store.batch_limits()) {
+                store.write(part)?;
+            }
         }
         match failed {
             Some(error) => Err(error),

@@ -193,9 +193,10 @@ impl Vault {
                 continue;
             }
             loop {
+                let page_size = self.data.batch_limits().max_ops.min(1024);
                 let page = self
                     .data
-                    .scan(range.space, &range.prefix, &range.prefix, 1024)?;
+                    .scan(range.space, &range.prefix, &range.prefix, page_size)?;
                 if page.is_empty() {
                     break;
                 }

@@ -90,7 +90,6 @@ impl TenantSettings {
     }
 }
 
-/// A live tenant as authentication sees it.
 /// The tenants the vault knows: names resolved to ids, the live tenants' state, and the lock
 /// that orders a tenant's creation, settings changes, deletion, restoration and shredding.
 /// Only this module reads the caches; the others ask [`Vault::tenant_id`] and
@@ -109,6 +108,13 @@ pub(super) struct TenantChange<'a> {
 }
 
 impl TenantRegistry {
+    /// Forgets every cached name and live tenant; they are read again from the store.
+    pub(super) fn forget_all(&self) {
+        let _change = self.hold();
+        write(&self.ids).clear();
+        write(&self.live).clear();
+    }
+
     /// Takes the lock that orders changes to tenants.
     pub(super) fn hold(&self) -> TenantChange<'_> {
         TenantChange {
@@ -117,6 +123,7 @@ impl TenantRegistry {
     }
 }
 
+/// A live tenant as authentication sees it.
 pub(super) struct TenantState {
     pub(super) name: TenantName,
     pub(super) default_max_versions: u32,

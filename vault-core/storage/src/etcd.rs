@@ -211,6 +211,39 @@ impl EtcdStorage {
     }
 }
 
+/// Whether a failed request may succeed if sent again: a member that is down or unreachable
+/// (the client's channel may pick it again), or an election in progress.
+pub fn transient(error: &etcd_client::Error) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    [
+        "unavailable",
+        "transport",
+        "connect error",
+        "leader changed",
+        "no leader",
+    ]
+    .iter()
+    .any(|mark| text.contains(mark))
+}
+
+/// Sends a request again (every 25 ms) while it fails transiently; the caller's deadline
+/// bounds the retries. Every request the stores send is safe to repeat: a batch leaves the
+/// same state however often it is applied, and its fence compare is the same each time.
+pub async fn retry_transient<T, F, Fut>(mut attempt: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    loop {
+        match attempt().await {
+            Err(error) if transient(&error) => {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Why waiting for etcd failed.
 enum Waited {
     TimedOut(Duration),
@@ -262,41 +295,8 @@ impl Drop for EtcdStorage {
     }
 }
 
-impl Storage for EtcdStorage {
-    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        let full = self.etcd_key(space, key);
-        let mut kv = self.client.kv_client();
-        let response = self.run("get", async move { kv.get(full, None).await })?;
-        Ok(response.kvs().first().map(|found| found.value().to_vec()))
-    }
-
-    fn scan(
-        &self,
-        space: Space,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Entry>, StorageError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let from = self.etcd_key(space, if start < prefix { prefix } else { start });
-        let whole = self.etcd_key(space, prefix);
-        let end = prefix_end(&whole).ok_or_else(|| StorageError("etcd: no end key".into()))?;
-        let strip = self.etcd_key(space, b"").len();
-        let options = GetOptions::new()
-            .with_range(end)
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let mut kv = self.client.kv_client();
-        let response = self.run("scan", async move { kv.get(from, Some(options)).await })?;
-        Ok(response
-            .kvs()
-            .iter()
-            .map(|found| (found.key()[strip..].to_vec(), found.value().to_vec()))
-            .collect())
-    }
-
-    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+impl EtcdStorage {
+    fn write_fenced(&self, batch: WriteBatch, fence: Option<Fence>) -> Result<(), StorageError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -345,7 +345,6 @@ impl Storage for EtcdStorage {
                 Op::Delete { space, key } => TxnOp::delete(self.etcd_key(space, &key), None),
             })
             .collect();
-        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut txn = Txn::new();
         if let Some(fence) = &fence {
             txn = txn.when(vec![Compare::create_revision(
@@ -355,14 +354,81 @@ impl Storage for EtcdStorage {
             )]);
         }
         let txn = txn.and_then(txn_ops);
-        let mut kv = self.client.kv_client();
-        let response = self.run("write", async move { kv.txn(txn).await })?;
+        let kv = self.client.kv_client();
+        let response = self.run("write", async move {
+            retry_transient(|| {
+                let (mut kv, txn) = (kv.clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
+        })?;
         if !response.succeeded() {
             return Err(StorageError(format!(
                 "{FENCED} (its leadership key changed); the write was not applied"
             )));
         }
         Ok(())
+    }
+}
+
+impl Storage for EtcdStorage {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let full = self.etcd_key(space, key);
+        let kv = self.client.kv_client();
+        let response = self.run("get", async move {
+            retry_transient(|| {
+                let (mut kv, full) = (kv.clone(), full.clone());
+                async move { kv.get(full, None).await }
+            })
+            .await
+        })?;
+        Ok(response.kvs().first().map(|found| found.value().to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = self.etcd_key(space, if start < prefix { prefix } else { start });
+        let whole = self.etcd_key(space, prefix);
+        let end = prefix_end(&whole).ok_or_else(|| StorageError("etcd: no end key".into()))?;
+        let strip = self.etcd_key(space, b"").len();
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let kv = self.client.kv_client();
+        let response = self.run("scan", async move {
+            retry_transient(|| {
+                let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                async move { kv.get(from, Some(options)).await }
+            })
+            .await
+        })?;
+        response
+            .kvs()
+            .iter()
+            .map(|found| match found.key().get(strip..) {
+                Some(key) => Ok((key.to_vec(), found.value().to_vec())),
+                None => Err(StorageError(
+                    "etcd scan: a key outside the range asked".into(),
+                )),
+            })
+            .collect()
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.write_fenced(batch, fence)
+    }
+
+    fn write_own(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.write_fenced(batch, None)
     }
 
     fn kind(&self) -> &'static str {

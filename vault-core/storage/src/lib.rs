@@ -201,6 +201,13 @@ pub trait Storage: Send + Sync + 'static {
     /// [`Storage::batch_limits`] is refused whole.
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
 
+    /// [`Storage::write`] for records that belong to this node alone (its audit head), which
+    /// a node writes whether or not it holds a cluster's leadership: a backend that fences
+    /// writes (etcd) does not fence these.
+    fn write_own(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.write(batch)
+    }
+
     /// The largest batch [`Storage::write`] takes.
     fn batch_limits(&self) -> BatchLimits {
         BatchLimits::NONE
