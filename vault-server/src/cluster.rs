@@ -25,7 +25,7 @@
 //! itself ([`LOCAL_METHODS`]: its own seal state and membership) to the active node, and the
 //! answer back; the client may use any node's address. The standby appends the caller's
 //! address to `x-forwarded-for`, which the active node believes only from a trusted proxy
-//! (`--trusted-proxies` should list the nodes' addresses).
+//! (`--trusted-proxy` should list the nodes' addresses).
 
 use std::{
     sync::{Arc, Mutex},
