@@ -344,3 +344,72 @@ fn losing_etcd_members_fails_calls_cleanly_and_service_returns() {
         read.code == 0 && read.json()["data"]["v"] == "2"
     });
 }
+
+/// A token revoked through one node is refused by every node on the first call after the
+/// revocation was acknowledged; a KEK rotation through one node is what every node seals under
+/// next.
+#[test]
+fn a_revocation_and_a_rotation_hold_on_every_node_at_once() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, root, _) = three_nodes(dir.path(), &etcd);
+    nodes[0]
+        .cli(Some(&root), &["tenant", "create", "acme"])
+        .ok();
+    let token = nodes[1]
+        .cli(
+            Some(&root),
+            &["token", "create", "--system", "--format", "json"],
+        )
+        .json();
+    let (secret, accessor) = (
+        token["token"].as_str().expect("token").to_owned(),
+        token["info"]["accessor"]
+            .as_str()
+            .expect("accessor")
+            .to_owned(),
+    );
+    for node in &nodes {
+        node.cli(Some(&secret), &["token", "lookup"]).ok();
+    }
+    nodes[2]
+        .cli(Some(&root), &["token", "revoke", "--accessor", &accessor])
+        .ok();
+    for node in &nodes {
+        let refused = node.cli(Some(&secret), &["token", "lookup"]);
+        assert!(
+            refused.failed().contains("permission denied"),
+            "a revoked token was accepted by {}: {}",
+            node.addr,
+            refused.stdout
+        );
+    }
+
+    let rotated = nodes[0]
+        .cli(
+            Some(&root),
+            &["rotate", "--tenant", "acme", "--format", "json"],
+        )
+        .json();
+    let version = rotated["key_version"].as_u64().expect("key version");
+    for (i, node) in nodes.iter().enumerate() {
+        let path = format!("after/rotate/{i}");
+        node.cli(Some(&root), &["put", "--tenant", "acme", &path, "v=1"])
+            .ok();
+        for reader in &nodes {
+            let read = reader
+                .cli(
+                    Some(&root),
+                    &["get", "--tenant", "acme", &path, "--format", "json"],
+                )
+                .json();
+            assert_eq!(
+                read["key_version"].as_u64(),
+                Some(version),
+                "{path} written through {} and read through {}",
+                node.addr,
+                reader.addr
+            );
+        }
+    }
+}

@@ -49,6 +49,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "a batch beyond the backend's limits is refused whole; one within them is applied",
         batch_limits_are_kept,
     ),
+    (
+        "a scan whose values together pass 4 MiB returns them all",
+        scan_of_large_values,
+    ),
 ];
 
 /// Runs every check against `storage` (an empty store), printing each name to stderr first.
@@ -472,4 +476,23 @@ fn batch_limits_are_kept(storage: &dyn Storage) {
         scan_all(storage, Space::Config, b"bl/", 100).len(),
         limits.max_ops
     );
+}
+
+/// Six values of 1 MiB (a secret version may be that large), written one per batch, come back
+/// whole from one scan: a backend whose transport limits one answer must page.
+fn scan_of_large_values(storage: &dyn Storage) {
+    for i in 0..6u8 {
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Secrets, format!("lv/{i}"), vec![i; 1024 * 1024]);
+        storage.write(batch).expect("write a large value");
+    }
+    let found = storage
+        .scan(Space::Secrets, b"lv/", b"lv/", 100)
+        .expect("scan of large values");
+    assert_eq!(found.len(), 6);
+    for (i, (key, value)) in found.iter().enumerate() {
+        assert_eq!(key, format!("lv/{i}").as_bytes());
+        assert_eq!(value.len(), 1024 * 1024);
+        assert!(value.iter().all(|b| usize::from(*b) == i));
+    }
 }

@@ -15,7 +15,9 @@
 //! arrives; such a write fails with [`FENCED`] in its message and changes nothing.
 //!
 //! Reads are linearizable (etcd's default): a `get` or `scan` answered by any member reflects
-//! every write acknowledged before it started.
+//! every write acknowledged before it started. A scan is read in pages at the revision of its
+//! first page, so it sees one state however large its values (the client takes 4 MiB per
+//! answer).
 //!
 //! The client is asynchronous; the trait is not. The backend owns a small runtime of its own
 //! and every call waits for its answer on the calling thread, for at most the request timeout,
@@ -87,6 +89,15 @@ impl EtcdOptions {
 pub struct Fence {
     pub key: Vec<u8>,
     pub create_revision: i64,
+}
+
+/// Entries asked for in one page of a scan (fewer when their values are large).
+const SCAN_PAGE: usize = 256;
+
+/// Whether an answer was refused for passing the client's message size limit.
+fn too_large(error: &etcd_client::Error) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    text.contains("too large") || text.contains("larger than max")
 }
 
 /// Room a request needs beyond its keys and values (headers, framing, the fence compare).
@@ -399,22 +410,54 @@ impl Storage for EtcdStorage {
         let whole = self.etcd_key(space, prefix);
         let end = prefix_end(&whole).ok_or_else(|| StorageError("etcd: no end key".into()))?;
         let strip = self.etcd_key(space, b"").len();
-        let options = GetOptions::new()
-            .with_range(end)
-            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let kv = self.client.kv_client();
-        let response = self.run("scan", async move {
-            retry_transient(|| {
-                let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
-                async move { kv.get(from, Some(options)).await }
-            })
-            .await
+        // Pages at the revision of the first, so the whole scan reads one state; a page whose
+        // answer passes the client's message limit (large values) is asked again halved.
+        let found = self.run("scan", async move {
+            let mut found: Vec<Entry> = Vec::new();
+            let mut from = from;
+            let mut revision = 0i64;
+            let mut page = limit.min(SCAN_PAGE);
+            loop {
+                let want = (limit - found.len()).min(page);
+                let mut options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(i64::try_from(want).unwrap_or(i64::MAX));
+                if revision > 0 {
+                    options = options.with_revision(revision);
+                }
+                let answer = retry_transient(|| {
+                    let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await;
+                let response = match answer {
+                    Ok(response) => response,
+                    Err(error) if page > 1 && too_large(&error) => {
+                        page = (page / 2).max(1);
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
+                if revision == 0 {
+                    revision = response.header().map_or(0, |h| h.revision());
+                }
+                for kv in response.kvs() {
+                    found.push((kv.key().to_vec(), kv.value().to_vec()));
+                }
+                match found.last() {
+                    Some((last, _)) if response.more() && found.len() < limit => {
+                        from = last.clone();
+                        from.push(0);
+                    }
+                    _ => return Ok(found),
+                }
+            }
         })?;
-        response
-            .kvs()
-            .iter()
-            .map(|found| match found.key().get(strip..) {
-                Some(key) => Ok((key.to_vec(), found.value().to_vec())),
+        found
+            .into_iter()
+            .map(|(key, value)| match key.get(strip..) {
+                Some(key) => Ok((key.to_vec(), value)),
                 None => Err(StorageError(
                     "etcd scan: a key outside the range asked".into(),
                 )),
