@@ -127,7 +127,7 @@ pub struct Args {
     pub etcd_prefix: String,
 
     /// The longest one etcd request may take; a call that needs a slower one fails UNAVAILABLE.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, env = "VAULT_ETCD_TIMEOUT_MS")]
     pub etcd_timeout_ms: u64,
 
     /// Where other nodes and clients reach this node (`host:port`; default: the address it
@@ -453,6 +453,13 @@ fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), 
     }
     if args.etcd_endpoints.is_empty() {
         return Err("--storage etcd needs --etcd-endpoints (comma-separated client URLs)".into());
+    }
+    if !args.etcd_prefix.ends_with('/') {
+        return Err(format!(
+            "--etcd-prefix must end with '/' (got {:?}): the stores live under <prefix>data/ and \
+             <prefix>keys/",
+            args.etcd_prefix
+        ));
     }
     let options = |endpoints: &[String]| {
         let mut options = EtcdOptions::new(endpoints.to_vec(), args.etcd_prefix.clone());
