@@ -322,6 +322,13 @@ impl Cluster {
                 }
             }
             let sealed = self.vault.seal().status().sealed;
+            if sealed && domains.iter().any(|d| d.held.is_some()) {
+                // Sealed while active: give the leader key up at once, or no other node could
+                // take over while this one keeps its lease alive.
+                drop(domains);
+                self.resign().await;
+                domains = self.domains.lock().await;
+            }
             let held_back = hold_back_until.is_some_and(|until| Instant::now() < until);
             let mut leader = None;
             let mut revision = 0;
