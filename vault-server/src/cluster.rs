@@ -176,10 +176,6 @@ impl Cluster {
         })
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.config.node_id
-    }
-
     pub fn view(&self) -> View {
         self.view.borrow().clone()
     }
@@ -269,15 +265,11 @@ impl Cluster {
             for (domain, keeper) in domains.iter_mut().zip(keepers.iter_mut()) {
                 if domain.lease.is_none() {
                     let client = domain.client.clone();
-                    let granted = tokio::time::timeout(
-                        self.config.lease_ttl / 3,
-                        retry_transient(|| {
-                            let mut client = client.clone();
-                            async move { client.lease_grant(ttl_secs, None).await }
-                        }),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err(etcd_client::Error::InvalidArgs("timed out".into())));
+                    let granted = bounded(self.config.lease_ttl / 3, || {
+                        let mut client = client.clone();
+                        async move { client.lease_grant(ttl_secs, None).await }
+                    })
+                    .await;
                     match granted {
                         Ok(granted) => {
                             domain.lease = Some(granted.id());
@@ -357,15 +349,11 @@ impl Cluster {
                 }
                 txn = txn.or_else(vec![TxnOp::get(leader_key.clone(), None)]);
                 let client = domain.client.clone();
-                let answer = tokio::time::timeout(
-                    self.config.lease_ttl / 3,
-                    retry_transient(|| {
-                        let (mut client, txn) = (client.clone(), txn.clone());
-                        async move { client.txn(txn).await }
-                    }),
-                )
-                .await
-                .unwrap_or_else(|_| Err(etcd_client::Error::InvalidArgs("timed out".into())));
+                let answer = bounded(self.config.lease_ttl / 3, || {
+                    let (mut client, txn) = (client.clone(), txn.clone());
+                    async move { client.txn(txn).await }
+                })
+                .await;
                 match answer {
                     Ok(answer) => {
                         revision = revision.max(answer.header().map_or(0, |h| h.revision()));
@@ -468,19 +456,15 @@ impl Cluster {
         };
         let member_key = key(&self.config, &format!("members/{}", self.config.node_id));
         let client = domain.client.clone();
-        let put = tokio::time::timeout(
-            self.config.lease_ttl / 3,
-            retry_transient(|| {
-                let (mut client, key, value) = (client.clone(), member_key.clone(), value.clone());
-                async move {
-                    client
-                        .put(key, value, Some(PutOptions::new().with_lease(lease)))
-                        .await
-                }
-            }),
-        )
-        .await
-        .unwrap_or_else(|_| Err(etcd_client::Error::InvalidArgs("timed out".into())));
+        let put = bounded(self.config.lease_ttl / 3, || {
+            let (mut client, key, value) = (client.clone(), member_key.clone(), value.clone());
+            async move {
+                client
+                    .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await;
         if let Err(e) = put {
             tracing::warn!(error = %e, "etcd: cannot write this node's membership record");
         }
@@ -551,4 +535,15 @@ async fn renew(
             false
         }
     }
+}
+
+/// An etcd request, sent again while it fails transiently, for at most `within`.
+async fn bounded<T, F, Fut>(within: Duration, attempt: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    tokio::time::timeout(within, retry_transient(attempt))
+        .await
+        .unwrap_or_else(|_| Err(etcd_client::Error::InvalidArgs("no answer in time".into())))
 }
