@@ -49,6 +49,9 @@ pub const AUDIT_UNAVAILABLE: &str = "AUDIT_UNAVAILABLE";
 pub const AUDIT_DISABLED: &str = "AUDIT_DISABLED";
 /// The storage backend failed; the server log has the detail.
 pub const STORAGE_UNAVAILABLE: &str = "STORAGE_UNAVAILABLE";
+/// The storage backend is out of space (etcd raised its space alarm): nothing was written;
+/// an operator must free space (compact, defragment, disarm the alarm) or raise the quota.
+pub const STORAGE_FULL: &str = "STORAGE_FULL";
 /// A standby could not reach the active node to relay the call (or none is elected yet);
 /// retry: a new active node is elected within the lease TTL.
 pub const ACTIVE_NODE_UNAVAILABLE: &str = "ACTIVE_NODE_UNAVAILABLE";
@@ -81,6 +84,7 @@ pub const ALL: &[&str] = &[
     AUDIT_UNAVAILABLE,
     AUDIT_DISABLED,
     STORAGE_UNAVAILABLE,
+    STORAGE_FULL,
     ACTIVE_NODE_UNAVAILABLE,
     REQUEST_TIMEOUT,
     SHUTTING_DOWN,

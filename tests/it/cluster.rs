@@ -9,27 +9,28 @@ use std::{
 };
 
 use vault_storage::etcd_process::EtcdCluster;
-use vault_tests::{TestServer, eventually, init, unseal};
+use vault_tests::{TestServer, eventually, files_containing, init, unseal};
 
 /// The lease TTL the nodes run with: failover takes about this long.
 const TTL_SECS: u64 = 3;
 
-fn node(dir: &Path, id: &str, etcd: &EtcdCluster) -> TestServer {
-    TestServer::start(
-        &dir.join(id),
-        &[
-            "--storage",
-            "etcd",
-            "--etcd-endpoints",
-            &etcd.endpoints().join(","),
-            "--node-id",
-            id,
-            "--lease-ttl-secs",
-            &TTL_SECS.to_string(),
-            "--etcd-timeout-ms",
-            "2000",
-        ],
-    )
+fn node(dir: &Path, id: &str, etcd: &EtcdCluster, extra: &[String]) -> TestServer {
+    let endpoints = etcd.endpoints().join(",");
+    let ttl = TTL_SECS.to_string();
+    let mut args = vec![
+        "--storage",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoints,
+        "--node-id",
+        id,
+        "--lease-ttl-secs",
+        &ttl,
+        "--etcd-timeout-ms",
+        "2000",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    TestServer::start(&dir.join(id), &args)
 }
 
 fn status(server: &TestServer) -> Option<serde_json::Value> {
@@ -46,9 +47,20 @@ fn role(server: &TestServer) -> String {
 /// Three nodes on `etcd`, initialized through the first and unsealed one by one; returns the
 /// nodes, the root token, and the index of the active node once every node agrees on it.
 fn three_nodes(dir: &Path, etcd: &EtcdCluster) -> (Vec<TestServer>, String, usize) {
+    let (nodes, root, active, _) = three_nodes_with(dir, etcd, |_| Vec::new());
+    (nodes, root, active)
+}
+
+/// [`three_nodes`], each node started with the flags `extra` gives for its id; also returns the
+/// unseal share.
+fn three_nodes_with(
+    dir: &Path,
+    etcd: &EtcdCluster,
+    extra: impl Fn(&str) -> Vec<String>,
+) -> (Vec<TestServer>, String, usize, String) {
     let nodes: Vec<TestServer> = ["n1", "n2", "n3"]
         .iter()
-        .map(|id| node(dir, id, etcd))
+        .map(|id| node(dir, id, etcd, &extra(id)))
         .collect();
     let (shares, root) = init(&nodes[0], 1, 1);
     for node in &nodes {
@@ -73,7 +85,8 @@ fn three_nodes(dir: &Path, etcd: &EtcdCluster) -> (Vec<TestServer>, String, usiz
             _ => false,
         }
     });
-    (nodes, root, active)
+    let share = shares[0].clone();
+    (nodes, root, active, share)
 }
 
 /// Writers through every node, the active one killed with SIGKILL half-way: a standby is
@@ -412,4 +425,477 @@ fn a_revocation_and_a_rotation_hold_on_every_node_at_once() {
             );
         }
     }
+}
+
+/// Encrypts `text` under the tenant acme's named key `orders` through `node`.
+fn encrypt(node: &TestServer, root: &str, text: &str) -> String {
+    node.cli_with_stdin(
+        Some(root),
+        &["key", "encrypt", "--tenant", "acme", "orders"],
+        Some(text.as_bytes()),
+    )
+    .ok()
+    .trim()
+    .to_owned()
+}
+
+fn decrypt(node: &TestServer, root: &str, ciphertext: &str) -> vault_tests::CliOutput {
+    node.cli(
+        Some(root),
+        &["key", "decrypt", "--tenant", "acme", "orders", ciphertext],
+    )
+}
+
+/// A standby serves reads itself: with the active node paused (so nothing could be forwarded)
+/// both standbys still answer gets and decryptions at once; every write acknowledged through
+/// the active node is what the next read through a standby returns; and a change to what
+/// standbys cache (a named key's minimum decryption version) holds on the next read there.
+#[test]
+fn standbys_serve_linearizable_reads_themselves() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, root, active) = three_nodes(dir.path(), &etcd);
+    let leader = &nodes[active];
+    let standbys: Vec<&TestServer> = nodes.iter().filter(|n| n.addr != leader.addr).collect();
+    leader.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    leader
+        .cli(Some(&root), &["key", "create", "--tenant", "acme", "orders"])
+        .ok();
+    let v1 = encrypt(leader, &root, "first");
+    // Read your writes, through a standby, write after write.
+    for i in 0..20 {
+        let standby = standbys[i % 2];
+        let value = format!("v={i}");
+        leader
+            .cli(Some(&root), &["put", "--tenant", "acme", "db/counter", &value])
+            .ok();
+        let read = standby
+            .cli(
+                Some(&root),
+                &["get", "--tenant", "acme", "db/counter", "--format", "json"],
+            )
+            .json();
+        assert_eq!(read["data"]["v"], i.to_string(), "through {}", standby.addr);
+        assert_eq!(read["version"], i + 1, "through {}", standby.addr);
+        assert_eq!(decrypt(standby, &root, &v1).ok(), "first");
+    }
+    // What standbys cache changes on the active node: the next read on a standby obeys it.
+    leader
+        .cli(Some(&root), &["key", "rotate", "--tenant", "acme", "orders"])
+        .ok();
+    let v2 = encrypt(leader, &root, "second");
+    leader
+        .cli(
+            Some(&root),
+            &["key", "config", "--tenant", "acme", "orders", "--min-decryption-version", "2"],
+        )
+        .ok();
+    for standby in &standbys {
+        let refused = decrypt(standby, &root, &v1);
+        assert!(
+            refused.failed().contains("below min_decryption_version 2"),
+            "a standby decrypted under a version below the minimum: {}",
+            refused.stdout
+        );
+        assert_eq!(decrypt(standby, &root, &v2).ok(), "second");
+    }
+    // Nothing can be forwarded while the active node is paused: the standbys answer alone.
+    leader.signal("STOP");
+    let started = Instant::now();
+    for standby in &standbys {
+        let read = standby
+            .cli(
+                Some(&root),
+                &["get", "--tenant", "acme", "db/counter", "--format", "json"],
+            )
+            .json();
+        assert_eq!(read["data"]["v"], "19");
+        assert_eq!(decrypt(standby, &root, &v2).ok(), "second");
+    }
+    let took = started.elapsed();
+    leader.signal("CONT");
+    assert!(
+        took < Duration::from_secs(TTL_SECS),
+        "standby reads waited for the paused active node ({took:?})"
+    );
+}
+
+/// A standby's watch that etcd compacted past (the standby was paused while the active node
+/// changed what it caches, and its etcd connection broke meanwhile) is cancelled by etcd; the
+/// standby drops its caches and watches again, and its next read obeys the change.
+#[test]
+fn a_watch_etcd_compacted_past_reloads_the_standbys_caches() {
+    let mut etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, root, active) = three_nodes(dir.path(), &etcd);
+    let leader = &nodes[active];
+    let standby = nodes.iter().find(|n| n.addr != leader.addr).expect("standby");
+    leader.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    leader
+        .cli(Some(&root), &["key", "create", "--tenant", "acme", "orders"])
+        .ok();
+    let v1 = encrypt(leader, &root, "first");
+    leader
+        .cli(Some(&root), &["key", "rotate", "--tenant", "acme", "orders"])
+        .ok();
+    // The standby caches the key (both versions).
+    assert_eq!(decrypt(standby, &root, &v1).ok(), "first");
+
+    // Paused, the standby does not see its watch stream go with the member's restart, nor
+    // the change after it; the watch it opens again when it resumes starts below the
+    // compaction.
+    standby.signal("STOP");
+    etcd.restart(0);
+    leader
+        .cli(
+            Some(&root),
+            &["key", "config", "--tenant", "acme", "orders", "--min-decryption-version", "2"],
+        )
+        .ok();
+    let compacted = etcd.compact();
+    standby.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !standby
+        .stderr()
+        .iter()
+        .any(|line| line.contains("etcd compacted past this node's watch"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not reload after the compaction; its log:\n{}",
+            standby.stderr().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = decrypt(standby, &root, &v1);
+    assert!(
+        refused.failed().contains("below min_decryption_version 2"),
+        "the standby decrypted with a cache from before revision {compacted}: {}",
+        refused.stdout
+    );
+}
+
+/// Complete lines of one node's invocation log, counted per key ("kek <tenant> <version>").
+fn logged_invocations(log: &Path, counts: &mut std::collections::HashMap<String, u64>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // A kill can tear the last line; only whole lines count.
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    for line in whole.lines() {
+        *counts.entry(line.to_owned()).or_insert(0) += 1;
+    }
+}
+
+/// Key-use budgets hold across nodes and failovers: writers through all three nodes while the
+/// active node is killed (SIGKILL) twice; the uses every node's invocation log records, summed
+/// per KEK version, never pass the budget, and the count in etcd is never below them.
+#[test]
+fn key_budgets_hold_exactly_across_failovers() {
+    const BUDGET: u64 = 40;
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = |id: &str| dir.path().join(format!("{id}.uses"));
+    let (mut nodes, root, mut active, share) = three_nodes_with(dir.path(), &etcd, |id| {
+        vec![
+            "--key-budget".into(),
+            BUDGET.to_string(),
+            "--key-reserve-block".into(),
+            "8".into(),
+            "--key-max-live-versions".into(),
+            "0".into(),
+            "--source-rate-limit".into(),
+            "0".into(),
+            "--danger-invocation-log".into(),
+            log(id).to_str().expect("utf-8").to_owned(),
+        ]
+    });
+    nodes[0].cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    let id = nodes[0]
+        .cli(Some(&root), &["tenant", "show", "acme", "--format", "json"])
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut acked = 0u64;
+    for round in 0..2 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writers: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(w, node)| {
+                let (addr, root, stop, count) =
+                    (node.addr.clone(), root.clone(), Arc::clone(&stop), Arc::clone(&count));
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        if stop.load(std::sync::atomic::Ordering::Acquire) {
+                            return;
+                        }
+                        let path = format!("r{round}/w{w}/k{}", i % 10);
+                        let output = vault_tests::run_cli(
+                            &addr,
+                            Some(&root),
+                            &["put", "--tenant", "acme", &path, "v=x"],
+                            None,
+                        );
+                        if output.code == 0 {
+                            count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        } else {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                })
+            })
+            .collect();
+        eventually("writes acknowledged before the kill", || {
+            count.load(std::sync::atomic::Ordering::Acquire) >= 30
+        });
+        let victim = nodes.remove(active);
+        victim.kill();
+        eventually("another node active and writing", || {
+            count.load(std::sync::atomic::Ordering::Acquire) >= 60
+        });
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        acked += count.load(std::sync::atomic::Ordering::Acquire);
+        active = nodes
+            .iter()
+            .position(|n| role(n) == "active")
+            .expect("an active node");
+        // The killed node comes back as a standby (with its log), for the next round.
+        let id = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|id| !nodes.iter().any(|n| n.data_dir.ends_with(id)))
+            .expect("the killed node's id");
+        let back = node(dir.path(), id, &etcd, &{
+            vec![
+                "--key-budget".into(),
+                BUDGET.to_string(),
+                "--key-reserve-block".into(),
+                "8".into(),
+                "--key-max-live-versions".into(),
+                "0".into(),
+                "--source-rate-limit".into(),
+                "0".into(),
+                "--danger-invocation-log".into(),
+                log(id).to_str().expect("utf-8").to_owned(),
+            ]
+        });
+        unseal(&back, &[share.as_str()]);
+        nodes.push(back);
+    }
+    let mut truth = std::collections::HashMap::new();
+    for id in ["n1", "n2", "n3"] {
+        logged_invocations(&log(id), &mut truth);
+    }
+    let status = nodes[active]
+        .cli(Some(&root), &["kek", "status", "--format", "json"])
+        .json();
+    let acme = &status["tenants"][0];
+    let mut used = 0;
+    for version in acme["versions"].as_array().expect("versions") {
+        let number = version["version"].as_u64().expect("version");
+        let reserved = version["reserved"].as_u64().expect("reserved");
+        let true_uses = truth.get(&format!("kek {id} {number}")).copied().unwrap_or(0);
+        assert!(
+            true_uses <= BUDGET,
+            "version {number} was used {true_uses} times across the nodes, past its budget {BUDGET}"
+        );
+        assert!(
+            reserved >= true_uses,
+            "version {number}: etcd holds {reserved} reserved uses, below the {true_uses} taken"
+        );
+        used += true_uses;
+    }
+    assert!(used >= acked, "{used} key uses logged for {acked} acknowledged writes");
+    assert!(
+        acme["current_version"].as_u64().expect("current") >= 3,
+        "the load did not rotate on budget: {status}"
+    );
+    eprintln!("budgets: {acked} writes over two failovers, {used} key uses, none past {BUDGET} per version");
+}
+
+/// etcd out of space (its space alarm raised, here by a small quota): a write is refused with
+/// RESOURCE_EXHAUSTED and a message that says what to do; nothing of it is stored, what was
+/// stored before still reads.
+#[test]
+fn etcd_out_of_space_refuses_writes_cleanly() {
+    let etcd = EtcdCluster::start_with(1, &["--quota-backend-bytes", "16777216"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = node(dir.path(), "n1", &etcd, &[]);
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    eventually("the node is active", || role(&server) == "active");
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(Some(&root), &["put", "--tenant", "acme", "small", "v=kept"])
+        .ok();
+    let value = dir.path().join("big-value");
+    std::fs::write(&value, vec![b'x'; 900 * 1024]).expect("write the value");
+    let big = format!("v=@{}", value.display());
+    let mut refused = None;
+    for i in 0..200 {
+        let path = format!("big/{i}");
+        let output = server.cli(Some(&root), &["put", "--tenant", "acme", &path, &big]);
+        if output.code != 0 {
+            refused = Some((path, output));
+            break;
+        }
+    }
+    let (path, output) = refused.expect("200 puts of 900 KiB fit in a 16 MiB quota");
+    assert!(output.stderr.contains("out of space"), "{}", output.stderr);
+    let outcome = vault_tests::audit_records(&server.audit_dir())
+        .into_iter()
+        .rfind(|r| r["kind"] == "outcome" && r["path"] == path.as_str())
+        .expect("the refused put's outcome record");
+    assert_eq!(outcome["code"], "RESOURCE_EXHAUSTED", "{outcome}");
+    let missing = server.cli(Some(&root), &["get", "--tenant", "acme", &path]);
+    assert!(missing.failed().contains("not found"), "the refused put left {}", missing.stdout);
+    let kept = server
+        .cli(Some(&root), &["get", "--tenant", "acme", "small", "--format", "json"])
+        .json();
+    assert_eq!(kept["data"]["v"], "kept");
+}
+
+/// Crypto-shredding on etcd: once a tenant's keys are destroyed, the shredding step compacts
+/// etcd past the deletion and defragments every member, so the sealed KEK blobs are in no
+/// member's database file afterwards. etcd's write-ahead log keeps each entry until etcd
+/// retires the log segment (README, "Crypto-shredding on etcd"); the test reports what it
+/// finds there.
+#[test]
+fn shredding_on_etcd_leaves_no_sealed_kek_in_any_members_database() {
+    use vault_storage::{EtcdOptions, EtcdStorage, Space, Storage};
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra: Vec<String> = ["--tenant-shred-delay-secs", "0", "--maintenance-interval-ms", "20"]
+        .map(str::to_owned)
+        .to_vec();
+    let server = node(dir.path(), "n1", &etcd, &extra);
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    eventually("the node is active", || role(&server) == "active");
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(Some(&root), &["put", "--tenant", "acme", "db/primary", "password=pw"])
+        .ok();
+    server.cli(Some(&root), &["rotate", "--tenant", "acme"]).ok();
+    let id = server
+        .cli(Some(&root), &["tenant", "show", "acme", "--format", "json"])
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let keys = EtcdStorage::connect(EtcdOptions::new(etcd.endpoints(), "vault/keys/"))
+        .expect("connect to etcd");
+    let prefix = format!("kek/{id}/").into_bytes();
+    let sealed: Vec<String> = keys
+        .scan(Space::Config, &prefix, &prefix, usize::MAX)
+        .expect("scan")
+        .into_iter()
+        .map(|(_, value)| {
+            let record: serde_json::Value = serde_json::from_slice(&value).expect("kek record");
+            record["sealed"].as_str().expect("sealed").to_owned()
+        })
+        .collect();
+    assert_eq!(sealed.len(), 2);
+    // Not the write-ahead log (see above): the members' databases and snapshots.
+    let databases = |i: usize| etcd.data_dir(i).join("member").join("snap");
+    for blob in &sealed {
+        eventually("every member's database holds the KEK", || {
+            (0..3).all(|i| !files_containing(&databases(i), blob.as_bytes()).is_empty())
+        });
+    }
+
+    server.cli(Some(&root), &["tenant", "delete", "acme"]).ok();
+    eventually("the shred receipt", || {
+        vault_tests::audit_records(&server.audit_dir())
+            .iter()
+            .any(|r| r["detail"].as_str().is_some_and(|d| d.starts_with("crypto-shred receipt")))
+    });
+    assert!(
+        keys.scan(Space::Config, &prefix, &prefix, usize::MAX)
+            .expect("scan")
+            .is_empty()
+    );
+    for (version, blob) in sealed.iter().enumerate() {
+        for i in 0..3 {
+            assert_eq!(
+                files_containing(&databases(i), blob.as_bytes()),
+                Vec::<std::path::PathBuf>::new(),
+                "KEK version {} of the shredded tenant is still in etcd member {i}'s database",
+                version + 1
+            );
+        }
+    }
+    let in_wal: usize = (0..3)
+        .map(|i| {
+            sealed
+                .iter()
+                .filter(|blob| {
+                    !files_containing(&etcd.data_dir(i).join("member").join("wal"), blob.as_bytes())
+                        .is_empty()
+                })
+                .count()
+        })
+        .sum();
+    eprintln!("shredding on etcd: no sealed KEK in any member's database; {in_wal} (member, KEK) pairs still in a write-ahead log segment");
+}
+
+/// A tenant's rate limit is the cluster's, not each node's: a run of gets by the tenant's
+/// token spread over all three nodes (standbys serve gets themselves) passes no more than the
+/// one limit allows (its burst plus its rate over the run), where three per-node limits would
+/// have let all of them through.
+#[test]
+fn a_tenants_rate_limit_holds_across_the_nodes() {
+    const RATE: u64 = 5;
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (nodes, root, active) = three_nodes(dir.path(), &etcd);
+    let leader = &nodes[active];
+    leader
+        .cli(Some(&root), &["tenant", "create", "acme", "--rate-limit", &RATE.to_string()])
+        .ok();
+    let policy = dir.path().join("reader.toml");
+    std::fs::write(&policy, "[[rule]]\npath = \"*\"\ncapabilities = [\"read\"]\n")
+        .expect("policy");
+    leader
+        .cli(
+            Some(&root),
+            &["policy", "write", "--tenant", "acme", "reader", policy.to_str().expect("utf-8")],
+        )
+        .ok();
+    leader
+        .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "k=v"])
+        .ok();
+    let token = leader
+        .cli(
+            Some(&root),
+            &["token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json"],
+        )
+        .json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let started = Instant::now();
+    let mut passed = 0u64;
+    let mut limited = 0u64;
+    for i in 0..30 {
+        let output = nodes[i % 3].cli(Some(&token), &["get", "--tenant", "acme", "db/a"]);
+        if output.code == 0 {
+            passed += 1;
+        } else {
+            assert!(output.stderr.contains("rate limit"), "{}", output.stderr);
+            limited += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The one bucket: its burst (RATE) plus what it refills over the run.
+    let allowed = RATE + (RATE as f64 * elapsed).ceil() as u64;
+    eprintln!("rate limit across nodes: {passed} passed, {limited} limited in {elapsed:.2} s (one limit allows {allowed})");
+    assert!(
+        passed <= allowed,
+        "{passed} gets passed in {elapsed:.2} s; one limit of {RATE}/s allows {allowed}"
+    );
+    assert!(limited > 0, "the rate limit never applied");
 }

@@ -16,7 +16,9 @@ use vault_core::{
     storage::{RocksStorage, Space, Storage},
 };
 use vault_proto::v1::{self, secrets_client::SecretsClient, system_client::SystemClient};
-use vault_tests::{TestServer, audit_records, channel, eventually, init, unseal, with_token};
+use vault_tests::{
+    TestServer, audit_records, channel, eventually, files_containing, init, unseal, with_token,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -71,28 +73,6 @@ fn sealed_keks(data_dir: &Path, tenant_id: &str) -> HashMap<u32, String> {
             )
         })
         .collect()
-}
-
-/// Every file below `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)
-            .expect("read dir")
-            .map_while(Result::ok)
-        {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|w| w == needle)
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 fn copy_dir(from: &Path, to: &Path) {

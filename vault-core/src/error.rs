@@ -84,6 +84,10 @@ pub enum Error {
     /// The storage backend failed; the detail goes to the server log only.
     #[error("storage unavailable")]
     Storage(#[source] StorageError),
+    /// This node may not serve the call (it is a standby and the call needs what only the
+    /// active node keeps, e.g. a tenant's rate limit); the server relays it to the active node.
+    #[error("{0}")]
+    NotActive(String),
 }
 
 pub use vault_storage::StorageError;
@@ -167,6 +171,7 @@ mod tests {
             Error::Rng,
             Error::AuditUnavailable,
             Error::Storage(StorageError("disk on fire".into())),
+            Error::NotActive("tenant acme has a rate limit, which the active node keeps".into()),
         ];
         let printed: Vec<String> = all.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -193,6 +198,7 @@ mod tests {
                 "the operating system's random number generator failed",
                 "audit log unavailable",
                 "storage unavailable",
+                "tenant acme has a rate limit, which the active node keeps",
             ]
         );
     }

@@ -361,6 +361,13 @@ pub struct Vault {
     webhook_state: webhooks::WebhookState,
     /// Where the maintenance round's purge of dead tokens goes on from.
     purge_cursors: Mutex<purge::PurgeCursors>,
+    /// Set when another node rotated the root key this node holds (follow.rs): it then serves
+    /// no reads from its caches until it is unsealed again.
+    root_behind: std::sync::atomic::AtomicBool,
+    /// Set on a standby of a cluster: tenants' rate limits are the active node's to keep, so a
+    /// call by a rate-limited tenant's token is refused here with [`Error::NotActive`] (and
+    /// relayed by the server) instead of counted against a copy of the limit.
+    limits_elsewhere: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -519,6 +526,8 @@ impl Vault {
                 progress: Vec::new(),
             }),
             tenant_registry: tenants::TenantRegistry::default(),
+            root_behind: std::sync::atomic::AtomicBool::new(false),
+            limits_elsewhere: std::sync::atomic::AtomicBool::new(false),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             audit: None,
             audit_head_key: AUDIT_HEAD_KEY.to_vec(),
@@ -819,6 +828,8 @@ impl Seal<'_> {
             audit.set_signer(keyring.audit_signer.clone());
         }
         *state = State::Unsealed(Arc::new(keyring));
+        self.root_behind
+            .store(false, std::sync::atomic::Ordering::Release);
         drop(state);
         drop(seal_config);
         Ok(self.status())
@@ -954,10 +965,18 @@ impl Vault {
     pub fn drop_caches(&self) {
         self.tenant_registry.forget_all();
         self.feeds.forget_all();
-        if let State::Unsealed(keyring) = &*read(&self.state) {
-            write(&keyring.tenants).clear();
-            write(&keyring.named).clear();
-        }
+        let keyring = match &*read(&self.state) {
+            State::Unsealed(keyring) => Arc::clone(keyring),
+            State::Sealed { .. } => return,
+        };
+        // Under the locks the loads hold, so that no load in flight puts back what it read
+        // before (kms_changes first: the lock order).
+        let kms_changes = self.hold_kms_changes();
+        let key_changes = self.hold_key_changes();
+        write(&keyring.tenants).clear();
+        write(&keyring.named).clear();
+        drop(key_changes);
+        drop(kms_changes);
     }
 
     fn keyring(&self) -> Result<Arc<Keyring>> {
@@ -1055,6 +1074,7 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
 mod access;
 mod approle;
 mod feed;
+mod follow;
 mod keys;
 mod kms;
 mod login;

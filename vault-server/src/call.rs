@@ -147,8 +147,45 @@ pub struct CallLayer {
 /// Where a call goes that this node does not serve itself: a standby of a cluster relays it to
 /// the active node.
 pub trait Forwarder: Send + Sync {
-    /// The channel to the node that serves `method` (a gRPC path), or `None` to serve it here.
-    fn target(&self, method: &str) -> Option<tonic::transport::Channel>;
+    /// Where a call to `method` (a gRPC path) is served; `mfa`: the call carries a one-time
+    /// code (checking it writes, so only the active node can). May wait, e.g. for a standby's
+    /// caches to catch up before it serves a read.
+    fn route<'a>(
+        &'a self,
+        method: &'a str,
+        mfa: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>>;
+}
+
+/// Where a call is served.
+pub enum Route {
+    Here,
+    /// Relayed to another node (a standby's call, to the active node).
+    Relay(tonic::transport::Channel),
+    /// Served here unless the handler answers that only the active node may serve it
+    /// ([`Error::NotActive`], e.g. a rate-limited tenant's call on a standby); then relayed.
+    /// The request is held in memory until the answer (it is at most the request limit).
+    HereOrRelay(tonic::transport::Channel),
+    /// Neither: answered UNAVAILABLE with this message.
+    Refuse(&'static str),
+}
+
+/// Room a unary gRPC request needs beyond its message (the length-prefixed framing).
+const REQUEST_FRAMING: usize = 64;
+
+/// Serves a call on this node; a panicking handler still gets its outcome record (INTERNAL).
+async fn serve_here<S>(inner: &mut S, request: HttpRequest<Body>, call: &Call) -> HttpResponse<Body>
+where
+    S: Service<HttpRequest<Body>, Response = HttpResponse<Body>, Error = std::convert::Infallible>,
+{
+    match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
+            status::internal().into_http()
+        }
+    }
 }
 
 /// The longest a relayed call may take (the client's own deadline travels with it).
@@ -832,10 +869,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let max_request_bytes = self.max_request_bytes;
-        let forward_to = self
-            .forwarder
-            .as_ref()
-            .and_then(|forwarder| forwarder.target(&method));
+        let forwarder = self.forwarder.clone();
+        let carries_mfa = request.headers().contains_key(MFA_HEADER);
+        let route_method = method.clone();
         // The handler and the outcome record run in their own task: a client that cancels or
         // times out drops this future, but must not stop a mutation's outcome from being
         // recorded.
@@ -844,17 +880,54 @@ where
             // or reflection call keeps it while its stream runs.
             let (open, aux_open) = if audited { (open, None) } else { (None, open) };
             let _open = open;
-            // A panicking handler still gets its outcome record (INTERNAL).
-            let mut response = match forward_to {
-                Some(channel) => forward(channel, request, &call).await,
-                None => match AssertUnwindSafe(inner.call(request)).catch_unwind().await {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(never)) => match never {},
-                    Err(_) => {
-                        tracing::error!(request_id = %call.request_id, method = %call.method, "handler panicked");
-                        status::internal().into_http()
+            let route = match &forwarder {
+                Some(forwarder) => forwarder.route(&route_method, carries_mfa).await,
+                None => Route::Here,
+            };
+            let mut response = match route {
+                Route::Relay(channel) => forward(channel, request, &call).await,
+                Route::Here => serve_here(&mut inner, request, &call).await,
+                Route::Refuse(message) => {
+                    status::status(Code::Unavailable, reason::ACTIVE_NODE_UNAVAILABLE, message)
+                        .into_http()
+                }
+                Route::HereOrRelay(channel) => {
+                    let (parts, body) = request.into_parts();
+                    let limit = max_request_bytes.saturating_add(REQUEST_FRAMING);
+                    match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit))
+                        .await
+                    {
+                        Ok(collected) => {
+                            let bytes = collected.to_bytes();
+                            let mut relayed = HttpRequest::new(Body::new(
+                                http_body_util::Full::new(bytes.clone()),
+                            ));
+                            *relayed.method_mut() = parts.method.clone();
+                            *relayed.uri_mut() = parts.uri.clone();
+                            *relayed.version_mut() = parts.version;
+                            *relayed.headers_mut() = parts.headers.clone();
+                            let here = HttpRequest::from_parts(
+                                parts,
+                                Body::new(http_body_util::Full::new(bytes)),
+                            );
+                            let answer = serve_here(&mut inner, here, &call).await;
+                            if answer.headers().contains_key(status::RELAY_HEADER) {
+                                forward(channel, relayed, &call).await
+                            } else {
+                                answer
+                            }
+                        }
+                        // Too large, or not in time: as the handler would have refused it.
+                        Err(_) => status::status(
+                            Code::ResourceExhausted,
+                            reason::TOO_LARGE,
+                            format!(
+                                "request is larger than the transport limit of {max_request_bytes} bytes, or did not arrive in time"
+                            ),
+                        )
+                        .into_http(),
                     }
-                },
+                }
             };
             let (handled, answer_recorded, mut unrecorded) = {
                 let record = call

@@ -21,9 +21,19 @@
 //! (maintenance, webhook delivery) runs only on the active node. `StepDown` deletes the leader
 //! key and holds the node back from campaigning for a few heartbeats, so another node takes it.
 //!
-//! Forwarding: a standby that knows the active node relays every call but the few it answers
-//! itself ([`LOCAL_METHODS`]: its own seal state and membership) to the active node, and the
-//! answer back; the client may use any node's address. The standby appends the caller's
+//! Caches and standby reads: every node watches the vault's prefix in etcd and applies what
+//! other nodes change to its caches (`Vault::follow_change`, vault-core's follow.rs); when
+//! etcd has compacted past the watch's revision (it cancels the watch), the node drops its
+//! caches and watches again from the current revision. A standby serves the reads of
+//! [`STANDBY_READS`] itself, linearizably: it fetches etcd's current revision with a
+//! linearizable request (one request for every read waiting at that moment), waits until its
+//! watch has applied everything up to that revision (read-index; it asks etcd for a progress
+//! notice when no change comes), and then reads; the store's reads are themselves
+//! linearizable. A read it cannot serve so within [`READ_INDEX_WAIT`] is forwarded.
+//!
+//! Forwarding: a standby that knows the active node relays every other call but the few it
+//! answers itself ([`LOCAL_METHODS`]: its own seal state and membership) to the active node,
+//! and the answer back; the client may use any node's address. The standby appends the caller's
 //! address to `x-forwarded-for`, which the active node believes only from a trusted proxy
 //! (`--trusted-proxy` should list the nodes' addresses).
 
@@ -32,12 +42,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tonic::transport::{Channel, Endpoint};
+use crate::call::Route;
 use vault_core::{
     Vault,
+    schema::Store,
     storage::{
         EtcdStorage,
         etcd::{Fence, retry_transient},
@@ -105,6 +119,28 @@ pub const LOCAL_METHODS: &[&str] = &[
     "/vault.v1.System/ClusterMembers",
 ];
 
+/// The reads a standby serves itself once its caches have caught up (see the module
+/// documentation); a call that carries an MFA code is forwarded (checking it writes).
+pub const STANDBY_READS: &[&str] = &[
+    "/vault.v1.Secrets/Get",
+    "/vault.v1.Secrets/List",
+    "/vault.v1.Secrets/ReadMetadata",
+    "/vault.v1.Kms/Decrypt",
+    "/vault.v1.Kms/BatchDecrypt",
+    "/vault.v1.Kms/Verify",
+    "/vault.v1.Kms/VerifyHmac",
+    "/vault.v1.Kms/ReadKey",
+    "/vault.v1.Kms/ListKeys",
+    "/vault.v1.Tenants/GetTenant",
+    "/vault.v1.Tenants/ListTenants",
+    "/vault.v1.Policies/ReadPolicy",
+    "/vault.v1.Policies/ListPolicies",
+    "/vault.v1.Tokens/LookupToken",
+];
+
+/// The longest a standby waits for its caches to catch up before it forwards a read instead.
+pub const READ_INDEX_WAIT: Duration = Duration::from_secs(1);
+
 /// A fence no create revision matches (etcd revisions start at 1): a standby commits nothing.
 const NEVER: i64 = -1;
 
@@ -117,9 +153,25 @@ struct Domain {
     held: Option<i64>,
 }
 
+/// How far this node has applied one etcd cluster's changes to its caches.
+struct Follower {
+    client: Client,
+    /// The vault's stores in this cluster.
+    stores: Vec<(Store, Arc<EtcdStorage>)>,
+    /// Every change up to this revision is applied.
+    applied: watch::Sender<i64>,
+    /// Asks the watch for a progress notice (etcd's revision, once every change before it was
+    /// sent).
+    progress: Notify,
+    /// Reads waiting for the current revision, answered by one request.
+    waiting: Mutex<Vec<oneshot::Sender<Option<i64>>>>,
+    wake: Notify,
+}
+
 pub struct Cluster {
     config: ClusterConfig,
     vault: Arc<Vault>,
+    followers: Vec<Arc<Follower>>,
     /// The data store's cluster first; the key store's, when it is another cluster.
     domains: tokio::sync::Mutex<Vec<Domain>>,
     view: watch::Sender<View>,
@@ -146,6 +198,30 @@ impl Cluster {
         keys: Arc<EtcdStorage>,
         keys_elsewhere: bool,
     ) -> Arc<Cluster> {
+        let follower = |client: &Client, stores: Vec<(Store, Arc<EtcdStorage>)>| {
+            Arc::new(Follower {
+                client: client.clone(),
+                stores,
+                applied: watch::Sender::new(0),
+                progress: Notify::new(),
+                waiting: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+            })
+        };
+        let followers = if keys_elsewhere {
+            vec![
+                follower(data.client(), vec![(Store::Data, Arc::clone(&data))]),
+                follower(keys.client(), vec![(Store::Keys, Arc::clone(&keys))]),
+            ]
+        } else {
+            vec![follower(
+                data.client(),
+                vec![
+                    (Store::Data, Arc::clone(&data)),
+                    (Store::Keys, Arc::clone(&keys)),
+                ],
+            )]
+        };
         let mut domains = vec![Domain {
             client: data.client().clone(),
             stores: vec![Arc::clone(&data)],
@@ -165,6 +241,7 @@ impl Cluster {
         Arc::new(Cluster {
             config,
             vault,
+            followers,
             domains: tokio::sync::Mutex::new(domains),
             view: watch::Sender::new(View {
                 role: Role::Standby,
@@ -194,16 +271,36 @@ impl Cluster {
         self.step_down.notify_one();
     }
 
-    /// Where a call should go: `None` to serve it here, or the channel to the active node.
-    pub fn forward_target(&self, method: &str) -> Option<Channel> {
+    /// Where a call is served: here, or relayed to the active node.
+    pub async fn route(&self, method: &str, mfa: bool) -> Route {
         if LOCAL_METHODS.contains(&method) || !method.starts_with("/vault.v1.") {
-            return None;
+            return Route::Here;
         }
         let view = self.view.borrow().clone();
         if view.role == Role::Active {
-            return None;
+            return Route::Here;
         }
-        let leader = view.leader?;
+        let channel = self.channel_to(view.leader);
+        let read = STANDBY_READS.contains(&method);
+        let serve_read =
+            read && !mfa && self.vault.follows() && self.caught_up(READ_INDEX_WAIT).await;
+        match (serve_read, channel) {
+            (true, Some(channel)) => Route::HereOrRelay(channel),
+            (false, Some(channel)) => Route::Relay(channel),
+            (true, None) => Route::Here,
+            // No active node known, and this node's caches are not known to be current.
+            (false, None) if read => Route::Refuse(
+                "no active node is known and this standby cannot serve the read now; retry",
+            ),
+            // Init on a new cluster (no node is active before one is unsealed); anything
+            // else that writes fails here, fenced.
+            (false, None) => Route::Here,
+        }
+    }
+
+    /// The channel to the active node `leader` (kept while it stays the same node).
+    fn channel_to(&self, leader: Option<Leader>) -> Option<Channel> {
+        let leader = leader?;
         if leader.id == self.config.node_id {
             return None;
         }
@@ -220,6 +317,172 @@ impl Cluster {
         let open = endpoint.connect_lazy();
         *channel = Some((leader, open.clone()));
         Some(open)
+    }
+
+    /// Waits until this node has applied every change etcd committed before the call
+    /// (read-index, in each cluster the stores live in); false if that takes longer than
+    /// `within` (the watch is down or behind).
+    pub async fn caught_up(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        for follower in &self.followers {
+            let (answer, revision) = oneshot::channel();
+            follower
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(answer);
+            follower.wake.notify_one();
+            let Ok(Ok(Some(revision))) = tokio::time::timeout_at(deadline, revision).await else {
+                return false;
+            };
+            let mut applied = follower.applied.subscribe();
+            while *applied.borrow_and_update() < revision {
+                follower.progress.notify_one();
+                if !matches!(
+                    tokio::time::timeout_at(deadline, applied.changed()).await,
+                    Ok(Ok(()))
+                ) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Answers the reads waiting for etcd's current revision, all those waiting at once with
+    /// one linearizable request (those that arrive meanwhile wait for the next).
+    async fn fetch_revisions(self: Arc<Self>, follower: Arc<Follower>) {
+        let leader_key = key(&self.config, "leader");
+        loop {
+            follower.wake.notified().await;
+            let waiting =
+                std::mem::take(&mut *follower.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+            if waiting.is_empty() {
+                continue;
+            }
+            let revision = current_revision(&follower.client, &leader_key, READ_INDEX_WAIT).await;
+            for answer in waiting {
+                let _ = answer.send(revision);
+            }
+        }
+    }
+
+    /// Applies the changes of one etcd cluster to the caches, for as long as the process runs.
+    async fn follow(self: Arc<Self>, follower: Arc<Follower>) {
+        let leader_key = key(&self.config, "leader");
+        let tick =
+            (self.config.lease_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // Where the watch goes on from; `None`: reload (the caches are dropped and the watch
+        // starts at the current revision).
+        let mut resume: Option<i64> = None;
+        loop {
+            let start = match resume {
+                Some(revision) => revision,
+                None => {
+                    let Some(loaded) =
+                        current_revision(&follower.client, &leader_key, self.config.lease_ttl)
+                            .await
+                    else {
+                        tokio::time::sleep(tick).await;
+                        continue;
+                    };
+                    if !self.is_active() {
+                        let vault = Arc::clone(&self.vault);
+                        let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
+                    }
+                    follower.applied.send_if_modified(|applied| {
+                        let moved = loaded > *applied;
+                        *applied = (*applied).max(loaded);
+                        moved
+                    });
+                    loaded
+                }
+            };
+            resume = Some(start);
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(start + 1)
+                .with_progress_notify();
+            let mut client = follower.client.clone();
+            let mut stream = match client
+                .watch(self.config.prefix.clone(), Some(options))
+                .await
+            {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "etcd: cannot watch the vault's keys; retrying");
+                    tokio::time::sleep(tick).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    message = stream.message() => {
+                        let response = match message {
+                            Ok(Some(response)) => response,
+                            Ok(None) | Err(_) => break,
+                        };
+                        if response.canceled() {
+                            if response.compact_revision() > 0 {
+                                tracing::warn!(
+                                    compacted = response.compact_revision(),
+                                    from = start,
+                                    "etcd compacted past this node's watch; reloading its caches"
+                                );
+                                resume = None;
+                            }
+                            break;
+                        }
+                        let events = response.events();
+                        if events.is_empty() {
+                            // A progress notice: every change up to its revision was sent.
+                            if !response.created()
+                                && let Some(header) = response.header()
+                            {
+                                let revision = header.revision();
+                                follower.applied.send_if_modified(|applied| {
+                                    let moved = revision > *applied;
+                                    *applied = (*applied).max(revision);
+                                    moved
+                                });
+                                resume = Some(resume.unwrap_or(0).max(revision));
+                            }
+                            continue;
+                        }
+                        let mut last = 0;
+                        let mut changed = Vec::new();
+                        for event in events {
+                            let Some(kv) = event.kv() else { continue };
+                            last = last.max(kv.mod_revision());
+                            for (store, storage) in &follower.stores {
+                                if let Some((space, local)) = storage.local_key(kv.key()) {
+                                    changed.push((*store, space, local.to_vec()));
+                                }
+                            }
+                        }
+                        if !changed.is_empty() && !self.is_active() {
+                            let vault = Arc::clone(&self.vault);
+                            let _ = tokio::task::spawn_blocking(move || {
+                                for (store, space, key) in changed {
+                                    vault.follow_change(store, space, &key);
+                                }
+                            })
+                            .await;
+                        }
+                        follower.applied.send_if_modified(|applied| {
+                            let moved = last > *applied;
+                            *applied = (*applied).max(last);
+                            moved
+                        });
+                        resume = Some(resume.unwrap_or(0).max(last));
+                    }
+                    () = follower.progress.notified() => {
+                        let _ = stream.request_progress().await;
+                    }
+                }
+            }
+            tokio::time::sleep(tick).await;
+        }
     }
 
     /// Every node with a live membership record.
@@ -239,6 +502,10 @@ impl Cluster {
 
     /// Heartbeats, campaigns and watches the leader key until the process ends.
     pub async fn run(self: Arc<Self>) {
+        for follower in &self.followers {
+            tokio::spawn(Arc::clone(&self).follow(Arc::clone(follower)));
+            tokio::spawn(Arc::clone(&self).fetch_revisions(Arc::clone(follower)));
+        }
         let tick =
             (self.config.lease_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut hold_back_until: Option<Instant> = None;
@@ -333,7 +600,12 @@ impl Cluster {
                     id: self.config.node_id.clone(),
                     address: self.config.advertise.clone(),
                 };
-                let campaign = !sealed && !held_back && (index == 0 || first_held);
+                // A node whose keys are behind (another node rotated the root key) does not
+                // take over: it could not open what was sealed since.
+                let campaign = !sealed
+                    && !held_back
+                    && self.vault.follows()
+                    && (index == 0 || first_held);
                 let mut txn = Txn::new().when(vec![Compare::create_revision(
                     leader_key.clone(),
                     CompareOp::Equal,
@@ -403,6 +675,13 @@ impl Cluster {
                 }
             }
             let active = !sealed && domains.iter().all(|d| d.held.is_some());
+            let was = self.view.borrow().role;
+            if active && was != Role::Active {
+                // Before the fence lets this node write: what it cached as a standby is read
+                // again, so no write of its term starts from a cache older than the last term.
+                let vault = Arc::clone(&self.vault);
+                let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
+            }
             // The fences: the term's create revision while active, one that never holds
             // otherwise (a node still sealed writes nothing but init, which needs no leader).
             for domain in domains.iter() {
@@ -420,13 +699,16 @@ impl Cluster {
             }
             drop(domains);
             let role = if active { Role::Active } else { Role::Standby };
-            let was = self.view.borrow().role;
+            // A standby relays the calls of rate-limited tenants: the active node keeps limits.
+            self.vault.set_limits_elsewhere(!active);
             if role == Role::Active && was != Role::Active {
                 tracing::info!(node = %self.config.node_id, "this node is now the active node");
-                let vault = Arc::clone(&self.vault);
-                let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
             } else if role != Role::Active && was == Role::Active {
                 tracing::warn!(node = %self.config.node_id, "this node is no longer the active node");
+                // While active it applied none of the changes it saw (they were its own); what
+                // it cached is read again as a standby.
+                let vault = Arc::clone(&self.vault);
+                let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
             }
             self.view.send_replace(View {
                 role,
@@ -506,8 +788,30 @@ impl Cluster {
 }
 
 impl crate::call::Forwarder for Cluster {
-    fn target(&self, method: &str) -> Option<Channel> {
-        self.forward_target(method)
+    fn route<'a>(
+        &'a self,
+        method: &'a str,
+        mfa: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>> {
+        Box::pin(Cluster::route(self, method, mfa))
+    }
+}
+
+/// etcd's current revision, by a linearizable request (a read of the leader key), within
+/// `within`; `None` if etcd does not answer in time.
+async fn current_revision(client: &Client, leader_key: &str, within: Duration) -> Option<i64> {
+    let answer = bounded(within, || {
+        let mut client = client.clone();
+        let key = leader_key.to_owned();
+        async move { client.get(key, Some(GetOptions::new().with_keys_only())).await }
+    })
+    .await;
+    match answer {
+        Ok(answer) => answer.header().map(|h| h.revision()),
+        Err(e) => {
+            tracing::debug!(error = %e, "etcd: cannot read the current revision");
+            None
+        }
     }
 }
 

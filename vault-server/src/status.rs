@@ -47,20 +47,42 @@ fn code_and_reason(error: &Error) -> (Code, &'static str) {
         Error::AlreadyInitialized => (Code::FailedPrecondition, reason::ALREADY_INITIALIZED),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, reason::FAILED_PRECONDITION),
         Error::Integrity(_) => (Code::Internal, reason::INTEGRITY),
+        Error::Storage(detail) if detail.is_out_of_space() => {
+            (Code::ResourceExhausted, reason::STORAGE_FULL)
+        }
         Error::Storage(_) => (Code::Unavailable, reason::STORAGE_UNAVAILABLE),
         Error::AuditUnavailable => (Code::Unavailable, reason::AUDIT_UNAVAILABLE),
+        Error::NotActive(_) => (Code::Unavailable, reason::ACTIVE_NODE_UNAVAILABLE),
         Error::Rng => (Code::Internal, reason::INTERNAL),
     }
 }
 
+/// In the metadata of a standby's answer that the call must be relayed to the active node
+/// ([`Error::NotActive`]); the call layer relays it and the client never sees this answer.
+pub(crate) const RELAY_HEADER: &str = "x-vault-relay";
+
 pub(crate) fn to_status(error: Error) -> Status {
     let (code, why) = code_and_reason(&error);
+    if let Error::NotActive(_) = &error {
+        let mut status = status(code, why, error.to_string());
+        status
+            .metadata_mut()
+            .insert(RELAY_HEADER, MetadataValue::from_static("1"));
+        return status;
+    }
     let message = match &error {
         Error::PermissionDenied | Error::Denied { .. } => "permission denied".to_owned(),
         Error::LoginFailed { .. } => "login failed".to_owned(),
         Error::Integrity(_) => {
             tracing::error!(error = %error, "integrity failure");
             "integrity check failed; see the server log".to_owned()
+        }
+        Error::Storage(detail) if detail.is_out_of_space() => {
+            tracing::error!(error = %detail, "storage out of space");
+            "storage is out of space (etcd raised its space alarm); nothing was written. An \
+             operator must compact and defragment etcd and disarm the alarm, or raise its \
+             quota (--quota-backend-bytes)"
+                .to_owned()
         }
         Error::Storage(detail) => {
             tracing::error!(error = %detail, "storage failure");
@@ -140,6 +162,11 @@ mod tests {
             Error::Rng,
             Error::AuditUnavailable,
             Error::Storage(StorageError("disk".into())),
+            Error::Storage(StorageError(format!(
+                "{} (its space alarm is raised)",
+                vault_core::storage::NO_SPACE
+            ))),
+            Error::NotActive("tenant acme has a rate limit".into()),
         ]
     }
 

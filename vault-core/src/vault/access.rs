@@ -162,6 +162,12 @@ impl Vault {
                     record.accessor
                 ))
             })?;
+            if self.limits_elsewhere() && state.rate_limited() {
+                return Err(Error::NotActive(format!(
+                    "tenant {} has a rate limit, which the active node keeps",
+                    state.name
+                )));
+            }
             state.admit(source)?;
         }
         let policies = match tenant {

@@ -393,6 +393,20 @@ impl Vault {
             return Ok(false);
         }
         if uses.used >= uses.reserved {
+            // The durable count is read again before the next block: on stores that several
+            // nodes share, a node that was active before this one may have reserved past what
+            // this node's cache knows. Uses are never taken below the durable count.
+            let durable = match self.keys.get(Space::Config, &counted.storage_key())? {
+                Some(bytes) => count_value(&bytes)?,
+                None => 0,
+            };
+            if durable > uses.used {
+                uses.used = durable;
+                uses.reserved = durable;
+                if uses.used >= limit {
+                    return Ok(false);
+                }
+            }
             let next = uses
                 .used
                 .saturating_add(self.config.keys.reserve_block)
@@ -502,7 +516,7 @@ impl Vault {
 
     /// Loads the tenant's KEK versions from the key store into the cache; versions already
     /// cached keep their counters.
-    fn reload_tenant_keys(
+    pub(super) fn reload_tenant_keys(
         &self,
         _changes: &Held<'_, KeyChanges>,
         keyring: &Keyring,

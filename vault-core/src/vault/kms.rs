@@ -382,7 +382,7 @@ pub(super) struct KmsState {
 impl Vault {
     /// Takes `kms_changes` (creation, rotation, configuration, trimming, deletion, cache
     /// loads of named keys). Taken before `wrap_gate` and `key_changes`, never after.
-    fn hold_kms_changes(&self) -> Held<'_, KmsChanges> {
+    pub(super) fn hold_kms_changes(&self) -> Held<'_, KmsChanges> {
         self.kms_state.changes.hold(KmsChanges(()))
     }
 
@@ -413,7 +413,7 @@ impl Vault {
 
     /// Loads a key from the key store into the cache; versions already cached keep their
     /// counters.
-    fn load_named_key(
+    pub(super) fn load_named_key(
         &self,
         _changes: &Held<'_, KmsChanges>,
         keyring: &Keyring,

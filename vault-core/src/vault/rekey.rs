@@ -517,6 +517,8 @@ impl Seal<'_> {
                     audit.set_signer(keyring.audit_signer.clone());
                 }
                 *state = State::Unsealed(Arc::new(keyring));
+                self.root_behind
+                    .store(false, std::sync::atomic::Ordering::Release);
             }
             Err(error) => {
                 tracing::error!(%error, "cannot load the keyring after a root key rotation; sealing");

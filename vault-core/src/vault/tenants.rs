@@ -115,6 +115,25 @@ impl TenantRegistry {
         write(&self.live).clear();
     }
 
+    /// Forgets the tenant cached under `name` (its id and live state), and any live tenant of
+    /// that name: another node changed its record.
+    pub(super) fn forget_name(&self, name: &TenantName) {
+        let mut ids = write(&self.ids);
+        let mut live = write(&self.live);
+        if let Some(id) = ids.remove(name) {
+            live.remove(&id);
+        }
+        live.retain(|_, state| state.name != *name);
+    }
+
+    /// Forgets the tenant with this id (its live state, and any name cached for it).
+    pub(super) fn forget_id(&self, id: TenantId) {
+        let mut ids = write(&self.ids);
+        let mut live = write(&self.live);
+        ids.retain(|_, known| *known != id);
+        live.remove(&id);
+    }
+
     /// Takes the lock that orders changes to tenants.
     pub(super) fn hold(&self) -> TenantChange<'_> {
         TenantChange {
@@ -151,6 +170,11 @@ impl TenantState {
             root_key_limiter: (root_key_per_minute > 0)
                 .then(|| RateLimit::per_minute(root_key_per_minute)),
         })
+    }
+
+    /// Whether the tenant has a rate limit of its own.
+    pub(super) fn rate_limited(&self) -> bool {
+        self.limiter.is_some()
     }
 
     /// Admits one call by a token of this tenant from `source`: inside the tenant's networks

@@ -42,8 +42,7 @@ use crate::{BatchLimits, Entry, Op, Space, Storage, StorageError, WriteBatch, pr
 /// In the message of a write refused because the fence moved (leadership was lost).
 pub const FENCED: &str = "fenced: this node is no longer the active node";
 
-/// In the message of a write refused because etcd raised its space alarm.
-pub const NO_SPACE: &str = "etcd is out of space";
+pub use crate::NO_SPACE;
 
 /// etcd's own limits, which a batch must stay within (etcd's `--max-txn-ops` and
 /// `--max-request-bytes`).
@@ -195,6 +194,17 @@ impl EtcdStorage {
         full
     }
 
+    /// The space and key of one of this store's etcd keys (the inverse of
+    /// [`EtcdStorage::etcd_key`]); `None` for a key outside the store.
+    pub fn local_key<'a>(&self, etcd_key: &'a [u8]) -> Option<(Space, &'a [u8])> {
+        let rest = etcd_key.strip_prefix(self.prefix.as_slice())?;
+        Space::ALL.into_iter().find_map(|space| {
+            rest.strip_prefix(space.name().as_bytes())
+                .and_then(|r| r.strip_prefix(b"/"))
+                .map(|key| (space, key))
+        })
+    }
+
     fn run<T: Send + 'static>(
         &self,
         what: &str,
@@ -266,8 +276,13 @@ impl Waited {
     fn within(self, what: &str) -> StorageError {
         match self {
             Waited::TimedOut(after) => StorageError(format!(
-                "etcd {what}: no answer within {} ms (is a quorum of members up?)",
-                after.as_millis()
+                "etcd {what}: no answer within {} ms (is a quorum of members up?){}",
+                after.as_millis(),
+                if what.starts_with("write") {
+                    "; the write's outcome is unknown: it may have been applied"
+                } else {
+                    ""
+                }
             )),
             Waited::Failed(error) => etcd_error(what, error),
             Waited::Gone => StorageError(format!("etcd {what}: the client runtime stopped")),
@@ -511,8 +526,19 @@ impl Storage for EtcdStorage {
         {
             return Err(error);
         }
-        // Defragmentation is per member: connect to each one alone.
-        for endpoint in &self.options.endpoints {
+        // Defragmentation is per member: connect to each one alone, every member the cluster
+        // lists (not only the endpoints this node was given).
+        let mut cluster = self.client.cluster_client();
+        let listed = self.run("member list", async move { cluster.member_list().await })?;
+        let mut endpoints: Vec<String> = listed
+            .members()
+            .iter()
+            .filter_map(|member| member.client_urls().first().cloned())
+            .collect();
+        if endpoints.is_empty() {
+            endpoints.clone_from(&self.options.endpoints);
+        }
+        for endpoint in &endpoints {
             let endpoint = endpoint.clone();
             let timeout = self.options.timeout;
             self.run("defragment", async move {

@@ -26,6 +26,8 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial_cluster: String,
+    /// Flags every member is started with besides the cluster's own.
+    extra: Vec<String>,
 }
 
 /// Whether an `etcd` binary is on the PATH (tests that need one say so when it is not).
@@ -65,9 +67,59 @@ fn healthy(port: u16) -> bool {
     answer.contains("\"health\":\"true\"")
 }
 
+/// A POST of `body` (JSON) to the gRPC gateway of the member on `port` (etcd's `/v3/...`
+/// paths); the answer's body.
+fn gateway(port: u16, path: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to etcd");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send to etcd");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("etcd's answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "etcd answered {answer}");
+    answer
+}
+
 impl EtcdCluster {
+    /// Compacts etcd's history up to its current revision (physically: the old revisions are
+    /// gone before this returns) through the first live member, as an operator's
+    /// `etcdctl compact` would; returns the revision.
+    pub fn compact(&self) -> i64 {
+        let member = self
+            .members
+            .iter()
+            .find(|m| m.child.is_some())
+            .expect("a live member");
+        let range = gateway(member.client_port, "/v3/kv/range", r#"{"key":"AA=="}"#);
+        // `"header":{...,"revision":"123",...}`: the gateway writes int64 as strings.
+        let revision: i64 = range
+            .split("\"revision\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no revision in {range}"));
+        gateway(
+            member.client_port,
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        );
+        revision
+    }
+
     /// Starts `members` members and waits until every one is healthy.
     pub fn start(members: usize) -> EtcdCluster {
+        EtcdCluster::start_with(members, &[])
+    }
+
+    /// [`EtcdCluster::start`] with more flags for every member (e.g. `--quota-backend-bytes`).
+    pub fn start_with(members: usize, extra: &[&str]) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
@@ -86,6 +138,7 @@ impl EtcdCluster {
             dir,
             members,
             initial_cluster,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i);
@@ -99,6 +152,7 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let data_dir = self.data_dir(i);
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
+        let extra = self.extra.clone();
         let member = &mut self.members[i];
         let client = format!("http://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
@@ -115,6 +169,7 @@ impl EtcdCluster {
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "vault-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -44,6 +44,17 @@ impl fmt::Display for StorageError {
 
 impl std::error::Error for StorageError {}
 
+/// Begins the message of a write refused because the backend is out of space (etcd's space
+/// alarm); nothing of the write was applied.
+pub const NO_SPACE: &str = "etcd is out of space";
+
+impl StorageError {
+    /// Whether the backend refused the write for want of space (see [`NO_SPACE`]).
+    pub fn is_out_of_space(&self) -> bool {
+        self.0.starts_with(NO_SPACE)
+    }
+}
+
 /// Separate key spaces (RocksDB column families). Configuration (tenants, tokens, keyring
 /// metadata) and secret data never share one, so each can be compacted, backed up and scanned
 /// apart.

@@ -1,0 +1,172 @@
+//! What a standby node learns from the stores' change stream (an etcd watch): every record
+//! another node changed that this node caches is forgotten or read again, so that a standby can
+//! serve reads from its caches as truly as the active node.
+//!
+//! The caches and how each stays true:
+//!
+//! | cache | records | on a change |
+//! |---|---|---|
+//! | tenant names and live tenants (settings, networks, rate limits) | `tenant/`, `tenant-id/`, `tenant-deleted/` | forgotten (read again on next use) |
+//! | a tenant's KEK versions | `kek/<tenant>/`, `kek-state/<tenant>`, `shredded/<tenant>` | read again: versions still stored keep their unwrapped key, versions gone (retired, destroyed) are dropped |
+//! | named keys | `kmsc/<tenant>/<name>`, `kmsv/<tenant>/<name>/` | read again alike |
+//! | the seal configuration | `seal/config` | read again; a root key this node does not hold (a root rotation) stops it from serving reads until it is unsealed again |
+//!
+//! Not cached, so nothing to do: token records, policies, AppRoles, MFA enrolments, JWT
+//! configurations, secrets and their metadata (read from the store on every call). Use counts
+//! (`kek-count/`, `kmsn/`, `sys/root-count/`) are the active node's reservations; a standby takes
+//! no uses, and a node that becomes active drops every cache anyway
+//! ([`Vault::drop_caches`]).
+//!
+//! Loads and forgetting are ordered by the lock each cache's loads hold while they read the store
+//! (the tenant maps' write locks, `key_changes`, `kms_changes`): a change seen here was committed
+//! before it is seen, so a load that reads after the forgetting reads the change, and a load
+//! that read before it inserted before it, and is forgotten.
+
+use std::sync::atomic::Ordering;
+
+use crate::{
+    kms::KeyName,
+    names::{TenantId, TenantName},
+    schema::{SEAL_CONFIG_KEY, Store},
+    storage::Space,
+};
+
+use super::{SealConfig, State, Vault, from_json, read, write};
+
+/// A record the caches depend on.
+enum Cached {
+    TenantName(TenantName),
+    TenantId(TenantId),
+    Keks(TenantId),
+    NamedKey(TenantId, KeyName),
+    SealConfig,
+}
+
+fn tenant_of(rest: &[u8]) -> Option<TenantId> {
+    let hex = rest.get(..16)?;
+    TenantId::parse_hex(std::str::from_utf8(hex).ok()?)
+}
+
+/// Which cache a changed record feeds, if any.
+fn classify(store: Store, space: Space, key: &[u8]) -> Option<Cached> {
+    if space != Space::Config {
+        return None;
+    }
+    let after = |prefix: &[u8]| key.strip_prefix(prefix);
+    match store {
+        Store::Data => {
+            if let Some(name) = after(b"tenant/") {
+                let name = TenantName::parse(std::str::from_utf8(name).ok()?).ok()?;
+                Some(Cached::TenantName(name))
+            } else if let Some(rest) = after(b"tenant-id/").or_else(|| after(b"tenant-deleted/")) {
+                tenant_of(rest).map(Cached::TenantId)
+            } else {
+                None
+            }
+        }
+        Store::Keys => {
+            if key == SEAL_CONFIG_KEY {
+                Some(Cached::SealConfig)
+            } else if let Some(rest) = after(b"kek/")
+                .or_else(|| after(b"kek-state/"))
+                .or_else(|| after(b"shredded/"))
+            {
+                tenant_of(rest).map(Cached::Keks)
+            } else if let Some(rest) = after(b"kmsc/").or_else(|| after(b"kmsv/")) {
+                let tenant = tenant_of(rest)?;
+                let name = rest.get(17..)?;
+                let name = name.split(|b| *b == b'/').next()?;
+                let name = KeyName::parse(std::str::from_utf8(name).ok()?).ok()?;
+                Some(Cached::NamedKey(tenant, name))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+impl Vault {
+    /// Brings this node's caches up to a record another node changed (put or deleted) at `key`
+    /// of `store`. Cheap for records nothing caches (most changes: secrets, tokens).
+    pub fn follow_change(&self, store: Store, space: Space, key: &[u8]) {
+        let Some(cached) = classify(store, space, key) else {
+            return;
+        };
+        match cached {
+            Cached::TenantName(name) => self.tenant_registry.forget_name(&name),
+            Cached::TenantId(id) => self.tenant_registry.forget_id(id),
+            Cached::Keks(tenant) => {
+                let State::Unsealed(keyring) = &*read(&self.state) else {
+                    return;
+                };
+                let keyring = std::sync::Arc::clone(keyring);
+                let changes = self.hold_key_changes();
+                if !read(&keyring.tenants).contains_key(&tenant) {
+                    return;
+                }
+                if let Err(error) = self.reload_tenant_keys(&changes, &keyring, tenant) {
+                    tracing::debug!(%error, %tenant, "a changed tenant's KEKs are read again on next use");
+                    write(&keyring.tenants).remove(&tenant);
+                }
+            }
+            Cached::NamedKey(tenant, name) => {
+                let State::Unsealed(keyring) = &*read(&self.state) else {
+                    return;
+                };
+                let keyring = std::sync::Arc::clone(keyring);
+                let changes = self.hold_kms_changes();
+                let cache_key = (tenant, name);
+                if !read(&keyring.named).contains_key(&cache_key) {
+                    return;
+                }
+                let (tenant, name) = cache_key;
+                if self
+                    .load_named_key(&changes, &keyring, tenant, &name)
+                    .is_err()
+                {
+                    write(&keyring.named).remove(&(tenant, name));
+                }
+            }
+            Cached::SealConfig => self.follow_seal_config(),
+        }
+    }
+
+    /// Whether this node's keys are those in force: unsealed, holding the current root key. A
+    /// standby that is not (another node rotated the root key) forwards reads instead of
+    /// serving them, and does not campaign, until it is sealed and unsealed again.
+    pub fn follows(&self) -> bool {
+        matches!(&*read(&self.state), State::Unsealed(_)) && !self.root_behind.load(Ordering::Acquire)
+    }
+
+    /// Whether tenants' rate limits are kept by another node (this one is a standby): calls by
+    /// the tokens of a rate-limited tenant then fail [`crate::Error::NotActive`] here, for the
+    /// server to relay, so that several nodes never multiply a tenant's limit.
+    pub fn set_limits_elsewhere(&self, elsewhere: bool) {
+        self.limits_elsewhere.store(elsewhere, Ordering::Release);
+    }
+
+    pub(super) fn limits_elsewhere(&self) -> bool {
+        self.limits_elsewhere.load(Ordering::Acquire)
+    }
+
+    fn follow_seal_config(&self) {
+        let fresh = match self.keys.get(Space::Config, SEAL_CONFIG_KEY) {
+            Ok(Some(bytes)) => match from_json::<SealConfig>(&bytes, "the seal configuration") {
+                Ok(fresh) => fresh,
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        if let State::Unsealed(keyring) = &*read(&self.state)
+            && keyring.root_version != fresh.root_key_version
+        {
+            tracing::warn!(
+                held = keyring.root_version,
+                current = fresh.root_key_version,
+                "another node rotated the root key; this node forwards reads until it is unsealed again"
+            );
+            self.root_behind.store(true, Ordering::Release);
+        }
+        *write(&self.seal_config) = Some(fresh);
+    }
+}
