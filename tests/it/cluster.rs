@@ -490,6 +490,10 @@ fn standbys_serve_linearizable_reads_themselves() {
             &["key", "config", "--tenant", "acme", "orders", "--min-decryption-version", "2"],
         )
         .ok();
+    // Nothing can be relayed while the active node is paused: the standbys answer alone, from
+    // caches the change reached.
+    leader.signal("STOP");
+    let started = Instant::now();
     for standby in &standbys {
         let refused = decrypt(standby, &root, &v1);
         assert!(
@@ -499,9 +503,6 @@ fn standbys_serve_linearizable_reads_themselves() {
         );
         assert_eq!(decrypt(standby, &root, &v2).ok(), "second");
     }
-    // Nothing can be forwarded while the active node is paused: the standbys answer alone.
-    leader.signal("STOP");
-    let started = Instant::now();
     for standby in &standbys {
         let read = standby
             .cli(
@@ -558,7 +559,7 @@ fn a_watch_etcd_compacted_past_reloads_the_standbys_caches() {
     while !standby
         .stderr()
         .iter()
-        .any(|line| line.contains("etcd compacted past this node's watch"))
+        .any(|line| line.contains("etcd compacted past this node's watch; its caches were reloaded"))
     {
         assert!(
             Instant::now() < deadline,
@@ -567,11 +568,14 @@ fn a_watch_etcd_compacted_past_reloads_the_standbys_caches() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Served by the standby alone (the active node is paused, nothing can be relayed).
+    leader.signal("STOP");
     let refused = decrypt(standby, &root, &v1);
+    leader.signal("CONT");
     assert!(
         refused.failed().contains("below min_decryption_version 2"),
         "the standby decrypted with a cache from before revision {compacted}: {}",
-        refused.stdout
+        refused.stderr
     );
 }
 
@@ -885,7 +889,7 @@ fn a_tenants_rate_limit_holds_across_the_nodes() {
         if output.code == 0 {
             passed += 1;
         } else {
-            assert!(output.stderr.contains("rate limit"), "{}", output.stderr);
+            assert!(output.stderr.contains("over its rate limit"), "{}", output.stderr);
             limited += 1;
         }
     }
@@ -898,4 +902,157 @@ fn a_tenants_rate_limit_holds_across_the_nodes() {
         "{passed} gets passed in {elapsed:.2} s; one limit of {RATE}/s allows {allowed}"
     );
     assert!(limited > 0, "the rate limit never applied");
+}
+
+/// etcd with authentication on: a node signs in with --etcd-user and the password from a file
+/// and serves; a wrong password or no user stops the node at start with an error that says so.
+#[test]
+fn nodes_sign_in_to_etcd_and_a_wrong_password_stops_them_clearly() {
+    let etcd = EtcdCluster::start(1);
+    etcd.enable_auth("s3cret-etcd");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoints = etcd.endpoints().join(",");
+    let start = |id: &str, user: Option<(&str, &str)>| {
+        let mut args = vec![
+            "--storage".to_owned(),
+            "etcd".to_owned(),
+            "--etcd-endpoints".to_owned(),
+            endpoints.clone(),
+            "--node-id".to_owned(),
+            id.to_owned(),
+            "--etcd-timeout-ms".to_owned(),
+            "2000".to_owned(),
+        ];
+        if let Some((name, password)) = user {
+            let file = dir.path().join(format!("{id}.password"));
+            std::fs::write(&file, format!("{password}\n")).expect("password file");
+            args.extend([
+                "--etcd-user".to_owned(),
+                name.to_owned(),
+                "--etcd-password-file".to_owned(),
+                file.to_str().expect("utf-8").to_owned(),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        TestServer::try_start(&dir.path().join(id), &args)
+    };
+    let wrong = start("wrong", Some(("root", "not-the-password")))
+        .err()
+        .expect("a node with a wrong etcd password started");
+    assert!(wrong.contains("authentication failed"), "{wrong}");
+    assert!(!wrong.contains("not-the-password"), "the password was printed: {wrong}");
+    let anonymous = start("anonymous", None)
+        .err()
+        .expect("a node without an etcd user started against etcd with authentication");
+    assert!(anonymous.contains("user name is empty") || anonymous.contains("permission"), "{anonymous}");
+
+    let server = start("n1", Some(("root", "s3cret-etcd"))).expect("a node with the right password");
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    eventually("the node is active", || role(&server) == "active");
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "v=1"])
+        .ok();
+    let read = server
+        .cli(Some(&root), &["get", "--tenant", "acme", "db/a", "--format", "json"])
+        .json();
+    assert_eq!(read["data"]["v"], "1");
+}
+
+/// Two sealed nodes initialized at once (and again one after the other): exactly one init
+/// succeeds, the other is refused as already initialized, and the winner's share unseals both.
+#[test]
+fn only_one_of_two_nodes_initialized_at_once_succeeds() {
+    let etcd = EtcdCluster::start(1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes: Vec<TestServer> = ["n1", "n2"]
+        .iter()
+        .map(|id| node(dir.path(), id, &etcd, &[]))
+        .collect();
+    let inits: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let addr = n.addr.clone();
+            std::thread::spawn(move || {
+                vault_tests::run_cli(
+                    &addr,
+                    None,
+                    &["init", "--shares", "1", "--threshold", "1", "--format", "json"],
+                    None,
+                )
+            })
+        })
+        .collect();
+    let outputs: Vec<_> = inits.into_iter().map(|t| t.join().expect("init")).collect();
+    let won: Vec<_> = outputs.iter().filter(|o| o.code == 0).collect();
+    assert_eq!(won.len(), 1, "inits that succeeded: {:?}", outputs.iter().map(|o| &o.stderr).collect::<Vec<_>>());
+    let lost = outputs.iter().find(|o| o.code != 0).expect("the refused init");
+    assert!(lost.stderr.contains("already initialized"), "{}", lost.stderr);
+    // And one after the other, through the node that lost.
+    let loser = &nodes[outputs.iter().position(|o| o.code != 0).expect("loser")];
+    let again = loser.cli(None, &["init", "--shares", "1", "--threshold", "1"]);
+    assert!(again.failed().contains("already initialized"), "{}", again.stderr);
+    let share = won[0].json()["shares"][0].as_str().expect("share").to_owned();
+    for node in &nodes {
+        unseal(node, &[&share]);
+    }
+}
+
+/// etcd serving clients over TLS only, to certificates of its CA: a node given the CA and a
+/// client certificate serves; one without the client certificate cannot reach etcd and stops
+/// at start with an error.
+#[test]
+fn nodes_speak_tls_to_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = crate::tls::pki(dir.path());
+    let etcd = EtcdCluster::start_tls(
+        1,
+        vault_storage::etcd_process::EtcdTlsFiles {
+            ca: pki.ca.clone(),
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+        },
+    );
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let refused = TestServer::try_start(
+        &dir.path().join("no-client-cert"),
+        &[
+            "--storage",
+            "etcd",
+            "--etcd-endpoints",
+            &etcd.endpoints().join(","),
+            "--etcd-ca-cert",
+            &path(&pki.ca),
+            "--etcd-timeout-ms",
+            "2000",
+        ],
+    );
+    assert!(refused.is_err(), "a node without a client certificate reached etcd");
+    let server = node(
+        dir.path(),
+        "n1",
+        &etcd,
+        &[
+            "--etcd-ca-cert".to_owned(),
+            path(&pki.ca),
+            "--etcd-client-cert".to_owned(),
+            path(&pki.client_cert),
+            "--etcd-client-key".to_owned(),
+            path(&pki.client_key),
+        ],
+    );
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    eventually("the node is active", || role(&server) == "active");
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "v=1"])
+        .ok();
+    assert_eq!(
+        server
+            .cli(Some(&root), &["get", "--tenant", "acme", "db/a", "--format", "json"])
+            .json()["data"]["v"],
+        "1"
+    );
 }

@@ -9,8 +9,8 @@ pub(crate) struct Pki {
     pub(crate) ca: PathBuf,
     pub(crate) server_cert: PathBuf,
     pub(crate) server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
     pub(crate) other_ca: PathBuf,
 }
 

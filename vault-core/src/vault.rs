@@ -775,7 +775,24 @@ impl Seal<'_> {
             // The root key sealed the two system keys above.
             .put(Space::Config, schema::root_count_key(1), 2u64.to_be_bytes())
             .put(Space::Config, SEAL_CONFIG_KEY, to_json(&config)?);
-        self.keys.write(key_batch)?;
+        // Commits only if no seal configuration exists: two nodes of a cluster initialized at
+        // once cannot both succeed (the second's shares would open nothing).
+        if !self
+            .keys
+            .write_if_absent(key_batch, Space::Config, SEAL_CONFIG_KEY)?
+        {
+            // Unless the configuration found is this one (a retried request that had
+            // committed).
+            let stored = self.keys.get(Space::Config, SEAL_CONFIG_KEY)?;
+            let ours = stored
+                .as_deref()
+                .map(|bytes| from_json::<SealConfig>(bytes, "the seal configuration"))
+                .transpose()?
+                .is_some_and(|stored| stored.root_key_sealed == config.root_key_sealed);
+            if !ours {
+                return Err(Error::AlreadyInitialized);
+            }
+        }
         *seal_config = Some(config);
         Ok(InitOutput {
             shares: handed_out,

@@ -912,6 +912,9 @@ where
                             );
                             let answer = serve_here(&mut inner, here, &call).await;
                             if answer.headers().contains_key(status::RELAY_HEADER) {
+                                // Waiting on the active node is not work here: the call gives
+                                // its place under this node's concurrency limit up.
+                                call.release_slot();
                                 forward(channel, relayed, &call).await
                             } else {
                                 answer

@@ -25,11 +25,14 @@
 //! other nodes change to its caches (`Vault::follow_change`, vault-core's follow.rs); when
 //! etcd has compacted past the watch's revision (it cancels the watch), the node drops its
 //! caches and watches again from the current revision. A standby serves the reads of
-//! [`STANDBY_READS`] itself, linearizably: it fetches etcd's current revision with a
-//! linearizable request (one request for every read waiting at that moment), waits until its
-//! watch has applied everything up to that revision (read-index; it asks etcd for a progress
-//! notice when no change comes), and then reads; the store's reads are themselves
-//! linearizable. A read it cannot serve so within [`READ_INDEX_WAIT`] is forwarded.
+//! [`STANDBY_READS`] itself, linearizably (read-index): it writes its own ping key
+//! (`<prefix>cluster/ping/<node id>`, one write for every read waiting at that moment), whose
+//! revision is past every write acknowledged before the read arrived, and waits until its watch
+//! has delivered that ping (etcd sends a watch's events in revision order, so every change
+//! before it was applied); then it reads, and the store's reads are themselves linearizable.
+//! etcd's progress notices are not used: before 3.4.25 and 3.5.8 (Debian ships 3.4.23) a
+//! requested notice can report a revision whose events are still queued (etcd issue 15220).
+//! A read it cannot serve so within [`READ_INDEX_WAIT`], or while its watch is down, is relayed.
 //!
 //! Forwarding: a standby that knows the active node relays every other call but the few it
 //! answers itself ([`LOCAL_METHODS`]: its own seal state and membership) to the active node,
@@ -108,6 +111,9 @@ pub struct View {
     pub role: Role,
     pub leader: Option<Leader>,
     pub revision: i64,
+    /// Nodes with a live membership record, as of the last heartbeat (what `Status` reports,
+    /// so that an unauthenticated caller costs etcd nothing).
+    pub members: usize,
 }
 
 /// The calls a standby answers itself: its own seal state, unsealing it, and membership.
@@ -160,10 +166,9 @@ struct Follower {
     stores: Vec<(Store, Arc<EtcdStorage>)>,
     /// Every change up to this revision is applied.
     applied: watch::Sender<i64>,
-    /// Asks the watch for a progress notice (etcd's revision, once every change before it was
-    /// sent).
-    progress: Notify,
-    /// Reads waiting for the current revision, answered by one request.
+    /// Whether the watch runs (reads are relayed at once while it does not).
+    healthy: std::sync::atomic::AtomicBool,
+    /// Reads waiting for a read-index, answered by one ping.
     waiting: Mutex<Vec<oneshot::Sender<Option<i64>>>>,
     wake: Notify,
 }
@@ -203,7 +208,7 @@ impl Cluster {
                 client: client.clone(),
                 stores,
                 applied: watch::Sender::new(0),
-                progress: Notify::new(),
+                healthy: std::sync::atomic::AtomicBool::new(false),
                 waiting: Mutex::new(Vec::new()),
                 wake: Notify::new(),
             })
@@ -238,6 +243,8 @@ impl Cluster {
         } else {
             domains[0].stores.push(Arc::clone(&keys));
         }
+        // Until the first round says otherwise, this node is a standby: limits are not its own.
+        vault.set_limits_elsewhere(true);
         Arc::new(Cluster {
             config,
             vault,
@@ -247,6 +254,7 @@ impl Cluster {
                 role: Role::Standby,
                 leader: None,
                 revision: 0,
+                members: 0,
             }),
             step_down: Notify::new(),
             channel: Mutex::new(None),
@@ -282,14 +290,16 @@ impl Cluster {
         }
         let channel = self.channel_to(view.leader);
         let read = STANDBY_READS.contains(&method);
+        // `follows` after the wait: a root rotation applied meanwhile counts.
         let serve_read =
-            read && !mfa && self.vault.follows() && self.caught_up(READ_INDEX_WAIT).await;
+            read && !mfa && self.caught_up(READ_INDEX_WAIT).await && self.vault.follows();
         match (serve_read, channel) {
             (true, Some(channel)) => Route::HereOrRelay(channel),
             (false, Some(channel)) => Route::Relay(channel),
             (true, None) => Route::Here,
-            // No active node known, and this node's caches are not known to be current.
-            (false, None) if read => Route::Refuse(
+            // No active node known, and this node's caches are not known to be current (a
+            // sealed node answers for itself: it is sealed).
+            (false, None) if read && !self.vault.seal().status().sealed => Route::Refuse(
                 "no active node is known and this standby cannot serve the read now; retry",
             ),
             // Init on a new cluster (no node is active before one is unsealed); anything
@@ -325,6 +335,9 @@ impl Cluster {
     pub async fn caught_up(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         for follower in &self.followers {
+            if !follower.healthy.load(std::sync::atomic::Ordering::Acquire) {
+                return false;
+            }
             let (answer, revision) = oneshot::channel();
             follower
                 .waiting
@@ -337,7 +350,6 @@ impl Cluster {
             };
             let mut applied = follower.applied.subscribe();
             while *applied.borrow_and_update() < revision {
-                follower.progress.notify_one();
                 if !matches!(
                     tokio::time::timeout_at(deadline, applied.changed()).await,
                     Ok(Ok(()))
@@ -349,10 +361,11 @@ impl Cluster {
         true
     }
 
-    /// Answers the reads waiting for etcd's current revision, all those waiting at once with
-    /// one linearizable request (those that arrive meanwhile wait for the next).
+    /// Answers the reads waiting for a read-index, all those waiting at once with one ping
+    /// (those that arrive meanwhile wait for the next): the revision of this node's own ping
+    /// key, written now, which its watch delivers after every change before it.
     async fn fetch_revisions(self: Arc<Self>, follower: Arc<Follower>) {
-        let leader_key = key(&self.config, "leader");
+        let ping_key = key(&self.config, &format!("ping/{}", self.config.node_id));
         loop {
             follower.wake.notified().await;
             let waiting =
@@ -360,7 +373,7 @@ impl Cluster {
             if waiting.is_empty() {
                 continue;
             }
-            let revision = current_revision(&follower.client, &leader_key, READ_INDEX_WAIT).await;
+            let revision = ping(&follower.client, &ping_key, READ_INDEX_WAIT).await;
             for answer in waiting {
                 let _ = answer.send(revision);
             }
@@ -375,6 +388,8 @@ impl Cluster {
         // Where the watch goes on from; `None`: reload (the caches are dropped and the watch
         // starts at the current revision).
         let mut resume: Option<i64> = None;
+        // The revision etcd compacted to, while the reload it forced is not done.
+        let mut compacted: Option<i64> = None;
         loop {
             let start = match resume {
                 Some(revision) => revision,
@@ -386,9 +401,16 @@ impl Cluster {
                         tokio::time::sleep(tick).await;
                         continue;
                     };
-                    if !self.is_active() {
-                        let vault = Arc::clone(&self.vault);
-                        let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
+                    // Everything cached is read again at or after `loaded`.
+                    let vault = Arc::clone(&self.vault);
+                    let reloaded = tokio::task::spawn_blocking(move || vault.reload_followed())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    if let Err(e) = reloaded {
+                        tracing::warn!(error = %e, "cannot reload this node's caches; retrying");
+                        tokio::time::sleep(tick).await;
+                        continue;
                     }
                     follower.applied.send_if_modified(|applied| {
                         let moved = loaded > *applied;
@@ -401,8 +423,7 @@ impl Cluster {
             resume = Some(start);
             let options = WatchOptions::new()
                 .with_prefix()
-                .with_start_revision(start + 1)
-                .with_progress_notify();
+                .with_start_revision(start + 1);
             let mut client = follower.client.clone();
             let mut stream = match client
                 .watch(self.config.prefix.clone(), Some(options))
@@ -416,71 +437,68 @@ impl Cluster {
                 }
             };
             loop {
-                tokio::select! {
-                    message = stream.message() => {
-                        let response = match message {
-                            Ok(Some(response)) => response,
-                            Ok(None) | Err(_) => break,
-                        };
-                        if response.canceled() {
-                            if response.compact_revision() > 0 {
-                                tracing::warn!(
-                                    compacted = response.compact_revision(),
-                                    from = start,
-                                    "etcd compacted past this node's watch; reloading its caches"
-                                );
-                                resume = None;
-                            }
-                            break;
-                        }
-                        let events = response.events();
-                        if events.is_empty() {
-                            // A progress notice: every change up to its revision was sent.
-                            if !response.created()
-                                && let Some(header) = response.header()
-                            {
-                                let revision = header.revision();
-                                follower.applied.send_if_modified(|applied| {
-                                    let moved = revision > *applied;
-                                    *applied = (*applied).max(revision);
-                                    moved
-                                });
-                                resume = Some(resume.unwrap_or(0).max(revision));
-                            }
-                            continue;
-                        }
-                        let mut last = 0;
-                        let mut changed = Vec::new();
-                        for event in events {
-                            let Some(kv) = event.kv() else { continue };
-                            last = last.max(kv.mod_revision());
-                            for (store, storage) in &follower.stores {
-                                if let Some((space, local)) = storage.local_key(kv.key()) {
-                                    changed.push((*store, space, local.to_vec()));
-                                }
-                            }
-                        }
-                        if !changed.is_empty() && !self.is_active() {
-                            let vault = Arc::clone(&self.vault);
-                            let _ = tokio::task::spawn_blocking(move || {
-                                for (store, space, key) in changed {
-                                    vault.follow_change(store, space, &key);
-                                }
-                            })
-                            .await;
-                        }
-                        follower.applied.send_if_modified(|applied| {
-                            let moved = last > *applied;
-                            *applied = (*applied).max(last);
-                            moved
-                        });
-                        resume = Some(resume.unwrap_or(0).max(last));
+                let response = match stream.message().await {
+                    Ok(Some(response)) => response,
+                    Ok(None) | Err(_) => break,
+                };
+                if response.canceled() {
+                    if response.compact_revision() > 0 {
+                        compacted = Some(response.compact_revision());
+                        resume = None;
                     }
-                    () = follower.progress.notified() => {
-                        let _ = stream.request_progress().await;
+                    break;
+                }
+                if response.created() {
+                    follower.healthy.store(true, std::sync::atomic::Ordering::Release);
+                    if let Some(revision) = compacted.take() {
+                        tracing::warn!(
+                            compacted = revision,
+                            watching_from = start + 1,
+                            "etcd compacted past this node's watch; its caches were reloaded"
+                        );
                     }
                 }
+                let events = response.events();
+                if events.is_empty() {
+                    // The creation's answer, or a progress notice: neither moves what
+                    // is applied (see the module documentation).
+                    continue;
+                }
+                let mut last = 0;
+                let mut changed = Vec::new();
+                for event in events {
+                    let Some(kv) = event.kv() else { continue };
+                    last = last.max(kv.mod_revision());
+                    for (store, storage) in &follower.stores {
+                        if let Some((space, local)) = storage.local_key(kv.key()) {
+                            changed.push((*store, space, local.to_vec()));
+                        }
+                    }
+                }
+                // Applied on the active node too (its own changes: cheap, and no gap
+                // when it becomes a standby).
+                if !changed.is_empty() {
+                    let vault = Arc::clone(&self.vault);
+                    let followed = tokio::task::spawn_blocking(move || {
+                        changed.into_iter().try_for_each(|(store, space, key)| {
+                            vault.follow_change(store, space, &key)
+                        })
+                    })
+                    .await;
+                    if !matches!(followed, Ok(Ok(()))) {
+                        tracing::warn!("a change could not be applied to this node's caches; reloading them");
+                        resume = None;
+                        break;
+                    }
+                }
+                follower.applied.send_if_modified(|applied| {
+                    let moved = last > *applied;
+                    *applied = (*applied).max(last);
+                    moved
+                });
+                resume = Some(resume.unwrap_or(0).max(last));
             }
+            follower.healthy.store(false, std::sync::atomic::Ordering::Release);
             tokio::time::sleep(tick).await;
         }
     }
@@ -606,12 +624,16 @@ impl Cluster {
                     && !held_back
                     && self.vault.follows()
                     && (index == 0 || first_held);
+                // A node that holds the key sends no put: a transaction that carries one is
+                // refused while etcd's space alarm is raised, even when its compare fails,
+                // and the node would lose its leadership for want of space.
+                let put = campaign && domain.held.is_none();
                 let mut txn = Txn::new().when(vec![Compare::create_revision(
                     leader_key.clone(),
                     CompareOp::Equal,
                     0,
                 )]);
-                if campaign {
+                if put {
                     let value = serde_json::to_vec(&me).unwrap_or_default();
                     txn = txn.and_then(vec![TxnOp::put(
                         leader_key.clone(),
@@ -630,7 +652,7 @@ impl Cluster {
                     Ok(answer) => {
                         revision = revision.max(answer.header().map_or(0, |h| h.revision()));
                         if answer.succeeded() {
-                            if campaign {
+                            if put {
                                 let created = answer.header().map_or(NEVER, |h| h.revision());
                                 domain.held = Some(created);
                                 if index == 0 {
@@ -705,17 +727,25 @@ impl Cluster {
                 tracing::info!(node = %self.config.node_id, "this node is now the active node");
             } else if role != Role::Active && was == Role::Active {
                 tracing::warn!(node = %self.config.node_id, "this node is no longer the active node");
-                // While active it applied none of the changes it saw (they were its own); what
-                // it cached is read again as a standby.
+                // What it cached is read again as a standby; not waited for here, so that a
+                // long change holding the caches' locks does not hold up the heartbeat.
                 let vault = Arc::clone(&self.vault);
-                let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
+                drop(tokio::task::spawn_blocking(move || vault.drop_caches()));
             }
+            let members = self.view.borrow().members;
             self.view.send_replace(View {
                 role,
                 leader,
                 revision,
+                members,
             });
             self.heartbeat(role, sealed).await;
+            if let Ok(listed) =
+                tokio::time::timeout(self.config.lease_ttl / 3, self.members()).await
+                && let Ok(listed) = listed
+            {
+                self.view.send_modify(|view| view.members = listed.len());
+            }
         }
     }
 
@@ -794,6 +824,24 @@ impl crate::call::Forwarder for Cluster {
         mfa: bool,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Route> + Send + 'a>> {
         Box::pin(Cluster::route(self, method, mfa))
+    }
+}
+
+/// Writes this node's ping key and returns the revision of that write (past every write
+/// acknowledged before it), within `within`; `None` if etcd does not answer in time.
+async fn ping(client: &Client, ping_key: &str, within: Duration) -> Option<i64> {
+    let answer = bounded(within, || {
+        let mut client = client.clone();
+        let key = ping_key.to_owned();
+        async move { client.put(key, Vec::new(), None).await }
+    })
+    .await;
+    match answer {
+        Ok(answer) => answer.header().map(|h| h.revision()),
+        Err(e) => {
+            tracing::debug!(error = %e, "etcd: cannot write this node's ping key");
+            None
+        }
     }
 }
 

@@ -130,6 +130,30 @@ pub struct Args {
     #[arg(long, default_value_t = 5000, env = "VAULT_ETCD_TIMEOUT_MS")]
     pub etcd_timeout_ms: u64,
 
+    /// The etcd user the nodes sign in as (etcd with authentication enabled); its password
+    /// comes from --etcd-password-file or the environment variable VAULT_ETCD_PASSWORD, never
+    /// from the command line. Used for the key store's cluster too.
+    #[arg(long, env = "VAULT_ETCD_USER")]
+    pub etcd_user: Option<String>,
+
+    /// A file holding the etcd user's password (one line).
+    #[arg(long, env = "VAULT_ETCD_PASSWORD_FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+
+    /// The CA (PEM) that signed the etcd members' certificates: the nodes then speak TLS to
+    /// etcd (give `https://` endpoints). Used for the key store's cluster too.
+    #[arg(long, env = "VAULT_ETCD_CA_CERT")]
+    pub etcd_ca_cert: Option<PathBuf>,
+
+    /// The node's client certificate for etcd (PEM; etcd's --client-cert-auth), with
+    /// --etcd-client-key.
+    #[arg(long, env = "VAULT_ETCD_CLIENT_CERT", requires = "etcd_client_key")]
+    pub etcd_client_cert: Option<PathBuf>,
+
+    /// The key of --etcd-client-cert (PEM).
+    #[arg(long, env = "VAULT_ETCD_CLIENT_KEY", requires = "etcd_client_cert")]
+    pub etcd_client_key: Option<PathBuf>,
+
     /// Where other nodes and clients reach this node (`host:port`; default: the address it
     /// listens on). A
     /// standby forwards calls to the active node's advertised address.
@@ -461,9 +485,13 @@ fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), 
             args.etcd_prefix
         ));
     }
+    let user = etcd_user(args)?;
+    let tls = etcd_tls(args)?;
     let options = |endpoints: &[String]| {
         let mut options = EtcdOptions::new(endpoints.to_vec(), args.etcd_prefix.clone());
         options.timeout = std::time::Duration::from_millis(args.etcd_timeout_ms.max(1));
+        options.user.clone_from(&user);
+        options.tls.clone_from(&tls);
         options
     };
     let key_endpoints = if args.key_store_etcd_endpoints.is_empty() {
@@ -476,6 +504,65 @@ fn open_etcd_stores(args: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), 
     let (keys, keys_backend) = KeyStore::open_etcd(options(key_endpoints))
         .map_err(|e| format!("cannot open the key store: {e}"))?;
     Ok((data, keys, Some((data_backend, keys_backend))))
+}
+
+/// TLS to etcd from --etcd-ca-cert and --etcd-client-cert/--etcd-client-key.
+#[cfg(feature = "etcd")]
+fn etcd_tls(args: &Args) -> Result<Option<Arc<vault_core::storage::EtcdTls>>, String> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))
+    };
+    let Some(ca) = &args.etcd_ca_cert else {
+        if args.etcd_client_cert.is_some() {
+            return Err("--etcd-client-cert needs --etcd-ca-cert (TLS to etcd)".into());
+        }
+        return Ok(None);
+    };
+    let ca_pem = read("--etcd-ca-cert", ca)?;
+    let identity = match (&args.etcd_client_cert, &args.etcd_client_key) {
+        (Some(cert), Some(key)) => Some((
+            read("--etcd-client-cert", cert)?,
+            zeroize::Zeroizing::new(read("--etcd-client-key", key)?),
+        )),
+        _ => None,
+    };
+    Ok(Some(Arc::new(vault_core::storage::EtcdTls::new(ca_pem, identity))))
+}
+
+/// The etcd user of --etcd-user, with its password from --etcd-password-file or
+/// VAULT_ETCD_PASSWORD.
+#[cfg(feature = "etcd")]
+fn etcd_user(args: &Args) -> Result<Option<Arc<vault_core::storage::EtcdUser>>, String> {
+    let Some(name) = &args.etcd_user else {
+        if args.etcd_password_file.is_some() {
+            return Err("--etcd-password-file needs --etcd-user".into());
+        }
+        return Ok(None);
+    };
+    let password = match &args.etcd_password_file {
+        Some(path) => {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                format!("--etcd-password-file {}: cannot read it: {e}", path.display())
+            })?);
+            zeroize::Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        None => match std::env::var("VAULT_ETCD_PASSWORD") {
+            Ok(password) => zeroize::Zeroizing::new(password),
+            Err(_) => {
+                return Err(
+                    "--etcd-user needs a password: --etcd-password-file or VAULT_ETCD_PASSWORD"
+                        .into(),
+                );
+            }
+        },
+    };
+    if password.is_empty() {
+        return Err("the etcd password (--etcd-password-file or VAULT_ETCD_PASSWORD) is empty".into());
+    }
+    Ok(Some(Arc::new(vault_core::storage::EtcdUser::new(
+        name.clone(),
+        password,
+    ))))
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -354,7 +354,7 @@ impl Handlers {
         #[cfg(feature = "etcd")]
         if let Some(cluster) = &self.shared.cluster {
             let view = cluster.view();
-            let members = cluster.members().await.map_or(0, |m| m.len());
+            let members = view.members;
             return ClusterStatus {
                 role: view.role.as_str().to_owned(),
                 active_node: view

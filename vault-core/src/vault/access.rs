@@ -150,24 +150,32 @@ impl Vault {
         {
             return Err(Error::PermissionDenied);
         }
-        self.check_alive(&record, Networks::From(source))?;
         let tenant = match record.tenant.as_str() {
             "" => None,
             hex => Some(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a token record"))?),
         };
-        if let Some(id) = tenant {
-            let state = self.tenant_state(id)?.ok_or_else(|| {
+        let state = match tenant {
+            Some(id) => Some(self.tenant_state(id)?.ok_or_else(|| {
                 Error::denied(format!(
                     "token {} belongs to a deleted tenant",
                     record.accessor
                 ))
-            })?;
-            if self.limits_elsewhere() && state.rate_limited() {
-                return Err(Error::NotActive(format!(
-                    "tenant {} has a rate limit, which the active node keeps",
-                    state.name
-                )));
-            }
+            })?),
+            None => None,
+        };
+        // Before the token's ancestors are read: a standby spends nothing more on a call that
+        // the active node must count.
+        if let Some(state) = &state
+            && self.limits_elsewhere()
+            && state.rate_limited()
+        {
+            return Err(Error::NotActive(format!(
+                "tenant {} has a rate limit, which the active node keeps",
+                state.name
+            )));
+        }
+        self.check_alive(&record, Networks::From(source))?;
+        if let Some(state) = &state {
             state.admit(source)?;
         }
         let policies = match tenant {

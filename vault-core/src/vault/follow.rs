@@ -86,38 +86,47 @@ fn classify(store: Store, space: Space, key: &[u8]) -> Option<Cached> {
 }
 
 impl Vault {
-    /// Brings this node's caches up to a record another node changed (put or deleted) at `key`
-    /// of `store`. Cheap for records nothing caches (most changes: secrets, tokens).
-    pub fn follow_change(&self, store: Store, space: Space, key: &[u8]) {
+    /// Brings this node's caches up to a record changed (put or deleted) at `key` of `store`.
+    /// Cheap for records nothing caches (most changes: secrets, tokens). An error (the store
+    /// could not be read) leaves the caches unknown: the caller reloads them
+    /// ([`Vault::reload_followed`]).
+    pub fn follow_change(&self, store: Store, space: Space, key: &[u8]) -> crate::Result<()> {
         let Some(cached) = classify(store, space, key) else {
-            return;
+            return Ok(());
         };
         match cached {
-            Cached::TenantName(name) => self.tenant_registry.forget_name(&name),
-            Cached::TenantId(id) => self.tenant_registry.forget_id(id),
+            Cached::TenantName(name) => {
+                self.tenant_registry.forget_name(&name);
+                Ok(())
+            }
+            Cached::TenantId(id) => {
+                self.tenant_registry.forget_id(id);
+                Ok(())
+            }
             Cached::Keks(tenant) => {
-                let State::Unsealed(keyring) = &*read(&self.state) else {
-                    return;
+                // The state's guard is dropped before the KEK lock is taken (root rotation
+                // takes them the other way round).
+                let Some(keyring) = self.unsealed_keyring() else {
+                    return Ok(());
                 };
-                let keyring = std::sync::Arc::clone(keyring);
                 let changes = self.hold_key_changes();
                 if !read(&keyring.tenants).contains_key(&tenant) {
-                    return;
+                    return Ok(());
                 }
                 if let Err(error) = self.reload_tenant_keys(&changes, &keyring, tenant) {
                     tracing::debug!(%error, %tenant, "a changed tenant's KEKs are read again on next use");
                     write(&keyring.tenants).remove(&tenant);
                 }
+                Ok(())
             }
             Cached::NamedKey(tenant, name) => {
-                let State::Unsealed(keyring) = &*read(&self.state) else {
-                    return;
+                let Some(keyring) = self.unsealed_keyring() else {
+                    return Ok(());
                 };
-                let keyring = std::sync::Arc::clone(keyring);
                 let changes = self.hold_kms_changes();
                 let cache_key = (tenant, name);
                 if !read(&keyring.named).contains_key(&cache_key) {
-                    return;
+                    return Ok(());
                 }
                 let (tenant, name) = cache_key;
                 if self
@@ -126,8 +135,23 @@ impl Vault {
                 {
                     write(&keyring.named).remove(&(tenant, name));
                 }
+                Ok(())
             }
             Cached::SealConfig => self.follow_seal_config(),
+        }
+    }
+
+    /// Drops every cache and reads the seal configuration again: for a node whose view of the
+    /// changes has a gap (its watch was compacted past, or a change could not be applied).
+    pub fn reload_followed(&self) -> crate::Result<()> {
+        self.drop_caches();
+        self.follow_seal_config()
+    }
+
+    fn unsealed_keyring(&self) -> Option<std::sync::Arc<super::Keyring>> {
+        match &*read(&self.state) {
+            State::Unsealed(keyring) => Some(std::sync::Arc::clone(keyring)),
+            State::Sealed { .. } => None,
         }
     }
 
@@ -149,14 +173,11 @@ impl Vault {
         self.limits_elsewhere.load(Ordering::Acquire)
     }
 
-    fn follow_seal_config(&self) {
-        let fresh = match self.keys.get(Space::Config, SEAL_CONFIG_KEY) {
-            Ok(Some(bytes)) => match from_json::<SealConfig>(&bytes, "the seal configuration") {
-                Ok(fresh) => fresh,
-                Err(_) => return,
-            },
-            _ => return,
+    fn follow_seal_config(&self) -> crate::Result<()> {
+        let Some(bytes) = self.keys.get(Space::Config, SEAL_CONFIG_KEY)? else {
+            return Ok(());
         };
+        let fresh = from_json::<SealConfig>(&bytes, "the seal configuration")?;
         if let State::Unsealed(keyring) = &*read(&self.state)
             && keyring.root_version != fresh.root_key_version
         {
@@ -168,5 +189,6 @@ impl Vault {
             self.root_behind.store(true, Ordering::Release);
         }
         *write(&self.seal_config) = Some(fresh);
+        Ok(())
     }
 }

@@ -53,6 +53,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "a scan whose values together pass 4 MiB returns them all",
         scan_of_large_values,
     ),
+    (
+        "a write if absent commits once; a second writes nothing",
+        write_if_absent_once,
+    ),
 ];
 
 /// Runs every check against `storage` (an empty store), printing each name to stderr first.
@@ -494,5 +498,32 @@ fn scan_of_large_values(storage: &dyn Storage) {
         assert_eq!(key, format!("lv/{i}").as_bytes());
         assert_eq!(value.len(), 1024 * 1024);
         assert!(value.iter().all(|b| usize::from(*b) == i));
+    }
+}
+
+fn write_if_absent_once(storage: &dyn Storage) {
+    let batch = |value: &[u8]| {
+        let mut batch = WriteBatch::new();
+        batch
+            .put(Space::Config, b"wia/marker", value)
+            .put(Space::Config, b"wia/other", value);
+        batch
+    };
+    assert!(
+        storage
+            .write_if_absent(batch(b"first"), Space::Config, b"wia/marker")
+            .expect("first write")
+    );
+    assert!(
+        !storage
+            .write_if_absent(batch(b"second"), Space::Config, b"wia/marker")
+            .expect("second write")
+    );
+    // Nothing of the second batch was applied.
+    for key in [&b"wia/marker"[..], b"wia/other"] {
+        assert_eq!(
+            storage.get(Space::Config, key).expect("get"),
+            Some(b"first".to_vec())
+        );
     }
 }

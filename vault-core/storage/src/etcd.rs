@@ -70,6 +70,63 @@ pub struct EtcdOptions {
     /// The longest one request may take, connection included.
     pub timeout: Duration,
     pub limits: EtcdLimits,
+    /// The etcd user the vault signs in as (`etcd --auth-token`, users and roles); `None`:
+    /// none (the cluster must then be reachable by the vault nodes only).
+    pub user: Option<std::sync::Arc<EtcdUser>>,
+    /// TLS to the members (`https://` endpoints): the CA to trust, and the vault's client
+    /// certificate for members that require one.
+    pub tls: Option<std::sync::Arc<EtcdTls>>,
+}
+
+/// The CA that signed the members' certificates and the vault's client certificate and key
+/// (PEM). The key is wiped on drop and never printed.
+pub struct EtcdTls {
+    ca_pem: Vec<u8>,
+    identity: Option<(Vec<u8>, zeroize::Zeroizing<Vec<u8>>)>,
+}
+
+impl EtcdTls {
+    pub fn new(
+        ca_pem: Vec<u8>,
+        identity: Option<(Vec<u8>, zeroize::Zeroizing<Vec<u8>>)>,
+    ) -> EtcdTls {
+        EtcdTls { ca_pem, identity }
+    }
+}
+
+/// Says whether a client certificate is set, nothing else.
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An etcd user and password. The password is wiped on drop and never printed.
+pub struct EtcdUser {
+    name: String,
+    password: zeroize::Zeroizing<String>,
+}
+
+impl EtcdUser {
+    pub fn new(name: impl Into<String>, password: zeroize::Zeroizing<String>) -> EtcdUser {
+        EtcdUser {
+            name: name.into(),
+            password,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Names the user only.
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl EtcdOptions {
@@ -79,6 +136,32 @@ impl EtcdOptions {
             prefix: prefix.into(),
             timeout: Duration::from_secs(5),
             limits: EtcdLimits::default(),
+            user: None,
+            tls: None,
+        }
+    }
+
+    /// How the client connects: timeouts, keep-alive, and the user it signs in as. (etcd's
+    /// client keeps its own copy of the password while it runs.)
+    fn connect_options(&self) -> ConnectOptions {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(self.timeout)
+            .with_timeout(self.timeout)
+            .with_keep_alive(Duration::from_secs(5), self.timeout);
+        let options = match &self.user {
+            Some(user) => options.with_user(user.name.clone(), user.password.as_str()),
+            None => options,
+        };
+        match &self.tls {
+            Some(tls) => {
+                let mut config = etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(etcd_client::Identity::from_pem(cert, key.as_slice()));
+                }
+                options.with_tls(config)
+            }
+            None => options,
         }
     }
 }
@@ -148,15 +231,18 @@ impl EtcdStorage {
             .enable_all()
             .build()
             .map_err(|e| StorageError(format!("etcd: cannot start the client runtime: {e}")))?;
-        let connect = ConnectOptions::new()
-            .with_connect_timeout(options.timeout)
-            .with_timeout(options.timeout)
-            .with_keep_alive(Duration::from_secs(5), options.timeout);
+        let connect = options.connect_options();
         let endpoints = options.endpoints.clone();
-        let client = wait(&runtime, options.timeout, async move {
+        let client = match wait(&runtime, options.timeout, async move {
             Client::connect(endpoints, Some(connect)).await
-        })
-        .map_err(|e| e.within("connect"))?;
+        }) {
+            Ok(client) => client,
+            Err(error) => {
+                // Dropping a runtime blocks, which an async caller forbids; this does not.
+                runtime.shutdown_background();
+                return Err(error.within("connect"));
+            }
+        };
         let storage = EtcdStorage {
             runtime: Some(runtime),
             client,
@@ -322,9 +408,17 @@ impl Drop for EtcdStorage {
 }
 
 impl EtcdStorage {
-    fn write_fenced(&self, batch: WriteBatch, fence: Option<Fence>) -> Result<(), StorageError> {
+    /// Writes `batch` in one transaction that commits only while `fence` holds and, with
+    /// `absent`, while that key does not exist; `Ok(false)` when `absent` exists (nothing
+    /// written).
+    fn write_fenced(
+        &self,
+        batch: WriteBatch,
+        fence: Option<Fence>,
+        absent: Option<(Space, &[u8])>,
+    ) -> Result<bool, StorageError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         if !batch.fits(self.batch_limits()) {
             let limits = self.batch_limits();
@@ -371,15 +465,22 @@ impl EtcdStorage {
                 Op::Delete { space, key } => TxnOp::delete(self.etcd_key(space, &key), None),
             })
             .collect();
-        let mut txn = Txn::new();
+        let mut compares = Vec::new();
         if let Some(fence) = &fence {
-            txn = txn.when(vec![Compare::create_revision(
+            compares.push(Compare::create_revision(
                 fence.key.clone(),
                 CompareOp::Equal,
                 fence.create_revision,
-            )]);
+            ));
         }
-        let txn = txn.and_then(txn_ops);
+        if let Some((space, key)) = absent {
+            compares.push(Compare::create_revision(
+                self.etcd_key(space, key),
+                CompareOp::Equal,
+                0,
+            ));
+        }
+        let txn = Txn::new().when(compares).and_then(txn_ops);
         let kv = self.client.kv_client();
         let response = self.run("write", async move {
             retry_transient(|| {
@@ -389,11 +490,16 @@ impl EtcdStorage {
             .await
         })?;
         if !response.succeeded() {
+            if let Some((space, key)) = absent
+                && self.get(space, key)?.is_some()
+            {
+                return Ok(false);
+            }
             return Err(StorageError(format!(
                 "{FENCED} (its leadership key changed); the write was not applied"
             )));
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -482,11 +588,21 @@ impl Storage for EtcdStorage {
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.write_fenced(batch, fence)
+        self.write_fenced(batch, fence, None).map(drop)
+    }
+
+    fn write_if_absent(
+        &self,
+        batch: WriteBatch,
+        space: Space,
+        key: &[u8],
+    ) -> Result<bool, StorageError> {
+        let fence = self.fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.write_fenced(batch, fence, Some((space, key)))
     }
 
     fn write_own(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.write_fenced(batch, None)
+        self.write_fenced(batch, None, None).map(drop)
     }
 
     fn kind(&self) -> &'static str {
@@ -528,23 +644,24 @@ impl Storage for EtcdStorage {
         }
         // Defragmentation is per member: connect to each one alone, every member the cluster
         // lists (not only the endpoints this node was given).
+        // The configured endpoints too, should a member advertise a URL this node cannot
+        // reach; a member reached twice is defragmented twice, which is harmless.
         let mut cluster = self.client.cluster_client();
-        let listed = self.run("member list", async move { cluster.member_list().await })?;
-        let mut endpoints: Vec<String> = listed
-            .members()
-            .iter()
-            .filter_map(|member| member.client_urls().first().cloned())
-            .collect();
-        if endpoints.is_empty() {
-            endpoints.clone_from(&self.options.endpoints);
+        let mut endpoints = self.options.endpoints.clone();
+        // Should the list fail, the configured endpoints are defragmented all the same.
+        if let Ok(listed) = self.run("member list", async move { cluster.member_list().await }) {
+            for member in listed.members() {
+                if let Some(url) = member.client_urls().first()
+                    && !endpoints.contains(url)
+                {
+                    endpoints.push(url.clone());
+                }
+            }
         }
         for endpoint in &endpoints {
             let endpoint = endpoint.clone();
-            let timeout = self.options.timeout;
+            let options = self.options.connect_options();
             self.run("defragment", async move {
-                let options = ConnectOptions::new()
-                    .with_connect_timeout(timeout)
-                    .with_timeout(timeout);
                 let mut member = Client::connect([endpoint], Some(options)).await?;
                 member.defragment().await.map(drop)
             })?;

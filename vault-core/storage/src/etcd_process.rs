@@ -18,7 +18,18 @@ struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` (and metrics), also when clients must use TLS.
+    metrics_port: u16,
     child: Option<Child>,
+}
+
+/// The PEM files of a cluster whose clients must use TLS with a certificate of `ca`.
+#[derive(Clone, Debug)]
+pub struct EtcdTlsFiles {
+    pub ca: PathBuf,
+    /// The members' certificate (for 127.0.0.1) and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A running etcd cluster.
@@ -28,6 +39,7 @@ pub struct EtcdCluster {
     initial_cluster: String,
     /// Flags every member is started with besides the cluster's own.
     extra: Vec<String>,
+    tls: Option<EtcdTlsFiles>,
 }
 
 /// Whether an `etcd` binary is on the PATH (tests that need one say so when it is not).
@@ -113,6 +125,27 @@ impl EtcdCluster {
         revision
     }
 
+    /// Turns etcd's authentication on with one user, `root` (etcd's administrator, which
+    /// compaction and defragmentation need), whose password is `password`; every request
+    /// needs a user from then on.
+    pub fn enable_auth(&self, password: &str) {
+        let member = self
+            .members
+            .iter()
+            .find(|m| m.child.is_some())
+            .expect("a live member");
+        let port = member.client_port;
+        gateway(
+            port,
+            "/v3/auth/user/add",
+            &format!(r#"{{"name":"root","password":"{password}"}}"#),
+        );
+        // The role exists already on some versions; granting it is what matters.
+        let _ = std::panic::catch_unwind(|| gateway(port, "/v3/auth/role/add", r#"{"name":"root"}"#));
+        gateway(port, "/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#);
+        gateway(port, "/v3/auth/enable", "{}");
+    }
+
     /// Starts `members` members and waits until every one is healthy.
     pub fn start(members: usize) -> EtcdCluster {
         EtcdCluster::start_with(members, &[])
@@ -120,12 +153,23 @@ impl EtcdCluster {
 
     /// [`EtcdCluster::start`] with more flags for every member (e.g. `--quota-backend-bytes`).
     pub fn start_with(members: usize, extra: &[&str]) -> EtcdCluster {
+        EtcdCluster::start_inner(members, extra, None)
+    }
+
+    /// [`EtcdCluster::start`] with clients served over TLS only, and only those with a
+    /// certificate `tls.ca` signed (`--client-cert-auth`); the endpoints are `https://`.
+    pub fn start_tls(members: usize, tls: EtcdTlsFiles) -> EtcdCluster {
+        EtcdCluster::start_inner(members, &[], Some(tls))
+    }
+
+    fn start_inner(members: usize, extra: &[&str], tls: Option<EtcdTlsFiles>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
                 name: format!("m{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                metrics_port: free_port(),
                 child: None,
             })
             .collect();
@@ -139,6 +183,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            tls,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i);
@@ -152,9 +197,24 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let data_dir = self.data_dir(i);
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
-        let extra = self.extra.clone();
+        let mut extra = self.extra.clone();
+        let scheme = if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--trusted-ca-file", &tls.ca),
+                ("--cert-file", &tls.cert),
+                ("--key-file", &tls.key),
+            ] {
+                extra.push(flag.to_owned());
+                extra.push(path.to_str().expect("utf-8 path").to_owned());
+            }
+            extra.push("--client-cert-auth".to_owned());
+            "https"
+        } else {
+            "http"
+        };
         let member = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
+        let metrics = format!("http://127.0.0.1:{}", member.metrics_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         let child = Command::new("etcd")
             .arg("--name")
@@ -169,6 +229,7 @@ impl EtcdCluster {
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "vault-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--listen-metrics-urls", &metrics])
             .args(&extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -179,7 +240,7 @@ impl EtcdCluster {
 
     fn wait_healthy(&self, i: usize, within: Duration) {
         let deadline = Instant::now() + within;
-        let port = self.members[i].client_port;
+        let port = self.members[i].metrics_port;
         while !healthy(port) {
             assert!(
                 Instant::now() < deadline,
@@ -193,9 +254,10 @@ impl EtcdCluster {
 
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{scheme}://127.0.0.1:{}", m.client_port))
             .collect()
     }
 

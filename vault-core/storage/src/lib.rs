@@ -27,7 +27,7 @@ pub mod conformance;
 pub mod etcd_process;
 
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdOptions, EtcdStorage};
+pub use etcd::{EtcdOptions, EtcdStorage, EtcdTls, EtcdUser};
 pub use memory::MemoryStorage;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksStorage;
@@ -211,6 +211,24 @@ pub trait Storage: Send + Sync + 'static {
     /// Applies the batch atomically; returns once it is durable. A batch beyond
     /// [`Storage::batch_limits`] is refused whole.
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError>;
+
+    /// [`Storage::write`] only if `key` of `space` does not exist: `Ok(false)`, writing
+    /// nothing, if it does. For a creation that processes sharing the store may race for (init
+    /// on stores several nodes share): a backend that several processes write (etcd) checks and
+    /// writes in one transaction; the others, each opened by one process, check and write under
+    /// the caller's lock.
+    fn write_if_absent(
+        &self,
+        batch: WriteBatch,
+        space: Space,
+        key: &[u8],
+    ) -> Result<bool, StorageError> {
+        if self.get(space, key)?.is_some() {
+            return Ok(false);
+        }
+        self.write(batch)?;
+        Ok(true)
+    }
 
     /// [`Storage::write`] for records that belong to this node alone (its audit head), which
     /// a node writes whether or not it holds a cluster's leadership: a backend that fences
