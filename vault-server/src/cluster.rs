@@ -302,9 +302,12 @@ impl Cluster {
             (false, None) if read && !self.vault.seal().status().sealed => Route::Refuse(
                 "no active node is known and this standby cannot serve the read now; retry",
             ),
-            // Init on a new cluster (no node is active before one is unsealed); anything
-            // else that writes fails here, fenced.
-            (false, None) => Route::Here,
+            // Init on a new cluster (no node is active before one is unsealed).
+            (false, None) if method == "/vault.v1.System/Init" => Route::Here,
+            // Nothing else that writes starts on a standby, not even to fail fenced: a change
+            // begun here (a key-use reservation read at a standby's revision) must not
+            // straddle the moment this node's fence opens.
+            (false, None) => Route::Refuse("no active node is known yet; retry"),
         }
     }
 
@@ -402,6 +405,9 @@ impl Cluster {
                         continue;
                     };
                     // Everything cached is read again at or after `loaded`.
+                    for (_, storage) in &follower.stores {
+                        storage.set_read_revision(loaded);
+                    }
                     let vault = Arc::clone(&self.vault);
                     let reloaded = tokio::task::spawn_blocking(move || vault.reload_followed())
                         .await
@@ -475,6 +481,11 @@ impl Cluster {
                         }
                     }
                 }
+                // Follower reads from now on see the batch (the caches' reloads below
+                // among them); read-indexes wait for `applied`, published after.
+                for (_, storage) in &follower.stores {
+                    storage.set_read_revision(last);
+                }
                 // Applied on the active node too (its own changes: cheap, and no gap
                 // when it becomes a standby).
                 if !changed.is_empty() {
@@ -499,6 +510,9 @@ impl Cluster {
                 resume = Some(resume.unwrap_or(0).max(last));
             }
             follower.healthy.store(false, std::sync::atomic::Ordering::Release);
+            for (_, storage) in &follower.stores {
+                storage.set_follower_reads(false);
+            }
             tokio::time::sleep(tick).await;
         }
     }
@@ -697,6 +711,10 @@ impl Cluster {
                 }
             }
             let active = !sealed && domains.iter().all(|d| d.held.is_some());
+            let watching = self
+                .followers
+                .iter()
+                .all(|f| f.healthy.load(std::sync::atomic::Ordering::Acquire));
             let was = self.view.borrow().role;
             if active && was != Role::Active {
                 // Before the fence lets this node write: what it cached as a standby is read
@@ -713,6 +731,11 @@ impl Cluster {
                     _ => Some(NEVER),
                 };
                 for store in &domain.stores {
+                    // A node that may write reads linearizably (it must see its own writes);
+                    // before the fence opens.
+                    // Only while the watch runs: a read at a revision it no longer moves would
+                    // grow stale.
+                    store.set_follower_reads(!active && watching);
                     store.set_fence(fence.map(|created| Fence {
                         key: key(&self.config, "leader").into_bytes(),
                         create_revision: created,

@@ -176,6 +176,13 @@ pub struct Fence {
 /// Entries asked for in one page of a scan (fewer when their values are large).
 const SCAN_PAGE: usize = 256;
 
+/// Whether a follower read was refused because the member has not applied its revision yet or
+/// has compacted it away.
+fn not_at_revision(error: &etcd_client::Error) -> bool {
+    let text = error.to_string();
+    text.contains("future revision") || text.contains("has been compacted")
+}
+
 /// Whether an answer was refused for passing the client's message size limit.
 fn too_large(error: &etcd_client::Error) -> bool {
     let text = error.to_string().to_ascii_lowercase();
@@ -191,6 +198,11 @@ pub struct EtcdStorage {
     prefix: Vec<u8>,
     options: EtcdOptions,
     fence: Mutex<Option<Fence>>,
+    /// Follower reads (a standby's): every read is served at `read_revision` by whichever
+    /// member the client asks, without a round through etcd's leader (see
+    /// [`EtcdStorage::set_follower_reads`]).
+    follower_reads: std::sync::atomic::AtomicBool,
+    read_revision: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for EtcdStorage {
@@ -249,10 +261,38 @@ impl EtcdStorage {
             prefix: options.prefix.clone().into_bytes(),
             options,
             fence: Mutex::new(None),
+            follower_reads: std::sync::atomic::AtomicBool::new(false),
+            read_revision: std::sync::atomic::AtomicI64::new(0),
         };
         // One read, so that an unreachable cluster fails here rather than on first use.
         storage.get(Space::Config, b"")?;
         Ok(storage)
+    }
+
+    /// Reads at a revision the caller knows to be current enough, instead of linearizably: on a
+    /// node that writes nothing but follows every change through a watch (a standby), whose
+    /// reads are served only once the watch has applied a revision past the read's start
+    /// (read-index), a read at that revision is as current as a linearizable one, and any
+    /// member answers it from its own store. A member that has not applied the revision yet,
+    /// or has compacted it away, makes the read fall back to a linearizable one. Turned off
+    /// before a node may write (a node that writes must see its own writes).
+    pub fn set_follower_reads(&self, on: bool) {
+        self.follower_reads
+            .store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The revision follower reads are served at (it only grows).
+    pub fn set_read_revision(&self, revision: i64) {
+        self.read_revision
+            .fetch_max(revision, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn read_at(&self) -> Option<i64> {
+        if !self.follower_reads.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let revision = self.read_revision.load(std::sync::atomic::Ordering::Acquire);
+        (revision > 0).then_some(revision)
     }
 
     /// From now on every write commits only while `fence` is unchanged (`None`: no fence).
@@ -507,7 +547,17 @@ impl Storage for EtcdStorage {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let full = self.etcd_key(space, key);
         let kv = self.client.kv_client();
+        let at = self.read_at();
         let response = self.run("get", async move {
+            if let Some(revision) = at {
+                let options = GetOptions::new()
+                    .with_serializable()
+                    .with_revision(revision);
+                match kv.clone().get(full.clone(), Some(options)).await {
+                    Err(error) if not_at_revision(&error) || transient(&error) => {}
+                    done => return done,
+                }
+            }
             retry_transient(|| {
                 let (mut kv, full) = (kv.clone(), full.clone());
                 async move { kv.get(full, None).await }
@@ -532,12 +582,16 @@ impl Storage for EtcdStorage {
         let end = prefix_end(&whole).ok_or_else(|| StorageError("etcd: no end key".into()))?;
         let strip = self.etcd_key(space, b"").len();
         let kv = self.client.kv_client();
+        let at = self.read_at();
         // Pages at the revision of the first, so the whole scan reads one state; a page whose
         // answer passes the client's message limit (large values) is asked again halved.
         let found = self.run("scan", async move {
             let mut found: Vec<Entry> = Vec::new();
+            let first = from.clone();
             let mut from = from;
-            let mut revision = 0i64;
+            // A follower read (see `set_follower_reads`) until a member cannot serve it.
+            let mut serializable = at.is_some();
+            let mut revision = at.unwrap_or(0);
             let mut page = limit.min(SCAN_PAGE);
             loop {
                 let want = (limit - found.len()).min(page);
@@ -547,11 +601,26 @@ impl Storage for EtcdStorage {
                 if revision > 0 {
                     options = options.with_revision(revision);
                 }
-                let answer = retry_transient(|| {
-                    let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
-                    async move { kv.get(from, Some(options)).await }
-                })
-                .await;
+                let answer = if serializable {
+                    let options = options.clone().with_serializable();
+                    match kv.clone().get(from.clone(), Some(options)).await {
+                        Err(error) if not_at_revision(&error) || transient(&error) => {
+                            // Again from the start, linearizably.
+                            serializable = false;
+                            revision = 0;
+                            found.clear();
+                            from.clone_from(&first);
+                            continue;
+                        }
+                        other => other,
+                    }
+                } else {
+                    retry_transient(|| {
+                        let (mut kv, from, options) = (kv.clone(), from.clone(), options.clone());
+                        async move { kv.get(from, Some(options)).await }
+                    })
+                    .await
+                };
                 let response = match answer {
                     Ok(response) => response,
                     Err(error) if page > 1 && too_large(&error) => {
