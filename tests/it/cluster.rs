@@ -459,7 +459,10 @@ fn standbys_serve_linearizable_reads_themselves() {
     let standbys: Vec<&TestServer> = nodes.iter().filter(|n| n.addr != leader.addr).collect();
     leader.cli(Some(&root), &["tenant", "create", "acme"]).ok();
     leader
-        .cli(Some(&root), &["key", "create", "--tenant", "acme", "orders"])
+        .cli(
+            Some(&root),
+            &["key", "create", "--tenant", "acme", "orders"],
+        )
         .ok();
     let v1 = encrypt(leader, &root, "first");
     // Read your writes, through a standby, write after write.
@@ -467,7 +470,10 @@ fn standbys_serve_linearizable_reads_themselves() {
         let standby = standbys[i % 2];
         let value = format!("v={i}");
         leader
-            .cli(Some(&root), &["put", "--tenant", "acme", "db/counter", &value])
+            .cli(
+                Some(&root),
+                &["put", "--tenant", "acme", "db/counter", &value],
+            )
             .ok();
         let read = standby
             .cli(
@@ -481,13 +487,24 @@ fn standbys_serve_linearizable_reads_themselves() {
     }
     // What standbys cache changes on the active node: the next read on a standby obeys it.
     leader
-        .cli(Some(&root), &["key", "rotate", "--tenant", "acme", "orders"])
+        .cli(
+            Some(&root),
+            &["key", "rotate", "--tenant", "acme", "orders"],
+        )
         .ok();
     let v2 = encrypt(leader, &root, "second");
     leader
         .cli(
             Some(&root),
-            &["key", "config", "--tenant", "acme", "orders", "--min-decryption-version", "2"],
+            &[
+                "key",
+                "config",
+                "--tenant",
+                "acme",
+                "orders",
+                "--min-decryption-version",
+                "2",
+            ],
         )
         .ok();
     // Nothing can be relayed while the active node is paused: the standbys answer alone, from
@@ -530,14 +547,23 @@ fn a_watch_etcd_compacted_past_reloads_the_standbys_caches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (nodes, root, active) = three_nodes(dir.path(), &etcd);
     let leader = &nodes[active];
-    let standby = nodes.iter().find(|n| n.addr != leader.addr).expect("standby");
+    let standby = nodes
+        .iter()
+        .find(|n| n.addr != leader.addr)
+        .expect("standby");
     leader.cli(Some(&root), &["tenant", "create", "acme"]).ok();
     leader
-        .cli(Some(&root), &["key", "create", "--tenant", "acme", "orders"])
+        .cli(
+            Some(&root),
+            &["key", "create", "--tenant", "acme", "orders"],
+        )
         .ok();
     let v1 = encrypt(leader, &root, "first");
     leader
-        .cli(Some(&root), &["key", "rotate", "--tenant", "acme", "orders"])
+        .cli(
+            Some(&root),
+            &["key", "rotate", "--tenant", "acme", "orders"],
+        )
         .ok();
     // The standby caches the key (both versions).
     assert_eq!(decrypt(standby, &root, &v1).ok(), "first");
@@ -550,17 +576,23 @@ fn a_watch_etcd_compacted_past_reloads_the_standbys_caches() {
     leader
         .cli(
             Some(&root),
-            &["key", "config", "--tenant", "acme", "orders", "--min-decryption-version", "2"],
+            &[
+                "key",
+                "config",
+                "--tenant",
+                "acme",
+                "orders",
+                "--min-decryption-version",
+                "2",
+            ],
         )
         .ok();
     let compacted = etcd.compact();
     standby.signal("CONT");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !standby
-        .stderr()
-        .iter()
-        .any(|line| line.contains("etcd compacted past this node's watch; its caches were reloaded"))
-    {
+    while !standby.stderr().iter().any(|line| {
+        line.contains("etcd compacted past this node's watch; its caches were reloaded")
+    }) {
         assert!(
             Instant::now() < deadline,
             "the standby did not reload after the compaction; its log:\n{}",
@@ -612,7 +644,9 @@ fn key_budgets_hold_exactly_across_failovers() {
             log(id).to_str().expect("utf-8").to_owned(),
         ]
     });
-    nodes[0].cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    nodes[0]
+        .cli(Some(&root), &["tenant", "create", "acme"])
+        .ok();
     let id = nodes[0]
         .cli(Some(&root), &["tenant", "show", "acme", "--format", "json"])
         .json()["id"]
@@ -627,8 +661,12 @@ fn key_budgets_hold_exactly_across_failovers() {
             .iter()
             .enumerate()
             .map(|(w, node)| {
-                let (addr, root, stop, count) =
-                    (node.addr.clone(), root.clone(), Arc::clone(&stop), Arc::clone(&count));
+                let (addr, root, stop, count) = (
+                    node.addr.clone(),
+                    root.clone(),
+                    Arc::clone(&stop),
+                    Arc::clone(&count),
+                );
                 std::thread::spawn(move || {
                     for i in 0..300 {
                         if stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -701,7 +739,10 @@ fn key_budgets_hold_exactly_across_failovers() {
     for version in acme["versions"].as_array().expect("versions") {
         let number = version["version"].as_u64().expect("version");
         let reserved = version["reserved"].as_u64().expect("reserved");
-        let true_uses = truth.get(&format!("kek {id} {number}")).copied().unwrap_or(0);
+        let true_uses = truth
+            .get(&format!("kek {id} {number}"))
+            .copied()
+            .unwrap_or(0);
         assert!(
             true_uses <= BUDGET,
             "version {number} was used {true_uses} times across the nodes, past its budget {BUDGET}"
@@ -712,12 +753,17 @@ fn key_budgets_hold_exactly_across_failovers() {
         );
         used += true_uses;
     }
-    assert!(used >= acked, "{used} key uses logged for {acked} acknowledged writes");
+    assert!(
+        used >= acked,
+        "{used} key uses logged for {acked} acknowledged writes"
+    );
     assert!(
         acme["current_version"].as_u64().expect("current") >= 3,
         "the load did not rotate on budget: {status}"
     );
-    eprintln!("budgets: {acked} writes over two failovers, {used} key uses, none past {BUDGET} per version");
+    eprintln!(
+        "budgets: {acked} writes over two failovers, {used} key uses, none past {BUDGET} per version"
+    );
 }
 
 /// etcd out of space (its space alarm raised, here by a small quota): a write is refused with
@@ -755,9 +801,16 @@ fn etcd_out_of_space_refuses_writes_cleanly() {
         .expect("the refused put's outcome record");
     assert_eq!(outcome["code"], "RESOURCE_EXHAUSTED", "{outcome}");
     let missing = server.cli(Some(&root), &["get", "--tenant", "acme", &path]);
-    assert!(missing.failed().contains("not found"), "the refused put left {}", missing.stdout);
+    assert!(
+        missing.failed().contains("not found"),
+        "the refused put left {}",
+        missing.stdout
+    );
     let kept = server
-        .cli(Some(&root), &["get", "--tenant", "acme", "small", "--format", "json"])
+        .cli(
+            Some(&root),
+            &["get", "--tenant", "acme", "small", "--format", "json"],
+        )
         .json();
     assert_eq!(kept["data"]["v"], "kept");
 }
@@ -772,18 +825,28 @@ fn shredding_on_etcd_leaves_no_sealed_kek_in_any_members_database() {
     use vault_storage::{EtcdOptions, EtcdStorage, Space, Storage};
     let etcd = EtcdCluster::start(3);
     let dir = tempfile::tempdir().expect("tempdir");
-    let extra: Vec<String> = ["--tenant-shred-delay-secs", "0", "--maintenance-interval-ms", "20"]
-        .map(str::to_owned)
-        .to_vec();
+    let extra: Vec<String> = [
+        "--tenant-shred-delay-secs",
+        "0",
+        "--maintenance-interval-ms",
+        "20",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let server = node(dir.path(), "n1", &etcd, &extra);
     let (shares, root) = init(&server, 1, 1);
     unseal(&server, &[&shares[0]]);
     eventually("the node is active", || role(&server) == "active");
     server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
     server
-        .cli(Some(&root), &["put", "--tenant", "acme", "db/primary", "password=pw"])
+        .cli(
+            Some(&root),
+            &["put", "--tenant", "acme", "db/primary", "password=pw"],
+        )
         .ok();
-    server.cli(Some(&root), &["rotate", "--tenant", "acme"]).ok();
+    server
+        .cli(Some(&root), &["rotate", "--tenant", "acme"])
+        .ok();
     let id = server
         .cli(Some(&root), &["tenant", "show", "acme", "--format", "json"])
         .json()["id"]
@@ -815,7 +878,11 @@ fn shredding_on_etcd_leaves_no_sealed_kek_in_any_members_database() {
     eventually("the shred receipt", || {
         vault_tests::audit_records(&server.audit_dir())
             .iter()
-            .any(|r| r["detail"].as_str().is_some_and(|d| d.starts_with("crypto-shred receipt")))
+            .any(|r| {
+                r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("crypto-shred receipt"))
+            })
     });
     assert!(
         keys.scan(Space::Config, &prefix, &prefix, usize::MAX)
@@ -837,13 +904,18 @@ fn shredding_on_etcd_leaves_no_sealed_kek_in_any_members_database() {
             sealed
                 .iter()
                 .filter(|blob| {
-                    !files_containing(&etcd.data_dir(i).join("member").join("wal"), blob.as_bytes())
-                        .is_empty()
+                    !files_containing(
+                        &etcd.data_dir(i).join("member").join("wal"),
+                        blob.as_bytes(),
+                    )
+                    .is_empty()
                 })
                 .count()
         })
         .sum();
-    eprintln!("shredding on etcd: no sealed KEK in any member's database; {in_wal} (member, KEK) pairs still in a write-ahead log segment");
+    eprintln!(
+        "shredding on etcd: no sealed KEK in any member's database; {in_wal} (member, KEK) pairs still in a write-ahead log segment"
+    );
 }
 
 /// A tenant's rate limit is the cluster's, not each node's: a run of gets by the tenant's
@@ -858,15 +930,34 @@ fn a_tenants_rate_limit_holds_across_the_nodes() {
     let (nodes, root, active) = three_nodes(dir.path(), &etcd);
     let leader = &nodes[active];
     leader
-        .cli(Some(&root), &["tenant", "create", "acme", "--rate-limit", &RATE.to_string()])
+        .cli(
+            Some(&root),
+            &[
+                "tenant",
+                "create",
+                "acme",
+                "--rate-limit",
+                &RATE.to_string(),
+            ],
+        )
         .ok();
     let policy = dir.path().join("reader.toml");
-    std::fs::write(&policy, "[[rule]]\npath = \"*\"\ncapabilities = [\"read\"]\n")
-        .expect("policy");
+    std::fs::write(
+        &policy,
+        "[[rule]]\npath = \"*\"\ncapabilities = [\"read\"]\n",
+    )
+    .expect("policy");
     leader
         .cli(
             Some(&root),
-            &["policy", "write", "--tenant", "acme", "reader", policy.to_str().expect("utf-8")],
+            &[
+                "policy",
+                "write",
+                "--tenant",
+                "acme",
+                "reader",
+                policy.to_str().expect("utf-8"),
+            ],
         )
         .ok();
     leader
@@ -875,7 +966,9 @@ fn a_tenants_rate_limit_holds_across_the_nodes() {
     let token = leader
         .cli(
             Some(&root),
-            &["token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json"],
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json",
+            ],
         )
         .json()["token"]
         .as_str()
@@ -889,14 +982,20 @@ fn a_tenants_rate_limit_holds_across_the_nodes() {
         if output.code == 0 {
             passed += 1;
         } else {
-            assert!(output.stderr.contains("over its rate limit"), "{}", output.stderr);
+            assert!(
+                output.stderr.contains("over its rate limit"),
+                "{}",
+                output.stderr
+            );
             limited += 1;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
     // The one bucket: its burst (RATE) plus what it refills over the run.
     let allowed = RATE + (RATE as f64 * elapsed).ceil() as u64;
-    eprintln!("rate limit across nodes: {passed} passed, {limited} limited in {elapsed:.2} s (one limit allows {allowed})");
+    eprintln!(
+        "rate limit across nodes: {passed} passed, {limited} limited in {elapsed:.2} s (one limit allows {allowed})"
+    );
     assert!(
         passed <= allowed,
         "{passed} gets passed in {elapsed:.2} s; one limit of {RATE}/s allows {allowed}"
@@ -940,13 +1039,20 @@ fn nodes_sign_in_to_etcd_and_a_wrong_password_stops_them_clearly() {
         .err()
         .expect("a node with a wrong etcd password started");
     assert!(wrong.contains("authentication failed"), "{wrong}");
-    assert!(!wrong.contains("not-the-password"), "the password was printed: {wrong}");
+    assert!(
+        !wrong.contains("not-the-password"),
+        "the password was printed: {wrong}"
+    );
     let anonymous = start("anonymous", None)
         .err()
         .expect("a node without an etcd user started against etcd with authentication");
-    assert!(anonymous.contains("user name is empty") || anonymous.contains("permission"), "{anonymous}");
+    assert!(
+        anonymous.contains("user name is empty") || anonymous.contains("permission"),
+        "{anonymous}"
+    );
 
-    let server = start("n1", Some(("root", "s3cret-etcd"))).expect("a node with the right password");
+    let server =
+        start("n1", Some(("root", "s3cret-etcd"))).expect("a node with the right password");
     let (shares, root) = init(&server, 1, 1);
     unseal(&server, &[&shares[0]]);
     eventually("the node is active", || role(&server) == "active");
@@ -955,7 +1061,10 @@ fn nodes_sign_in_to_etcd_and_a_wrong_password_stops_them_clearly() {
         .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "v=1"])
         .ok();
     let read = server
-        .cli(Some(&root), &["get", "--tenant", "acme", "db/a", "--format", "json"])
+        .cli(
+            Some(&root),
+            &["get", "--tenant", "acme", "db/a", "--format", "json"],
+        )
         .json();
     assert_eq!(read["data"]["v"], "1");
 }
@@ -978,7 +1087,15 @@ fn only_one_of_two_nodes_initialized_at_once_succeeds() {
                 vault_tests::run_cli(
                     &addr,
                     None,
-                    &["init", "--shares", "1", "--threshold", "1", "--format", "json"],
+                    &[
+                        "init",
+                        "--shares",
+                        "1",
+                        "--threshold",
+                        "1",
+                        "--format",
+                        "json",
+                    ],
                     None,
                 )
             })
@@ -986,14 +1103,33 @@ fn only_one_of_two_nodes_initialized_at_once_succeeds() {
         .collect();
     let outputs: Vec<_> = inits.into_iter().map(|t| t.join().expect("init")).collect();
     let won: Vec<_> = outputs.iter().filter(|o| o.code == 0).collect();
-    assert_eq!(won.len(), 1, "inits that succeeded: {:?}", outputs.iter().map(|o| &o.stderr).collect::<Vec<_>>());
-    let lost = outputs.iter().find(|o| o.code != 0).expect("the refused init");
-    assert!(lost.stderr.contains("already initialized"), "{}", lost.stderr);
+    assert_eq!(
+        won.len(),
+        1,
+        "inits that succeeded: {:?}",
+        outputs.iter().map(|o| &o.stderr).collect::<Vec<_>>()
+    );
+    let lost = outputs
+        .iter()
+        .find(|o| o.code != 0)
+        .expect("the refused init");
+    assert!(
+        lost.stderr.contains("already initialized"),
+        "{}",
+        lost.stderr
+    );
     // And one after the other, through the node that lost.
     let loser = &nodes[outputs.iter().position(|o| o.code != 0).expect("loser")];
     let again = loser.cli(None, &["init", "--shares", "1", "--threshold", "1"]);
-    assert!(again.failed().contains("already initialized"), "{}", again.stderr);
-    let share = won[0].json()["shares"][0].as_str().expect("share").to_owned();
+    assert!(
+        again.failed().contains("already initialized"),
+        "{}",
+        again.stderr
+    );
+    let share = won[0].json()["shares"][0]
+        .as_str()
+        .expect("share")
+        .to_owned();
     for node in &nodes {
         unseal(node, &[&share]);
     }
@@ -1028,7 +1164,10 @@ fn nodes_speak_tls_to_etcd() {
             "2000",
         ],
     );
-    assert!(refused.is_err(), "a node without a client certificate reached etcd");
+    assert!(
+        refused.is_err(),
+        "a node without a client certificate reached etcd"
+    );
     let server = node(
         dir.path(),
         "n1",
@@ -1051,7 +1190,10 @@ fn nodes_speak_tls_to_etcd() {
         .ok();
     assert_eq!(
         server
-            .cli(Some(&root), &["get", "--tenant", "acme", "db/a", "--format", "json"])
+            .cli(
+                Some(&root),
+                &["get", "--tenant", "acme", "db/a", "--format", "json"]
+            )
             .json()["data"]["v"],
         "1"
     );

@@ -45,13 +45,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::call::Route;
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot, watch};
 use tonic::transport::{Channel, Endpoint};
-use crate::call::Route;
 use vault_core::{
     Vault,
     schema::Store,
@@ -143,6 +143,10 @@ pub const STANDBY_READS: &[&str] = &[
     "/vault.v1.Policies/ListPolicies",
     "/vault.v1.Tokens/LookupToken",
 ];
+
+/// Revisions of etcd's history the active node keeps when it compacts, and how often it does.
+const HISTORY_KEPT: i64 = 100_000;
+const HISTORY_EVERY: Duration = Duration::from_secs(300);
 
 /// The longest a standby waits for its caches to catch up before it forwards a read instead.
 pub const READ_INDEX_WAIT: Duration = Duration::from_secs(1);
@@ -291,15 +295,22 @@ impl Cluster {
         let channel = self.channel_to(view.leader);
         let read = STANDBY_READS.contains(&method);
         // `follows` after the wait: a root rotation applied meanwhile counts.
-        let serve_read =
-            read && !mfa && self.caught_up(READ_INDEX_WAIT).await && self.vault.follows();
+        // `follows` before the wait too: a sealed node (or one whose keys are behind) pings
+        // nothing.
+        let serve_read = read
+            && !mfa
+            && self.vault.follows()
+            && self.caught_up(READ_INDEX_WAIT).await
+            && self.vault.follows();
         match (serve_read, channel) {
             (true, Some(channel)) => Route::HereOrRelay(channel),
             (false, Some(channel)) => Route::Relay(channel),
             (true, None) => Route::Here,
+            // A sealed node answers for itself: it is sealed.
+            (false, None) if self.vault.seal().status().sealed => Route::Here,
             // No active node known, and this node's caches are not known to be current (a
             // sealed node answers for itself: it is sealed).
-            (false, None) if read && !self.vault.seal().status().sealed => Route::Refuse(
+            (false, None) if read => Route::Refuse(
                 "no active node is known and this standby cannot serve the read now; retry",
             ),
             // Init on a new cluster (no node is active before one is unsealed).
@@ -455,7 +466,9 @@ impl Cluster {
                     break;
                 }
                 if response.created() {
-                    follower.healthy.store(true, std::sync::atomic::Ordering::Release);
+                    follower
+                        .healthy
+                        .store(true, std::sync::atomic::Ordering::Release);
                     if let Some(revision) = compacted.take() {
                         tracing::warn!(
                             compacted = revision,
@@ -497,7 +510,9 @@ impl Cluster {
                     })
                     .await;
                     if !matches!(followed, Ok(Ok(()))) {
-                        tracing::warn!("a change could not be applied to this node's caches; reloading them");
+                        tracing::warn!(
+                            "a change could not be applied to this node's caches; reloading them"
+                        );
                         resume = None;
                         break;
                     }
@@ -509,7 +524,9 @@ impl Cluster {
                 });
                 resume = Some(resume.unwrap_or(0).max(last));
             }
-            follower.healthy.store(false, std::sync::atomic::Ordering::Release);
+            follower
+                .healthy
+                .store(false, std::sync::atomic::Ordering::Release);
             for (_, storage) in &follower.stores {
                 storage.set_follower_reads(false);
             }
@@ -546,6 +563,7 @@ impl Cluster {
             Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
         > = Vec::new();
         let mut last_keepalive = Instant::now() - self.config.lease_ttl;
+        let mut last_compacted = Instant::now();
         loop {
             let stepping_down = tokio::select! {
                 () = tokio::time::sleep(tick) => false,
@@ -634,10 +652,8 @@ impl Cluster {
                 };
                 // A node whose keys are behind (another node rotated the root key) does not
                 // take over: it could not open what was sealed since.
-                let campaign = !sealed
-                    && !held_back
-                    && self.vault.follows()
-                    && (index == 0 || first_held);
+                let campaign =
+                    !sealed && !held_back && self.vault.follows() && (index == 0 || first_held);
                 // A node that holds the key sends no put: a transaction that carries one is
                 // refused while etcd's space alarm is raised, even when its compare fails,
                 // and the node would lose its leadership for want of space.
@@ -681,18 +697,21 @@ impl Cluster {
                                     TxnOpResponse::Get(get) => get.kvs().first().map(|kv| {
                                         (
                                             kv.create_revision(),
+                                            kv.lease(),
                                             serde_json::from_slice::<Leader>(kv.value()).ok(),
                                         )
                                     }),
                                     _ => None,
                                 });
                             match holder {
-                                Some((created, Some(holder))) => {
+                                Some((created, key_lease, Some(holder))) => {
+                                    // Ours: the term this node holds, or (after a check that
+                                    // failed and let go of it) a key under this node's own
+                                    // live lease, which no other node can hold meanwhile.
                                     let mine = holder.id == self.config.node_id
-                                        && domain.held == Some(created);
-                                    if !mine {
-                                        domain.held = None;
-                                    }
+                                        && (domain.held == Some(created)
+                                            || (campaign && Some(key_lease) == domain.lease));
+                                    domain.held = mine.then_some(created);
                                     if index == 0 {
                                         leader = Some(holder);
                                     }
@@ -717,8 +736,14 @@ impl Cluster {
                 .all(|f| f.healthy.load(std::sync::atomic::Ordering::Acquire));
             let was = self.view.borrow().role;
             if active && was != Role::Active {
-                // Before the fence lets this node write: what it cached as a standby is read
-                // again, so no write of its term starts from a cache older than the last term.
+                // Before the fence lets this node write: reads become linearizable, then what
+                // it cached as a standby is read again, so no write of its term starts from a
+                // cache older than the last term.
+                for domain in domains.iter() {
+                    for store in &domain.stores {
+                        store.set_follower_reads(false);
+                    }
+                }
                 let vault = Arc::clone(&self.vault);
                 let _ = tokio::task::spawn_blocking(move || vault.drop_caches()).await;
             }
@@ -735,11 +760,41 @@ impl Cluster {
                     // before the fence opens.
                     // Only while the watch runs: a read at a revision it no longer moves would
                     // grow stale.
-                    store.set_follower_reads(!active && watching);
+                    // Nor while sealed: init's checks must see the current state.
+                    store.set_follower_reads(!active && watching && !sealed);
                     store.set_fence(fence.map(|created| Fence {
                         key: key(&self.config, "leader").into_bytes(),
                         create_revision: created,
                     }));
+                }
+            }
+            // etcd keeps every revision until compacted, and heartbeats and standbys' pings
+            // make revisions all the time: the active node compacts the history older than
+            // HISTORY_KEPT revisions every HISTORY_EVERY (a watch that far behind is cancelled
+            // and its node reloads).
+            if active && last_compacted.elapsed() >= HISTORY_EVERY {
+                last_compacted = Instant::now();
+                for domain in domains.iter() {
+                    let mut client = domain.client.clone();
+                    let compaction = async {
+                        let current = client
+                            .get(
+                                key(&self.config, "leader"),
+                                Some(GetOptions::new().with_keys_only()),
+                            )
+                            .await
+                            .ok()
+                            .and_then(|r| r.header().map(|h| h.revision()));
+                        if let Some(current) = current
+                            && current > HISTORY_KEPT
+                            && let Err(e) = client.compact(current - HISTORY_KEPT, None).await
+                            && !e.to_string().contains("compacted")
+                        {
+                            tracing::warn!(error = %e, "etcd: cannot compact the history");
+                        }
+                    };
+                    // Bounded: the heartbeat waits for it.
+                    let _ = tokio::time::timeout(self.config.lease_ttl / 3, compaction).await;
                 }
             }
             drop(domains);
@@ -874,7 +929,11 @@ async fn current_revision(client: &Client, leader_key: &str, within: Duration) -
     let answer = bounded(within, || {
         let mut client = client.clone();
         let key = leader_key.to_owned();
-        async move { client.get(key, Some(GetOptions::new().with_keys_only())).await }
+        async move {
+            client
+                .get(key, Some(GetOptions::new().with_keys_only()))
+                .await
+        }
     })
     .await;
     match answer {

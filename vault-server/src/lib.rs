@@ -526,7 +526,9 @@ fn etcd_tls(args: &Args) -> Result<Option<Arc<vault_core::storage::EtcdTls>>, St
         )),
         _ => None,
     };
-    Ok(Some(Arc::new(vault_core::storage::EtcdTls::new(ca_pem, identity))))
+    Ok(Some(Arc::new(vault_core::storage::EtcdTls::new(
+        ca_pem, identity,
+    ))))
 }
 
 /// The etcd user of --etcd-user, with its password from --etcd-password-file or
@@ -542,7 +544,10 @@ fn etcd_user(args: &Args) -> Result<Option<Arc<vault_core::storage::EtcdUser>>, 
     let password = match &args.etcd_password_file {
         Some(path) => {
             let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                format!("--etcd-password-file {}: cannot read it: {e}", path.display())
+                format!(
+                    "--etcd-password-file {}: cannot read it: {e}",
+                    path.display()
+                )
             })?);
             zeroize::Zeroizing::new(text.trim_end_matches(['\r', '\n']).to_owned())
         }
@@ -557,7 +562,9 @@ fn etcd_user(args: &Args) -> Result<Option<Arc<vault_core::storage::EtcdUser>>, 
         },
     };
     if password.is_empty() {
-        return Err("the etcd password (--etcd-password-file or VAULT_ETCD_PASSWORD) is empty".into());
+        return Err(
+            "the etcd password (--etcd-password-file or VAULT_ETCD_PASSWORD) is empty".into(),
+        );
     }
     Ok(Some(Arc::new(vault_core::storage::EtcdUser::new(
         name.clone(),

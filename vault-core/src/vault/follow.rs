@@ -159,7 +159,8 @@ impl Vault {
     /// standby that is not (another node rotated the root key) forwards reads instead of
     /// serving them, and does not campaign, until it is sealed and unsealed again.
     pub fn follows(&self) -> bool {
-        matches!(&*read(&self.state), State::Unsealed(_)) && !self.root_behind.load(Ordering::Acquire)
+        matches!(&*read(&self.state), State::Unsealed(_))
+            && !self.root_behind.load(Ordering::Acquire)
     }
 
     /// Whether tenants' rate limits are kept by another node (this one is a standby): calls by

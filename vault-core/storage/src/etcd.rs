@@ -125,7 +125,9 @@ impl EtcdUser {
 /// Names the user only.
 impl std::fmt::Debug for EtcdUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdUser").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("EtcdUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,7 +149,10 @@ impl EtcdOptions {
         let options = ConnectOptions::new()
             .with_connect_timeout(self.timeout)
             .with_timeout(self.timeout)
-            .with_keep_alive(Duration::from_secs(5), self.timeout);
+            .with_keep_alive(Duration::from_secs(5), self.timeout)
+            // etcd's auth tokens expire (and a member's restart forgets simple ones): the
+            // client signs in again instead of failing every request.
+            .with_auto_token_refresh(true);
         let options = match &self.user {
             Some(user) => options.with_user(user.name.clone(), user.password.as_str()),
             None => options,
@@ -288,10 +293,15 @@ impl EtcdStorage {
     }
 
     fn read_at(&self) -> Option<i64> {
-        if !self.follower_reads.load(std::sync::atomic::Ordering::Acquire) {
+        if !self
+            .follower_reads
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             return None;
         }
-        let revision = self.read_revision.load(std::sync::atomic::Ordering::Acquire);
+        let revision = self
+            .read_revision
+            .load(std::sync::atomic::Ordering::Acquire);
         (revision > 0).then_some(revision)
     }
 

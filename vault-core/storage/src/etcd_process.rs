@@ -141,8 +141,13 @@ impl EtcdCluster {
             &format!(r#"{{"name":"root","password":"{password}"}}"#),
         );
         // The role exists already on some versions; granting it is what matters.
-        let _ = std::panic::catch_unwind(|| gateway(port, "/v3/auth/role/add", r#"{"name":"root"}"#));
-        gateway(port, "/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#);
+        let _ =
+            std::panic::catch_unwind(|| gateway(port, "/v3/auth/role/add", r#"{"name":"root"}"#));
+        gateway(
+            port,
+            "/v3/auth/user/grant",
+            r#"{"user":"root","role":"root"}"#,
+        );
         gateway(port, "/v3/auth/enable", "{}");
     }
 
