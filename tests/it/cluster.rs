@@ -89,6 +89,30 @@ fn three_nodes_with(
     (nodes, root, active, share)
 }
 
+/// Initializes and unseals a lone node, waits until it is active and creates the tenant acme;
+/// returns the root token.
+fn active_with_acme(server: &TestServer) -> String {
+    let (shares, root) = init(server, 1, 1);
+    unseal(server, &[&shares[0]]);
+    eventually("the node is active", || role(server) == "active");
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    root
+}
+
+/// A put through `server` and the get that reads it back.
+fn puts_and_reads_back(server: &TestServer, root: &str) {
+    server
+        .cli(Some(root), &["put", "--tenant", "acme", "db/a", "v=1"])
+        .ok();
+    let read = server
+        .cli(
+            Some(root),
+            &["get", "--tenant", "acme", "db/a", "--format", "json"],
+        )
+        .json();
+    assert_eq!(read["data"]["v"], "1");
+}
+
 /// Writers through every node, the active one killed with SIGKILL half-way: a standby is
 /// active within the lease TTL + 5 s, and every write that was acknowledged is readable
 /// afterwards from every surviving node, with its value and version.
@@ -294,25 +318,8 @@ fn a_paused_active_node_commits_nothing_after_another_takes_over() {
 fn losing_etcd_members_fails_calls_cleanly_and_service_returns() {
     let mut etcd = EtcdCluster::start(3);
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(
-        &dir.path().join("n1"),
-        &[
-            "--storage",
-            "etcd",
-            "--etcd-endpoints",
-            &etcd.endpoints().join(","),
-            "--node-id",
-            "n1",
-            "--lease-ttl-secs",
-            &TTL_SECS.to_string(),
-            "--etcd-timeout-ms",
-            "2000",
-        ],
-    );
-    let (shares, root) = init(&server, 1, 1);
-    unseal(&server, &[&shares[0]]);
-    eventually("the node is active", || role(&server) == "active");
-    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    let server = node(dir.path(), "n1", &etcd, &[]);
+    let root = active_with_acme(&server);
     server
         .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "v=1"])
         .ok();
@@ -630,7 +637,8 @@ fn key_budgets_hold_exactly_across_failovers() {
     let etcd = EtcdCluster::start(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let log = |id: &str| dir.path().join(format!("{id}.uses"));
-    let (mut nodes, root, mut active, share) = three_nodes_with(dir.path(), &etcd, |id| {
+    // Small budgets and blocks, and each node's log of every key use.
+    let flags = |id: &str| -> Vec<String> {
         vec![
             "--key-budget".into(),
             BUDGET.to_string(),
@@ -643,7 +651,8 @@ fn key_budgets_hold_exactly_across_failovers() {
             "--danger-invocation-log".into(),
             log(id).to_str().expect("utf-8").to_owned(),
         ]
-    });
+    };
+    let (mut nodes, root, mut active, share) = three_nodes_with(dir.path(), &etcd, flags);
     nodes[0]
         .cli(Some(&root), &["tenant", "create", "acme"])
         .ok();
@@ -710,20 +719,7 @@ fn key_budgets_hold_exactly_across_failovers() {
             .into_iter()
             .find(|id| !nodes.iter().any(|n| n.data_dir.ends_with(id)))
             .expect("the killed node's id");
-        let back = node(dir.path(), id, &etcd, &{
-            vec![
-                "--key-budget".into(),
-                BUDGET.to_string(),
-                "--key-reserve-block".into(),
-                "8".into(),
-                "--key-max-live-versions".into(),
-                "0".into(),
-                "--source-rate-limit".into(),
-                "0".into(),
-                "--danger-invocation-log".into(),
-                log(id).to_str().expect("utf-8").to_owned(),
-            ]
-        });
+        let back = node(dir.path(), id, &etcd, &flags(id));
         unseal(&back, &[share.as_str()]);
         nodes.push(back);
     }
@@ -774,10 +770,7 @@ fn etcd_out_of_space_refuses_writes_cleanly() {
     let etcd = EtcdCluster::start_with(1, &["--quota-backend-bytes", "16777216"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let server = node(dir.path(), "n1", &etcd, &[]);
-    let (shares, root) = init(&server, 1, 1);
-    unseal(&server, &[&shares[0]]);
-    eventually("the node is active", || role(&server) == "active");
-    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    let root = active_with_acme(&server);
     server
         .cli(Some(&root), &["put", "--tenant", "acme", "small", "v=kept"])
         .ok();
@@ -834,10 +827,7 @@ fn shredding_on_etcd_leaves_no_sealed_kek_in_any_members_database() {
     .map(str::to_owned)
     .to_vec();
     let server = node(dir.path(), "n1", &etcd, &extra);
-    let (shares, root) = init(&server, 1, 1);
-    unseal(&server, &[&shares[0]]);
-    eventually("the node is active", || role(&server) == "active");
-    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    let root = active_with_acme(&server);
     server
         .cli(
             Some(&root),
@@ -1053,20 +1043,8 @@ fn nodes_sign_in_to_etcd_and_a_wrong_password_stops_them_clearly() {
 
     let server =
         start("n1", Some(("root", "s3cret-etcd"))).expect("a node with the right password");
-    let (shares, root) = init(&server, 1, 1);
-    unseal(&server, &[&shares[0]]);
-    eventually("the node is active", || role(&server) == "active");
-    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
-    server
-        .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "v=1"])
-        .ok();
-    let read = server
-        .cli(
-            Some(&root),
-            &["get", "--tenant", "acme", "db/a", "--format", "json"],
-        )
-        .json();
-    assert_eq!(read["data"]["v"], "1");
+    let root = active_with_acme(&server);
+    puts_and_reads_back(&server, &root);
 }
 
 /// Two sealed nodes initialized at once (and again one after the other): exactly one init
@@ -1181,20 +1159,6 @@ fn nodes_speak_tls_to_etcd() {
             path(&pki.client_key),
         ],
     );
-    let (shares, root) = init(&server, 1, 1);
-    unseal(&server, &[&shares[0]]);
-    eventually("the node is active", || role(&server) == "active");
-    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
-    server
-        .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "v=1"])
-        .ok();
-    assert_eq!(
-        server
-            .cli(
-                Some(&root),
-                &["get", "--tenant", "acme", "db/a", "--format", "json"]
-            )
-            .json()["data"]["v"],
-        "1"
-    );
+    let root = active_with_acme(&server);
+    puts_and_reads_back(&server, &root);
 }

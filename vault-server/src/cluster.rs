@@ -776,15 +776,10 @@ impl Cluster {
                 last_compacted = Instant::now();
                 for domain in domains.iter() {
                     let mut client = domain.client.clone();
+                    let within = self.config.lease_ttl / 3;
                     let compaction = async {
-                        let current = client
-                            .get(
-                                key(&self.config, "leader"),
-                                Some(GetOptions::new().with_keys_only()),
-                            )
-                            .await
-                            .ok()
-                            .and_then(|r| r.header().map(|h| h.revision()));
+                        let current =
+                            current_revision(&client, &key(&self.config, "leader"), within).await;
                         if let Some(current) = current
                             && current > HISTORY_KEPT
                             && let Err(e) = client.compact(current - HISTORY_KEPT, None).await
@@ -794,7 +789,7 @@ impl Cluster {
                         }
                     };
                     // Bounded: the heartbeat waits for it.
-                    let _ = tokio::time::timeout(self.config.lease_ttl / 3, compaction).await;
+                    let _ = tokio::time::timeout(within, compaction).await;
                 }
             }
             drop(domains);
@@ -914,13 +909,10 @@ async fn ping(client: &Client, ping_key: &str, within: Duration) -> Option<i64> 
         async move { client.put(key, Vec::new(), None).await }
     })
     .await;
-    match answer {
-        Ok(answer) => answer.header().map(|h| h.revision()),
-        Err(e) => {
-            tracing::debug!(error = %e, "etcd: cannot write this node's ping key");
-            None
-        }
-    }
+    revision_of(
+        answer.map(|a| a.header().cloned()),
+        "write this node's ping key",
+    )
 }
 
 /// etcd's current revision, by a linearizable request (a read of the leader key), within
@@ -936,10 +928,22 @@ async fn current_revision(client: &Client, leader_key: &str, within: Duration) -
         }
     })
     .await;
-    match answer {
-        Ok(answer) => answer.header().map(|h| h.revision()),
+    revision_of(
+        answer.map(|a| a.header().cloned()),
+        "read the current revision",
+    )
+}
+
+/// The revision of an answer's header; a failure is logged (at debug: the caller relays or
+/// retries) as `what` could not be done.
+fn revision_of(
+    header: Result<Option<etcd_client::ResponseHeader>, etcd_client::Error>,
+    what: &str,
+) -> Option<i64> {
+    match header {
+        Ok(header) => header.map(|h| h.revision()),
         Err(e) => {
-            tracing::debug!(error = %e, "etcd: cannot read the current revision");
+            tracing::debug!(error = %e, "etcd: cannot {what}");
             None
         }
     }
