@@ -8,7 +8,9 @@ fn init_unseal_use_restart_rotate_seal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
 
-    let status = server.cli(None, &["status", "--format", "json"]).json();
+    let status = server
+        .cli(None, &["status", "--format", "json"])
+        .status_json();
     assert_eq!(status["initialized"], false);
 
     let (shares, token) = init(&server, 5, 3);
@@ -40,7 +42,9 @@ fn init_unseal_use_restart_rotate_seal() {
         (progress["sealed"].as_bool(), progress["progress"].as_u64()),
         (Some(true), Some(2))
     );
-    let text_status = server.cli(None, &["status"]).ok().to_owned();
+    let text_status = server.cli(None, &["status"]);
+    assert_eq!(text_status.code, 2, "sealed: status exits 2");
+    let text_status = text_status.stdout;
     assert!(
         text_status.contains("Unseal progress  2/3"),
         "{text_status}"
@@ -250,7 +254,9 @@ fn init_unseal_use_restart_rotate_seal() {
     // Crash (SIGKILL) and restart: sealed, and a different three shares bring everything back.
     server.kill();
     let server = TestServer::start(dir.path(), &[]);
-    let status = server.cli(None, &["status", "--format", "json"]).json();
+    let status = server
+        .cli(None, &["status", "--format", "json"])
+        .status_json();
     assert_eq!(
         (status["initialized"].as_bool(), status["sealed"].as_bool()),
         (Some(true), Some(true))
@@ -377,7 +383,9 @@ fn init_unseal_use_restart_rotate_seal() {
         wrong.stderr
     );
     assert_eq!(
-        server.cli(None, &["status", "--format", "json"]).json()["progress"],
+        server
+            .cli(None, &["status", "--format", "json"])
+            .status_json()["progress"],
         2
     );
     let garbage = server.cli_with_stdin(None, &["unseal"], Some(b"not-a-share"));

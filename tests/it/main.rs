@@ -14,6 +14,7 @@ mod dev_mode;
 mod feed;
 mod grpc;
 mod hardening;
+mod http;
 mod isolation;
 mod keys;
 mod kms;

@@ -89,7 +89,7 @@ fn tls_serves_clients_that_trust_the_ca_and_only_them() {
         &["--ca-cert", text(&pki.ca), "status", "--format", "json"],
         None,
     )
-    .json();
+    .status_json();
     assert_eq!(trusted["initialized"], false);
     let no_ca = run_cli(&addr, None, &["status"], None);
     assert!(
@@ -109,8 +109,8 @@ fn tls_serves_clients_that_trust_the_ca_and_only_them() {
         wrong_ca.stderr
     );
     let plaintext = run_cli(&server.addr, None, &["status"], None);
-    assert_ne!(
-        plaintext.code, 0,
+    assert_eq!(
+        plaintext.code, 1,
         "plaintext must not reach a TLS listener: {}",
         plaintext.stdout
     );
@@ -133,8 +133,9 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     );
     let addr = https(&server);
     let anonymous = run_cli(&addr, None, &["--ca-cert", text(&pki.ca), "status"], None);
-    assert_ne!(
-        anonymous.code, 0,
+    // Refused: exit 1 with an error (2 would be a sealed vault's answer).
+    assert_eq!(
+        anonymous.code, 1,
         "a client without a certificate was served: {}",
         anonymous.stdout
     );
@@ -154,7 +155,7 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         ],
         None,
     );
-    assert_eq!(with_cert.json()["sealed"], true);
+    assert_eq!(with_cert.status_json()["sealed"], true);
     // The audit record still names the source address under TLS.
     let records = audit_records(&server.audit_dir());
     let status = records

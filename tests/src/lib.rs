@@ -222,6 +222,85 @@ impl TestServer {
     pub fn endpoint(&self) -> String {
         self.addr.clone()
     }
+
+    /// The base URL of Vault's HTTP API (`http://127.0.0.1:PORT`), for a server started with
+    /// `--http-listen`: read from its banner line.
+    pub fn http_url(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|line| line.strip_prefix("vault-server HTTP API listening on "))
+            .expect("the server was started with --http-listen")
+            .to_owned()
+    }
+}
+
+/// An answer of Vault's HTTP API.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request to `base` (`http://host:port`) on its own connection: raw bytes over
+/// TCP, so a test can send what no client library would (bad JSON, odd methods, huge bodies).
+pub fn http_call(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    use std::io::Read;
+    let host = base.strip_prefix("http://").expect("http:// URL");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the HTTP API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send head");
+    // A body the server refuses early may not be read whole; that is its right.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
 
 impl Drop for TestServer {
@@ -262,6 +341,18 @@ impl CliOutput {
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// The output of `vault-cli status`, which exits 2 while the vault is sealed.
+    pub fn status_json(&self) -> serde_json::Value {
+        assert!(
+            self.code == 0 || self.code == 2,
+            "vault-cli status failed\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 }

@@ -209,7 +209,7 @@ async fn dispatch(ctx: &client::Ctx, command: Command) -> client::CliResult<u8> 
         Command::Render(args) => render::render(ctx, format, args).await?,
         Command::Init(args) => system::init(ctx, args).await?,
         Command::Unseal(args) => system::unseal(ctx, args).await?,
-        Command::Status => system::status(ctx).await?,
+        Command::Status => return system::status(ctx).await,
         Command::Seal => system::seal(ctx).await?,
         Command::Tenant(command) => tenant::run(ctx, command).await?,
         Command::Put(args) => secrets::put(ctx, args).await?,

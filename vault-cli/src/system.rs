@@ -181,8 +181,11 @@ pub async fn unseal(ctx: &Ctx, args: UnsealArgs) -> CliResult<()> {
     show(&Unsealed::from(response), ctx.format)
 }
 
-pub async fn status(ctx: &Ctx) -> CliResult<()> {
+/// Shows the seal status; the exit code is 2 while the vault is sealed (or not initialised),
+/// 0 when it is unsealed, as Vault's `status` says it.
+pub async fn status(ctx: &Ctx) -> CliResult<u8> {
     let s = ctx.answer(system(ctx).await?.status(v1::StatusRequest {}).await)?;
+    let code = if s.initialized && !s.sealed { 0 } else { 2 };
     let status = SealStatus {
         initialized: s.initialized,
         sealed: s.sealed,
@@ -198,7 +201,8 @@ pub async fn status(ctx: &Ctx) -> CliResult<()> {
         members: s.members,
         etcd_revision: s.etcd_revision,
     };
-    show(&status, ctx.format)
+    show(&status, ctx.format)?;
+    Ok(code)
 }
 
 pub async fn seal(ctx: &Ctx) -> CliResult<()> {

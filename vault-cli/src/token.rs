@@ -198,6 +198,7 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
         TokenCommand::Lookup { accessor } => {
             let request = v1::LookupTokenRequest {
                 accessor: accessor.unwrap_or_default(),
+                ..Default::default()
             };
             let info = call!(ctx, new, lookup_token, request).await?.info;
             show(&Info::from(info.unwrap_or_default()), format)
@@ -221,6 +222,7 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
         } => {
             let request = v1::RevokeTokenRequest {
                 accessor: accessor.unwrap_or_default(),
+                ..Default::default()
             };
             let revoked = call!(ctx, new, revoke_token, request).await?.revoked;
             let text = format!("Revoked {revoked} token(s).\n");

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use tonic::Request;
 use vault_core::{
-    Error,
+    Error, Vault,
     cidr::Cidr,
     names::TenantName,
     policy::{Policy, PolicyName},
     time::rfc3339,
+    token::Token,
     vault::{CreatedToken, TokenInfo, TokenRequest},
 };
 use vault_proto::v1::{
@@ -61,6 +62,39 @@ pub(crate) fn info_message(info: TokenInfo) -> v1::TokenInfo {
 
 fn accessor_arg(accessor: String) -> Option<String> {
     (!accessor.is_empty()).then_some(accessor)
+}
+
+/// Which token a lookup or revocation names: by accessor, by the token itself, or (neither)
+/// the caller's own.
+enum Named {
+    Accessor(Option<String>),
+    Token(Token),
+}
+
+fn named(accessor: String, token: String) -> Result<Named, Error> {
+    match (accessor.is_empty(), token.is_empty()) {
+        (_, true) => Ok(Named::Accessor(accessor_arg(accessor))),
+        (true, false) => Ok(Named::Token(Token::from_presented(token).map_err(
+            |_| Error::InvalidArgument {
+                field: "token",
+                reason: "not a token".into(),
+            },
+        )?)),
+        (false, false) => Err(Error::InvalidArgument {
+            field: "token",
+            reason: "give the accessor or the token, not both".into(),
+        }),
+    }
+}
+
+impl Named {
+    /// The accessor named, resolving a token to its own.
+    fn accessor(self, vault: &Vault) -> Result<Option<String>, Error> {
+        match self {
+            Named::Accessor(accessor) => Ok(accessor),
+            Named::Token(token) => vault.access().accessor_of(&token).map(Some),
+        }
+    }
 }
 
 pub(crate) fn seconds(value: u64) -> Option<Duration> {
@@ -116,8 +150,9 @@ impl Tokens for Handlers {
 
     async fn lookup_token(&self, r: Request<LookupTokenRequest>) -> Reply<LookupTokenResponse> {
         self.rpc(r)
-            .parse(|r| Ok(accessor_arg(r.accessor)))
-            .run(|step, accessor| {
+            .parse(|r| named(r.accessor, r.token))
+            .run(|step, named| {
+                let accessor = named.accessor(step.vault)?;
                 step.vault
                     .access()
                     .lookup_token(step.caller()?, accessor.as_deref())
@@ -144,8 +179,9 @@ impl Tokens for Handlers {
 
     async fn revoke_token(&self, r: Request<RevokeTokenRequest>) -> Reply<RevokeTokenResponse> {
         self.rpc(r)
-            .parse(|r| Ok(accessor_arg(r.accessor)))
-            .run(|step, accessor| {
+            .parse(|r| named(r.accessor, r.token))
+            .run(|step, named| {
+                let accessor = named.accessor(step.vault)?;
                 step.vault
                     .access()
                     .revoke_token(step.caller()?, accessor.as_deref())

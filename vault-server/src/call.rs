@@ -78,6 +78,15 @@ use vault_proto::reason;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// A request extension that marks a call made by the HTTP API's gateway (`crate::http`) on
+/// behalf of an HTTP request: its audit records say `transport: http` and name the route.
+/// Extensions are set in-process only, so no network client can claim it.
+#[derive(Clone)]
+pub struct HttpOrigin {
+    /// `PUT /v1/secret/data/db/primary`, as recorded.
+    pub route: Arc<str>,
+}
+
 /// Limits applied to every call.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -261,7 +270,120 @@ impl CallLayer {
     }
 }
 
+/// How a call's source is recorded: the peer, or the client behind a trusted proxy.
+fn source_text(peer: Option<SocketAddr>, source_ip: Option<IpAddr>) -> String {
+    match (peer, source_ip) {
+        (Some(peer), Some(ip)) if peer.ip() != ip => format!("{ip} (via {peer})"),
+        (Some(peer), _) => peer.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// What an unaudited call served outside the layer holds while it runs (see
+/// [`CallLayer::admit_unaudited`]).
+pub struct Admitted {
+    _open: Option<Place<IpAddr>>,
+    _aux: Option<OwnedSemaphorePermit>,
+}
+
+/// Why [`CallLayer::record_http_failure`] wrote no record.
+pub enum NotRecorded {
+    /// The source is over its rate limit (answer 429 with this message).
+    Limited(String),
+    /// The audit log cannot be written (answer 503).
+    AuditUnavailable,
+}
+
 impl CallLayer {
+    /// Admits a call the layer does not see and that is not audited (the HTTP API's
+    /// `sys/health`) under the limits of gRPC health calls: the per-source rate, the
+    /// per-source cap on open health calls, and the server-wide number of them. `Err`: why
+    /// it is refused.
+    pub fn admit_unaudited(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &http::HeaderMap,
+    ) -> Result<Admitted, String> {
+        let guards = &self.guards;
+        let source = guards.source(peer, headers.get_all("x-forwarded-for").iter());
+        if let (Some(limit), Some(ip)) = (&guards.per_source, source)
+            && !limit.try_take(&source_key(ip), Instant::now())
+        {
+            return Err(format!(
+                "source {ip} is over the limit of {} calls/s",
+                guards.limits.source_rate
+            ));
+        }
+        let open = match source.map(|ip| guards.open_call(ip, true)) {
+            Some(None) => {
+                return Err(format!(
+                    "source has its limit of {AUX_PER_SOURCE} health calls open at once"
+                ));
+            }
+            Some(Some(open)) => open,
+            None => None,
+        };
+        let aux = match &guards.aux {
+            Some(semaphore) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| {
+                format!(
+                    "the server is serving its limit of {} health and reflection calls",
+                    guards.limits.max_concurrent_aux
+                )
+            })?),
+            None => None,
+        };
+        Ok(Admitted {
+            _open: open,
+            _aux: aux,
+        })
+    }
+
+    /// Records the outcome of an HTTP request that the HTTP API answered itself, before any
+    /// call (an unknown path, a body that does not parse), as a call of `method` (empty: no
+    /// method) with `transport: http`; the per-source rate limit applies first. Gives the
+    /// record's request id.
+    pub async fn record_http_failure(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &http::HeaderMap,
+        method: &str,
+        route: &str,
+        code: Code,
+        detail: String,
+    ) -> Result<String, NotRecorded> {
+        let guards = &self.guards;
+        let source_ip = guards.source(
+            peer.map(|addr| addr.ip()),
+            headers.get_all("x-forwarded-for").iter(),
+        );
+        if let (Some(limit), Some(ip)) = (&guards.per_source, source_ip)
+            && !limit.try_take(&source_key(ip), Instant::now())
+        {
+            return Err(NotRecorded::Limited(format!(
+                "source {ip} is over the limit of {} calls/s",
+                guards.limits.source_rate
+            )));
+        }
+        let call = Call {
+            request_id: Arc::from(new_request_id()),
+            method: Arc::from(method),
+            source: Arc::from(source_text(peer, source_ip)),
+            source_ip,
+            audit: self.audit.clone(),
+            transport: "http",
+            record: Arc::default(),
+            slot: Arc::default(),
+            guards: Some(Arc::clone(guards)),
+        };
+        call.note(route.to_owned());
+        call.note(detail);
+        if let Err(e) = record_outcome(&call, code).await {
+            tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
+            return Err(NotRecorded::AuditUnavailable);
+        }
+        Ok(call.request_id.to_string())
+    }
+
     /// Relays the calls `forwarder` names to another node (a standby's, to the active node).
     pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>) -> Self {
         self.forwarder = Some(forwarder);
@@ -401,6 +523,8 @@ pub struct Call {
     /// The connection's peer address, which network restrictions are checked against.
     source_ip: Option<std::net::IpAddr>,
     audit: Option<Arc<AuditLog>>,
+    /// `http` for a call the HTTP API made; empty for gRPC.
+    transport: &'static str,
     record: Arc<Mutex<CallRecord>>,
     /// The call's place under the server-wide concurrency limit, taken when its work starts.
     slot: Arc<Mutex<Slot>>,
@@ -435,6 +559,7 @@ impl Call {
                 source: Arc::from("-"),
                 source_ip: None,
                 audit: None,
+                transport: "",
                 record: Arc::default(),
                 slot: Arc::default(),
                 guards: None,
@@ -514,6 +639,7 @@ impl Call {
             path: record.path.clone(),
             principal: record.principal.clone(),
             source: self.source.to_string(),
+            transport: self.transport.to_owned(),
             detail: record.detail.clone(),
             answered_anyway: record.answer_recorded,
             ..Entry::default()
@@ -787,21 +913,22 @@ where
             source.map(|addr| addr.ip()),
             request.headers().get_all("x-forwarded-for").iter(),
         );
-        let source_text = match (source, source_ip) {
-            (Some(peer), Some(ip)) if peer.ip() != ip => format!("{ip} (via {peer})"),
-            (Some(peer), _) => peer.to_string(),
-            _ => "-".to_owned(),
-        };
+        let source_text = source_text(source, source_ip);
+        let origin = request.extensions().get::<HttpOrigin>().cloned();
         let call = Call {
             request_id: Arc::from(new_request_id()),
             method: Arc::from(method.as_str()),
             source: Arc::from(source_text),
             source_ip,
             audit: if audited { self.audit.clone() } else { None },
+            transport: if origin.is_some() { "http" } else { "" },
             record: Arc::default(),
             slot: Arc::default(),
             guards: Some(Arc::clone(&guards)),
         };
+        if let Some(origin) = origin {
+            call.note(origin.route.to_string());
+        }
         // Limits before anything else (authentication included): a flood is refused cheaply
         // and recorded once a second per source, not once per call. The server-wide place is
         // taken later, when the request is decoded and work starts (`Call::blocking`).

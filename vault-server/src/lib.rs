@@ -18,6 +18,7 @@ pub mod call;
 #[cfg(feature = "etcd")]
 pub mod cluster;
 mod dev;
+pub mod http;
 mod keys;
 mod kms;
 mod login;
@@ -74,6 +75,12 @@ pub struct Args {
     /// address needs --tls-cert and --tls-key.
     #[arg(long, default_value = "127.0.0.1:8200", env = "VAULT_LISTEN")]
     pub listen: SocketAddr,
+
+    /// Also serve Vault's HTTP API (a stated subset: sys, KV v2 at secret/, transit, token,
+    /// AppRole and JWT login) on this address, so Vault's and OpenBao's clients work. Same
+    /// TLS flags and loopback rule as gRPC.
+    #[arg(long, value_name = "ADDR", env = "VAULT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
 
     /// PEM certificate chain for TLS (rustls).
     #[arg(
@@ -415,20 +422,65 @@ pub fn init_logging() {
         .init();
 }
 
-/// Adds each service to the router and marks it serving in the health service, so that the
-/// list of services is written once.
+/// Adds each service to the routes and its name to the list the health service reports on,
+/// so that the list of services is written once.
 macro_rules! register {
-    ($router:expr, $health:expr, [$($service:expr),+ $(,)?]) => {{
-        let router = $router;
+    ($routes:expr, $names:expr, [$($service:expr),+ $(,)?]) => {{
+        let routes = $routes;
         $(
             let service = $service;
-            $health
-                .set_service_status(name_of(&service), tonic_health::ServingStatus::Serving)
-                .await;
-            let router = router.add_service(service);
+            $names.push(name_of(&service));
+            let routes = routes.add_service(service);
         )+
-        router
+        routes
     }};
+}
+
+/// The gRPC health service's view of the vault: every service (and the server, `""`) is
+/// SERVING while the vault is initialised and unsealed, NOT_SERVING otherwise, so load
+/// balancers stop sending calls to a sealed node. Unseal and seal refresh it before they
+/// answer; a timer catches every other change (a cluster node that fell behind) within a
+/// quarter second.
+pub(crate) struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    services: std::sync::OnceLock<Vec<&'static str>>,
+    /// What the reporter says now (`None`: nothing yet).
+    shown: tokio::sync::Mutex<Option<bool>>,
+}
+
+impl Health {
+    /// Sets every service's status from the seal state, if it changed.
+    pub(crate) async fn refresh(&self, vault: &Arc<Vault>) {
+        let mut shown = self.shown.lock().await;
+        let reading = Arc::clone(vault);
+        let Ok(status) = tokio::task::spawn_blocking(move || reading.seal().status()).await else {
+            return;
+        };
+        let serving = status.initialized && !status.sealed;
+        if *shown == Some(serving) {
+            return;
+        }
+        let state = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", state).await;
+        for name in self.services.get().map(Vec::as_slice).unwrap_or_default() {
+            self.reporter.set_service_status(*name, state).await;
+        }
+        *shown = Some(serving);
+    }
+}
+
+/// Refreshes the health service every quarter second.
+async fn report_health(health: Arc<Health>, vault: Arc<Vault>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        health.refresh(&vault).await;
+    }
 }
 
 /// The gRPC name of a service (`vault.v1.Secrets`).
@@ -589,6 +641,8 @@ pub(crate) struct Shared {
     pub watches: watch::Watches,
     /// This node's part in a cluster, on etcd.
     pub cluster: ClusterHandle,
+    /// What the gRPC health service says.
+    pub health: Arc<Health>,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
@@ -606,6 +660,23 @@ pub async fn run(args: Args) -> Result<(), String> {
             args.listen
         ));
     }
+    if let Some(http) = args.http_listen {
+        if args.dev && !http.ip().is_loopback() {
+            return Err(format!(
+                "refusing --http-listen {http} in dev mode: dev mode is loopback only"
+            ));
+        }
+        if tls.is_none() && !http.ip().is_loopback() {
+            return Err(format!(
+                "refusing --http-listen {http} without TLS: plaintext HTTP is allowed on loopback \
+                 addresses only (give --tls-cert and --tls-key)"
+            ));
+        }
+    }
+    let http_tls = match args.http_listen {
+        Some(_) => http_tls_config(&args)?,
+        None => None,
+    };
     if args.max_request_bytes <= args.max_value_bytes {
         return Err(format!(
             "--max-request-bytes ({}) must be larger than --max-value-bytes ({})",
@@ -743,6 +814,12 @@ pub async fn run(args: Args) -> Result<(), String> {
         cluster.clone(),
     ));
 
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Arc::new(Health {
+        reporter: health_reporter,
+        services: std::sync::OnceLock::new(),
+        shown: tokio::sync::Mutex::new(None),
+    });
     let shared = Arc::new(Shared {
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
@@ -757,16 +834,37 @@ pub async fn run(args: Args) -> Result<(), String> {
             },
         ),
         cluster: cluster.clone(),
+        health: Arc::clone(&health),
     });
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Both versions: grpcurl and grpcio-reflection of some ages speak only v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| format!("cannot build the reflection service: {e}"))?;
 
     let limit = args.max_request_bytes;
-    // The first line on stdout is for humans and for tests that start the server on port 0.
+    let http_listener = match args.http_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address} (--http-listen): {e}"))?,
+        ),
+        None => None,
+    };
+    if let Some(listener) = &http_listener {
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        println!("{}", http::banner(local, http_tls.is_some()));
+        tracing::info!(%local, "Vault's HTTP API listening");
+    }
+    // The first line on stdout is for humans and for tests that start the server on port 0
+    // (the HTTP API's line, if any, comes before it).
     println!("vault-server listening on {local}");
     let _ = std::io::stdout().flush();
     tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
@@ -801,15 +899,15 @@ pub async fn run(args: Args) -> Result<(), String> {
         Some(cluster) => call_layer.with_forwarder(Arc::clone(cluster) as Arc<dyn call::Forwarder>),
         None => call_layer,
     };
-    let router = builder
-        .layer(call_layer)
-        .add_service(health_service)
-        .add_service(reflection);
     // Every service once: its route, and its status in the health service.
     let handlers = serve::Handlers::new(Arc::clone(&shared));
-    let router = register!(
-        router,
-        health_reporter,
+    let mut served = Vec::new();
+    let routes = tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha);
+    let routes = register!(
+        routes,
+        served,
         [
             SystemServer::new(handlers.clone()).max_decoding_message_size(limit),
             SecretsServer::new(handlers.clone()).max_decoding_message_size(limit),
@@ -827,6 +925,32 @@ pub async fn run(args: Args) -> Result<(), String> {
             WebhooksServer::new(handlers.clone()).max_decoding_message_size(limit),
         ]
     );
+    // Every service has its status before the first call is served.
+    let _ = health.services.set(served);
+    health.refresh(&vault).await;
+    tokio::spawn(report_health(Arc::clone(&health), Arc::clone(&vault)));
+    if let Some(listener) = http_listener {
+        let gateway = http::gateway(Arc::clone(&shared), routes.clone(), call_layer.clone());
+        tokio::spawn(http::serve(
+            listener,
+            http::HttpConfig {
+                tls: http_tls,
+                connections: transport::ConnectionLimits {
+                    header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+                    idle_timeout: std::time::Duration::from_secs(
+                        args.idle_connection_timeout_secs.max(1),
+                    ),
+                    max_per_source: args.max_connections_per_source,
+                    trusted_proxies: args.trusted_proxies.clone(),
+                },
+                max_body_bytes: limit,
+                body_timeout: std::time::Duration::from_millis(args.request_body_timeout_ms.max(1)),
+                max_streams_per_connection: args.max_streams_per_connection,
+            },
+            gateway,
+        ));
+    }
+    let router = builder.layer(call_layer).add_routes(routes);
     let draining = Arc::new(tokio::sync::Notify::new());
     // Connections are bounded per source and closed when they carry no request (see
     // transport.rs); TCP_NODELAY is set on each, or small responses wait for the peer's
@@ -904,6 +1028,51 @@ fn tls_config(args: &Args) -> Result<Option<ServerTlsConfig>, String> {
     Ok(Some(config))
 }
 
+/// The rustls configuration of the HTTP API from --tls-cert, --tls-key and --tls-client-ca:
+/// the same files as gRPC's, HTTP/2 and HTTP/1.1 by ALPN.
+fn http_tls_config(args: &Args) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &args.tls_client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for certificate in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?
+            {
+                let certificate =
+                    certificate.map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
+                roots
+                    .add(certificate)
+                    .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, private_key)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
 /// Opens the audit log: recovery (torn tail, crashed intents, tail check against the head the
 /// vault's state recorded) happens here, and corruption refuses start-up.
 fn open_audit(
@@ -965,7 +1134,7 @@ pub(crate) type ClusterHandle = Option<Arc<cluster::Cluster>>;
 pub(crate) type ClusterHandle = Option<std::convert::Infallible>;
 
 /// Whether this node runs the background work and serves calls itself.
-fn is_active(cluster: &ClusterHandle) -> bool {
+pub(crate) fn is_active(cluster: &ClusterHandle) -> bool {
     #[cfg(feature = "etcd")]
     return cluster.as_ref().is_none_or(|c| c.is_active());
     #[cfg(not(feature = "etcd"))]

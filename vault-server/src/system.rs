@@ -96,7 +96,8 @@ impl System for Handlers {
     }
 
     async fn unseal(&self, r: Request<UnsealRequest>) -> Reply<UnsealResponse> {
-        self.rpc(r)
+        let unsealed = self
+            .rpc(r)
             .parse(|r| Ok((share_of(r.share)?, r.reset)))
             .run(|step, (share, reset)| {
                 if reset {
@@ -104,18 +105,20 @@ impl System for Handlers {
                 }
                 step.vault.seal().unseal(share)
             })
-            .answer(unseal_response)
-            .await
+            .out()
+            .await?;
+        self.shared.health.refresh(&self.shared.vault).await;
+        Ok(tonic::Response::new(unseal_response(unsealed)))
     }
 
     async fn seal(&self, r: Request<SealRequest>) -> Reply<SealResponse> {
         self.rpc(r)
             .run(|step, ()| step.vault.seal().seal(step.caller()?))
-            .answer(|()| {
-                tracing::warn!("vault sealed by request");
-                SealResponse {}
-            })
-            .await
+            .out()
+            .await?;
+        tracing::warn!("vault sealed by request");
+        self.shared.health.refresh(&self.shared.vault).await;
+        Ok(tonic::Response::new(SealResponse {}))
     }
 
     async fn status(&self, r: Request<StatusRequest>) -> Reply<StatusResponse> {

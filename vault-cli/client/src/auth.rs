@@ -157,6 +157,7 @@ async fn log_in(channel: &Channel, credentials: &Credentials, timeout: Duration)
                 timed(
                     v1::LookupTokenRequest {
                         accessor: String::new(),
+                        ..Default::default()
                     },
                     timeout,
                 ),
@@ -391,6 +392,7 @@ async fn log_in_again(inner: &Inner, why: &str) -> Result<()> {
 pub(crate) async fn revoke(inner: &Inner) -> Result<()> {
     let request = inner.request(v1::RevokeTokenRequest {
         accessor: String::new(),
+        ..Default::default()
     })?;
     TokensClient::new(inner.channel.clone())
         .revoke_token(request)

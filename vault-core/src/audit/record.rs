@@ -52,6 +52,10 @@ pub struct Record {
     pub principal: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// How the call arrived when not over gRPC: `http` (Vault's HTTP API). Absent: gRPC, or
+    /// not a call.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub transport: String,
     /// ok, denied, error or crashed (outcome records).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub outcome: String,
@@ -82,6 +86,7 @@ pub struct Entry {
     pub path: String,
     pub principal: String,
     pub source: String,
+    pub transport: String,
     pub outcome: String,
     pub code: String,
     pub detail: String,

@@ -44,6 +44,7 @@ fn entry(i: usize) -> Entry {
         path: format!("db/secret-{i}"),
         principal: "va.0123".into(),
         source: "127.0.0.1:5000".into(),
+        transport: String::new(),
         outcome: if i.is_multiple_of(3) {
             String::new()
         } else {

@@ -246,6 +246,7 @@ impl AuditLog {
                 path: intent.path.clone(),
                 principal: intent.principal.clone(),
                 source: intent.source.clone(),
+                transport: intent.transport.clone(),
                 outcome: "crashed".into(),
                 code: "UNKNOWN".into(),
                 detail: format!(
@@ -764,6 +765,7 @@ impl Writer {
                 path: entry.path,
                 principal: entry.principal,
                 source: entry.source,
+                transport: entry.transport,
                 outcome: entry.outcome,
                 code: entry.code,
                 detail: entry.detail,

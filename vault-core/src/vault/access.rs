@@ -138,18 +138,7 @@ impl Vault {
     /// token bound to networks, or whose ancestors are, is refused from anywhere else, and
     /// from an unknown source.
     pub fn authenticate_from(&self, token: &Token, source: Option<IpAddr>) -> Result<Caller> {
-        let keyring = self.keyring()?;
-        let hash = keyring.token_hasher.hash(token);
-        let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
-            return Err(Error::PermissionDenied);
-        };
-        let record: TokenRecord = from_json(&bytes, "a token record")?;
-        if !hash
-            .matches_hex(&record.hash)
-            .ok_or_else(|| corrupt("a token record"))?
-        {
-            return Err(Error::PermissionDenied);
-        }
+        let record = self.access().record_of_token(token)?;
         let tenant = match record.tenant.as_str() {
             "" => None,
             hex => Some(TenantId::parse_hex(hex).ok_or_else(|| corrupt("a token record"))?),
@@ -679,6 +668,45 @@ impl Access<'_> {
             cidrs: request.cidrs.iter().map(ToString::to_string).collect(),
             family_max_ttl: request.refresh_max_ttl,
         })
+    }
+
+    /// The tenant a presented token belongs to (`None`: a system-scope token), read from its
+    /// record alone: no liveness, network or rate check, so it is no authentication. Vault's
+    /// HTTP API uses it to pick the tenant of a call that names no namespace; the call itself
+    /// then authenticates as usual.
+    pub fn tenant_of_token(&self, token: &Token) -> Result<Option<TenantName>> {
+        let record = self.record_of_token(token)?;
+        match TenantId::parse_hex(&record.tenant) {
+            Some(id) => self.tenant_name(id),
+            None => Ok(None),
+        }
+    }
+
+    /// The accessor of a presented token (for a lookup or revocation by the token itself);
+    /// an unknown token is [`Error::NotFound`], as an accessor the caller may not manage is.
+    pub fn accessor_of(&self, token: &Token) -> Result<String> {
+        match self.record_of_token(token) {
+            Ok(record) => Ok(record.accessor),
+            Err(Error::PermissionDenied) => Err(Error::NotFound("the token".into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The record a token's keyed hash names; unknown: [`Error::PermissionDenied`].
+    fn record_of_token(&self, token: &Token) -> Result<TokenRecord> {
+        let keyring = self.keyring()?;
+        let hash = keyring.token_hasher.hash(token);
+        let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
+            return Err(Error::PermissionDenied);
+        };
+        let record: TokenRecord = from_json(&bytes, "a token record")?;
+        if !hash
+            .matches_hex(&record.hash)
+            .ok_or_else(|| corrupt("a token record"))?
+        {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(record)
     }
 
     /// Shows a token: the caller's own (`None`) or one it may manage.
