@@ -1123,3 +1123,67 @@ fn the_http_api_speaks_http1_and_http2_over_tls_and_mutual_tls_and_plaintext_onl
         Ok("2 501")
     );
 }
+
+#[test]
+fn a_jwt_login_over_http_issues_a_token_of_the_tenant_the_claims_name() {
+    use crate::logins::{jwks, now, sign_rs256};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = http_server(&dir.path().join("data"));
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    approle(&server, &root, "acme", APP_RULES);
+    let (rsa, jwks_file) = jwks(dir.path());
+    let config = dir.path().join("corp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer = \"https://issuer.example\"\njwks_file = \"{}\"\naudiences = [\"vault\"]\n\
+             tenant_claim = \"tenant\"\npolicies = [\"app\"]\ntoken_ttl = \"15m\"\n",
+            jwks_file.display()
+        ),
+    )
+    .expect("config");
+    server
+        .cli(
+            Some(&root),
+            &["jwt", "write", "corp", config.to_str().expect("utf-8")],
+        )
+        .ok();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "k1"});
+    let claims = serde_json::json!({"iss": "https://issuer.example", "aud": "vault", "sub": "alice",
+        "tenant": "acme", "iat": now(), "exp": now() + 300});
+    let jwt = sign_rs256(&rsa, &header, &claims);
+    let url = server.http_url();
+    for mount in ["jwt", "oidc"] {
+        let body = serde_json::json!({"role": "corp", "jwt": jwt}).to_string();
+        let login = http_call(
+            &url,
+            "POST",
+            &format!("/v1/auth/{mount}/login"),
+            &[],
+            body.as_bytes(),
+        );
+        assert_eq!(login.status, 200, "{login:?}");
+        let auth = &login.json()["auth"];
+        assert_eq!(auth["policies"], serde_json::json!(["app"]));
+        let token = auth["client_token"].as_str().expect("client token");
+        let me = http_call(
+            &url,
+            "GET",
+            "/v1/auth/token/lookup-self",
+            &[("X-Vault-Token", token)],
+            b"",
+        );
+        assert_eq!(me.json()["data"]["namespace_path"], "acme/", "{me:?}");
+    }
+    let forged = sign_rs256(
+        &rsa,
+        &header,
+        &serde_json::json!({"iss": "https://issuer.example",
+        "aud": "someone-else", "sub": "alice", "tenant": "acme", "iat": now(), "exp": now() + 300}),
+    );
+    let body = serde_json::json!({"role": "corp", "jwt": forged}).to_string();
+    let refused = http_call(&url, "POST", "/v1/auth/jwt/login", &[], body.as_bytes());
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(refused.json()["errors"][0], "login failed");
+}
