@@ -1187,3 +1187,36 @@ fn a_jwt_login_over_http_issues_a_token_of_the_tenant_the_claims_name() {
     assert_eq!(refused.status, 400, "{refused:?}");
     assert_eq!(refused.json()["errors"][0], "login failed");
 }
+
+#[test]
+fn the_per_source_rate_limit_holds_for_http_requests_before_anything_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--http-listen", "127.0.0.1:0", "--source-rate-limit", "5"],
+    );
+    let url = server.http_url();
+    // A burst of twice the rate passes; the rest is refused, health and unknown paths alike,
+    // and a refused request's body is never read.
+    let statuses: Vec<u16> = (0..30)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                "/v1/sys/health"
+            } else {
+                "/v1/secret/data/x"
+            };
+            http_call(&url, "GET", path, &[("X-Vault-Token", "vt.bogus")], b"").status
+        })
+        .collect();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(refused >= 10, "{statuses:?}");
+    let records = audit_records(&server.audit_dir());
+    let recorded = records
+        .iter()
+        .filter(|r| r["transport"] == "http" && r["code"] == "RESOURCE_EXHAUSTED")
+        .count();
+    assert!(
+        recorded >= 1 && recorded * 4 < refused,
+        "a flood is recorded once a second, not per request: {recorded} of {refused}"
+    );
+}

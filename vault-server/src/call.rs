@@ -85,6 +85,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub struct HttpOrigin {
     /// `PUT /v1/secret/data/db/primary`, as recorded.
     pub route: Arc<str>,
+    /// The HTTP request was admitted under the per-source limits (`CallLayer::admit_http`)
+    /// and holds its place: the call does not count again.
+    pub admitted: bool,
 }
 
 /// Limits applied to every call.
@@ -286,7 +289,13 @@ pub struct Admitted {
     _aux: Option<OwnedSemaphorePermit>,
 }
 
-/// Why [`CallLayer::record_http_failure`] wrote no record.
+/// An HTTP request's place among its source's open calls (see [`CallLayer::admit_http`]).
+pub struct HttpAdmission {
+    _open: Option<Place<IpAddr>>,
+}
+
+/// Why [`CallLayer::record_http_failure`] wrote no record, or [`CallLayer::admit_http`]
+/// refused.
 pub enum NotRecorded {
     /// The source is over its rate limit (answer 429 with this message).
     Limited(String),
@@ -296,8 +305,8 @@ pub enum NotRecorded {
 
 impl CallLayer {
     /// Admits a call the layer does not see and that is not audited (the HTTP API's
-    /// `sys/health`) under the limits of gRPC health calls: the per-source rate, the
-    /// per-source cap on open health calls, and the server-wide number of them. `Err`: why
+    /// `sys/health`, already admitted as a request) under the limits of gRPC health calls:
+    /// the per-source cap on open health calls and the server-wide number of them. `Err`: why
     /// it is refused.
     pub fn admit_unaudited(
         &self,
@@ -306,14 +315,7 @@ impl CallLayer {
     ) -> Result<Admitted, String> {
         let guards = &self.guards;
         let source = guards.source(peer, headers.get_all("x-forwarded-for").iter());
-        if let (Some(limit), Some(ip)) = (&guards.per_source, source)
-            && !limit.try_take(&source_key(ip), Instant::now())
-        {
-            return Err(format!(
-                "source {ip} is over the limit of {} calls/s",
-                guards.limits.source_rate
-            ));
-        }
+        // The request's rate was counted when it was admitted (`admit_http`).
         let open = match source.map(|ip| guards.open_call(ip, true)) {
             Some(None) => {
                 return Err(format!(
@@ -340,8 +342,7 @@ impl CallLayer {
 
     /// Records the outcome of an HTTP request that the HTTP API answered itself, before any
     /// call (an unknown path, a body that does not parse), as a call of `method` (empty: no
-    /// method) with `transport: http`; the per-source rate limit applies first. Gives the
-    /// record's request id.
+    /// method) with `transport: http`. Gives the record's request id.
     pub async fn record_http_failure(
         &self,
         peer: Option<SocketAddr>,
@@ -356,15 +357,55 @@ impl CallLayer {
             peer.map(|addr| addr.ip()),
             headers.get_all("x-forwarded-for").iter(),
         );
-        if let (Some(limit), Some(ip)) = (&guards.per_source, source_ip)
-            && !limit.try_take(&source_key(ip), Instant::now())
-        {
-            return Err(NotRecorded::Limited(format!(
-                "source {ip} is over the limit of {} calls/s",
-                guards.limits.source_rate
-            )));
+        let call = self.http_call(peer, source_ip, method);
+        call.note(route.to_owned());
+        call.note(detail);
+        if let Err(e) = record_outcome(&call, code).await {
+            tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
+            return Err(NotRecorded::AuditUnavailable);
         }
-        let call = Call {
+        Ok(call.request_id.to_string())
+    }
+
+    /// Admits one HTTP request under the per-source limits, as a gRPC call is admitted: its
+    /// rate, and a place among the source's open calls held until the answer (the request's
+    /// body is read within it, and its in-process call counts no second time). A refusal is
+    /// recorded at most once a second per source and kind.
+    pub async fn admit_http(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &http::HeaderMap,
+        route: &str,
+    ) -> Result<HttpAdmission, NotRecorded> {
+        let guards = &self.guards;
+        let source_ip = guards.source(
+            peer.map(|addr| addr.ip()),
+            headers.get_all("x-forwarded-for").iter(),
+        );
+        match guards.admit(source_ip, false) {
+            Ok(open) => Ok(HttpAdmission { _open: open }),
+            Err((reason, message)) => {
+                if let Some(suppressed) =
+                    source_ip.and_then(|ip| guards.refusal_to_record(source_key(ip), reason))
+                {
+                    let call = self.http_call(peer, source_ip, "");
+                    call.note(route.to_owned());
+                    call.note(format!(
+                        "refused: {message}; {suppressed} similar refusals not recorded since \
+                         the last record"
+                    ));
+                    if let Err(e) = record_outcome(&call, Code::ResourceExhausted).await {
+                        tracing::warn!(error = %e, "refusal record not written");
+                    }
+                }
+                Err(NotRecorded::Limited(message))
+            }
+        }
+    }
+
+    /// A call made by the HTTP API itself (not through the layer), for its records.
+    fn http_call(&self, peer: Option<SocketAddr>, source_ip: Option<IpAddr>, method: &str) -> Call {
+        Call {
             request_id: Arc::from(new_request_id()),
             method: Arc::from(method),
             source: Arc::from(source_text(peer, source_ip)),
@@ -373,15 +414,8 @@ impl CallLayer {
             transport: "http",
             record: Arc::default(),
             slot: Arc::default(),
-            guards: Some(Arc::clone(guards)),
-        };
-        call.note(route.to_owned());
-        call.note(detail);
-        if let Err(e) = record_outcome(&call, code).await {
-            tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
-            return Err(NotRecorded::AuditUnavailable);
+            guards: Some(Arc::clone(&self.guards)),
         }
-        Ok(call.request_id.to_string())
     }
 
     /// Relays the calls `forwarder` names to another node (a standby's, to the active node).
@@ -428,6 +462,44 @@ impl Guards {
             }
         }
         Some(client)
+    }
+
+    /// The per-source limits of one call from `source` (a health or reflection call if `aux`):
+    /// its rate, then its place among the source's open calls (`None` without a limit).
+    /// `Err`: the refusal's kind and message.
+    fn admit(
+        &self,
+        source: Option<IpAddr>,
+        aux: bool,
+    ) -> Result<Option<Place<IpAddr>>, (&'static str, String)> {
+        if let Some(limit) = &self.per_source
+            && let Some(ip) = source
+            && !limit.try_take(&source_key(ip), Instant::now())
+        {
+            return Err((
+                "source-rate",
+                format!(
+                    "source {ip} is over the limit of {} calls/s",
+                    self.limits.source_rate
+                ),
+            ));
+        }
+        match source.map(|ip| self.open_call(ip, aux)) {
+            Some(None) => Err((
+                "source-open",
+                format!(
+                    "source {} has its limit of {} calls open at once",
+                    source.map_or_else(String::new, |ip| ip.to_string()),
+                    if aux {
+                        AUX_PER_SOURCE
+                    } else {
+                        self.limits.max_per_source
+                    }
+                ),
+            )),
+            Some(Some(open)) => Ok(open),
+            None => Ok(None),
+        }
     }
 
     /// Takes a place for one more open call from `source` (a health or reflection call if
@@ -926,37 +998,22 @@ where
             slot: Arc::default(),
             guards: Some(Arc::clone(&guards)),
         };
+        // An HTTP request's call was admitted with the request (`CallLayer::admit_http`),
+        // which holds its place until the HTTP answer.
+        let admitted = origin.as_ref().is_some_and(|origin| origin.admitted);
         if let Some(origin) = origin {
             call.note(origin.route.to_string());
         }
         // Limits before anything else (authentication included): a flood is refused cheaply
         // and recorded once a second per source, not once per call. The server-wide place is
         // taken later, when the request is decoded and work starts (`Call::blocking`).
-        if let Some(limit) = &guards.per_source
-            && let Some(ip) = source_ip
-            && !limit.try_take(&source_key(ip), Instant::now())
-        {
-            let message = format!(
-                "source {ip} is over the limit of {} calls/s",
-                guards.limits.source_rate
-            );
-            return refuse(&guards, call, "source-rate", message);
-        }
-        let open = match source_ip.map(|ip| guards.open_call(ip, !audited)) {
-            Some(None) => {
-                let message = format!(
-                    "source {} has its limit of {} calls open at once",
-                    source_ip.map_or_else(String::new, |ip| ip.to_string()),
-                    if audited {
-                        guards.limits.max_per_source
-                    } else {
-                        AUX_PER_SOURCE
-                    }
-                );
-                return refuse(&guards, call, "source-open", message);
+        let open = if admitted {
+            None
+        } else {
+            match guards.admit(source_ip, !audited) {
+                Ok(open) => open,
+                Err((reason, message)) => return refuse(&guards, call, reason, message),
             }
-            Some(Some(open)) => open,
-            None => None,
         };
         let aux = if audited {
             None

@@ -93,6 +93,7 @@ impl Gateway {
         call.extensions_mut().insert(incoming.peer.clone());
         call.extensions_mut().insert(HttpOrigin {
             route: Arc::from(incoming.route()),
+            admitted: true,
         });
         let answer = match tower::ServiceExt::oneshot(self.service.clone(), call).await {
             Ok(answer) => answer,
@@ -168,15 +169,22 @@ impl Gateway {
             .await
         {
             Ok(request_id) => failure.into_response(&request_id),
-            Err(NotRecorded::Limited(message)) => {
-                Failure::new(StatusCode::TOO_MANY_REQUESTS, message).into_response("")
-            }
-            Err(NotRecorded::AuditUnavailable) => Failure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the audit log cannot be written; nothing was done",
-            )
-            .into_response(""),
+            Err(not_recorded) => refusal(not_recorded),
         }
+    }
+
+    /// Admits an HTTP request under the per-source limits (see [`CallLayer::admit_http`]), or
+    /// gives the refusal's answer.
+    pub(super) async fn admit(
+        &self,
+        peer: &PeerInfo,
+        headers: &HeaderMap,
+        route: &str,
+    ) -> Result<crate::call::HttpAdmission, Response<Full<Bytes>>> {
+        self.layer
+            .admit_http(peer.remote, headers, route)
+            .await
+            .map_err(refusal)
     }
 
     /// Admits an unaudited call (health) under the health calls' limits.
@@ -192,6 +200,20 @@ impl Gateway {
     /// Whether this node is the active one (always, on embedded storage).
     pub(super) fn is_active(&self) -> bool {
         crate::is_active(&self.shared.cluster)
+    }
+}
+
+/// The answer to a request that was refused, or whose refusal could not be recorded.
+fn refusal(not_recorded: NotRecorded) -> Response<Full<Bytes>> {
+    match not_recorded {
+        NotRecorded::Limited(message) => {
+            Failure::new(StatusCode::TOO_MANY_REQUESTS, message).into_response("")
+        }
+        NotRecorded::AuditUnavailable => Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written; nothing was done",
+        )
+        .into_response(""),
     }
 }
 

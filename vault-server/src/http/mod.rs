@@ -147,6 +147,12 @@ async fn handle(
     let (parts, body) = request.into_parts();
     // Until the request is routed, it is recorded under its raw path.
     let raw = format!("http {} {}", parts.method, parts.uri.path());
+    // The per-source limits come first, before the body is read or anything is looked up;
+    // the place is held until the answer.
+    let _admission = match gateway.admit(&peer, &parts.headers, &raw).await {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal,
+    };
     let (namespace, path) = match locate(&parts.headers, parts.uri.path()) {
         Ok(located) => located,
         Err(failure) => return gateway.unrouted(&peer, &parts.headers, &raw, failure).await,
