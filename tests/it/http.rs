@@ -1220,3 +1220,60 @@ fn the_per_source_rate_limit_holds_for_http_requests_before_anything_is_read() {
         "a flood is recorded once a second, not per request: {recorded} of {refused}"
     );
 }
+
+#[test]
+fn a_token_of_another_tenant_looks_up_like_one_that_does_not_exist() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = http_server(&dir.path().join("data"));
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    approle(&server, &root, "acme", APP_RULES);
+    approle(&server, &root, "globex", APP_RULES);
+    let create = |tenant: &str| {
+        server
+            .cli(
+                Some(&root),
+                &[
+                    "token", "create", "--tenant", tenant, "--policy", "app", "--format", "json",
+                ],
+            )
+            .json()["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let (mine, theirs) = (create("acme"), create("globex"));
+    // A well-formed token that was never issued: the same shape with other characters.
+    let unknown = format!("vt.{}", "A".repeat(theirs.len() - 3));
+    let url = server.http_url();
+    let ask = |path: &str, token: &str| {
+        let body = serde_json::json!({ "token": token }).to_string();
+        let answer = http_call(
+            &url,
+            "POST",
+            path,
+            &[("X-Vault-Token", &mine)],
+            body.as_bytes(),
+        );
+        (answer.status, answer.json()["errors"].clone())
+    };
+    for path in ["/v1/auth/token/lookup", "/v1/auth/token/revoke"] {
+        let other = ask(path, &theirs);
+        assert_eq!(other.0, 404, "{path}: {other:?}");
+        assert_eq!(other, ask(path, &unknown), "{path}");
+    }
+    // Its own child it may look up.
+    let child = server
+        .cli(
+            Some(&mine),
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "app", "--format", "json",
+            ],
+        )
+        .json();
+    let (status, _) = ask(
+        "/v1/auth/token/lookup",
+        child["token"].as_str().expect("token"),
+    );
+    assert_eq!(status, 200);
+}

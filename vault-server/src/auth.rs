@@ -88,11 +88,22 @@ fn named(accessor: String, token: String) -> Result<Named, Error> {
 }
 
 impl Named {
-    /// The accessor named, resolving a token to its own.
-    fn accessor(self, vault: &Vault) -> Result<Option<String>, Error> {
+    /// Runs `act` on the accessor named, resolving a token to its own. A token that does not
+    /// exist and one the caller may not manage answer alike.
+    fn with_accessor<T>(
+        self,
+        vault: &Vault,
+        act: impl FnOnce(Option<&str>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         match self {
-            Named::Accessor(accessor) => Ok(accessor),
-            Named::Token(token) => vault.access().accessor_of(&token).map(Some),
+            Named::Accessor(accessor) => act(accessor.as_deref()),
+            Named::Token(token) => {
+                let accessor = vault.access().accessor_of(&token)?;
+                act(Some(&accessor)).map_err(|e| match e {
+                    Error::NotFound(_) => Error::NotFound("the token".into()),
+                    other => other,
+                })
+            }
         }
     }
 }
@@ -152,10 +163,10 @@ impl Tokens for Handlers {
         self.rpc(r)
             .parse(|r| named(r.accessor, r.token))
             .run(|step, named| {
-                let accessor = named.accessor(step.vault)?;
-                step.vault
-                    .access()
-                    .lookup_token(step.caller()?, accessor.as_deref())
+                let caller = step.caller()?;
+                named.with_accessor(step.vault, |accessor| {
+                    step.vault.access().lookup_token(caller, accessor)
+                })
             })
             .answer(|info| LookupTokenResponse {
                 info: Some(info_message(info)),
@@ -181,10 +192,10 @@ impl Tokens for Handlers {
         self.rpc(r)
             .parse(|r| named(r.accessor, r.token))
             .run(|step, named| {
-                let accessor = named.accessor(step.vault)?;
-                step.vault
-                    .access()
-                    .revoke_token(step.caller()?, accessor.as_deref())
+                let caller = step.caller()?;
+                named.with_accessor(step.vault, |accessor| {
+                    step.vault.access().revoke_token(caller, accessor)
+                })
             })
             .answer(|revoked| RevokeTokenResponse {
                 revoked: u32::try_from(revoked).unwrap_or(u32::MAX),

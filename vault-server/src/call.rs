@@ -358,7 +358,7 @@ impl CallLayer {
             headers.get_all("x-forwarded-for").iter(),
         );
         let call = self.http_call(peer, source_ip, method);
-        call.note(route.to_owned());
+        call.note(truncated(route));
         call.note(detail);
         if let Err(e) = record_outcome(&call, code).await {
             tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
@@ -389,7 +389,7 @@ impl CallLayer {
                     source_ip.and_then(|ip| guards.refusal_to_record(source_key(ip), reason))
                 {
                     let call = self.http_call(peer, source_ip, "");
-                    call.note(route.to_owned());
+                    call.note(truncated(route));
                     call.note(format!(
                         "refused: {message}; {suppressed} similar refusals not recorded since \
                          the last record"
@@ -1002,7 +1002,7 @@ where
         // which holds its place until the HTTP answer.
         let admitted = origin.as_ref().is_some_and(|origin| origin.admitted);
         if let Some(origin) = origin {
-            call.note(origin.route.to_string());
+            call.note(truncated(&origin.route));
         }
         // Limits before anything else (authentication included): a flood is refused cheaply
         // and recorded once a second per source, not once per call. The server-wide place is
