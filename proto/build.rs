@@ -28,6 +28,9 @@ const SECRET_BEARING: &[&str] = &[
     "vault.v1.LoginAppRoleRequest",
     "vault.v1.LoginJwtRequest",
     "vault.v1.RefreshRequest",
+    // A lookup or revocation may name the token itself.
+    "vault.v1.LookupTokenRequest",
+    "vault.v1.RevokeTokenRequest",
     "vault.v1.LoginResponse",
     "vault.v1.GenerateSecretIdResponse",
     "vault.v1.EnrollTotpResponse",

@@ -174,6 +174,24 @@ impl fmt::Debug for v1::LoginJwtRequest {
     }
 }
 
+impl fmt::Debug for v1::LookupTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LookupTokenRequest")
+            .field("accessor", &self.accessor)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::RevokeTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevokeTokenRequest")
+            .field("accessor", &self.accessor)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::RefreshRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RefreshRequest")

@@ -93,12 +93,16 @@ impl Named {
     fn with_accessor<T>(
         self,
         vault: &Vault,
+        call: &crate::call::Call,
         act: impl FnOnce(Option<&str>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         match self {
             Named::Accessor(accessor) => act(accessor.as_deref()),
             Named::Token(token) => {
                 let accessor = vault.access().accessor_of(&token)?;
+                // The record names the token acted on by its accessor, as for a call that
+                // gave the accessor.
+                call.note(format!("token {accessor}"));
                 act(Some(&accessor)).map_err(|e| match e {
                     Error::NotFound(_) => Error::NotFound("the token".into()),
                     other => other,
@@ -164,7 +168,7 @@ impl Tokens for Handlers {
             .parse(|r| named(r.accessor, r.token))
             .run(|step, named| {
                 let caller = step.caller()?;
-                named.with_accessor(step.vault, |accessor| {
+                named.with_accessor(step.vault, step.call, |accessor| {
                     step.vault.access().lookup_token(caller, accessor)
                 })
             })
@@ -193,7 +197,7 @@ impl Tokens for Handlers {
             .parse(|r| named(r.accessor, r.token))
             .run(|step, named| {
                 let caller = step.caller()?;
-                named.with_accessor(step.vault, |accessor| {
+                named.with_accessor(step.vault, step.call, |accessor| {
                     step.vault.access().revoke_token(caller, accessor)
                 })
             })

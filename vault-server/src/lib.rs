@@ -796,6 +796,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     // Turns true when the server begins to shut down: open watches end with a resume hint
     // (instead of holding the shutdown up) and the webhook dispatcher stops.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let stop_for_http = stop.clone();
     let webhook_lookups = Arc::new(webhooks::Lookups::new(std::time::Duration::from_millis(
         args.webhook_dns_timeout_ms.max(1),
     )));
@@ -929,44 +930,40 @@ pub async fn run(args: Args) -> Result<(), String> {
     let _ = health.services.set(served);
     health.refresh(&vault).await;
     tokio::spawn(report_health(Arc::clone(&health), Arc::clone(&vault)));
-    if let Some(listener) = http_listener {
+    // Connections are bounded per source and closed when they carry no request (see
+    // transport.rs), gRPC's and the HTTP API's counted together.
+    let connection_limits = transport::ConnectionLimits {
+        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+        idle_timeout: std::time::Duration::from_secs(args.idle_connection_timeout_secs.max(1)),
+        max_per_source: args.max_connections_per_source,
+        trusted_proxies: args.trusted_proxies.clone(),
+    };
+    let connection_places = transport::ConnectionPlaces::default();
+    let http_served = http_listener.map(|listener| {
         let gateway = http::gateway(Arc::clone(&shared), routes.clone(), call_layer.clone());
         tokio::spawn(http::serve(
-            listener,
+            transport::incoming(
+                listener,
+                connection_limits.clone(),
+                Arc::clone(&connection_places),
+            ),
             http::HttpConfig {
                 tls: http_tls,
-                connections: transport::ConnectionLimits {
-                    header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
-                    idle_timeout: std::time::Duration::from_secs(
-                        args.idle_connection_timeout_secs.max(1),
-                    ),
-                    max_per_source: args.max_connections_per_source,
-                    trusted_proxies: args.trusted_proxies.clone(),
-                },
+                connections: connection_limits.clone(),
                 max_body_bytes: limit,
                 body_timeout: std::time::Duration::from_millis(args.request_body_timeout_ms.max(1)),
                 max_streams_per_connection: args.max_streams_per_connection,
             },
             gateway,
-        ));
-    }
+            stop_for_http,
+        ))
+    });
     let router = builder.layer(call_layer).add_routes(routes);
     let draining = Arc::new(tokio::sync::Notify::new());
-    // Connections are bounded per source and closed when they carry no request (see
-    // transport.rs); TCP_NODELAY is set on each, or small responses wait for the peer's
-    // delayed ACK (~40 ms).
+    // TCP_NODELAY is set on each connection, or small responses wait for the peer's delayed
+    // ACK (~40 ms).
     let serve = router.serve_with_incoming_shutdown(
-        transport::incoming(
-            listener,
-            transport::ConnectionLimits {
-                header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
-                idle_timeout: std::time::Duration::from_secs(
-                    args.idle_connection_timeout_secs.max(1),
-                ),
-                max_per_source: args.max_connections_per_source,
-                trusted_proxies: args.trusted_proxies.clone(),
-            },
-        ),
+        transport::incoming(listener, connection_limits, connection_places),
         {
             let (audit, draining) = (audit.clone(), Arc::clone(&draining));
             async move {
@@ -986,6 +983,17 @@ pub async fn run(args: Args) -> Result<(), String> {
             draining.notified().await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
         } => tracing::warn!(seconds = DRAIN_TIMEOUT.as_secs(), "connections still open after the drain timeout; stopping"),
+    }
+    // The HTTP API's connections end their requests too (within the same drain time).
+    if let Some(http_served) = http_served
+        && tokio::time::timeout(DRAIN_TIMEOUT, http_served)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            seconds = DRAIN_TIMEOUT.as_secs(),
+            "HTTP API connections still open after the drain timeout; stopping"
+        );
     }
     // And once more for the calls that ended while draining.
     final_checkpoint(audit.as_ref()).await;

@@ -206,13 +206,17 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
-/// The accepted connections of `listener`, within `limits`.
+/// The open connections per source, shared by the listeners that count them together (gRPC's
+/// and the HTTP API's).
+pub type ConnectionPlaces = Arc<CountedPlaces<IpAddr>>;
+
+/// The accepted connections of `listener`, within `limits`, counted in `places`.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
+    places: ConnectionPlaces,
 ) -> impl Stream<Item = io::Result<GuardedStream>> {
     let limits = Arc::new(limits);
-    let places: Arc<CountedPlaces<IpAddr>> = Arc::default();
     futures_util::stream::unfold(
         (listener, limits, places),
         |(listener, limits, places)| async move {

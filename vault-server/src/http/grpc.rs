@@ -85,7 +85,14 @@ impl Gateway {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        for name in PASSED_HEADERS {
+        // One token: `X-Vault-Token` if given (as Vault reads it, so a proxy's own
+        // `Authorization` does not stand in for it), else `Authorization`.
+        let token_header = if incoming.headers.contains_key("x-vault-token") {
+            "x-vault-token"
+        } else {
+            "authorization"
+        };
+        for name in PASSED_HEADERS.iter().chain([&token_header]) {
             for value in incoming.headers.get_all(*name) {
                 headers.append(*name, value.clone());
             }
@@ -192,9 +199,10 @@ impl Gateway {
         &self,
         incoming: &Incoming,
     ) -> Result<crate::call::Admitted, Failure> {
+        // 503, not 429, which is Vault's health code for a standby.
         self.layer
             .admit_unaudited(incoming.peer.remote.map(|a| a.ip()), &incoming.headers)
-            .map_err(|message| Failure::new(StatusCode::TOO_MANY_REQUESTS, message))
+            .map_err(|message| Failure::new(StatusCode::SERVICE_UNAVAILABLE, message))
     }
 
     /// Whether this node is the active one (always, on embedded storage).

@@ -35,7 +35,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tonic::Code;
 
 pub(crate) use grpc::Gateway;
@@ -55,18 +54,32 @@ pub(crate) struct HttpConfig {
     pub max_streams_per_connection: u32,
 }
 
-/// Serves Vault's HTTP API on `listener` until the process ends.
-pub(crate) async fn serve(listener: TcpListener, config: HttpConfig, gateway: Arc<Gateway>) {
+/// Serves Vault's HTTP API on `listener` until `stop` turns true; then stops accepting, lets
+/// each connection finish the requests it carries (HTTP/1.1 keep-alive ends, HTTP/2 gets a
+/// GOAWAY) and returns once they have, so their records precede the final checkpoint.
+pub(crate) async fn serve(
+    incoming: impl futures_util::Stream<Item = std::io::Result<transport::GuardedStream>>,
+    config: HttpConfig,
+    gateway: Arc<Gateway>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let config = Arc::new(config);
-    let incoming = transport::incoming(listener, config.connections.clone());
     futures_util::pin_mut!(incoming);
-    while let Some(accepted) = futures_util::StreamExt::next(&mut incoming).await {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = futures_util::StreamExt::next(&mut incoming) => accepted,
+            () = stopped(&mut stop) => break,
+        };
+        let Some(accepted) = accepted else { break };
+        // Reap the connections that ended, so the set holds open ones only.
+        while connections.try_join_next().is_some() {}
         let Ok(stream) = accepted else { continue };
-        let (gateway, config) = (Arc::clone(&gateway), Arc::clone(&config));
-        tokio::spawn(async move {
+        let (gateway, config, stop) = (Arc::clone(&gateway), Arc::clone(&config), stop.clone());
+        connections.spawn(async move {
             let peer = tonic::transport::server::Connected::connect_info(&stream);
             match &config.tls {
-                None => connection(TokioIo::new(stream), peer, &config, gateway).await,
+                None => connection(TokioIo::new(stream), peer, &config, gateway, stop).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
                     // The handshake is bounded like a request's headers.
@@ -77,7 +90,8 @@ pub(crate) async fn serve(listener: TcpListener, config: HttpConfig, gateway: Ar
                     .await
                     {
                         Ok(Ok(tls_stream)) => {
-                            connection(TokioIo::new(tls_stream), peer, &config, gateway).await;
+                            connection(TokioIo::new(tls_stream), peer, &config, gateway, stop)
+                                .await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "HTTP API: TLS handshake failed"),
                         Err(_) => tracing::debug!("HTTP API: TLS handshake timed out"),
@@ -86,21 +100,41 @@ pub(crate) async fn serve(listener: TcpListener, config: HttpConfig, gateway: Ar
             }
         });
     }
+    while connections.join_next().await.is_some() {}
 }
 
-/// Serves one connection: HTTP/1.1, or HTTP/2 (by ALPN over TLS, by preface in plaintext).
-async fn connection<I>(io: I, peer: transport::PeerInfo, config: &HttpConfig, gateway: Arc<Gateway>)
-where
+/// Until the server stops (or its stop signal is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// Serves one connection: HTTP/1.1, or HTTP/2 (by ALPN over TLS, by preface in plaintext),
+/// until it ends or the server stops.
+async fn connection<I>(
+    io: I,
+    peer: transport::PeerInfo,
+    config: &HttpConfig,
+    gateway: Arc<Gateway>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let max_body = config.max_body_bytes;
     let body_timeout = config.body_timeout;
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let (gateway, peer) = (Arc::clone(&gateway), peer.clone());
+        // In a task of its own: a client that resets its stream or closes the connection
+        // drops this future, but the request keeps its place under the per-source limits
+        // until its call (which runs on) has ended.
+        let task =
+            tokio::spawn(
+                async move { handle(&gateway, peer, request, max_body, body_timeout).await },
+            );
         async move {
-            Ok::<_, std::convert::Infallible>(
-                handle(&gateway, peer, request, max_body, body_timeout).await,
-            )
+            Ok::<_, std::convert::Infallible>(match task.await {
+                Ok(response) => response,
+                Err(_) => Failure::internal().into_response(""),
+            })
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -113,7 +147,16 @@ where
         .http2()
         .max_concurrent_streams(config.max_streams_per_connection.max(1))
         .max_header_list_size(64 * 1024);
-    if let Err(e) = builder.serve_connection(io, service).await {
+    let connection = builder.serve_connection(io, service);
+    futures_util::pin_mut!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "HTTP API connection ended");
     }
 }
@@ -131,10 +174,27 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// `PUT /v1/secret/data/db/primary`: how the audit record names the route.
+    /// `http PUT "/v1/secret/data/db/primary"`: how the audit record names the route.
     pub fn route(&self) -> String {
-        format!("http {} /v1/{}", self.method, self.path)
+        recorded_route(&self.method, &format!("/v1/{}", self.path))
     }
+}
+
+/// How a route is recorded: quoted (a path cannot pass for other words of the record), and
+/// with any segment that looks like a token (`vt.`, `vr.`: a client that puts one in a
+/// path, as Vault's old `auth/token/lookup/<token>` did) blanked.
+pub(crate) fn recorded_route(method: &Method, path: &str) -> String {
+    let redacted: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with(vault_core::token::TOKEN_PREFIX) || segment.starts_with("vr.") {
+                "<token>"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    format!("http {method} {:?}", redacted.join("/"))
 }
 
 async fn handle(
@@ -146,12 +206,18 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     // Until the request is routed, it is recorded under its raw path.
-    let raw = format!("http {} {}", parts.method, parts.uri.path());
+    let raw = recorded_route(&parts.method, parts.uri.path());
     // The per-source limits come first, before the body is read or anything is looked up;
-    // the place is held until the answer.
-    let _admission = match gateway.admit(&peer, &parts.headers, &raw).await {
-        Ok(admission) => admission,
-        Err(refusal) => return refusal,
+    // the place is held until the answer. Health checks (unaudited, no storage) have the
+    // health calls' own limits instead (`sys::health`), so a busy source cannot make an
+    // active node look like a standby or a sealed one to its load balancer.
+    let _admission = if parts.uri.path() == "/v1/sys/health" {
+        None
+    } else {
+        match gateway.admit(&peer, &parts.headers, &raw).await {
+            Ok(admission) => Some(admission),
+            Err(refusal) => return refusal,
+        }
     };
     let (namespace, path) = match locate(&parts.headers, parts.uri.path()) {
         Ok(located) => located,
@@ -165,11 +231,18 @@ async fn handle(
         let failure = routes::not_routed(&parts.method, &path);
         return gateway.unrouted(&peer, &parts.headers, &raw, failure).await;
     };
-    let parsed = Params::parse(parts.uri.query(), &body);
-    // The body may carry secret values; its buffer is ours alone once read.
-    if let Ok(mut buffer) = body.try_into_mut() {
-        zeroize::Zeroize::zeroize(buffer.as_mut());
-    }
+    // Parsed off the async threads (a large body takes milliseconds); the body may carry
+    // secret values, and its buffer is ours alone once read.
+    let query = parts.uri.query().map(str::to_owned);
+    let parsed = tokio::task::spawn_blocking(move || {
+        let parsed = Params::parse(query.as_deref(), &body);
+        if let Ok(mut buffer) = body.try_into_mut() {
+            zeroize::Zeroize::zeroize(buffer.as_mut());
+        }
+        parsed
+    })
+    .await
+    .unwrap_or_else(|_| Err(Failure::internal()));
     let mut incoming = Incoming {
         method: parts.method,
         path,
@@ -184,7 +257,10 @@ async fn handle(
     };
     match routes::dispatch(gateway, &incoming, route, &matched).await {
         Ok(answer) => answer.into_response(),
-        Err(failure) => failure.into_response(""),
+        // A call's own failure has its record; one the mapping found before any call (a
+        // missing or mistyped field) gets one here.
+        Err(failure) if failure.from_call() => failure.into_response(""),
+        Err(failure) => gateway.refused(&incoming, route, failure).await,
     }
 }
 
@@ -200,8 +276,12 @@ fn locate(headers: &HeaderMap, raw_path: &str) -> Result<(String, String), Failu
             format!("no handler for {raw_path}: Vault's API is served under /v1/"),
         )
     })?;
-    let decoded = percent_decode(rest)
-        .ok_or_else(|| Failure::bad_request("the path is not valid percent-encoded UTF-8"))?;
+    let decoded = percent_decode(rest).ok_or_else(|| {
+        Failure::bad_request(
+            "the path is not valid percent-encoded UTF-8 (an encoded '/' or control character \
+             is refused)",
+        )
+    })?;
     namespace_of(headers, &decoded)
 }
 
@@ -228,8 +308,18 @@ async fn read_body(
     }
 }
 
-/// Headers this vault answers with a refusal before anything else: response wrapping.
+/// Headers this vault answers with a refusal before anything else: response wrapping, and
+/// any request from a web page (browsers send `Origin`; this API serves no browser clients
+/// and answers no CORS preflight, so a page cannot make a vault on loopback initialise itself
+/// or reset an unseal in progress).
 fn refuse_early(headers: &HeaderMap) -> Option<Failure> {
+    if headers.contains_key(http::header::ORIGIN) {
+        return Some(Failure::new(
+            StatusCode::FORBIDDEN,
+            "requests from web pages (with an Origin header) are refused: this API serves no \
+             browser clients",
+        ));
+    }
     headers.contains_key("x-vault-wrap-ttl").then(|| {
         Failure::bad_request(
             "response wrapping is not supported (X-Vault-Wrap-TTL); ask without it",
@@ -280,15 +370,29 @@ fn namespace_of(headers: &HeaderMap, path: &str) -> Result<(String, String), Fai
     Ok((namespace, rest))
 }
 
-/// Percent-decodes a path; `None` if an escape is malformed or the result is not UTF-8.
+/// Percent-decodes a path; `None` if an escape is malformed (two hex digits, not `/` or a
+/// control character) or the result is not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
+    decode_escapes(text, true)
+}
+
+/// Percent-decodes; in a path (`path`), an encoded `/` or control character is refused.
+fn decode_escapes(text: &str, path: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            // An encoded `/` would be a segment boundary a proxy's path rules did not see;
+            // control characters name nothing.
+            if path && (value == b'/' || value.is_ascii_control()) {
+                return None;
+            }
             out.push(value);
             i += 3;
         } else {
@@ -300,11 +404,13 @@ fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// The HTTP status of a gRPC answer, told apart by its reason where the code alone is not
-/// enough (a CAS mismatch is 412, sealed 503, a failed login 400, as in Vault).
+/// enough (sealed 503, not initialised 501, a failed login 400, as in Vault).
 pub(crate) fn http_status(code: Code, reason: &str) -> StatusCode {
     use vault_proto::reason as r;
     match reason {
-        r::CAS_MISMATCH => return StatusCode::PRECONDITION_FAILED,
+        // 400 as in Vault (not 412: Vault's Go client retries every 412, so each CAS failure
+        // would be tried three times).
+        r::CAS_MISMATCH => return StatusCode::BAD_REQUEST,
         r::SEALED => return StatusCode::SERVICE_UNAVAILABLE,
         r::NOT_INITIALIZED => return StatusCode::NOT_IMPLEMENTED,
         r::LOGIN_FAILED => return StatusCode::BAD_REQUEST,

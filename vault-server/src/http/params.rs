@@ -272,7 +272,7 @@ pub(crate) fn parse_duration(text: &str) -> Option<u64> {
 
 /// Decodes one part of a query string (`+` is a space).
 fn form_decode(text: &str) -> Option<String> {
-    super::percent_decode(&text.replace('+', " "))
+    super::decode_escapes(&text.replace('+', " "), false)
 }
 
 #[cfg(test)]

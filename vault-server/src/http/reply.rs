@@ -124,6 +124,8 @@ pub(crate) struct Failure {
     status: StatusCode,
     message: String,
     request_id: String,
+    /// The failure is a call's answer (which has its audit record).
+    from_call: bool,
 }
 
 impl Failure {
@@ -132,6 +134,7 @@ impl Failure {
             status,
             message: message.into(),
             request_id: String::new(),
+            from_call: false,
         }
     }
 
@@ -155,8 +158,10 @@ impl Failure {
         Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large")
     }
 
+    /// The failure of the call with this request id (which recorded it), found in its answer.
     pub fn with_request_id(mut self, request_id: &str) -> Failure {
         request_id.clone_into(&mut self.request_id);
+        self.from_call = true;
         self
     }
 
@@ -178,7 +183,19 @@ impl Failure {
             status: code,
             message,
             request_id,
+            from_call: true,
         }
+    }
+
+    /// The same failure in other words (its status and record kept).
+    pub fn reworded(mut self, message: String) -> Failure {
+        self.message = message;
+        self
+    }
+
+    /// Whether this is a call's answer, recorded already.
+    pub fn from_call(&self) -> bool {
+        self.from_call
     }
 
     #[cfg(test)]

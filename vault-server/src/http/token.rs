@@ -219,10 +219,11 @@ pub(crate) async fn approle_login(
         .await
         .map_err(|failure| {
             if incoming.namespace.is_empty() && failure.message().starts_with("tenant") {
-                Failure::bad_request(format!(
+                let message = format!(
                     "{}; an AppRole login names its tenant as the namespace (X-Vault-Namespace, or BAO_NAMESPACE for the CLI)",
                     failure.message()
-                ))
+                );
+                failure.reworded(message)
             } else {
                 failure
             }
