@@ -259,7 +259,7 @@ async fn handle(
         Ok(answer) => answer.into_response(),
         // A call's own failure has its record; one the mapping found before any call (a
         // missing or mistyped field) gets one here.
-        Err(failure) if failure.from_call() => failure.into_response(""),
+        Err(failure) if failure.is_recorded() => failure.into_response(""),
         Err(failure) => gateway.refused(&incoming, route, failure).await,
     }
 }

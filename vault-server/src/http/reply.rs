@@ -194,7 +194,7 @@ impl Failure {
     }
 
     /// Whether this is a call's answer, recorded already.
-    pub fn from_call(&self) -> bool {
+    pub fn is_recorded(&self) -> bool {
         self.from_call
     }
 
