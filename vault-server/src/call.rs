@@ -359,7 +359,7 @@ impl CallLayer {
         );
         let call = self.http_call(peer, source_ip, method);
         call.note(truncated(route));
-        call.note(detail);
+        call.note(truncated(&detail));
         if let Err(e) = record_outcome(&call, code).await {
             tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
             return Err(NotRecorded::AuditUnavailable);
