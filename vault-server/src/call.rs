@@ -286,7 +286,6 @@ fn source_text(peer: Option<SocketAddr>, source_ip: Option<IpAddr>) -> String {
 /// [`CallLayer::admit_unaudited`]).
 pub struct Admitted {
     _open: Option<Place<IpAddr>>,
-    _aux: Option<OwnedSemaphorePermit>,
 }
 
 /// An HTTP request's place among its source's open calls (see [`CallLayer::admit_http`]).
@@ -305,9 +304,9 @@ pub enum NotRecorded {
 
 impl CallLayer {
     /// Admits a call the layer does not see and that is not audited (the HTTP API's
-    /// `sys/health`, already admitted as a request) under the limits of gRPC health calls:
-    /// the per-source cap on open health calls and the server-wide number of them. `Err`: why
-    /// it is refused.
+    /// `sys/health`) under the per-source limits of gRPC health calls: the source's rate and
+    /// its cap on open health calls (the server-wide number is the caller's to bound). `Err`:
+    /// why it is refused.
     pub fn admit_unaudited(
         &self,
         peer: Option<IpAddr>,
@@ -315,29 +314,8 @@ impl CallLayer {
     ) -> Result<Admitted, String> {
         let guards = &self.guards;
         let source = guards.source(peer, headers.get_all("x-forwarded-for").iter());
-        // The request's rate was counted when it was admitted (`admit_http`).
-        let open = match source.map(|ip| guards.open_call(ip, true)) {
-            Some(None) => {
-                return Err(format!(
-                    "source has its limit of {AUX_PER_SOURCE} health calls open at once"
-                ));
-            }
-            Some(Some(open)) => open,
-            None => None,
-        };
-        let aux = match &guards.aux {
-            Some(semaphore) => Some(Arc::clone(semaphore).try_acquire_owned().map_err(|_| {
-                format!(
-                    "the server is serving its limit of {} health and reflection calls",
-                    guards.limits.max_concurrent_aux
-                )
-            })?),
-            None => None,
-        };
-        Ok(Admitted {
-            _open: open,
-            _aux: aux,
-        })
+        let open = guards.admit(source, true).map_err(|(_, message)| message)?;
+        Ok(Admitted { _open: open })
     }
 
     /// Records the outcome of an HTTP request that the HTTP API answered itself, before any

@@ -19,14 +19,13 @@ use crate::{
     transport::PeerInfo,
 };
 
-/// Request headers that travel with the in-process call: the credentials, the MFA code and
-/// the proxy chain (the call layer resolves the source from it as for gRPC).
-const PASSED_HEADERS: &[&str] = &[
-    "x-vault-token",
-    "authorization",
-    "x-vault-mfa",
-    "x-forwarded-for",
-];
+/// Request headers that travel with the in-process call besides the one token: the MFA code
+/// and the proxy chain (the call layer resolves the source from it as for gRPC).
+const PASSED_HEADERS: &[&str] = &["x-vault-mfa", "x-forwarded-for"];
+
+/// Health checks served at once over HTTP (their own bound: gRPC health watches, which are
+/// long, do not take these places).
+const HEALTH_CALLS: usize = 64;
 
 /// The largest answer the gateway decodes (a list page, a batch: well under this).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
@@ -36,6 +35,51 @@ pub(crate) struct Gateway {
     pub(super) shared: Arc<Shared>,
     service: CallService<Routes>,
     layer: CallLayer,
+    health_calls: Arc<tokio::sync::Semaphore>,
+    /// Requests being served: the drain waits for them all, those whose client went away
+    /// included.
+    pub(super) in_flight: Arc<InFlight>,
+}
+
+/// A count of requests being served, and a wake-up when it reaches zero.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One request being served.
+pub(crate) struct Serving(Arc<InFlight>);
+
+impl InFlight {
+    pub(crate) fn start(self: &Arc<Self>) -> Serving {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Serving(Arc::clone(self))
+    }
+
+    /// Until no request is being served.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// The answer of one call: the message and the call's request id.
@@ -51,6 +95,8 @@ impl Gateway {
             shared,
             service,
             layer,
+            health_calls: Arc::new(tokio::sync::Semaphore::new(HEALTH_CALLS)),
+            in_flight: Arc::default(),
         }
     }
 
@@ -163,16 +209,11 @@ impl Gateway {
         route: &str,
         failure: Failure,
     ) -> Response<Full<Bytes>> {
+        // The failure's text may repeat the path; neither may carry a credential.
+        let detail = super::redact_credentials(&failure.message());
         match self
             .layer
-            .record_http_failure(
-                peer.remote,
-                headers,
-                method,
-                route,
-                failure.code(),
-                failure.message(),
-            )
+            .record_http_failure(peer.remote, headers, method, route, failure.code(), detail)
             .await
         {
             Ok(request_id) => failure.into_response(&request_id),
@@ -194,15 +235,25 @@ impl Gateway {
             .map_err(refusal)
     }
 
-    /// Admits an unaudited call (health) under the health calls' limits.
-    pub(super) fn admit_unaudited(
+    /// Admits a health check: the health calls' per-source limits and the HTTP health
+    /// checks' own server-wide bound. Refused: 503, not 429 (Vault's code for a standby).
+    pub(super) fn admit_health(
         &self,
         incoming: &Incoming,
-    ) -> Result<crate::call::Admitted, Failure> {
-        // 503, not 429, which is Vault's health code for a standby.
-        self.layer
+    ) -> Result<(crate::call::Admitted, tokio::sync::OwnedSemaphorePermit), Failure> {
+        let refused = |message: String| Failure::new(StatusCode::SERVICE_UNAVAILABLE, message);
+        let admitted = self
+            .layer
             .admit_unaudited(incoming.peer.remote.map(|a| a.ip()), &incoming.headers)
-            .map_err(|message| Failure::new(StatusCode::SERVICE_UNAVAILABLE, message))
+            .map_err(refused)?;
+        let place = Arc::clone(&self.health_calls)
+            .try_acquire_owned()
+            .map_err(|_| {
+                refused(format!(
+                    "the server is serving its limit of {HEALTH_CALLS} health checks"
+                ))
+            })?;
+        Ok((admitted, place))
     }
 
     /// Whether this node is the active one (always, on embedded storage).

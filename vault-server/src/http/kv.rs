@@ -329,7 +329,7 @@ pub(crate) async fn write_metadata(
                 }
                 _ => {
                     return Err(Failure::field(
-                        &format!("custom_metadata.{name}"),
+                        &format!("custom_metadata[{name:?}]"),
                         "must be a string",
                     ));
                 }

@@ -101,6 +101,8 @@ pub(crate) async fn serve(
         });
     }
     while connections.join_next().await.is_some() {}
+    // And the requests whose clients went away: their calls run on to their records.
+    gateway.in_flight.idle().await;
 }
 
 /// Until the server stops (or its stop signal is gone).
@@ -126,10 +128,11 @@ async fn connection<I>(
         // In a task of its own: a client that resets its stream or closes the connection
         // drops this future, but the request keeps its place under the per-source limits
         // until its call (which runs on) has ended.
-        let task =
-            tokio::spawn(
-                async move { handle(&gateway, peer, request, max_body, body_timeout).await },
-            );
+        let serving = gateway.in_flight.start();
+        let task = tokio::spawn(async move {
+            let _serving = serving;
+            handle(&gateway, peer, request, max_body, body_timeout).await
+        });
         async move {
             Ok::<_, std::convert::Infallible>(match task.await {
                 Ok(response) => response,
@@ -181,20 +184,30 @@ impl Incoming {
 }
 
 /// How a route is recorded: quoted (a path cannot pass for other words of the record), and
-/// with any segment that looks like a token (`vt.`, `vr.`: a client that puts one in a
-/// path, as Vault's old `auth/token/lookup/<token>` did) blanked.
+/// with anything that looks like a credential blanked (see [`redact_credentials`]).
 pub(crate) fn recorded_route(method: &Method, path: &str) -> String {
-    let redacted: Vec<&str> = path
-        .split('/')
-        .map(|segment| {
-            if segment.starts_with(vault_core::token::TOKEN_PREFIX) || segment.starts_with("vr.") {
-                "<token>"
-            } else {
-                segment
-            }
-        })
-        .collect();
-    format!("http {method} {:?}", redacted.join("/"))
+    let decoded = decode_escapes(path, false).unwrap_or_else(|| path.to_owned());
+    format!("http {method} {:?}", redact_credentials(&decoded))
+}
+
+/// Text for an audit record with every word that looks like one of this vault's credentials
+/// (`vt.` access and `vr.` refresh tokens, `vs.` AppRole secret ids) blanked: a client may put
+/// one in a path (Vault's old `auth/token/lookup/<token>`), and a path is recorded.
+pub(crate) fn redact_credentials(text: &str) -> String {
+    const PREFIXES: [&str; 3] = ["vt.", "vr.", "vs."];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = PREFIXES.iter().filter_map(|p| rest.find(p)).min() {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .unwrap_or(after.len());
+        out.push_str("<credential>");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 async fn handle(
@@ -204,32 +217,53 @@ async fn handle(
     max_body: usize,
     body_timeout: Duration,
 ) -> Response<Full<Bytes>> {
+    // In flight on its connection until answered (the connection's idle timer waits).
+    let _activity = peer.activity();
     let (parts, body) = request.into_parts();
+    // Where the request goes, from its head alone (nothing read, nothing looked up).
+    let located = locate(&parts.headers, parts.uri.path());
+    let found = located
+        .as_ref()
+        .ok()
+        .and_then(|(_, path)| routes::find(&parts.method, path, parts.uri.query()));
+    // A health check (GET or HEAD sys/health) is not audited, reads no body and touches no
+    // storage, like gRPC health, and has its limits (`sys::health`: the source's rate, its
+    // open health calls, and a server-wide bound of HTTP health checks), refused with 503.
+    if let (Ok((namespace, path)), Some((route, _))) = (&located, &found)
+        && route.rpc.is_none()
+    {
+        let incoming = Incoming {
+            method: parts.method,
+            path: path.clone(),
+            headers: parts.headers,
+            peer,
+            namespace: namespace.clone(),
+            params: Params::default(),
+        };
+        return match sys::health(gateway, incoming, parts.uri.query()).await {
+            Ok(answer) => answer.into_response(),
+            Err(failure) => failure.into_response(""),
+        };
+    }
     // Until the request is routed, it is recorded under its raw path.
     let raw = recorded_route(&parts.method, parts.uri.path());
     // The per-source limits come first, before the body is read or anything is looked up;
-    // the place is held until the answer. Health checks (unaudited, no storage) have the
-    // health calls' own limits instead (`sys::health`), so a busy source cannot make an
-    // active node look like a standby or a sealed one to its load balancer.
-    let _admission = if parts.uri.path() == "/v1/sys/health" {
-        None
-    } else {
-        match gateway.admit(&peer, &parts.headers, &raw).await {
-            Ok(admission) => Some(admission),
-            Err(refusal) => return refusal,
-        }
+    // the place is held until the answer.
+    let _admission = match gateway.admit(&peer, &parts.headers, &raw).await {
+        Ok(admission) => admission,
+        Err(refusal) => return refusal,
     };
-    let (namespace, path) = match locate(&parts.headers, parts.uri.path()) {
+    let (namespace, path) = match located {
         Ok(located) => located,
         Err(failure) => return gateway.unrouted(&peer, &parts.headers, &raw, failure).await,
+    };
+    let Some((route, matched)) = found else {
+        let failure = routes::not_routed(&parts.method, &path);
+        return gateway.unrouted(&peer, &parts.headers, &raw, failure).await;
     };
     let body = match read_body(body, max_body, body_timeout).await {
         Ok(body) => body,
         Err(failure) => return gateway.unrouted(&peer, &parts.headers, &raw, failure).await,
-    };
-    let Some((route, matched)) = routes::find(&parts.method, &path, parts.uri.query()) else {
-        let failure = routes::not_routed(&parts.method, &path);
-        return gateway.unrouted(&peer, &parts.headers, &raw, failure).await;
     };
     // Parsed off the async threads (a large body takes milliseconds); the body may carry
     // secret values, and its buffer is ours alone once read.
@@ -448,4 +482,36 @@ pub(crate) fn gateway(
     layer: CallLayer,
 ) -> Arc<Gateway> {
     Arc::new(Gateway::new(shared, routes, layer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_routes_are_quoted_and_carry_no_credential() {
+        let route = recorded_route(&Method::GET, "/v1/auth/token/lookup/vt.abc-DEF_123");
+        assert_eq!(route, r#"http GET "/v1/auth/token/lookup/<credential>""#);
+        // Encoded or not, and secret ids and refresh tokens too.
+        let route = recorded_route(&Method::POST, "/v1/x/%76t.secret/vs.id;vr.r");
+        assert_eq!(
+            route,
+            r#"http POST "/v1/x/<credential>/<credential>;<credential>""#
+        );
+        let forged = recorded_route(&Method::PUT, "/v1/secret/data/a\"; forwarded");
+        assert_eq!(forged, r#"http PUT "/v1/secret/data/a\"; forwarded""#);
+        assert_eq!(
+            redact_credentials("no handler for \"vt.x\""),
+            "no handler for \"<credential>\""
+        );
+    }
+
+    #[test]
+    fn paths_decode_strictly() {
+        assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
+        for bad in ["a%2Fb", "a%2fb", "a%00", "a%+f", "a%1", "a%zz", "%ff%fe"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+        assert_eq!(decode_escapes("a%2Fb", false).as_deref(), Some("a/b"));
+    }
 }

@@ -579,6 +579,8 @@ fn matches(pattern: &'static str, path: &str) -> Option<Matched> {
 }
 
 /// Serves a routed request.
+///
+/// `sys/health` is served before this (`super::handle`): it is neither admitted nor audited.
 pub(crate) async fn dispatch(
     gateway: &Gateway,
     incoming: &Incoming,
@@ -587,7 +589,8 @@ pub(crate) async fn dispatch(
 ) -> Result<Answer, Failure> {
     use Endpoint as E;
     match route.endpoint {
-        E::Health => sys::health(gateway, incoming).await,
+        // Served before routing reaches here (`super::handle`).
+        E::Health => Err(Failure::internal()),
         E::SealStatus => sys::seal_status(gateway, incoming).await,
         E::InitStatus => sys::init_status(gateway, incoming).await,
         E::Init => sys::init(gateway, incoming).await,

@@ -9,15 +9,23 @@ use vault_proto::v1;
 
 use super::{
     Gateway, Incoming,
+    params::Params,
     reply::{Answer, Failure},
 };
 
 /// Vault's `sys/health`: the status code says active (200), standby (429), not initialised
 /// (501) or sealed (503), each changeable by its query parameter (`standbyok=true`,
 /// `activecode=`, `standbycode=`, `sealedcode=`, `uninitcode=`). Not audited, like gRPC
-/// health, and under the same limits.
-pub(crate) async fn health(gateway: &Gateway, incoming: &Incoming) -> Result<Answer, Failure> {
-    let _admitted = gateway.admit_unaudited(incoming)?;
+/// health, under the same per-source limits, and a server-wide bound of its own (so gRPC
+/// health watches cannot take every place). Its refusals are 503, never 429 (a standby).
+pub(crate) async fn health(
+    gateway: &Gateway,
+    mut incoming: Incoming,
+    query: Option<&str>,
+) -> Result<Answer, Failure> {
+    let _admitted = gateway.admit_health(&incoming)?;
+    // Its parameters are in the query; a body is never read.
+    incoming.params = Params::parse(query, b"")?;
     let vault = Arc::clone(&gateway.shared.vault);
     let status = tokio::task::spawn_blocking(move || vault.seal().status())
         .await
