@@ -843,6 +843,15 @@ fn sys_health_answers_vault_status_codes_and_their_overrides() {
         http_call(&url, "GET", "/v1/sys/mounts", &[], b"").status,
         403
     );
+    // A proxy's own Authorization does not stand in for X-Vault-Token.
+    let both = [
+        ("X-Vault-Token", root.as_str()),
+        ("Authorization", "Basic Zm9vOmJhcg=="),
+    ];
+    assert_eq!(
+        http_call(&url, "GET", "/v1/sys/mounts", &both, b"").status,
+        200
+    );
 }
 
 /// The token of a tenant policy that grants `capability` on everything.
