@@ -733,6 +733,23 @@ fn malformed_http_requests_get_clear_4xx_answers_and_change_nothing() {
     let answer = http_call(&url, "POST", "/v1/sys/unseal", &[], b"{}");
     assert_eq!(answer.status, 400);
     assert!(answer.body.contains("key: missing"), "{answer:?}");
+    // The namespace as a path prefix is the same tenant as the header names.
+    let token = [("X-Vault-Token", root.as_str())];
+    let written = http_call(
+        &url,
+        "PUT",
+        "/v1/acme/secret/data/prefixed",
+        &token,
+        br#"{"data": {"k": "v"}}"#,
+    );
+    assert_eq!(written.status, 200, "{written:?}");
+    let read = http_call(&url, "GET", "/v1/secret/data/prefixed", &auth, b"");
+    assert_eq!(read.json()["data"]["data"]["k"], "v");
+    let both = http_call(&url, "GET", "/v1/globex/secret/data/prefixed", &auth, b"");
+    assert_eq!(
+        both.status, 400,
+        "a path namespace and another header namespace: {both:?}"
+    );
     // Vault's old form with the token in the path: 404, and the token stays out of the log.
     let answer = http_call(
         &url,
