@@ -282,14 +282,9 @@ fn source_text(peer: Option<SocketAddr>, source_ip: Option<IpAddr>) -> String {
     }
 }
 
-/// What an unaudited call served outside the layer holds while it runs (see
-/// [`CallLayer::admit_unaudited`]).
+/// A request's place among its source's open calls, held while it is served (see
+/// [`CallLayer::admit_http`] and [`CallLayer::admit_unaudited`]).
 pub struct Admitted {
-    _open: Option<Place<IpAddr>>,
-}
-
-/// An HTTP request's place among its source's open calls (see [`CallLayer::admit_http`]).
-pub struct HttpAdmission {
     _open: Option<Place<IpAddr>>,
 }
 
@@ -313,7 +308,7 @@ impl CallLayer {
         headers: &http::HeaderMap,
     ) -> Result<Admitted, String> {
         let guards = &self.guards;
-        let source = guards.source(peer, headers.get_all("x-forwarded-for").iter());
+        let source = guards.source_of(peer, headers);
         let open = guards.admit(source, true).map_err(|(_, message)| message)?;
         Ok(Admitted { _open: open })
     }
@@ -331,10 +326,7 @@ impl CallLayer {
         detail: String,
     ) -> Result<String, NotRecorded> {
         let guards = &self.guards;
-        let source_ip = guards.source(
-            peer.map(|addr| addr.ip()),
-            headers.get_all("x-forwarded-for").iter(),
-        );
+        let source_ip = guards.source_of(peer.map(|addr| addr.ip()), headers);
         let call = self.http_call(peer, source_ip, method);
         call.note(truncated(route));
         call.note(truncated(&detail));
@@ -354,14 +346,11 @@ impl CallLayer {
         peer: Option<SocketAddr>,
         headers: &http::HeaderMap,
         route: &str,
-    ) -> Result<HttpAdmission, NotRecorded> {
+    ) -> Result<Admitted, NotRecorded> {
         let guards = &self.guards;
-        let source_ip = guards.source(
-            peer.map(|addr| addr.ip()),
-            headers.get_all("x-forwarded-for").iter(),
-        );
+        let source_ip = guards.source_of(peer.map(|addr| addr.ip()), headers);
         match guards.admit(source_ip, false) {
-            Ok(open) => Ok(HttpAdmission { _open: open }),
+            Ok(open) => Ok(Admitted { _open: open }),
             Err((reason, message)) => {
                 if let Some(suppressed) =
                     source_ip.and_then(|ip| guards.refusal_to_record(source_key(ip), reason))
@@ -440,6 +429,11 @@ impl Guards {
             }
         }
         Some(client)
+    }
+
+    /// [`Guards::source`] of a request's peer and headers.
+    fn source_of(&self, peer: Option<IpAddr>, headers: &http::HeaderMap) -> Option<IpAddr> {
+        self.source(peer, headers.get_all("x-forwarded-for").iter())
     }
 
     /// The per-source limits of one call from `source` (a health or reflection call if `aux`):
@@ -812,7 +806,7 @@ fn truncated(text: &str) -> String {
     format!("{}...", &text[..end])
 }
 
-/// The bearer token of a request (`authorization: Bearer <token>` or `x-vault-token: <token>`)
+/// The token of a request (`x-vault-token: <token>`, else `authorization: Bearer <token>`)
 /// and its MFA code (`x-vault-mfa`).
 pub fn presented_token<T>(request: &Request<T>) -> Presented {
     let mfa_code = request
@@ -827,20 +821,26 @@ pub fn presented_token<T>(request: &Request<T>) -> Presented {
 }
 
 pub(crate) fn bearer_token<T>(request: &Request<T>) -> Result<Token, Error> {
-    let metadata = request.metadata();
-    let raw = if let Some(value) = metadata.get("authorization") {
+    token_in(request.metadata().as_ref())
+}
+
+/// The token in a request's headers: `x-vault-token`, else `authorization: Bearer <token>`,
+/// the order Vault reads them in (a proxy's own `Authorization` does not stand in for the
+/// client's token). gRPC calls and the HTTP API's gateway both read it here.
+pub(crate) fn token_in(headers: &http::HeaderMap) -> Result<Token, Error> {
+    let raw = if let Some(value) = headers.get("x-vault-token") {
+        value
+            .to_str()
+            .map_err(|_| Error::PermissionDenied)?
+            .trim()
+            .to_owned()
+    } else if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| Error::PermissionDenied)?;
         let token = text
             .strip_prefix("Bearer ")
             .or_else(|| text.strip_prefix("bearer "))
             .ok_or(Error::PermissionDenied)?;
         token.trim().to_owned()
-    } else if let Some(value) = metadata.get("x-vault-token") {
-        value
-            .to_str()
-            .map_err(|_| Error::PermissionDenied)?
-            .trim()
-            .to_owned()
     } else {
         return Err(Error::Unauthenticated);
     };
@@ -959,10 +959,7 @@ where
         let reflection = method.starts_with("/grpc.reflection.");
         let audited = !method.starts_with("/grpc.health.") && !reflection;
         let guards = Arc::clone(&self.guards);
-        let source_ip = guards.source(
-            source.map(|addr| addr.ip()),
-            request.headers().get_all("x-forwarded-for").iter(),
-        );
+        let source_ip = guards.source_of(source.map(|addr| addr.ip()), request.headers());
         let source_text = source_text(source, source_ip);
         let origin = request.extensions().get::<HttpOrigin>().cloned();
         let call = Call {

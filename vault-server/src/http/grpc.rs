@@ -6,7 +6,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tonic::{Code, Status, body::Body, service::Routes};
-use vault_core::token::Token;
 
 use super::{
     Incoming,
@@ -19,9 +18,15 @@ use crate::{
     transport::PeerInfo,
 };
 
-/// Request headers that travel with the in-process call besides the one token: the MFA code
-/// and the proxy chain (the call layer resolves the source from it as for gRPC).
-const PASSED_HEADERS: &[&str] = &["x-vault-mfa", "x-forwarded-for"];
+/// Request headers that travel with the in-process call: the token (the call layer reads it
+/// as for gRPC, `call::token_in`), the MFA code and the proxy chain (the call layer resolves
+/// the source from it as for gRPC).
+const PASSED_HEADERS: &[&str] = &[
+    "x-vault-token",
+    "authorization",
+    "x-vault-mfa",
+    "x-forwarded-for",
+];
 
 /// Health checks served at once over HTTP (their own bound: gRPC health watches, which are
 /// long, do not take these places).
@@ -131,14 +136,7 @@ impl Gateway {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        // One token: `X-Vault-Token` if given (as Vault reads it, so a proxy's own
-        // `Authorization` does not stand in for it), else `Authorization`.
-        let token_header = if incoming.headers.contains_key("x-vault-token") {
-            "x-vault-token"
-        } else {
-            "authorization"
-        };
-        for name in PASSED_HEADERS.iter().chain([&token_header]) {
+        for name in PASSED_HEADERS {
             for value in incoming.headers.get_all(*name) {
                 headers.append(*name, value.clone());
             }
@@ -161,7 +159,7 @@ impl Gateway {
         if !incoming.namespace.is_empty() {
             return incoming.namespace.clone();
         }
-        let Some(token) = presented(&incoming.headers) else {
+        let Ok(token) = crate::call::token_in(&incoming.headers) else {
             return String::new();
         };
         let vault = Arc::clone(&self.shared.vault);
@@ -228,7 +226,7 @@ impl Gateway {
         peer: &PeerInfo,
         headers: &HeaderMap,
         route: &str,
-    ) -> Result<crate::call::HttpAdmission, Response<Full<Bytes>>> {
+    ) -> Result<crate::call::Admitted, Response<Full<Bytes>>> {
         self.layer
             .admit_http(peer.remote, headers, route)
             .await
@@ -274,21 +272,6 @@ fn refusal(not_recorded: NotRecorded) -> Response<Full<Bytes>> {
         )
         .into_response(""),
     }
-}
-
-/// The token a request presents (`X-Vault-Token`, or `Authorization: Bearer`).
-fn presented(headers: &HeaderMap) -> Option<Token> {
-    let raw = match headers.get("x-vault-token") {
-        Some(value) => value.to_str().ok()?.trim().to_owned(),
-        None => {
-            let text = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-            text.strip_prefix("Bearer ")
-                .or_else(|| text.strip_prefix("bearer "))?
-                .trim()
-                .to_owned()
-        }
-    };
-    Token::from_presented(raw).ok()
 }
 
 /// The message of a gRPC answer, or its status as a [`Failure`].

@@ -103,9 +103,8 @@ fn write_body(incoming: &Incoming) -> Result<(&Map<String, Value>, Option<u64>),
         .params
         .object("data")?
         .ok_or_else(|| Failure::field("data", "missing: give the secret's fields as an object"))?;
-    let cas = match incoming.params.object("options")? {
-        Some(options) => super::params::Params::item(&Value::Object(options.clone()), 0)
-            .map_err(|_| Failure::field("options", "must be an object"))?
+    let cas = match incoming.params.nested("options")? {
+        Some(options) => options
             .u64("cas")
             .map_err(|_| Failure::field("options.cas", "must be a whole number"))?,
         None => None,

@@ -60,6 +60,11 @@ impl Params {
         }
     }
 
+    /// The parameters of an object field (`options` of a KV write).
+    pub fn nested(&self, name: &str) -> Result<Option<Params>, Failure> {
+        Ok(self.object(name)?.map(|map| Params { map: map.clone() }))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.map.get(name).filter(|v| !v.is_null())
     }
