@@ -20,4 +20,5 @@ mod keys;
 mod kms;
 mod limits;
 mod logins;
+mod operations;
 mod tls;

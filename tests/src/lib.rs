@@ -232,6 +232,20 @@ impl TestServer {
             .expect("the server was started with --http-listen")
             .to_owned()
     }
+
+    /// The metrics endpoint's URL (the server was started with `--metrics-listen`).
+    pub fn metrics_url(&self) -> String {
+        self.banner
+            .iter()
+            .find_map(|line| line.strip_prefix("vault-server metrics on "))
+            .expect("the server was started with --metrics-listen")
+            .to_owned()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running server").id()
+    }
 }
 
 /// An answer of Vault's HTTP API.

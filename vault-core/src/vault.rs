@@ -613,6 +613,11 @@ impl Vault {
     pub fn storage_kind(&self) -> &'static str {
         self.data.kind()
     }
+
+    /// The data store's and the key store's own figures (size, compactions), for metrics.
+    pub fn storage_stats(&self) -> (crate::storage::StorageStats, crate::storage::StorageStats) {
+        (self.data.stats(), self.keys.stats())
+    }
 }
 
 impl Vault {
@@ -1137,7 +1142,7 @@ pub use access::{CreatedToken, TokenInfo, TokenRequest};
 pub use keys::{
     DEFAULT_KEY_BUDGET, DEFAULT_MAX_LIVE_VERSIONS, DEFAULT_RESERVE_BLOCK,
     DEFAULT_SHRED_DELAY_NANOS, HARD_CAP, KeyPolicy, KeyStatus, KeyVersionStatus, MaintenanceReport,
-    RetiredStatus, RewrapProgress, RootKeyStatus, TenantKeyStatus,
+    RetiredStatus, RewrapProgress, RootKeyStatus, TenantKeyStatus, TenantUsage, UsageReport,
 };
 use keys::{TenantKeys, Uses};
 pub use kms::{

@@ -330,6 +330,7 @@ impl CallLayer {
         let call = self.http_call(peer, source_ip, method);
         call.note(truncated(route));
         call.note(truncated(&detail));
+        crate::metrics::metrics().call_ended("", "http", code, Duration::ZERO);
         if let Err(e) = record_outcome(&call, code).await {
             tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
             return Err(NotRecorded::AuditUnavailable);
@@ -352,6 +353,7 @@ impl CallLayer {
         match guards.admit(source_ip, false) {
             Ok(open) => Ok(Admitted { _open: open }),
             Err((reason, message)) => {
+                crate::metrics::metrics().refused(reason);
                 if let Some(suppressed) =
                     source_ip.and_then(|ip| guards.refusal_to_record(source_key(ip), reason))
                 {
@@ -742,6 +744,7 @@ impl Call {
                 Ok(())
             }
             Err(_) => {
+                crate::metrics::metrics().refused("concurrency");
                 let message = format!(
                     "the server is serving its limit of {} calls at once",
                     guards.limits.max_concurrent
@@ -913,6 +916,7 @@ fn refuse(
     reason: &'static str,
     message: String,
 ) -> BoxFuture<HttpResponse<Body>, Infallible> {
+    crate::metrics::metrics().refused(reason);
     let record = call
         .source_ip
         .and_then(|ip| guards.refusal_to_record(source_key(ip), reason));
@@ -1035,6 +1039,7 @@ where
         // times out drops this future, but must not stop a mutation's outcome from being
         // recorded.
         let task = tokio::spawn(async move {
+            let _in_flight = crate::metrics::metrics().call_started();
             // A call's place under the per-source limit ends with its answer's head; a health
             // or reflection call keeps it while its stream runs.
             let (open, aux_open) = if audited { (open, None) } else { (None, open) };
@@ -1151,11 +1156,18 @@ where
                 } else {
                     tracing::error!(error = %e, request_id = %call.request_id, method = %call.method, "outcome record not written; answer withheld");
                     response = status::to_status(vault_core::Error::AuditUnavailable).into_http();
+                    code = Code::Unavailable;
                 }
             }
             if let Ok(value) = HeaderValue::from_str(&call.request_id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
+            crate::metrics::metrics().call_ended(
+                &call.method,
+                call.transport,
+                code,
+                started.elapsed(),
+            );
             tracing::debug!(
                 target: "vault::call",
                 request_id = %call.request_id,

@@ -18,10 +18,12 @@ pub mod call;
 #[cfg(feature = "etcd")]
 pub mod cluster;
 mod dev;
+pub mod harden;
 pub mod http;
 mod keys;
 mod kms;
 mod login;
+pub mod metrics;
 pub mod rpcs;
 mod secrets;
 mod serve;
@@ -55,6 +57,9 @@ use vault_proto::v1::{
 
 /// Failed logins from one source are counted over this window.
 const LOGIN_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Connections one source may hold open to the metrics endpoint.
+const METRICS_CONNECTIONS_PER_SOURCE: usize = 8;
 
 /// Default transport limit for one request message.
 const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -405,6 +410,23 @@ pub struct Args {
     /// DANGER, for benchmarks only: serve calls without an audit log.
     #[arg(long)]
     pub danger_disable_audit: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (text format). Plaintext on loopback
+    /// only; elsewhere over TLS with --tls-cert/--tls-key. Unauthenticated, as Prometheus
+    /// expects: no secret is in them, and tenant names only with --metrics-tenant-labels.
+    #[arg(long, value_name = "ADDR", env = "VAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Label key and webhook metrics with tenant names (one series per tenant and key
+    /// version). Off by default: the label sets then grow with the number of tenants.
+    #[arg(long, env = "VAULT_METRICS_TENANT_LABELS")]
+    pub metrics_tenant_labels: bool,
+
+    /// Lock all of the server's memory (mlockall), so keys and secret values are never
+    /// swapped to disk; the start is refused if that fails. Needs CAP_IPC_LOCK or a high
+    /// enough locked-memory limit. (Core dumps are always disabled.)
+    #[arg(long, env = "VAULT_MLOCK")]
+    pub mlock: bool,
 }
 
 fn parse_cidr(text: &str) -> Result<Cidr, String> {
@@ -677,6 +699,9 @@ pub async fn run(args: Args) -> Result<(), String> {
         Some(_) => http_tls_config(&args)?,
         None => None,
     };
+    if let Some(address) = args.metrics_listen {
+        metrics::check_listen(address, tls.is_some())?;
+    }
     if args.max_request_bytes <= args.max_value_bytes {
         return Err(format!(
             "--max-request-bytes ({}) must be larger than --max-value-bytes ({})",
@@ -797,6 +822,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     // (instead of holding the shutdown up) and the webhook dispatcher stops.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let stop_for_http = stop.clone();
+    let stop_for_metrics = stop.clone();
     let webhook_lookups = Arc::new(webhooks::Lookups::new(std::time::Duration::from_millis(
         args.webhook_dns_timeout_ms.max(1),
     )));
@@ -864,6 +890,48 @@ pub async fn run(args: Args) -> Result<(), String> {
         println!("{}", http::banner(local, http_tls.is_some()));
         tracing::info!(%local, "Vault's HTTP API listening");
     }
+    if let Some(address) = args.metrics_listen {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen on {address} (--metrics-listen): {e}"))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("cannot read the bound address: {e}"))?;
+        let metrics_tls = match &args.tls_cert {
+            Some(_) => http_tls_config(&args)?,
+            None => None,
+        };
+        println!(
+            "vault-server metrics on {}://{local}/metrics",
+            if metrics_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            }
+        );
+        tracing::info!(%local, "metrics listening");
+        let limits = transport::ConnectionLimits {
+            header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+            idle_timeout: std::time::Duration::from_secs(args.idle_connection_timeout_secs.max(1)),
+            max_per_source: METRICS_CONNECTIONS_PER_SOURCE,
+            trusted_proxies: Vec::new(),
+        };
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(metrics::serve(
+            transport::incoming(listener, limits, transport::ConnectionPlaces::default()),
+            metrics_tls,
+            header_timeout,
+            metrics::Endpoint::new(metrics::Scrape {
+                vault: Arc::clone(&vault),
+                audit: audit.clone(),
+                cluster: cluster.clone(),
+                tenant_labels: args.metrics_tenant_labels,
+            }),
+            stop_for_metrics,
+        ));
+    }
+    // Before the listening line: a signal from then on stops the server gracefully.
+    let shutdown = shutdown_signal();
     // The first line on stdout is for humans and for tests that start the server on port 0
     // (the HTTP API's line, if any, comes before it).
     println!("vault-server listening on {local}");
@@ -967,7 +1035,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         {
             let (audit, draining) = (audit.clone(), Arc::clone(&draining));
             async move {
-                shutdown_signal().await;
+                shutdown.await;
                 stop_sender.send_replace(true);
                 // Signed at once, in case the drain below never ends.
                 final_checkpoint(audit.as_ref()).await;
@@ -1100,6 +1168,7 @@ fn open_audit(
     config.retention = (args.audit_retention_days > 0)
         .then(|| std::time::Duration::from_secs(args.audit_retention_days * 86_400));
     config.fault_file = args.danger_audit_fault_file.clone();
+    config.observer = Some(Arc::new(metrics::AuditMetrics));
     config.expected_head = vault
         .stored_audit_head()
         .map_err(|e| format!("cannot read the stored audit head: {e}"))?;
@@ -1251,8 +1320,14 @@ async fn maintain(vault: Arc<Vault>, interval: std::time::Duration, cluster: Clu
             continue;
         }
         let round = Arc::clone(&vault);
-        match tokio::task::spawn_blocking(move || round.maintain()).await {
-            Ok(Ok(report)) => {
+        match tokio::task::spawn_blocking(move || round.maintain_tasks()).await {
+            Ok(Ok(reports)) => {
+                let mut report = vault_core::vault::MaintenanceReport::default();
+                for task in &reports {
+                    metrics::metrics().task_ran(task.task, task.failed);
+                    report.add(&task.done);
+                    report.failed += task.failed;
+                }
                 if report != vault_core::vault::MaintenanceReport::default() {
                     tracing::info!(
                         rotated = report.rotated,
@@ -1279,26 +1354,37 @@ fn host_name() -> String {
         .unwrap_or_else(|| "vault-node".into())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the
+/// future is first polled: a signal sent as soon as the listening line is out must stop the
+/// server the graceful way, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut terminate, mut interrupt) = signals;
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => drop(signal.recv().await),
+                    None => std::future::pending::<()>().await,
                 }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+            };
+            tokio::select! {
+                () = wait(terminate.take()) => {}
+                () = wait(interrupt.take()) => {}
             }
         }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    tracing::info!("shutdown requested");
 }

@@ -91,6 +91,7 @@ impl Handlers {
         if let Some(ip) = source.filter(|_| !delay.is_zero()) {
             // One held-back login per source at a time: parallel guesses are refused outright.
             if !failures.try_hold(ip) {
+                crate::metrics::metrics().refused("failed-logins");
                 call.note(format!(
                     "{recent} failed logins from this source recently; refused while another is held"
                 ));

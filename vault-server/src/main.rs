@@ -13,6 +13,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = vault_server::Args::parse();
     vault_server::init_logging();
+    // Before any key exists and before the runtime starts its threads, so --mlock covers
+    // every page the process will map.
+    if let Err(e) = vault_server::harden::harden(args.mlock) {
+        eprintln!("vault-server: error: {e}");
+        return ExitCode::FAILURE;
+    }
     // Blocking work of calls is bounded by --max-concurrent-calls; the pool has room for all
     // of them plus the background jobs, so the limit (not the pool) is what refuses.
     let blocking_threads = args.max_concurrent_calls.max(1).saturating_add(256);

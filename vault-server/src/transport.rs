@@ -238,6 +238,7 @@ pub fn incoming(
                         Some(place) => Some(place),
                         None => {
                             tracing::debug!(source = %ip, "connection refused: per-source limit");
+                            crate::metrics::metrics().refused("connections-per-source");
                             drop(stream);
                             continue;
                         }

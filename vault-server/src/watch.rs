@@ -133,6 +133,7 @@ impl OpenWatches {
             .per_token
             .take(accessor.to_owned(), self.limits.per_token)
             .ok_or_else(|| {
+                crate::metrics::metrics().refused("watches-per-token");
                 Error::ResourceExhausted(format!(
                     "token {accessor} has {} watches open, the most one token may have",
                     self.limits.per_token
@@ -142,6 +143,7 @@ impl OpenWatches {
             .per_tenant
             .take(tenant, self.limits.per_tenant)
             .ok_or_else(|| {
+                crate::metrics::metrics().refused("watches-per-tenant");
                 Error::ResourceExhausted(format!(
                     "the tenant has {} watches open, the most one tenant may have",
                     self.limits.per_tenant
@@ -396,6 +398,7 @@ async fn pump(mut pump: Pump) {
                 Ok(Err(_)) => return,
                 Err(_) => {
                     tracing::info!("watch consumer too slow; dropped");
+                    crate::metrics::metrics().refused("watch-send-timeout");
                     return pump.drop_with(crate::status::status(
                         tonic::Code::ResourceExhausted,
                         vault_proto::reason::LIMIT_REACHED,

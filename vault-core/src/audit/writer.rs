@@ -22,7 +22,11 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::PathBuf,
-    sync::{Arc, Condvar, Mutex, mpsc},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -68,6 +72,17 @@ pub struct AuditConfig {
     /// The head the vault's own state last recorded; start-up checks the log still holds it.
     pub expected_head: Option<Head>,
     pub clock: Clock,
+    /// Told of every batch the writer makes durable and of every failed write (metrics).
+    pub observer: Option<Arc<dyn AuditObserver>>,
+}
+
+/// What the writer reports as it works, on its own thread: it must not block.
+pub trait AuditObserver: Send + Sync {
+    /// A batch of `records` records was written and synced; the write and its fdatasync took
+    /// `sync`.
+    fn batch_written(&self, records: usize, sync: Duration);
+    /// A write (or its sync) failed: the calls waiting on it fail.
+    fn write_failed(&self);
 }
 
 impl AuditConfig {
@@ -82,6 +97,7 @@ impl AuditConfig {
             fault_file: None,
             expected_head: None,
             clock: Arc::new(crate::time::now_unix_nanos),
+            observer: None,
         }
     }
 }
@@ -135,6 +151,8 @@ struct Shared {
     durable: Mutex<Durable>,
     /// Bumped after every durable write; sinks wait on it.
     changed: Condvar,
+    /// Commands sent to the writer and not yet taken up by it.
+    queued: AtomicU64,
 }
 
 pub struct AuditLog {
@@ -269,6 +287,7 @@ impl AuditLog {
                 len,
             }),
             changed: Condvar::new(),
+            queued: AtomicU64::new(0),
         });
         let (sender, receiver) = mpsc::channel();
         let mut writer = Writer {
@@ -323,9 +342,16 @@ impl AuditLog {
 
     fn send(&self, command: Command) -> Result<(), Command> {
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
-        sender
-            .send(command)
-            .map_err(|mpsc::SendError(command)| command)
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        sender.send(command).map_err(|mpsc::SendError(command)| {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            command
+        })
+    }
+
+    /// Records (and other commands) waiting for the writer: the depth of its queue.
+    pub fn queued(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed)
     }
 
     /// Queues an entry; `done` runs once it is durable (or failed).
@@ -492,6 +518,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.shared
+                .queued
+                .fetch_sub(commands.len() as u64, Ordering::Relaxed);
             let mut prunes = Vec::new();
             for command in commands {
                 match command {
@@ -788,7 +817,15 @@ impl Writer {
             seqs.push(seq);
             last_time = time;
         }
-        self.write_durably(&buffer)?;
+        let started = Instant::now();
+        let written = self.write_durably(&buffer);
+        if let Some(observer) = &self.config.observer {
+            match &written {
+                Ok(()) => observer.batch_written(seqs.len(), started.elapsed()),
+                Err(_) => observer.write_failed(),
+            }
+        }
+        written?;
         self.commit(
             seq,
             head,

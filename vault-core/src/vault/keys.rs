@@ -321,6 +321,25 @@ pub struct RootKeyStatus {
     pub remaining: u64,
 }
 
+/// What [`Vault::usage_report`] finds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageReport {
+    pub budget: u64,
+    pub root: RootKeyStatus,
+    pub tenants: Vec<TenantUsage>,
+    /// Tenants whose records failed to load.
+    pub failed: u64,
+}
+
+/// One tenant in a [`UsageReport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantUsage {
+    pub keys: TenantKeyStatus,
+    /// Webhook deliveries waiting, and in the dead-letter lists, over the tenant's webhooks.
+    pub webhooks_pending: u64,
+    pub webhooks_dead: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyStatus {
     pub budget: u64,
@@ -1192,59 +1211,7 @@ impl Keks<'_> {
         let budget = self.config.keys.budget;
         let mut statuses = Vec::new();
         for (name, id) in tenants {
-            let keys = self.tenant_keys(&keyring, id)?;
-            let lifecycle = self.lifecycle(id)?;
-            let in_job = |v: &u32| {
-                lifecycle
-                    .job
-                    .as_ref()
-                    .is_some_and(|j| j.versions.contains(v))
-            };
-            let versions = keys
-                .versions
-                .iter()
-                .map(|(version, kek)| {
-                    let uses = *lock(&kek.uses);
-                    KeyVersionStatus {
-                        version: *version,
-                        created_unix_nanos: kek.created_unix_nanos,
-                        invocations: uses.used,
-                        reserved: uses.reserved,
-                        remaining: budget.saturating_sub(uses.used),
-                        state: if *version == keys.current {
-                            "current"
-                        } else if in_job(version) {
-                            "retiring"
-                        } else if lifecycle.scheduled.contains(version) {
-                            "scheduled"
-                        } else {
-                            "live"
-                        },
-                    }
-                })
-                .collect();
-            statuses.push(TenantKeyStatus {
-                tenant: name,
-                id,
-                current: keys.current,
-                versions,
-                rewrap: lifecycle.job.as_ref().map(|job| RewrapProgress {
-                    versions: job.versions.iter().copied().collect(),
-                    started_unix_nanos: job.started_unix_nanos,
-                    scanned: job.scanned,
-                    rewrapped: job.rewrapped,
-                    total: job.total,
-                }),
-                retired: lifecycle
-                    .retired
-                    .iter()
-                    .map(|r| RetiredStatus {
-                        version: r.version,
-                        retired_unix_nanos: r.retired_unix_nanos,
-                        rewrapped: r.rewrapped,
-                    })
-                    .collect(),
-            });
+            statuses.push(self.tenant_key_status(&keyring, name, id)?);
         }
         let root = caller.system.then(|| {
             let uses = *lock(&keyring.root_uses);
@@ -1261,6 +1228,111 @@ impl Keks<'_> {
             max_live_versions: self.config.keys.max_live_versions,
             root,
             tenants: statuses,
+        })
+    }
+
+    /// Every tenant's key versions and webhook backlog, and the root key's counts: what the
+    /// metrics endpoint reports. No caller: the server's operator reads it from the metrics
+    /// listener, which shows tenant names only when told to. A tenant whose records fail to
+    /// load is counted in `failed` and left out; the others are reported.
+    pub fn usage_report(&self) -> Result<UsageReport> {
+        let keyring = self.keyring()?;
+        let budget = self.config.keys.budget;
+        let uses = *lock(&keyring.root_uses);
+        let mut report = UsageReport {
+            budget,
+            root: RootKeyStatus {
+                version: keyring.root_version,
+                invocations: uses.used,
+                reserved: uses.reserved,
+                remaining: budget.saturating_sub(uses.used),
+            },
+            tenants: Vec::new(),
+            failed: 0,
+        };
+        for record in self.tenant_records()? {
+            let (Ok(name), Some(id)) = (
+                TenantName::parse(&record.name),
+                TenantId::parse_hex(&record.id),
+            ) else {
+                report.failed += 1;
+                continue;
+            };
+            let usage = self
+                .tenant_key_status(&keyring, name, id)
+                .and_then(|keys| Ok((keys, self.webhooks().webhook_backlog(id)?)));
+            match usage {
+                Ok((keys, (webhooks_pending, webhooks_dead))) => report.tenants.push(TenantUsage {
+                    keys,
+                    webhooks_pending,
+                    webhooks_dead,
+                }),
+                Err(_) => report.failed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// One tenant's versions, counts and retirement progress.
+    fn tenant_key_status(
+        &self,
+        keyring: &Keyring,
+        name: TenantName,
+        id: TenantId,
+    ) -> Result<TenantKeyStatus> {
+        let budget = self.config.keys.budget;
+        let keys = self.tenant_keys(keyring, id)?;
+        let lifecycle = self.lifecycle(id)?;
+        let in_job = |v: &u32| {
+            lifecycle
+                .job
+                .as_ref()
+                .is_some_and(|j| j.versions.contains(v))
+        };
+        let versions = keys
+            .versions
+            .iter()
+            .map(|(version, kek)| {
+                let uses = *lock(&kek.uses);
+                KeyVersionStatus {
+                    version: *version,
+                    created_unix_nanos: kek.created_unix_nanos,
+                    invocations: uses.used,
+                    reserved: uses.reserved,
+                    remaining: budget.saturating_sub(uses.used),
+                    state: if *version == keys.current {
+                        "current"
+                    } else if in_job(version) {
+                        "retiring"
+                    } else if lifecycle.scheduled.contains(version) {
+                        "scheduled"
+                    } else {
+                        "live"
+                    },
+                }
+            })
+            .collect();
+        Ok(TenantKeyStatus {
+            tenant: name,
+            id,
+            current: keys.current,
+            versions,
+            rewrap: lifecycle.job.as_ref().map(|job| RewrapProgress {
+                versions: job.versions.iter().copied().collect(),
+                started_unix_nanos: job.started_unix_nanos,
+                scanned: job.scanned,
+                rewrapped: job.rewrapped,
+                total: job.total,
+            }),
+            retired: lifecycle
+                .retired
+                .iter()
+                .map(|r| RetiredStatus {
+                    version: r.version,
+                    retired_unix_nanos: r.retired_unix_nanos,
+                    rewrapped: r.rewrapped,
+                })
+                .collect(),
         })
     }
 }

@@ -102,19 +102,26 @@ impl Vault {
     /// One round: every task once, each whatever happened to the others (see the module
     /// documentation). Does nothing while sealed, or while another run is in progress.
     pub fn maintain(&self) -> Result<MaintenanceReport> {
-        let Ok(_round) = self.maintenance_state.running.try_lock() else {
-            return Ok(MaintenanceReport::default());
-        };
-        let Some(keyring) = self.maintenance_keyring()? else {
-            return Ok(MaintenanceReport::default());
-        };
         let mut total = MaintenanceReport::default();
-        for task in Task::ALL {
-            let report = self.task(&keyring, task);
+        for report in self.maintain_tasks()? {
             total.add(&report.done);
             total.failed += report.failed;
         }
         Ok(total)
+    }
+
+    /// [`Vault::maintain`], with each task's own report (none when nothing ran).
+    pub fn maintain_tasks(&self) -> Result<Vec<TaskReport>> {
+        let Ok(_round) = self.maintenance_state.running.try_lock() else {
+            return Ok(Vec::new());
+        };
+        let Some(keyring) = self.maintenance_keyring()? else {
+            return Ok(Vec::new());
+        };
+        Ok(Task::ALL
+            .into_iter()
+            .map(|task| self.task(&keyring, task))
+            .collect())
     }
 
     /// One run of one task. Does nothing while sealed, or while another run is in progress.
@@ -231,7 +238,7 @@ impl Vault {
 
 impl MaintenanceReport {
     /// Adds another report's counts to this one.
-    fn add(&mut self, other: &MaintenanceReport) {
+    pub fn add(&mut self, other: &MaintenanceReport) {
         self.rotated += other.rotated;
         self.rewrapped += other.rewrapped;
         self.retired += other.retired;

@@ -954,6 +954,21 @@ impl Webhooks<'_> {
             .collect()
     }
 
+    /// Deliveries waiting and dead-lettered over all of a tenant's webhooks (metrics).
+    pub(super) fn webhook_backlog(&self, id: TenantId) -> Result<(u64, u64)> {
+        let prefix = webhook_prefix(id);
+        let mut backlog = (0u64, 0u64);
+        for (_, bytes) in self
+            .data
+            .scan(Space::Secrets, &prefix, &prefix, MAX_WEBHOOKS)?
+        {
+            let record = from_json::<WebhookRecord>(&bytes, "a webhook")?;
+            backlog.0 = backlog.0.saturating_add(record.pending);
+            backlog.1 = backlog.1.saturating_add(record.dead);
+        }
+        Ok(backlog)
+    }
+
     /// The webhook with its pending and dead-letter deliveries (the oldest
     /// [`STATUS_LIMIT`] of each, and their totals).
     pub fn webhook_status(

@@ -250,6 +250,27 @@ pub trait Storage: Send + Sync + 'static {
     fn compact(&self) -> Result<(), StorageError> {
         Ok(())
     }
+
+    /// What the backend tells of its size and compactions (metrics); empty when it keeps no
+    /// such figures.
+    fn stats(&self) -> StorageStats {
+        StorageStats::default()
+    }
+}
+
+/// A backend's own figures, each `None` where it has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    /// Bytes of the store's table files (RocksDB: every column family's SST files).
+    pub table_bytes: Option<u64>,
+    /// Bytes held in memory tables, not yet flushed to table files.
+    pub memtable_bytes: Option<u64>,
+    /// Bytes compaction estimates it still has to rewrite.
+    pub pending_compaction_bytes: Option<u64>,
+    /// Compactions running now.
+    pub running_compactions: Option<u64>,
+    /// Estimated number of keys.
+    pub keys: Option<u64>,
 }
 
 /// The smallest key greater than every key that starts with `prefix`, or `None` if no such key

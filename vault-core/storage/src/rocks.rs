@@ -10,7 +10,7 @@ use rocksdb::{
     Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteOptions,
 };
 
-use crate::{Entry, Op, Space, Storage, StorageError, WriteBatch, prefix_end};
+use crate::{Entry, Op, Space, Storage, StorageError, StorageStats, WriteBatch, prefix_end};
 
 pub struct RocksStorage {
     db: DB,
@@ -147,5 +147,29 @@ impl Storage for RocksStorage {
                 .compact_range_cf_opt(*family, None::<&[u8]>, None::<&[u8]>, &options);
         }
         self.db.flush_wal(true).map_err(|e| error("flush wal", e))
+    }
+
+    /// RocksDB's own properties, summed over the column families.
+    fn stats(&self) -> StorageStats {
+        let sum = |property: &str| {
+            let mut total = 0u64;
+            for space in Space::ALL {
+                let family = self.family(space).ok()?;
+                let value = self.db.property_int_value_cf(family, property).ok()??;
+                total = total.saturating_add(value);
+            }
+            Some(total)
+        };
+        StorageStats {
+            table_bytes: sum("rocksdb.total-sst-files-size"),
+            memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
+            running_compactions: self
+                .db
+                .property_int_value("rocksdb.num-running-compactions")
+                .ok()
+                .flatten(),
+            keys: sum("rocksdb.estimate-num-keys"),
+        }
     }
 }

@@ -1,0 +1,392 @@
+//! Day-one operations (issue 20), against the real server: the Prometheus endpoint, scraped
+//! with a real HTTP client and parsed by Prometheus's own Python text parser; the process
+//! hardening (no core dumps, `--mlock`, and a refused start when memory cannot be locked).
+
+use std::{fs, path::Path, process::Command};
+
+use tonic::Code;
+use vault_proto::v1::{self, secrets_client::SecretsClient};
+use vault_tests::{TestServer, channel, eventually, init, runtime, unseal, with_token};
+
+/// One scrape, as prometheus_client's parser read it.
+struct Scraped {
+    samples: Vec<(String, serde_json::Map<String, serde_json::Value>, f64)>,
+    families: serde_json::Map<String, serde_json::Value>,
+    text: String,
+}
+
+impl Scraped {
+    /// The value of the sample `name` whose labels include every pair of `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(sample, have, _)| {
+                sample == name
+                    && labels
+                        .iter()
+                        .all(|(key, value)| have.get(*key).and_then(|v| v.as_str()) == Some(value))
+            })
+            .map(|(_, _, value)| *value)
+    }
+
+    fn must(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels).unwrap_or_else(|| {
+            panic!(
+                "no sample {name} with {labels:?} in the scrape:\n{}",
+                self.text
+            )
+        })
+    }
+}
+
+/// Scrapes `url` with urllib and parses it with prometheus_client (tests/fixtures).
+fn scrape(url: &str) -> Scraped {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scrape_metrics.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the scrape did not parse\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let samples = parsed["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|sample| {
+            (
+                sample[0].as_str().expect("name").to_owned(),
+                sample[1].as_object().expect("labels").clone(),
+                sample[2].as_f64().expect("value"),
+            )
+        })
+        .collect();
+    Scraped {
+        samples,
+        families: parsed["families"].as_object().expect("families").clone(),
+        text: parsed["text"].as_str().expect("text").to_owned(),
+    }
+}
+
+fn get(path: &str) -> v1::GetRequest {
+    v1::GetRequest {
+        tenant: "acme".into(),
+        path: path.into(),
+        version: 0,
+    }
+}
+
+#[test]
+fn metrics_are_served_in_prometheus_text_and_count_what_happens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let fault = dir.path().join("audit-fault");
+    let fault_flag = fault.to_str().expect("utf-8");
+    let server = TestServer::start(
+        &data,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--danger-audit-fault-file",
+            fault_flag,
+            "--source-rate-limit",
+            "20",
+        ],
+    );
+    let url = server.metrics_url();
+    let sealed = scrape(&url);
+    assert_eq!(sealed.must("vault_initialized", &[]), 0.0);
+    assert_eq!(sealed.must("vault_sealed", &[]), 1.0);
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(
+            Some(&root),
+            &["put", "--tenant", "acme", "pathq7", "password=s3cret"],
+        )
+        .ok();
+    runtime().block_on(async {
+        let mut secrets = SecretsClient::new(channel(&server).await);
+        for _ in 0..5 {
+            secrets
+                .get(with_token(get("pathq7"), &root))
+                .await
+                .expect("a get");
+        }
+        let denied = secrets
+            .get(with_token(get("pathq7"), "vt.not-a-token"))
+            .await
+            .expect_err("an unknown token");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        // The audit log fails: the call fails with it, and the writer's failure is counted.
+        fs::write(&fault, b"").expect("inject the fault");
+        let unavailable = secrets
+            .get(with_token(get("pathq7"), &root))
+            .await
+            .expect_err("no audit, no answer");
+        assert_eq!(unavailable.code(), Code::Unavailable);
+        fs::remove_file(&fault).expect("clear the fault");
+        // A flood past the source's rate (20/s, bursts of 40).
+        let mut refused = 0;
+        for _ in 0..120 {
+            if let Err(status) = secrets.get(with_token(get("pathq7"), &root)).await
+                && status.code() == Code::ResourceExhausted
+            {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the flood was never refused");
+    });
+    let mut scraped = scrape(&url);
+    eventually("the refusals and the write failure are counted", || {
+        scraped = scrape(&url);
+        scraped
+            .value("vault_refusals_total", &[("limit", "source-rate")])
+            .is_some()
+            && scraped
+                .value("vault_audit_write_failures_total", &[])
+                .is_some_and(|v| v >= 1.0)
+    });
+    let ok = [
+        ("method", "Secrets/Get"),
+        ("code", "OK"),
+        ("transport", "grpc"),
+    ];
+    assert!(scraped.must("vault_calls_total", &ok) >= 5.0);
+    assert!(
+        scraped.must(
+            "vault_calls_total",
+            &[("method", "Secrets/Get"), ("code", "PERMISSION_DENIED")]
+        ) >= 1.0
+    );
+    assert!(
+        scraped.must(
+            "vault_calls_total",
+            &[("method", "Secrets/Get"), ("code", "UNAVAILABLE")]
+        ) >= 1.0
+    );
+    assert!(
+        scraped.must(
+            "vault_call_duration_seconds_count",
+            &[("method", "Secrets/Get")]
+        ) >= 7.0
+    );
+    assert_eq!(
+        scraped.families.get("vault_call_duration_seconds"),
+        Some(&serde_json::json!("histogram"))
+    );
+    assert!(scraped.must("vault_calls_total", &[("method", "Secrets/Put")]) >= 1.0);
+    assert!(scraped.must("vault_refusals_total", &[("limit", "source-rate")]) >= 1.0);
+    assert!(scraped.must("vault_audit_batch_records_count", &[]) >= 1.0);
+    assert!(scraped.must("vault_audit_sync_seconds_count", &[]) >= 1.0);
+    assert!(scraped.value("vault_audit_queue_depth", &[]).is_some());
+    assert_eq!(scraped.must("vault_sealed", &[]), 0.0);
+    assert_eq!(scraped.must("vault_active", &[]), 1.0);
+    assert_eq!(scraped.must("vault_tenants", &[]), 1.0);
+    assert_eq!(
+        scraped.must("vault_kek_versions", &[("state", "current")]),
+        1.0
+    );
+    let budget = scraped.must("vault_key_budget", &[]);
+    let least = scraped.must("vault_kek_uses_remaining_min", &[("state", "current")]);
+    assert!(
+        least < budget,
+        "the put used the tenant's KEK: {least} of {budget}"
+    );
+    assert!(scraped.must("vault_root_key_uses_remaining", &[]) < budget);
+    assert!(scraped.must("vault_task_runs_total", &[("task", "key_sweep")]) >= 1.0);
+    assert_eq!(
+        scraped.must("vault_task_failures_total", &[("task", "key_sweep")]),
+        0.0
+    );
+    assert!(scraped.must("vault_store_keys", &[("store", "data")]) >= 1.0);
+    assert!(
+        scraped
+            .value("vault_store_table_bytes", &[("store", "keys")])
+            .is_some()
+    );
+    assert_eq!(scraped.must("vault_webhook_deliveries_dead", &[]), 0.0);
+    assert_eq!(scraped.must("vault_process_dumpable", &[]), 0.0);
+    assert_eq!(scraped.must("vault_process_core_limit_zero", &[]), 1.0);
+    // No tenant name, path, token or value is a label without --metrics-tenant-labels.
+    for absent in ["acme", "pathq7", "s3cret", root.as_str()] {
+        assert!(!scraped.text.contains(absent), "{absent} is in the scrape");
+    }
+    // Every metric the alert rules and the dashboard name is one the server serves.
+    let monitoring = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monitoring");
+    for file in ["vault-alerts.yml", "vault-dashboard.json"] {
+        let text = fs::read_to_string(monitoring.join(file)).expect("monitoring file");
+        let mut named = 0;
+        for (at, _) in text.match_indices("vault_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            if family == "vault_" || name.starts_with("vault_dashboard") {
+                continue;
+            }
+            named += 1;
+            assert!(
+                scraped.families.contains_key(family),
+                "{file} names {name}, which the server does not serve"
+            );
+        }
+        assert!(named > 10, "{file} names {named} metrics");
+    }
+    // Only GET /metrics.
+    let other = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, urllib.request, urllib.error\n\
+             try:\n    urllib.request.urlopen(sys.argv[1])\nexcept urllib.error.HTTPError as e:\n    print(e.code)",
+            &url.replace("/metrics", "/other"),
+        ])
+        .output()
+        .expect("python3");
+    assert_eq!(String::from_utf8_lossy(&other.stdout).trim(), "404");
+    assert!(server.terminate().success());
+
+    // With tenant labels, each tenant's KEK versions are their own series.
+    let server = TestServer::start(
+        &data,
+        &["--metrics-listen", "127.0.0.1:0", "--metrics-tenant-labels"],
+    );
+    unseal(&server, &[&shares[0]]);
+    let labelled = scrape(&server.metrics_url());
+    let remaining = labelled.must(
+        "vault_kek_uses_remaining",
+        &[("tenant", "acme"), ("version", "1"), ("state", "current")],
+    );
+    assert!(remaining < budget);
+    assert_eq!(
+        labelled.must(
+            "vault_webhook_deliveries_pending_by_tenant",
+            &[("tenant", "acme")]
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn metrics_refuse_a_plaintext_address_off_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = TestServer::try_start(dir.path(), &["--metrics-listen", "0.0.0.0:0"])
+        .err()
+        .expect("refused");
+    assert!(
+        refused.contains("refusing --metrics-listen 0.0.0.0:0 without TLS"),
+        "{refused}"
+    );
+}
+
+/// A line of /proc/PID/<file> starting with `key`, the rest of it.
+fn proc_line(pid: u32, file: &str, key: &str) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/{file}")).expect("read /proc");
+    text.lines()
+        .find_map(|line| line.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/{file}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn the_server_disables_core_dumps_and_mlock_locks_its_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = TestServer::start(&dir.path().join("plain"), &[]);
+    let limits = proc_line(plain.pid(), "limits", "Max core file size");
+    assert!(
+        limits.starts_with("0 ") && limits.split_whitespace().nth(1) == Some("0"),
+        "core dumps still possible: {limits}"
+    );
+    assert_eq!(proc_line(plain.pid(), "status", "VmLck:"), "0 kB");
+    assert!(plain.terminate().success());
+
+    let locked = TestServer::start(
+        &dir.path().join("locked"),
+        &["--mlock", "--metrics-listen", "127.0.0.1:0"],
+    );
+    let kib: u64 = proc_line(locked.pid(), "status", "VmLck:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmLck in kB");
+    let rss: u64 = proc_line(locked.pid(), "status", "VmRSS:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmRSS in kB");
+    assert!(kib >= rss, "--mlock locked {kib} kB of {rss} kB resident");
+    let scraped = scrape(&locked.metrics_url());
+    assert!(scraped.must("vault_process_locked_bytes", &[]) >= (rss * 1024) as f64);
+    assert_eq!(scraped.must("vault_process_dumpable", &[]), 0.0);
+}
+
+#[test]
+fn mlock_that_cannot_lock_refuses_to_start_and_says_why() {
+    // Without CAP_IPC_LOCK (dropped from the bounding set) and with a 64 KiB locked-memory
+    // limit, mlockall fails.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new("prlimit")
+        .arg("--memlock=65536:65536")
+        .args(["setpriv", "--bounding-set=-ipc_lock", "--"])
+        .arg(vault_tests::binary("vault-server"))
+        .args(["--mlock", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("prlimit and setpriv run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("--mlock: cannot lock the server's memory")
+            && stderr.contains("CAP_IPC_LOCK"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("listening"),
+        "it listened"
+    );
+    assert!(
+        fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "it wrote to the data directory before refusing"
+    );
+}
+
+#[test]
+fn the_systemd_unit_is_hardened_and_scores_under_two() {
+    let unit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/systemd/vault-server.service");
+    let text = fs::read_to_string(&unit).expect("the unit");
+    for directive in [
+        "User=vault",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "LimitCORE=0",
+        "MemoryDenyWriteExecute=yes",
+        "ReadWritePaths=/var/lib/vault /var/log/vault-audit",
+        "--mlock",
+    ] {
+        assert!(text.contains(directive), "the unit lacks {directive:?}");
+    }
+    // systemd's own scoring (exposure 0.0 to 10.0; --threshold is in tenths): at most 2.0.
+    let output = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze runs (Debian's systemd package)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exposure above 2.0:\n{report}");
+    assert!(report.contains("Overall exposure level"), "{report}");
+}
