@@ -390,3 +390,151 @@ fn the_systemd_unit_is_hardened_and_scores_under_two() {
     assert!(output.status.success(), "exposure above 2.0:\n{report}");
     assert!(report.contains("Overall exposure level"), "{report}");
 }
+
+/// The details of the audit log's system records that contain `needle`.
+fn system_details(dir: &Path, needle: &str) -> Vec<String> {
+    vault_tests::audit_records(dir)
+        .into_iter()
+        .filter(|r| r["kind"] == "system")
+        .filter_map(|r| r["detail"].as_str().map(str::to_owned))
+        .filter(|detail| detail.contains(needle))
+        .collect()
+}
+
+/// Gets as fast as they go; how many were refused for the source's rate.
+fn flood(server: &TestServer, token: &str, calls: usize) -> usize {
+    runtime().block_on(async {
+        let mut secrets = SecretsClient::new(channel(server).await);
+        let mut refused = 0;
+        for _ in 0..calls {
+            if let Err(status) = secrets.get(with_token(get("pathq7"), token)).await {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+        refused
+    })
+}
+
+#[test]
+fn a_config_file_sets_the_server_up_and_sighup_reloads_what_can_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vault.toml");
+    let settings = |rate: u32, checkpoint_ms: u32| {
+        format!(
+            "# vault-server settings\nmetrics_listen = \"127.0.0.1:0\"\n\
+             source_rate_limit = {rate}\nnode_id = \"from-file\"\n\
+             audit_checkpoint_ms = {checkpoint_ms}\nlog_level = \"warn\"\n"
+        )
+    };
+    fs::write(&config, settings(1000, 1000)).expect("config");
+    let server = TestServer::start_with_env(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+        &[("VAULT_NODE_ID", "from-env")],
+    );
+    // The file's metrics_listen is in force; the variable beats the file's node_id.
+    let _ = scrape(&server.metrics_url());
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    server
+        .cli(Some(&root), &["put", "--tenant", "acme", "pathq7", "k=v"])
+        .ok();
+    let records = vault_tests::audit_records(&server.audit_dir());
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| r["node"] == "from-env"),
+        "node ids: {:?}",
+        records
+            .iter()
+            .map(|r| r["node"].clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(flood(&server, &root, 60), 0, "1000 calls/s refused 60");
+
+    // A lower rate and a setting that needs a restart; SIGHUP applies the first, names the
+    // second, and audits the reload.
+    fs::write(&config, settings(5, 2000)).expect("config");
+    server.signal("HUP");
+    let audit = server.audit_dir();
+    eventually("the reload is audited", || {
+        !system_details(&audit, "configuration reloaded on SIGHUP").is_empty()
+    });
+    let reloaded = system_details(&audit, "configuration reloaded on SIGHUP");
+    assert!(
+        reloaded[0].contains("applied source_rate_limit")
+            && reloaded[0].contains("needs a restart: audit_checkpoint_ms")
+            && reloaded[0].contains(config.to_str().expect("utf-8")),
+        "{reloaded:?}"
+    );
+    assert!(
+        flood(&server, &root, 60) > 0,
+        "the reloaded rate of 5/s refused nothing"
+    );
+
+    // A file with a mistake: the reload is refused and audited, the settings in force stay.
+    fs::write(
+        &config,
+        format!("{}source_rate_limt = 1\n", settings(1000, 1000)),
+    )
+    .expect("config");
+    server.signal("HUP");
+    eventually("the refused reload is audited", || {
+        !system_details(&audit, "reload on SIGHUP refused").is_empty()
+    });
+    let refused = system_details(&audit, "reload on SIGHUP refused");
+    assert!(
+        refused[0]
+            .contains("line 7: unknown key `source_rate_limt` (did you mean `source_rate_limit`?)"),
+        "{refused:?}"
+    );
+    // Still 5/s: a burst of 60 is refused in part.
+    assert!(
+        flood(&server, &root, 60) > 0,
+        "the refused reload changed the rate"
+    );
+    // The server is alive and serving.
+    eventually("a get is served again", || flood(&server, &root, 1) == 0);
+}
+
+#[test]
+fn a_bad_config_file_stops_the_start_naming_the_line_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vault.toml");
+    fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n\nmax_value_bytes = \"big\"\n",
+    )
+    .expect("config");
+    let refused = TestServer::try_start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        refused.contains("line 3: bad value for `max_value_bytes`"),
+        "{refused}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "it created the data directory"
+    );
+}
+
+#[test]
+fn the_config_reference_is_the_servers_own_output() {
+    let output = Command::new(vault_tests::binary("vault-server"))
+        .arg("--config-reference")
+        .output()
+        .expect("vault-server runs");
+    assert!(output.status.success());
+    let committed =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../vault-server/CONFIG.md"))
+            .expect("vault-server/CONFIG.md");
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == committed,
+        "vault-server/CONFIG.md is stale: run `vault-server --config-reference > vault-server/CONFIG.md`"
+    );
+}

@@ -170,3 +170,69 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         "{status}"
     );
 }
+
+#[test]
+fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    std::fs::create_dir_all(&first).expect("dir");
+    std::fs::create_dir_all(&second).expect("dir");
+    let (old, new) = (pki(&first), pki(&second));
+    let (cert, key) = (dir.path().join("tls.pem"), dir.path().join("tls.key"));
+    let install = |pki: &Pki| {
+        std::fs::copy(&pki.server_cert, &cert).expect("copy");
+        std::fs::copy(&pki.server_key, &key).expect("copy");
+    };
+    install(&old);
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--tls-cert", text(&cert), "--tls-key", text(&key)],
+    );
+    let addr = https(&server);
+    let status = |ca: &Path| {
+        run_cli(
+            &addr,
+            None,
+            &["--ca-cert", text(ca), "status", "--format", "json"],
+            None,
+        )
+    };
+    status(&old.ca).status_json();
+    // A key that is not the certificate's: the reload is refused, the old pair stays.
+    std::fs::copy(&new.server_cert, &cert).expect("copy");
+    server.signal("HUP");
+    let audit = server.audit_dir();
+    vault_tests::eventually("the refused reload is audited", || {
+        audit_records(&audit).iter().any(|r| {
+            r["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("does not match"))
+        })
+    });
+    status(&old.ca).status_json();
+    install(&new);
+    server.signal("HUP");
+    // `status` exits 2 for a sealed vault: an answer is JSON on stdout.
+    let answered =
+        |ca: &Path| serde_json::from_str::<serde_json::Value>(&status(ca).stdout).is_ok();
+    vault_tests::eventually("new connections get the new certificate", || {
+        answered(&new.ca)
+    });
+    assert!(
+        status(&old.ca)
+            .failed()
+            .contains("cannot connect to the vault"),
+        "the old certificate is still served"
+    );
+    let reloads: Vec<String> = audit_records(&audit)
+        .iter()
+        .filter_map(|r| r["detail"].as_str().map(str::to_owned))
+        .filter(|d| d.contains("configuration reloaded on SIGHUP"))
+        .collect();
+    assert!(
+        reloads
+            .iter()
+            .any(|d| d.contains("applied TLS certificate (now sha256 ")),
+        "{reloads:?}"
+    );
+}

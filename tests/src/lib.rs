@@ -82,6 +82,12 @@ impl TestServer {
         Self::try_start_on("127.0.0.1:0", data_dir, extra)
     }
 
+    /// Like `start`, with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
+        Self::try_start_with("127.0.0.1:0", data_dir, extra, env)
+            .unwrap_or_else(|output| panic!("vault-server did not start:\n{output}"))
+    }
+
     /// Starts a server on a given address: a restart on the port a client already knows.
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> TestServer {
         Self::try_start_on(listen, data_dir, extra)
@@ -89,6 +95,15 @@ impl TestServer {
     }
 
     fn try_start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Result<TestServer, String> {
+        Self::try_start_with(listen, data_dir, extra, &[])
+    }
+
+    fn try_start_with(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestServer, String> {
         let mut command = Command::new(binary("vault-server"));
         command
             .arg("--listen")
@@ -98,6 +113,7 @@ impl TestServer {
             .args(extra);
         command
             .env("VAULT_LOG", "warn,vault::call=info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -42,7 +42,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context as TaskContext, Poll},
@@ -126,7 +126,8 @@ impl Default for Limits {
 /// The layer's shared state: the limits and the bookkeeping of refusals.
 struct Guards {
     limits: Limits,
-    per_source: Option<KeyedRateLimit<IpAddr>>,
+    /// The per-source rate and open-call limits in force (SIGHUP may change them).
+    source_limits: RwLock<SourceLimits>,
     concurrency: Option<Arc<Semaphore>>,
     aux: Option<Arc<Semaphore>>,
     /// Calls open per source (see [`Limits::max_per_source`]).
@@ -137,6 +138,26 @@ struct Guards {
     /// Refusals per (source, reason) since the last one that was audited: a flood is recorded
     /// once a second per source, with a count, instead of once per call.
     refusals: Mutex<HashMap<RefusalKey, (u64, Instant)>>,
+}
+
+/// The per-source limits that a reload can change.
+struct SourceLimits {
+    /// Calls per second (0: none), and its token buckets.
+    rate: u32,
+    buckets: Option<Arc<KeyedRateLimit<IpAddr>>>,
+    /// Calls open at once (0: no limit).
+    max_open: usize,
+}
+
+impl SourceLimits {
+    fn new(rate: u32, max_open: usize) -> Self {
+        SourceLimits {
+            rate,
+            buckets: (rate > 0)
+                .then(|| Arc::new(KeyedRateLimit::new(rate, rate.saturating_mul(2)))),
+            max_open,
+        }
+    }
 }
 
 /// Refusals are counted per source address and reason.
@@ -250,8 +271,8 @@ async fn forward(
 impl CallLayer {
     /// `audit` is `None` only when the operator started the server with audit disabled.
     pub fn new(max_request_bytes: usize, audit: Option<Arc<AuditLog>>, limits: Limits) -> Self {
-        let per_source = (limits.source_rate > 0)
-            .then(|| KeyedRateLimit::new(limits.source_rate, limits.source_rate.saturating_mul(2)));
+        let source_limits =
+            RwLock::new(SourceLimits::new(limits.source_rate, limits.max_per_source));
         let concurrency =
             (limits.max_concurrent > 0).then(|| Arc::new(Semaphore::new(limits.max_concurrent)));
         let aux = (limits.max_concurrent_aux > 0)
@@ -262,7 +283,7 @@ impl CallLayer {
             forwarder: None,
             guards: Arc::new(Guards {
                 limits,
-                per_source,
+                source_limits,
                 concurrency,
                 aux,
                 open: CountedPlaces::default(),
@@ -330,11 +351,12 @@ impl CallLayer {
         let call = self.http_call(peer, source_ip, method);
         call.note(truncated(route));
         call.note(truncated(&detail));
-        crate::metrics::metrics().call_ended("", "http", code, Duration::ZERO);
         if let Err(e) = record_outcome(&call, code).await {
             tracing::error!(error = %e, request_id = %call.request_id, "outcome record not written; answer withheld");
+            crate::metrics::metrics().call_ended(method, "http", Code::Unavailable, Duration::ZERO);
             return Err(NotRecorded::AuditUnavailable);
         }
+        crate::metrics::metrics().call_ended(method, "http", code, Duration::ZERO);
         Ok(call.request_id.to_string())
     }
 
@@ -384,6 +406,22 @@ impl CallLayer {
             record: Arc::default(),
             slot: Arc::default(),
             guards: Some(Arc::clone(&self.guards)),
+        }
+    }
+
+    /// Puts new per-source limits in force (a configuration reload): calls per second (0:
+    /// none) and calls open at once (0: no limit). A changed rate starts every source's bucket
+    /// afresh; an unchanged one keeps them.
+    pub fn set_source_limits(&self, rate: u32, max_open: usize) {
+        let mut limits = self
+            .guards
+            .source_limits
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if limits.rate != rate {
+            *limits = SourceLimits::new(rate, max_open);
+        } else {
+            limits.max_open = max_open;
         }
     }
 
@@ -446,29 +484,29 @@ impl Guards {
         source: Option<IpAddr>,
         aux: bool,
     ) -> Result<Option<Place<IpAddr>>, (&'static str, String)> {
-        if let Some(limit) = &self.per_source
+        let (rate, buckets, max_open) = {
+            let limits = self
+                .source_limits
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (limits.rate, limits.buckets.clone(), limits.max_open)
+        };
+        if let Some(limit) = &buckets
             && let Some(ip) = source
             && !limit.try_take(&source_key(ip), Instant::now())
         {
             return Err((
                 "source-rate",
-                format!(
-                    "source {ip} is over the limit of {} calls/s",
-                    self.limits.source_rate
-                ),
+                format!("source {ip} is over the limit of {rate} calls/s"),
             ));
         }
-        match source.map(|ip| self.open_call(ip, aux)) {
+        match source.map(|ip| self.open_call(ip, aux, max_open)) {
             Some(None) => Err((
                 "source-open",
                 format!(
                     "source {} has its limit of {} calls open at once",
                     source.map_or_else(String::new, |ip| ip.to_string()),
-                    if aux {
-                        AUX_PER_SOURCE
-                    } else {
-                        self.limits.max_per_source
-                    }
+                    if aux { AUX_PER_SOURCE } else { max_open }
                 ),
             )),
             Some(Some(open)) => Ok(open),
@@ -478,11 +516,16 @@ impl Guards {
 
     /// Takes a place for one more open call from `source` (a health or reflection call if
     /// `aux`), unless it has its limit; `Some(None)` when there is no limit.
-    fn open_call(&self, source: IpAddr, aux: bool) -> Option<Option<Place<IpAddr>>> {
+    fn open_call(
+        &self,
+        source: IpAddr,
+        aux: bool,
+        max_open: usize,
+    ) -> Option<Option<Place<IpAddr>>> {
         let (places, limit) = if aux {
             (&self.open_aux, AUX_PER_SOURCE)
         } else {
-            (&self.open, self.limits.max_per_source)
+            (&self.open, max_open)
         };
         if limit == 0 {
             return Some(None);
@@ -1462,7 +1505,7 @@ mod tests {
                     .collect(),
                 ..Limits::default()
             },
-            per_source: None,
+            source_limits: RwLock::new(SourceLimits::new(0, 0)),
             concurrency: None,
             aux: None,
             open: CountedPlaces::default(),

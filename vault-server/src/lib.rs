@@ -17,6 +17,7 @@ mod auth;
 pub mod call;
 #[cfg(feature = "etcd")]
 pub mod cluster;
+pub mod config;
 mod dev;
 pub mod harden;
 pub mod http;
@@ -30,6 +31,7 @@ mod serve;
 mod status;
 mod system;
 mod tenants;
+mod tls;
 mod transport;
 mod watch;
 mod webhooks;
@@ -38,7 +40,7 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use vault_core::{
     Vault, VaultConfig,
     audit::writer::{AuditConfig, AuditError, AuditLog, system_entry},
@@ -71,6 +73,21 @@ const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
     about = "The vault: secrets and key-management server (gRPC)"
 )]
 pub struct Args {
+    /// A TOML file of settings: every flag is a key (its long name with `_` for `-`), see
+    /// vault-server/CONFIG.md or --config-reference. Flags and VAULT_* variables override it.
+    /// SIGHUP re-reads it.
+    #[arg(long, value_name = "FILE", env = "VAULT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the reference of every configuration key (Markdown) and exit.
+    #[arg(long)]
+    pub config_reference: bool,
+
+    /// The log filter (`info`, `warn,vault::call=debug`, ...; tracing's EnvFilter syntax).
+    /// Default: the VAULT_LOG variable, else `info`. SIGHUP applies a changed one.
+    #[arg(long, value_name = "FILTER", env = "VAULT_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
     /// Development mode: embedded RocksDB in --data-dir (default ./vault-dev-data), one share,
     /// unseals itself and prints the share and root token. Insecure; loopback only.
     #[arg(long)]
@@ -433,15 +450,47 @@ fn parse_cidr(text: &str) -> Result<Cidr, String> {
     Cidr::parse(text).map_err(|e| e.to_string())
 }
 
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The settings SIGHUP applies at run time (by `Args` field); a change to any other one is
+/// reported as needing a restart. The TLS certificate and key files are re-read on every
+/// SIGHUP, changed paths or not.
+pub const RELOADABLE: [&str; 5] = [
+    "tls_cert",
+    "tls_key",
+    "source_rate_limit",
+    "max_calls_per_source",
+    "log_level",
+];
+
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The running log filter, which a reload replaces.
+static LOG_FILTER: std::sync::OnceLock<LogFilter> = std::sync::OnceLock::new();
+
+/// The log filter `--log-level` gives, else VAULT_LOG's, else `info`.
+fn log_filter(level: Option<&str>) -> Result<tracing_subscriber::EnvFilter, String> {
+    match level {
+        Some(level) => tracing_subscriber::EnvFilter::try_new(level)
+            .map_err(|e| format!("--log-level {level:?}: {e}")),
+        None => Ok(tracing_subscriber::EnvFilter::try_from_env("VAULT_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))),
+    }
+}
+
+pub fn init_logging(level: Option<&str>) -> Result<(), String> {
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(level)?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+        )
         .init();
+    let _ = LOG_FILTER.set(handle);
+    Ok(())
 }
 
 /// Adds each service to the routes and its name to the list the health service reports on,
@@ -667,8 +716,27 @@ pub(crate) struct Shared {
     pub health: Arc<Health>,
 }
 
-pub async fn run(args: Args) -> Result<(), String> {
-    let tls = tls_config(&args)?;
+pub async fn run(loaded: config::Loaded) -> Result<(), String> {
+    let config::Loaded {
+        args,
+        values: loaded_values,
+        file: config_file,
+    } = loaded;
+    if let Some(file) = &config_file {
+        tracing::info!(file = %file.display(), "settings read from the config file");
+    }
+    let server_cert = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::ServerCert::load(cert, key)?),
+        _ => None,
+    };
+    let tls = match &server_cert {
+        Some(cert) => Some(tls::server_config(
+            cert,
+            args.tls_client_ca.as_deref(),
+            &[b"h2"],
+        )?),
+        None => None,
+    };
     if args.dev && !args.listen.ip().is_loopback() {
         return Err(format!(
             "refusing to listen on {} in dev mode: dev mode is loopback only",
@@ -695,10 +763,15 @@ pub async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let http_tls = match args.http_listen {
-        Some(_) => http_tls_config(&args)?,
+    let web_tls = match &server_cert {
+        Some(cert) => Some(tls::server_config(
+            cert,
+            args.tls_client_ca.as_deref(),
+            &[b"h2", b"http/1.1"],
+        )?),
         None => None,
     };
+    let http_tls = web_tls.clone().filter(|_| args.http_listen.is_some());
     if let Some(address) = args.metrics_listen {
         metrics::check_listen(address, tls.is_some())?;
     }
@@ -897,10 +970,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         let local = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
-        let metrics_tls = match &args.tls_cert {
-            Some(_) => http_tls_config(&args)?,
-            None => None,
-        };
+        let metrics_tls = web_tls.clone();
         println!(
             "vault-server metrics on {}://{local}/metrics",
             if metrics_tls.is_some() {
@@ -930,15 +1000,19 @@ pub async fn run(args: Args) -> Result<(), String> {
             stop_for_metrics,
         ));
     }
-    // Before the listening line: a signal from then on stops the server gracefully.
+    // Before the listening line: a signal from then on stops the server gracefully, and a
+    // SIGHUP reloads (its default action would end the process).
     let shutdown = shutdown_signal();
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
     // The first line on stdout is for humans and for tests that start the server on port 0
     // (the HTTP API's line, if any, comes before it).
     println!("vault-server listening on {local}");
     let _ = std::io::stdout().flush();
     tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
 
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .max_concurrent_streams(args.max_streams_per_connection.max(1))
         .http2_keepalive_interval(
             (args.http2_keepalive_secs > 0)
@@ -946,11 +1020,6 @@ pub async fn run(args: Args) -> Result<(), String> {
         )
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .http2_max_header_list_size(64 * 1024);
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| format!("invalid TLS configuration: {e}"))?;
-    }
     let call_layer = call::CallLayer::new(
         limit,
         audit.clone(),
@@ -1026,23 +1095,42 @@ pub async fn run(args: Args) -> Result<(), String> {
             stop_for_http,
         ))
     });
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(
+        hangups,
+        Reloading {
+            argv: std::env::args_os().collect(),
+            values: loaded_values,
+            cert: server_cert.clone(),
+            call_layer: call_layer.clone(),
+            audit: audit.clone(),
+            file: config_file,
+        },
+    ));
     let router = builder.layer(call_layer).add_routes(routes);
     let draining = Arc::new(tokio::sync::Notify::new());
+    let stopping = {
+        let (audit, draining) = (audit.clone(), Arc::clone(&draining));
+        async move {
+            shutdown.await;
+            stop_sender.send_replace(true);
+            // Signed at once, in case the drain below never ends.
+            final_checkpoint(audit.as_ref()).await;
+            draining.notify_one();
+        }
+    };
     // TCP_NODELAY is set on each connection, or small responses wait for the peer's delayed
-    // ACK (~40 ms).
-    let serve = router.serve_with_incoming_shutdown(
-        transport::incoming(listener, connection_limits, connection_places),
-        {
-            let (audit, draining) = (audit.clone(), Arc::clone(&draining));
-            async move {
-                shutdown.await;
-                stop_sender.send_replace(true);
-                // Signed at once, in case the drain below never ends.
-                final_checkpoint(audit.as_ref()).await;
-                draining.notify_one();
-            }
-        },
-    );
+    // ACK (~40 ms). TLS handshakes are made by tls.rs, with the certificate SIGHUP reloads.
+    let accepted = transport::incoming(listener, connection_limits.clone(), connection_places);
+    let serve: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            tls::incoming(accepted, tls, connection_limits.header_timeout),
+            stopping,
+        )),
+        None => Box::pin(router.serve_with_incoming_shutdown(accepted, stopping)),
+    };
     // Open connections get this long to finish after the signal (a health watch would
     // otherwise hold the stop up for ever).
     tokio::select! {
@@ -1082,71 +1170,6 @@ async fn final_checkpoint(audit: Option<&Arc<AuditLog>>) {
         Ok(Err(e)) => tracing::warn!(error = %e, "no audit checkpoint at shutdown"),
         Err(e) => tracing::warn!(error = %e, "no audit checkpoint at shutdown"),
     }
-}
-
-/// The TLS configuration from --tls-cert, --tls-key and --tls-client-ca, if given.
-fn tls_config(args: &Args) -> Result<Option<ServerTlsConfig>, String> {
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        return Ok(None);
-    };
-    let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
-    };
-    let cert_pem = read("--tls-cert", cert)?;
-    let key_pem = zeroize::Zeroizing::new(read("--tls-key", key)?);
-    let mut config =
-        ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem.as_slice()));
-    if let Some(ca) = &args.tls_client_ca {
-        config = config
-            .client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?))
-            .client_auth_optional(false);
-    }
-    Ok(Some(config))
-}
-
-/// The rustls configuration of the HTTP API from --tls-cert, --tls-key and --tls-client-ca:
-/// the same files as gRPC's, HTTP/2 and HTTP/1.1 by ALPN.
-fn http_tls_config(args: &Args) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        return Ok(None);
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
-    let builder = match &args.tls_client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for certificate in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?
-            {
-                let certificate =
-                    certificate.map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
-                roots
-                    .add(certificate)
-                    .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder
-        .with_single_cert(certs, private_key)
-        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(config)))
 }
 
 /// Opens the audit log: recovery (torn tail, crashed intents, tail check against the head the
@@ -1352,6 +1375,124 @@ fn host_name() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "vault-node".into())
+}
+
+/// What a SIGHUP reload needs: how the server was started, what was in force, and what it
+/// can change.
+struct Reloading {
+    argv: Vec<std::ffi::OsString>,
+    /// The settings' raw values in force (a reload updates the ones it applies).
+    values: std::collections::BTreeMap<String, Vec<std::ffi::OsString>>,
+    cert: Option<Arc<tls::ServerCert>>,
+    call_layer: call::CallLayer,
+    audit: Option<Arc<AuditLog>>,
+    file: Option<PathBuf>,
+}
+
+impl Reloading {
+    /// Re-reads the command line, the environment and the config file, and applies what can
+    /// change at run time: all of it or, when something is wrong, none of it. The message
+    /// names the keys (never their values).
+    fn reload(&mut self) -> Result<String, String> {
+        let loaded = config::load(self.argv.clone()).map_err(|e| e.to_string())?;
+        let args = &loaded.args;
+        let changed = config::changed(&self.values, &loaded.values);
+        let (applied, restart): (Vec<&String>, Vec<&String>) = changed
+            .iter()
+            .partition(|key| RELOADABLE.contains(&key.as_str()));
+        let mut applied: Vec<String> = applied.into_iter().cloned().collect();
+        let mut restart: Vec<String> = restart.into_iter().cloned().collect();
+        let filter = if changed.iter().any(|key| key == "log_level") {
+            Some(log_filter(args.log_level.as_deref())?)
+        } else {
+            None
+        };
+        match (&self.cert, &args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(cert_file), Some(key_file)) => {
+                let before = cert.fingerprint();
+                cert.reload(cert_file, key_file)?;
+                let after = cert.fingerprint();
+                if before != after {
+                    applied.push(format!(
+                        "TLS certificate (now sha256 {})",
+                        after.get(..16).unwrap_or(&after)
+                    ));
+                }
+            }
+            (Some(_), _, _) => restart.push("TLS off (it stays on until a restart)".into()),
+            (None, Some(_), _) => restart.push("TLS on (it was off at start)".into()),
+            (None, None, _) => {}
+        }
+        if let Some(filter) = filter
+            && let Some(handle) = LOG_FILTER.get()
+        {
+            handle
+                .reload(filter)
+                .map_err(|e| format!("the log filter: {e}"))?;
+        }
+        self.call_layer
+            .set_source_limits(args.source_rate_limit, args.max_calls_per_source);
+        for key in RELOADABLE {
+            match loaded.values.get(key) {
+                Some(value) => self.values.insert(key.to_owned(), value.clone()),
+                None => self.values.remove(key),
+            };
+        }
+        let list = |keys: &[String]| {
+            if keys.is_empty() {
+                "nothing".to_owned()
+            } else {
+                keys.join(", ")
+            }
+        };
+        Ok(format!(
+            "configuration reloaded on SIGHUP{}: applied {}; needs a restart: {}",
+            self.file
+                .as_ref()
+                .map_or_else(String::new, |f| format!(" from {}", f.display())),
+            list(&applied),
+            list(&restart)
+        ))
+    }
+}
+
+/// Reloads on every SIGHUP, and audits each reload, refused ones included.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, state: Reloading) {
+    let mut state = Some(state);
+    while hangups.recv().await.is_some() {
+        let Some(mut reloading) = state.take() else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            let detail = match reloading.reload() {
+                Ok(summary) => {
+                    tracing::info!("{summary}");
+                    summary
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload refused; the settings in force stay");
+                    format!(
+                        "configuration reload on SIGHUP refused: {e}; the settings in force stay"
+                    )
+                }
+            };
+            if let Some(audit) = &reloading.audit
+                && let Err(e) = audit.append(system_entry(detail))
+            {
+                tracing::error!(error = %e, "the reload's audit record was not written");
+            }
+            reloading
+        })
+        .await;
+        match done {
+            Ok(reloading) => state = Some(reloading),
+            Err(e) => {
+                tracing::error!(error = %e, "the reload failed; SIGHUP is ignored from now on");
+                return;
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when the

@@ -8,20 +8,33 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = vault_server::Args::parse();
-    vault_server::init_logging();
+    // The command line over the VAULT_* variables over --config's file (config.rs).
+    let loaded = match vault_server::config::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(vault_server::config::LoadError::Clap(e)) => e.exit(),
+        Err(vault_server::config::LoadError::Config(e)) => {
+            eprintln!("vault-server: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if loaded.args.config_reference {
+        print!("{}", vault_server::config::reference());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = vault_server::init_logging(loaded.args.log_level.as_deref()) {
+        eprintln!("vault-server: error: {e}");
+        return ExitCode::FAILURE;
+    }
     // Before any key exists and before the runtime starts its threads, so --mlock covers
     // every page the process will map.
-    if let Err(e) = vault_server::harden::harden(args.mlock) {
+    if let Err(e) = vault_server::harden::harden(loaded.args.mlock) {
         eprintln!("vault-server: error: {e}");
         return ExitCode::FAILURE;
     }
     // Blocking work of calls is bounded by --max-concurrent-calls; the pool has room for all
     // of them plus the background jobs, so the limit (not the pool) is what refuses.
-    let blocking_threads = args.max_concurrent_calls.max(1).saturating_add(256);
+    let blocking_threads = loaded.args.max_concurrent_calls.max(1).saturating_add(256);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(blocking_threads)
         .enable_all()
@@ -33,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(vault_server::run(args)) {
+    match runtime.block_on(vault_server::run(loaded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vault-server: error: {e}");

@@ -542,7 +542,10 @@ impl Endpoint {
         Ok(text)
     }
 
-    async fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(
+        self: &Arc<Self>,
+        request: &Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
         let reply = |status: StatusCode, content_type: &'static str, body: Bytes| {
             let mut response = Response::new(Full::new(body));
             *response.status_mut() = status;
@@ -574,7 +577,14 @@ impl Endpoint {
             );
             return response;
         }
-        match self.text().await {
+        // The render runs in its own task, which holds the one-at-a-time lock until it ends:
+        // a client that goes away cannot start a second render beside it.
+        let endpoint = Arc::clone(self);
+        let text = match tokio::spawn(async move { endpoint.text().await }).await {
+            Ok(text) => text,
+            Err(e) => Err(format!("the scrape task failed: {e}")),
+        };
+        match text {
             Ok(text) => reply(StatusCode::OK, prometheus_text::CONTENT_TYPE, text),
             Err(e) => {
                 tracing::warn!(error = %e, "metrics scrape failed");
@@ -608,14 +618,15 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         let Ok(stream) = accepted else { continue };
         let (endpoint, tls) = (Arc::clone(&endpoint), tls.clone());
+        let peer = tonic::transport::server::Connected::connect_info(&stream);
         connections.spawn(async move {
             match tls {
-                None => connection(TokioIo::new(stream), endpoint, header_timeout).await,
+                None => connection(TokioIo::new(stream), peer, endpoint, header_timeout).await,
                 Some(tls) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            connection(TokioIo::new(stream), endpoint, header_timeout).await;
+                            connection(TokioIo::new(stream), peer, endpoint, header_timeout).await;
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "metrics: TLS handshake failed"),
                         Err(_) => tracing::debug!("metrics: TLS handshake timed out"),
@@ -627,13 +638,23 @@ pub async fn serve(
     connections.abort_all();
 }
 
-async fn connection<I>(io: I, endpoint: Arc<Endpoint>, header_timeout: Duration)
-where
+async fn connection<I>(
+    io: I,
+    peer: transport::PeerInfo,
+    endpoint: Arc<Endpoint>,
+    header_timeout: Duration,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let endpoint = Arc::clone(&endpoint);
-        async move { Ok::<_, std::convert::Infallible>(endpoint.answer(&request).await) }
+        // The connection is busy (not idle, not cut at the header timeout) while it answers.
+        let busy = peer.activity();
+        async move {
+            let response = endpoint.answer(&request).await;
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
