@@ -49,6 +49,44 @@ impl fmt::Debug for v1::RekeySubmitRequest {
     }
 }
 
+impl fmt::Debug for v1::GenerateRootInitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateRootInitRequest")
+            .field("recipient", &self.recipient)
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateRootSubmitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateRootSubmitRequest")
+            .field("nonce", &self.nonce)
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateRootCancelRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateRootCancelRequest")
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::GenerateRootSubmitResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenerateRootSubmitResponse")
+            .field("complete", &self.complete)
+            .field("progress", &self.progress)
+            .field("required", &self.required)
+            .field("encrypted_root_token", &"<redacted>")
+            .field("accessor", &self.accessor)
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::RekeySubmitResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RekeySubmitResponse")
@@ -293,6 +331,29 @@ mod tests {
             nonce: "n".into(),
             share: "share-canary".into(),
         };
+        let generate = v1::GenerateRootSubmitRequest {
+            nonce: "n".into(),
+            share: "share-canary".into(),
+        };
+        let cancel = v1::GenerateRootCancelRequest {
+            share: "share-canary".into(),
+        };
+        let generated = v1::GenerateRootSubmitResponse {
+            encrypted_root_token: "token-canary".into(),
+            ..Default::default()
+        };
+        let started = v1::GenerateRootInitRequest {
+            recipient: "age1x".into(),
+            share: "share-canary".into(),
+        };
+        for shown in [
+            format!("{started:?}"),
+            format!("{generate:?}"),
+            format!("{cancel:?}"),
+            format!("{generated:?}"),
+        ] {
+            assert!(!shown.contains("canary"), "{shown}");
+        }
         let rekeyed = v1::RekeySubmitResponse {
             shares: vec!["share-canary".into()],
             ..Default::default()

@@ -897,3 +897,166 @@ fn a_graceful_stop_signs_a_final_checkpoint() {
         verified.stdout
     );
 }
+
+#[test]
+fn generate_root_makes_a_root_token_for_the_recipient_only_with_a_threshold_of_shares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(&dir.path().join("data"), &[]);
+    let (shares, root) = vault_tests::init(&server, 3, 2);
+    vault_tests::unseal(&server, &[&shares[0], &shares[1]]);
+    let (identity, recipient) = keygen(&server, dir.path(), "operator");
+    // The old root token is revoked after use, as it should be; a system token is no root.
+    let tenant_token = server
+        .cli(
+            Some(&root),
+            &["token", "create", "--system", "--format", "json"],
+        )
+        .json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let refused = server.cli(Some(&tenant_token), &["token", "revoke-root"]);
+    assert!(
+        refused.failed().contains("is not a root token"),
+        "{}",
+        refused.stderr
+    );
+    server.cli(Some(&root), &["token", "revoke-root"]).ok();
+    let gone = server.cli(Some(&root), &["tenant", "list"]);
+    assert!(
+        gone.failed().contains("permission denied"),
+        "{}",
+        gone.stderr
+    );
+
+    // Without a token: init names the recipient and needs a current share (its first
+    // submission); a caller without one cannot hold the attempt.
+    let squatter = server.cli_with_stdin(
+        None,
+        &["generate-root", "init", "--recipient", &recipient],
+        Some(b"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh"),
+    );
+    assert_ne!(squatter.code, 0, "{}", squatter.stdout);
+    let started = server
+        .cli_with_stdin(
+            None,
+            &[
+                "generate-root",
+                "init",
+                "--recipient",
+                &recipient,
+                "--format",
+                "json",
+            ],
+            Some(shares[2].as_bytes()),
+        )
+        .json();
+    let nonce = started["nonce"].as_str().expect("nonce").to_owned();
+    assert_eq!(started["required"], 2);
+    assert_eq!(started["progress"], 1);
+    let again = server.cli_with_stdin(
+        None,
+        &["generate-root", "init", "--recipient", &recipient],
+        Some(shares[1].as_bytes()),
+    );
+    assert!(again.failed().contains("in progress"), "{}", again.stderr);
+    let submit = |share: &str, nonce: &str, to: &str| {
+        server.cli_with_stdin(
+            None,
+            &[
+                "generate-root",
+                "submit",
+                "--nonce",
+                nonce,
+                "--recipient",
+                to,
+                "--format",
+                "json",
+            ],
+            Some(share.as_bytes()),
+        )
+    };
+    let wrong_nonce = submit(&shares[0], "00", &recipient);
+    assert!(
+        wrong_nonce.failed().contains("nonce"),
+        "{}",
+        wrong_nonce.stderr
+    );
+    // A holder who expects another recipient submits nothing.
+    let (_, stranger) = keygen(&server, dir.path(), "stranger");
+    let elsewhere = submit(&shares[0], &nonce, &stranger);
+    assert!(
+        elsewhere.failed().contains("nothing was submitted"),
+        "{}",
+        elsewhere.stderr
+    );
+    let not_a_share = submit(
+        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh",
+        &nonce,
+        &recipient,
+    );
+    assert_ne!(not_a_share.code, 0, "{}", not_a_share.stdout);
+    // The same share as init's counts once.
+    let first = submit(&shares[2], &nonce, &recipient).json();
+    assert_eq!(first["complete"], false, "{first}");
+    assert_eq!(first["progress"], 1);
+    assert_eq!(first["encrypted_root_token"], "");
+    let done = submit(&shares[0], &nonce, &recipient).json();
+    assert_eq!(done["complete"], true, "{done}");
+    let armored = done["encrypted_root_token"]
+        .as_str()
+        .expect("armored")
+        .to_owned();
+    assert!(armored.contains("BEGIN AGE ENCRYPTED FILE"), "{armored}");
+    assert!(!armored.contains("vt."));
+    let new_root = decrypt(&server, &identity, &armored);
+    assert!(new_root.starts_with("vt."), "a token: {}", new_root.len());
+    assert_ne!(new_root, root);
+    server.cli(Some(&new_root), &["tenant", "list"]).ok();
+    let status = server
+        .cli(None, &["generate-root", "status", "--format", "json"])
+        .json();
+    assert_eq!(status["started"], false, "{status}");
+
+    // The audit log names the accessor, never the token.
+    let records = vault_tests::audit_records(&server.audit_dir());
+    let accessor = done["accessor"].as_str().expect("accessor");
+    assert!(records.iter().any(|r| r["method"] == "generate-root"
+        && r["detail"].as_str().is_some_and(|d| d.contains(accessor))));
+    let log = format!("{records:?}");
+    assert!(!log.contains(&new_root) && !log.contains(&shares[0]));
+
+    // The system token the old root token created went with it.
+    let orphan = server.cli(Some(&tenant_token), &["tenant", "list"]);
+    assert!(
+        orphan.failed().contains("permission denied"),
+        "{}",
+        orphan.stderr
+    );
+    // Cancel needs a current share.
+    server
+        .cli_with_stdin(
+            None,
+            &["generate-root", "init", "--recipient", &recipient],
+            Some(shares[0].as_bytes()),
+        )
+        .ok();
+    let refused = server.cli_with_stdin(
+        None,
+        &["generate-root", "cancel"],
+        Some(b"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh"),
+    );
+    assert_ne!(refused.code, 0, "{}", refused.stdout);
+    server
+        .cli_with_stdin(
+            None,
+            &["generate-root", "cancel"],
+            Some(shares[1].as_bytes()),
+        )
+        .ok();
+    let status = server
+        .cli(None, &["generate-root", "status", "--format", "json"])
+        .json();
+    assert_eq!(status["started"], false, "{status}");
+    server.cli(Some(&new_root), &["token", "revoke-root"]).ok();
+}

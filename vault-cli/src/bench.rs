@@ -31,7 +31,8 @@ pub struct BenchArgs {
     /// put, get, mix (put one in --put-every, get the rest), list (walk the --keys secrets
     /// page by page, over and over; one request is one page), or encrypt / decrypt with the
     /// named key "bench" (--value-size bytes of plaintext, --batch items per call).
-    #[arg(long, value_parser = ["put", "get", "mix", "list", "encrypt", "decrypt"], default_value = "mix")]
+    /// `load` only writes the --keys secrets (spread over --tenants) and reports the rate.
+    #[arg(long, value_parser = ["put", "get", "mix", "list", "encrypt", "decrypt", "load"], default_value = "mix")]
     pub op: String,
     /// For encrypt and decrypt: items per call (1: Encrypt/Decrypt; more: BatchEncrypt/
     /// BatchDecrypt).
@@ -56,6 +57,36 @@ pub struct BenchArgs {
     /// Tenant to use (created if missing).
     #[arg(long, default_value = "bench")]
     pub tenant: String,
+    /// Spread the secrets over this many tenants, named TENANT-0, TENANT-1, ... (created if
+    /// missing): secret k lives in tenant k mod N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tenants: u64,
+}
+
+/// The tenant secret `key` lives in.
+fn tenant_of(base: &str, tenants: u64, key: u64) -> String {
+    if tenants <= 1 {
+        base.to_owned()
+    } else {
+        format!("{base}-{}", key % tenants)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Loaded {
+    secrets: u64,
+    tenants: u64,
+    seconds: f64,
+    puts_per_second: f64,
+}
+
+impl crate::output::Show for Loaded {
+    fn text(&self) -> String {
+        format!(
+            "loaded {} secrets into {} tenants in {:.1} s: {:.0} puts/s\n",
+            self.secrets, self.tenants, self.seconds, self.puts_per_second
+        )
+    }
 }
 
 #[derive(Default)]
@@ -135,21 +166,28 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
             "--clients, --keys and --put-every must be at least 1",
         ));
     }
+    if args.tenants > 1 && (args.op == "encrypt" || args.op == "decrypt") {
+        return Err(CliError::new(
+            "--tenants applies to secrets, not to --op encrypt or decrypt",
+        ));
+    }
     let token = token()?;
     let channel = ctx.connect().await?;
     let mut tenants = TenantsClient::new(channel.clone());
-    if let Err(status) = tenants
-        .create_tenant(ctx.authed(
-            v1::CreateTenantRequest {
-                name: args.tenant.clone(),
-                settings: None,
-            },
-            &token,
-        )?)
-        .await
-        && !already_exists(&status)
-    {
-        return Err(ctx.status_error(status));
+    for index in 0..args.tenants {
+        if let Err(status) = tenants
+            .create_tenant(ctx.authed(
+                v1::CreateTenantRequest {
+                    name: tenant_of(&args.tenant, args.tenants, index),
+                    settings: None,
+                },
+                &token,
+            )?)
+            .await
+            && !already_exists(&status)
+        {
+            return Err(ctx.status_error(status));
+        }
     }
     if args.op == "encrypt" || args.op == "decrypt" {
         return kms_bench(ctx, &args, &token, format).await;
@@ -166,18 +204,22 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
     for client_index in 0..loading_clients {
         let mut secrets = SecretsClient::new(ctx.connect().await?);
         let token = Zeroizing::new(token.as_str().to_owned());
-        let (tenant, value, keys, clients) = (
+        let (tenant, value, keys, clients, spread) = (
             args.tenant.clone(),
             value.clone(),
             args.keys,
             args.clients as u64,
+            args.tenants,
         );
         let ctx = Arc::clone(&shared);
         loaders.push(tokio::spawn(async move {
             let mut key = client_index;
             while key < keys {
                 let request = ctx
-                    .authed(put_request(&tenant, key, &value), &token)
+                    .authed(
+                        put_request(&tenant_of(&tenant, spread, key), key, &value),
+                        &token,
+                    )
                     .map_err(|e| tonic::Status::invalid_argument(e.message))?;
                 secrets.put(request).await?;
                 key += clients;
@@ -185,11 +227,22 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
             Ok::<(), tonic::Status>(())
         }));
     }
+    let load_started = Instant::now();
     for loader in loaders {
         loader
             .await
             .map_err(|e| CliError::new(format!("bench client failed: {e}")))?
             .map_err(|s| ctx.status_error(s))?;
+    }
+    if args.op == "load" {
+        let seconds = load_started.elapsed().as_secs_f64();
+        let loaded = Loaded {
+            secrets: args.keys,
+            tenants: args.tenants,
+            seconds,
+            puts_per_second: args.keys as f64 / seconds.max(1e-9),
+        };
+        return crate::output::show(&loaded, format);
     }
 
     let budget = Budget::new(&args);
@@ -201,10 +254,12 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
         let op = args.op.clone();
         let tenant = args.tenant.clone();
         let value = value.clone();
-        let (keys, put_every, page_size) = (args.keys, args.put_every, args.page_size);
+        let (keys, put_every, page_size, spread) =
+            (args.keys, args.put_every, args.page_size, args.tenants);
         let task_ctx = Arc::clone(&shared);
         tasks.push(tokio::spawn(async move {
             if op == "list" {
+                let tenant = tenant_of(&tenant, spread, 0);
                 return walk_pages(task_ctx, channel, token, &tenant, page_size, budget).await;
             }
             drive(
@@ -212,7 +267,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
                 channel,
                 token,
                 &op,
-                &tenant,
+                (&tenant, spread),
                 &value,
                 keys,
                 put_every,
@@ -244,7 +299,7 @@ async fn drive(
     channel: Channel,
     token: Zeroizing<String>,
     op: &str,
-    tenant: &str,
+    (base, spread): (&str, u64),
     value: &[u8],
     keys: u64,
     put_every: u64,
@@ -259,6 +314,7 @@ async fn drive(
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let key = (counter >> 33) % keys;
+        let tenant = &tenant_of(base, spread, key);
         let is_put = match op {
             "put" => true,
             "get" => false,

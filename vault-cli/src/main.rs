@@ -11,8 +11,10 @@
 mod client;
 mod approle;
 mod audit;
+mod backup;
 mod bench;
 mod feed;
+mod generate_root;
 mod input;
 mod jwt;
 mod kek;
@@ -195,6 +197,13 @@ pub enum Command {
     /// The audit log: verify it offline, query and export it, fetch its public key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Make a new root token with a threshold of unseal shares, encrypted to an age recipient
+    /// (init, submit, status, cancel).
+    #[command(subcommand)]
+    GenerateRoot(generate_root::GenerateRootCommand),
+    /// Backups: take one from the running vault, verify, restore or show one offline.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Drive a running server with concurrent clients and print throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -235,6 +244,10 @@ async fn dispatch(ctx: &client::Ctx, command: Command) -> client::CliResult<u8> 
         Command::Jwt(command) => jwt::jwt(ctx, command, format).await?,
         Command::Mfa(command) => mfa::mfa(ctx, command, format).await?,
         Command::Audit(command) => audit::run(ctx, command, format).await?,
+        Command::Backup(command) => backup::run(ctx, command, format).await?,
+        Command::GenerateRoot(command) => {
+            generate_root::generate_root(ctx, command, format).await?
+        }
         Command::Bench(args) => bench::run(ctx, args, format).await?,
     }
     Ok(0)

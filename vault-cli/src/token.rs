@@ -69,6 +69,9 @@ pub enum TokenCommand {
         #[arg(long = "self")]
         self_token: bool,
     },
+    /// Revoke the root token in use (refused if it is not a root token). Root tokens should
+    /// live only as long as the task that needed one; make a new one with `generate-root`.
+    RevokeRoot,
 }
 
 /// A token's details, as `lookup` and `renew` print them (and `create` and `login` under
@@ -226,6 +229,27 @@ pub async fn token_command(ctx: &Ctx, command: TokenCommand, format: Format) -> 
             };
             let revoked = call!(ctx, new, revoke_token, request).await?.revoked;
             let text = format!("Revoked {revoked} token(s).\n");
+            show(&Field::new("revoked", revoked, text), format)
+        }
+        TokenCommand::RevokeRoot => {
+            let info = call!(ctx, new, lookup_token, v1::LookupTokenRequest::default())
+                .await?
+                .info
+                .unwrap_or_default();
+            if !(info.system && info.policies.iter().any(|p| p == "root")) {
+                return Err(CliError::new(format!(
+                    "the token in use (accessor {}) is not a root token; nothing was revoked",
+                    info.accessor
+                )));
+            }
+            let revoked = call!(ctx, new, revoke_token, v1::RevokeTokenRequest::default())
+                .await?
+                .revoked;
+            let text = format!(
+                "Revoked the root token (accessor {}) and {} token(s) with it.\n",
+                info.accessor,
+                revoked.saturating_sub(1)
+            );
             show(&Field::new("revoked", revoked, text), format)
         }
     }

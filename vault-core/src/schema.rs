@@ -320,6 +320,28 @@ pub(crate) fn named_version_key(
     with_u32(named_versions_prefix(tenant, Some(name)), version)
 }
 
+/// Every named key version of every tenant.
+pub(crate) const NAMED_VERSION_PREFIX: &[u8] = b"kmsv/";
+
+/// `kmsv/<16 hex>/<name>/<u32>` → tenant, name, version.
+pub(crate) fn parse_named_version_key(key: &[u8]) -> Option<(TenantId, String, u32)> {
+    let rest = key.strip_prefix(NAMED_VERSION_PREFIX)?;
+    let (hex, rest) = (rest.get(..16)?, rest.get(16..)?);
+    let rest = rest.strip_prefix(b"/")?;
+    if rest.len() < 5 || rest[rest.len() - 5] != b'/' {
+        return None;
+    }
+    let (name, version) = rest.split_at(rest.len() - 5);
+    let id = TenantId::parse_hex(std::str::from_utf8(hex).ok()?)?;
+    let mut number = [0u8; 4];
+    number.copy_from_slice(&version[1..]);
+    Some((
+        id,
+        String::from_utf8(name.to_vec()).ok()?,
+        u32::from_be_bytes(number),
+    ))
+}
+
 /// One named key's use counts, or (`None`) all of the tenant's.
 pub(crate) fn named_counts_prefix(tenant: TenantId, name: Option<&crate::kms::KeyName>) -> Vec<u8> {
     match name {
@@ -573,6 +595,25 @@ pub(crate) fn versions_prefix(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
 
 pub(crate) fn version_key(tenant: TenantId, path: &SecretPath, version: u64) -> Vec<u8> {
     with_u64(versions_prefix(tenant, path), version)
+}
+
+/// `t/<16 hex>/v/<path>\0<u64>` → tenant, path, version.
+pub(crate) fn parse_version_key(key: &[u8]) -> Option<(TenantId, String, u64)> {
+    let rest = key.strip_prefix(b"t/")?;
+    let (hex, rest) = (rest.get(..16)?, rest.get(16..)?);
+    let rest = rest.strip_prefix(b"/v/")?;
+    if rest.len() < 9 || rest[rest.len() - 9] != 0 {
+        return None;
+    }
+    let (path, version) = rest.split_at(rest.len() - 9);
+    let id = TenantId::parse_hex(std::str::from_utf8(hex).ok()?)?;
+    let mut number = [0u8; 8];
+    number.copy_from_slice(&version[1..]);
+    Some((
+        id,
+        String::from_utf8(path.to_vec()).ok()?,
+        u64::from_be_bytes(number),
+    ))
 }
 
 pub(crate) fn events_prefix(tenant: TenantId) -> Vec<u8> {

@@ -88,6 +88,9 @@ pub struct VaultConfig {
     pub token_purge_per_round: usize,
     /// Live tokens one token may have created; more are refused.
     pub max_token_children: usize,
+    /// Where the vault keeps its key backups (`--key-backup-dir`): shredding a tenant purges
+    /// its keys from every one of them. `None`: no key backups are kept.
+    pub key_backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Default of [`VaultConfig::tenant_root_key_per_minute`].
@@ -125,6 +128,7 @@ impl Default for VaultConfig {
             tenant_root_key_per_minute: DEFAULT_TENANT_ROOT_KEY_PER_MINUTE,
             token_purge_per_round: 1024,
             max_token_children: DEFAULT_MAX_TOKEN_CHILDREN,
+            key_backup_dir: None,
         }
     }
 }
@@ -368,6 +372,10 @@ pub struct Vault {
     /// call by a rate-limited tenant's token is refused here with [`Error::NotActive`] (and
     /// relayed by the server) instead of counted against a copy of the limit.
     limits_elsewhere: std::sync::atomic::AtomicBool,
+    /// Serializes writing, pruning and purging the kept key backups (backup.rs).
+    key_backups: Mutex<()>,
+    /// The generate-root attempt collecting shares (in memory: a restart abandons it).
+    generate_root: Mutex<Option<generate_root::GenerateRootState>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -541,6 +549,8 @@ impl Vault {
             feeds: feed::Feeds::default(),
             webhook_state: webhooks::WebhookState::default(),
             purge_cursors: Mutex::new(purge::PurgeCursors::default()),
+            key_backups: Mutex::new(()),
+            generate_root: Mutex::new(None),
         })
     }
 
@@ -729,22 +739,7 @@ impl Seal<'_> {
 
         let root_token = Token::generate()?;
         let hash = TokenHasher::new(&token_key).hash(&root_token);
-        let record = TokenRecord {
-            hash: hash.to_hex(),
-            accessor: new_accessor()?,
-            policies: vec!["root".into()],
-            display_name: "root".into(),
-            created_unix_nanos: self.now(),
-            tenant: String::new(),
-            system: true,
-            parent: String::new(),
-            expires_unix_nanos: 0,
-            max_expires_unix_nanos: 0,
-            ttl_nanos: 0,
-            cidrs: Vec::new(),
-            entity: ROOT_ENTITY.into(),
-            family: String::new(),
-        };
+        let record = self.root_token_record(&hash)?;
         // The token record goes first: the key store's write is the commit point of init, and a
         // crash before it leaves an uninitialized vault with an unusable stray record.
         let mut data_batch = WriteBatch::new();
@@ -803,6 +798,26 @@ impl Seal<'_> {
             shares: handed_out,
             root_token,
             threshold,
+        })
+    }
+
+    /// A root token's record: system scope, policy `root`, no expiry (init and generate-root).
+    fn root_token_record(&self, hash: &crate::token::TokenHash) -> Result<TokenRecord> {
+        Ok(TokenRecord {
+            hash: hash.to_hex(),
+            accessor: new_accessor()?,
+            policies: vec!["root".into()],
+            display_name: "root".into(),
+            created_unix_nanos: self.now(),
+            tenant: String::new(),
+            system: true,
+            parent: String::new(),
+            expires_unix_nanos: 0,
+            max_expires_unix_nanos: 0,
+            ttl_nanos: 0,
+            cidrs: Vec::new(),
+            entity: ROOT_ENTITY.into(),
+            family: String::new(),
         })
     }
 
@@ -973,6 +988,8 @@ impl Seal<'_> {
         *write(&self.state) = State::Sealed {
             progress: Vec::new(),
         };
+        // Shares submitted to a generate-root attempt are keys too.
+        self.forget_generate_root();
         if let Some(audit) = &self.audit {
             audit.set_signer(None);
         }
@@ -1095,8 +1112,10 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
 
 mod access;
 mod approle;
+pub mod backup;
 mod feed;
 mod follow;
+mod generate_root;
 mod keys;
 mod kms;
 mod login;
@@ -1139,6 +1158,7 @@ pub use self::{
 pub use access::REVOKE_PAGE;
 use access::require_system;
 pub use access::{CreatedToken, TokenInfo, TokenRequest};
+pub use generate_root::GenerateRootProgress;
 pub use keys::{
     DEFAULT_KEY_BUDGET, DEFAULT_MAX_LIVE_VERSIONS, DEFAULT_RESERVE_BLOCK,
     DEFAULT_SHRED_DELAY_NANOS, HARD_CAP, KeyPolicy, KeyStatus, KeyVersionStatus, MaintenanceReport,

@@ -24,8 +24,17 @@ use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use crate::Args;
 
-/// Keys that are not flags of the server's settings.
-const NOT_KEYS: [&str; 4] = ["config", "config-reference", "help", "version"];
+/// Keys that are not flags of the server's settings (a restore is a one-time act of one
+/// start, never a setting: in a file it would refuse every later start).
+const NOT_KEYS: [&str; 7] = [
+    "config",
+    "config-reference",
+    "help",
+    "version",
+    "restore-from",
+    "restore-keys",
+    "restore-public-key",
+];
 
 /// What one start (or reload) was made from.
 pub struct Loaded {

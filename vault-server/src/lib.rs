@@ -14,6 +14,7 @@
 
 mod audit;
 mod auth;
+mod backup;
 pub mod call;
 #[cfg(feature = "etcd")]
 pub mod cluster;
@@ -428,6 +429,41 @@ pub struct Args {
     #[arg(long)]
     pub danger_disable_audit: bool,
 
+    /// Where the vault keeps its key backups (sealed snapshots of the key store, one taken with
+    /// every data backup). Crypto-shredding a tenant purges its keys from every file here.
+    /// Default: DATA/key-backups; put it on another disk than the data directory.
+    #[arg(long, value_name = "DIR", env = "VAULT_KEY_BACKUP_DIR")]
+    pub key_backup_dir: Option<PathBuf>,
+
+    /// Take a data backup into this directory every --backup-interval (and a key backup into
+    /// --key-backup-dir), keeping the newest --backup-keep of each.
+    #[arg(long, value_name = "DIR", env = "VAULT_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// How often scheduled backups are taken: a number with s, m, h or d (e.g. 24h).
+    #[arg(long, default_value = "24h", value_parser = backup::parse_interval, env = "VAULT_BACKUP_INTERVAL")]
+    pub backup_interval: std::time::Duration,
+
+    /// Scheduled data backups kept in --backup-dir, and key backups kept in --key-backup-dir;
+    /// older ones are removed.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..), env = "VAULT_BACKUP_KEEP")]
+    pub backup_keep: u32,
+
+    /// Restore this data backup (`.vbk`) into --data-dir before starting (the directory must
+    /// be new or empty); needs --restore-keys. Then unseal with the shares that were in force
+    /// when the key backup was taken.
+    #[arg(long, value_name = "FILE", requires_all = ["restore_keys", "data_dir"])]
+    pub restore_from: Option<PathBuf>,
+
+    /// The key backup (`.vkb`) to restore with --restore-from.
+    #[arg(long, value_name = "FILE", requires = "restore_from")]
+    pub restore_keys: Option<PathBuf>,
+
+    /// The pinned audit public key (from `vault-cli audit public-key --out`) the backups must
+    /// be signed with; without it the signatures are checked against the key they name.
+    #[arg(long, value_name = "FILE", requires = "restore_from")]
+    pub restore_public_key: Option<PathBuf>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (text format). Plaintext on loopback
     /// only; elsewhere over TLS with --tls-cert/--tls-key. Unauthenticated, as Prometheus
     /// expects: no secret is in them, and tenant names only with --metrics-tenant-labels.
@@ -702,6 +738,8 @@ fn open_etcd_stores(_: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), Str
 
 /// What every service shares.
 pub(crate) struct Shared {
+    /// `--backup-keep`: key backups kept (also after a backup a caller takes).
+    pub(crate) backup_keep: usize,
     pub vault: Arc<Vault>,
     pub node_id: String,
     /// Recent failed logins per source; logins from a source that keeps failing are slowed.
@@ -788,6 +826,17 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
             return Err("--data-dir is required (or use --dev to try the vault)".into());
         }
     };
+    if let (Some(data_file), Some(key_file)) = (&args.restore_from, &args.restore_keys) {
+        if args.storage != StorageKind::Rocksdb {
+            return Err("--restore-from restores the embedded RocksDB stores; it does not apply to --storage etcd".into());
+        }
+        backup::restore_at_start(
+            data_file,
+            key_file,
+            args.restore_public_key.as_deref(),
+            &data_dir,
+        )?;
+    }
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
     let (data, keys, etcd_backends) = open_stores(&args, &data_dir)?;
@@ -832,6 +881,11 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
         tenant_root_key_per_minute: args.tenant_root_key_ops_per_minute,
         token_purge_per_round: 1024,
         max_token_children: args.max_token_children.max(1),
+        key_backup_dir: Some(
+            args.key_backup_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("key-backups")),
+        ),
     };
     config
         .keys
@@ -866,6 +920,7 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
     }
+    backup::record_restore(&data_dir, audit.as_deref())?;
     if let Some(audit) = &audit {
         tokio::spawn(persist_audit_head(Arc::clone(&vault), Arc::clone(audit)));
         #[cfg(unix)]
@@ -891,6 +946,18 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
         std::time::Duration::from_millis(interval_ms),
         cluster.clone(),
     ));
+    if let Some(dir) = &args.backup_dir {
+        tokio::spawn(backup::scheduled(
+            Arc::clone(&vault),
+            backup::Schedule {
+                dir: dir.clone(),
+                interval: args.backup_interval,
+                keep: args.backup_keep as usize,
+                node: node_id.clone(),
+            },
+            cluster.clone(),
+        ));
+    }
     // Turns true when the server begins to shut down: open watches end with a resume hint
     // (instead of holding the shutdown up) and the webhook dispatcher stops.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -923,6 +990,7 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
     let shared = Arc::new(Shared {
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
+        backup_keep: args.backup_keep as usize,
         login_failures: LoginFailures::new(LOGIN_FAILURE_WINDOW),
         webhook_lookups,
         watches: watch::Watches::new(

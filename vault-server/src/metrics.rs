@@ -75,6 +75,8 @@ pub struct Metrics {
     task_runs: Family<Labels<1>, Counter>,
     task_failures: Family<Labels<1>, Counter>,
     http_scrapes: Counter,
+    backups: Family<Labels<1>, Counter>,
+    backup_last_success: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -88,6 +90,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     task_runs: Family::default(),
     task_failures: Family::default(),
     http_scrapes: Counter::default(),
+    backups: Family::default(),
+    backup_last_success: Gauge::default(),
 });
 
 /// The process's one set of counters.
@@ -166,6 +170,18 @@ impl Metrics {
             .inc_by(failed);
     }
 
+    /// A backup ended (streamed to a caller or scheduled).
+    pub fn backup_done(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.backups.get_or_create(&[("result", result)]).inc();
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            self.backup_last_success.set(now);
+        }
+    }
+
     /// The counted metrics, registered into a scrape's registry.
     fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -212,6 +228,20 @@ impl Metrics {
             "vault_task_failures",
             "Failed units (the task, or the task for one tenant) of each background task",
             self.task_failures.clone(),
+        );
+        // Both results exist from the start, so rate() and increase() see the first one.
+        for result in ["ok", "failed"] {
+            let _ = self.backups.get_or_create(&[("result", result)]);
+        }
+        registry.register(
+            "vault_backups",
+            "Backups taken, by result (ok or failed)",
+            self.backups.clone(),
+        );
+        registry.register(
+            "vault_backup_last_success_timestamp_seconds",
+            "When the last backup succeeded (Unix time; 0: none since start)",
+            self.backup_last_success.clone(),
         );
         registry.register(
             "vault_metrics_scrapes",

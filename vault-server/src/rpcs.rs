@@ -88,6 +88,12 @@ pub const RPCS: &[Rpc] = &[
         notes: "forwarded to the active node, which gives up leadership",
     },
     Rpc {
+        method: "System/Backup",
+        kind: Kind::Read,
+        access: Access::System,
+        notes: "streams the data backup; the key backup stays in --key-backup-dir",
+    },
+    Rpc {
         method: "System/Status",
         kind: Kind::Read,
         access: Access::NoToken,
@@ -116,6 +122,30 @@ pub const RPCS: &[Rpc] = &[
         kind: Kind::Mutation,
         access: Access::NoToken,
         notes: "a staged share; a threshold of them commits",
+    },
+    Rpc {
+        method: "System/GenerateRootInit",
+        kind: Kind::Mutation,
+        access: Access::NoToken,
+        notes: "one current share (the first submission); names the age recipient of the new root token; unsealed only",
+    },
+    Rpc {
+        method: "System/GenerateRootSubmit",
+        kind: Kind::CredentialMutation,
+        access: Access::NoToken,
+        notes: "a current share; the last one receives the root token encrypted to the recipient",
+    },
+    Rpc {
+        method: "System/GenerateRootStatus",
+        kind: Kind::Read,
+        access: Access::NoToken,
+        notes: "",
+    },
+    Rpc {
+        method: "System/GenerateRootCancel",
+        kind: Kind::Mutation,
+        access: Access::NoToken,
+        notes: "one current share",
     },
     Rpc {
         method: "System/RekeyCancel",

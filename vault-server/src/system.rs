@@ -1,24 +1,34 @@
 //! System service: init, unseal, seal, status, rotate, rekey and the share check.
 
-use tonic::{Request, Status};
+use std::pin::Pin;
+
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
 use vault_core::{
     Error,
     names::TenantName,
     recipient::{Handout, ShareRecipient},
     shamir::UnsealShare,
     time::rfc3339,
-    vault::{InitRecipients, RekeyProgress, SealStatus, ShareCheck},
+    vault::{GenerateRootProgress, InitRecipients, RekeyProgress, SealStatus, ShareCheck},
 };
 use vault_proto::v1::{
-    self, ClusterMember, ClusterMembersRequest, ClusterMembersResponse, InitRequest, InitResponse,
-    RekeyCancelRequest, RekeyCancelResponse, RekeyInitRequest, RekeyStatusRequest,
-    RekeyStatusResponse, RekeySubmitRequest, RekeySubmitResponse, RekeyVerifyRequest,
-    RekeyVerifyResponse, RotateRequest, RotateResponse, SealRequest, SealResponse, StatusRequest,
-    StatusResponse, StepDownRequest, StepDownResponse, UnsealRequest, UnsealResponse,
-    VerifyShareRequest, VerifyShareResponse, system_server::System,
+    self, BackupChunk, BackupRequest, ClusterMember, ClusterMembersRequest, ClusterMembersResponse,
+    GenerateRootCancelRequest, GenerateRootCancelResponse, GenerateRootInitRequest,
+    GenerateRootStatusRequest, GenerateRootStatusResponse, GenerateRootSubmitRequest,
+    GenerateRootSubmitResponse, InitRequest, InitResponse, RekeyCancelRequest, RekeyCancelResponse,
+    RekeyInitRequest, RekeyStatusRequest, RekeyStatusResponse, RekeySubmitRequest,
+    RekeySubmitResponse, RekeyVerifyRequest, RekeyVerifyResponse, RotateRequest, RotateResponse,
+    SealRequest, SealResponse, StatusRequest, StatusResponse, StepDownRequest, StepDownResponse,
+    UnsealRequest, UnsealResponse, VerifyShareRequest, VerifyShareResponse, system_server::System,
 };
 
-use crate::serve::{Handlers, Reply, at};
+use crate::{
+    call::{Call, presented_token},
+    serve::{Handlers, Reply, at},
+};
+
+type BackupStream = Pin<Box<dyn Stream<Item = Result<BackupChunk, Status>> + Send>>;
 
 fn unseal_response(status: SealStatus) -> UnsealResponse {
     UnsealResponse {
@@ -44,6 +54,30 @@ fn share_of(text: String) -> Result<UnsealShare, Error> {
 
 #[tonic::async_trait]
 impl System for Handlers {
+    type BackupStream = BackupStream;
+
+    async fn backup(&self, request: Request<BackupRequest>) -> Reply<Self::BackupStream> {
+        let call = Call::of(&request);
+        let token = presented_token(&request);
+        let vault = std::sync::Arc::clone(&self.shared.vault);
+        let caller = call
+            .blocking(move |call| {
+                let caller = call.authenticate(&vault, token)?;
+                vault.require_system_op(&caller, vault_core::vault::SystemOp::Backup)?;
+                Ok(caller)
+            })
+            .await?;
+        let running = crate::backup::Running::take()?;
+        let receiver = crate::backup::stream(
+            std::sync::Arc::clone(&self.shared.vault),
+            caller,
+            self.shared.node_id.clone(),
+            self.shared.backup_keep,
+            running,
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
     async fn init(&self, r: Request<InitRequest>) -> Reply<InitResponse> {
         self.rpc(r)
             .parse(|r| {
@@ -298,6 +332,72 @@ impl System for Handlers {
             .await
     }
 
+    async fn generate_root_init(
+        &self,
+        r: Request<GenerateRootInitRequest>,
+    ) -> Reply<GenerateRootStatusResponse> {
+        self.rpc(r)
+            .parse(|r| {
+                Ok((
+                    ShareRecipient::parse("recipient", &r.recipient)?,
+                    share_of(r.share)?,
+                ))
+            })
+            .run(|step, (recipient, share)| step.vault.seal().generate_root_init(recipient, share))
+            .answer(|progress| generate_root_status(Some(progress)))
+            .await
+    }
+
+    async fn generate_root_submit(
+        &self,
+        r: Request<GenerateRootSubmitRequest>,
+    ) -> Reply<GenerateRootSubmitResponse> {
+        self.rpc(r)
+            .parse(|r| Ok((r.nonce, share_of(r.share)?)))
+            .run(|step, (nonce, share)| step.vault.seal().generate_root_submit(&nonce, share))
+            .returning(
+                |_| "a new root token, encrypted to the attempt's recipient, if this submission completes it".into(),
+                |progress: &GenerateRootProgress| progress.complete,
+            )
+            .answer(|progress| {
+                if progress.complete {
+                    tracing::warn!(
+                        accessor = %progress.accessor,
+                        "generate-root: a new root token was made; revoke it after use"
+                    );
+                }
+                GenerateRootSubmitResponse {
+                    complete: progress.complete,
+                    progress: progress.progress,
+                    required: progress.required,
+                    encrypted_root_token: progress.encrypted_token,
+                    accessor: progress.accessor,
+                }
+            })
+            .await
+    }
+
+    async fn generate_root_status(
+        &self,
+        r: Request<GenerateRootStatusRequest>,
+    ) -> Reply<GenerateRootStatusResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.seal().generate_root_status())
+            .answer(generate_root_status)
+            .await
+    }
+
+    async fn generate_root_cancel(
+        &self,
+        r: Request<GenerateRootCancelRequest>,
+    ) -> Reply<GenerateRootCancelResponse> {
+        self.rpc(r)
+            .parse(|r| share_of(r.share))
+            .run(|step, share| step.vault.seal().generate_root_cancel(&share))
+            .answer(|()| GenerateRootCancelResponse {})
+            .await
+    }
+
     async fn rekey_status(&self, r: Request<RekeyStatusRequest>) -> Reply<RekeyStatusResponse> {
         self.rpc(r)
             .run(|step, ()| step.vault.seal().rekey_status())
@@ -340,6 +440,20 @@ fn rekey_status(progress: Option<RekeyProgress>) -> RekeyStatusResponse {
             share_recipients: p.recipients,
         },
         None => RekeyStatusResponse::default(),
+    }
+}
+
+fn generate_root_status(progress: Option<GenerateRootProgress>) -> GenerateRootStatusResponse {
+    match progress {
+        Some(p) => GenerateRootStatusResponse {
+            started: true,
+            nonce: p.nonce,
+            recipient: p.recipient,
+            progress: p.progress,
+            required: p.required,
+            started_time: rfc3339(p.started_unix_nanos),
+        },
+        None => GenerateRootStatusResponse::default(),
     }
 }
 

@@ -786,11 +786,8 @@ impl Access<'_> {
                 .ok_or_else(|| {
                     Error::NotFound(format!("token with accessor {}", target.accessor))
                 })?;
-            if target.system && target.parent.is_empty() {
-                return Err(Error::FailedPrecondition(
-                    "the root token cannot be revoked (rekey issues a new one)".into(),
-                ));
-            }
+            // A root token (no parent) is revoked like any other, with the tokens it created
+            // (`target` says who may); generate-root makes a new one from a threshold of shares.
             let mut batch = WriteBatch::new();
             self.revoke_into(&mut batch, &target)?;
             self.data.write(batch)?;

@@ -55,10 +55,12 @@ pub enum SystemOp {
     /// Changing which system operations need MFA, or resetting an entity's enrolment.
     MfaConfig,
     Rekey,
+    /// Taking a backup (a copy of every tenant's data).
+    Backup,
 }
 
 impl SystemOp {
-    pub const ALL: [SystemOp; 10] = [
+    pub const ALL: [SystemOp; 11] = [
         SystemOp::Seal,
         SystemOp::TenantCreate,
         SystemOp::TenantUpdate,
@@ -69,6 +71,7 @@ impl SystemOp {
         SystemOp::AuthConfig,
         SystemOp::MfaConfig,
         SystemOp::Rekey,
+        SystemOp::Backup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl SystemOp {
             SystemOp::AuthConfig => "auth-config",
             SystemOp::MfaConfig => "mfa-config",
             SystemOp::Rekey => "rekey",
+            SystemOp::Backup => "backup",
         }
     }
 

@@ -172,7 +172,7 @@ fn not_a_share(set: &str) -> Error {
 
 /// Adds `share` to `submitted` unless a share with its identifier is there already (the same
 /// share again counts once; a different one is refused and changes nothing).
-fn add_share(submitted: &mut Vec<UnsealShare>, share: UnsealShare) -> Result<()> {
+pub(super) fn add_share(submitted: &mut Vec<UnsealShare>, share: UnsealShare) -> Result<()> {
     if let Some(existing) = submitted
         .iter()
         .find(|s| s.identifier() == share.identifier())
@@ -532,7 +532,7 @@ impl Seal<'_> {
         }
     }
 
-    fn current_threshold(&self) -> Result<u32> {
+    pub(super) fn current_threshold(&self) -> Result<u32> {
         read(&self.seal_config)
             .as_ref()
             .map(|c| c.threshold)
@@ -540,13 +540,13 @@ impl Seal<'_> {
     }
 }
 
-fn new_nonce() -> Result<String> {
+pub(super) fn new_nonce() -> Result<String> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(|_| Error::Rng)?;
     Ok(hex::encode(nonce))
 }
 
-fn nonce_matches(expected: &str, presented: &str) -> bool {
+pub(super) fn nonce_matches(expected: &str, presented: &str) -> bool {
     expected
         .as_bytes()
         .ct_eq(presented.trim().as_bytes())

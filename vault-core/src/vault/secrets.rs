@@ -494,7 +494,7 @@ impl Vault {
 
     /// Decrypts a stored version. A re-wrap may retire the KEK between our read and its lookup;
     /// the version then reads again, wrapped under the newer KEK.
-    fn open_version(
+    pub(super) fn open_version(
         &self,
         keyring: &Keyring,
         id: TenantId,

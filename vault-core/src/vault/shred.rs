@@ -10,6 +10,8 @@
 //! 3. the key store is compacted, so the sealed blobs are gone from its files (`compact`
 //!    flushes every column family, so the write-ahead log holding the old writes is obsolete
 //!    and removed, and forces a bottommost compaction, so no table file keeps them);
+//!    Then every key backup the vault keeps (`--key-backup-dir`) is rewritten without the
+//!    tenant's key-store ranges ([`Vault::purge_key_backups`]);
 //! 4. the tenant's data-store ranges (ciphertext and configuration) are deleted (hygiene: they
 //!    are unreadable already);
 //! 5. the receipt goes to the audit log, and only then is `tenant-deleted/<id>` removed.
@@ -105,7 +107,12 @@ impl Vault {
                 None => self.destroy_keys(&change, keyring, id, &record, now)?,
             }
         };
-        self.keys.compact()?;
+        let purge = {
+            // No key snapshot is alive while this is held: compaction drops the deleted keys.
+            let held = self.hold_key_backups();
+            self.keys.compact()?;
+            self.purge_key_backups(&held, keyring, id)?
+        };
         self.delete_tenant_data(id)?;
         self.drop_feed(id);
         let versions: Vec<String> = tombstone.versions.iter().map(u32::to_string).collect();
@@ -113,7 +120,7 @@ impl Vault {
             id,
             format!(
                 "crypto-shred receipt: tenant {} (id {id}), deleted at {}; KEK versions {} \
-                 destroyed at {} and the key store compacted, so its data cannot be read from \
+                 destroyed at {} and the key store compacted{}, so its data cannot be read from \
                  the vault or from any copy of the data store; {SHRED_LIMIT}",
                 tombstone.name,
                 crate::time::rfc3339(tombstone.deleted_unix_nanos),
@@ -123,6 +130,20 @@ impl Vault {
                     versions.join(", ")
                 },
                 crate::time::rfc3339(tombstone.shredded_unix_nanos),
+                match (&self.config.key_backup_dir, purge.purged) {
+                    (None, _) => String::new(),
+                    (Some(_), 0) => "; no kept key backup held them".to_owned(),
+                    (Some(_), n) => format!("; purged from {n} kept key backups"),
+                } + &if purge.removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; deleted {} files of the key-backup directory that were not key \
+                         backups of this vault: {}",
+                        purge.removed.len(),
+                        purge.removed.join(", ")
+                    )
+                },
             ),
         )?;
         let mut batch = WriteBatch::new();

@@ -256,6 +256,22 @@ pub trait Storage: Send + Sync + 'static {
     fn stats(&self) -> StorageStats {
         StorageStats::default()
     }
+
+    /// A consistent view of the whole store as it is now (for backups): writes made after this
+    /// returns are not in it, and a batch is in it whole or not at all. Cheap to take; holding
+    /// it keeps what it sees from being compacted away.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        Err(StorageError(format!(
+            "the {} store takes no snapshots here (back it up with its own tools)",
+            self.kind()
+        )))
+    }
+}
+
+/// A fixed view of a store ([`Storage::snapshot`]).
+pub trait Snapshot {
+    /// Up to `limit` entries of `space` in key order, from the first key `>= start`.
+    fn scan(&self, space: Space, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError>;
 }
 
 /// A backend's own figures, each `None` where it has none.

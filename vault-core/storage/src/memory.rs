@@ -7,7 +7,7 @@ use std::{
     sync::RwLock,
 };
 
-use crate::{Entry, Op, Space, Storage, StorageError, WriteBatch};
+use crate::{Entry, Op, Snapshot, Space, Storage, StorageError, WriteBatch};
 
 type Spaces = HashMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>;
 
@@ -26,7 +26,26 @@ fn poisoned() -> StorageError {
     StorageError("memory storage lock poisoned".into())
 }
 
+/// A copy of the maps: the in-memory store is small by nature.
+struct MemorySnapshot(Spaces);
+
+impl Snapshot for MemorySnapshot {
+    fn scan(&self, space: Space, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+        Ok(self.0.get(&space).map_or_else(Vec::new, |map| {
+            map.range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+                .take(limit)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        }))
+    }
+}
+
 impl Storage for MemoryStorage {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        let spaces = self.spaces.read().map_err(|_| poisoned())?;
+        Ok(Box::new(MemorySnapshot(spaces.clone())))
+    }
+
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let spaces = self.spaces.read().map_err(|_| poisoned())?;
         Ok(spaces.get(&space).and_then(|map| map.get(key)).cloned())

@@ -10,7 +10,9 @@ use rocksdb::{
     Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteOptions,
 };
 
-use crate::{Entry, Op, Space, Storage, StorageError, StorageStats, WriteBatch, prefix_end};
+use crate::{
+    Entry, Op, Snapshot, Space, Storage, StorageError, StorageStats, WriteBatch, prefix_end,
+};
 
 pub struct RocksStorage {
     db: DB,
@@ -67,7 +69,39 @@ impl RocksStorage {
     }
 }
 
+/// A RocksDB snapshot: reads through it see the sequence number it was taken at.
+struct RocksSnapshot<'a> {
+    storage: &'a RocksStorage,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl Snapshot for RocksSnapshot<'_> {
+    fn scan(&self, space: Space, start: &[u8], limit: usize) -> Result<Vec<Entry>, StorageError> {
+        let mut read = ReadOptions::default();
+        // A backup reads everything once: keep it out of the block cache.
+        read.fill_cache(false);
+        let iterator = self.snapshot.iterator_cf_opt(
+            self.storage.family(space)?,
+            read,
+            IteratorMode::From(start, Direction::Forward),
+        );
+        let mut entries = Vec::new();
+        for item in iterator.take(limit) {
+            let (key, value) = item.map_err(|e| error("snapshot scan", e))?;
+            entries.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(entries)
+    }
+}
+
 impl Storage for RocksStorage {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        Ok(Box::new(RocksSnapshot {
+            storage: self,
+            snapshot: self.db.snapshot(),
+        }))
+    }
+
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db
             .get_cf(self.family(space)?, key)
