@@ -621,6 +621,15 @@ async fn call(
                 .into_inner();
             chunks.message().await.map(drop)
         }
+        "System/Backup" => {
+            let mut chunks = SystemClient::new(channel.clone())
+                .backup(with_token(v1::BackupRequest {}, token))
+                .await?
+                .into_inner();
+            // The whole stream: one backup runs at a time.
+            while chunks.message().await?.is_some() {}
+            Ok(())
+        }
         "Tenants/GetTenant" => TenantsClient::new(channel.clone())
             .get_tenant(with_token(
                 v1::GetTenantRequest {
