@@ -35,7 +35,7 @@ pub(crate) fn bootstrap(vault: &Vault, data_dir: &Path) -> Result<(), String> {
             .ok_or_else(|| format!("dev mode: {} has no unseal_share", file.display()))?;
         let _ = writeln!(
             out,
-            "    Unsealed again; the root token is in {}.",
+            "    Unsealed again; the root token is in {} (if it was revoked, `vault-cli generate-root` makes a new one with the share kept there).",
             file.display()
         );
         Zeroizing::new(share.to_owned())
