@@ -84,6 +84,27 @@ fn write_shares(dir: &Path, shares: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Writes the audit public key to DIR/audit.pub (to pin it), and returns the path.
+fn pin_audit_key(server: &TestServer, root: &str, dir: &Path) -> PathBuf {
+    let path = dir.join("audit.pub");
+    let out = path.to_str().expect("utf-8");
+    server
+        .cli(Some(root), &["audit", "public-key", "--out", out])
+        .ok();
+    path
+}
+
+/// `vault-cli backup create --out OUT`; returns what it printed (JSON).
+fn create_backup(server: &TestServer, root: &str, out: &Path) -> serde_json::Value {
+    let out = out.to_str().expect("utf-8");
+    server
+        .cli(
+            Some(root),
+            &["backup", "create", "--out", out, "--format", "json"],
+        )
+        .json()
+}
+
 fn get_field(server: &TestServer, root: &str, tenant: &str, path: &str) -> String {
     server
         .cli(
@@ -152,33 +173,10 @@ fn a_backup_carries_no_key_material_verifies_and_restores() {
         .ok()
         .trim()
         .to_owned();
-    let public_key = dir.path().join("audit.pub");
-    server
-        .cli(
-            Some(&root),
-            &[
-                "audit",
-                "public-key",
-                "--out",
-                public_key.to_str().expect("utf-8"),
-            ],
-        )
-        .ok();
+    let public_key = pin_audit_key(&server, &root, dir.path());
 
     let backup = dir.path().join("vault.vbk");
-    let created = server
-        .cli(
-            Some(&root),
-            &[
-                "backup",
-                "create",
-                "--out",
-                backup.to_str().expect("utf-8"),
-                "--format",
-                "json",
-            ],
-        )
-        .json();
+    let created = create_backup(&server, &root, &backup);
     let key_backup = only_file(&key_backups, "vkb");
     assert!(
         key_backup
@@ -323,25 +321,9 @@ fn bad_backup_files_are_refused_and_nothing_is_half_restored() {
             )
             .ok();
     }
-    let public_key = dir.path().join("audit.pub");
-    server
-        .cli(
-            Some(&root),
-            &[
-                "audit",
-                "public-key",
-                "--out",
-                public_key.to_str().expect("utf-8"),
-            ],
-        )
-        .ok();
+    let public_key = pin_audit_key(&server, &root, dir.path());
     let backup = dir.path().join("vault.vbk");
-    server
-        .cli(
-            Some(&root),
-            &["backup", "create", "--out", backup.to_str().expect("utf-8")],
-        )
-        .ok();
+    create_backup(&server, &root, &backup);
     // A second create to an existing file is refused.
     let again = server.cli(
         Some(&root),
@@ -546,25 +528,9 @@ fn verify_fails_when_a_kek_the_data_needs_was_destroyed_after_the_backup() {
             )
             .ok();
     }
-    let public_key = dir.path().join("audit.pub");
-    server
-        .cli(
-            Some(&root),
-            &[
-                "audit",
-                "public-key",
-                "--out",
-                public_key.to_str().expect("utf-8"),
-            ],
-        )
-        .ok();
+    let public_key = pin_audit_key(&server, &root, dir.path());
     let first = dir.path().join("first.vbk");
-    server
-        .cli(
-            Some(&root),
-            &["backup", "create", "--out", first.to_str().expect("utf-8")],
-        )
-        .ok();
+    create_backup(&server, &root, &first);
     // Version 1 retired: its DEKs re-wrapped into version 2, then it is destroyed.
     server
         .cli(Some(&root), &["rotate", "--tenant", "acme"])
@@ -583,12 +549,7 @@ fn verify_fails_when_a_kek_the_data_needs_was_destroyed_after_the_backup() {
         })
     });
     let second = dir.path().join("second.vbk");
-    server
-        .cli(
-            Some(&root),
-            &["backup", "create", "--out", second.to_str().expect("utf-8")],
-        )
-        .ok();
+    create_backup(&server, &root, &second);
     server.kill();
     let keys = files_with(&key_backups, "vkb");
     assert_eq!(keys.len(), 2);

@@ -164,6 +164,30 @@ impl Manifest {
     }
 }
 
+/// A time as backup file names carry it (`20261203T072724860945387Z`): names sort in time order.
+pub fn file_stamp(unix_nanos: i64) -> String {
+    crate::time::rfc3339(unix_nanos)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
+}
+
+/// Removes the oldest of `paths` (sorted oldest first) beyond the newest `keep` (at least one
+/// stays), then syncs their directory; returns how many went.
+pub fn remove_oldest(paths: &[PathBuf], keep: usize) -> Result<usize> {
+    let excess = paths.len().saturating_sub(keep.max(1));
+    for path in &paths[..excess] {
+        fs::remove_file(path).map_err(io_error(format!("cannot remove {}", path.display())))?;
+    }
+    if let Some(first) = paths.first().filter(|_| excess > 0) {
+        crate::files::sync_parent(first).map_err(io_error(format!(
+            "cannot sync the directory of {}",
+            first.display()
+        )))?;
+    }
+    Ok(excess)
+}
+
 /// A fresh backup id: 16 hex digits from the OS generator.
 pub fn new_id() -> Result<String> {
     let mut bytes = [0u8; 8];

@@ -40,14 +40,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     getrandom::fill(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
     let temporary = dir.join(format!("{prefix}{}.tmp", hex::encode(suffix)));
     let written = (|| {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temporary)?;
+        let mut file = create_private(&temporary)?;
         file.write_all(contents)?;
         file.sync_all()?;
         fs::rename(&temporary, path)
@@ -56,7 +49,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temporary);
     }
     written?;
-    fs::File::open(dir)?.sync_all()
+    sync_parent(path)
 }
 
 /// Syncs the directory holding `path`, so that a rename into it survives a crash.

@@ -325,21 +325,13 @@ pub(crate) const NAMED_VERSION_PREFIX: &[u8] = b"kmsv/";
 
 /// `kmsv/<16 hex>/<name>/<u32>` → tenant, name, version.
 pub(crate) fn parse_named_version_key(key: &[u8]) -> Option<(TenantId, String, u32)> {
-    let rest = key.strip_prefix(NAMED_VERSION_PREFIX)?;
-    let (hex, rest) = (rest.get(..16)?, rest.get(16..)?);
-    let rest = rest.strip_prefix(b"/")?;
-    if rest.len() < 5 || rest[rest.len() - 5] != b'/' {
+    let (id, rest) = split_tenant(key, NAMED_VERSION_PREFIX)?;
+    let (name, version) = rest.split_at_checked(rest.len().checked_sub(5)?)?;
+    let (b'/', number) = version.split_first()? else {
         return None;
-    }
-    let (name, version) = rest.split_at(rest.len() - 5);
-    let id = TenantId::parse_hex(std::str::from_utf8(hex).ok()?)?;
-    let mut number = [0u8; 4];
-    number.copy_from_slice(&version[1..]);
-    Some((
-        id,
-        String::from_utf8(name.to_vec()).ok()?,
-        u32::from_be_bytes(number),
-    ))
+    };
+    let number = u32::from_be_bytes(number.try_into().ok()?);
+    Some((id, String::from_utf8(name.to_vec()).ok()?, number))
 }
 
 /// One named key's use counts, or (`None`) all of the tenant's.
@@ -597,23 +589,32 @@ pub(crate) fn version_key(tenant: TenantId, path: &SecretPath, version: u64) -> 
     with_u64(versions_prefix(tenant, path), version)
 }
 
+/// Every tenant's part of the secrets space (`t/<tenant>/...`).
+pub(crate) const TENANTS_DATA_PREFIX: &[u8] = b"t/";
+
+/// `<prefix><16 hex>/<rest>` → tenant, rest.
+fn split_tenant<'k>(key: &'k [u8], prefix: &[u8]) -> Option<(TenantId, &'k [u8])> {
+    let rest = key.strip_prefix(prefix)?;
+    let (hex, rest) = (rest.get(..16)?, rest.get(16..)?);
+    let id = TenantId::parse_hex(std::str::from_utf8(hex).ok()?)?;
+    Some((id, rest.strip_prefix(b"/")?))
+}
+
 /// `t/<16 hex>/v/<path>\0<u64>` → tenant, path, version.
 pub(crate) fn parse_version_key(key: &[u8]) -> Option<(TenantId, String, u64)> {
-    let rest = key.strip_prefix(b"t/")?;
-    let (hex, rest) = (rest.get(..16)?, rest.get(16..)?);
-    let rest = rest.strip_prefix(b"/v/")?;
-    if rest.len() < 9 || rest[rest.len() - 9] != 0 {
+    let (id, rest) = split_tenant(key, TENANTS_DATA_PREFIX)?;
+    let rest = rest.strip_prefix(b"v/")?;
+    let (path, version) = rest.split_at_checked(rest.len().checked_sub(9)?)?;
+    let (0, number) = version.split_first()? else {
         return None;
-    }
-    let (path, version) = rest.split_at(rest.len() - 9);
-    let id = TenantId::parse_hex(std::str::from_utf8(hex).ok()?)?;
-    let mut number = [0u8; 8];
-    number.copy_from_slice(&version[1..]);
-    Some((
-        id,
-        String::from_utf8(path.to_vec()).ok()?,
-        u64::from_be_bytes(number),
-    ))
+    };
+    let number = u64::from_be_bytes(number.try_into().ok()?);
+    Some((id, String::from_utf8(path.to_vec()).ok()?, number))
+}
+
+/// Whether `key` is a secret's metadata record (`t/<16 hex>/m/<path>`).
+pub(crate) fn is_meta_key(key: &[u8]) -> bool {
+    split_tenant(key, TENANTS_DATA_PREFIX).is_some_and(|(_, rest)| rest.starts_with(b"m/"))
 }
 
 pub(crate) fn events_prefix(tenant: TenantId) -> Vec<u8> {

@@ -132,6 +132,15 @@ impl ChannelWriter {
     }
 }
 
+/// What a failed backup says in the server log and its audit record: the error and, for a
+/// storage or file error, its detail (paths, never values).
+fn failure_detail(e: &vault_core::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
 /// The audit record of a backup that failed (the call's own record was written when the
 /// stream began).
 fn record_failed(audit: Option<&AuditLog>, why: &str) {
@@ -185,9 +194,8 @@ pub fn stream(
         let result = vault
             .create_backup(&caller, &node, &mut writer)
             .map_err(|e| {
-                let detail = std::error::Error::source(&e)
-                    .map_or_else(|| e.to_string(), ToString::to_string);
-                tracing::error!(error = %e, detail = %detail, "backup failed");
+                let detail = failure_detail(&e);
+                tracing::error!(detail = %detail, "backup failed");
                 record_failed(vault.audit().map(|a| &**a), &detail);
                 crate::status::to_status(e)
             })
@@ -279,20 +287,12 @@ fn take_into(vault: &Vault, schedule: &Schedule) -> Result<PathBuf, String> {
         Ok(taken) => taken,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            let why = format!(
-                "{e}{}",
-                std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"))
-            );
+            let why = failure_detail(&e);
             record_failed(vault.audit().map(|a| &**a), &why);
             return Err(why);
         }
     };
-    let stamp: String = taken
-        .data
-        .created
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
+    let stamp = vault_core::backup::file_stamp(taken.data.created_unix_nanos);
     let path = dir.join(format!("vault-{stamp}-{}.vbk", taken.data.id));
     if let Err(e) = vault_core::backup::commit_file(file, &partial, &path) {
         let _ = std::fs::remove_file(&partial);
@@ -312,7 +312,7 @@ fn take_into(vault: &Vault, schedule: &Schedule) -> Result<PathBuf, String> {
 
 /// Removes the oldest scheduled data backups (`vault-*.vbk`) in `dir` beyond the newest
 /// `keep`; other files are the operator's.
-fn prune(dir: &Path, keep: usize) -> Result<(), BackupError> {
+fn prune(dir: &Path, keep: usize) -> Result<usize, BackupError> {
     let paths: Vec<PathBuf> = kept_backups(dir, BackupKind::Data)?
         .into_iter()
         .filter(|p| {
@@ -320,12 +320,7 @@ fn prune(dir: &Path, keep: usize) -> Result<(), BackupError> {
                 .is_some_and(|n| n.to_string_lossy().starts_with("vault-"))
         })
         .collect();
-    let excess = paths.len().saturating_sub(keep.max(1));
-    for path in &paths[..excess] {
-        std::fs::remove_file(path)
-            .map_err(|e| BackupError(format!("cannot remove {}: {e}", path.display())))?;
-    }
-    Ok(())
+    vault_core::backup::remove_oldest(&paths, keep)
 }
 
 /// `--restore-from`: restores into the data directory before the stores are opened.

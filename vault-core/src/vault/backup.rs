@@ -55,6 +55,26 @@ pub(super) struct PurgeReport {
     pub(super) removed: Vec<String>,
 }
 
+impl PurgeReport {
+    /// What the shred receipt says of it (`kept`: a key-backup directory is configured).
+    pub(super) fn describe(&self, kept: bool) -> String {
+        let mut text = match (kept, self.purged) {
+            (false, _) => String::new(),
+            (true, 0) => "; no kept key backup held them".to_owned(),
+            (true, n) => format!("; purged from {n} kept key backups"),
+        };
+        if !self.removed.is_empty() {
+            text.push_str(&format!(
+                "; deleted {} files of the key-backup directory that were not key backups of \
+                 this vault: {}",
+                self.removed.len(),
+                self.removed.join(", ")
+            ));
+        }
+        text
+    }
+}
+
 /// Removes `*.partial` files an interrupted backup or purge left in `dir` (each may be a copy
 /// of the key store that no purge would reach). Called with the key-backup lock held.
 fn remove_partials(dir: &Path) {
@@ -172,10 +192,7 @@ impl Vault {
                 hash: head.hash,
             }
         });
-        let stamp: String = crate::time::rfc3339(now)
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect();
+        let stamp = crate::backup::file_stamp(now);
         let key_path = dir.join(format!("keys-{stamp}-{key_id}.vkb"));
         let storage_error = |what: &str, e: std::io::Error| {
             Error::Storage(StorageError(format!("{what} {}: {e}", dir.display())))
@@ -233,21 +250,7 @@ impl Vault {
         let _kept = lock(&self.key_backups);
         remove_partials(dir);
         let paths = kept_backups(dir, BackupKind::Keys).map_err(backup_error)?;
-        let excess = paths.len().saturating_sub(keep.max(1));
-        for path in &paths[..excess] {
-            fs::remove_file(path).map_err(|e| {
-                Error::Storage(StorageError(format!(
-                    "cannot remove {}: {e}",
-                    path.display()
-                )))
-            })?;
-        }
-        if excess > 0 {
-            crate::files::sync_parent(&paths[0]).map_err(|e| {
-                Error::Storage(StorageError(format!("cannot sync {}: {e}", dir.display())))
-            })?;
-        }
-        Ok(excess)
+        crate::backup::remove_oldest(&paths, keep).map_err(backup_error)
     }
 
     /// Holds the key backups still (shredding holds it from the key store's compaction through
@@ -359,7 +362,6 @@ impl Vault {
     pub fn open_everything(&self) -> Result<ContentReport> {
         let keyring = self.keyring()?;
         let mut report = ContentReport::default();
-        let mut tenants = Vec::new();
         let mut start = TENANT_ID_PREFIX.to_vec();
         loop {
             let page = self
@@ -371,21 +373,25 @@ impl Vault {
             for (key, _) in &page {
                 let hex = String::from_utf8_lossy(&key[TENANT_ID_PREFIX.len()..]).into_owned();
                 match TenantId::parse_hex(&hex) {
-                    Some(id) => tenants.push(id),
+                    Some(_) => report.tenants += 1,
                     None => report.fail(format!("tenant index entry {hex:?}")),
                 }
             }
         }
-        report.tenants = tenants.len() as u64;
-        // Every secret version under t/<tenant>/v/, of any tenant (deleted ones included).
-        let prefix = b"t/".to_vec();
-        let mut start = prefix.clone();
+        // One pass over every tenant's secrets (deleted tenants' included): each metadata
+        // record is a secret, each version record is opened as read.
+        let prefix = schema::TENANTS_DATA_PREFIX;
+        let mut start = prefix.to_vec();
         loop {
-            let page = self.data.scan(Space::Secrets, &prefix, &start, 1024)?;
+            let page = self.data.scan(Space::Secrets, prefix, &start, 1024)?;
             let Some((last, _)) = page.last() else { break };
             start = last.clone();
             start.push(0);
-            for (key, _) in &page {
+            for (key, value) in &page {
+                if schema::is_meta_key(key) {
+                    report.secrets += 1;
+                    continue;
+                }
                 let Some((id, path, version)) = schema::parse_version_key(key) else {
                     continue;
                 };
@@ -394,26 +400,19 @@ impl Vault {
                     continue;
                 };
                 report.secret_versions += 1;
-                match self.open_version(&keyring, id, &path, version) {
-                    Ok(opened) => drop(opened),
-                    Err(_) if self.tenant_shredded(id)? => report.shredded_versions += 1,
+                match self.open_stored(&keyring, id, &path, version, value) {
+                    Ok(Some(opened)) => drop(opened),
+                    Ok(None) | Err(_) if self.tenant_shredded(id)? => {
+                        report.shredded_versions += 1;
+                    }
+                    Ok(None) => report.fail(format!(
+                        "tenant {id} secret {path} version {version}: its KEK version is not in the key backup"
+                    )),
                     Err(e) => report.fail(format!(
                         "tenant {id} secret {path} version {version}: {}",
                         e.audit_detail()
                     )),
                 }
-            }
-        }
-        // Secrets: one metadata record each.
-        for id in &tenants {
-            let prefix = schema::meta_prefix(*id);
-            let mut start = prefix.clone();
-            loop {
-                let page = self.data.scan(Space::Secrets, &prefix, &start, 1024)?;
-                let Some((last, _)) = page.last() else { break };
-                report.secrets += page.len() as u64;
-                start = last.clone();
-                start.push(0);
             }
         }
         self.open_named_keys(&keyring, &mut report)?;

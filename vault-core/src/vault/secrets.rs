@@ -494,7 +494,7 @@ impl Vault {
 
     /// Decrypts a stored version. A re-wrap may retire the KEK between our read and its lookup;
     /// the version then reads again, wrapped under the newer KEK.
-    pub(super) fn open_version(
+    fn open_version(
         &self,
         keyring: &Keyring,
         id: TenantId,
@@ -503,27 +503,40 @@ impl Vault {
     ) -> Result<SecretVersion> {
         let what = || format!("secret {path} version {version}");
         let mut attempts = 0;
-        let (stored, kek) = loop {
+        loop {
             attempts += 1;
             let stored = self
                 .data
                 .get(Space::Secrets, &version_key(id, path, version))?
                 .ok_or_else(|| Error::NotFound(what()))?;
-            let (_, wrapped_dek, _) =
-                decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
-            let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
-            if header.key.kind != KeyKind::Kek {
-                return Err(Error::Integrity(what()));
-            }
-            match self.kek(keyring, id, header.key.version)? {
-                Some(kek) => break (stored, kek),
+            match self.open_stored(keyring, id, path, version, &stored)? {
+                Some(opened) => return Ok(opened),
                 None if attempts < 3 => continue,
                 None => return Err(Error::Integrity(what())),
             }
-        };
+        }
+    }
+
+    /// Decrypts `stored`, the record of version `version` of `path`; `None` if the KEK version
+    /// that wrapped its DEK is not (or no longer) there.
+    pub(super) fn open_stored(
+        &self,
+        keyring: &Keyring,
+        id: TenantId,
+        path: &SecretPath,
+        version: u64,
+        stored: &[u8],
+    ) -> Result<Option<SecretVersion>> {
+        let what = || format!("secret {path} version {version}");
         let (created, wrapped_dek, sealed_value) =
-            decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
+            decode_version(stored).ok_or_else(|| Error::Integrity(what()))?;
         let header = Header::parse(wrapped_dek).map_err(|_| Error::Integrity(what()))?;
+        if header.key.kind != KeyKind::Kek {
+            return Err(Error::Integrity(what()));
+        }
+        let Some(kek) = self.kek(keyring, id, header.key.version)? else {
+            return Ok(None);
+        };
         let dek_bytes = crypto::open(
             &kek.key,
             &dek_context(id, path, version),
@@ -533,12 +546,12 @@ impl Vault {
         let dek = SecretKey::from_bytes(dek_bytes).ok_or_else(|| Error::Integrity(what()))?;
         let plaintext = crypto::open(&dek, &value_context(id, path, version), sealed_value, &what)?;
         let data = SecretData::decode(&plaintext).ok_or_else(|| Error::Integrity(what()))?;
-        Ok(SecretVersion {
+        Ok(Some(SecretVersion {
             version,
             created_unix_nanos: created,
             key_version: header.key.version,
             data,
-        })
+        }))
     }
 
     fn change_versions(

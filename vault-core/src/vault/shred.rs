@@ -130,20 +130,7 @@ impl Vault {
                     versions.join(", ")
                 },
                 crate::time::rfc3339(tombstone.shredded_unix_nanos),
-                match (&self.config.key_backup_dir, purge.purged) {
-                    (None, _) => String::new(),
-                    (Some(_), 0) => "; no kept key backup held them".to_owned(),
-                    (Some(_), n) => format!("; purged from {n} kept key backups"),
-                } + &if purge.removed.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; deleted {} files of the key-backup directory that were not key \
-                         backups of this vault: {}",
-                        purge.removed.len(),
-                        purge.removed.join(", ")
-                    )
-                },
+                purge.describe(self.config.key_backup_dir.is_some()),
             ),
         )?;
         let mut batch = WriteBatch::new();
