@@ -75,6 +75,32 @@ impl fmt::Debug for v1::GenerateRootCancelRequest {
     }
 }
 
+impl fmt::Debug for v1::SealMigrateInitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealMigrateInitRequest")
+            .field("to", &self.to)
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::SealMigrateSubmitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealMigrateSubmitRequest")
+            .field("nonce", &self.nonce)
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::SealMigrateCancelRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealMigrateCancelRequest")
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
 impl fmt::Debug for v1::GenerateRootSubmitResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GenerateRootSubmitResponse")
@@ -346,6 +372,31 @@ mod tests {
             recipient: "age1x".into(),
             share: "share-canary".into(),
         };
+        let migrate = [
+            format!(
+                "{:?}",
+                v1::SealMigrateInitRequest {
+                    to: "auto".into(),
+                    share: "share-canary".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::SealMigrateSubmitRequest {
+                    nonce: "n".into(),
+                    share: "share-canary".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::SealMigrateCancelRequest {
+                    share: "share-canary".into(),
+                }
+            ),
+        ];
+        for shown in migrate {
+            assert!(!shown.contains("canary"), "{shown}");
+        }
         for shown in [
             format!("{started:?}"),
             format!("{generate:?}"),

@@ -55,6 +55,9 @@ pub const STORAGE_FULL: &str = "STORAGE_FULL";
 /// A standby could not reach the active node to relay the call (or none is elected yet);
 /// retry: a new active node is elected within the lease TTL.
 pub const ACTIVE_NODE_UNAVAILABLE: &str = "ACTIVE_NODE_UNAVAILABLE";
+/// The auto seal (another vault's named key, or a file key) did not answer or refused to
+/// unwrap the unseal key; the message names it. The vault stays sealed until it answers.
+pub const SEAL_UNAVAILABLE: &str = "SEAL_UNAVAILABLE";
 /// The request did not arrive in time.
 pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
 /// The server is shutting down; retry against another node or later.
@@ -86,6 +89,7 @@ pub const ALL: &[&str] = &[
     STORAGE_UNAVAILABLE,
     STORAGE_FULL,
     ACTIVE_NODE_UNAVAILABLE,
+    SEAL_UNAVAILABLE,
     REQUEST_TIMEOUT,
     SHUTTING_DOWN,
     INTERNAL,

@@ -519,6 +519,10 @@ async fn call(
             ))
             .await
             .map(drop),
+        "System/ListAlerts" => SystemClient::new(channel.clone())
+            .list_alerts(with_token(v1::ListAlertsRequest { limit: 10 }, token))
+            .await
+            .map(drop),
         "System/ClusterMembers" => SystemClient::new(channel.clone())
             .cluster_members(with_token(v1::ClusterMembersRequest {}, token))
             .await

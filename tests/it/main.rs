@@ -7,6 +7,7 @@
 mod access;
 mod at_rest;
 mod audit;
+mod autoseal;
 mod backups;
 mod cli_flow;
 mod clients;

@@ -538,3 +538,201 @@ fn the_config_reference_is_the_servers_own_output() {
         "vault-server/CONFIG.md is stale: run `vault-server --config-reference > vault-server/CONFIG.md`"
     );
 }
+
+fn get_as(path: &str, token: &str, forwarded_for: Option<&str>) -> tonic::Request<v1::GetRequest> {
+    let mut request = with_token(get(path), token);
+    if let Some(address) = forwarded_for {
+        request.metadata_mut().insert(
+            "x-forwarded-for",
+            tonic::metadata::MetadataValue::try_from(address).expect("ascii"),
+        );
+    }
+    request
+}
+
+#[test]
+fn alert_rules_fire_on_denials_bulk_reads_and_a_new_network() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vault.toml");
+    fs::write(
+        &config,
+        "alert_denials_per_minute = 3\nalert_distinct_reads_per_minute = 3\n\
+         alert_new_network = true\ntrusted_proxy = [\"127.0.0.1/32\"]\n\
+         metrics_listen = \"127.0.0.1:0\"\n",
+    )
+    .expect("config");
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().expect("utf-8")],
+    );
+    let (shares, root) = init(&server, 1, 1);
+    unseal(&server, &[&shares[0]]);
+    server.cli(Some(&root), &["tenant", "create", "acme"]).ok();
+    for i in 0..5 {
+        server
+            .cli(
+                Some(&root),
+                &["put", "--tenant", "acme", &format!("s{i}"), "v=1"],
+            )
+            .ok();
+    }
+    let policy = dir.path().join("reader.toml");
+    fs::write(
+        &policy,
+        "[[rule]]\npath = \"s*\"\ncapabilities = [\"read\"]\n",
+    )
+    .expect("policy");
+    server
+        .cli(
+            Some(&root),
+            &[
+                "policy",
+                "write",
+                "--tenant",
+                "acme",
+                "reader",
+                policy.to_str().expect("utf-8"),
+            ],
+        )
+        .ok();
+    let created = server
+        .cli(
+            Some(&root),
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json",
+            ],
+        )
+        .json();
+    let reader = created["token"].as_str().expect("token").to_owned();
+    let accessor = created["info"]["accessor"]
+        .as_str()
+        .expect("accessor")
+        .to_owned();
+    let alerts = || {
+        server
+            .cli(Some(&root), &["alerts", "list", "--format", "json"])
+            .json()["alerts"]
+            .as_array()
+            .expect("alerts")
+            .clone()
+    };
+    let fired = |rule: &str| {
+        alerts()
+            .iter()
+            .filter(|a| a["rule"] == rule && a["principal"] == accessor.as_str())
+            .count()
+    };
+    runtime().block_on(async {
+        let mut secrets = SecretsClient::new(channel(&server).await);
+        // Three distinct reads are within the limit; the fourth fires.
+        for i in 0..3 {
+            secrets
+                .get(get_as(&format!("s{i}"), &reader, None))
+                .await
+                .expect("a read");
+        }
+        // The same secret again is not a new one.
+        secrets
+            .get(get_as("s0", &reader, None))
+            .await
+            .expect("a read");
+        assert_eq!(fired("bulk_reads"), 0);
+        secrets
+            .get(get_as("s3", &reader, None))
+            .await
+            .expect("a read");
+        assert_eq!(fired("bulk_reads"), 1);
+        // Denials: three are within the limit, the fourth fires, once a minute.
+        for round in 0..5 {
+            let denied = secrets
+                .get(get_as("elsewhere", &reader, None))
+                .await
+                .expect_err("no policy on it");
+            assert_eq!(denied.code(), Code::PermissionDenied);
+            let expected = usize::from(round >= 3);
+            assert_eq!(fired("denials"), expected, "after {} denials", round + 1);
+        }
+        // The token's first call from another network fires; the same network again does not.
+        assert_eq!(fired("new_network"), 0);
+        secrets
+            .get(get_as("s0", &reader, Some("10.1.2.3")))
+            .await
+            .expect("a read through the proxy");
+        assert_eq!(fired("new_network"), 1);
+        secrets
+            .get(get_as("s0", &reader, Some("10.1.2.77")))
+            .await
+            .expect("the same /24");
+        assert_eq!(fired("new_network"), 1);
+    });
+    // Each alert is an audit record of kind alert, naming the rule; no value is in it.
+    let records: Vec<_> = vault_tests::audit_records(&server.audit_dir())
+        .into_iter()
+        .filter(|r| r["kind"] == "alert")
+        .collect();
+    let rules: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["method"].as_str())
+        .collect();
+    assert_eq!(
+        rules,
+        ["alert/bulk_reads", "alert/denials", "alert/new_network"],
+        "{records:?}"
+    );
+    assert!(records.iter().all(|r| r["principal"] == accessor.as_str()));
+    // A metric per rule.
+    let scraped = scrape(&server.metrics_url());
+    for rule in ["bulk_reads", "denials", "new_network"] {
+        assert_eq!(
+            scraped.must("vault_security_alerts_total", &[("rule", rule)]),
+            1.0,
+            "{rule}"
+        );
+    }
+    // And a security_alert event in the tenant's feed, which webhooks can subscribe to.
+    runtime().block_on(async {
+        let mut watch = vault_proto::v1::watch_client::WatchClient::new(channel(&server).await)
+            .watch(with_token(
+                v1::WatchRequest {
+                    tenant: "acme".into(),
+                    prefix: String::new(),
+                    from_revision: 0,
+                    from_now: false,
+                },
+                &root,
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(30), watch.message())
+                .await
+                .expect("an event within 30 s")
+                .expect("stream")
+                .expect("not ended");
+            if event.r#type == v1::EventType::SecurityAlert as i32 {
+                seen.push(event.detail);
+            }
+        }
+        assert!(seen.iter().any(|d| d.starts_with("denials:")), "{seen:?}");
+    });
+    let hook = server.cli(
+        Some(&root),
+        &[
+            "webhook",
+            "create",
+            "--tenant",
+            "acme",
+            "--url",
+            "https://hooks.example.com/vault",
+            "--events",
+            "security_alert",
+        ],
+    );
+    assert!(
+        !hook.stderr.contains("unknown event type"),
+        "webhooks take security_alert: {}",
+        hook.stderr
+    );
+}

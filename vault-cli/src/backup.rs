@@ -54,6 +54,9 @@ pub enum BackupCommand {
         /// Check signatures and hashes only: do not unseal or open anything.
         #[arg(long)]
         no_open: bool,
+        /// For a backup of an auto-sealed vault: its seal, as the server was started with it.
+        #[command(flatten)]
+        seal: SealFlags,
         /// Where to restore the scratch copy (must not exist; removed afterwards); default: a
         /// new directory in the system's temporary directory.
         #[arg(long, value_name = "DIR")]
@@ -84,6 +87,64 @@ pub enum BackupCommand {
     Show { file: PathBuf },
 }
 
+/// The auto seal of a backup of an auto-sealed vault (the server's `--seal` settings).
+#[derive(clap::Args, Debug, Default)]
+pub struct SealFlags {
+    /// `transit`: unwrap the copy's unseal key with the other vault's named key.
+    #[arg(long, value_parser = ["transit"])]
+    seal: Option<String>,
+    /// The other vault, e.g. https://kms.internal:8200.
+    #[arg(long, value_name = "URL", requires = "seal")]
+    seal_addr: Option<String>,
+    /// TENANT/NAME of the seal's named key.
+    #[arg(long, value_name = "TENANT/NAME", requires = "seal")]
+    seal_key: Option<String>,
+    /// A file with a token that may decrypt with the key.
+    #[arg(long, value_name = "FILE", requires = "seal")]
+    seal_token_file: Option<PathBuf>,
+    /// The other vault's CA certificate (PEM), for https://.
+    #[arg(long, value_name = "FILE", requires = "seal")]
+    seal_ca_file: Option<PathBuf>,
+    /// DANGER, for tests: the file key the server was started with.
+    #[arg(long, value_name = "FILE", conflicts_with = "seal")]
+    danger_seal_key_file: Option<PathBuf>,
+}
+
+impl SealFlags {
+    fn seal(&self) -> CliResult<Option<std::sync::Arc<dyn vault_core::autoseal::AutoSeal>>> {
+        if let Some(path) = &self.danger_seal_key_file {
+            let seal = vault_core::autoseal::FileSeal::from_file(path)
+                .map_err(|e| CliError::new(e.to_string()))?;
+            return Ok(Some(std::sync::Arc::new(seal)));
+        }
+        if self.seal.is_none() {
+            return Ok(None);
+        }
+        let need = |flag: &str, value: &Option<String>| {
+            value
+                .clone()
+                .ok_or_else(|| CliError::new(format!("--seal transit needs {flag}")))
+        };
+        let key = need("--seal-key TENANT/NAME", &self.seal_key)?;
+        let Some((tenant, name)) = key.split_once('/') else {
+            return Err(CliError::new("--seal-key takes TENANT/NAME"));
+        };
+        let seal =
+            vault_client::transit::TransitSeal::start(vault_client::transit::TransitSettings {
+                addr: need("--seal-addr", &self.seal_addr)?,
+                tenant: tenant.to_owned(),
+                key: name.to_owned(),
+                token_file: self
+                    .seal_token_file
+                    .clone()
+                    .ok_or_else(|| CliError::new("--seal transit needs --seal-token-file"))?,
+                ca_file: self.seal_ca_file.clone(),
+            })
+            .map_err(CliError::new)?;
+        Ok(Some(std::sync::Arc::new(seal)))
+    }
+}
+
 pub async fn run(ctx: &Ctx, command: BackupCommand, format: Format) -> CliResult<()> {
     match command {
         BackupCommand::Create { out } => create(ctx, &out, format).await,
@@ -93,9 +154,11 @@ pub async fn run(ctx: &Ctx, command: BackupCommand, format: Format) -> CliResult
             public_key,
             share_files,
             no_open,
+            seal,
             scratch,
             allow_unpaired,
         } => {
+            let seal = seal.seal()?;
             let pinned = read_public_key(&public_key)?;
             let scratch = match scratch {
                 Some(dir) => dir,
@@ -116,7 +179,10 @@ pub async fn run(ctx: &Ctx, command: BackupCommand, format: Format) -> CliResult
                 &file,
                 &key_backup,
                 &pinned,
-                &share_files,
+                OpenWith {
+                    share_files: &share_files,
+                    seal,
+                },
                 no_open,
                 &scratch,
                 allow_unpaired,
@@ -351,15 +417,22 @@ impl Show for Verified {
     }
 }
 
+/// What opens the restored copy: the auto seal it was sealed with, or shares.
+struct OpenWith<'a> {
+    share_files: &'a [PathBuf],
+    seal: Option<std::sync::Arc<dyn vault_core::autoseal::AutoSeal>>,
+}
+
 fn verify(
     file: &Path,
     key_backup: &Path,
     pinned: &[u8; 32],
-    share_files: &[PathBuf],
+    open_with: OpenWith<'_>,
     no_open: bool,
     scratch: &Path,
     allow_unpaired: bool,
 ) -> CliResult<Verified> {
+    let OpenWith { share_files, seal } = open_with;
     let started = Instant::now();
     let restored = restore(file, key_backup, scratch, Some(pinned), allow_unpaired)
         .map_err(|e| CliError::new(e.0))?;
@@ -390,8 +463,18 @@ fn verify(
     };
     let data = DataStore::open_rocks(&scratch.join("data")).map_err(open_error)?;
     let keys = KeyStore::open_rocks(&scratch.join("keys")).map_err(open_error)?;
-    let vault = Vault::open(data, keys, VaultConfig::default())
+    let mut vault = Vault::open(data, keys, VaultConfig::default())
         .map_err(|e| CliError::new(format!("cannot open the restored copy: {e}")))?;
+    if let Some(seal) = seal {
+        vault = vault.with_auto_seal(seal);
+        if vault.seal().is_auto_sealed() {
+            vault.seal().unseal_auto().map_err(|e| {
+                CliError::new(format!(
+                    "unsealing the restored copy with its auto seal failed: {e}"
+                ))
+            })?;
+        }
+    }
     let mut files = share_files.iter();
     loop {
         let status = vault.seal().status();

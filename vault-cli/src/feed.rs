@@ -130,7 +130,7 @@ pub enum WebhookCommand {
         #[arg(long, default_value = "")]
         paths: String,
         /// Event types, comma-separated (created, updated, deleted, undeleted, destroyed,
-        /// expiring, expired, key_rotated; default: all).
+        /// expiring, expired, key_rotated, security_alert; default: all).
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
         /// Read the signing secret from this file; without it the vault generates one and

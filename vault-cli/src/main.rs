@@ -9,6 +9,7 @@
 // First: its `call!` macro is used by the command modules.
 #[macro_use]
 mod client;
+mod alerts;
 mod approle;
 mod audit;
 mod backup;
@@ -26,6 +27,7 @@ mod policy;
 mod rekey;
 mod render;
 mod run;
+mod seal_migrate;
 mod secrets;
 mod share;
 mod sources;
@@ -201,6 +203,13 @@ pub enum Command {
     /// (init, submit, status, cancel).
     #[command(subcommand)]
     GenerateRoot(generate_root::GenerateRootCommand),
+    /// Move the vault between Shamir shares and the server's auto seal, both ways (init,
+    /// submit, status, cancel); the same shares go on as recovery or unseal shares.
+    #[command(subcommand)]
+    SealMigrate(seal_migrate::SealMigrateCommand),
+    /// Alerts on suspicious access the node raised recently (list).
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Backups: take one from the running vault, verify, restore or show one offline.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -248,6 +257,8 @@ async fn dispatch(ctx: &client::Ctx, command: Command) -> client::CliResult<u8> 
         Command::GenerateRoot(command) => {
             generate_root::generate_root(ctx, command, format).await?
         }
+        Command::Alerts(command) => alerts::alerts(ctx, command, format).await?,
+        Command::SealMigrate(command) => seal_migrate::seal_migrate(ctx, command, format).await?,
         Command::Bench(args) => bench::run(ctx, args, format).await?,
     }
     Ok(0)

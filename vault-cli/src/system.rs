@@ -44,23 +44,42 @@ struct Initialized<'a> {
     threshold: u32,
     shares_encrypted: bool,
     root_token_encrypted: bool,
+    seal_type: &'a str,
 }
 
 impl Show for Initialized<'_> {
     fn text(&self) -> String {
-        let mut out = shares_text(self.shares, self.shares_encrypted, "Unseal share");
+        let auto = self.seal_type != "shamir" && !self.seal_type.is_empty();
+        let label = if auto {
+            "Recovery share"
+        } else {
+            "Unseal share"
+        };
+        let mut out = shares_text(self.shares, self.shares_encrypted, label);
         if self.root_token_encrypted {
             out.push_str("Root token (encrypted to its recipient):\n");
         } else {
             out.push_str("Root token: ");
         }
         out.push_str(self.root_token);
-        out.push_str(&format!(
-            "\n\nThe vault is initialized and sealed. Give each share to a different operator; any \
-             {} of the {} shares unseal it (`vault-cli unseal`). They are shown only now.\n",
-            self.threshold,
-            self.shares.len()
-        ));
+        if auto {
+            out.push_str(&format!(
+                "\n\nThe vault is initialized and unsealed by its {} seal, and unseals itself at \
+                 every start. The shares are recovery shares: any {} of the {} authorize rekey, \
+                 generate-root and seal-migrate, and unseal nothing. Give each to a different \
+                 operator. They are shown only now.\n",
+                self.seal_type,
+                self.threshold,
+                self.shares.len()
+            ));
+        } else {
+            out.push_str(&format!(
+                "\n\nThe vault is initialized and sealed. Give each share to a different operator; any \
+                 {} of the {} shares unseal it (`vault-cli unseal`). They are shown only now.\n",
+                self.threshold,
+                self.shares.len()
+            ));
+        }
         std::mem::take(&mut *out)
     }
 }
@@ -112,11 +131,14 @@ struct SealStatus {
     active_address: String,
     members: u32,
     etcd_revision: i64,
+    seal_type: String,
+    seal_error: String,
 }
 
 impl Show for SealStatus {
     fn text(&self) -> String {
-        rows_text(&[
+        let mut text = rows_text(&[
+            ("Seal type", self.seal_type.clone()),
             ("Initialized", self.initialized.to_string()),
             ("Sealed", self.sealed.to_string()),
             ("Shares", self.shares.to_string()),
@@ -139,7 +161,11 @@ impl Show for SealStatus {
             ),
             ("Members", self.members.to_string()),
             ("Etcd revision", self.etcd_revision.to_string()),
-        ])
+        ]);
+        if !self.seal_error.is_empty() {
+            text.push_str(&format!("Seal error: {}\n", self.seal_error));
+        }
+        text
     }
 }
 
@@ -166,6 +192,7 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> CliResult<()> {
             threshold: response.threshold,
             shares_encrypted: response.shares_encrypted,
             root_token_encrypted: response.root_token_encrypted,
+            seal_type: &response.seal_type,
         },
         ctx.format,
     )
@@ -200,6 +227,8 @@ pub async fn status(ctx: &Ctx) -> CliResult<u8> {
         active_address: s.active_address,
         members: s.members,
         etcd_revision: s.etcd_revision,
+        seal_type: s.seal_type,
+        seal_error: s.seal_error,
     };
     show(&status, ctx.format)?;
     Ok(code)

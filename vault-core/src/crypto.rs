@@ -57,6 +57,9 @@ pub enum Purpose {
     /// A named key's version (encryption as a service), wrapped under the tenant's KEK (path: the
     /// key's name, version: the key's version).
     NamedKey = 8,
+    /// The unseal key, wrapped by a file-key auto seal (path: `unseal-key`, version: the unseal
+    /// key's version).
+    UnsealKey = 9,
 }
 
 /// Which level of the key hierarchy sealed a blob.
@@ -67,6 +70,8 @@ pub enum KeyKind {
     Root = 2,
     Kek = 3,
     Dek = 4,
+    /// An auto seal's own key (the file key of `--danger-seal-key-file`).
+    SealKey = 5,
 }
 
 impl Purpose {
@@ -80,6 +85,7 @@ impl Purpose {
             Purpose::MfaSecret,
             Purpose::WebhookSecret,
             Purpose::NamedKey,
+            Purpose::UnsealKey,
         ]
         .into_iter()
         .find(|p| *p as u8 == byte)
@@ -88,9 +94,15 @@ impl Purpose {
 
 impl KeyKind {
     fn from_byte(byte: u8) -> Option<Self> {
-        [KeyKind::Unseal, KeyKind::Root, KeyKind::Kek, KeyKind::Dek]
-            .into_iter()
-            .find(|k| *k as u8 == byte)
+        [
+            KeyKind::Unseal,
+            KeyKind::Root,
+            KeyKind::Kek,
+            KeyKind::Dek,
+            KeyKind::SealKey,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == byte)
     }
 }
 

@@ -88,6 +88,10 @@ pub enum Error {
     /// active node keeps, e.g. a tenant's rate limit); the server relays it to the active node.
     #[error("{0}")]
     NotActive(String),
+    /// The auto seal (another vault's named key, or a file key) did not answer or refused;
+    /// the detail names the seal and what it said, never a key.
+    #[error("seal unavailable: {0}")]
+    SealUnavailable(String),
 }
 
 pub use vault_storage::StorageError;
@@ -172,6 +176,9 @@ mod tests {
             Error::AuditUnavailable,
             Error::Storage(StorageError("disk on fire".into())),
             Error::NotActive("tenant acme has a rate limit, which the active node keeps".into()),
+            Error::SealUnavailable(
+                "transit seal https://kms:8200 key unseal: connection refused".into(),
+            ),
         ];
         let printed: Vec<String> = all.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -199,6 +206,7 @@ mod tests {
                 "audit log unavailable",
                 "storage unavailable",
                 "tenant acme has a rate limit, which the active node keeps",
+                "seal unavailable: transit seal https://kms:8200 key unseal: connection refused",
             ]
         );
     }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod autoseal;
 pub mod backup;
 pub mod cidr;
 pub mod crypto;

@@ -32,6 +32,7 @@ use crate::{
         record::public_key_of,
         writer::{AuditLog, Head},
     },
+    autoseal::AutoSeal,
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
     error::{Error, Result, StorageError},
     names::{SecretPath, TenantId, TenantName},
@@ -141,6 +142,9 @@ pub struct SealStatus {
     pub threshold: u32,
     pub shares: u32,
     pub progress: u32,
+    /// `shamir`, or the auto seal's kind (`transit`, `danger-file`): with an auto seal the
+    /// shares are recovery shares.
+    pub seal_type: String,
 }
 
 /// What init hands out, once: each share and the root token in the clear or encrypted to its
@@ -149,6 +153,9 @@ pub struct InitOutput {
     pub shares: Vec<Handout<UnsealShare>>,
     pub root_token: Handout<Token>,
     pub threshold: u32,
+    /// `shamir`, or the auto seal's kind: then the shares are recovery shares and the vault is
+    /// unsealed already.
+    pub seal_type: String,
 }
 
 /// Who receives what init hands out; empty: the caller, in the clear.
@@ -198,6 +205,11 @@ impl Caller {
         self.system
     }
 
+    /// The tenant a tenant token belongs to (`None` for system tokens).
+    pub fn tenant_id(&self) -> Option<TenantId> {
+        self.tenant
+    }
+
     /// Attaches the MFA code presented with the call; checked only if an operation needs it.
     pub fn with_mfa_code(mut self, code: Option<String>) -> Caller {
         self.mfa_code = code.map(Zeroizing::new);
@@ -240,7 +252,7 @@ pub struct ListPage {
     pub revision: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct SealConfig {
     shares: u32,
     threshold: u32,
@@ -253,6 +265,50 @@ struct SealConfig {
     /// initialized before commitments existed.
     #[serde(default)]
     share_commitments: Vec<String>,
+    /// The version the share commitments (and, with an auto seal, the recovery key check) are
+    /// made for; `None`: the unseal key's version (the shares are the unseal key's). A seal
+    /// migration changes the unseal key but keeps the shares, so the two part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    share_version: Option<u32>,
+    /// With an auto seal: the unseal key is wrapped by it, and the shares are recovery shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auto: Option<AutoSealRecord>,
+}
+
+/// How an auto-sealed vault's unseal key is kept (see `crate::autoseal`).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct AutoSealRecord {
+    /// `transit` or `danger-file`.
+    kind: String,
+    /// The wrapping key, as the seal names it (never the key itself).
+    id: String,
+    /// The unseal key wrapped by the seal (for the unseal key version).
+    wrapped_unseal_key: String,
+    /// SHA-256 over a domain tag, the share version and the recovery key the recovery shares
+    /// combine to: a threshold of them is checked against it (the recovery key opens nothing).
+    recovery_key_check: String,
+}
+
+impl SealConfig {
+    /// The version the shares' commitments are made for.
+    fn share_version(&self) -> u32 {
+        self.share_version.unwrap_or(self.unseal_key_version)
+    }
+
+    /// The version of the next unseal key or share set: above both.
+    fn next_version(&self) -> Result<u32> {
+        self.unseal_key_version
+            .max(self.share_version())
+            .checked_add(1)
+            .ok_or_else(|| Error::FailedPrecondition("no unseal key versions left".into()))
+    }
+
+    /// `shamir`, or the auto seal's kind.
+    fn seal_type(&self) -> &str {
+        self.auto
+            .as_ref()
+            .map_or("shamir", |auto| auto.kind.as_str())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -376,6 +432,13 @@ pub struct Vault {
     key_backups: Mutex<()>,
     /// The generate-root attempt collecting shares (in memory: a restart abandons it).
     generate_root: Mutex<Option<generate_root::GenerateRootState>>,
+    /// The auto seal this server was started with (`--seal`), if any.
+    auto_seal: Option<Arc<dyn AutoSeal>>,
+    /// Set when an operator sealed the vault: the server does not unseal it with the auto seal
+    /// again until it restarts (as with Vault).
+    sealed_by_request: std::sync::atomic::AtomicBool,
+    /// The seal migration collecting shares (in memory: a restart abandons it).
+    seal_migration: Mutex<Option<seal_migrate::Migration>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -551,6 +614,9 @@ impl Vault {
             purge_cursors: Mutex::new(purge::PurgeCursors::default()),
             key_backups: Mutex::new(()),
             generate_root: Mutex::new(None),
+            auto_seal: None,
+            sealed_by_request: std::sync::atomic::AtomicBool::new(false),
+            seal_migration: Mutex::new(None),
         })
     }
 
@@ -568,6 +634,13 @@ impl Vault {
     /// loses it again.
     pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Vault {
         self.audit = Some(audit);
+        self
+    }
+
+    /// Unseals with `seal` (the server's `--seal`): init wraps the unseal key with it and makes
+    /// recovery shares; [`Seal::unseal_auto`] unwraps it.
+    pub fn with_auto_seal(mut self, seal: Arc<dyn AutoSeal>) -> Vault {
+        self.auto_seal = Some(seal);
         self
     }
 
@@ -667,6 +740,7 @@ impl Seal<'_> {
                 threshold: config.threshold,
                 shares: config.shares,
                 progress,
+                seal_type: config.seal_type().to_owned(),
             },
             None => SealStatus {
                 initialized: false,
@@ -674,12 +748,21 @@ impl Seal<'_> {
                 threshold: 0,
                 shares: 0,
                 progress: 0,
+                seal_type: self
+                    .auto_seal
+                    .as_ref()
+                    .map_or("shamir", |seal| seal.kind())
+                    .to_owned(),
             },
         }
     }
 
     /// Creates the unseal key (split into `shares` shares, `threshold` to unseal), the root key
     /// and the root token. The vault stays sealed.
+    ///
+    /// With an auto seal, the unseal key is wrapped by the seal instead, the shares are
+    /// recovery shares of a separate recovery key (for rekey, generate-root and seal
+    /// migration; they open nothing), and the vault is unsealed at once.
     pub fn init(
         &self,
         shares: u32,
@@ -688,22 +771,13 @@ impl Seal<'_> {
     ) -> Result<InitOutput> {
         shamir::check_parameters(shares, threshold)?;
         rekey::check_recipients(&recipients.shares, shares)?;
-        let mut seal_config = write(&self.seal_config);
-        if seal_config.is_some() {
+        if read(&self.seal_config).is_some() {
             return Err(Error::AlreadyInitialized);
         }
         let unseal_key = SecretKey::generate()?;
         let root_key = SecretKey::generate()?;
         let token_key = SecretKey::generate()?;
-        let root_sealed = crypto::seal(
-            &unseal_key,
-            KeyRef {
-                kind: KeyKind::Unseal,
-                version: 1,
-            },
-            &root_key_context(),
-            root_key.expose_secret(),
-        )?;
+        let root_sealed = seal_root_key(&unseal_key, 1, &root_key)?;
         let token_key_sealed = crypto::seal(
             &root_key,
             KeyRef {
@@ -713,8 +787,29 @@ impl Seal<'_> {
             &token_key_context(),
             token_key.expose_secret(),
         )?;
-        let split = shamir::split(&unseal_key, shares, threshold)?;
-        drop(unseal_key);
+        // With an auto seal the wrap (a call to another vault) happens before the seal lock is
+        // taken, so that status does not wait for it.
+        let (split_key, auto) = match &self.auto_seal {
+            None => (unseal_key, None),
+            Some(seal) => {
+                let wrapped = crate::autoseal::wrap_checked(seal.as_ref(), &unseal_key, 1)?;
+                drop(unseal_key);
+                let recovery_key = SecretKey::generate()?;
+                let record = AutoSealRecord {
+                    kind: seal.kind().to_owned(),
+                    id: seal.id(),
+                    wrapped_unseal_key: wrapped,
+                    recovery_key_check: rekey::recovery_check(1, &recovery_key),
+                };
+                (recovery_key, Some(record))
+            }
+        };
+        let mut seal_config = write(&self.seal_config);
+        if seal_config.is_some() {
+            return Err(Error::AlreadyInitialized);
+        }
+        let split = shamir::split(&split_key, shares, threshold)?;
+        drop(split_key);
         let share_commitments = split
             .iter()
             .map(|share| rekey::share_commitment(1, share))
@@ -756,6 +851,8 @@ impl Seal<'_> {
             root_key_sealed: STANDARD.encode(&root_sealed),
             created_unix_nanos: now_unix_nanos(),
             share_commitments,
+            share_version: None,
+            auto,
         };
         let root_token = match &recipients.root_token {
             Some(recipient) => {
@@ -793,12 +890,46 @@ impl Seal<'_> {
                 return Err(Error::AlreadyInitialized);
             }
         }
+        let seal_type = config.seal_type().to_owned();
+        let auto_sealed = config.auto.is_some();
         *seal_config = Some(config);
+        drop(seal_config);
+        if auto_sealed {
+            // The shares and the root token must reach the caller whatever happens here: a
+            // keyring that cannot be loaded leaves the vault sealed, for the server's auto
+            // unseal to try again.
+            match self.keyring_from_root(1, root_key, HashMap::new(), HashMap::new()) {
+                Ok(keyring) => self.install_keyring(keyring),
+                Err(error) => {
+                    tracing::error!(%error, "initialized, but the keyring did not load; the vault stays sealed");
+                }
+            }
+        }
         Ok(InitOutput {
             shares: handed_out,
             root_token,
             threshold,
+            seal_type,
         })
+    }
+
+    /// Makes `keyring` the one in force (unsealed).
+    fn install_keyring(&self, keyring: Keyring) {
+        let mut state = write(&self.state);
+        self.unsealed_with(&mut state, keyring);
+    }
+
+    /// Unseals with `keyring`, in the state the caller holds: the audit log gets the signing
+    /// key, and the flags of a sealed vault are cleared.
+    fn unsealed_with(&self, state: &mut State, keyring: Keyring) {
+        if let Some(audit) = &self.audit {
+            audit.set_signer(keyring.audit_signer.clone());
+        }
+        *state = State::Unsealed(Arc::new(keyring));
+        self.root_behind
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.sealed_by_request
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// A root token's record: system scope, policy `root`, no expiry (init and generate-root).
@@ -827,6 +958,11 @@ impl Seal<'_> {
         self.refresh_seal_config();
         let seal_config = read(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+        // An auto-sealed vault unseals with its seal; a threshold of recovery shares asks for
+        // that (after `vault-cli seal`, as with Vault), which needs the server's seal.
+        if config.auto.is_some() {
+            self.matching_auto_seal(config)?;
+        }
         // Checked before it counts (and whatever the state): a share that is not one of the
         // current ones must not be able to make the combine at threshold fail and clear the
         // operators' progress.
@@ -860,16 +996,121 @@ impl Seal<'_> {
             return Ok(self.status());
         }
         let shares = std::mem::take(progress);
-        let keyring = self.open_keyring(config, &shares)?;
-        if let Some(audit) = &self.audit {
-            audit.set_signer(keyring.audit_signer.clone());
+        if config.auto.is_some() {
+            let combined = shamir::combine(&shares);
+            drop(shares);
+            rekey::check_combined_key(config, &combined?)?;
+            drop(state);
+            drop(seal_config);
+            return self.unseal_auto();
         }
-        *state = State::Unsealed(Arc::new(keyring));
-        self.root_behind
-            .store(false, std::sync::atomic::Ordering::Release);
+        let keyring = self.open_keyring(config, &shares)?;
+        self.unsealed_with(&mut state, keyring);
         drop(state);
         drop(seal_config);
         Ok(self.status())
+    }
+
+    /// With an auto seal: unwraps the unseal key with it and unseals. An unsealed vault stays
+    /// as it is. The seal is asked without any lock held (it may be another vault, far away).
+    pub fn unseal_auto(&self) -> Result<SealStatus> {
+        self.refresh_seal_config();
+        let (seal, version, wrapped) = {
+            let seal_config = read(&self.seal_config);
+            let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+            let (seal, record) = self.matching_auto_seal(config)?;
+            if !matches!(&*read(&self.state), State::Sealed { .. }) {
+                drop(seal_config);
+                return Ok(self.status());
+            }
+            (
+                Arc::clone(seal),
+                config.unseal_key_version,
+                record.wrapped_unseal_key.clone(),
+            )
+        };
+        let unseal_key = seal.unwrap(&wrapped, version)?;
+        let seal_config = read(&self.seal_config);
+        let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+        let mut state = write(&self.state);
+        if !matches!(&*state, State::Sealed { .. }) {
+            drop(state);
+            drop(seal_config);
+            return Ok(self.status());
+        }
+        if config.unseal_key_version != version
+            || config
+                .auto
+                .as_ref()
+                .is_none_or(|auto| auto.wrapped_unseal_key != wrapped)
+        {
+            return Err(Error::FailedPrecondition(
+                "the seal configuration changed while the seal was asked; try again".into(),
+            ));
+        }
+        let root = open_root_key(config, &unseal_key).map_err(|_| {
+            Error::Integrity(
+                "the root key (the unseal key the auto seal returned does not open it)".into(),
+            )
+        })?;
+        drop(unseal_key);
+        let keyring = self.keyring_from_root(
+            config.root_key_version,
+            root,
+            HashMap::new(),
+            HashMap::new(),
+        )?;
+        self.unsealed_with(&mut state, keyring);
+        drop(state);
+        drop(seal_config);
+        Ok(self.status())
+    }
+
+    /// Whether an operator sealed the vault since it was last unsealed (the server's auto
+    /// unseal then leaves it sealed until a restart).
+    pub fn sealed_by_request(&self) -> bool {
+        self.sealed_by_request
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the stored configuration is auto-sealed (whether or not this server has its
+    /// seal: [`Seal::unseal_auto`] says which seal it needs).
+    pub fn is_auto_sealed(&self) -> bool {
+        self.refresh_seal_config();
+        read(&self.seal_config)
+            .as_ref()
+            .is_some_and(|config| config.auto.is_some())
+    }
+
+    /// The server's auto seal and the configuration's record of it, which must match.
+    fn matching_auto_seal<'c>(
+        &self,
+        config: &'c SealConfig,
+    ) -> Result<(&Arc<dyn AutoSeal>, &'c AutoSealRecord)> {
+        let Some(record) = &config.auto else {
+            return Err(Error::FailedPrecondition(
+                "this vault is sealed with Shamir shares: unseal it with vault-cli unseal \
+                 (vault-cli seal-migrate moves it to the auto seal)"
+                    .into(),
+            ));
+        };
+        let Some(seal) = &self.auto_seal else {
+            return Err(Error::FailedPrecondition(format!(
+                "this vault is auto-sealed ({} {}): start the server with its seal settings \
+                 (--seal); its shares are recovery shares and unseal nothing",
+                record.kind, record.id
+            )));
+        };
+        if seal.kind() != record.kind || seal.id() != record.id {
+            return Err(Error::FailedPrecondition(format!(
+                "this vault is sealed by {} {}, but the server was started with {} {}",
+                record.kind,
+                record.id,
+                seal.kind(),
+                seal.id()
+            )));
+        }
+        Ok((seal, record))
     }
 
     /// While sealed, reads the seal configuration again: on stores that several nodes share,
@@ -889,8 +1130,10 @@ impl Seal<'_> {
         let mut current = write(&self.seal_config);
         let changed = current.as_ref().is_none_or(|known| {
             known.unseal_key_version != fresh.unseal_key_version
+                || known.share_version() != fresh.share_version()
                 || known.root_key_version != fresh.root_key_version
                 || known.root_key_sealed != fresh.root_key_sealed
+                || known.auto != fresh.auto
         });
         if changed {
             *current = Some(fresh);
@@ -988,6 +1231,10 @@ impl Seal<'_> {
         *write(&self.state) = State::Sealed {
             progress: Vec::new(),
         };
+        self.sealed_by_request
+            .store(true, std::sync::atomic::Ordering::Release);
+        // A seal migration's shares are keys too.
+        lock(&self.seal_migration).take();
         // Shares submitted to a generate-root attempt are keys too.
         self.forget_generate_root();
         if let Some(audit) = &self.audit {
@@ -1054,6 +1301,19 @@ fn open_root_key(config: &SealConfig, unseal_key: &SecretKey) -> Result<SecretKe
     })
     .map_err(|_| Error::UnsealFailed)?;
     SecretKey::from_bytes(root_bytes).ok_or_else(|| corrupt("the root key (wrong length)"))
+}
+
+/// The root key sealed under an unseal key of `version` (what a seal configuration keeps).
+fn seal_root_key(unseal_key: &SecretKey, version: u32, root: &SecretKey) -> Result<Vec<u8>> {
+    crypto::seal(
+        unseal_key,
+        KeyRef {
+            kind: KeyKind::Unseal,
+            version,
+        },
+        &root_key_context(),
+        root.expose_secret(),
+    )
 }
 
 fn root_key_context() -> Context<'static> {
@@ -1124,6 +1384,7 @@ mod mfa;
 mod oidc;
 mod purge;
 mod rekey;
+mod seal_migrate;
 mod secrets;
 mod shred;
 mod tenants;
@@ -1172,6 +1433,7 @@ pub use kms::{
 };
 pub use maintenance::{Task, TaskReport};
 pub use rekey::{RekeyProgress, ShareCheck};
+pub use seal_migrate::{MigrationProgress, SealTarget};
 pub use shred::{DeletedTenant, SHRED_LIMIT};
 pub use tenants::{TenantSettings, TenantUpdate};
 

@@ -593,6 +593,9 @@ struct CallRecord {
     tenant: String,
     path: String,
     principal: String,
+    /// The tenant of the caller's token (none for system tokens or without a token): alerts
+    /// go to its feed only.
+    caller_tenant: Option<vault_core::names::TenantId>,
     /// Why the call failed (e.g. which check denied it); for the audit record only.
     detail: String,
     /// The call's answer carries a one-time credential and its intent record, written before
@@ -739,7 +742,10 @@ impl Call {
     /// token itself). The MFA code, if one came with the call, rides along.
     pub fn authenticate(&self, vault: &Vault, presented: Presented) -> Result<Caller, Error> {
         let caller = vault.authenticate_from(&presented.token?, self.source_ip)?;
-        self.update(|record| record.principal = caller.accessor().to_owned());
+        self.update(|record| {
+            record.principal = caller.accessor().to_owned();
+            record.caller_tenant = caller.tenant_id();
+        });
         Ok(caller.with_mfa_code(presented.mfa_code))
     }
 
@@ -1319,6 +1325,24 @@ async fn record_outcome(call: &Call, code: Code) -> Result<(), String> {
     let mut entry = call.entry();
     entry.outcome = outcome(code).to_owned();
     entry.code = code_name(code).to_owned();
+    if let Some(alerts) = crate::alerts::alerts() {
+        let caller_tenant = call
+            .record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .caller_tenant;
+        alerts.observe(&crate::alerts::Observed {
+            caller_tenant,
+            method: &entry.method,
+            tenant: &entry.tenant,
+            path: &entry.path,
+            principal: &entry.principal,
+            source_ip: call.source_ip,
+            source: &entry.source,
+            ok: code == Code::Ok,
+            denied: matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+        });
+    }
     let (sender, receiver) = tokio::sync::oneshot::channel();
     audit.submit(entry, Box::new(move |result| drop(sender.send(result))));
     match tokio::time::timeout(APPEND_TIMEOUT, receiver).await {

@@ -123,6 +123,8 @@ pub const LOCAL_METHODS: &[&str] = &[
     "/vault.v1.System/Seal",
     "/vault.v1.System/VerifyShare",
     "/vault.v1.System/ClusterMembers",
+    // Each node's own alerts.
+    "/vault.v1.System/ListAlerts",
 ];
 
 /// The reads a standby serves itself once its caches have caught up (see the module

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 mod audit;
 mod auth;
 mod backup;
@@ -429,6 +430,62 @@ pub struct Args {
     #[arg(long)]
     pub danger_disable_audit: bool,
 
+    /// Auto-unseal: `transit` wraps the unseal key with a named key of another vault (its KMS,
+    /// over gRPC with TLS; see --seal-addr, --seal-key, --seal-token-file), so the server
+    /// unseals itself at every start. The shares made at init are then recovery shares (for
+    /// rekey, generate-root and seal-migrate); `vault-cli seal-migrate` moves an existing vault
+    /// to this seal and back.
+    #[arg(long, value_name = "KIND", value_parser = ["transit"], env = "VAULT_SEAL")]
+    pub seal: Option<String>,
+
+    /// The other vault that holds the transit seal's key, e.g. https://kms.internal:8200.
+    #[arg(long, value_name = "URL", env = "VAULT_SEAL_ADDR")]
+    pub seal_addr: Option<String>,
+
+    /// The transit seal's named key: NAME with --seal-tenant, or TENANT/NAME (an aes256-gcm
+    /// key of the other vault).
+    #[arg(long, value_name = "KEY", env = "VAULT_SEAL_KEY")]
+    pub seal_key: Option<String>,
+
+    /// The tenant of the transit seal's key on the other vault (or give --seal-key
+    /// TENANT/NAME).
+    #[arg(long, value_name = "TENANT", env = "VAULT_SEAL_TENANT")]
+    pub seal_tenant: Option<String>,
+
+    /// A file with the token the transit seal uses (its policy needs `encrypt` and `decrypt`
+    /// on the key; renewed in the background).
+    #[arg(long, value_name = "FILE", env = "VAULT_SEAL_TOKEN_FILE")]
+    pub seal_token_file: Option<PathBuf>,
+
+    /// The CA certificate (PEM) of the other vault, for an https:// --seal-addr.
+    #[arg(long, value_name = "FILE", env = "VAULT_SEAL_CA_FILE")]
+    pub seal_ca_file: Option<PathBuf>,
+
+    /// Alert (audit record of kind `alert`, metric, `security_alert` feed event) when one
+    /// principal (a token, or an address without a valid token) is denied more than this many
+    /// times within a minute; 0: off.
+    #[arg(long, default_value_t = 0, env = "VAULT_ALERT_DENIALS_PER_MINUTE")]
+    pub alert_denials_per_minute: u32,
+
+    /// Alert when one token reads more than this many distinct secrets within a minute; 0: off.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=10_000),
+        env = "VAULT_ALERT_DISTINCT_READS_PER_MINUTE"
+    )]
+    pub alert_distinct_reads_per_minute: u32,
+
+    /// Alert on a token's first call from a network (IPv4 /24, IPv6 /64) it has not called from
+    /// before (its first call sets what it knows; per node, forgotten at restart).
+    #[arg(long, env = "VAULT_ALERT_NEW_NETWORK")]
+    pub alert_new_network: bool,
+
+    /// DANGER, for tests only: auto-unseal with a key kept in this file (64 hex digits, e.g.
+    /// `openssl rand -hex 32`). Whoever reads the file and the key store has every key.
+    #[arg(long, value_name = "FILE", conflicts_with = "seal")]
+    pub danger_seal_key_file: Option<PathBuf>,
+
     /// Where the vault keeps its key backups (sealed snapshots of the key store, one taken with
     /// every data backup). Crypto-shredding a tenant purges its keys from every file here.
     /// Default: DATA/key-backups; put it on another disk than the data directory.
@@ -736,8 +793,189 @@ fn open_etcd_stores(_: &Args) -> Result<(DataStore, KeyStore, EtcdBackends), Str
     Err("this vault-server was built without the etcd feature".into())
 }
 
+/// The auto seal of `--seal transit ...` or `--danger-seal-key-file`, if any.
+fn auto_seal_of(args: &Args) -> Result<Option<Arc<dyn vault_core::autoseal::AutoSeal>>, String> {
+    let transit_flags = [
+        ("--seal-addr", args.seal_addr.is_some()),
+        ("--seal-key", args.seal_key.is_some()),
+        ("--seal-tenant", args.seal_tenant.is_some()),
+        ("--seal-token-file", args.seal_token_file.is_some()),
+        ("--seal-ca-file", args.seal_ca_file.is_some()),
+    ];
+    if args.seal.is_none()
+        && let Some((flag, _)) = transit_flags.iter().find(|(_, given)| *given)
+    {
+        return Err(format!(
+            "{flag} is a setting of the transit seal: give --seal transit"
+        ));
+    }
+    if args.dev && (args.seal.is_some() || args.danger_seal_key_file.is_some()) {
+        return Err(
+            "--dev unseals with the share it keeps in the data directory; leave out --seal".into(),
+        );
+    }
+    if let Some(path) = &args.danger_seal_key_file {
+        tracing::warn!(
+            file = %path.display(),
+            "DANGER: the unseal key is wrapped by a key in a file (--danger-seal-key-file); for tests only"
+        );
+        let seal = vault_core::autoseal::FileSeal::from_file(path).map_err(|e| e.to_string())?;
+        return Ok(Some(Arc::new(seal)));
+    }
+    if args.seal.as_deref() != Some("transit") {
+        return Ok(None);
+    }
+    let need = |flag: &str, value: &Option<String>| {
+        value
+            .clone()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| format!("--seal transit needs {flag}"))
+    };
+    let addr = need("--seal-addr", &args.seal_addr)?;
+    let key = need("--seal-key", &args.seal_key)?;
+    let (tenant, key) = match (key.split_once('/'), &args.seal_tenant) {
+        (Some((tenant, name)), None) => (tenant.to_owned(), name.to_owned()),
+        (None, Some(tenant)) => (tenant.clone(), key),
+        (Some(_), Some(_)) => {
+            return Err(
+                "--seal-key TENANT/NAME names the tenant already; leave out --seal-tenant".into(),
+            );
+        }
+        (None, None) => {
+            return Err(
+                "--seal transit needs the key's tenant: --seal-tenant, or --seal-key TENANT/NAME"
+                    .into(),
+            );
+        }
+    };
+    let token_file = args
+        .seal_token_file
+        .clone()
+        .ok_or_else(|| "--seal transit needs --seal-token-file".to_owned())?;
+    if !addr.starts_with("https://") && !is_loopback_url(&addr) {
+        return Err(format!(
+            "--seal-addr {addr}: the transit seal talks TLS (https://) except on loopback"
+        ));
+    }
+    let seal = vault_client::transit::TransitSeal::start(vault_client::transit::TransitSettings {
+        addr,
+        tenant,
+        key,
+        token_file,
+        ca_file: args.seal_ca_file.clone(),
+    })?;
+    Ok(Some(Arc::new(seal)))
+}
+
+/// Whether `url` is http:// to a loopback address (no user part, which could hide another
+/// host after an `@`).
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<::http::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    if uri.scheme_str() != Some("http") || authority.as_str().contains('@') {
+        return false;
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// With an auto seal: unseals the vault whenever it is sealed (at start, and after the seal
+/// did not answer), backing off from 1 s to 30 s while it fails; the last failure is in
+/// status. A vault an operator sealed stays sealed until the server restarts, as with Vault.
+async fn auto_unseal(shared: Arc<Shared>) {
+    const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut backoff = IDLE;
+    loop {
+        let vault = Arc::clone(&shared.vault);
+        let due = tokio::task::spawn_blocking(move || {
+            let status = vault.seal().status();
+            status.initialized
+                && status.sealed
+                && !vault.seal().sealed_by_request()
+                && vault.seal().is_auto_sealed()
+        })
+        .await
+        .unwrap_or(false);
+        let mut wait = IDLE;
+        if due {
+            let vault = Arc::clone(&shared.vault);
+            let outcome = tokio::task::spawn_blocking(move || vault.seal().unseal_auto()).await;
+            match outcome {
+                Ok(Ok(status)) if !status.sealed => {
+                    tracing::info!(seal = %status.seal_type, "unsealed with the auto seal");
+                    shared.set_seal_error(String::new());
+                    record_auto_unseal(
+                        &shared,
+                        format!("unsealed with the {} auto seal", status.seal_type),
+                    )
+                    .await;
+                    shared.health.refresh(&shared.vault).await;
+                    backoff = IDLE;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, retry_in_secs = backoff.as_secs(), "auto unseal failed");
+                    let text = error.to_string();
+                    // One record per change of reason, not one per retry.
+                    if shared.seal_error() != text {
+                        record_auto_unseal(&shared, format!("auto unseal failed: {text}")).await;
+                    }
+                    shared.set_seal_error(text);
+                    wait = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) => tracing::error!(%error, "the auto unseal task failed"),
+            }
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// An audit record of the auto unseal loop, written off the async workers.
+async fn record_auto_unseal(shared: &Shared, detail: String) {
+    let Some(audit) = shared.vault.audit().cloned() else {
+        return;
+    };
+    let mut entry = system_entry(detail);
+    entry.method = "auto-unseal".into();
+    match tokio::task::spawn_blocking(move || audit.append(entry)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::error!(%error, "cannot record the auto unseal in the audit log"),
+        Err(error) => tracing::error!(%error, "the audit task of the auto unseal failed"),
+    }
+}
+
+impl Shared {
+    /// The auto seal's last failure, if the vault is sealed because of it.
+    pub(crate) fn seal_error(&self) -> String {
+        self.seal_error
+            .lock()
+            .map(|error| error.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_seal_error(&self, error: String) {
+        if let Ok(mut current) = self.seal_error.lock() {
+            *current = error;
+        }
+    }
+}
+
 /// What every service shares.
 pub(crate) struct Shared {
+    /// The auto seal's last failure while the vault is sealed (status shows it).
+    seal_error: std::sync::Mutex<String>,
     /// `--backup-keep`: key backups kept (also after a backup a caller takes).
     pub(crate) backup_keep: usize,
     pub vault: Arc<Vault>,
@@ -908,7 +1146,19 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
         vault = vault.with_audit(Arc::clone(&audit));
         Some(audit)
     };
+    if let Some(seal) = auto_seal_of(&args)? {
+        vault = vault.with_auto_seal(seal);
+    }
     let vault = Arc::new(vault);
+    alerts::install(
+        alerts::AlertRules {
+            denials_per_minute: args.alert_denials_per_minute,
+            distinct_reads_per_minute: args.alert_distinct_reads_per_minute,
+            new_network: args.alert_new_network,
+        },
+        Arc::clone(&vault),
+        audit.clone(),
+    );
 
     if args.dev {
         dev::bootstrap(&vault, &data_dir)?;
@@ -988,6 +1238,7 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
         shown: tokio::sync::Mutex::new(None),
     });
     let shared = Arc::new(Shared {
+        seal_error: std::sync::Mutex::new(String::new()),
         vault: Arc::clone(&vault),
         node_id: node_id.clone(),
         backup_keep: args.backup_keep as usize,
@@ -1135,6 +1386,9 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
     let _ = health.services.set(served);
     health.refresh(&vault).await;
     tokio::spawn(report_health(Arc::clone(&health), Arc::clone(&vault)));
+    if args.seal.is_some() || args.danger_seal_key_file.is_some() {
+        tokio::spawn(auto_unseal(Arc::clone(&shared)));
+    }
     // Connections are bounded per source and closed when they carry no request (see
     // transport.rs), gRPC's and the HTTP API's counted together.
     let connection_limits = transport::ConnectionLimits {
@@ -1595,5 +1849,29 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutdown requested");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_addresses_pass_as_plaintext_seal_addresses() {
+        for url in [
+            "http://127.0.0.1:8200",
+            "http://localhost:8200",
+            "http://[::1]:8200",
+        ] {
+            assert!(super::is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://localhost:8200@evil.example/",
+            "http://evil.example:8200",
+            "http://10.0.0.1:8200",
+            "https://127.0.0.1:8200",
+            "http://localhost.evil.example:8200",
+            "not a url",
+        ] {
+            assert!(!super::is_loopback_url(url), "{url}");
+        }
     }
 }

@@ -77,6 +77,7 @@ pub struct Metrics {
     http_scrapes: Counter,
     backups: Family<Labels<1>, Counter>,
     backup_last_success: Gauge,
+    security_alerts: Family<Labels<1>, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -92,6 +93,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     http_scrapes: Counter::default(),
     backups: Family::default(),
     backup_last_success: Gauge::default(),
+    security_alerts: Family::default(),
 });
 
 /// The process's one set of counters.
@@ -158,6 +160,11 @@ impl Metrics {
     /// A limit refused something (a call, a connection, a watch, a login).
     pub fn refused(&self, limit: &'static str) {
         self.refusals.get_or_create(&[("limit", limit)]).inc();
+    }
+
+    /// A rule on suspicious access fired (alerts.rs).
+    pub fn security_alert(&self, rule: &'static str) {
+        self.security_alerts.get_or_create(&[("rule", rule)]).inc();
     }
 
     /// One run of a background task, and how many of its units failed.
@@ -242,6 +249,15 @@ impl Metrics {
             "vault_backup_last_success_timestamp_seconds",
             "When the last backup succeeded (Unix time; 0: none since start)",
             self.backup_last_success.clone(),
+        );
+        // Every rule exists from the start, so rate() and increase() see the first alert.
+        for rule in ["denials", "bulk_reads", "new_network"] {
+            let _ = self.security_alerts.get_or_create(&[("rule", rule)]);
+        }
+        registry.register(
+            "vault_security_alerts",
+            "Alerts on suspicious access raised, by rule (denials, bulk_reads, new_network)",
+            self.security_alerts.clone(),
         );
         registry.register(
             "vault_metrics_scrapes",

@@ -148,6 +148,36 @@ pub const RPCS: &[Rpc] = &[
         notes: "one current share",
     },
     Rpc {
+        method: "System/ListAlerts",
+        kind: Kind::Read,
+        access: Access::System,
+        notes: "this node's recent alerts",
+    },
+    Rpc {
+        method: "System/SealMigrateInit",
+        kind: Kind::Mutation,
+        access: Access::NoToken,
+        notes: "one current share (the first submission); unsealed only",
+    },
+    Rpc {
+        method: "System/SealMigrateSubmit",
+        kind: Kind::Mutation,
+        access: Access::NoToken,
+        notes: "a current share; the last one commits the new seal",
+    },
+    Rpc {
+        method: "System/SealMigrateStatus",
+        kind: Kind::Read,
+        access: Access::NoToken,
+        notes: "",
+    },
+    Rpc {
+        method: "System/SealMigrateCancel",
+        kind: Kind::Mutation,
+        access: Access::NoToken,
+        notes: "one current share",
+    },
+    Rpc {
         method: "System/RekeyCancel",
         kind: Kind::Mutation,
         access: Access::System,

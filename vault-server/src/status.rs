@@ -53,6 +53,7 @@ fn code_and_reason(error: &Error) -> (Code, &'static str) {
         Error::Storage(_) => (Code::Unavailable, reason::STORAGE_UNAVAILABLE),
         Error::AuditUnavailable => (Code::Unavailable, reason::AUDIT_UNAVAILABLE),
         Error::NotActive(_) => (Code::Unavailable, reason::ACTIVE_NODE_UNAVAILABLE),
+        Error::SealUnavailable(_) => (Code::Unavailable, reason::SEAL_UNAVAILABLE),
         Error::Rng => (Code::Internal, reason::INTERNAL),
     }
 }
@@ -167,6 +168,7 @@ mod tests {
                 vault_core::storage::NO_SPACE
             ))),
             Error::NotActive("tenant acme has a rate limit".into()),
+            Error::SealUnavailable("transit seal: connection refused".into()),
         ]
     }
 

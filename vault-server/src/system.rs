@@ -10,7 +10,10 @@ use vault_core::{
     recipient::{Handout, ShareRecipient},
     shamir::UnsealShare,
     time::rfc3339,
-    vault::{GenerateRootProgress, InitRecipients, RekeyProgress, SealStatus, ShareCheck},
+    vault::{
+        GenerateRootProgress, InitRecipients, MigrationProgress, RekeyProgress, SealStatus,
+        SealTarget, ShareCheck,
+    },
 };
 use vault_proto::v1::{
     self, BackupChunk, BackupRequest, ClusterMember, ClusterMembersRequest, ClusterMembersResponse,
@@ -19,8 +22,10 @@ use vault_proto::v1::{
     GenerateRootSubmitResponse, InitRequest, InitResponse, RekeyCancelRequest, RekeyCancelResponse,
     RekeyInitRequest, RekeyStatusRequest, RekeyStatusResponse, RekeySubmitRequest,
     RekeySubmitResponse, RekeyVerifyRequest, RekeyVerifyResponse, RotateRequest, RotateResponse,
-    SealRequest, SealResponse, StatusRequest, StatusResponse, StepDownRequest, StepDownResponse,
-    UnsealRequest, UnsealResponse, VerifyShareRequest, VerifyShareResponse, system_server::System,
+    SealMigrateCancelRequest, SealMigrateCancelResponse, SealMigrateInitRequest,
+    SealMigrateStatusRequest, SealMigrateStatusResponse, SealMigrateSubmitRequest, SealRequest,
+    SealResponse, StatusRequest, StatusResponse, StepDownRequest, StepDownResponse, UnsealRequest,
+    UnsealResponse, VerifyShareRequest, VerifyShareResponse, system_server::System,
 };
 
 use crate::{
@@ -79,7 +84,8 @@ impl System for Handlers {
     }
 
     async fn init(&self, r: Request<InitRequest>) -> Reply<InitResponse> {
-        self.rpc(r)
+        let answer = self
+            .rpc(r)
             .parse(|r| {
                 let recipients = InitRecipients {
                     shares: ShareRecipient::parse_all("share_recipients", &r.share_recipients)?,
@@ -124,9 +130,13 @@ impl System for Handlers {
                     threshold: output.threshold,
                     shares_encrypted,
                     root_token_encrypted,
+                    seal_type: output.seal_type,
                 }
             })
-            .await
+            .await;
+        // With an auto seal, init unseals.
+        self.shared.health.refresh(&self.shared.vault).await;
+        answer
     }
 
     async fn unseal(&self, r: Request<UnsealRequest>) -> Reply<UnsealResponse> {
@@ -178,6 +188,12 @@ impl System for Handlers {
             active_address: cluster.active_address,
             members: cluster.members,
             etcd_revision: cluster.revision,
+            seal_error: if status.sealed {
+                self.shared.seal_error()
+            } else {
+                String::new()
+            },
+            seal_type: status.seal_type,
         }))
     }
 
@@ -398,6 +414,94 @@ impl System for Handlers {
             .await
     }
 
+    async fn seal_migrate_init(
+        &self,
+        r: Request<SealMigrateInitRequest>,
+    ) -> Reply<SealMigrateStatusResponse> {
+        self.rpc(r)
+            .parse(|r| {
+                let target = match r.to.as_str() {
+                    "auto" | "transit" => SealTarget::Auto,
+                    "shamir" => SealTarget::Shamir,
+                    other => {
+                        return Err(Error::InvalidArgument {
+                            field: "to",
+                            reason: format!("{other:?}: give \"auto\" or \"shamir\""),
+                        });
+                    }
+                };
+                Ok((target, share_of(r.share)?))
+            })
+            .run(|step, (target, share)| step.vault.seal().seal_migrate_init(target, share))
+            .answer(|progress| migration_status(Some(progress)))
+            .await
+    }
+
+    async fn seal_migrate_submit(
+        &self,
+        r: Request<SealMigrateSubmitRequest>,
+    ) -> Reply<SealMigrateStatusResponse> {
+        self.rpc(r)
+            .parse(|r| Ok((r.nonce, share_of(r.share)?)))
+            .run(|step, (nonce, share)| step.vault.seal().seal_migrate_submit(&nonce, share))
+            .answer(|progress| {
+                if progress.complete {
+                    tracing::warn!(to = %progress.to, "seal migrated");
+                }
+                migration_status(Some(progress))
+            })
+            .await
+    }
+
+    async fn seal_migrate_status(
+        &self,
+        r: Request<SealMigrateStatusRequest>,
+    ) -> Reply<SealMigrateStatusResponse> {
+        self.rpc(r)
+            .run(|step, ()| step.vault.seal().seal_migrate_status())
+            .answer(migration_status)
+            .await
+    }
+
+    async fn seal_migrate_cancel(
+        &self,
+        r: Request<SealMigrateCancelRequest>,
+    ) -> Reply<SealMigrateCancelResponse> {
+        self.rpc(r)
+            .parse(|r| share_of(r.share))
+            .run(|step, share| step.vault.seal().seal_migrate_cancel(&share))
+            .answer(|()| SealMigrateCancelResponse {})
+            .await
+    }
+
+    async fn list_alerts(
+        &self,
+        r: Request<v1::ListAlertsRequest>,
+    ) -> Reply<v1::ListAlertsResponse> {
+        let limit = match r.get_ref().limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        self.rpc(r)
+            .run(|step, ()| step.vault.require_system(step.caller()?))
+            .out()
+            .await?;
+        let alerts = crate::alerts::alerts()
+            .map(|alerts| alerts.recent(limit))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|alert| v1::SecurityAlert {
+                time: rfc3339(alert.time_unix_nanos),
+                rule: alert.rule.to_owned(),
+                principal: alert.principal,
+                tenant: alert.tenant,
+                source: alert.source,
+                detail: alert.detail,
+            })
+            .collect();
+        Ok(tonic::Response::new(v1::ListAlertsResponse { alerts }))
+    }
+
     async fn rekey_status(&self, r: Request<RekeyStatusRequest>) -> Reply<RekeyStatusResponse> {
         self.rpc(r)
             .run(|step, ()| step.vault.seal().rekey_status())
@@ -440,6 +544,21 @@ fn rekey_status(progress: Option<RekeyProgress>) -> RekeyStatusResponse {
             share_recipients: p.recipients,
         },
         None => RekeyStatusResponse::default(),
+    }
+}
+
+fn migration_status(progress: Option<MigrationProgress>) -> SealMigrateStatusResponse {
+    match progress {
+        Some(p) => SealMigrateStatusResponse {
+            started: true,
+            nonce: p.nonce,
+            to: p.to,
+            progress: p.progress,
+            required: p.required,
+            started_time: rfc3339(p.started_unix_nanos),
+            complete: p.complete,
+        },
+        None => SealMigrateStatusResponse::default(),
     }
 }
 

@@ -220,6 +220,7 @@ fn event_type(kind: EventKind) -> v1::EventType {
         EventKind::Expiring => v1::EventType::Expiring,
         EventKind::Expired => v1::EventType::Expired,
         EventKind::KeyRotated => v1::EventType::KeyRotated,
+        EventKind::SecurityAlert => v1::EventType::SecurityAlert,
     }
 }
 

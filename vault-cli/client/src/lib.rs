@@ -24,6 +24,7 @@
 mod auth;
 mod error;
 mod secrets;
+pub mod transit;
 mod watch;
 
 use std::{path::Path, sync::Arc, time::Duration};

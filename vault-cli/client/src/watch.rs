@@ -27,6 +27,8 @@ pub enum EventKind {
     Expiring,
     Expired,
     KeyRotated,
+    /// A rule on suspicious access fired for one of the tenant's principals.
+    SecurityAlert,
     /// A kind this library does not know yet.
     Other(i32),
 }
@@ -43,6 +45,7 @@ impl EventKind {
             EventKind::Expiring => "expiring",
             EventKind::Expired => "expired",
             EventKind::KeyRotated => "key_rotated",
+            EventKind::SecurityAlert => "security_alert",
             EventKind::Other(_) => "unknown",
         }
     }
@@ -76,6 +79,7 @@ impl From<v1::WatchEvent> for Event {
             Ok(v1::EventType::Expiring) => EventKind::Expiring,
             Ok(v1::EventType::Expired) => EventKind::Expired,
             Ok(v1::EventType::KeyRotated) => EventKind::KeyRotated,
+            Ok(v1::EventType::SecurityAlert) => EventKind::SecurityAlert,
             _ => EventKind::Other(event.r#type),
         };
         Event {

@@ -27,6 +27,9 @@ pub enum Kind {
     System,
     /// Segments were removed by retention; signed, names the chain position they ended at.
     Prune,
+    /// A rule on suspicious access fired (denials, bulk reads, a new network): the detail
+    /// names the rule, the principal and the counts.
+    Alert,
 }
 
 /// One audit record. Field order is the serialization order; `prev` comes last.

@@ -69,10 +69,13 @@ pub enum EventKind {
     Expired,
     /// The tenant's KEK has a new version.
     KeyRotated,
+    /// A rule on suspicious access fired for a principal of the tenant (the detail says which
+    /// and why; the path is empty).
+    SecurityAlert,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::Deleted,
@@ -81,6 +84,7 @@ impl EventKind {
         EventKind::Expiring,
         EventKind::Expired,
         EventKind::KeyRotated,
+        EventKind::SecurityAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +97,7 @@ impl EventKind {
             EventKind::Expiring => "expiring",
             EventKind::Expired => "expired",
             EventKind::KeyRotated => "key_rotated",
+            EventKind::SecurityAlert => "security_alert",
         }
     }
 
@@ -375,6 +380,25 @@ impl Vault {
         Ok(guard)
     }
 
+    /// Adds a `security_alert` event to the feed of `tenant` (webhooks that subscribe to it
+    /// get it) if `principal_tenant`, the tenant of the token the alert is about, is that
+    /// tenant: nobody can write alerts into another tenant's feed by naming it. `detail` names
+    /// the rule and the principal, never a value. `None`: not the principal's tenant.
+    pub fn record_security_alert(
+        &self,
+        tenant: &TenantName,
+        principal_tenant: TenantId,
+        detail: String,
+    ) -> Result<Option<u64>> {
+        let id = self.tenant_id(tenant)?;
+        if id != principal_tenant {
+            return Ok(None);
+        }
+        let mut event = Event::new(EventKind::SecurityAlert, "", Vec::new(), self.now());
+        event.detail = detail;
+        self.write_event(id, event).map(Some)
+    }
+
     /// Writes one event on its own (a change outside the data store, like a KEK rotation).
     pub(super) fn write_event(&self, tenant: TenantId, event: Event) -> Result<u64> {
         let mut batch = WriteBatch::new();
@@ -602,7 +626,8 @@ impl Changes<'_> {
             }
             last = revision;
             let event: Event = from_json(&value, "a feed event")?;
-            let visible = if event.kind == EventKind::KeyRotated {
+            let visible = if matches!(event.kind, EventKind::KeyRotated | EventKind::SecurityAlert)
+            {
                 key_events
             } else {
                 cursor.filter.matches(&event.path)

@@ -148,7 +148,9 @@ impl Vault {
         self.follow_seal_config()
     }
 
-    fn unsealed_keyring(&self) -> Option<std::sync::Arc<super::Keyring>> {
+    /// The keyring in force, if unsealed; it takes only the state's lock (not the seal
+    /// configuration's, as `keyring()` does), so a holder of that lock may call it.
+    pub(super) fn unsealed_keyring(&self) -> Option<std::sync::Arc<super::Keyring>> {
         match &*read(&self.state) {
             State::Unsealed(keyring) => Some(std::sync::Arc::clone(keyring)),
             State::Sealed { .. } => None,

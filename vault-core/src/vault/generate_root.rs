@@ -158,10 +158,11 @@ impl Seal<'_> {
         // audit log, storage) loses no operator's submission.
         let unseal_key = shamir::combine(&state.submitted)?;
         {
-            // The shares must open the root key in force: a threshold of them, not just any.
+            // The shares must open the root key in force (with an auto seal: match the
+            // recovery key): a threshold of them, not just any.
             let seal_config = read(&self.seal_config);
             let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
-            drop(open_root_key(config, &unseal_key)?);
+            super::rekey::check_combined_key(config, &unseal_key)?;
         }
         drop(unseal_key);
         let token = Token::generate()?;

@@ -47,6 +47,7 @@ use crate::{
 };
 
 const COMMITMENT_DOMAIN: &[u8] = b"vault.share-commitment.v1";
+const RECOVERY_DOMAIN: &[u8] = b"vault.recovery-key.v1";
 
 /// The rekey in progress, collecting current shares (in memory: a restart abandons it).
 pub(super) struct RekeyState {
@@ -65,7 +66,7 @@ pub(super) struct RekeyState {
 /// shares for verification (whose configuration is durable, see [`StagedRekey`]).
 #[derive(Default)]
 pub(super) struct Rekeys {
-    started: Option<RekeyState>,
+    pub(super) started: Option<RekeyState>,
     /// New shares submitted towards verifying the staged rekey (in memory).
     verifying: Vec<UnsealShare>,
 }
@@ -90,6 +91,10 @@ struct StagedRekey {
     /// Who the new shares were encrypted to (public keys), for everyone to check.
     #[serde(default)]
     recipients: Vec<String>,
+    /// With an auto seal the new shares are recovery shares: the check of the new recovery
+    /// key (and `root_key_sealed` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recovery_key_check: Option<String>,
 }
 
 /// What a rekey step reports. `new_shares` is filled once, for the submission that stages it.
@@ -132,11 +137,44 @@ pub enum ShareCheck {
 }
 
 pub(super) fn share_commitment(unseal_key_version: u32, share: &UnsealShare) -> String {
+    versioned_hash(COMMITMENT_DOMAIN, unseal_key_version, share.expose_bytes())
+}
+
+/// The check of an auto-sealed vault's recovery key (what a threshold of recovery shares
+/// combines to) for share version `version`. The recovery key is 32 random bytes, so the hash
+/// cannot be inverted.
+pub(super) fn recovery_check(version: u32, recovery_key: &SecretKey) -> String {
+    versioned_hash(RECOVERY_DOMAIN, version, recovery_key.expose_secret())
+}
+
+/// Hex SHA-256 over a domain tag, a version and `secret`.
+fn versioned_hash(domain: &[u8], version: u32, secret: &[u8]) -> String {
     let mut context = digest::Context::new(&digest::SHA256);
-    context.update(COMMITMENT_DOMAIN);
-    context.update(&unseal_key_version.to_be_bytes());
-    context.update(share.expose_bytes());
+    context.update(domain);
+    context.update(&version.to_be_bytes());
+    context.update(secret);
     hex::encode(context.finish())
+}
+
+/// Whether `key`, combined from a threshold of the current shares, is what they are shares
+/// of: the unseal key (it opens the root key), or with an auto seal the recovery key (its
+/// check matches, in constant time). `UnsealFailed` otherwise.
+pub(super) fn check_combined_key(config: &SealConfig, key: &SecretKey) -> Result<()> {
+    match &config.auto {
+        None => open_root_key(config, key).map(drop),
+        Some(auto) => {
+            let candidate = recovery_check(config.share_version(), key);
+            if bool::from(
+                candidate
+                    .as_bytes()
+                    .ct_eq(auto.recovery_key_check.as_bytes()),
+            ) {
+                Ok(())
+            } else {
+                Err(Error::UnsealFailed)
+            }
+        }
+    }
 }
 
 /// Whether `share` is one of the shares `commitments` were made for (constant time in the
@@ -155,7 +193,7 @@ fn committed(unseal_key_version: u32, commitments: &[String], share: &UnsealShar
 /// A vault from before commitments has none to check against.
 pub(super) fn check_current_share(config: &SealConfig, share: &UnsealShare) -> Result<()> {
     if config.share_commitments.is_empty()
-        || committed(config.unseal_key_version, &config.share_commitments, share)
+        || committed(config.share_version(), &config.share_commitments, share)
     {
         Ok(())
     } else {
@@ -238,7 +276,9 @@ impl Seal<'_> {
         shamir::check_parameters(shares, threshold)?;
         check_recipients(&recipients, shares)?;
         let required = self.current_threshold()?;
+        // The rekey's lock, then the migration's (as seal_migrate_init takes them).
         let mut rekeys = lock(&self.rekey);
+        self.refuse_during_migration()?;
         if let Some(existing) = rekeys.started.as_ref() {
             return Err(Error::FailedPrecondition(format!(
                 "a rekey is in progress (nonce {}); cancel it first",
@@ -323,35 +363,35 @@ impl Seal<'_> {
             return Ok(state.progress(config.threshold));
         }
         let submitted = std::mem::take(&mut state.submitted);
-        let unseal_key = shamir::combine(&submitted);
+        let combined = shamir::combine(&submitted);
         drop(submitted);
-        let root = open_root_key(config, &unseal_key?)?;
-
-        let new_version = config
-            .unseal_key_version
-            .checked_add(1)
-            .ok_or_else(|| Error::FailedPrecondition("no unseal key versions left".into()))?;
-        let new_unseal = SecretKey::generate()?;
-        let root_sealed = crypto::seal(
-            &new_unseal,
-            KeyRef {
-                kind: KeyKind::Unseal,
-                version: new_version,
-            },
-            &root_key_context(),
-            root.expose_secret(),
-        )?;
-        drop(root);
-        let split = shamir::split(&new_unseal, state.shares, state.threshold)?;
-        drop(new_unseal);
+        let combined = combined?;
+        let new_version = config.next_version()?;
+        // The new unseal key, or with an auto seal the new recovery key.
+        let new_key = SecretKey::generate()?;
+        let (root_sealed, recovery_key_check) = if config.auto.is_some() {
+            check_combined_key(config, &combined)?;
+            (Vec::new(), Some(recovery_check(new_version, &new_key)))
+        } else {
+            let root = open_root_key(config, &combined)?;
+            let sealed = seal_root_key(&new_key, new_version, &root)?;
+            (sealed, None)
+        };
+        drop(combined);
+        let split = shamir::split(&new_key, state.shares, state.threshold)?;
+        drop(new_key);
         let staged = StagedRekey {
             nonce: new_nonce()?,
             shares: state.shares,
             threshold: state.threshold,
             rotate_root: state.rotate_root,
-            replaces_unseal_key_version: config.unseal_key_version,
+            replaces_unseal_key_version: config.share_version(),
             unseal_key_version: new_version,
-            root_key_sealed: STANDARD.encode(&root_sealed),
+            root_key_sealed: if root_sealed.is_empty() {
+                String::new()
+            } else {
+                STANDARD.encode(&root_sealed)
+            },
             share_commitments: split
                 .iter()
                 .map(|share| share_commitment(new_version, share))
@@ -359,6 +399,7 @@ impl Seal<'_> {
             started_unix_nanos: state.started_unix_nanos,
             staged_unix_nanos: self.now(),
             recipients: state.recipients.iter().map(ToString::to_string).collect(),
+            recovery_key_check,
         };
         let new_shares = hand_out(split, &state.recipients)?;
         let mut batch = WriteBatch::new();
@@ -376,6 +417,10 @@ impl Seal<'_> {
     /// verification nonce). The submission that reaches the new threshold commits the rekey:
     /// from then on only the new shares unseal.
     pub fn rekey_verify(&self, nonce: &str, share: UnsealShare) -> Result<RekeyProgress> {
+        // A recovery rekey that rotates the root key needs a new unseal key wrapped by the
+        // auto seal: wrapped (and checked) here, before the seal lock is taken, since the seal
+        // may be another vault far away.
+        let prewrapped = self.prewrap_for_rotation()?;
         let mut seal_config = write(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
         let mut rekeys = lock(&self.rekey);
@@ -388,7 +433,9 @@ impl Seal<'_> {
                 "does not match the rekey waiting for verification (see vault-cli rekey status)",
             ));
         }
-        if staged.replaces_unseal_key_version != config.unseal_key_version {
+        if staged.replaces_unseal_key_version != config.share_version()
+            || staged.recovery_key_check.is_some() != config.auto.is_some()
+        {
             return Err(Error::FailedPrecondition(
                 "the staged rekey was made for an earlier share set; cancel it and start again"
                     .into(),
@@ -406,6 +453,14 @@ impl Seal<'_> {
         let new_unseal = shamir::combine(&submitted);
         drop(submitted);
         let new_unseal = new_unseal?;
+        if let (Some(auto), Some(check)) = (&config.auto, &staged.recovery_key_check) {
+            let new_config =
+                self.commit_recovery_rekey(config, auto, &staged, check, new_unseal, prewrapped)?;
+            *seal_config = Some(new_config);
+            let mut progress = staged.progress(staged.threshold, staged.threshold);
+            progress.complete = true;
+            return Ok(progress);
+        }
         let staged_config = SealConfig {
             shares: staged.shares,
             threshold: staged.threshold,
@@ -414,6 +469,8 @@ impl Seal<'_> {
             root_key_sealed: staged.root_key_sealed.clone(),
             created_unix_nanos: config.created_unix_nanos,
             share_commitments: staged.share_commitments.clone(),
+            share_version: None,
+            auto: None,
         };
         let root = open_root_key(&staged_config, &new_unseal)?;
         // The staged root key must be the one in force: it opens the token hashing key.
@@ -425,15 +482,7 @@ impl Seal<'_> {
         let new_config = if let Some(changes) = &changes {
             let (new_root, version) =
                 self.rotate_root_into(changes, &root, config.root_key_version, &mut batch)?;
-            let sealed = crypto::seal(
-                &new_unseal,
-                KeyRef {
-                    kind: KeyKind::Unseal,
-                    version: staged.unseal_key_version,
-                },
-                &root_key_context(),
-                new_root.expose_secret(),
-            )?;
+            let sealed = seal_root_key(&new_unseal, staged.unseal_key_version, &new_root)?;
             (
                 SealConfig {
                     root_key_version: version,
@@ -485,12 +534,114 @@ impl Seal<'_> {
             return Ok(ShareCheck::Unknown);
         }
         Ok(
-            if committed(config.unseal_key_version, &config.share_commitments, share) {
+            if committed(config.share_version(), &config.share_commitments, share) {
                 ShareCheck::Current
             } else {
                 ShareCheck::NotCurrent
             },
         )
+    }
+
+    /// With an auto seal and a staged rekey that rotates the root key: a new unseal key and
+    /// its wrap (checked by unwrapping it), for the version the rekey commits. Takes no lock
+    /// across the call to the seal.
+    fn prewrap_for_rotation(&self) -> Result<Option<(SecretKey, String)>> {
+        let Some(staged) = self.staged_rekey()? else {
+            return Ok(None);
+        };
+        if !staged.rotate_root || staged.recovery_key_check.is_none() {
+            return Ok(None);
+        }
+        let seal = {
+            let seal_config = read(&self.seal_config);
+            let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+            Arc::clone(self.matching_auto_seal(config)?.0)
+        };
+        let unseal_key = SecretKey::generate()?;
+        let wrapped =
+            crate::autoseal::wrap_checked(seal.as_ref(), &unseal_key, staged.unseal_key_version)?;
+        Ok(Some((unseal_key, wrapped)))
+    }
+
+    /// Commits a verified rekey of an auto-sealed vault's recovery shares (`recovery_key`, the
+    /// new recovery key, must match the staged check). With root rotation the vault must be
+    /// unsealed: the new root key is sealed under `prewrapped`, a new unseal key already wrapped
+    /// by the auto seal for the staged version.
+    fn commit_recovery_rekey(
+        &self,
+        config: &SealConfig,
+        auto: &AutoSealRecord,
+        staged: &StagedRekey,
+        check: &str,
+        recovery_key: SecretKey,
+        prewrapped: Option<(SecretKey, String)>,
+    ) -> Result<SealConfig> {
+        let candidate = recovery_check(staged.unseal_key_version, &recovery_key);
+        drop(recovery_key);
+        if !bool::from(candidate.as_bytes().ct_eq(check.as_bytes())) {
+            return Err(Error::UnsealFailed);
+        }
+        let mut new_config = SealConfig {
+            shares: staged.shares,
+            threshold: staged.threshold,
+            unseal_key_version: config.unseal_key_version,
+            root_key_version: config.root_key_version,
+            root_key_sealed: config.root_key_sealed.clone(),
+            created_unix_nanos: config.created_unix_nanos,
+            share_commitments: staged.share_commitments.clone(),
+            share_version: Some(staged.unseal_key_version),
+            auto: Some(AutoSealRecord {
+                recovery_key_check: check.to_owned(),
+                ..auto.clone()
+            }),
+        };
+        let mut batch = WriteBatch::new();
+        let changes = staged.rotate_root.then(|| self.hold_key_changes());
+        let mut rotated = None;
+        if let Some(changes) = &changes {
+            let Some((unseal_key, wrapped)) = prewrapped else {
+                return Err(Error::FailedPrecondition(
+                    "the staged rekey changed during its verification; submit the share again"
+                        .into(),
+                ));
+            };
+            // The seal configuration's lock is held: not `keyring()`, which takes it again.
+            let keyring = self.unsealed_keyring().ok_or(Error::Sealed)?;
+            if keyring.root_version != config.root_key_version {
+                return Err(Error::FailedPrecondition(
+                    "this node holds an older root key than the one in force; unseal it again first"
+                        .into(),
+                ));
+            }
+            let (new_root, version) =
+                self.rotate_root_into(changes, &keyring.root, config.root_key_version, &mut batch)?;
+            let sealed = seal_root_key(&unseal_key, staged.unseal_key_version, &new_root)?;
+            drop(unseal_key);
+            new_config.unseal_key_version = staged.unseal_key_version;
+            new_config.root_key_version = version;
+            new_config.root_key_sealed = STANDARD.encode(&sealed);
+            if let Some(record) = &mut new_config.auto {
+                record.wrapped_unseal_key = wrapped;
+            }
+            rotated = Some(new_root);
+        }
+        batch
+            .put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?)
+            .delete(Space::Config, SEAL_STAGED_KEY);
+        self.keys.write(batch)?;
+        if let Err(error) = self.keys.compact() {
+            tracing::warn!(%error, "key store compaction after a rekey failed; retried at the next one");
+        }
+        if let Some(root) = rotated {
+            self.install_rotated_root(new_config.root_key_version, root);
+        }
+        drop(changes);
+        Ok(new_config)
+    }
+
+    /// Whether a rekey waits for verification.
+    pub(super) fn rekey_staged(&self) -> Result<bool> {
+        Ok(self.staged_rekey()?.is_some())
     }
 
     fn staged_rekey(&self) -> Result<Option<StagedRekey>> {

@@ -141,7 +141,8 @@ fn init_unseal_threshold_and_progress() {
             sealed: true,
             threshold: 0,
             shares: 0,
-            progress: 0
+            progress: 0,
+            seal_type: "shamir".into(),
         }
     );
     let output = fixture
@@ -163,7 +164,8 @@ fn init_unseal_threshold_and_progress() {
             sealed: true,
             threshold: 3,
             shares: 5,
-            progress: 2
+            progress: 2,
+            seal_type: "shamir".into(),
         }
     );
     // A repeated share does not count twice.
@@ -1585,4 +1587,99 @@ mod access {
             Err(Error::Denied { .. })
         ));
     }
+}
+
+/// With an auto seal: init unseals, the shares are recovery shares that unseal nothing, a
+/// rekey with root rotation replaces them and re-wraps the new root key's unseal key, and the
+/// vault unseals itself again after a restart with the seal (and not without it).
+#[test]
+fn an_auto_sealed_vault_rekeys_its_recovery_shares_with_root_rotation_and_unseals_itself() {
+    use crate::autoseal::{AutoSeal, FileSeal};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("seal.key");
+    std::fs::write(&key_file, "11".repeat(32)).expect("key file");
+    let seal: Arc<dyn AutoSeal> = Arc::new(FileSeal::from_file(&key_file).expect("seal"));
+    let fixture = Fixture::new();
+    let vault = fixture.restart().with_auto_seal(Arc::clone(&seal));
+    let output = vault
+        .seal()
+        .init(3, 2, InitRecipients::default())
+        .expect("init");
+    assert_eq!(output.seal_type, "danger-file");
+    let status = vault.seal().status();
+    assert!(!status.sealed, "init unseals with an auto seal");
+    let caller = vault.authenticate(root_of(&output)).expect("root");
+    let acme = tenant("acme");
+    vault
+        .tenants()
+        .create_tenant(&caller, &acme, TenantSettings::default())
+        .expect("tenant");
+    vault
+        .secrets()
+        .put(
+            &caller,
+            &acme,
+            &path("db/primary"),
+            data(&[("password", "p1")]),
+        )
+        .expect("put");
+    let shares = share_texts(&output);
+    let share = |text: &String| UnsealShare::parse(text).expect("share");
+
+    let started = vault
+        .seal()
+        .rekey_init(&caller, 2, 2, true, Vec::new())
+        .expect("rekey init");
+    vault
+        .seal()
+        .rekey_submit(&started.nonce, share(&shares[0]))
+        .expect("first");
+    let staged = vault
+        .seal()
+        .rekey_submit(&started.nonce, share(&shares[2]))
+        .expect("second");
+    let new = plain_shares(&staged.new_shares);
+    for fresh in &new {
+        vault
+            .seal()
+            .rekey_verify(&staged.verification_nonce, share(fresh))
+            .expect("verify");
+    }
+    let root_status = vault
+        .keks()
+        .key_status(&caller, None)
+        .expect("status")
+        .root
+        .expect("root");
+    assert_eq!(root_status.version, 2);
+    assert_eq!(
+        vault
+            .seal()
+            .verify_share(&share(&shares[0]))
+            .expect("check"),
+        ShareCheck::NotCurrent
+    );
+    assert_eq!(
+        vault.seal().verify_share(&share(&new[0])).expect("check"),
+        ShareCheck::Current
+    );
+
+    let again = fixture.restart().with_auto_seal(Arc::clone(&seal));
+    assert!(!again.seal().unseal_auto().expect("auto unseal").sealed);
+    let caller = again.authenticate(root_of(&output)).expect("root");
+    let read = again
+        .secrets()
+        .get(&caller, &acme, &path("db/primary"), 0)
+        .expect("get");
+    assert_eq!(fields(&read), [("password".to_owned(), "p1".to_owned())]);
+    let without = fixture.restart();
+    assert!(matches!(
+        without.seal().unseal_auto(),
+        Err(Error::FailedPrecondition(_))
+    ));
+    // Without the seal, recovery shares open nothing either.
+    assert!(matches!(
+        without.seal().unseal(share(&new[0])),
+        Err(Error::FailedPrecondition(_))
+    ));
 }

@@ -95,9 +95,15 @@ fn seal_status_body(
     shares: u32,
     progress: u32,
     storage: &str,
+    seal_type: &str,
 ) -> Value {
+    let seal_type = if seal_type.is_empty() {
+        "shamir"
+    } else {
+        seal_type
+    };
     json!({
-        "type": "shamir",
+        "type": seal_type,
         "initialized": initialized,
         "sealed": sealed,
         "t": threshold,
@@ -109,7 +115,7 @@ fn seal_status_body(
         "migration": false,
         "cluster_name": "vault",
         "cluster_id": "",
-        "recovery_seal": false,
+        "recovery_seal": seal_type != "shamir",
         "storage_type": storage,
     })
 }
@@ -127,6 +133,7 @@ pub(crate) async fn seal_status(gateway: &Gateway, incoming: &Incoming) -> Resul
             s.shares,
             s.progress,
             &s.storage,
+            &s.seal_type,
         ),
     ))
 }
@@ -147,10 +154,20 @@ pub(crate) async fn init(gateway: &Gateway, incoming: &Incoming) -> Result<Answe
     let pgp = "shares are encrypted to age recipients here: use vault-cli init --share-recipient";
     params.unsupported("pgp_keys", pgp)?;
     params.unsupported("root_token_pgp_key", pgp)?;
-    params.unsupported("recovery_shares", "there is no recovery seal")?;
+    params.unsupported("recovery_pgp_keys", pgp)?;
+    // With an auto seal, Vault's clients ask for recovery shares by these names (and send
+    // them as 0 to a Shamir vault).
+    let shares = match params.u32("recovery_shares")? {
+        Some(shares) if shares > 0 => Some(shares),
+        _ => params.u32("secret_shares")?,
+    };
+    let threshold = match params.u32("recovery_threshold")? {
+        Some(threshold) if threshold > 0 => Some(threshold),
+        _ => params.u32("secret_threshold")?,
+    };
     let request = v1::InitRequest {
-        shares: params.u32("secret_shares")?.unwrap_or(0),
-        threshold: params.u32("secret_threshold")?.unwrap_or(0),
+        shares: shares.unwrap_or(0),
+        threshold: threshold.unwrap_or(0),
         ..Default::default()
     };
     let called = gateway
@@ -167,15 +184,22 @@ pub(crate) async fn init(gateway: &Gateway, incoming: &Incoming) -> Result<Answe
             Err(_) => share.clone(),
         })
         .collect();
-    Ok(Answer::raw(
-        &called.request_id,
-        StatusCode::OK,
+    let body = if m.seal_type.is_empty() || m.seal_type == "shamir" {
         json!({
             "keys": hex,
             "keys_base64": m.shares,
             "root_token": m.root_token,
-        }),
-    ))
+        })
+    } else {
+        json!({
+            "keys": [],
+            "keys_base64": [],
+            "recovery_keys": hex,
+            "recovery_keys_base64": m.shares,
+            "root_token": m.root_token,
+        })
+    };
+    Ok(Answer::raw(&called.request_id, StatusCode::OK, body))
 }
 
 /// `PUT sys/unseal`: `key` (one share) or `reset: true`.
@@ -214,6 +238,8 @@ pub(crate) async fn unseal(gateway: &Gateway, incoming: &Incoming) -> Result<Ans
             m.shares,
             m.progress,
             gateway.shared.vault.storage_kind(),
+            // Only a Shamir-sealed vault takes shares.
+            "shamir",
         ),
     ))
 }
