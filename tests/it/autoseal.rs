@@ -276,13 +276,16 @@ fn a_transit_sealed_vault_unseals_itself_and_waits_for_its_provider() {
     // shares asks for it, as with Vault; a share that is not one of them counts for nothing.
     server.cli(Some(&root), &["seal"]).ok();
     assert_eq!(status(&server)["sealed"], true);
+    let first = submit_all(&server, &["unseal"], &shares[1..2]);
+    assert_eq!(first["progress"], 1, "{first}");
     let stranger = server.cli_with_stdin(
         None,
         &["unseal"],
         Some(b"AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh"),
     );
     assert_ne!(stranger.code, 0, "{}", stranger.stdout);
-    let unsealed = submit_all(&server, &["unseal"], &shares[1..]);
+    assert_eq!(status(&server)["progress"], 1, "the stranger wiped nothing");
+    let unsealed = submit_all(&server, &["unseal"], &shares[2..]);
     assert_eq!(unsealed["sealed"], false, "{unsealed}");
     // The provider audited the wrap, by the seal's token.
     assert!(
@@ -558,7 +561,13 @@ fn seal_migrate_moves_a_vault_from_shamir_to_the_auto_seal_and_back() {
     assert_eq!(seal_type, "shamir");
     server.terminate();
     let server = TestServer::start(&data, &seal_args);
-    assert_eq!(status(&server)["seal_type"], "shamir");
+    let before = status(&server);
+    assert_eq!(before["seal_type"], "shamir");
+    assert_eq!(before["sealed"], true);
+    assert_eq!(
+        before["seal_error"], "",
+        "a Shamir vault is not the seal's to open"
+    );
     let unsealed = submit_all(&server, &["unseal"], &shares[..2]);
     assert_eq!(unsealed["sealed"], false);
     seed_secret(&server, &root);

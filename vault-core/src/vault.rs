@@ -1011,9 +1011,20 @@ impl Seal<'_> {
         Ok(self.status())
     }
 
-    /// With an auto seal: unwraps the unseal key with it and unseals. An unsealed vault stays
-    /// as it is. The seal is asked without any lock held (it may be another vault, far away).
+    /// With an auto seal: unwraps the unseal key with it and unseals (asked for by operators:
+    /// a threshold of recovery shares, or a backup's verification). An unsealed vault stays as
+    /// it is. The seal is asked without any lock held (it may be another vault, far away).
     pub fn unseal_auto(&self) -> Result<SealStatus> {
+        self.unseal_with_seal(false)
+    }
+
+    /// The server's own auto unseal: as [`Seal::unseal_auto`], but a vault an operator sealed
+    /// stays sealed (checked again once the seal answered, under the state's lock).
+    pub fn auto_unseal_if_due(&self) -> Result<SealStatus> {
+        self.unseal_with_seal(true)
+    }
+
+    fn unseal_with_seal(&self, automatic: bool) -> Result<SealStatus> {
         self.refresh_seal_config();
         let (seal, version, wrapped) = {
             let seal_config = read(&self.seal_config);
@@ -1033,7 +1044,11 @@ impl Seal<'_> {
         let seal_config = read(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
         let mut state = write(&self.state);
-        if !matches!(&*state, State::Sealed { .. }) {
+        let sealed_by_request = automatic
+            && self
+                .sealed_by_request
+                .load(std::sync::atomic::Ordering::Acquire);
+        if sealed_by_request || !matches!(&*state, State::Sealed { .. }) {
             drop(state);
             drop(seal_config);
             return Ok(self.status());
@@ -1228,11 +1243,15 @@ impl Seal<'_> {
     /// Drops every key held in memory. Calls already in flight finish with the keys they hold.
     pub fn seal(&self, caller: &Caller) -> Result<()> {
         self.require_system_op(caller, SystemOp::Seal)?;
-        *write(&self.state) = State::Sealed {
-            progress: Vec::new(),
-        };
-        self.sealed_by_request
-            .store(true, std::sync::atomic::Ordering::Release);
+        {
+            // The flag is set under the state's lock, where the auto unseal checks it.
+            let mut state = write(&self.state);
+            *state = State::Sealed {
+                progress: Vec::new(),
+            };
+            self.sealed_by_request
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         // A seal migration's shares are keys too.
         lock(&self.seal_migration).take();
         // Shares submitted to a generate-root attempt are keys too.

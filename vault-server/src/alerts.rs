@@ -37,8 +37,13 @@ use vault_core::{
 
 /// The sliding window of every rule.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Principals tracked per rule; past it the least recently seen is forgotten.
+/// Tokens, and networks of callers without a valid token, tracked (each apart: strangers
+/// cannot push tokens out); past it an arbitrary one is forgotten.
 const MAX_PRINCIPALS: usize = 10_000;
+/// Tokens whose distinct reads are counted at once (each holds up to the limit and one hash).
+const MAX_READERS: usize = 1_000;
+/// The largest `--alert-distinct-reads-per-minute` (what bounds a reader's entries).
+pub const MAX_DISTINCT_READS: u32 = 1_000;
 /// Networks remembered per token.
 const MAX_NETWORKS: usize = 16;
 /// Alerts kept for `vault-cli alerts list`.
@@ -75,12 +80,14 @@ pub struct Alert {
 /// Per-principal entries with the time each principal was last seen.
 struct Tracker<T> {
     entries: HashMap<String, (Instant, T)>,
+    max: usize,
 }
 
 impl<T: Default> Tracker<T> {
-    fn new() -> Self {
+    fn new(max: usize) -> Self {
         Tracker {
             entries: HashMap::new(),
+            max,
         }
     }
 
@@ -89,7 +96,7 @@ impl<T: Default> Tracker<T> {
     /// of them under the lock every call takes).
     fn entry(&mut self, principal: &str, now: Instant) -> &mut T {
         if !self.entries.contains_key(principal)
-            && self.entries.len() >= MAX_PRINCIPALS
+            && self.entries.len() >= self.max
             && let Some(victim) = self.entries.keys().next().cloned()
         {
             self.entries.remove(&victim);
@@ -107,9 +114,6 @@ impl<T: Default> Tracker<T> {
 struct Seen {
     /// When each denial happened (at most the limit and one).
     denials: VecDeque<Instant>,
-    /// Distinct secrets read in the window, with when each was last read (at most the limit
-    /// and one).
-    reads: HashMap<String, Instant>,
     /// Networks the token called from.
     networks: Vec<String>,
     /// When each rule last fired for the principal.
@@ -117,7 +121,13 @@ struct Seen {
 }
 
 struct State {
-    principals: Tracker<Seen>,
+    /// Tokens (by accessor).
+    tokens: Tracker<Seen>,
+    /// Callers without a valid token (by network).
+    strangers: Tracker<Seen>,
+    /// Each token's distinct secrets read in the window (hashes of tenant and path), with when
+    /// each was last read: at most the limit and one.
+    readers: Tracker<HashMap<u64, Instant>>,
     recent: VecDeque<Alert>,
 }
 
@@ -137,7 +147,9 @@ pub fn install(rules: AlertRules, vault: Arc<Vault>, audit: Option<Arc<AuditLog>
     let _ = ALERTS.set(Alerts {
         rules,
         state: Mutex::new(State {
-            principals: Tracker::new(),
+            tokens: Tracker::new(MAX_PRINCIPALS),
+            strangers: Tracker::new(MAX_PRINCIPALS),
+            readers: Tracker::new(MAX_READERS),
             recent: VecDeque::new(),
         }),
         vault,
@@ -146,9 +158,9 @@ pub fn install(rules: AlertRules, vault: Arc<Vault>, audit: Option<Arc<AuditLog>
     });
 }
 
-/// The engine, once installed.
+/// The engine, once installed with at least one rule.
 pub fn alerts() -> Option<&'static Alerts> {
-    ALERTS.get()
+    ALERTS.get().filter(|alerts| alerts.rules.any())
 }
 
 /// What one call's outcome tells the rules.
@@ -178,6 +190,14 @@ fn network_of(ip: IpAddr) -> String {
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
+}
+
+/// What identifies a secret among a token's reads (a hash, not the path: 8 bytes each).
+fn secret_hash(tenant: &str, path: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (tenant, path).hash(&mut hasher);
+    hasher.finish()
 }
 
 fn prune_times(times: &mut VecDeque<Instant>, now: Instant) {
@@ -223,7 +243,17 @@ impl Alerts {
                     None => return,
                 }
             };
-            let seen = state.principals.entry(&principal, now);
+            let State {
+                tokens,
+                strangers,
+                readers,
+                recent,
+            } = &mut *state;
+            let seen = if authenticated {
+                tokens.entry(&principal, now)
+            } else {
+                strangers.entry(&principal, now)
+            };
             let mut fire = |seen: &mut Seen, rule: &'static str, detail: String| {
                 let recently = seen
                     .fired
@@ -255,15 +285,15 @@ impl Alerts {
             }
             let limit = self.rules.distinct_reads_per_minute;
             if counts_read {
-                seen.reads
-                    .insert(format!("{}/{}", call.tenant, call.path), now);
-                if seen.reads.len() > limit as usize {
+                let reads = readers.entry(&principal, now);
+                reads.insert(secret_hash(call.tenant, call.path), now);
+                if reads.len() > limit as usize {
                     // Over the limit: forget what left the window (a scan only then).
-                    seen.reads.retain(|_, at| now.duration_since(*at) < WINDOW);
+                    reads.retain(|_, at| now.duration_since(*at) < WINDOW);
                 }
-                if seen.reads.len() > limit as usize {
+                if reads.len() > limit as usize {
                     // Counted from zero again: the map never holds more than the limit and one.
-                    seen.reads.clear();
+                    reads.clear();
                     fire(
                         seen,
                         "bulk_reads",
@@ -300,10 +330,10 @@ impl Alerts {
                     source: call.source.to_owned(),
                     detail: detail.clone(),
                 };
-                if state.recent.len() >= MAX_RECENT {
-                    state.recent.pop_front();
+                if recent.len() >= MAX_RECENT {
+                    recent.pop_front();
                 }
-                state.recent.push_back(alert);
+                recent.push_back(alert);
             }
         }
         for (rule, detail) in fired {
@@ -387,7 +417,7 @@ mod tests {
 
     #[test]
     fn a_full_tracker_stays_at_its_bound() {
-        let mut tracker: Tracker<u32> = Tracker::new();
+        let mut tracker: Tracker<u32> = Tracker::new(MAX_PRINCIPALS);
         let start = Instant::now();
         for i in 0..MAX_PRINCIPALS + 10 {
             *tracker.entry(&format!("p{i}"), start) = 1;

@@ -151,6 +151,10 @@ impl System for Handlers {
             })
             .out()
             .await?;
+        if !unsealed.sealed {
+            // An earlier failure of the auto seal is no longer why the vault is sealed.
+            self.shared.set_seal_error(String::new());
+        }
         self.shared.health.refresh(&self.shared.vault).await;
         Ok(tonic::Response::new(unseal_response(unsealed)))
     }

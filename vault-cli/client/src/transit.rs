@@ -27,6 +27,28 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// renewed).
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
+/// Whether `url` is http:// to a loopback address (no user part, which could hide another
+/// host after an `@`).
+pub fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<tonic::codegen::http::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    if uri.scheme_str() != Some("http") || authority.as_str().contains('@') {
+        return false;
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Where the transit seal's key is and how to reach it.
 pub struct TransitSettings {
     /// `https://other-vault:8200` (plaintext `http://` only on loopback, as the server allows).
@@ -48,6 +70,8 @@ enum Op {
 
 struct Job {
     op: Op,
+    /// When the caller stops waiting: a job still queued then is dropped, not run.
+    deadline: std::time::Instant,
     reply: std::sync::mpsc::SyncSender<Result<Zeroizing<Vec<u8>>, String>>,
 }
 
@@ -70,6 +94,13 @@ impl TransitSeal {
             if value.trim().is_empty() {
                 return Err(format!("--seal transit needs {flag}"));
             }
+        }
+        if !settings.addr.starts_with("https://") && !is_loopback_url(&settings.addr) {
+            return Err(format!(
+                "--seal-addr {}: the transit seal talks TLS (https://) except on loopback, so \
+                 that neither its token nor the unseal key crosses a network in the clear",
+                settings.addr
+            ));
         }
         let token = Zeroizing::new(std::fs::read_to_string(&settings.token_file).map_err(|e| {
             format!(
@@ -127,8 +158,13 @@ impl TransitSeal {
 
     fn ask(&self, op: Op) -> Result<Zeroizing<Vec<u8>>, CoreError> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT * 2;
         self.jobs
-            .try_send(Job { op, reply })
+            .try_send(Job {
+                op,
+                reply,
+                deadline,
+            })
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => {
                     self.unavailable("too many calls waiting for it")
@@ -201,6 +237,10 @@ impl Worker {
             let Some(job) = job else {
                 return;
             };
+            if std::time::Instant::now() >= job.deadline {
+                let _ = job.reply.send(Err("its caller stopped waiting".into()));
+                continue;
+            }
             let answer = match tokio::time::timeout(CALL_TIMEOUT, self.call(job.op)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
@@ -282,4 +322,28 @@ fn context(version: u32) -> HashMap<String, String> {
         ("vault-seal".to_owned(), "unseal-key".to_owned()),
         ("version".to_owned(), version.to_string()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_addresses_pass_as_plaintext_seal_addresses() {
+        for url in [
+            "http://127.0.0.1:8200",
+            "http://localhost:8200",
+            "http://[::1]:8200",
+        ] {
+            assert!(super::is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://localhost:8200@evil.example/",
+            "http://evil.example:8200",
+            "http://10.0.0.1:8200",
+            "https://127.0.0.1:8200",
+            "http://localhost.evil.example:8200",
+            "not a url",
+        ] {
+            assert!(!super::is_loopback_url(url), "{url}");
+        }
+    }
 }

@@ -97,6 +97,15 @@ struct StagedRekey {
     recovery_key_check: Option<String>,
 }
 
+/// A new unseal key already wrapped by the auto seal, for the staged rekey `nonce` of
+/// `version` (a root rotation of an auto-sealed vault).
+struct Prewrapped {
+    unseal_key: SecretKey,
+    wrapped: String,
+    version: u32,
+    nonce: String,
+}
+
 /// What a rekey step reports. `new_shares` is filled once, for the submission that stages it.
 pub struct RekeyProgress {
     pub nonce: String,
@@ -420,7 +429,7 @@ impl Seal<'_> {
         // A recovery rekey that rotates the root key needs a new unseal key wrapped by the
         // auto seal: wrapped (and checked) here, before the seal lock is taken, since the seal
         // may be another vault far away.
-        let prewrapped = self.prewrap_for_rotation()?;
+        let prewrapped = self.prewrap_for_rotation(nonce, &share)?;
         let mut seal_config = write(&self.seal_config);
         let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
         let mut rekeys = lock(&self.rekey);
@@ -457,6 +466,10 @@ impl Seal<'_> {
             let new_config =
                 self.commit_recovery_rekey(config, auto, &staged, check, new_unseal, prewrapped)?;
             *seal_config = Some(new_config);
+            // Shares entered towards an unseal belong to the old set now.
+            if let State::Sealed { progress } = &mut *write(&self.state) {
+                progress.clear();
+            }
             let mut progress = staged.progress(staged.threshold, staged.threshold);
             progress.complete = true;
             return Ok(progress);
@@ -545,12 +558,30 @@ impl Seal<'_> {
     /// With an auto seal and a staged rekey that rotates the root key: a new unseal key and
     /// its wrap (checked by unwrapping it), for the version the rekey commits. Takes no lock
     /// across the call to the seal.
-    fn prewrap_for_rotation(&self) -> Result<Option<(SecretKey, String)>> {
+    /// Only for the submission that completes the threshold (a share of the staged set, with
+    /// its nonce, on an unsealed vault): nobody can make the vault call its seal at will.
+    fn prewrap_for_rotation(&self, nonce: &str, share: &UnsealShare) -> Result<Option<Prewrapped>> {
         let Some(staged) = self.staged_rekey()? else {
             return Ok(None);
         };
-        if !staged.rotate_root || staged.recovery_key_check.is_none() {
+        if !staged.rotate_root
+            || staged.recovery_key_check.is_none()
+            || !nonce_matches(&staged.nonce, nonce)
+            || !committed(staged.unseal_key_version, &staged.share_commitments, share)
+            || self.unsealed_keyring().is_none()
+        {
             return Ok(None);
+        }
+        {
+            let rekeys = lock(&self.rekey);
+            let counted = rekeys
+                .verifying
+                .iter()
+                .any(|s| s.identifier() == share.identifier());
+            let would_have = rekeys.verifying.len() + usize::from(!counted);
+            if (would_have as u32) < staged.threshold {
+                return Ok(None);
+            }
         }
         let seal = {
             let seal_config = read(&self.seal_config);
@@ -560,7 +591,12 @@ impl Seal<'_> {
         let unseal_key = SecretKey::generate()?;
         let wrapped =
             crate::autoseal::wrap_checked(seal.as_ref(), &unseal_key, staged.unseal_key_version)?;
-        Ok(Some((unseal_key, wrapped)))
+        Ok(Some(Prewrapped {
+            unseal_key,
+            wrapped,
+            version: staged.unseal_key_version,
+            nonce: staged.nonce,
+        }))
     }
 
     /// Commits a verified rekey of an auto-sealed vault's recovery shares (`recovery_key`, the
@@ -574,7 +610,7 @@ impl Seal<'_> {
         staged: &StagedRekey,
         check: &str,
         recovery_key: SecretKey,
-        prewrapped: Option<(SecretKey, String)>,
+        prewrapped: Option<Prewrapped>,
     ) -> Result<SealConfig> {
         let candidate = recovery_check(staged.unseal_key_version, &recovery_key);
         drop(recovery_key);
@@ -599,7 +635,13 @@ impl Seal<'_> {
         let changes = staged.rotate_root.then(|| self.hold_key_changes());
         let mut rotated = None;
         if let Some(changes) = &changes {
-            let Some((unseal_key, wrapped)) = prewrapped else {
+            let Some(Prewrapped {
+                unseal_key,
+                wrapped,
+                ..
+            }) = prewrapped
+                .filter(|p| p.version == staged.unseal_key_version && p.nonce == staged.nonce)
+            else {
                 return Err(Error::FailedPrecondition(
                     "the staged rekey changed during its verification; submit the share again"
                         .into(),

@@ -45,6 +45,9 @@ pub(super) struct Migration {
     to: String,
     started_unix_nanos: i64,
     submitted: Vec<UnsealShare>,
+    /// A submission reached the threshold and is committing: further submissions and cancels
+    /// are refused until it ends (a failure clears it).
+    committing: bool,
 }
 
 /// What seal-migrate reports.
@@ -123,9 +126,44 @@ impl Seal<'_> {
             };
             (config.threshold, to)
         };
-        // The rekey's lock, then the migration's, in this order wherever both are taken, so
-        // that a rekey and a migration cannot both start.
+        // Lock order: the seal configuration, then the rekey's lock, then the migration's
+        // (innermost); none is held across the audit write below.
+        let nonce = new_nonce()?;
+        self.check_migration_can_start()?;
+        if let Some(audit) = &self.audit {
+            let mut entry = crate::audit::writer::system_entry(format!(
+                "seal migration {nonce} to {to} requested"
+            ));
+            entry.method = "seal-migrate".into();
+            audit.append(entry).map_err(|_| Error::AuditUnavailable)?;
+        }
+        let _rekeys = lock(&self.rekey);
+        self.check_migration_can_start_held(&_rekeys)?;
+        let mut migration = lock(&self.seal_migration);
+        self.expire_migration(&mut migration);
+        if let Some(existing) = migration.as_ref() {
+            return Err(self.migration_in_progress(existing));
+        }
+        let state = Migration {
+            nonce,
+            target,
+            to,
+            started_unix_nanos: self.now(),
+            submitted: vec![share],
+            committing: false,
+        };
+        let progress = state.progress(required);
+        *migration = Some(state);
+        Ok(progress)
+    }
+
+    /// Refuses to start a migration while a rekey or another migration is in progress.
+    fn check_migration_can_start(&self) -> Result<()> {
         let rekeys = lock(&self.rekey);
+        self.check_migration_can_start_held(&rekeys)
+    }
+
+    fn check_migration_can_start_held(&self, rekeys: &super::rekey::Rekeys) -> Result<()> {
         if rekeys.started.is_some() || self.rekey_staged()? {
             return Err(Error::FailedPrecondition(
                 "a rekey is in progress or waits for verification; finish or cancel it first"
@@ -134,41 +172,29 @@ impl Seal<'_> {
         }
         let mut migration = lock(&self.seal_migration);
         self.expire_migration(&mut migration);
-        if let Some(existing) = migration.as_ref() {
-            return Err(Error::FailedPrecondition(format!(
-                "a seal migration to {} is in progress (nonce {}); cancel it first, or it \
-                 lapses {} minutes after it started",
-                existing.to,
-                existing.nonce,
-                MIGRATION_LIFETIME_NANOS / 60_000_000_000
-            )));
+        match migration.as_ref() {
+            Some(existing) => Err(self.migration_in_progress(existing)),
+            None => Ok(()),
         }
-        let state = Migration {
-            nonce: new_nonce()?,
-            target,
-            to,
-            started_unix_nanos: self.now(),
-            submitted: vec![share],
-        };
-        if let Some(audit) = &self.audit {
-            let mut entry = crate::audit::writer::system_entry(format!(
-                "seal migration {} to {} started",
-                state.nonce, state.to
-            ));
-            entry.method = "seal-migrate".into();
-            audit.append(entry).map_err(|_| Error::AuditUnavailable)?;
-        }
-        let progress = state.progress(required);
-        *migration = Some(state);
-        drop(rekeys);
-        Ok(progress)
     }
 
-    /// Forgets a migration that started more than [`MIGRATION_LIFETIME_NANOS`] ago, so that
-    /// one share holder cannot hold the one slot (and keep rekeys out) for good.
+    fn migration_in_progress(&self, existing: &Migration) -> Error {
+        Error::FailedPrecondition(format!(
+            "a seal migration to {} is in progress (nonce {}); cancel it first, or it lapses {} \
+             minutes after it started",
+            existing.to,
+            existing.nonce,
+            MIGRATION_LIFETIME_NANOS / 60_000_000_000
+        ))
+    }
+
+    /// Forgets a migration that started more than [`MIGRATION_LIFETIME_NANOS`] ago (unless it
+    /// is committing), so that one share holder cannot hold the one slot (and keep rekeys
+    /// out) for good.
     fn expire_migration(&self, migration: &mut Option<Migration>) {
         if migration.as_ref().is_some_and(|state| {
-            self.now().saturating_sub(state.started_unix_nanos) > MIGRATION_LIFETIME_NANOS
+            !state.committing
+                && self.now().saturating_sub(state.started_unix_nanos) > MIGRATION_LIFETIME_NANOS
         }) {
             *migration = None;
         }
@@ -190,8 +216,15 @@ impl Seal<'_> {
             let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
             check_current_share(config, share)?;
         }
-        match lock(&self.seal_migration).take() {
-            Some(_) => Ok(()),
+        let mut migration = lock(&self.seal_migration);
+        match migration.as_ref() {
+            Some(state) if state.committing => Err(Error::FailedPrecondition(
+                "the seal migration is being committed; see vault-cli seal-migrate status".into(),
+            )),
+            Some(_) => {
+                *migration = None;
+                Ok(())
+            }
             None => Err(Error::NotFound("seal migration".into())),
         }
     }
@@ -219,10 +252,18 @@ impl Seal<'_> {
         share: UnsealShare,
     ) -> Result<MigrationProgress> {
         self.keyring()?;
+        // Checked against the configuration before the migration's lock is taken (it is the
+        // innermost lock: nothing is locked while holding it).
+        let threshold = {
+            let seal_config = read(&self.seal_config);
+            let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
+            check_current_share(config, &share)?;
+            config.threshold
+        };
         // The shares are counted under the migration's lock only; until the new
         // configuration is written they stay, so that a failure below (the seal, the audit
         // log, storage) loses no operator's submission.
-        let (combined, target, to, started, threshold) = {
+        let (combined, target, to, started) = {
             let mut migration = lock(&self.seal_migration);
             self.expire_migration(&mut migration);
             let state = migration
@@ -234,24 +275,62 @@ impl Seal<'_> {
                     "does not name the seal migration in progress (see vault-cli seal-migrate status)",
                 ));
             }
-            let threshold = {
-                let seal_config = read(&self.seal_config);
-                let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
-                check_current_share(config, &share)?;
-                config.threshold
-            };
+            if state.committing {
+                return Err(Error::FailedPrecondition(
+                    "the seal migration is being committed; see vault-cli seal-migrate status"
+                        .into(),
+                ));
+            }
             add_share(&mut state.submitted, share)?;
             if (state.submitted.len() as u32) < threshold {
                 return Ok(state.progress(threshold));
             }
+            let combined = shamir::combine(&state.submitted)?;
+            state.committing = true;
             (
-                shamir::combine(&state.submitted)?,
+                combined,
                 state.target,
                 state.to.clone(),
                 state.started_unix_nanos,
-                threshold,
             )
         };
+        let nonce = nonce.trim().to_owned();
+        let committed = self.commit_migration(&nonce, target, &to, combined);
+        if committed.is_err() {
+            // The shares stay: the operators may submit again (or cancel).
+            if let Some(state) = lock(&self.seal_migration)
+                .as_mut()
+                .filter(|state| state.nonce == nonce)
+            {
+                state.committing = false;
+            }
+        }
+        committed?;
+        // The replaced configuration leaves the files (towards the auto seal it is what the
+        // shares alone open), with no lock held: compaction can take a while.
+        if let Err(error) = self.keys.compact() {
+            tracing::warn!(%error, "key store compaction after a seal migration failed; retried at the next one");
+        }
+        Ok(MigrationProgress {
+            nonce,
+            to,
+            started_unix_nanos: started,
+            progress: threshold,
+            required: threshold,
+            complete: true,
+        })
+    }
+
+    /// Makes and commits the new seal configuration of the migration `nonce` (marked
+    /// committing). The auto seal is asked with no lock held; the commit requires the seal
+    /// configuration unchanged and the migration still there (not cancelled, not sealed).
+    fn commit_migration(
+        &self,
+        nonce: &str,
+        target: SealTarget,
+        to: &str,
+        combined: SecretKey,
+    ) -> Result<()> {
         let (current, prepared) = {
             let seal_config = read(&self.seal_config);
             let config = seal_config.as_ref().ok_or(Error::NotInitialized)?;
@@ -278,43 +357,35 @@ impl Seal<'_> {
             entry.method = "seal-migrate".into();
             audit.append(entry).map_err(|_| Error::AuditUnavailable)?;
         }
-        {
-            let mut seal_config = write(&self.seal_config);
-            let unchanged = match seal_config.as_ref() {
-                Some(config) => to_json(config)? == current,
-                None => false,
-            };
-            if !unchanged {
-                return Err(Error::FailedPrecondition(
-                    "the seal configuration changed during the migration; cancel it and start again"
-                        .into(),
-                ));
-            }
-            let mut batch = WriteBatch::new();
-            batch.put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?);
-            self.keys.write(batch)?;
-            *seal_config = Some(new_config);
+        let mut seal_config = write(&self.seal_config);
+        let unchanged = match seal_config.as_ref() {
+            Some(config) => to_json(config)? == current,
+            None => false,
+        };
+        if !unchanged {
+            return Err(Error::FailedPrecondition(
+                "the seal configuration changed during the migration; cancel it and start again"
+                    .into(),
+            ));
         }
-        // The replaced configuration leaves the files (towards the auto seal it is what the
-        // shares alone open), with no lock held: compaction can take a while.
-        if let Err(error) = self.keys.compact() {
-            tracing::warn!(%error, "key store compaction after a seal migration failed; retried at the next one");
-        }
+        // The migration's lock inside the seal configuration's (the order everywhere).
         let mut migration = lock(&self.seal_migration);
-        if migration
+        if !migration
             .as_ref()
-            .is_some_and(|state| state.started_unix_nanos == started && state.to == to)
+            .is_some_and(|state| state.nonce == nonce && state.committing)
         {
-            *migration = None;
+            return Err(Error::FailedPrecondition(
+                "the seal migration was cancelled (or the vault sealed) while it committed; \
+                 nothing was changed"
+                    .into(),
+            ));
         }
-        Ok(MigrationProgress {
-            nonce: nonce.trim().to_owned(),
-            to,
-            started_unix_nanos: started,
-            progress: threshold,
-            required: threshold,
-            complete: true,
-        })
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?);
+        self.keys.write(batch)?;
+        *seal_config = Some(new_config);
+        *migration = None;
+        Ok(())
     }
 
     /// Towards the auto seal: a new unseal key seals the root key; `unseal_key` (what the

@@ -1683,3 +1683,82 @@ fn an_auto_sealed_vault_rekeys_its_recovery_shares_with_root_rotation_and_unseal
         Err(Error::FailedPrecondition(_))
     ));
 }
+
+/// An auto seal that holds its first wrap until the test lets it go.
+struct GatedSeal {
+    inner: crate::autoseal::FileSeal,
+    entered: Mutex<std::sync::mpsc::Sender<()>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl crate::autoseal::AutoSeal for GatedSeal {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn id(&self) -> String {
+        self.inner.id()
+    }
+    fn wrap(&self, key: &SecretKey, version: u32) -> Result<String> {
+        let _ = lock(&self.entered).send(());
+        let _ = lock(&self.release).recv();
+        self.inner.wrap(key, version)
+    }
+    fn unwrap(&self, wrapped: &str, version: u32) -> Result<SecretKey> {
+        self.inner.unwrap(wrapped, version)
+    }
+}
+
+/// A migration whose final submission is waiting on the seal is not cancelled by a share
+/// holder, and one sealed meanwhile does not commit: the vault stays Shamir-sealed, and
+/// nothing deadlocks while the seal is asked.
+#[test]
+fn a_migration_waiting_on_its_seal_cannot_be_cancelled_and_does_not_commit_after_a_seal() {
+    let (fixture, shares, _) = unsealed();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("seal.key");
+    std::fs::write(&key_file, "22".repeat(32)).expect("key file");
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let seal = Arc::new(GatedSeal {
+        inner: crate::autoseal::FileSeal::from_file(&key_file).expect("seal"),
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    });
+    let vault = fixture.restart().with_auto_seal(seal);
+    unseal_with(&vault, &[&shares[0], &shares[1], &shares[2]]).expect("unseal");
+    let share = |text: &String| UnsealShare::parse(text).expect("share");
+    let started = vault
+        .seal()
+        .seal_migrate_init(SealTarget::Auto, share(&shares[0]))
+        .expect("init");
+    vault
+        .seal()
+        .seal_migrate_submit(&started.nonce, share(&shares[1]))
+        .expect("second");
+    std::thread::scope(|scope| {
+        let last = scope.spawn(|| {
+            vault
+                .seal()
+                .seal_migrate_submit(&started.nonce, share(&shares[2]))
+        });
+        entered.recv().expect("the wrap started");
+        // Meanwhile the vault answers: status, the share check, a cancel (refused).
+        assert!(!vault.seal().status().sealed);
+        assert!(matches!(
+            vault.seal().seal_migrate_cancel(&share(&shares[3])),
+            Err(Error::FailedPrecondition(_))
+        ));
+        let root = vault
+            .authenticate(&Token::from_presented(fixture.root.clone()).expect("token"))
+            .expect("root");
+        vault.seal().seal(&root).expect("seal");
+        release.send(()).expect("release");
+        let outcome = last.join().expect("no panic");
+        assert!(
+            matches!(&outcome, Err(Error::FailedPrecondition(m)) if m.contains("cancelled")),
+            "{:?}",
+            outcome.map(|p| p.complete)
+        );
+    });
+    assert_eq!(vault.seal().status().seal_type, "shamir");
+}
