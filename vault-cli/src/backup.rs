@@ -467,7 +467,7 @@ fn verify(
         .map_err(|e| CliError::new(format!("cannot open the restored copy: {e}")))?;
     if let Some(seal) = seal {
         vault = vault.with_auto_seal(seal);
-        if vault.seal().is_auto_sealed() {
+        if vault.seal().status().auto_sealed() {
             vault.seal().unseal_auto().map_err(|e| {
                 CliError::new(format!(
                     "unsealing the restored copy with its auto seal failed: {e}"

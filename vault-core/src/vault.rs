@@ -147,6 +147,14 @@ pub struct SealStatus {
     pub seal_type: String,
 }
 
+impl SealStatus {
+    /// Whether the vault is initialized with an auto seal (whether or not this server has that
+    /// seal: [`Seal::unseal_auto`] says which seal it needs).
+    pub fn auto_sealed(&self) -> bool {
+        self.initialized && self.seal_type != "shamir"
+    }
+}
+
 /// What init hands out, once: each share and the root token in the clear or encrypted to its
 /// holder.
 pub struct InitOutput {
@@ -1086,15 +1094,6 @@ impl Seal<'_> {
     pub fn sealed_by_request(&self) -> bool {
         self.sealed_by_request
             .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Whether the stored configuration is auto-sealed (whether or not this server has its
-    /// seal: [`Seal::unseal_auto`] says which seal it needs).
-    pub fn is_auto_sealed(&self) -> bool {
-        self.refresh_seal_config();
-        read(&self.seal_config)
-            .as_ref()
-            .is_some_and(|config| config.auto.is_some())
     }
 
     /// The server's auto seal and the configuration's record of it, which must match.

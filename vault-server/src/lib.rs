@@ -873,10 +873,8 @@ async fn auto_unseal(shared: Arc<Shared>) {
         let vault = Arc::clone(&shared.vault);
         let due = tokio::task::spawn_blocking(move || {
             let status = vault.seal().status();
-            status.initialized
-                && status.sealed
-                && !vault.seal().sealed_by_request()
-                && vault.seal().is_auto_sealed()
+            // One read of the seal configuration (status refreshes it while sealed).
+            status.auto_sealed() && status.sealed && !vault.seal().sealed_by_request()
         })
         .await
         .unwrap_or(false);
