@@ -492,6 +492,7 @@ async fn call(
             .key_status(with_token(
                 v1::KeyStatusRequest {
                     tenant: "acme".into(),
+                    ..Default::default()
                 },
                 token,
             ))
@@ -597,7 +598,7 @@ async fn call(
             .await
             .map(drop),
         "Tenants/ListTenants" => TenantsClient::new(channel.clone())
-            .list_tenants(with_token(v1::ListTenantsRequest {}, token))
+            .list_tenants(with_token(v1::ListTenantsRequest::default(), token))
             .await
             .map(drop),
         "Tenants/CreateTenant" => TenantsClient::new(channel.clone())

@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// missing): secret k lives in tenant k mod N.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub tenants: u64,
+    /// The server is `vault-bench-null` (the gRPC stack alone, the baseline of scripts/bench):
+    /// no tenant is created and nothing is loaded; --op put or get only.
+    #[arg(long)]
+    pub null: bool,
 }
 
 /// The tenant secret `key` lives in.
@@ -171,10 +175,16 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
             "--tenants applies to secrets, not to --op encrypt or decrypt",
         ));
     }
+    if args.null && args.op != "put" && args.op != "get" {
+        return Err(CliError::new(
+            "--null: vault-bench-null serves only --op put and --op get",
+        ));
+    }
     let token = token()?;
     let channel = ctx.connect().await?;
     let mut tenants = TenantsClient::new(channel.clone());
-    for index in 0..args.tenants {
+    let tenants_to_create = if args.null { 0 } else { args.tenants };
+    for index in 0..tenants_to_create {
         if let Err(status) = tenants
             .create_tenant(ctx.authed(
                 v1::CreateTenantRequest {
@@ -196,7 +206,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs, format: Format) -> CliResult<()> {
     // at once, each its share of the keys.
     let value = vec![b'x'; args.value_size];
     let mut loaders = Vec::with_capacity(args.clients);
-    let loading_clients = if args.skip_load {
+    let loading_clients = if args.skip_load || args.null {
         0
     } else {
         args.clients as u64

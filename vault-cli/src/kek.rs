@@ -6,7 +6,7 @@ use vault_proto::v1::{self, keys_client::KeysClient, system_client::SystemClient
 
 use crate::{
     Format,
-    client::{CliResult, Ctx},
+    client::{CliError, CliResult, Ctx},
     output::{Show, show},
 };
 
@@ -27,6 +27,14 @@ pub enum KekCommand {
     Status {
         #[arg(long, env = "VAULT_TENANT")]
         tenant: Option<String>,
+        /// Without --tenant: tenants per page (at most 1000; the server's default is 100).
+        /// With --page-size or --page-token one page is shown, with the token of the next;
+        /// without either, every page.
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// The page after the one that printed this token.
+        #[arg(long)]
+        page_token: Option<String>,
     },
     /// Schedule a KEK version for retirement: its data keys are re-wrapped into the current
     /// version in the background, then it is destroyed.
@@ -120,11 +128,29 @@ impl Show for Scheduled {
 pub async fn kek(ctx: &Ctx, command: KekCommand, format: Format) -> CliResult<()> {
     let new = KeysClient::new;
     match command {
-        KekCommand::Status { tenant } => {
-            let request = v1::KeyStatusRequest {
+        KekCommand::Status {
+            tenant,
+            page_size,
+            page_token,
+        } => {
+            let one_page = page_size.is_some() || page_token.is_some();
+            let mut request = v1::KeyStatusRequest {
                 tenant: tenant.unwrap_or_default(),
+                page_size: page_size.unwrap_or(0),
+                page_token: page_token.unwrap_or_default(),
             };
-            let status = call!(ctx, new, key_status, request).await?;
+            let mut status = call!(ctx, new, key_status, request.clone()).await?;
+            while !one_page && !status.next_page_token.is_empty() {
+                if status.next_page_token == request.page_token {
+                    return Err(CliError::new(
+                        "the server answered the same page token twice; stopping",
+                    ));
+                }
+                request.page_token = std::mem::take(&mut status.next_page_token);
+                let page = call!(ctx, new, key_status, request.clone()).await?;
+                status.tenants.extend(page.tenants);
+                status.next_page_token = page.next_page_token;
+            }
             show(&KekStatus::from(status), format)
         }
         KekCommand::Retire { tenant, version } => {
@@ -151,6 +177,9 @@ struct KekStatus {
     max_live_versions: u32,
     root: Option<RootKey>,
     tenants: Vec<TenantKeys>,
+    /// Only when one page was asked for and more follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -200,6 +229,7 @@ struct Retired {
 impl From<v1::KeyStatusResponse> for KekStatus {
     fn from(status: v1::KeyStatusResponse) -> Self {
         KekStatus {
+            next_page_token: (!status.next_page_token.is_empty()).then_some(status.next_page_token),
             budget: status.budget,
             max_age_seconds: status.max_age_seconds,
             max_live_versions: status.max_live_versions,
@@ -304,6 +334,9 @@ impl Show for KekStatus {
                     r.version, r.retired_time, r.rewrapped
                 ));
             }
+        }
+        if let Some(token) = &self.next_page_token {
+            out.push_str(&format!("(more tenants: --page-token {token})\n"));
         }
         out
     }

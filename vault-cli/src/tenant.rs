@@ -6,7 +6,7 @@ use serde::Serialize;
 use vault_proto::v1::{self, tenants_client::TenantsClient};
 
 use crate::{
-    client::{CliResult, Ctx},
+    client::{CliError, CliResult, Ctx},
     output::{Described, Show, rows_text, show},
     token::networks_text,
 };
@@ -19,8 +19,16 @@ pub enum TenantCommand {
         #[command(flatten)]
         settings: TenantSettingsArgs,
     },
-    /// List tenants.
-    List,
+    /// List tenants, in name order. Without --page-size or --page-token: every tenant (page by
+    /// page); with either: one page, and the token of the next.
+    List {
+        /// Tenants per page (at most 1000; the server's default is 100).
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// The page after the one that printed this token.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
     /// Show a tenant and its settings.
     Show { name: String },
     /// Change a tenant's settings; unnamed settings keep their value.
@@ -121,14 +129,22 @@ impl Show for Tenant {
 #[derive(Serialize)]
 struct Listed {
     tenants: Vec<Tenant>,
+    /// Only when one page was asked for and more follow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 impl Show for Listed {
     fn text(&self) -> String {
-        self.tenants
+        let mut text: String = self
+            .tenants
             .iter()
             .map(|tenant| format!("{}\n", tenant.name))
-            .collect()
+            .collect();
+        if let Some(token) = &self.next_page_token {
+            text.push_str(&format!("(more: --page-token {token})\n"));
+        }
+        text
     }
 }
 
@@ -255,13 +271,36 @@ pub async fn run(ctx: &Ctx, command: TenantCommand) -> CliResult<()> {
                 ctx.format,
             )
         }
-        TenantCommand::List => {
-            let tenants = call!(ctx, new, list_tenants, v1::ListTenantsRequest {})
-                .await?
-                .tenants;
+        TenantCommand::List {
+            page_size,
+            page_token,
+        } => {
+            let one_page = page_size.is_some() || page_token.is_some();
+            let mut request = v1::ListTenantsRequest {
+                page_size: page_size.unwrap_or(0),
+                page_token: page_token.unwrap_or_default(),
+            };
+            let mut tenants = Vec::new();
+            let next_page_token = loop {
+                let page = call!(ctx, new, list_tenants, request.clone()).await?;
+                tenants.extend(page.tenants.into_iter().map(Tenant::from));
+                if page.next_page_token.is_empty() {
+                    break None;
+                }
+                if one_page {
+                    break Some(page.next_page_token);
+                }
+                if page.next_page_token == request.page_token {
+                    return Err(CliError::new(
+                        "the server answered the same page token twice; stopping",
+                    ));
+                }
+                request.page_token = page.next_page_token;
+            };
             show(
                 &Listed {
-                    tenants: tenants.into_iter().map(Tenant::from).collect(),
+                    tenants,
+                    next_page_token,
                 },
                 ctx.format,
             )

@@ -74,6 +74,11 @@ impl TenantId {
     pub fn to_hex(self) -> String {
         hex::encode(self.0)
     }
+
+    /// The id's eight bytes (what its hex spells).
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0
+    }
 }
 
 impl fmt::Display for TenantId {

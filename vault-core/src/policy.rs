@@ -274,10 +274,15 @@ pub enum Decision {
 /// Checks `capability` on `path` against a token's policies: some rule must grant it, and no
 /// matching rule may deny. If any granting policy requires MFA for the capability, so does the
 /// decision.
-pub fn decide(policies: &[Policy], path: &str, capability: Capability) -> Decision {
+pub fn decide<P: std::borrow::Borrow<Policy>>(
+    policies: &[P],
+    path: &str,
+    capability: Capability,
+) -> Decision {
     let mut granted_by = None;
     let mut mfa_by = None;
     for policy in policies {
+        let policy: &Policy = policy.borrow();
         for rule in &policy.rules {
             if !glob_matches(&rule.path, path) {
                 continue;
@@ -385,7 +390,7 @@ mod tests {
             matches!(decide(&[granting, reader], "db/admin/root", Capability::Read), Decision::Deny(reason) if reason.contains("denies"))
         );
         assert!(matches!(
-            decide(&[], "x", Capability::Read),
+            decide::<Policy>(&[], "x", Capability::Read),
             Decision::Deny(_)
         ));
     }

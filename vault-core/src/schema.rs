@@ -281,9 +281,7 @@ pub(crate) fn kek_count_key(tenant: TenantId, version: u32) -> Vec<u8> {
     with_u32(kek_count_prefix(tenant), version)
 }
 
-/// Every tenant's KEK lifecycle record (the re-wrap jobs start from them).
-pub(crate) const KEK_STATE_PREFIX: &[u8] = b"kek-state/";
-
+/// A tenant's KEK lifecycle record (its re-wrap job starts from it).
 pub(crate) fn kek_state_key(tenant: TenantId) -> Vec<u8> {
     format!("kek-state/{}", tenant.to_hex()).into_bytes()
 }
@@ -400,18 +398,21 @@ pub(crate) fn deleted_tenant_key(id: TenantId) -> Vec<u8> {
 pub(crate) const TOKEN_PREFIX: &[u8] = b"token/";
 
 pub(crate) fn token_record_key(hash: &TokenHash) -> Vec<u8> {
-    token_record_key_hex(&hash.to_hex())
+    let mut key = Vec::with_capacity(TOKEN_PREFIX.len() + 64);
+    key.extend_from_slice(TOKEN_PREFIX);
+    push_hex(&mut key, hash.as_bytes());
+    key
 }
 
 /// [`token_record_key`] of a hash as stored (hex) in the records that point at a token.
 pub(crate) fn token_record_key_hex(hash_hex: &str) -> Vec<u8> {
-    format!("token/{hash_hex}").into_bytes()
+    [TOKEN_PREFIX, hash_hex.as_bytes()].concat()
 }
 
 pub(crate) const ACCESSOR_PREFIX: &[u8] = b"accessor/";
 
 pub(crate) fn accessor_key(accessor: &str) -> Vec<u8> {
-    format!("accessor/{accessor}").into_bytes()
+    [ACCESSOR_PREFIX, accessor.as_bytes()].concat()
 }
 
 pub(crate) const CHILDREN_PREFIX: &[u8] = b"children/";
@@ -437,6 +438,8 @@ pub(crate) const REFRESH_PREFIX: &[u8] = b"refresh/";
 pub(crate) fn refresh_key(hash: &TokenHash) -> Vec<u8> {
     format!("refresh/{}", hash.to_hex()).into_bytes()
 }
+
+pub(crate) const POLICY_PREFIX: &[u8] = b"policy/";
 
 pub(crate) fn policy_prefix(tenant: TenantId) -> Vec<u8> {
     format!("policy/{}/", tenant.to_hex()).into_bytes()
@@ -562,7 +565,7 @@ pub(crate) fn tenant_data_prefix(tenant: TenantId) -> Vec<u8> {
 
 /// Secret metadata; listing is an ordered scan of these.
 pub(crate) fn meta_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/m/", tenant.to_hex()).into_bytes()
+    tenant_space_prefix(tenant, b"m")
 }
 
 pub(crate) fn meta_key(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
@@ -573,7 +576,7 @@ pub(crate) fn meta_key(tenant: TenantId, path: &SecretPath) -> Vec<u8> {
 
 /// Every secret version of the tenant (the re-wrap job scans them in key order).
 pub(crate) fn tenant_versions_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/v/", tenant.to_hex()).into_bytes()
+    tenant_space_prefix(tenant, b"v")
 }
 
 /// One secret's versions: `t/<tenant>/v/<path>\0`. Paths never contain NUL, so the prefix holds
@@ -618,7 +621,7 @@ pub(crate) fn is_meta_key(key: &[u8]) -> bool {
 }
 
 pub(crate) fn events_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/e/", tenant.to_hex()).into_bytes()
+    tenant_space_prefix(tenant, b"e")
 }
 
 pub(crate) fn event_key(tenant: TenantId, revision: u64) -> Vec<u8> {
@@ -638,7 +641,7 @@ pub(crate) const ALARM_ROTATE_BY: u8 = b'r';
 
 /// The tenant's expiry alarms, by due time.
 pub(crate) fn alarm_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/x/", tenant.to_hex()).into_bytes()
+    tenant_space_prefix(tenant, b"x")
 }
 
 pub(crate) fn alarm_key(
@@ -656,7 +659,7 @@ pub(crate) fn alarm_key(
 }
 
 pub(crate) fn webhook_prefix(tenant: TenantId) -> Vec<u8> {
-    format!("t/{}/w/", tenant.to_hex()).into_bytes()
+    tenant_space_prefix(tenant, b"w")
 }
 
 pub(crate) fn webhook_key(tenant: TenantId, id: &str) -> Vec<u8> {
@@ -684,6 +687,27 @@ pub(crate) fn webhook_dead_key(tenant: TenantId, id: &str, revision: u64) -> Vec
 fn with_u32(mut key: Vec<u8>, number: u32) -> Vec<u8> {
     key.extend_from_slice(&number.to_be_bytes());
     key
+}
+
+/// `t/<tenant hex>/<space>/`: one tenant's part of a space of the secrets store (built on
+/// every call, so without formatting machinery).
+fn tenant_space_prefix(tenant: TenantId, space: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + 16 + 2 + space.len() + 48);
+    key.extend_from_slice(b"t/");
+    push_hex(&mut key, &tenant.to_bytes());
+    key.push(b'/');
+    key.extend_from_slice(space);
+    key.push(b'/');
+    key
+}
+
+/// Appends the lower-case hex digits of `bytes`.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
+    }
 }
 
 fn with_u64(mut key: Vec<u8>, number: u64) -> Vec<u8> {

@@ -18,12 +18,41 @@ pub fn rfc3339(unix_nanos: i64) -> String {
     let days = secs.div_euclid(86_400);
     let second_of_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+    let (hour, minute, second) = (
         second_of_day / 3600,
         (second_of_day % 3600) / 60,
-        second_of_day % 60
-    )
+        second_of_day % 60,
+    );
+    if !(0..=9999).contains(&year) {
+        return format!(
+            "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}Z"
+        );
+    }
+    // Every audit record and most answers carry one: written digit by digit.
+    let mut text = String::with_capacity(30);
+    push_digits(&mut text, year, 4);
+    text.push('-');
+    push_digits(&mut text, i64::from(month), 2);
+    text.push('-');
+    push_digits(&mut text, i64::from(day), 2);
+    text.push('T');
+    push_digits(&mut text, hour, 2);
+    text.push(':');
+    push_digits(&mut text, minute, 2);
+    text.push(':');
+    push_digits(&mut text, second, 2);
+    text.push('.');
+    push_digits(&mut text, nanos, 9);
+    text.push('Z');
+    text
+}
+
+/// Appends the `width` lowest decimal digits of `value` (non-negative), zero-padded.
+fn push_digits(text: &mut String, value: i64, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10i64.pow(place)) % 10;
+        text.push(char::from_digit(digit as u32, 10).unwrap_or('0'));
+    }
 }
 
 /// Parses RFC 3339 (`2026-11-22T14:03:07Z`, optional fraction, `Z` or `±HH:MM`) into

@@ -92,8 +92,13 @@ impl TokenHash {
     /// Compares (in constant time) with a hash stored as hex; `None` if the stored text is not
     /// a hash at all (a corrupt record).
     pub fn matches_hex(&self, stored: &str) -> Option<bool> {
-        let bytes = <[u8; 32]>::try_from(hex::decode(stored).ok()?).ok()?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(stored, &mut bytes).ok()?;
         Some(TokenHash(bytes).same_as(self))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// Constant-time comparison, so a lookup that matches on a prefix leaks nothing.

@@ -55,6 +55,27 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Default and largest page sizes for listing.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A requested page size: 0 is [`DEFAULT_PAGE_SIZE`], more than [`MAX_PAGE_SIZE`] is refused.
+fn page_size(requested: usize) -> Result<usize> {
+    match requested {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n > MAX_PAGE_SIZE => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A page of a listing that is not of secrets (tenants, key status): what was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    /// 0: [`DEFAULT_PAGE_SIZE`]; at most [`MAX_PAGE_SIZE`].
+    pub size: usize,
+    /// From the previous page; empty for the first.
+    pub token: String,
+}
 /// Rotation past this many stored KEK versions per tenant is refused (retirement keeps the
 /// number small).
 const MAX_KEK_VERSIONS: usize = 100_000;
@@ -180,8 +201,8 @@ pub struct Caller {
     /// The token's tenant; `None` for system-scope tokens (root).
     tenant: Option<TenantId>,
     system: bool,
-    policies: Vec<Policy>,
-    record: TokenRecord,
+    policies: Vec<Arc<Policy>>,
+    record: Arc<TokenRecord>,
     /// The one-time code presented with the call (request metadata), if any.
     mfa_code: Option<Zeroizing<String>>,
     /// Whether the code was checked and accepted in this call (a code is used at most once, and
@@ -390,7 +411,13 @@ struct Keyring {
     tenants: RwLock<HashMap<TenantId, Arc<TenantKeys>>>,
     /// Named keys (encryption as a service), unwrapped on first use.
     named: RwLock<kms::NamedKeys>,
+    /// Which keyring this is (a new one at every unseal): the due index starts over under
+    /// another one.
+    serial: u64,
 }
+
+/// The serial of the next keyring made.
+static KEYRINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub struct Vault {
     data: DataStore,
@@ -699,6 +726,15 @@ impl Vault {
 
     pub fn config(&self) -> &VaultConfig {
         &self.config
+    }
+
+    /// Writes both stores' memory tables to their table files (a clean stop: the next start
+    /// replays no write-ahead log). Everything acknowledged is durable already; this only
+    /// shortens the next start.
+    pub fn flush_stores(&self) -> Result<()> {
+        self.data.flush()?;
+        self.keys.flush()?;
+        Ok(())
     }
 
     pub fn storage_kind(&self) -> &'static str {
@@ -1208,6 +1244,7 @@ impl Seal<'_> {
             root_uses: Mutex::new(Uses::loaded(root_used)),
             tenants: RwLock::new(tenants),
             named: RwLock::new(named),
+            serial: KEYRINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -1264,9 +1301,11 @@ impl Seal<'_> {
 
 impl Vault {
     /// Forgets everything cached from the stores (tenants, their KEK versions, named keys, feed
-    /// positions) so that it is read again: for a node that becomes the active node of a
+    /// positions, token records and policies) so that it is read again: for a node that becomes the active node of a
     /// cluster, whose caches may predate another node's changes.
     pub fn drop_caches(&self) {
+        self.data.forget_all();
+        self.maintenance_state.due.reset();
         self.tenant_registry.forget_all();
         self.feeds.forget_all();
         let keyring = match &*read(&self.state) {
@@ -1294,9 +1333,15 @@ impl Vault {
     }
 
     fn stripe(&self, tenant: TenantId, path: &str) -> &Mutex<()> {
+        &self.stripes[self.stripe_index(tenant, path)]
+    }
+
+    /// Which of [`Vault::stripes`] guards `path` of `tenant`: a holder of several takes them in
+    /// ascending order of this index.
+    fn stripe_index(&self, tenant: TenantId, path: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         (tenant, path).hash(&mut hasher);
-        &self.stripes[(hasher.finish() as usize) % self.stripes.len()]
+        (hasher.finish() as usize) % self.stripes.len()
     }
 }
 
@@ -1391,6 +1436,7 @@ fn value_context(tenant: TenantId, path: &SecretPath, version: u64) -> Context<'
 mod access;
 mod approle;
 pub mod backup;
+mod due;
 mod feed;
 mod follow;
 mod generate_root;

@@ -532,6 +532,9 @@ impl Cluster {
             for (_, storage) in &follower.stores {
                 storage.set_follower_reads(false);
             }
+            // Another node's writes no longer reach the caches: token records and policies are
+            // read from the store until the watch is back.
+            self.vault.set_hot_records_trusted(false);
             tokio::time::sleep(tick).await;
         }
     }
@@ -820,6 +823,21 @@ impl Cluster {
                 && let Ok(listed) = listed
             {
                 self.view.send_modify(|view| view.members = listed.len());
+            }
+            // Hot records are served from memory only while every watch runs. Set, then
+            // checked again: a watch that went down meanwhile (its loop clears the flag after
+            // marking itself unhealthy) is never overridden by this tick's earlier reading.
+            if watching {
+                self.vault.set_hot_records_trusted(true);
+                if !self
+                    .followers
+                    .iter()
+                    .all(|f| f.healthy.load(std::sync::atomic::Ordering::SeqCst))
+                {
+                    self.vault.set_hot_records_trusted(false);
+                }
+            } else {
+                self.vault.set_hot_records_trusted(false);
             }
         }
     }

@@ -1,7 +1,11 @@
 //! Keys service: the lifecycle state of every KEK version, and retirement on request.
 
 use tonic::Request;
-use vault_core::{names::TenantName, time::rfc3339, vault::KeyStatus};
+use vault_core::{
+    names::TenantName,
+    time::rfc3339,
+    vault::{KeyStatus, PageRequest},
+};
 use vault_proto::v1::{
     self, KeyStatusRequest, KeyStatusResponse, RetireKeyVersionRequest, RetireKeyVersionResponse,
     keys_server::Keys,
@@ -51,6 +55,7 @@ fn status_message(status: KeyStatus) -> KeyStatusResponse {
                     .collect(),
             })
             .collect(),
+        next_page_token: status.next_page_token.unwrap_or_default(),
         root: status.root.map(|root| v1::RootKey {
             version: root.version,
             invocations: root.invocations,
@@ -65,14 +70,21 @@ impl Keys for Handlers {
     async fn key_status(&self, r: Request<KeyStatusRequest>) -> Reply<KeyStatusResponse> {
         self.rpc(r)
             .target(|r| at(&r.tenant, ""))
-            .parse(|r| match r.tenant.as_str() {
-                "" => Ok(None),
-                name => Ok(Some(TenantName::parse(name)?)),
+            .parse(|r| {
+                let tenant = match r.tenant.as_str() {
+                    "" => None,
+                    name => Some(TenantName::parse(name)?),
+                };
+                let page = PageRequest {
+                    size: r.page_size as usize,
+                    token: r.page_token.clone(),
+                };
+                Ok((tenant, page))
             })
-            .run(|step, tenant| {
+            .run(|step, (tenant, page)| {
                 step.vault
                     .keks()
-                    .key_status(step.caller()?, tenant.as_ref())
+                    .key_status(step.caller()?, tenant.as_ref(), &page)
             })
             .answer(status_message)
             .await

@@ -16,6 +16,7 @@ pub mod alerts;
 mod audit;
 mod auth;
 mod backup;
+pub mod bench_null;
 pub mod call;
 #[cfg(feature = "etcd")]
 pub mod cluster;
@@ -1064,7 +1065,6 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
             )
             .unwrap_or(usize::MAX),
             shred_delay_nanos: seconds(args.tenant_shred_delay_secs),
-            sweep_interval_nanos: 10_000_000_000,
             invocation_log: args.danger_invocation_log.clone(),
         },
         default_max_versions: args.default_max_versions,
@@ -1303,14 +1303,7 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     tracing::info!(%local, node = %node_id, storage = vault.storage_kind(), "listening");
 
-    let builder = Server::builder()
-        .max_concurrent_streams(args.max_streams_per_connection.max(1))
-        .http2_keepalive_interval(
-            (args.http2_keepalive_secs > 0)
-                .then(|| std::time::Duration::from_secs(args.http2_keepalive_secs)),
-        )
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .http2_max_header_list_size(64 * 1024);
+    let builder = grpc_builder(&args);
     let call_layer = call::CallLayer::new(
         limit,
         audit.clone(),
@@ -1363,12 +1356,7 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
     }
     // Connections are bounded per source and closed when they carry no request (see
     // transport.rs), gRPC's and the HTTP API's counted together.
-    let connection_limits = transport::ConnectionLimits {
-        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
-        idle_timeout: std::time::Duration::from_secs(args.idle_connection_timeout_secs.max(1)),
-        max_per_source: args.max_connections_per_source,
-        trusted_proxies: args.trusted_proxies.clone(),
-    };
+    let connection_limits = connection_limits(&args);
     let connection_places = transport::ConnectionPlaces::default();
     let http_served = http_listener.map(|listener| {
         let gateway = http::gateway(Arc::clone(&shared), routes.clone(), call_layer.clone());
@@ -1447,8 +1435,47 @@ pub async fn run(loaded: config::Loaded) -> Result<(), String> {
     }
     // And once more for the calls that ended while draining.
     final_checkpoint(audit.as_ref()).await;
+    // The memory tables to table files: the next start replays no write-ahead log.
+    let flushing = Arc::clone(&vault);
+    // Bounded: a stuck disk does not keep the process from stopping (what was acknowledged is
+    // in the synced write-ahead log already).
+    let flushed = tokio::time::timeout(
+        DRAIN_TIMEOUT,
+        tokio::task::spawn_blocking(move || flushing.flush_stores()),
+    )
+    .await;
+    match flushed {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "stores not flushed at stop; the next start replays their logs")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "stores not flushed at stop"),
+        Err(_) => tracing::warn!("stores not flushed within the drain timeout; stopping"),
+    }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// The gRPC server with the HTTP/2 settings of `args` (the vault's and the null baseline's).
+fn grpc_builder(args: &Args) -> Server {
+    Server::builder()
+        .max_concurrent_streams(args.max_streams_per_connection.max(1))
+        .http2_keepalive_interval(
+            (args.http2_keepalive_secs > 0)
+                .then(|| std::time::Duration::from_secs(args.http2_keepalive_secs)),
+        )
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .http2_max_header_list_size(64 * 1024)
+}
+
+/// How accepted connections are bounded (see transport.rs).
+fn connection_limits(args: &Args) -> transport::ConnectionLimits {
+    transport::ConnectionLimits {
+        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms.max(1)),
+        idle_timeout: std::time::Duration::from_secs(args.idle_connection_timeout_secs.max(1)),
+        max_per_source: args.max_connections_per_source,
+        trusted_proxies: args.trusted_proxies.clone(),
+    }
 }
 
 /// How long open connections may take to finish after a stop signal.

@@ -5,7 +5,7 @@ use vault_core::{
     Error,
     names::{TenantId, TenantName},
     time::rfc3339,
-    vault::{TenantInfo, TenantSettings, TenantUpdate},
+    vault::{PageRequest, TenantInfo, TenantSettings, TenantUpdate},
 };
 use vault_proto::v1::{
     self, CreateTenantRequest, CreateTenantResponse, DeleteTenantRequest, DeleteTenantResponse,
@@ -64,9 +64,16 @@ impl Tenants for Handlers {
 
     async fn list_tenants(&self, r: Request<ListTenantsRequest>) -> Reply<ListTenantsResponse> {
         self.rpc(r)
-            .run(|step, ()| step.vault.tenants().list_tenants(step.caller()?))
-            .answer(|tenants| ListTenantsResponse {
+            .parse(|r| {
+                Ok(PageRequest {
+                    size: r.page_size as usize,
+                    token: r.page_token.clone(),
+                })
+            })
+            .run(|step, page| step.vault.tenants().list_tenants(step.caller()?, &page))
+            .answer(|(tenants, next)| ListTenantsResponse {
                 tenants: tenants.into_iter().map(tenant_message).collect(),
+                next_page_token: next.unwrap_or_default(),
             })
             .await
     }

@@ -7,8 +7,9 @@
 //! a signed prune record naming exactly where it starts.
 
 use std::{
-    collections::HashMap,
-    fs, io,
+    collections::{BTreeMap, HashMap},
+    fs,
+    io::{self, BufRead},
     path::{Path, PathBuf},
 };
 
@@ -93,11 +94,15 @@ pub fn scan(
     let mut last_signed_seq = 0u64;
     let mut first_prev: Option<(PathBuf, String)> = None;
     let mut prunes: Vec<(u64, String)> = Vec::new();
-    let mut intents: HashMap<String, Record> = HashMap::new();
-    let mut intent_order: Vec<String> = Vec::new();
+    // Intents without an outcome so far, in log order, and where each is: memory for the open
+    // ones only, not for every intent the log ever held.
+    let mut intents: BTreeMap<u64, Record> = BTreeMap::new();
+    let mut intent_seqs: HashMap<String, u64> = HashMap::new();
+    // One line at a time: the walk holds one record, not a segment.
+    let mut line_buffer: Vec<u8> = Vec::with_capacity(4096);
 
     'segments: for (index, (number, path)) in segments.iter().enumerate() {
-        let data = fs::read(path)?;
+        let mut reader = io::BufReader::with_capacity(1 << 20, fs::File::open(path)?);
         let mut info = SegmentInfo {
             number: *number,
             path: path.clone(),
@@ -113,15 +118,15 @@ pub fn scan(
             offset: offset as u64,
             reason,
         };
-        while offset < data.len() {
-            let Some(newline) = data[offset..]
-                .iter()
-                .position(|b| *b == b'\n')
-                .map(|i| offset + i)
-            else {
+        loop {
+            line_buffer.clear();
+            let read = reader.read_until(b'\n', &mut line_buffer)?;
+            if read == 0 {
+                break;
+            }
+            if line_buffer.last() != Some(&b'\n') {
                 if index == last_index {
-                    report.torn_tail =
-                        Some((path.clone(), offset as u64, (data.len() - offset) as u64));
+                    report.torn_tail = Some((path.clone(), offset as u64, read as u64));
                 } else {
                     report.broken = Some(broken(
                         offset,
@@ -131,7 +136,8 @@ pub fn scan(
                 report.segments.push(info);
                 break 'segments;
             };
-            let line = &data[offset..newline];
+            let newline = offset + read - 1;
+            let line = &line_buffer[..read - 1];
             let record: Record = match serde_json::from_slice(line) {
                 Ok(record) => record,
                 Err(e) => {
@@ -200,11 +206,16 @@ pub fn scan(
             }
             match record.kind {
                 Kind::Intent if !record.request_id.is_empty() => {
-                    intent_order.push(record.request_id.clone());
-                    intents.insert(record.request_id.clone(), record.clone());
+                    if let Some(earlier) = intent_seqs.insert(record.request_id.clone(), record.seq)
+                    {
+                        intents.remove(&earlier);
+                    }
+                    intents.insert(record.seq, record.clone());
                 }
                 Kind::Outcome if !record.request_id.is_empty() => {
-                    intents.remove(&record.request_id);
+                    if let Some(seq) = intent_seqs.remove(&record.request_id) {
+                        intents.remove(&seq);
+                    }
                 }
                 _ => {}
             }
@@ -254,9 +265,6 @@ pub fn scan(
         report.unsigned_tail = 0;
     }
     report.prunes = prunes;
-    report.open_intents = intent_order
-        .into_iter()
-        .filter_map(|id| intents.remove(&id))
-        .collect();
+    report.open_intents = intents.into_values().collect();
     Ok(report)
 }

@@ -187,7 +187,8 @@ impl Vault {
     /// subtree at once.
     pub(super) fn check_alive(&self, record: &TokenRecord, networks: Networks) -> Result<()> {
         let now = self.now();
-        let mut current = record.clone();
+        let mut parent: Arc<TokenRecord>;
+        let mut current = record;
         for _ in 0..=MAX_TOKEN_DEPTH {
             if let Networks::From(source) = networks
                 && !Cidr::allows(&current.cidrs, source)
@@ -210,10 +211,8 @@ impl Vault {
                     )
                 }));
             }
-            let indexed = self
-                .data
-                .get(Space::Config, &accessor_key(&current.accessor))?;
-            if indexed.as_deref() != Some(current.hash.as_bytes()) {
+            let indexed = self.indexed_hash(&current.accessor)?;
+            if indexed.as_deref() != Some(&current.hash) {
                 return Err(Error::denied(format!(
                     "token {} was revoked (or an ancestor was)",
                     record.accessor
@@ -222,8 +221,8 @@ impl Vault {
             if current.parent.is_empty() {
                 return Ok(());
             }
-            current = match self.record_by_accessor(&current.parent)? {
-                Some(parent) => parent,
+            parent = match self.hot_record_by_accessor(&current.parent)? {
+                Some(found) => found,
                 None => {
                     return Err(Error::denied(format!(
                         "token {} lost its parent {}",
@@ -231,6 +230,7 @@ impl Vault {
                     )));
                 }
             };
+            current = &parent;
         }
         Err(Error::denied(format!(
             "token {} is nested too deep",
@@ -302,15 +302,28 @@ impl Vault {
     }
 
     pub(super) fn record_by_accessor(&self, accessor: &str) -> Result<Option<TokenRecord>> {
-        let Some(hash) = self.data.get(Space::Config, &accessor_key(accessor))? else {
+        Ok(self
+            .hot_record_by_accessor(accessor)?
+            .map(|record| TokenRecord::clone(&record)))
+    }
+
+    /// [`Vault::record_by_accessor`] from the hot records (shared, not copied).
+    fn hot_record_by_accessor(&self, accessor: &str) -> Result<Option<Arc<TokenRecord>>> {
+        let Some(hash) = self.indexed_hash(accessor)? else {
             return Ok(None);
         };
-        let hash = String::from_utf8(hash).map_err(|_| corrupt("an accessor index entry"))?;
-        let key = token_record_key_hex(&hash);
         self.data
-            .get(Space::Config, &key)?
-            .map(|bytes| from_json::<TokenRecord>(&bytes, "a token record"))
-            .transpose()
+            .cached(Space::Config, &token_record_key_hex(&hash), |bytes| {
+                from_json::<TokenRecord>(bytes, "a token record")
+            })
+    }
+
+    /// The token hash (hex) the accessor index names for `accessor`: `None` once revoked.
+    fn indexed_hash(&self, accessor: &str) -> Result<Option<Arc<String>>> {
+        self.data
+            .cached(Space::Config, &accessor_key(accessor), |bytes| {
+                String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("an accessor index entry"))
+            })
     }
 
     fn target(&self, caller: &Caller, accessor: Option<&str>) -> Result<TokenRecord> {
@@ -475,15 +488,20 @@ impl Vault {
 
     // ---- policies ----
 
-    fn load_policies(&self, tenant: TenantId, names: &[String]) -> Result<Vec<Policy>> {
+    fn load_policies(&self, tenant: TenantId, names: &[String]) -> Result<Vec<Arc<Policy>>> {
         let mut policies = Vec::with_capacity(names.len());
         for name in names {
             let Ok(name) = PolicyName::parse(name) else {
                 continue;
             };
             // A deleted policy simply grants nothing any more.
-            if let Some(bytes) = self.data.get(Space::Config, &policy_key(tenant, &name))? {
-                policies.push(from_json::<Policy>(&bytes, "a policy")?);
+            if let Some(policy) =
+                self.data
+                    .cached(Space::Config, &policy_key(tenant, &name), |bytes| {
+                        from_json::<Policy>(bytes, "a policy")
+                    })?
+            {
+                policies.push(policy);
             }
         }
         Ok(policies)
@@ -686,20 +704,24 @@ impl Access<'_> {
     /// an unknown token is [`Error::NotFound`], as an accessor the caller may not manage is.
     pub fn accessor_of(&self, token: &Token) -> Result<String> {
         match self.record_of_token(token) {
-            Ok(record) => Ok(record.accessor),
+            Ok(record) => Ok(record.accessor.clone()),
             Err(Error::PermissionDenied) => Err(Error::NotFound("the token".into())),
             Err(e) => Err(e),
         }
     }
 
     /// The record a token's keyed hash names; unknown: [`Error::PermissionDenied`].
-    fn record_of_token(&self, token: &Token) -> Result<TokenRecord> {
+    fn record_of_token(&self, token: &Token) -> Result<Arc<TokenRecord>> {
         let keyring = self.keyring()?;
         let hash = keyring.token_hasher.hash(token);
-        let Some(bytes) = self.data.get(Space::Config, &token_record_key(&hash))? else {
+        let Some(record) = self
+            .data
+            .cached(Space::Config, &token_record_key(&hash), |bytes| {
+                from_json::<TokenRecord>(bytes, "a token record")
+            })?
+        else {
             return Err(Error::PermissionDenied);
         };
-        let record: TokenRecord = from_json(&bytes, "a token record")?;
         if !hash
             .matches_hex(&record.hash)
             .ok_or_else(|| corrupt("a token record"))?

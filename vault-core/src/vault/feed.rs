@@ -222,12 +222,19 @@ pub(super) struct Revision<'a> {
     feed: Arc<Feed>,
     any: &'a watch::Sender<u64>,
     pub(super) revision: u64,
+    /// Feed pruning of the tenant becomes due when the event passes the retention period:
+    /// noted when the guard goes, after the write (a round that takes the unit from then on
+    /// reads the event).
+    prune_due: Option<(&'a super::due::DueIndex, TenantId, i64)>,
 }
 
 impl Drop for Revision<'_> {
     fn drop(&mut self) {
         self.feed.finish(self.revision);
         self.any.send_modify(|count| *count = count.wrapping_add(1));
+        if let Some((due, tenant, at)) = self.prune_due {
+            due.note(super::due::Unit::FeedPruning, tenant, at);
+        }
     }
 }
 
@@ -366,10 +373,18 @@ impl Vault {
             inner.in_flight.insert(revision);
             revision
         };
+        let retention = self.config.feed.retention_nanos;
         let guard = Revision {
             feed,
             any: &self.feeds.any,
             revision,
+            prune_due: (retention > 0).then(|| {
+                (
+                    &self.maintenance_state.due,
+                    tenant,
+                    event.time_unix_nanos.saturating_add(retention),
+                )
+            }),
         };
         event.revision = revision;
         batch.put(
@@ -507,6 +522,17 @@ impl Vault {
         );
         self.data.write(batch)?;
         Ok(removed)
+    }
+
+    /// The time of the tenant's oldest feed event, if it has any.
+    pub(super) fn oldest_event_time(&self, tenant: TenantId) -> Result<Option<i64>> {
+        let prefix = events_prefix(tenant);
+        match self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.first() {
+            Some((_, value)) => Ok(Some(
+                from_json::<Event>(value, "a feed event")?.time_unix_nanos,
+            )),
+            None => Ok(None),
+        }
     }
 
     /// Forgets a tenant's feed (its data is gone: shredded).

@@ -11,8 +11,10 @@
 //! | named keys | `kmsc/<tenant>/<name>`, `kmsv/<tenant>/<name>/` | read again alike |
 //! | the seal configuration | `seal/config` | read again; a root key this node does not hold (a root rotation) stops it from serving reads until it is unsealed again |
 //!
-//! Not cached, so nothing to do: token records, policies, AppRoles, MFA enrolments, JWT
-//! configurations, secrets and their metadata (read from the store on every call). Use counts
+//! | token records, the accessor index, policies, secrets' metadata (the data store's hot records) | `token/`, `accessor/`, `policy/`, `t/<tenant>/m/` | forgotten (the data store forgets them too on this node's own writes; while the watch is down none is served) |
+//!
+//! Not cached, so nothing to do: AppRoles, MFA enrolments, JWT configurations, secrets'
+//! versions (read from the store on every call). Use counts
 //! (`kek-count/`, `kmsn/`, `sys/root-count/`) are the active node's reservations; a standby takes
 //! no uses, and a node that becomes active drops every cache anyway
 //! ([`Vault::drop_caches`]).
@@ -91,6 +93,10 @@ impl Vault {
     /// could not be read) leaves the caches unknown: the caller reloads them
     /// ([`Vault::reload_followed`]).
     pub fn follow_change(&self, store: Store, space: Space, key: &[u8]) -> crate::Result<()> {
+        if store == Store::Data {
+            // Token records, the accessor index and policies (the data store's hot records).
+            self.data.forget(space, key);
+        }
         let Some(cached) = classify(store, space, key) else {
             return Ok(());
         };
@@ -146,6 +152,13 @@ impl Vault {
     pub fn reload_followed(&self) -> crate::Result<()> {
         self.drop_caches();
         self.follow_seal_config()
+    }
+
+    /// Whether token records and policies may be served from memory (see
+    /// [`crate::stores::DataStore::set_hot_records_trusted`]): not while this node's watch of
+    /// other nodes' writes is down.
+    pub fn set_hot_records_trusted(&self, trusted: bool) {
+        self.data.set_hot_records_trusted(trusted);
     }
 
     /// The keyring in force, if unsealed; it takes only the state's lock (not the seal

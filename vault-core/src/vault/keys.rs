@@ -45,6 +45,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::due::Unit;
 use super::feed::{Event, EventKind};
 use super::*;
 use crate::schema::{
@@ -161,8 +162,6 @@ pub struct KeyPolicy {
     pub rewrap_per_round: usize,
     /// Waiting period between a tenant's deletion and the destruction of its keys.
     pub shred_delay_nanos: i64,
-    /// How often the maintenance rounds look at every tenant (age, live versions).
-    pub sweep_interval_nanos: i64,
     /// DANGER, tests only: every use of a key is appended (and synced) to this file first.
     pub invocation_log: Option<std::path::PathBuf>,
 }
@@ -176,7 +175,6 @@ impl Default for KeyPolicy {
             reserve_block: DEFAULT_RESERVE_BLOCK,
             rewrap_per_round: 200,
             shred_delay_nanos: DEFAULT_SHRED_DELAY_NANOS,
-            sweep_interval_nanos: 10_000_000_000,
             invocation_log: None,
         }
     }
@@ -228,7 +226,53 @@ pub(super) struct KekVersion {
     uses: Mutex<Uses>,
 }
 
-/// A tenant's KEK versions, unsealed on first use and cached until seal.
+/// DEKs a re-wrap job writes in one batch (one synced write instead of one per DEK), and
+/// the most secret versions one call of [`Vault::rewrap_round`] reads (each up to the largest
+/// value: their memory is bounded by this many values).
+pub(super) const REWRAP_CHUNK: usize = 256;
+
+/// Lock stripes (of [`LOCK_STRIPES`](super::LOCK_STRIPES)) a re-wrap write holds at most: a
+/// quarter of the puts wait for it, the others go on.
+const REWRAP_STRIPES: usize = 16;
+
+/// Tenants whose unsealed KEKs the keyring keeps at most; beyond it, tenants whose keys no
+/// call holds are evicted (and unsealed again on their next use).
+pub(super) const KEK_CACHE_TENANTS: usize = 4096;
+
+/// Tenants evicted at once when the KEK cache is full.
+const KEK_EVICTIONS: usize = 64;
+
+impl Keyring {
+    /// Keeps `keys` as the tenant's cached KEKs. When the cache holds [`KEK_CACHE_TENANTS`]
+    /// others, up to [`KEK_EVICTIONS`] tenants whose keys nothing else holds go first: a call in
+    /// flight keeps its keys and their use counts, and a tenant loaded again reads its counts
+    /// from the key store, where the reservations made for it are (so an evicted tenant's
+    /// unused reservation, at most one block, counts as used: budgets err on the safe side).
+    pub(super) fn cache_tenant_keys(&self, tenant: TenantId, keys: Arc<TenantKeys>) {
+        let mut cache = write(&self.tenants);
+        if cache.len() >= KEK_CACHE_TENANTS && !cache.contains_key(&tenant) {
+            let idle: Vec<TenantId> = cache
+                .iter()
+                .filter(|(_, held)| {
+                    Arc::strong_count(held) == 1
+                        && held
+                            .versions
+                            .values()
+                            .all(|kek| Arc::strong_count(kek) == 1)
+                })
+                .map(|(id, _)| *id)
+                .take(KEK_EVICTIONS)
+                .collect();
+            for id in idle {
+                cache.remove(&id);
+            }
+        }
+        cache.insert(tenant, keys);
+    }
+}
+
+/// A tenant's KEK versions, unsealed on first use and cached (up to [`KEK_CACHE_TENANTS`]
+/// tenants) until seal.
 pub(super) struct TenantKeys {
     pub(super) current: u32,
     pub(super) versions: BTreeMap<u32, Arc<KekVersion>>,
@@ -347,7 +391,10 @@ pub struct KeyStatus {
     pub max_live_versions: u32,
     /// Only for the system scope.
     pub root: Option<RootKeyStatus>,
+    /// One page of the tenants when no tenant was named.
     pub tenants: Vec<TenantKeyStatus>,
+    /// The next page's token; `None` on the last page.
+    pub next_page_token: Option<String>,
 }
 
 pub(super) fn previous_root_context(version: u32) -> Context<'static> {
@@ -611,7 +658,7 @@ impl Vault {
         }
         let current = versions.keys().next_back().copied().unwrap_or(0);
         let loaded = Arc::new(TenantKeys { current, versions });
-        write(&keyring.tenants).insert(tenant, Arc::clone(&loaded));
+        keyring.cache_tenant_keys(tenant, Arc::clone(&loaded));
         Ok(loaded)
     }
 
@@ -738,10 +785,21 @@ impl Vault {
         let mut lifecycle = self.lifecycle(tenant)?;
         let mut live: Vec<u32> = keys.versions.keys().copied().collect();
         live.push(version);
-        if self.schedule_past_limit(&mut lifecycle, &live) {
+        let scheduled = self.schedule_past_limit(&mut lifecycle, &live);
+        if scheduled {
             batch.put(Space::Config, kek_state_key(tenant), to_json(&lifecycle)?);
         }
         self.keys.write(batch)?;
+        if scheduled {
+            self.note_due(Unit::Rewrap, tenant, created);
+        }
+        if self.config.keys.max_age_nanos > 0 {
+            self.note_due(
+                Unit::Sweep,
+                tenant,
+                created.saturating_add(self.config.keys.max_age_nanos),
+            );
+        }
         let mut versions = keys.versions.clone();
         versions.insert(
             version,
@@ -751,7 +809,7 @@ impl Vault {
                 uses: Mutex::new(Uses::default()),
             }),
         );
-        write(&keyring.tenants).insert(
+        keyring.cache_tenant_keys(
             tenant,
             Arc::new(TenantKeys {
                 current: version,
@@ -801,6 +859,12 @@ impl Vault {
         excess > 0
     }
 
+    /// Whether the tenant has a re-wrap job running, or versions waiting for one.
+    pub(super) fn rewrap_pending(&self, tenant: TenantId) -> Result<bool> {
+        let lifecycle = self.lifecycle(tenant)?;
+        Ok(lifecycle.job.is_some() || !lifecycle.scheduled.is_empty())
+    }
+
     fn lifecycle(&self, tenant: TenantId) -> Result<Lifecycle> {
         Ok(self
             .keys
@@ -826,49 +890,68 @@ impl Vault {
         Ok(())
     }
 
-    pub(super) fn sweep(
+    /// The key sweep of one tenant: rotation by age, and scheduling past the live limit (a
+    /// limit lowered since the versions were made). Its unit is due again when the current
+    /// KEK reaches the maximum age. A deleted tenant, or one without keys, has nothing to sweep.
+    pub(super) fn sweep_tenant(
         &self,
         keyring: &Keyring,
+        id: TenantId,
         now: i64,
         report: &mut MaintenanceReport,
     ) -> Result<()> {
+        if self.tenant_state(id)?.is_none() {
+            return Ok(());
+        }
         let max_age = self.config.keys.max_age_nanos;
-        for record in self.tenant_records()? {
-            let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
-            let changes = self.hold_key_changes();
-            let current = match self.tenant_keys_locked(&changes, keyring, id) {
-                Ok(keys) => keys,
-                // A tenant record without keys (a data store older than a shredding): nothing to
-                // maintain, and no reason to hold up the other tenants.
-                Err(Error::FailedPrecondition(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            if max_age > 0
-                && let Some(kek) = current.versions.get(&current.current)
-                && now - kek.created_unix_nanos >= max_age
-            {
-                let age_days = (now - kek.created_unix_nanos) / 86_400_000_000_000;
-                self.add_kek_version(
-                    &changes,
-                    keyring,
-                    id,
-                    &format!(
-                        "KEK version {} reached the maximum age ({age_days} days)",
-                        current.current
-                    ),
-                )?;
-                report.rotated += 1;
-                continue;
-            }
-            let mut lifecycle = self.lifecycle(id)?;
-            let versions: Vec<u32> = current.versions.keys().copied().collect();
-            if self.schedule_past_limit(&mut lifecycle, &versions) {
-                let mut batch = WriteBatch::new();
-                batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
-                self.keys.write(batch)?;
-            }
+        let changes = self.hold_key_changes();
+        // The stored records tell the versions and their ages: nothing is unsealed (or cached)
+        // unless the tenant rotates. A tenant without keys (a data store older than a
+        // shredding) has nothing to maintain.
+        let stored = self.stored_kek_ages(id)?;
+        let Some((&current, &created)) = stored.last_key_value() else {
+            return Ok(());
+        };
+        if max_age > 0 && now - created >= max_age {
+            let age_days = (now - created) / 86_400_000_000_000;
+            // add_kek_version makes the sweep due again at the new version's age limit.
+            self.add_kek_version(
+                &changes,
+                keyring,
+                id,
+                &format!("KEK version {current} reached the maximum age ({age_days} days)"),
+            )?;
+            report.rotated += 1;
+            return Ok(());
+        }
+        let mut lifecycle = self.lifecycle(id)?;
+        let versions: Vec<u32> = stored.keys().copied().collect();
+        if self.schedule_past_limit(&mut lifecycle, &versions) {
+            let mut batch = WriteBatch::new();
+            batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
+            self.keys.write(batch)?;
+            self.note_due(Unit::Rewrap, id, now);
+        }
+        if max_age > 0 {
+            self.note_due(Unit::Sweep, id, created.saturating_add(max_age));
         }
         Ok(())
+    }
+
+    /// The tenant's stored KEK versions and when each was made, from their records (nothing
+    /// unsealed).
+    fn stored_kek_ages(&self, tenant: TenantId) -> Result<BTreeMap<u32, i64>> {
+        let prefix = kek_prefix(tenant);
+        let mut ages = BTreeMap::new();
+        for (key, value) in self
+            .keys
+            .scan(Space::Config, &prefix, &prefix, MAX_KEK_VERSIONS + 1)?
+        {
+            let version = version_suffix(&key, prefix.len(), "a KEK key")?;
+            let record: KekRecord = from_json(&value, "a KEK record")?;
+            ages.insert(version, record.created_unix_nanos);
+        }
+        Ok(ages)
     }
 
     /// Advances the tenant's re-wrap job by at most `budget` DEKs (starting one if versions are
@@ -936,6 +1019,7 @@ impl Vault {
         let mut scanned = 0u64;
         let mut rewrapped = 0u64;
         let mut last = None;
+        let mut chunk = Vec::with_capacity(REWRAP_CHUNK);
         for (key, value) in &entries {
             scanned += 1;
             last = Some(key.clone());
@@ -943,11 +1027,16 @@ impl Vault {
                 return Err(corrupt("a stored secret version"));
             };
             let header = Header::parse(wrapped)?;
-            if job.versions.contains(&header.key.version)
-                && self.rewrap_one(keyring, tenant, &key[prefix.len()..], &job.versions)?
-            {
-                rewrapped += 1;
+            if job.versions.contains(&header.key.version) {
+                chunk.push(&key[prefix.len()..]);
             }
+            if chunk.len() == REWRAP_CHUNK {
+                rewrapped += self.rewrap_chunk(keyring, tenant, &chunk, &job.versions)?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            rewrapped += self.rewrap_chunk(keyring, tenant, &chunk, &job.versions)?;
         }
 
         if done {
@@ -1007,7 +1096,7 @@ impl Vault {
         for version in &finished.versions {
             versions.remove(version);
         }
-        write(&keyring.tenants).insert(
+        keyring.cache_tenant_keys(
             tenant,
             Arc::new(TenantKeys {
                 current: keys.current,
@@ -1020,57 +1109,113 @@ impl Vault {
         Ok(entries.len())
     }
 
-    /// Re-wraps one secret version's DEK (`relative`: path, NUL, version) into the current KEK
-    /// under the secret's stripe lock, if it is still wrapped under a version of `set`.
-    fn rewrap_one(
+    /// Re-wraps the DEKs of the secret versions at `relatives` (keys below the tenant's
+    /// versions prefix) still wrapped under a version of `set`: one write per group of paths
+    /// that fall on at most [`REWRAP_STRIPES`] lock stripes. A group's stripes are held, in
+    /// ascending order, from the read of each version to the write: nothing written meanwhile
+    /// (a put, a destroy) is overwritten, and puts on the other stripes go on. Returns the DEKs
+    /// re-wrapped.
+    fn rewrap_chunk(
         &self,
         keyring: &Keyring,
         tenant: TenantId,
-        relative: &[u8],
+        relatives: &[&[u8]],
         set: &BTreeSet<u32>,
-    ) -> Result<bool> {
-        let split = relative
-            .len()
-            .checked_sub(9)
-            .filter(|at| relative[*at] == 0)
-            .ok_or_else(|| corrupt("a secret version key"))?;
-        let path = std::str::from_utf8(&relative[..split])
-            .ok()
-            .and_then(|p| SecretPath::parse(p).ok())
-            .ok_or_else(|| corrupt("a secret version key"))?;
-        let version = relative[split + 1..]
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt("a secret version key"))?;
-        let _guard = lock(self.stripe(tenant, path.as_str()));
-        let key = version_key(tenant, &path, version);
-        let Some(stored) = self.data.get(Space::Secrets, &key)? else {
-            return Ok(false);
-        };
-        let what = || format!("secret {path} version {version}");
-        let (created, wrapped, sealed_value) =
-            decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
-        let header = Header::parse(wrapped).map_err(|_| Error::Integrity(what()))?;
-        if !set.contains(&header.key.version) {
-            return Ok(false);
+    ) -> Result<u64> {
+        let mut parsed = Vec::with_capacity(relatives.len());
+        for relative in relatives {
+            let split = relative
+                .len()
+                .checked_sub(9)
+                .filter(|at| relative[*at] == 0)
+                .ok_or_else(|| corrupt("a secret version key"))?;
+            let path = std::str::from_utf8(&relative[..split])
+                .ok()
+                .and_then(|p| SecretPath::parse(p).ok())
+                .ok_or_else(|| corrupt("a secret version key"))?;
+            let version = relative[split + 1..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt("a secret version key"))?;
+            let stripe = self.stripe_index(tenant, path.as_str());
+            parsed.push((stripe, path, version));
         }
-        let old = self
-            .kek(keyring, tenant, header.key.version)?
-            .ok_or_else(|| Error::Integrity(what()))?;
-        let context = dek_context(tenant, &path, version);
-        let dek = SecretKey::from_bytes(crypto::open(&old.key, &context, wrapped, &what)?)
-            .ok_or_else(|| Error::Integrity(what()))?;
+        parsed.sort_unstable_by_key(|(stripe, _, _)| *stripe);
+        let mut count = 0;
+        let mut rest = parsed.as_slice();
+        while !rest.is_empty() {
+            // The longest run of `rest` on at most REWRAP_STRIPES stripes.
+            let mut stripes = 0;
+            let mut end = 0;
+            while end < rest.len() {
+                if end == 0 || rest[end].0 != rest[end - 1].0 {
+                    if stripes == REWRAP_STRIPES {
+                        break;
+                    }
+                    stripes += 1;
+                }
+                end += 1;
+            }
+            let (group, after) = rest.split_at(end);
+            count += self.rewrap_group(keyring, tenant, group, set)?;
+            rest = after;
+        }
+        Ok(count)
+    }
+
+    /// One group of [`Vault::rewrap_chunk`], sorted by stripe.
+    fn rewrap_group(
+        &self,
+        keyring: &Keyring,
+        tenant: TenantId,
+        group: &[(usize, SecretPath, u64)],
+        set: &BTreeSet<u32>,
+    ) -> Result<u64> {
+        let mut guards = Vec::new();
+        let mut held = None;
+        for (stripe, _, _) in group {
+            if held != Some(*stripe) {
+                guards.push(lock(&self.stripes[*stripe]));
+                held = Some(*stripe);
+            }
+        }
         // Inside the gate like any writer (this job closed it behind the puts before its scan).
         let wrapping = self.kek_state.enter_wrap_gate();
-        let (rewrapped, _) = self.wrap_dek(&wrapping, keyring, tenant, &context, &dek)?;
         let mut batch = WriteBatch::new();
-        batch.put(
-            Space::Secrets,
-            key,
-            encode_version(created, &rewrapped, sealed_value),
-        );
-        self.data.write(batch)?;
-        Ok(true)
+        for (_, path, version) in group {
+            let (path, version) = (path, *version);
+            let key = version_key(tenant, path, version);
+            let Some(stored) = self.data.get(Space::Secrets, &key)? else {
+                continue;
+            };
+            let what = || format!("secret {path} version {version}");
+            let (created, wrapped, sealed_value) =
+                decode_version(&stored).ok_or_else(|| Error::Integrity(what()))?;
+            let header = Header::parse(wrapped).map_err(|_| Error::Integrity(what()))?;
+            if !set.contains(&header.key.version) {
+                continue;
+            }
+            let old = self
+                .kek(keyring, tenant, header.key.version)?
+                .ok_or_else(|| Error::Integrity(what()))?;
+            let context = dek_context(tenant, path, version);
+            let dek = SecretKey::from_bytes(crypto::open(&old.key, &context, wrapped, &what)?)
+                .ok_or_else(|| Error::Integrity(what()))?;
+            let (rewrapped, _) = self.wrap_dek(&wrapping, keyring, tenant, &context, &dek)?;
+            batch.put(
+                Space::Secrets,
+                key,
+                encode_version(created, &rewrapped, sealed_value),
+            );
+        }
+        let count = batch.ops.len() as u64;
+        // Each DEK stands alone: a backend with a smaller batch takes it in parts (the stripes
+        // stay held until the last).
+        for part in batch.split(self.data.batch_limits()) {
+            self.data.write(part)?;
+        }
+        drop(guards);
+        Ok(count)
     }
 
     fn count_secret_versions(&self, tenant: TenantId) -> Result<u64> {
@@ -1181,13 +1326,20 @@ impl Keks<'_> {
         let mut batch = WriteBatch::new();
         batch.put(Space::Config, kek_state_key(id), to_json(&lifecycle)?);
         self.keys.write(batch)?;
+        self.note_due(Unit::Rewrap, id, self.now());
         Ok(())
     }
 
     /// Versions, counts, budgets and retirement progress: one tenant (`admin` on it, or the
-    /// system scope), or every live tenant and the root key (system scope).
-    pub fn key_status(&self, caller: &Caller, tenant: Option<&TenantName>) -> Result<KeyStatus> {
+    /// system scope), or a page of the live tenants and the root key (system scope).
+    pub fn key_status(
+        &self,
+        caller: &Caller,
+        tenant: Option<&TenantName>,
+        page: &PageRequest,
+    ) -> Result<KeyStatus> {
         let keyring = self.keyring()?;
+        let mut next_page_token = None;
         let tenants = match tenant {
             Some(name) => {
                 let id = self
@@ -1198,7 +1350,9 @@ impl Keks<'_> {
             None => {
                 require_system(caller)?;
                 let mut all = Vec::new();
-                for record in self.tenant_records()? {
+                let (records, next) = self.tenant_record_page(page)?;
+                next_page_token = next;
+                for record in records {
                     let name =
                         TenantName::parse(&record.name).map_err(|_| corrupt("a tenant record"))?;
                     let id = TenantId::parse_hex(&record.id)
@@ -1228,6 +1382,7 @@ impl Keks<'_> {
             max_live_versions: self.config.keys.max_live_versions,
             root,
             tenants: statuses,
+            next_page_token,
         })
     }
 

@@ -10,8 +10,8 @@
 //! its one elected node, which is why they are separate units. Runs never overlap: a run that
 //! finds another in progress does nothing.
 
+use super::due::{DISCOVERY_PAGE, DueIndex, Unit};
 use super::*;
-use crate::schema::KEK_STATE_PREFIX;
 
 /// One background task (see the module documentation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,8 +95,19 @@ impl Failures {
 pub(super) struct MaintenanceState {
     /// Held by the maintenance round in progress.
     running: Mutex<()>,
-    last_sweep: Mutex<Option<i64>>,
+    /// When each tenant's units of work are next due (due.rs).
+    pub(super) due: DueIndex,
 }
+
+/// Tenants a round runs one unit for, at most (the rest stay due for the next round).
+const TENANTS_PER_ROUND: usize = 1024;
+
+/// How long a unit that failed waits before it is tried again.
+const RETRY_NANOS: i64 = 1_000_000_000;
+
+/// How long feed pruning waits when events past the retention period are held back (a webhook
+/// has not fanned them out yet).
+const HELD_BACK_NANOS: i64 = 10_000_000_000;
 
 impl Vault {
     /// One round: every task once, each whatever happened to the others (see the module
@@ -153,43 +164,36 @@ impl Vault {
         let now = self.now();
         let mut done = MaintenanceReport::default();
         let mut failures = Failures { task, count: 0 };
+        if task == Task::KeySweep {
+            // The first task of a round: tenants not yet known to the due index become due.
+            failures.note(None, self.discover_tenants(keyring, now));
+        }
+        let due = &self.maintenance_state.due;
         match task {
             Task::KeySweep => {
-                let due = {
-                    let mut last = lock(&self.maintenance_state.last_sweep);
-                    let due =
-                        last.is_none_or(|at| now - at >= self.config.keys.sweep_interval_nanos);
-                    if due {
-                        *last = Some(now);
-                    }
-                    due
-                };
-                if due {
-                    failures.note(None, self.sweep(keyring, now, &mut done));
+                for id in due.take_due(Unit::Sweep, now, TENANTS_PER_ROUND) {
+                    let result = self.sweep_tenant(keyring, id, now, &mut done);
+                    self.retry_if_failed(Unit::Sweep, id, now, &result);
+                    failures.note(Some(id), result);
                 }
             }
-            Task::Rewrap => self.rewrap_all(keyring, &mut done, &mut failures),
+            Task::Rewrap => self.rewrap_due(keyring, now, &mut done, &mut failures),
             Task::Shredding => failures.note(None, self.shred_due(keyring, now, &mut done)),
             Task::KeySchedule => failures.note(None, self.kms_due(keyring, now, 64, &mut done)),
-            Task::Expiry | Task::FeedPruning => match self.tenant_records() {
-                Ok(records) => {
-                    for record in records {
-                        let Some(id) = TenantId::parse_hex(&record.id) else {
-                            failures.note(None, Err(corrupt("a tenant record")));
-                            continue;
-                        };
-                        let result = if task == Task::Expiry {
-                            self.expire_due(id, now)
-                                .map(|count| done.expiry_events += count as u64)
-                        } else {
-                            self.prune_feed(id, now, 1024)
-                                .map(|count| done.events_pruned += count as u64)
-                        };
-                        failures.note(Some(id), result);
-                    }
+            Task::Expiry => {
+                for id in due.take_due(Unit::Expiry, now, TENANTS_PER_ROUND) {
+                    let result = self.expiry_tenant(id, now, &mut done);
+                    self.retry_if_failed(Unit::Expiry, id, now, &result);
+                    failures.note(Some(id), result);
                 }
-                Err(error) => failures.note(None, Err(error)),
-            },
+            }
+            Task::FeedPruning => {
+                for id in due.take_due(Unit::FeedPruning, now, TENANTS_PER_ROUND) {
+                    let result = self.prune_tenant(id, now, &mut done);
+                    self.retry_if_failed(Unit::FeedPruning, id, now, &result);
+                    failures.note(Some(id), result);
+                }
+            }
             Task::Purge => {
                 let purged = self
                     .purge_access(now)
@@ -204,33 +208,140 @@ impl Vault {
         }
     }
 
-    /// The re-wrap jobs of every tenant that has one, within one run's budget of DEKs.
-    fn rewrap_all(&self, keyring: &Keyring, done: &mut MaintenanceReport, failures: &mut Failures) {
-        let mut budget = self.config.keys.rewrap_per_round.max(1);
-        let prefix = KEK_STATE_PREFIX;
-        let states = match self.keys.scan(Space::Config, prefix, prefix, usize::MAX) {
-            Ok(states) => states,
-            Err(error) => return failures.note(None, Err(error.into())),
+    /// A unit that failed is due again after [`RETRY_NANOS`].
+    fn retry_if_failed(&self, unit: Unit, tenant: TenantId, now: i64, result: &Result<()>) {
+        if result.is_err() {
+            self.maintenance_state
+                .due
+                .note(unit, tenant, now.saturating_add(RETRY_NANOS));
+        }
+    }
+
+    /// Work on `tenant` becomes due at `at` at the latest (for the writes that make it due).
+    pub(super) fn note_due(&self, unit: Unit, tenant: TenantId, at: i64) {
+        self.maintenance_state.due.note(unit, tenant, at);
+    }
+
+    /// Reads the next page of tenant records the due index has not seen since `keyring` was
+    /// opened (if any), and makes every unit of each due now (due.rs).
+    fn discover_tenants(&self, keyring: &Keyring, now: i64) -> Result<()> {
+        let due = &self.maintenance_state.due;
+        let Some((epoch, from)) = due.discovery(keyring.serial) else {
+            return Ok(());
         };
-        for (key, _) in states {
-            if budget == 0 {
-                break;
+        let prefix = schema::TENANT_PREFIX;
+        let page = self
+            .data
+            .scan(Space::Config, prefix, &from, DISCOVERY_PAGE)?;
+        let mut first_error = None;
+        let mut tenants = Vec::with_capacity(page.len());
+        for (_, value) in &page {
+            let id = from_json::<TenantRecord>(value, "a tenant record").and_then(|record| {
+                TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))
+            });
+            match id {
+                Ok(id) => tenants.push(id),
+                // One bad record does not stop the others from being discovered.
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
-            let Some(id) = std::str::from_utf8(&key[prefix.len()..])
-                .ok()
-                .and_then(TenantId::parse_hex)
-            else {
-                failures.note(None, Err(corrupt("a key lifecycle key")));
-                continue;
+        }
+        let next = match page.last() {
+            Some((last, _)) if page.len() == DISCOVERY_PAGE => {
+                let mut next = last.clone();
+                next.push(0);
+                Some(next)
+            }
+            _ => None,
+        };
+        due.discovered(epoch, &tenants, now, next);
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Expiry notices of one tenant; its unit is due again at its earliest alarm.
+    fn expiry_tenant(&self, id: TenantId, now: i64, done: &mut MaintenanceReport) -> Result<()> {
+        if self.tenant_state(id)?.is_none() {
+            return Ok(());
+        }
+        done.expiry_events += self.expire_due(id, now)? as u64;
+        if let Some(at) = self.first_alarm(id)? {
+            self.note_due(Unit::Expiry, id, at);
+        }
+        Ok(())
+    }
+
+    /// Feed pruning of one tenant; its unit is due again when its oldest event passes the
+    /// retention period (or soon, if events past it are held back for a webhook).
+    fn prune_tenant(&self, id: TenantId, now: i64, done: &mut MaintenanceReport) -> Result<()> {
+        let retention = self.config.feed.retention_nanos;
+        if retention <= 0 || self.tenant_state(id)?.is_none() {
+            return Ok(());
+        }
+        let limit = 1024;
+        let removed = self.prune_feed(id, now, limit)?;
+        done.events_pruned += removed as u64;
+        if let Some(oldest) = self.oldest_event_time(id)? {
+            let at = oldest.saturating_add(retention);
+            let at = if at > now || removed >= limit {
+                at
+            } else {
+                // Nothing more could go: held back for a webhook. Not every round.
+                now.saturating_add(HELD_BACK_NANOS)
             };
+            self.note_due(Unit::FeedPruning, id, at);
+        }
+        Ok(())
+    }
+
+    /// The re-wrap jobs of the tenants that have one, within one run's budget of DEKs.
+    fn rewrap_due(
+        &self,
+        keyring: &Keyring,
+        now: i64,
+        done: &mut MaintenanceReport,
+        failures: &mut Failures,
+    ) {
+        let mut budget = self.config.keys.rewrap_per_round.max(1);
+        for id in self
+            .maintenance_state
+            .due
+            .take_due(Unit::Rewrap, now, usize::MAX)
+        {
+            if budget == 0 {
+                self.note_due(Unit::Rewrap, id, now);
+                continue;
+            }
             let result = self.tenant_state(id).and_then(|state| match state {
                 // A deleted tenant: its keys wait for shredding (or a restore).
-                None => Ok(0),
-                Some(_) => self.rewrap_round(keyring, id, budget, done),
+                None => Ok(None),
+                Some(_) => {
+                    // A page of versions at a time (bounded memory), until the job is done or
+                    // the round's budget is spent.
+                    let mut used = 0;
+                    loop {
+                        let page = (budget - used).min(super::keys::REWRAP_CHUNK);
+                        let read = self.rewrap_round(keyring, id, page, done)?;
+                        used += read;
+                        if read < page || used >= budget {
+                            break;
+                        }
+                    }
+                    Ok(Some((used, self.rewrap_pending(id)?)))
+                }
             });
             match result {
-                Ok(used) => budget -= used,
-                Err(error) => failures.note(Some(id), Err(error)),
+                Ok(Some((used, more))) => {
+                    budget = budget.saturating_sub(used);
+                    if more {
+                        self.note_due(Unit::Rewrap, id, now);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.note_due(Unit::Rewrap, id, now.saturating_add(RETRY_NANOS));
+                    failures.note(Some(id), Err(error));
+                }
             }
         }
     }

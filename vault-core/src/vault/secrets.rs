@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Caller, Keyring, ListPage, PutOutcome, SecretVersion, Vault, corrupt, decode_version,
-    dek_context, encode_version,
+    dek_context,
+    due::Unit,
+    encode_version,
     feed::{Event, EventKind},
     from_json, lock, to_json, value_context,
 };
@@ -267,10 +269,16 @@ impl Vault {
     /// The secret's metadata, with the version list filled in for a record written before
     /// versions were tracked.
     fn load_meta(&self, id: TenantId, path: &SecretPath) -> Result<Option<SecretMeta>> {
-        let Some(bytes) = self.data.get(Space::Secrets, &meta_key(id, path))? else {
+        // Kept decoded (the data store's metadata cache): a get or put copies it.
+        let Some(cached) = self
+            .data
+            .cached(Space::Secrets, &meta_key(id, path), |bytes| {
+                from_json::<SecretMeta>(bytes, "secret metadata")
+            })?
+        else {
             return Ok(None);
         };
-        let mut meta: SecretMeta = from_json(&bytes, "secret metadata")?;
+        let mut meta = SecretMeta::clone(&cached);
         if meta.versions.is_empty() && meta.current_version > 0 {
             let prefix = versions_prefix(id, path);
             let mut start = prefix.clone();
@@ -670,6 +678,20 @@ impl Vault {
         })
     }
 
+    /// When the tenant's earliest alarm goes off, if it has any.
+    pub(super) fn first_alarm(&self, id: TenantId) -> Result<Option<i64>> {
+        let prefix = schema::alarm_prefix(id);
+        match self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.first() {
+            Some((key, _)) => key
+                .get(prefix.len()..prefix.len() + 8)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map(|bytes| i64::try_from(u64::from_be_bytes(bytes)).unwrap_or(i64::MAX))
+                .map(Some)
+                .ok_or_else(|| corrupt("an expiry alarm key")),
+            None => Ok(None),
+        }
+    }
+
     /// Sends the tenant's due expiry notices (at most [`ALARMS_PER_ROUND`]): each is an event,
     /// audited as the vault first, written with the next alarm in one write.
     pub(super) fn expire_due(&self, id: TenantId, now: i64) -> Result<usize> {
@@ -682,7 +704,7 @@ impl Vault {
                 .ok_or_else(|| corrupt("an expiry alarm key"))?;
             Ok(at <= now.max(0) as u64)
         };
-        // This runs every round for every tenant: the earliest alarm decides whether to read on.
+        // The earliest alarm decides whether to read on.
         match self.data.scan(Space::Secrets, &prefix, &prefix, 1)?.first() {
             Some((key, _)) if due(key)? => {}
             _ => return Ok(0),
@@ -761,16 +783,7 @@ impl Vault {
         recursive: bool,
     ) -> Result<(ListPage, usize)> {
         let _keyring = self.keyring()?;
-        let page_size = match page_size {
-            0 => super::DEFAULT_PAGE_SIZE,
-            n if n > super::MAX_PAGE_SIZE => {
-                return Err(Error::invalid(
-                    "page_size",
-                    format!("must be at most {}", super::MAX_PAGE_SIZE),
-                ));
-            }
-            n => n,
-        };
+        let page_size = super::page_size(page_size)?;
         // Read first: every change up to it is in the listing (watch from it to follow on).
         let revision = self.committed_revision(id)?;
         let mut base = meta_prefix(id);
@@ -1138,6 +1151,7 @@ impl Secrets<'_> {
             meta.rotate_by_unix_nanos = at;
             changed.push(Deadline::RotateBy);
         }
+        let mut earliest_alarm = None;
         {
             let (stale, kept): (Vec<Alarm>, Vec<Alarm>) = std::mem::take(&mut meta.alarms)
                 .into_iter()
@@ -1166,6 +1180,10 @@ impl Secrets<'_> {
                     }
                 };
                 batch.put(Space::Secrets, alarm_key(id, path, &alarm), Vec::new());
+                earliest_alarm = Some(
+                    earliest_alarm
+                        .map_or(alarm.at_unix_nanos, |at: i64| at.min(alarm.at_unix_nanos)),
+                );
                 meta.alarms.push(alarm);
             }
         }
@@ -1185,6 +1203,10 @@ impl Secrets<'_> {
             )
         };
         self.data.write(batch)?;
+        // After the write: a round that takes the expiry unit from now on reads the alarm.
+        if let Some(at) = earliest_alarm {
+            self.note_due(Unit::Expiry, id, at);
+        }
         self.metadata_view(id, path, &meta)
     }
 

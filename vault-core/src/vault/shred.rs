@@ -289,6 +289,11 @@ impl Tenants<'_> {
             .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes())
             .delete(Space::Config, deleted_tenant_key(id));
         self.data.write(batch)?;
+        // Its units were dropped while it was deleted: every one is due again.
+        let now = self.now();
+        for unit in super::due::Unit::ALL {
+            self.note_due(unit, id, now);
+        }
         self.tenant_info(&keyring, record)
     }
 }

@@ -11,6 +11,8 @@
 
 use std::{net::IpAddr, time::Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::*;
 use crate::{
     cidr::Cidr,
@@ -267,6 +269,39 @@ impl Vault {
         tenant_records(&self.data)
     }
 
+    /// One page of tenant records in name order, and the token of the next page: the last
+    /// name of this one, encoded (`None` on the last page). One read of the store.
+    pub(super) fn tenant_record_page(
+        &self,
+        page: &PageRequest,
+    ) -> Result<(Vec<TenantRecord>, Option<String>)> {
+        let size = super::page_size(page.size)?;
+        let prefix = schema::TENANT_PREFIX;
+        let mut start = prefix.to_vec();
+        if !page.token.is_empty() {
+            let after = URL_SAFE_NO_PAD
+                .decode(&page.token)
+                .ok()
+                .filter(|name| {
+                    std::str::from_utf8(name).is_ok_and(|name| TenantName::parse(name).is_ok())
+                })
+                .ok_or_else(|| Error::invalid("page_token", "not a token from a previous page"))?;
+            start.extend_from_slice(&after);
+            start.push(0);
+        }
+        let entries = self.data.scan(Space::Config, prefix, &start, size + 1)?;
+        let more = entries.len() > size;
+        let mut records = Vec::with_capacity(entries.len().min(size));
+        for (_, value) in entries.iter().take(size) {
+            records.push(from_json::<TenantRecord>(value, "a tenant record")?);
+        }
+        let next = match records.last() {
+            Some(last) if more => Some(URL_SAFE_NO_PAD.encode(last.name.as_bytes())),
+            _ => None,
+        };
+        Ok((records, next))
+    }
+
     pub(super) fn tenant_info(
         &self,
         keyring: &Keyring,
@@ -406,6 +441,13 @@ impl Tenants<'_> {
             .put(Space::Config, tenant_key(name), to_json(&record)?)
             .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes());
         self.data.write(data_batch)?;
+        if self.config.keys.max_age_nanos > 0 {
+            self.note_due(
+                super::due::Unit::Sweep,
+                id,
+                created.saturating_add(self.config.keys.max_age_nanos),
+            );
+        }
         Ok(TenantInfo {
             name: name.clone(),
             id,
@@ -415,14 +457,21 @@ impl Tenants<'_> {
         })
     }
 
-    pub fn list_tenants(&self, caller: &Caller) -> Result<Vec<TenantInfo>> {
+    /// One page of the tenants, in name order, and the token of the next page (`None` on the
+    /// last).
+    pub fn list_tenants(
+        &self,
+        caller: &Caller,
+        page: &PageRequest,
+    ) -> Result<(Vec<TenantInfo>, Option<String>)> {
         require_system(caller)?;
         let keyring = self.keyring()?;
-        let mut tenants = Vec::new();
-        for record in self.tenant_records()? {
+        let (records, next) = self.tenant_record_page(page)?;
+        let mut tenants = Vec::with_capacity(records.len());
+        for record in records {
             tenants.push(self.tenant_info(&keyring, record)?);
         }
-        Ok(tenants)
+        Ok((tenants, next))
     }
 
     /// One tenant: for the system scope, or a token with `admin` on the tenant's root.

@@ -376,8 +376,9 @@ fn tenants_are_isolated() {
     ));
     let names: Vec<String> = vault
         .tenants()
-        .list_tenants(&caller)
+        .list_tenants(&caller, &PageRequest::default())
         .expect("list")
+        .0
         .into_iter()
         .map(|t| t.name.to_string())
         .collect();
@@ -515,7 +516,12 @@ fn rotate_keeps_old_data_readable_and_seals_new_data_under_the_new_version() {
     assert_eq!((old.key_version, fields(&old)[0].1.as_str()), (1, "before"));
     assert_eq!((new.key_version, fields(&new)[0].1.as_str()), (2, "after"));
     assert_eq!(
-        vault.tenants().list_tenants(&caller).expect("list")[0].key_version,
+        vault
+            .tenants()
+            .list_tenants(&caller, &PageRequest::default())
+            .expect("list")
+            .0[0]
+            .key_version,
         2
     );
 }
@@ -611,7 +617,9 @@ fn sealed_vault_refuses_data_calls() {
         Err(Error::Sealed)
     ));
     assert!(matches!(
-        vault.tenants().list_tenants(&caller),
+        vault
+            .tenants()
+            .list_tenants(&caller, &PageRequest::default()),
         Err(Error::Sealed)
     ));
 }
@@ -1256,7 +1264,12 @@ mod access {
                 .create_tenant(&w.app, &tenant("initech"), TenantSettings::default())
                 .map(drop),
         );
-        denied(vault.tenants().list_tenants(&w.app).map(drop));
+        denied(
+            vault
+                .tenants()
+                .list_tenants(&w.app, &PageRequest::default())
+                .map(drop),
+        );
         denied(vault.seal().seal(&w.app));
         denied(
             vault
@@ -1647,7 +1660,7 @@ fn an_auto_sealed_vault_rekeys_its_recovery_shares_with_root_rotation_and_unseal
     }
     let root_status = vault
         .keks()
-        .key_status(&caller, None)
+        .key_status(&caller, None, &PageRequest::default())
         .expect("status")
         .root
         .expect("root");

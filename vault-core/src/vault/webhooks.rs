@@ -641,7 +641,10 @@ impl Vault {
             to_json(&record)?,
         );
         self.data.write(batch)?;
-
+        // The floor may have moved past events that feed pruning held back for this webhook.
+        if self.config.feed.retention_nanos > 0 {
+            self.note_due(super::due::Unit::FeedPruning, tenant, now);
+        }
         Ok(queued)
     }
 

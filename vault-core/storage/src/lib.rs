@@ -251,6 +251,12 @@ pub trait Storage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Writes what is held in memory tables to table files, so that the next open has no
+    /// write-ahead log to replay (a clean stop). Backends without memory tables do nothing.
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// What the backend tells of its size and compactions (metrics); empty when it keeps no
     /// such figures.
     fn stats(&self) -> StorageStats {

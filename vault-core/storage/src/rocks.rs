@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use rocksdb::{
-    BottommostLevelCompaction, ColumnFamilyDescriptor, CompactOptions, DB, DBCompressionType,
-    Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteOptions,
+    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamilyDescriptor, CompactOptions,
+    DB, DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions,
+    WriteOptions,
 };
 
 use crate::{
@@ -18,6 +19,26 @@ pub struct RocksStorage {
     db: DB,
 }
 
+/// What one database may hold in memory: its memory tables together, and its block cache.
+#[derive(Clone, Copy)]
+struct Memory {
+    write_buffers: usize,
+    block_cache: usize,
+}
+
+impl Memory {
+    /// The data store: secrets, their metadata, tokens, the feed.
+    const DATA: Memory = Memory {
+        write_buffers: 32 << 20,
+        block_cache: 32 << 20,
+    };
+    /// The key store: a few sealed keys per tenant.
+    const KEYS: Memory = Memory {
+        write_buffers: 8 << 20,
+        block_cache: 4 << 20,
+    };
+}
+
 fn error(context: &str, e: rocksdb::Error) -> StorageError {
     StorageError(format!("rocksdb {context}: {e}"))
 }
@@ -25,17 +46,21 @@ fn error(context: &str, e: rocksdb::Error) -> StorageError {
 impl RocksStorage {
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        Self::open_with(dir, DBCompressionType::Lz4)
+        Self::open_with(dir, DBCompressionType::Lz4, Memory::DATA)
     }
 
     /// Opens the key store: uncompressed, since it holds only small sealed blobs (random bytes
     /// that do not compress), and uncompressed files can be searched byte for byte to show that
     /// a destroyed key is gone from every one of them.
     pub fn open_key_store(dir: &Path) -> Result<Self, StorageError> {
-        Self::open_with(dir, DBCompressionType::None)
+        Self::open_with(dir, DBCompressionType::None, Memory::KEYS)
     }
 
-    fn open_with(dir: &Path, compression: DBCompressionType) -> Result<Self, StorageError> {
+    fn open_with(
+        dir: &Path,
+        compression: DBCompressionType,
+        memory: Memory,
+    ) -> Result<Self, StorageError> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -43,9 +68,22 @@ impl RocksStorage {
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
         options.set_compression_type(compression);
+        // Memory: every memory table of the database within one budget (by default each
+        // column family could hold two of 64 MiB), and one block cache for all column families
+        // (by default each has its own). Index and filter blocks stay with their table files,
+        // outside the cache: a point read never waits for them to be read again.
+        options.set_db_write_buffer_size(memory.write_buffers);
+        let cache = Cache::new_lru_cache(memory.block_cache);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        // A point read of a key a table file does not hold skips the file (about 1.25 bytes of
+        // memory per key).
+        table.set_bloom_filter(10.0, false);
         let families = Space::ALL.iter().map(|space| {
             let mut family = Options::default();
             family.set_compression_type(compression);
+            family.set_write_buffer_size(memory.write_buffers / 2);
+            family.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(space.name(), family)
         });
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| {
@@ -160,10 +198,8 @@ impl Storage for RocksStorage {
         "rocksdb"
     }
 
-    /// Flushes every column family (so the write-ahead log holding the deleted entries becomes
-    /// obsolete and is removed), then compacts each down to the bottom level, which rewrites
-    /// every table file without the deleted entries and their tombstones.
-    fn compact(&self) -> Result<(), StorageError> {
+    /// Every column family's memory table to table files, waiting for it.
+    fn flush(&self) -> Result<(), StorageError> {
         let mut flush = FlushOptions::default();
         flush.set_wait(true);
         let families = Space::ALL
@@ -172,7 +208,18 @@ impl Storage for RocksStorage {
             .collect::<Result<Vec<_>, _>>()?;
         self.db
             .flush_cfs_opt(&families, &flush)
-            .map_err(|e| error("flush", e))?;
+            .map_err(|e| error("flush", e))
+    }
+
+    /// Flushes every column family (so the write-ahead log holding the deleted entries becomes
+    /// obsolete and is removed), then compacts each down to the bottom level, which rewrites
+    /// every table file without the deleted entries and their tombstones.
+    fn compact(&self) -> Result<(), StorageError> {
+        self.flush()?;
+        let families = Space::ALL
+            .iter()
+            .map(|space| self.family(*space))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut options = CompactOptions::default();
         options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
         options.set_exclusive_manual_compaction(true);

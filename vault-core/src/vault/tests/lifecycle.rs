@@ -73,7 +73,6 @@ pub(super) fn policy(budget: u64, max_live: u32) -> KeyPolicy {
         max_live_versions: max_live,
         reserve_block: 64,
         rewrap_per_round: 100,
-        sweep_interval_nanos: 0,
         ..KeyPolicy::default()
     }
 }
@@ -94,7 +93,7 @@ pub(super) fn put(lab: &Lab, path_text: &str, value: &str) -> u64 {
 pub(super) fn acme_status(lab: &Lab) -> TenantKeyStatus {
     lab.vault
         .keks()
-        .key_status(&lab.root, Some(&tenant("acme")))
+        .key_status(&lab.root, Some(&tenant("acme")), &PageRequest::default())
         .expect("status")
         .tenants
         .remove(0)
@@ -375,7 +374,7 @@ fn an_operator_retires_a_version_and_the_job_resumes_after_a_restart() {
     let root = vault.authenticate(&lab.root_token).expect("root");
     let status = vault
         .keks()
-        .key_status(&root, Some(&tenant("acme")))
+        .key_status(&root, Some(&tenant("acme")), &PageRequest::default())
         .expect("status");
     assert_eq!(status.tenants[0].retired[0].version, 1);
     assert_eq!(status.tenants[0].versions.len(), 1);
@@ -398,7 +397,7 @@ fn kek_rotates_by_age_and_the_root_key_counts_its_uses() {
     let root_before = lab
         .vault
         .keks()
-        .key_status(&lab.root, None)
+        .key_status(&lab.root, None, &PageRequest::default())
         .expect("status")
         .root
         .expect("root status");
@@ -412,7 +411,7 @@ fn kek_rotates_by_age_and_the_root_key_counts_its_uses() {
     let root_after = lab
         .vault
         .keks()
-        .key_status(&lab.root, None)
+        .key_status(&lab.root, None, &PageRequest::default())
         .expect("status")
         .root;
     assert_eq!(root_after.map(|r| r.invocations), Some(4));
@@ -807,7 +806,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     assert_eq!(
         lab.vault
             .keks()
-            .key_status(&lab.root, None)
+            .key_status(&lab.root, None, &PageRequest::default())
             .expect("status")
             .root
             .expect("root")
@@ -823,7 +822,7 @@ fn a_rekey_that_rotates_the_root_key_reseals_the_keyring_and_keeps_everything_re
     let root_status = lab
         .vault
         .keks()
-        .key_status(&lab.root, None)
+        .key_status(&lab.root, None, &PageRequest::default())
         .expect("status")
         .root
         .expect("root");

@@ -1246,12 +1246,14 @@ fn maintenance_purges_dead_tokens_and_runs_every_task_when_one_fails() {
         )
         .expect("its child");
     assert_eq!(stored_tokens(&lab), 4);
-    // A broken lifecycle entry makes the re-wrap task fail every round...
+    // A broken lifecycle entry makes the key sweep and the re-wrap task fail for the tenant
+    // every round (each failed unit is tried again a second later)...
+    let id = vault.tenant_id(&tenant("acme")).expect("id");
     let mut batch = WriteBatch::new();
     batch.put(
         Space::Config,
-        [crate::schema::KEK_STATE_PREFIX, b"not-a-tenant"].concat(),
-        b"{}".to_vec(),
+        crate::schema::kek_state_key(id),
+        b"not a lifecycle".to_vec(),
     );
     lab.fixture.keys.write(batch).expect("corrupt entry");
     lab.advance(2 * 60 * SECOND);
@@ -1259,6 +1261,7 @@ fn maintenance_purges_dead_tokens_and_runs_every_task_when_one_fails() {
     // behind (an orphan, refused already) are purged, over two rounds.
     let mut purged = 0;
     for _ in 0..2 {
+        lab.advance(2 * SECOND);
         let report = vault.maintain().expect("a round never fails as a whole");
         assert!(report.failed >= 1, "{report:?}");
         purged += report.purged;
@@ -1375,4 +1378,276 @@ fn the_root_token_may_enrol_root_again_after_a_reset_and_nobody_else_may() {
         .mfa()
         .enroll_totp(&lab.root, None)
         .expect("the root token itself");
+}
+
+#[test]
+fn cached_token_records_and_policies_follow_every_write() {
+    let mut lab = lab();
+    let acme = tenant("acme");
+    lab.put("a/x", "1");
+    let reader = |lab: &Lab, rules: &[&str]| {
+        let policy = Policy::new(
+            PolicyName::parse("reader").expect("name"),
+            rules
+                .iter()
+                .map(|p| ((*p).to_owned(), vec!["read".to_owned()]))
+                .collect(),
+        )
+        .expect("policy");
+        lab.vault()
+            .access()
+            .write_policy(&lab.root, &acme, &policy)
+            .expect("write policy");
+    };
+    reader(&lab, &["a/*"]);
+    let created = lab
+        .vault()
+        .access()
+        .create_token(&lab.root, token_request("reader", None))
+        .expect("token");
+    let read = |lab: &Lab| {
+        let caller = lab.vault().authenticate(&created.token)?;
+        lab.vault()
+            .secrets()
+            .get(&caller, &acme, &path("a/x"), 0)
+            .map(drop)
+    };
+    // The first calls read the token record, its index entry and the policy, and keep them.
+    read(&lab).expect("read");
+    read(&lab).expect("read again");
+    assert!(lab.vault().data.hot_records() >= 3);
+    // A policy written here applies to the very next call.
+    reader(&lab, &["b/*"]);
+    assert!(matches!(read(&lab), Err(Error::Denied { .. })));
+    reader(&lab, &["a/*"]);
+    read(&lab).expect("granted again");
+    // A renewal is seen at once: the record read next is the one written.
+    let renewed = lab
+        .vault()
+        .access()
+        .create_token(
+            &lab.root,
+            token_request("reader", Some(std::time::Duration::from_secs(60))),
+        )
+        .expect("short token");
+    lab.vault()
+        .authenticate(&renewed.token)
+        .expect("short token works");
+    lab.advance(61 * SECOND);
+    assert!(lab.vault().authenticate(&renewed.token).is_err(), "expired");
+
+    // Another node (a second vault on the same stores) revokes the token: this node keeps its
+    // copy until the change reaches it through its watch, then refuses the token.
+    let other = Vault::open(
+        DataStore::new(lab.fixture.data.clone()),
+        KeyStore::new(lab.fixture.keys.clone()),
+        lab.config.clone(),
+    )
+    .expect("second node");
+    let share = unseal_share(&lab);
+    unseal_with(&other, &[&share]).expect("unseal");
+    let other_root = other.authenticate(&lab.root_token()).expect("root");
+    other
+        .access()
+        .revoke_token(&other_root, Some(&created.info.accessor))
+        .expect("revoke there");
+    assert!(
+        read(&lab).is_ok(),
+        "the record is served from this node's cache until the change is followed"
+    );
+    lab.vault()
+        .follow_change(
+            crate::schema::Store::Data,
+            Space::Config,
+            &crate::schema::accessor_key(&created.info.accessor),
+        )
+        .expect("follow");
+    assert!(matches!(read(&lab), Err(Error::Denied { .. })));
+
+    // Secrets' metadata is kept as well: a put here is read at once...
+    lab.put("m", "1");
+    assert_eq!(lab.read("m", 0).expect("read"), "1");
+    lab.put("m", "2");
+    assert_eq!(lab.read("m", 0).expect("read"), "2");
+    assert!(lab.vault().data.hot_metadata() >= 1);
+    // ...and a put by the other node once its change is followed.
+    other
+        .secrets()
+        .put(&other_root, &acme, &path("m"), data(&[("v", "3")]))
+        .expect("put there");
+    assert_eq!(lab.read("m", 0).expect("read"), "2", "until followed");
+    let id = lab.vault().tenant_id(&acme).expect("id");
+    lab.vault()
+        .follow_change(
+            crate::schema::Store::Data,
+            Space::Secrets,
+            &crate::schema::meta_key(id, &path("m")),
+        )
+        .expect("follow");
+    assert_eq!(lab.read("m", 0).expect("read"), "3");
+
+    // A revocation here is seen at once.
+    let second = lab
+        .vault()
+        .access()
+        .create_token(&lab.root, token_request("reader", None))
+        .expect("token");
+    let caller = lab.vault().authenticate(&second.token).expect("auth");
+    lab.vault()
+        .access()
+        .revoke_token(&caller, None)
+        .expect("revoke itself");
+    assert!(lab.vault().authenticate(&second.token).is_err());
+    // A restart starts with nothing cached.
+    lab.restart();
+    assert_eq!(
+        lab.vault().data.hot_records(),
+        2,
+        "only the root token's record and index entry, just read"
+    );
+}
+
+/// A store that counts the reads (gets and scans) that reach it.
+struct CountingStorage {
+    inner: crate::storage::MemoryStorage,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl CountingStorage {
+    fn new() -> Self {
+        CountingStorage {
+            inner: crate::storage::MemoryStorage::new(),
+            reads: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+impl Storage for CountingStorage {
+    fn get(
+        &self,
+        space: Space,
+        key: &[u8],
+    ) -> std::result::Result<Option<Vec<u8>>, crate::storage::StorageError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(space, key)
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> std::result::Result<Vec<crate::storage::Entry>, crate::storage::StorageError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.scan(space, prefix, start, limit)
+    }
+
+    fn write(&self, batch: WriteBatch) -> std::result::Result<(), crate::storage::StorageError> {
+        self.inner.write(batch)
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[test]
+fn an_idle_maintenance_round_reads_nothing_per_tenant() {
+    let data_store = Arc::new(CountingStorage::new());
+    let keys = Arc::new(CountingStorage::new());
+    let mut config = VaultConfig::default();
+    config.feed.retention_nanos = HOUR;
+    config.keys.max_age_nanos = 24 * HOUR;
+    let clock = Arc::new(AtomicI64::new(START));
+    let reading = Arc::clone(&clock);
+    let vault = Vault::open(
+        DataStore::new(data_store.clone()),
+        KeyStore::new(keys.clone()),
+        config,
+    )
+    .expect("open")
+    .with_clock(Arc::new(move || reading.load(Ordering::SeqCst)));
+    let output = vault
+        .seal()
+        .init(1, 1, InitRecipients::default())
+        .expect("init");
+    let share = share_texts(&output).remove(0);
+    unseal_with(&vault, &[&share]).expect("unseal");
+    let root = vault.authenticate(root_of(&output)).expect("root");
+    // More tenants than one discovery page, each with a secret (a feed event) and an alarm.
+    let tenants = super::super::due::DISCOVERY_PAGE + 8;
+    for i in 0..tenants {
+        let name = tenant(&format!("t{i}"));
+        vault
+            .tenants()
+            .create_tenant(&root, &name, TenantSettings::default())
+            .expect("tenant");
+        vault
+            .secrets()
+            .put(&root, &name, &path("s"), data(&[("v", "x")]))
+            .expect("put");
+    }
+    let idle_round = || {
+        let before = data_store.reads() + keys.reads();
+        vault.maintain().expect("round");
+        data_store.reads() + keys.reads() - before
+    };
+    // Discovery: two pages, then every tenant's units once.
+    let discovering = idle_round() + idle_round();
+    assert!(
+        discovering >= tenants as u64,
+        "discovery read {discovering} records for {tenants} tenants"
+    );
+    // From then on a round reads what is due (nothing per tenant): the purge's own page of
+    // tokens and the global schedules.
+    for _ in 0..3 {
+        clock.fetch_add(SECOND, Ordering::SeqCst);
+        let idle = idle_round();
+        assert!(
+            idle <= 12,
+            "an idle round read {idle} records with {tenants} tenants"
+        );
+    }
+    // A tenant made after discovery, and one deleted and restored, are maintained too.
+    let late = tenant("late");
+    vault
+        .tenants()
+        .create_tenant(&root, &late, TenantSettings::default())
+        .expect("late tenant");
+    vault
+        .secrets()
+        .put(&root, &late, &path("s"), data(&[("v", "x")]))
+        .expect("put");
+    let tenants = tenants + 1;
+    // Work that comes due is done: every tenant's feed event passes the retention period, and
+    // the sweep rotates every tenant's KEK by age; a tenant deleted meanwhile waits, and is
+    // maintained once restored.
+    vault
+        .tenants()
+        .delete_tenant(&root, &tenant("t0"))
+        .expect("delete");
+    clock.fetch_add(25 * HOUR, Ordering::SeqCst);
+    let report = vault.maintain().expect("a round while t0 is deleted");
+    let mut pruned = report.events_pruned;
+    let mut rotated = report.rotated;
+    assert_eq!(rotated, tenants as u64 - 1, "every live tenant rotated");
+    vault
+        .tenants()
+        .restore_tenant(&root, &tenant("t0"), None)
+        .expect("restore");
+    for _ in 0..4 {
+        let report = vault.maintain().expect("round");
+        pruned += report.events_pruned;
+        rotated += report.rotated;
+    }
+    assert_eq!(rotated, tenants as u64, "every tenant's KEK rotated by age");
+    assert!(
+        pruned >= tenants as u64,
+        "every tenant's feed pruned: {pruned}"
+    );
 }
