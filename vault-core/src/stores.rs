@@ -40,6 +40,8 @@ pub struct DataStore {
 struct Hot {
     access: HotRecords,
     meta: HotRecords,
+    /// See [`DataStore::set_hot_records_trusted`] (both caches).
+    trusted: AtomicBool,
 }
 
 impl Hot {
@@ -73,6 +75,7 @@ impl DataStore {
         let hot = Arc::new(Hot {
             access: HotRecords::new(HOT_CAPACITY, HOT_BYTES),
             meta: HotRecords::new(HOT_CAPACITY, HOT_BYTES),
+            trusted: AtomicBool::new(true),
         });
         DataStore {
             storage: Arc::new(Invalidating {
@@ -105,7 +108,7 @@ impl DataStore {
                 None => Ok(None),
             };
         };
-        let trusted = &self.hot.access.trusted;
+        let trusted = &self.hot.trusted;
         let hot = self.hot.of(kind);
         let shard = hot.shard(key);
         let generation = {
@@ -162,8 +165,7 @@ impl DataStore {
     /// writes has a gap (its watch is down) reads them from the store until it is whole again,
     /// and forgets what it held.
     pub fn set_hot_records_trusted(&self, trusted: bool) {
-        // One flag for both caches (the access cache's).
-        let was = self.hot.access.trusted.swap(trusted, Ordering::AcqRel);
+        let was = self.hot.trusted.swap(trusted, Ordering::AcqRel);
         if was && !trusted {
             self.hot.forget_all();
         }
@@ -274,8 +276,6 @@ struct HotRecords {
     per_shard: usize,
     bytes_per_shard: usize,
     hasher: RandomState,
-    /// See [`DataStore::set_hot_records_trusted`].
-    trusted: AtomicBool,
 }
 
 #[derive(Default)]
@@ -297,7 +297,6 @@ impl HotRecords {
             per_shard: (capacity / HOT_SHARDS).max(1),
             bytes_per_shard: (bytes / HOT_SHARDS).max(MAX_HOT_RECORD_BYTES),
             hasher: RandomState::new(),
-            trusted: AtomicBool::new(true),
         }
     }
 
