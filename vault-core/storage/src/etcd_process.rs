@@ -52,11 +52,33 @@ pub fn etcd_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The loopback ports members are given come from below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768 and up here), so an outgoing connection or a `bind(:0)`
+/// elsewhere in the test run cannot take a port between the check here and etcd's own bind.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port from [`PORTS`] that could be bound just now, taken in turn from a start
+/// that differs per process (tests run in several processes at once).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let start = (std::process::id().wrapping_mul(7919) ^ nanos) % span;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = PORTS.start + u16::try_from(offset).expect("offset within the span");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 /// `GET /health` on a member's client port: whether it answers healthy.
@@ -168,6 +190,36 @@ impl EtcdCluster {
     }
 
     fn start_inner(members: usize, extra: &[&str], tls: Option<EtcdTlsFiles>) -> EtcdCluster {
+        // A port can still be taken between the check and etcd's bind (another test process
+        // checking the same port); a member that exits saying so is started again, with the
+        // whole cluster on new ports, since every member names every peer's.
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut cluster = EtcdCluster::fresh(members, extra, tls.clone());
+            for i in 0..cluster.members.len() {
+                cluster.spawn(i);
+            }
+            let mut lost_port = false;
+            for i in 0..cluster.members.len() {
+                match cluster.try_wait_healthy(i, Duration::from_secs(30)) {
+                    Ok(()) => {}
+                    Err(log) if log.contains("address already in use") && attempt < ATTEMPTS => {
+                        lost_port = true;
+                        break;
+                    }
+                    Err(log) => panic!("etcd member {i} did not become healthy; its log: {log}"),
+                }
+            }
+            if !lost_port {
+                return cluster;
+            }
+            drop(cluster);
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// A cluster of `members` members on new ports, none started.
+    fn fresh(members: usize, extra: &[&str], tls: Option<EtcdTlsFiles>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
@@ -183,20 +235,13 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = EtcdCluster {
+        EtcdCluster {
             dir,
             members,
             initial_cluster,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             tls,
-        };
-        for i in 0..cluster.members.len() {
-            cluster.spawn(i);
         }
-        for i in 0..cluster.members.len() {
-            cluster.wait_healthy(i, Duration::from_secs(30));
-        }
-        cluster
     }
 
     fn spawn(&mut self, i: usize) {
@@ -243,18 +288,29 @@ impl EtcdCluster {
         member.child = Some(child);
     }
 
-    fn wait_healthy(&self, i: usize, within: Duration) {
+    fn wait_healthy(&mut self, i: usize, within: Duration) {
+        if let Err(log) = self.try_wait_healthy(i, within) {
+            panic!("etcd member {i} not healthy within {within:?}; its log: {log}");
+        }
+    }
+
+    /// Waits until member `i` answers healthy; its log if it exited first or `within` passed.
+    fn try_wait_healthy(&mut self, i: usize, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         let port = self.members[i].metrics_port;
+        let log =
+            |dir: &Path| std::fs::read_to_string(dir.join(format!("m{i}.log"))).unwrap_or_default();
         while !healthy(port) {
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {i} not healthy within {within:?}; its log: {}",
-                std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
-                    .unwrap_or_default()
-            );
+            let exited = match self.members[i].child.as_mut() {
+                Some(child) => child.try_wait().ok().flatten().is_some(),
+                None => true,
+            };
+            if exited || Instant::now() >= deadline {
+                return Err(log(self.dir.path()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// Every member's client URL.
