@@ -92,12 +92,29 @@ pub enum Error {
     /// the detail names the seal and what it said, never a key.
     #[error("seal unavailable: {0}")]
     SealUnavailable(String),
+    /// A no-wait attempt (`vault_storage::nowait`) reached something that would wait (a
+    /// disk read, a round trip, a held lock); the server runs the call again where it may
+    /// wait. Never an answer.
+    #[error("the call would wait")]
+    WouldWait,
+}
+
+/// `Err(WouldWait)` in a no-wait attempt: before whatever must not run on an async worker.
+pub fn refuse_to_wait() -> Result<()> {
+    if vault_storage::nowait::active() {
+        Err(Error::WouldWait)
+    } else {
+        Ok(())
+    }
 }
 
 pub use vault_storage::StorageError;
 
 impl From<StorageError> for Error {
     fn from(error: StorageError) -> Self {
+        if error.is_would_wait() {
+            return Error::WouldWait;
+        }
         Error::Storage(error)
     }
 }

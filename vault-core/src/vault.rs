@@ -34,7 +34,7 @@ use crate::{
     },
     autoseal::AutoSeal,
     crypto::{self, Context, Header, KeyKind, KeyRef, Purpose},
-    error::{Error, Result, StorageError},
+    error::{Error, Result, StorageError, refuse_to_wait},
     names::{SecretPath, TenantId, TenantName},
     policy::{Capability, Policy},
     recipient::{Handout, ShareRecipient},
@@ -548,6 +548,20 @@ struct Held<'a, Key> {
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// [`read`], but in a no-wait attempt (`vault_storage::nowait`) `WouldWait` rather than
+/// waiting for a writer: the locks a get takes are held for writing across disk and network
+/// work (a registry load, a KEK change).
+fn read_now<T>(lock: &RwLock<T>) -> Result<RwLockReadGuard<'_, T>> {
+    if !vault_storage::nowait::active() {
+        return Ok(read(lock));
+    }
+    match lock.try_read() {
+        Ok(guard) => Ok(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(Error::WouldWait),
+    }
 }
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
@@ -1323,10 +1337,10 @@ impl Vault {
     }
 
     fn keyring(&self) -> Result<Arc<Keyring>> {
-        if read(&self.seal_config).is_none() {
+        if read_now(&self.seal_config)?.is_none() {
             return Err(Error::NotInitialized);
         }
-        match &*read(&self.state) {
+        match &*read_now(&self.state)? {
             State::Unsealed(keyring) => Ok(Arc::clone(keyring)),
             State::Sealed { .. } => Err(Error::Sealed),
         }

@@ -749,6 +749,27 @@ impl Call {
         Ok(caller.with_mfa_code(presented.mfa_code))
     }
 
+    /// [`Call::authenticate`] without giving up what was presented, for a call that may run
+    /// twice ([`Call::now_or_blocking`]); `None` if it carries an MFA code or no usable token
+    /// (such a call runs once, on the blocking pool).
+    pub fn authenticate_again(
+        &self,
+        vault: &Vault,
+        presented: &Presented,
+    ) -> Result<Caller, Error> {
+        let (Ok(token), None) = (&presented.token, &presented.mfa_code) else {
+            return Err(Error::FailedPrecondition(
+                "a call with an MFA code or without a usable token runs once".into(),
+            ));
+        };
+        let caller = vault.authenticate_from(token, self.source_ip)?;
+        self.update(|record| {
+            record.principal = caller.accessor().to_owned();
+            record.caller_tenant = caller.tenant_id();
+        });
+        Ok(caller)
+    }
+
     /// Gives up the call's place under the concurrency limit, for a handler about to wait on
     /// purpose (a held-back login) rather than work; its next blocking step takes one again.
     pub fn release_slot(&self) {
@@ -841,6 +862,14 @@ pub struct Presented {
     mfa_code: Option<String>,
 }
 
+impl Presented {
+    /// Whether [`Call::authenticate_again`] takes it: a token, and no MFA code (which is
+    /// spent once, so such a call runs once).
+    pub fn may_run_twice(&self) -> bool {
+        self.token.is_ok() && self.mfa_code.is_none()
+    }
+}
+
 /// Request metadata carrying a one-time MFA code.
 pub const MFA_HEADER: &str = "x-vault-mfa";
 
@@ -923,6 +952,79 @@ impl Call {
                 Err(status::internal())
             }
         }
+    }
+}
+
+impl Call {
+    /// [`Call::blocking`] for a read that usually needs nothing slow: `work` runs first on
+    /// this async worker as a no-wait attempt (`vault_storage::nowait`: memory tables, block
+    /// cache and hot records only, no lock a writer holds, no round trip, no write). If it
+    /// reaches anything that would wait, it runs again on the blocking pool, carrying what the
+    /// first run did (its tenant's rate-limit token). While most attempts of late had to run
+    /// again (a working set beyond the caches), only one call in [`inline::PROBE_EVERY`]
+    /// tries.
+    pub async fn now_or_blocking<R: Send + 'static>(
+        &self,
+        work: Arc<dyn Fn(&Call) -> Result<R, Error> + Send + Sync>,
+    ) -> Result<R, Status> {
+        self.take_slot().map_err(to_status)?;
+        let mut attempt = vault_core::storage::nowait::Attempt::new();
+        if inline::worth_trying() {
+            match attempt.now(|| work(self)) {
+                Err(Error::WouldWait) => inline::note(false),
+                result => {
+                    inline::note(true);
+                    if let Err(error) = &result {
+                        self.note(error.audit_detail());
+                    }
+                    return result.map_err(to_status);
+                }
+            }
+        }
+        let call = self.clone();
+        match tokio::task::spawn_blocking(move || {
+            let result = attempt.run(|| work(&call));
+            if let Err(error) = &result {
+                call.note(error.audit_detail());
+            }
+            result
+        })
+        .await
+        {
+            Ok(result) => result.map_err(to_status),
+            Err(e) => {
+                tracing::error!(error = %e, "request task failed");
+                Err(status::internal())
+            }
+        }
+    }
+}
+
+/// How often no-wait attempts had to run again, server-wide: a heuristic (relaxed atomics),
+/// which decides only where a call runs, never what it answers.
+mod inline {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A decaying score of fallbacks: each attempt keeps 15/16 of it, a fallback adds 64, so
+    /// it settles near 1024 times the share of attempts that fell back.
+    static MISSES: AtomicU32 = AtomicU32::new(0);
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+
+    /// While more than half fell back, one call in this many tries (and so keeps the score
+    /// current).
+    pub const PROBE_EVERY: u32 = 16;
+
+    pub fn worth_trying() -> bool {
+        MISSES.load(Ordering::Relaxed) < 512
+            || CALLS.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == 0
+    }
+
+    pub fn note(served: bool) {
+        let misses = MISSES.load(Ordering::Relaxed);
+        let kept = misses - misses / 16;
+        let next = if served { kept } else { kept + 64 };
+        MISSES.store(next, Ordering::Relaxed);
+        crate::metrics::metrics().inline_attempt(served);
     }
 }
 

@@ -77,7 +77,7 @@ impl Handlers {
         &self,
         request: Request<Req>,
         target: Target<Req>,
-        parse: impl FnOnce(Req) -> Result<P, Error> + Send + 'static,
+        parse: impl Fn(Req) -> Result<P, Error> + Send + Sync + 'static,
         work: impl FnOnce(&Vault, Option<IpAddr>, P) -> Result<CreatedToken, Error> + Send + 'static,
     ) -> Reply<LoginResponse> {
         let call = &Call::of(&request);

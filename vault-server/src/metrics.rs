@@ -69,6 +69,8 @@ pub struct Metrics {
     latency: Family<Labels<1>, Histogram, LatencyBuckets>,
     in_flight: Gauge,
     refusals: Family<Labels<1>, Counter>,
+    /// No-wait attempts of reads: `served` on the async worker, `fell_back` to the pool.
+    inline_attempts: [Counter; 2],
     audit_batch_records: Histogram,
     audit_sync_seconds: Histogram,
     audit_write_failures: Counter,
@@ -85,6 +87,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     latency: Family::new_with_constructor(LatencyBuckets),
     in_flight: Gauge::default(),
     refusals: Family::default(),
+    inline_attempts: [Counter::default(), Counter::default()],
     audit_batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
     audit_sync_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 18)),
     audit_write_failures: Counter::default(),
@@ -162,6 +165,11 @@ impl Metrics {
         self.refusals.get_or_create(&[("limit", limit)]).inc();
     }
 
+    /// A read's no-wait attempt: answered where it arrived, or run again on the pool.
+    pub fn inline_attempt(&self, served: bool) {
+        self.inline_attempts[usize::from(!served)].inc();
+    }
+
     /// A rule on suspicious access fired (alerts.rs).
     pub fn security_alert(&self, rule: &'static str) {
         self.security_alerts.get_or_create(&[("rule", rule)]).inc();
@@ -210,6 +218,18 @@ impl Metrics {
             "vault_refusals",
             "Calls, connections, watches and logins refused by a limit, by limit",
             self.refusals.clone(),
+        );
+        let inline: Family<Labels<1>, Counter> = Family::default();
+        for (outcome, counter) in ["served", "fell_back"].iter().zip(&self.inline_attempts) {
+            inline
+                .get_or_create(&[("outcome", outcome)])
+                .inc_by(counter.get());
+        }
+        registry.register(
+            "vault_inline_reads",
+            "Reads first tried on the async worker without waiting: served there, or fell back \
+             to the blocking pool (a disk read, a held lock, a round trip)",
+            inline,
         );
         registry.register(
             "vault_audit_batch_records",

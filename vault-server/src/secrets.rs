@@ -93,14 +93,14 @@ impl Secrets for Handlers {
         self.rpc(r)
             .target(|r| at(&r.tenant, &r.path))
             .parse(|r| Ok((secret(&r.tenant, &r.path)?, r.version)))
-            .run(|step, ((tenant, path), version)| {
+            .run_now(|step, ((tenant, path), version)| {
                 let found = step
                     .vault
                     .secrets()
                     .get(step.caller()?, &tenant, &path, version)?;
                 Ok((path, found))
             })
-            .answer(|(path, found)| {
+            .answer_now(|(path, found)| {
                 let data = found
                     .data
                     .expose_secret()

@@ -106,7 +106,7 @@ pub(crate) struct Rpc<Req, P> {
     vault: Arc<Vault>,
     request: Request<Req>,
     target: Target<Req>,
-    parse: Box<dyn FnOnce(Req) -> Result<P, Error> + Send>,
+    parse: Box<dyn Fn(Req) -> Result<P, Error> + Send + Sync>,
 }
 
 impl<Req: Send + 'static, P: Send + 'static> Rpc<Req, P> {
@@ -119,7 +119,7 @@ impl<Req: Send + 'static, P: Send + 'static> Rpc<Req, P> {
     /// How the request becomes what the step works with; runs after authentication.
     pub(crate) fn parse<Q: Send + 'static>(
         self,
-        parse: impl FnOnce(Req) -> Result<Q, Error> + Send + 'static,
+        parse: impl Fn(Req) -> Result<Q, Error> + Send + Sync + 'static,
     ) -> Rpc<Req, Q> {
         Rpc {
             vault: self.vault,
@@ -143,6 +143,16 @@ impl<Req: Send + 'static, P: Send + 'static> Rpc<Req, P> {
             },
             act,
         }
+    }
+}
+
+impl<Req: Send + 'static, P: Send + 'static> Rpc<Req, P> {
+    /// [`Rpc::run`] for a step that may run twice ([`Running::answer_now`]).
+    pub(crate) fn run_now<Out, A>(self, act: A) -> Running<Req, P, Out, A>
+    where
+        A: Fn(Step<'_>, P) -> Result<Out, Error> + Send + Sync + 'static,
+    {
+        self.run(act)
     }
 }
 
@@ -191,6 +201,72 @@ where
     pub(crate) async fn answer<Resp>(self, respond: impl FnOnce(Out) -> Resp) -> Reply<Resp> {
         Ok(Response::new(respond(self.out().await?)))
     }
+}
+
+impl<Req, P, Out, A> Running<Req, P, Out, A>
+where
+    Req: Clone + Send + Sync + 'static,
+    P: Send + 'static,
+    Out: Send + 'static,
+    A: Fn(Step<'_>, P) -> Result<Out, Error> + Send + Sync + 'static,
+{
+    /// [`Running::answer`] for a read whose step usually needs nothing slow: it is tried on the
+    /// async worker first and runs on the blocking pool only if it would wait
+    /// ([`Call::now_or_blocking`]). Authentication and parsing may then run twice; what must
+    /// happen once (the tenant's rate-limit token) happens once.
+    pub(crate) async fn answer_now<Resp>(self, respond: impl FnOnce(Out) -> Resp) -> Reply<Resp> {
+        let Running { rpc, extra, act } = self;
+        Ok(Response::new(respond(run_now(rpc, extra, act).await?)))
+    }
+}
+
+/// [`run`] for [`Running::answer_now`].
+async fn run_now<Req, P, Out>(
+    rpc: Rpc<Req, P>,
+    extra: Extra<P, Out>,
+    act: impl Fn(Step<'_>, P) -> Result<Out, Error> + Send + Sync + 'static,
+) -> Result<Out, Status>
+where
+    Req: Clone + Send + Sync + 'static,
+    P: Send + 'static,
+    Out: Send + 'static,
+{
+    let call = Call::of(&rpc.request);
+    let row = rpcs::of_path(call.method());
+    let presented = presented_token(&rpc.request);
+    // Only reads that take a token, and only calls that may authenticate twice (no MFA code
+    // to spend): the rest take the one-run pipeline, which also refuses what does not belong
+    // to the RPC table.
+    let reads_with_token =
+        row.is_some_and(|row| row.kind == Kind::Read && row.access != Access::NoToken);
+    if !reads_with_token || extra.returns.is_some() || !presented.may_run_twice() {
+        return run(rpc, extra, act).await;
+    }
+    let Rpc {
+        vault,
+        request,
+        target,
+        parse,
+    } = rpc;
+    let message = request.into_inner();
+    target(&message).record(&call);
+    let note = extra.note;
+    let work = move |call: &Call| {
+        let caller = call.authenticate_again(&vault, &presented)?;
+        let parsed = parse(message.clone())?;
+        if let Some(note) = note {
+            call.note(note(&parsed));
+        }
+        act(
+            Step {
+                vault: &vault,
+                call,
+                caller: Some(&caller),
+            },
+            parsed,
+        )
+    };
+    call.now_or_blocking(Arc::new(work)).await
 }
 
 /// What a handler adds to the pipeline: a note for the intent record, and for a call whose

@@ -55,6 +55,8 @@ fn code_and_reason(error: &Error) -> (Code, &'static str) {
         Error::NotActive(_) => (Code::Unavailable, reason::ACTIVE_NODE_UNAVAILABLE),
         Error::SealUnavailable(_) => (Code::Unavailable, reason::SEAL_UNAVAILABLE),
         Error::Rng => (Code::Internal, reason::INTERNAL),
+        // Only a no-wait attempt answers it, and `Call::now_or_blocking` runs the call again.
+        Error::WouldWait => (Code::Internal, reason::INTERNAL),
     }
 }
 

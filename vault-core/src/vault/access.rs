@@ -164,8 +164,13 @@ impl Vault {
             )));
         }
         self.check_alive(&record, Networks::From(source))?;
-        if let Some(state) = &state {
+        // Once per call: a no-wait attempt that admitted it and then had to wait does not
+        // take a second rate-limit token when the call runs again.
+        if let Some(state) = &state
+            && !vault_storage::nowait::admitted()
+        {
             state.admit(source)?;
+            vault_storage::nowait::note_admitted();
         }
         let policies = match tenant {
             Some(id) => self.load_policies(id, &record.policies)?,
@@ -377,6 +382,7 @@ impl Vault {
         }
         match (caller.tenant, self.tenant_id(tenant)) {
             (Some(own), Ok(id)) if id == own => Ok(id),
+            (_, Err(Error::WouldWait)) => Err(Error::WouldWait),
             _ => Err(Error::denied(format!(
                 "token of another tenant used for tenant {tenant}"
             ))),

@@ -554,9 +554,11 @@ impl Vault {
         keyring: &Keyring,
         tenant: TenantId,
     ) -> Result<Arc<TenantKeys>> {
-        if let Some(keys) = read(&keyring.tenants).get(&tenant) {
+        if let Some(keys) = read_now(&keyring.tenants)?.get(&tenant) {
             return Ok(Arc::clone(keys));
         }
+        // `key_changes` is held across a tenant's re-wrap and its audit record.
+        refuse_to_wait()?;
         let changes = self.hold_key_changes();
         self.tenant_keys_locked(&changes, keyring, tenant)
     }
@@ -672,6 +674,7 @@ impl Vault {
         if let Some(kek) = self.tenant_keys(keyring, tenant)?.versions.get(&version) {
             return Ok(Some(Arc::clone(kek)));
         }
+        refuse_to_wait()?;
         let changes = self.hold_key_changes();
         Ok(self
             .reload_tenant_keys(&changes, keyring, tenant)?

@@ -218,6 +218,8 @@ impl Vault {
 
     /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
     pub(super) fn verify_mfa(&self, caller: &Caller, why: &str) -> Result<()> {
+        // Spends a code (a write) under `mfa_changes`.
+        refuse_to_wait()?;
         let changes = self.hold_mfa_changes();
         self.verify_mfa_locked(&changes, caller, why)
     }

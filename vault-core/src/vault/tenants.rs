@@ -320,9 +320,10 @@ impl Vault {
     }
 
     pub(super) fn tenant_id(&self, name: &TenantName) -> Result<TenantId> {
-        if let Some(id) = read(&self.tenant_registry.ids).get(name) {
+        if let Some(id) = read_now(&self.tenant_registry.ids)?.get(name) {
             return Ok(*id);
         }
+        refuse_to_wait()?;
         let mut cache = write(&self.tenant_registry.ids);
         let record = self.tenant_record(name)?;
         let id = TenantId::parse_hex(&record.id).ok_or_else(|| corrupt("a tenant record"))?;
@@ -351,9 +352,11 @@ impl Vault {
 
     /// The live tenant with this id; `None` once it is deleted.
     pub(super) fn tenant_state(&self, id: TenantId) -> Result<Option<Arc<TenantState>>> {
-        if let Some(state) = read(&self.tenant_registry.live).get(&id) {
+        if let Some(state) = read_now(&self.tenant_registry.live)?.get(&id) {
             return Ok(Some(Arc::clone(state)));
         }
+        // Loading holds the registry for writing across storage reads.
+        refuse_to_wait()?;
         let mut cache = write(&self.tenant_registry.live);
         let record = match self.data.get(Space::Config, &tenant_id_key(id))? {
             Some(name) => {

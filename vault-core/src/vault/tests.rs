@@ -1070,6 +1070,76 @@ mod access {
         }
     }
 
+    /// A get in a no-wait attempt (`vault_storage::nowait`) gives way to a writer holding a
+    /// lock it needs, rather than waiting on it; run again, it takes no second rate-limit token.
+    #[test]
+    fn a_no_wait_get_gives_way_to_a_held_lock_and_its_second_run_is_admitted_once() {
+        let w = world();
+        let vault = &w.fixture.vault;
+        let acme = tenant("acme");
+        vault
+            .secrets()
+            .put(&w.root, &acme, &path("db/x"), data(&[("k", "acme")]))
+            .expect("put");
+        vault
+            .tenants()
+            .update_tenant(
+                &w.root,
+                &acme,
+                TenantUpdate {
+                    rate_limit: Some(1),
+                    ..TenantUpdate::default()
+                },
+            )
+            .expect("one call a second");
+        let request = TokenRequest {
+            tenant: Some(acme.clone()),
+            system: false,
+            refresh_max_ttl: None,
+            policies: names(&["app"]),
+            ttl: None,
+            display_name: "limited".into(),
+            cidrs: Vec::new(),
+        };
+        let created = vault
+            .access()
+            .create_token(&w.root, request)
+            .expect("token");
+        let get = || {
+            let caller = vault.authenticate(&created.token)?;
+            vault.secrets().get(&caller, &acme, &path("db/x"), 0)
+        };
+        let keyring = vault.keyring().expect("unsealed");
+        let mut attempt = vault_storage::nowait::Attempt::new();
+        std::thread::scope(|scope| {
+            // A KEK change holds the tenants' key cache for writing.
+            let held = write(&keyring.tenants);
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let attempt = &mut attempt;
+            let trying = scope.spawn(move || {
+                let result = attempt.now(get);
+                let _ = sender.send(matches!(result, Err(Error::WouldWait)));
+            });
+            let answered = receiver.recv_timeout(Duration::from_secs(10));
+            drop(held);
+            trying.join().expect("the attempt");
+            assert_eq!(
+                answered,
+                Ok(true),
+                "the no-wait get must answer WouldWait while the lock is held"
+            );
+        });
+        let found = attempt.run(get).expect("the second run is admitted");
+        assert_eq!(fields(&found), vec![("k".to_owned(), "acme".to_owned())]);
+        // The limit is real: a new call within the second is refused.
+        let third = vault_storage::nowait::Attempt::new().run(get);
+        assert!(
+            matches!(third, Err(Error::ResourceExhausted(_))),
+            "{:?}",
+            third.err()
+        );
+    }
+
     fn refreshable(w: &World, max: Duration) -> CreatedToken {
         let request = TokenRequest {
             tenant: Some(tenant("acme")),

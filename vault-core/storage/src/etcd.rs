@@ -346,6 +346,8 @@ impl EtcdStorage {
         what: &str,
         future: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
     ) -> Result<T, StorageError> {
+        // Every request is a round trip: never from a no-wait attempt.
+        crate::nowait::refuse()?;
         let Some(runtime) = &self.runtime else {
             return Err(StorageError("etcd: the client is shut down".into()));
         };

@@ -18,6 +18,7 @@ use std::fmt;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod memory;
+pub mod nowait;
 #[cfg(feature = "rocksdb")]
 mod rocks;
 
@@ -43,6 +44,21 @@ impl fmt::Display for StorageError {
 }
 
 impl std::error::Error for StorageError {}
+
+/// The message of [`StorageError::would_wait`].
+const WOULD_WAIT: &str = "the request would wait on storage (no-wait attempt)";
+
+impl StorageError {
+    /// A no-wait attempt ([`nowait`]) asked for something the backend cannot answer from
+    /// memory; the caller runs the call again where it may wait.
+    pub fn would_wait() -> StorageError {
+        StorageError(WOULD_WAIT.to_owned())
+    }
+
+    pub fn is_would_wait(&self) -> bool {
+        self.0 == WOULD_WAIT
+    }
+}
 
 /// Begins the message of a write refused because the backend is out of space (etcd's space
 /// alarm); nothing of the write was applied.
@@ -335,6 +351,49 @@ mod tests {
             reopened.get(Space::Secrets, b"durable").expect("get"),
             Some(b"yes".to_vec())
         );
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn a_no_wait_rocksdb_read_is_served_from_memory_only_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let storage = RocksStorage::open(dir.path()).expect("open");
+            put(&storage, Space::Secrets, b"on-disk", b"yes");
+            storage.flush().expect("flush");
+        }
+        // Reopened: the value is in a table file, not in a memory table or the block cache.
+        let storage = RocksStorage::open(dir.path()).expect("reopen");
+        let mut attempt = nowait::Attempt::new();
+        let cold = attempt.now(|| storage.get(Space::Secrets, b"on-disk"));
+        assert!(
+            cold.as_ref().is_err_and(StorageError::is_would_wait),
+            "a read that needs the file must not wait: {cold:?}"
+        );
+        assert_eq!(
+            attempt
+                .run(|| storage.get(Space::Secrets, b"on-disk"))
+                .expect("get"),
+            Some(b"yes".to_vec())
+        );
+        // Now in the block cache: served without waiting, and so is an absent key.
+        let warm = attempt.now(|| storage.get(Space::Secrets, b"on-disk"));
+        assert_eq!(warm.expect("warm get"), Some(b"yes".to_vec()));
+        put(&storage, Space::Secrets, b"fresh", b"in the memory table");
+        let fresh = attempt.now(|| storage.get(Space::Secrets, b"fresh"));
+        assert_eq!(
+            fresh.expect("memtable get"),
+            Some(b"in the memory table".to_vec())
+        );
+        let refused = attempt.now(|| {
+            let mut batch = WriteBatch::new();
+            batch.put(Space::Secrets, b"no", b"write");
+            storage.write(batch)
+        });
+        assert!(refused.is_err_and(|e| e.is_would_wait()));
+        assert_eq!(storage.get(Space::Secrets, b"no").expect("get"), None);
+        let scan = attempt.now(|| storage.scan(Space::Secrets, b"", b"", 10));
+        assert!(scan.is_err_and(|e| e.is_would_wait()));
     }
 
     #[test]

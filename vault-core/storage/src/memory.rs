@@ -72,6 +72,7 @@ impl Storage for MemoryStorage {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        crate::nowait::refuse()?;
         let mut spaces = self.spaces.write().map_err(|_| poisoned())?;
         for op in batch.ops {
             match op {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use rocksdb::{
     BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamilyDescriptor, CompactOptions,
-    DB, DBCompressionType, Direction, FlushOptions, IteratorMode, Options, ReadOptions,
-    WriteOptions,
+    DB, DBCompressionType, Direction, ErrorKind, FlushOptions, IteratorMode, Options, ReadOptions,
+    ReadTier, WriteOptions,
 };
 
 use crate::{
@@ -134,6 +134,7 @@ impl Snapshot for RocksSnapshot<'_> {
 
 impl Storage for RocksStorage {
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>, StorageError> {
+        crate::nowait::refuse()?;
         Ok(Box::new(RocksSnapshot {
             storage: self,
             snapshot: self.db.snapshot(),
@@ -141,6 +142,16 @@ impl Storage for RocksStorage {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if crate::nowait::active() {
+            // Memory tables and the block cache only: RocksDB answers `Incomplete` where it
+            // would read a file.
+            let mut read = ReadOptions::default();
+            read.set_read_tier(ReadTier::BlockCache);
+            return match self.db.get_cf_opt(self.family(space)?, key, &read) {
+                Err(e) if e.kind() == ErrorKind::Incomplete => Err(StorageError::would_wait()),
+                other => other.map_err(|e| error("get", e)),
+            };
+        }
         self.db
             .get_cf(self.family(space)?, key)
             .map_err(|e| error("get", e))
@@ -153,6 +164,7 @@ impl Storage for RocksStorage {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<Entry>, StorageError> {
+        crate::nowait::refuse()?;
         let start = if start < prefix { prefix } else { start };
         let mut read = ReadOptions::default();
         if let Some(end) = prefix_end(prefix) {
@@ -178,6 +190,7 @@ impl Storage for RocksStorage {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        crate::nowait::refuse()?;
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in &batch.ops {
             match op {
@@ -200,6 +213,7 @@ impl Storage for RocksStorage {
 
     /// Every column family's memory table to table files, waiting for it.
     fn flush(&self) -> Result<(), StorageError> {
+        crate::nowait::refuse()?;
         let mut flush = FlushOptions::default();
         flush.set_wait(true);
         let families = Space::ALL
