@@ -23,4 +23,5 @@ mod kms;
 mod limits;
 mod logins;
 mod operations;
+mod reliability;
 mod tls;

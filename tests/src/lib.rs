@@ -28,10 +28,13 @@
 //!   and allowed with it (`access.rs`), tenant isolation as a property against a model, dev
 //!   mode, a scan of every file under the data directory for canary secrets (raw, hex, base64),
 //!   the audit log through the real binaries, the key lifecycle under kill -9, named keys, the
-//!   feed and webhooks, TLS, and every example in `examples/`.
+//!   feed and webhooks, TLS, and every example in `examples/`; a short crash loop
+//!   (`reliability.rs`, [`crash`]; the long one is `scripts/crash-test`).
 
 // Test support: a panic is how a test fails.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod crash;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -47,11 +50,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The path of one of the workspace's binaries.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/it-<hash>  ->  target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
+    // target/<profile>/deps/it-<hash>  ->  target/<profile>/<name>; a binary of this crate
+    // (crash-test) is in target/<profile> itself.
+    let beside = exe.parent().expect("the executable's directory");
+    let dir = if beside.join(name).exists() {
+        beside
+    } else {
+        beside.parent().expect("target profile directory")
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -186,6 +192,37 @@ impl TestServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// The server's log as it is collected (for reading it after the process is gone).
+    pub fn log_handle(&self) -> Arc<Mutex<Vec<String>>> {
+        Arc::clone(&self.stderr)
+    }
+
+    /// Whether the server process has exited (by itself: a panic, an abort, a refusal).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| child.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits (polling) up to `within` for the server to exit by itself, e.g. at a crash
+    /// point of the failure-injection tests; its exit status, or `None` (and killed) if it
+    /// was still running.
+    pub fn wait_exit(mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -675,6 +712,23 @@ pub fn cli_command(addr: &str, token: &str, args: &[&str]) -> Command {
         .env_remove("VAULT_TENANT")
         .env("HOME", "/nonexistent/vault-tests-home");
     command
+}
+
+/// A log collected from a process that has exited, joined: polled until two reads 20 ms apart
+/// agree (the reader thread drains the pipe after the exit), two seconds at most.
+pub fn lines_after_exit(log: &Arc<Mutex<Vec<String>>>) -> String {
+    let read = || log.lock().unwrap_or_else(|p| p.into_inner()).len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut seen = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = read();
+        if now == seen || std::time::Instant::now() >= deadline {
+            break;
+        }
+        seen = now;
+    }
+    log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
 }
 
 /// Every file below `dir` whose bytes contain `needle`.

@@ -137,3 +137,24 @@ pub async fn policy_command(ctx: &Ctx, command: PolicyCommand, format: Format) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz target (`vault-fuzz`): any policy file is read or refused, never a panic.
+    #[test]
+    fn fuzz_policy_toml() {
+        vault_fuzz::run(
+            env!("CARGO_MANIFEST_DIR"),
+            "policy-toml",
+            &[
+                b"[[rule]]\npath = \"db/*\"\ncapabilities = [\"read\", \"list\"]\n",
+                b"require_mfa = [\"write\"]\n[[rule]]\npath = \"\"\ncapabilities = []\n",
+            ],
+            |bytes| {
+                let _ = toml::from_str::<PolicyFile>(&String::from_utf8_lossy(bytes));
+            },
+        );
+    }
+}

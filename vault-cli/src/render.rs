@@ -285,6 +285,28 @@ mod tests {
             .collect()
     }
 
+    /// Fuzz target (`vault-fuzz`): any template text parses or is refused with a position,
+    /// never a panic.
+    #[test]
+    fn fuzz_template() {
+        vault_fuzz::run(
+            env!("CARGO_MANIFEST_DIR"),
+            "template",
+            &[
+                b"url={{ secret \"db/primary\" \"url\" }}\n",
+                b"{{ \"lit\\\"eral\" }} {{secret \"a\" \"b\"}}",
+                b"{{",
+                b"}}{{ secret }}",
+            ],
+            |bytes| {
+                let text = String::from_utf8_lossy(bytes);
+                if let Ok(template) = parse(&text, "fuzz.tmpl") {
+                    let _ = fields(&template);
+                }
+            },
+        );
+    }
+
     #[test]
     fn parses_secrets_literals_and_text() {
         let template = parse(

@@ -370,6 +370,12 @@ impl Storage for Invalidating {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        // The failure-injection tests' I/O fault (feature `failpoints`): see `crate::injected`.
+        if touches_faulty(&batch) && crate::injected("storage-write-error") {
+            return Err(StorageError(
+                "injected I/O error (failpoint storage-write-error)".into(),
+            ));
+        }
         let keys = hot_keys(&batch);
         let written = self.inner.write(batch);
         self.hot.forget_batch(&keys);
@@ -426,4 +432,16 @@ impl Deref for KeyStore {
     fn deref(&self) -> &Self::Target {
         self.0.as_ref()
     }
+}
+
+/// Whether a batch writes under a path with a `faulty/` segment (the failure-injection tests'
+/// I/O faults hit only those; without the `failpoints` feature nothing asks).
+fn touches_faulty(batch: &WriteBatch) -> bool {
+    cfg!(feature = "failpoints")
+        && batch.ops.iter().any(|op| {
+            let key = match op {
+                vault_storage::Op::Put { key, .. } | vault_storage::Op::Delete { key, .. } => key,
+            };
+            key.windows(7).any(|w| w == b"faulty/")
+        })
 }

@@ -936,6 +936,15 @@ impl Call {
         work: impl FnOnce(&Call) -> Result<R, Error> + Send + 'static,
     ) -> Result<R, Status> {
         self.take_slot().map_err(to_status)?;
+        self.on_pool(work).await
+    }
+
+    /// `work` on the blocking pool (the call's place already taken), its error noted for the
+    /// audit record.
+    async fn on_pool<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Call) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Status> {
         let call = self.clone();
         match tokio::task::spawn_blocking(move || {
             let result = work(&call);
@@ -955,6 +964,9 @@ impl Call {
     }
 }
 
+/// The work of a call that may run twice ([`Call::now_or_blocking`]).
+pub type Rerunnable<R> = Arc<dyn Fn(&Call) -> Result<R, Error> + Send + Sync>;
+
 impl Call {
     /// [`Call::blocking`] for a read that usually needs nothing slow: `work` runs first on
     /// this async worker as a no-wait attempt (`vault_storage::nowait`: memory tables, block
@@ -965,7 +977,7 @@ impl Call {
     /// tries.
     pub async fn now_or_blocking<R: Send + 'static>(
         &self,
-        work: Arc<dyn Fn(&Call) -> Result<R, Error> + Send + Sync>,
+        work: Rerunnable<R>,
     ) -> Result<R, Status> {
         self.take_slot().map_err(to_status)?;
         let mut attempt = vault_core::storage::nowait::Attempt::new();
@@ -981,22 +993,7 @@ impl Call {
                 }
             }
         }
-        let call = self.clone();
-        match tokio::task::spawn_blocking(move || {
-            let result = attempt.run(|| work(&call));
-            if let Err(error) = &result {
-                call.note(error.audit_detail());
-            }
-            result
-        })
-        .await
-        {
-            Ok(result) => result.map_err(to_status),
-            Err(e) => {
-                tracing::error!(error = %e, "request task failed");
-                Err(status::internal())
-            }
-        }
+        self.on_pool(move |call| attempt.run(|| work(call))).await
     }
 }
 
@@ -1016,7 +1013,9 @@ mod inline {
 
     pub fn worth_trying() -> bool {
         MISSES.load(Ordering::Relaxed) < 512
-            || CALLS.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY == 0
+            || CALLS
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(PROBE_EVERY)
     }
 
     pub fn note(served: bool) {
@@ -1299,6 +1298,11 @@ where
                     reason::METADATA_KEY,
                     HeaderValue::from_static(status::fallback_reason(code)),
                 );
+            }
+            // Between a put's committed batch and its outcome record (puts only: the crash
+            // tests must reach it with the call they choose).
+            if !unrecorded && &*call.method == "/vault.v1.Secrets/Put" {
+                vault_core::crash_point("put-before-outcome");
             }
             if !unrecorded && let Err(e) = record_outcome(&call, code).await {
                 if answer_recorded {
@@ -1621,6 +1625,71 @@ mod tests {
         assert_eq!(
             grpc_status(&first.await.expect("task").expect("answer")),
             Code::Ok
+        );
+    }
+
+    /// Fuzz target (`vault-fuzz`): any `x-forwarded-for` fields, from a trusted proxy or not,
+    /// give the peer or an address the fields name, never a panic.
+    #[test]
+    fn fuzz_forwarded_for() {
+        let guards = Guards {
+            limits: Limits {
+                trusted_proxies: ["10.0.0.0/24", "fd00::/8"]
+                    .iter()
+                    .map(|c| Cidr::parse(c).expect("cidr"))
+                    .collect(),
+                ..Limits::default()
+            },
+            source_limits: RwLock::new(SourceLimits::new(0, 0)),
+            concurrency: None,
+            aux: None,
+            open: CountedPlaces::default(),
+            open_aux: CountedPlaces::default(),
+            refusals: Mutex::new(HashMap::new()),
+        };
+        vault_fuzz::run(
+            env!("CARGO_MANIFEST_DIR"),
+            "forwarded-for",
+            &[
+                b"203.0.113.9",
+                b"198.51.100.1, 10.0.0.7",
+                b"::1,fd00::2",
+                b"garbage, 10.0.0.2",
+            ],
+            |bytes| {
+                let peer: IpAddr = if bytes.first().is_some_and(|b| b % 2 == 0) {
+                    "10.0.0.1".parse().expect("ip")
+                } else {
+                    "192.0.2.1".parse().expect("ip")
+                };
+                let fields: Vec<HeaderValue> = bytes
+                    .split(|b| *b == b'\n')
+                    .filter_map(|field| HeaderValue::from_bytes(field).ok())
+                    .collect();
+                let source = guards.source(Some(peer), fields.iter());
+                let text = String::from_utf8_lossy(bytes);
+                // An untrusted peer is the source, whatever it forwards.
+                if !guards
+                    .limits
+                    .trusted_proxies
+                    .iter()
+                    .any(|c| c.contains(peer))
+                {
+                    assert_eq!(
+                        source,
+                        Some(peer),
+                        "an untrusted peer's header was believed"
+                    );
+                }
+                // A trusted one gives itself or an address its fields name (IPv6 may be
+                // written in another form than its canonical one).
+                assert!(
+                    source == Some(peer)
+                        || source.is_some_and(|ip| text.contains(&ip.to_string())
+                            || (ip.is_ipv6() && text.contains(':'))),
+                    "{source:?} is neither the peer nor named in {text:?}"
+                );
+            },
         );
     }
 

@@ -22,6 +22,8 @@ pub mod call;
 pub mod cluster;
 pub mod config;
 mod dev;
+#[cfg(test)]
+mod fuzz_targets;
 pub mod harden;
 pub mod http;
 mod keys;

@@ -9,6 +9,15 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Crash points armed by FAILPOINTS (the failure-injection tests' builds only).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = {
+        eprintln!(
+            "vault-server: WARNING: this build has the failure-injection tests' crash points \
+             (feature failpoints; FAILPOINTS in the environment arms them): not for production"
+        );
+        fail::FailScenario::setup()
+    };
     // The command line over the VAULT_* variables over --config's file (config.rs).
     let loaded = match vault_server::config::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,

@@ -19,7 +19,7 @@ use vault_proto::v1::{
 use crate::serve::{Handlers, Reply, at};
 
 /// The tenant and secret path a request names, parsed.
-fn secret(tenant: &str, path: &str) -> Result<(TenantName, SecretPath), Error> {
+pub(crate) fn secret(tenant: &str, path: &str) -> Result<(TenantName, SecretPath), Error> {
     Ok((TenantName::parse(tenant)?, SecretPath::parse(path)?))
 }
 
@@ -239,7 +239,7 @@ impl Secrets for Handlers {
 }
 
 /// The values move (no copy) into buffers that zeroize on drop.
-fn sealed_fields(data: std::collections::HashMap<String, Vec<u8>>) -> SecretData {
+pub(crate) fn sealed_fields(data: std::collections::HashMap<String, Vec<u8>>) -> SecretData {
     let mut secret = SecretData::new();
     for (name, value) in data {
         secret.insert(name, SecretBytes::new(value));

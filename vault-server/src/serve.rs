@@ -239,7 +239,14 @@ where
     // to the RPC table.
     let reads_with_token =
         row.is_some_and(|row| row.kind == Kind::Read && row.access != Access::NoToken);
-    if !reads_with_token || extra.returns.is_some() || !presented.may_run_twice() {
+    // A note would be made twice: such reads run once too.
+    if !reads_with_token
+        || extra.returns.is_some()
+        || extra.note.is_some()
+        || !presented.may_run_twice()
+    {
+        // `run` reads the token again; this copy goes now, not after the call.
+        drop(presented);
         return run(rpc, extra, act).await;
     }
     let Rpc {
@@ -250,13 +257,9 @@ where
     } = rpc;
     let message = request.into_inner();
     target(&message).record(&call);
-    let note = extra.note;
     let work = move |call: &Call| {
         let caller = call.authenticate_again(&vault, &presented)?;
         let parsed = parse(message.clone())?;
-        if let Some(note) = note {
-            call.note(note(&parsed));
-        }
         act(
             Step {
                 vault: &vault,

@@ -842,6 +842,15 @@ impl Writer {
         if fault == Some(Fault::Before) {
             return Err(io::Error::other("injected audit write failure"));
         }
+        // The failure-injection tests' I/O fault (feature `failpoints`): see `crate::injected`.
+        if cfg!(feature = "failpoints")
+            && buffer.windows(7).any(|w| w == b"faulty/")
+            && crate::injected("audit-write-error")
+        {
+            return Err(io::Error::other(
+                "injected I/O error (failpoint audit-write-error)",
+            ));
+        }
         let result = self.current_file().and_then(|file| {
             if fault == Some(Fault::Partial) {
                 file.write_all(&buffer[..buffer.len() / 2])?;

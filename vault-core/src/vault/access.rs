@@ -380,12 +380,15 @@ impl Vault {
         if caller.system {
             return self.tenant_id(tenant);
         }
-        match (caller.tenant, self.tenant_id(tenant)) {
-            (Some(own), Ok(id)) if id == own => Ok(id),
-            (_, Err(Error::WouldWait)) => Err(Error::WouldWait),
-            _ => Err(Error::denied(format!(
-                "token of another tenant used for tenant {tenant}"
-            ))),
+        // The caller's own tenant by its name: another tenant's name is never looked up, so
+        // the answer (and its timing) is the same whether or not that tenant exists.
+        let denied = || Error::denied(format!("token of another tenant used for tenant {tenant}"));
+        let Some(own) = caller.tenant else {
+            return Err(denied());
+        };
+        match self.tenant_state(own)? {
+            Some(state) if state.name == *tenant => Ok(own),
+            _ => Err(denied()),
         }
     }
 

@@ -792,7 +792,9 @@ impl Vault {
         if scheduled {
             batch.put(Space::Config, kek_state_key(tenant), to_json(&lifecycle)?);
         }
+        crate::crash_point("kek-rotate-before-write");
         self.keys.write(batch)?;
+        crate::crash_point("kek-rotate-after-write");
         if scheduled {
             self.note_due(Unit::Rewrap, tenant, created);
         }
@@ -1216,6 +1218,7 @@ impl Vault {
         // stay held until the last).
         for part in batch.split(self.data.batch_limits()) {
             self.data.write(part)?;
+            crate::crash_point("rewrap-after-chunk");
         }
         drop(guards);
         Ok(count)

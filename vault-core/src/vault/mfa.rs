@@ -218,6 +218,12 @@ impl Vault {
 
     /// Checks the caller's MFA code, once per call. `why` says what needed it (audit record).
     pub(super) fn verify_mfa(&self, caller: &Caller, why: &str) -> Result<()> {
+        // Without a code the answer is a denial whatever is enrolled: given at once, with
+        // nothing to spend or wait for.
+        if caller.mfa_code.is_none() && !*lock(&caller.mfa_verified) {
+            self.keyring()?;
+            return Err(refused_mfa(caller, why));
+        }
         // Spends a code (a write) under `mfa_changes`.
         refuse_to_wait()?;
         let changes = self.hold_mfa_changes();
@@ -237,18 +243,8 @@ impl Vault {
         }
         let keyring = self.keyring()?;
         let entity = &caller.record.entity;
-        if entity.starts_with("token:") {
-            // `token:<accessor>` entities come from before created tokens acted for their
-            // creator: a created token had one of its own, which its holder (a thief
-            // included) could enrol, and its children inherit it now. None of them passes an
-            // MFA check; create new tokens from a login or the root token.
-            return Err(Error::denied(format!(
-                "{why}; entity {entity} belongs to a token created before created tokens acted \
-                 for their creator, and passes no mfa check; create a new token"
-            )));
-        }
-        let Some(code) = &caller.mfa_code else {
-            return Err(Error::denied(format!("{why}; no mfa code was presented")));
+        let (false, Some(code)) = (entity.starts_with("token:"), &caller.mfa_code) else {
+            return Err(refused_mfa(caller, why));
         };
         let key = mfa_key(entity);
         let Some(bytes) = self.data.get(Space::Config, &key)? else {
@@ -495,4 +491,21 @@ impl Mfa<'_> {
         batch.put(Space::Config, key, to_json(&record)?);
         Ok(self.data.write(batch)?)
     }
+}
+
+/// The denial of an MFA check that cannot pass: a caller whose entity is a legacy `token:` one,
+/// or who presented no code.
+fn refused_mfa(caller: &Caller, why: &str) -> Error {
+    let entity = &caller.record.entity;
+    if entity.starts_with("token:") {
+        // `token:<accessor>` entities come from before created tokens acted for their
+        // creator: a created token had one of its own, which its holder (a thief included)
+        // could enrol, and its children inherit it now. None of them passes an MFA check;
+        // create new tokens from a login or the root token.
+        return Error::denied(format!(
+            "{why}; entity {entity} belongs to a token created before created tokens acted for \
+             their creator, and passes no mfa check; create a new token"
+        ));
+    }
+    Error::denied(format!("{why}; no mfa code was presented"))
 }

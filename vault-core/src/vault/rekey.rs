@@ -513,7 +513,9 @@ impl Seal<'_> {
         batch
             .put(Space::Config, SEAL_CONFIG_KEY, to_json(&new_config)?)
             .delete(Space::Config, SEAL_STAGED_KEY);
+        crate::crash_point("rekey-before-commit");
         self.keys.write(batch)?;
+        crate::crash_point("rekey-after-commit");
         // The replaced configuration (which the old shares open) leaves the files too.
         if let Err(error) = self.keys.compact() {
             tracing::warn!(%error, "key store compaction after a rekey failed; retried at the next one");

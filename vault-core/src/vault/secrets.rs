@@ -453,7 +453,9 @@ impl Vault {
                 )?,
             )
         };
+        crate::crash_point("put-before-commit");
         self.data.write(batch)?;
+        crate::crash_point("put-after-commit");
         let revision = pruned_revision
             .as_ref()
             .map_or(revision.revision, |pruned| pruned.revision);

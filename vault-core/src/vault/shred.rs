@@ -186,7 +186,9 @@ impl Vault {
         batch.put(Space::Config, shredded_key(id), to_json(&tombstone)?);
         {
             let _changes = self.hold_key_changes();
+            crate::crash_point("shred-before-key-destroy");
             self.keys.write(batch)?;
+            crate::crash_point("shred-after-key-destroy");
             write(&keyring.tenants).remove(&id);
             write(&keyring.named).retain(|(tenant, _), _| *tenant != id);
         }
@@ -288,7 +290,9 @@ impl Tenants<'_> {
             .put(Space::Config, tenant_key(name), to_json(&record)?)
             .put(Space::Config, tenant_id_key(id), name.as_str().as_bytes())
             .delete(Space::Config, deleted_tenant_key(id));
+        crate::crash_point("restore-before-commit");
         self.data.write(batch)?;
+        crate::crash_point("restore-after-commit");
         // Its units were dropped while it was deleted: every one is due again.
         let now = self.now();
         for unit in super::due::Unit::ALL {

@@ -396,6 +396,78 @@ mod tests {
         assert!(scan.is_err_and(|e| e.is_would_wait()));
     }
 
+    /// RocksDB's own recovery of a torn WAL tail (its default point-in-time mode), shown at
+    /// every byte offset of the last record: the copy opens, the earlier batches are all there,
+    /// and the last one is there whole or not at all.
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn a_wal_torn_at_any_byte_of_its_last_record_recovers_to_the_batches_before_it() {
+        fn copy(from: &std::path::Path, to: &std::path::Path) {
+            std::fs::create_dir_all(to).expect("mkdir");
+            for entry in std::fs::read_dir(from)
+                .expect("read_dir")
+                .map_while(Result::ok)
+            {
+                if entry.file_name() != "LOCK" {
+                    std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+                }
+            }
+        }
+        fn wal(dir: &std::path::Path) -> std::path::PathBuf {
+            let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+                .expect("read_dir")
+                .map_while(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            logs.sort();
+            logs.pop().expect("a WAL file")
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("live");
+        let storage = RocksStorage::open(&live).expect("open");
+        for i in 0..3u8 {
+            put(&storage, Space::Secrets, &[b'k', i], &[i; 100]);
+        }
+        let before = std::fs::metadata(wal(&live)).expect("wal").len();
+        put(&storage, Space::Secrets, b"last", &[7u8; 300]);
+        let after = std::fs::metadata(wal(&live)).expect("wal").len();
+        assert!(after > before, "the last batch went to the WAL");
+        for cut in before..=after {
+            let copy_dir = dir.path().join(format!("cut-{cut}"));
+            copy(&live, &copy_dir);
+            let log = wal(&copy_dir);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&log)
+                .and_then(|file| file.set_len(cut))
+                .expect("truncate the WAL");
+            let reopened = RocksStorage::open(&copy_dir)
+                .unwrap_or_else(|e| panic!("a WAL cut at {cut} of {after} does not open: {e}"));
+            for i in 0..3u8 {
+                assert_eq!(
+                    reopened.get(Space::Secrets, &[b'k', i]).expect("get"),
+                    Some(vec![i; 100]),
+                    "cut at {cut}: batch {i} lost"
+                );
+            }
+            let last = reopened.get(Space::Secrets, b"last").expect("get");
+            assert!(
+                last.is_none() || last == Some(vec![7u8; 300]),
+                "cut at {cut}: the last batch is half there"
+            );
+            if cut == after {
+                assert_eq!(
+                    last,
+                    Some(vec![7u8; 300]),
+                    "the whole WAL keeps the last batch"
+                );
+            }
+            drop(reopened);
+            std::fs::remove_dir_all(&copy_dir).expect("cleanup");
+        }
+    }
+
     #[test]
     fn prefix_end_is_the_next_key() {
         assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
