@@ -365,12 +365,27 @@ fn prepared(dir: &Path) -> (std::path::PathBuf, String, String) {
 fn crash_at(data: &Path, share: &str, point: &str, act: impl FnOnce(&TestServer)) {
     let armed = format!("{point}=return");
     let server = TestServer::start_with_env(data, &[], &[("FAILPOINTS", &armed)]);
+    require_crash_points(&server);
     unseal(&server, &[share]);
     act(&server);
     let status = server.wait_exit(Duration::from_secs(60));
     assert!(
         aborted(status),
         "the server did not abort at {point}: {status:?}"
+    );
+}
+
+/// Fails clearly when target/debug/vault-server was last built without the crash points (a
+/// `-p vault-server` build, e.g. `scripts/dev-server`): `cargo build --workspace --bins`.
+fn require_crash_points(server: &TestServer) {
+    vault_tests::eventually(
+        "the server's warning that it has crash points (rebuild with `cargo build --workspace --bins`)",
+        || {
+            server
+                .stderr()
+                .iter()
+                .any(|line| line.contains("failure-injection tests' crash points"))
+        },
     );
 }
 
@@ -679,6 +694,7 @@ fn a_crash_around_the_key_destruction_of_a_shredding_finishes_it_after_the_resta
         ];
         let armed = format!("{point}=return");
         let server = TestServer::start_with_env(&data, &flags, &[("FAILPOINTS", &armed)]);
+        require_crash_points(&server);
         unseal(&server, &[&share]);
         server.cli(Some(&root), &["tenant", "create", "other"]).ok();
         server
@@ -735,6 +751,7 @@ fn io_errors_fail_calls_cleanly_and_the_server_recovers_without_a_restart() {
         let (data, share, root) = prepared(dir.path());
         let armed = format!("{point}=3*return");
         let server = TestServer::start_with_env(&data, &[], &[("FAILPOINTS", &armed)]);
+        require_crash_points(&server);
         unseal(&server, &[&share]);
         let mut failed = Vec::new();
         let mut acknowledged = Vec::new();
