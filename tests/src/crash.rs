@@ -100,9 +100,9 @@ impl Report {
 /// The seeded generator of operations and timings.
 pub use vault_fuzz::SplitMix as Rng;
 
-/// One secret as the model knows it.
+/// One secret as the model expects it (test values, nothing secret).
 #[derive(Clone, Debug, Default)]
-struct Secret {
+struct Expected {
     /// The acknowledged current version (0: none yet).
     version: u64,
     /// Its acknowledged data (field -> value).
@@ -124,7 +124,7 @@ enum Pending {
 /// Everything acknowledged so far, across cycles.
 #[derive(Default)]
 struct Model {
-    secrets: HashMap<String, Secret>,
+    secrets: HashMap<String, Expected>,
     /// Values of refused check-and-set puts: must never be read.
     refused: Vec<(String, String)>,
     /// Request ids of acknowledged calls whose outcome record is not yet seen.
@@ -142,7 +142,7 @@ struct Model {
 /// What a writer did in one cycle, merged into the model after the kill.
 #[derive(Default)]
 struct Journal {
-    secrets: HashMap<String, Secret>,
+    secrets: HashMap<String, Expected>,
     refused: Vec<(String, String)>,
     request_ids: Vec<String>,
     acknowledged: BTreeMap<&'static str, u64>,
@@ -191,7 +191,7 @@ async fn write(
     token: String,
     writer: usize,
     mut rng: Rng,
-    mut secrets: HashMap<String, Secret>,
+    mut secrets: HashMap<String, Expected>,
     stop: Arc<AtomicBool>,
     cycle: usize,
 ) -> Journal {
@@ -532,7 +532,7 @@ pub fn run(config: Config, dir: &Path, log: &mut dyn FnMut(&str)) -> Report {
         let stop = Arc::new(AtomicBool::new(false));
         let handles: Vec<_> = (0..config.writers)
             .map(|w| {
-                let mine: HashMap<String, Secret> = model
+                let mine: HashMap<String, Expected> = model
                     .secrets
                     .iter()
                     .filter(|(path, _)| path.starts_with(&format!("w{w}/")))

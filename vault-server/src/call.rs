@@ -741,17 +741,13 @@ impl Call {
     /// Checks the presented token and records who is calling (the token's accessor, never the
     /// token itself). The MFA code, if one came with the call, rides along.
     pub fn authenticate(&self, vault: &Vault, presented: Presented) -> Result<Caller, Error> {
-        let caller = vault.authenticate_from(&presented.token?, self.source_ip)?;
-        self.update(|record| {
-            record.principal = caller.accessor().to_owned();
-            record.caller_tenant = caller.tenant_id();
-        });
+        let caller = self.caller_of(vault, &presented.token?)?;
         Ok(caller.with_mfa_code(presented.mfa_code))
     }
 
     /// [`Call::authenticate`] without giving up what was presented, for a call that may run
-    /// twice ([`Call::now_or_blocking`]); `None` if it carries an MFA code or no usable token
-    /// (such a call runs once, on the blocking pool).
+    /// twice ([`Call::now_or_blocking`]). A call with an MFA code or without a usable token
+    /// runs once, on the blocking pool ([`Presented::may_run_twice`]), and never gets here.
     pub fn authenticate_again(
         &self,
         vault: &Vault,
@@ -762,6 +758,11 @@ impl Call {
                 "a call with an MFA code or without a usable token runs once".into(),
             ));
         };
+        self.caller_of(vault, token)
+    }
+
+    /// The caller a token names, recorded as the call's principal (its accessor).
+    fn caller_of(&self, vault: &Vault, token: &Token) -> Result<Caller, Error> {
         let caller = vault.authenticate_from(token, self.source_ip)?;
         self.update(|record| {
             record.principal = caller.accessor().to_owned();
@@ -1628,13 +1629,11 @@ mod tests {
         );
     }
 
-    /// Fuzz target (`vault-fuzz`): any `x-forwarded-for` fields, from a trusted proxy or not,
-    /// give the peer or an address the fields name, never a panic.
-    #[test]
-    fn fuzz_forwarded_for() {
-        let guards = Guards {
+    /// Guards that believe `x-forwarded-for` from the `trusted` networks, with no limits.
+    fn trusting(trusted: &[&str]) -> Guards {
+        Guards {
             limits: Limits {
-                trusted_proxies: ["10.0.0.0/24", "fd00::/8"]
+                trusted_proxies: trusted
                     .iter()
                     .map(|c| Cidr::parse(c).expect("cidr"))
                     .collect(),
@@ -1646,7 +1645,14 @@ mod tests {
             open: CountedPlaces::default(),
             open_aux: CountedPlaces::default(),
             refusals: Mutex::new(HashMap::new()),
-        };
+        }
+    }
+
+    /// Fuzz target (`vault-fuzz`): any `x-forwarded-for` fields, from a trusted proxy or not,
+    /// give the peer or an address the fields name, never a panic.
+    #[test]
+    fn fuzz_forwarded_for() {
+        let guards = trusting(&["10.0.0.0/24", "fd00::/8"]);
         vault_fuzz::run(
             env!("CARGO_MANIFEST_DIR"),
             "forwarded-for",
@@ -1695,21 +1701,7 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_read_from_the_right_and_only_from_trusted_proxies() {
-        let guards = |trusted: &[&str]| Guards {
-            limits: Limits {
-                trusted_proxies: trusted
-                    .iter()
-                    .map(|c| Cidr::parse(c).expect("cidr"))
-                    .collect(),
-                ..Limits::default()
-            },
-            source_limits: RwLock::new(SourceLimits::new(0, 0)),
-            concurrency: None,
-            aux: None,
-            open: CountedPlaces::default(),
-            open_aux: CountedPlaces::default(),
-            refusals: Mutex::new(HashMap::new()),
-        };
+        let guards = trusting;
         let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
         let header = |text: &'static str| HeaderValue::from_static(text);
         let proxy = Some(ip("10.0.0.1"));
