@@ -12,7 +12,7 @@ use std::{
 use ring::digest;
 use serde_json::json;
 use vault_client::{Client, Credentials, Error, EventKind, Start};
-use vault_tests::{Process, TestServer, binary, cli_command, init, runtime, unseal};
+use vault_tests::{Process, TestServer, binary, cli_command, init, reader_token, runtime, unseal};
 
 use crate::{
     logins::{ISSUER, jwks, now, sign_rs256},
@@ -87,21 +87,6 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// A reader token of acme.
-fn reader_token(server: &TestServer, root: &str) -> String {
-    server
-        .cli(
-            Some(root),
-            &[
-                "token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json",
-            ],
-        )
-        .json()["token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
 }
 
 /// An AppRole role of acme with the reader policy; returns (role id, secret id).

@@ -953,17 +953,7 @@ fn a_tenants_rate_limit_holds_across_the_nodes() {
     leader
         .cli(Some(&root), &["put", "--tenant", "acme", "db/a", "k=v"])
         .ok();
-    let token = leader
-        .cli(
-            Some(&root),
-            &[
-                "token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json",
-            ],
-        )
-        .json()["token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = vault_tests::reader_token(leader, &root);
     let started = Instant::now();
     let mut passed = 0u64;
     let mut limited = 0u64;

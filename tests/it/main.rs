@@ -14,6 +14,7 @@ mod clients;
 mod cluster;
 mod dev_mode;
 mod feed;
+mod fuzz_grpc;
 mod grpc;
 mod hardening;
 mod http;

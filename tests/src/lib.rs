@@ -497,6 +497,21 @@ pub fn init(server: &TestServer, shares: u32, threshold: u32) -> (Vec<String>, S
     (shares, token)
 }
 
+/// A token of tenant acme with its policy `reader` (the caller writes the policy first).
+pub fn reader_token(server: &TestServer, root: &str) -> String {
+    server
+        .cli(
+            Some(root),
+            &[
+                "token", "create", "--tenant", "acme", "--policy", "reader", "--format", "json",
+            ],
+        )
+        .json()["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
 /// Unseals through the CLI, one share per invocation on standard input, as operators would.
 pub fn unseal(server: &TestServer, shares: &[&str]) -> serde_json::Value {
     let mut last = serde_json::Value::Null;

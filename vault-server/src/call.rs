@@ -1275,26 +1275,33 @@ where
                     )),
                     None => unrecorded = true,
                 }
-                Some((reason::REQUEST_TIMEOUT, message))
+                Some((reason::REQUEST_TIMEOUT, Some(message)))
             } else if code == Code::OutOfRange && !handled {
                 code = Code::ResourceExhausted;
                 Some((
                     reason::TOO_LARGE,
-                    format!(
+                    Some(format!(
                         "request is larger than the transport limit of {max_request_bytes} bytes"
-                    ),
+                    )),
                 ))
+            } else if code == Code::Internal && !handled && undecodable(headers) {
+                // tonic's answer to a message that does not decode, before any handler ran:
+                // the caller's fault, not the server's. Its message stays: it names the field
+                // ("failed to decode Protobuf message: PutRequest.path: invalid wire type").
+                // The server's own INTERNAL answers (a panic) carry a reason and stay INTERNAL.
+                code = Code::InvalidArgument;
+                Some((reason::INVALID_ARGUMENT, None))
             } else {
                 None
             };
             if let Some((why, message)) = rewrite {
                 headers.insert("grpc-status", HeaderValue::from(code as i32));
                 headers.insert(reason::METADATA_KEY, HeaderValue::from_static(why));
-                if let Ok(value) = HeaderValue::from_str(&message) {
+                if let Some(value) = message.and_then(|m| HeaderValue::from_str(&m).ok()) {
                     headers.insert("grpc-message", value);
                 }
             } else if code != Code::Ok && !headers.contains_key(reason::METADATA_KEY) {
-                // A status tonic made (an unknown method, a message that does not decode).
+                // A status tonic made (an unknown method, a stream reset by the client).
                 headers.insert(
                     reason::METADATA_KEY,
                     HeaderValue::from_static(status::fallback_reason(code)),
@@ -1486,6 +1493,17 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// Whether an answer is tonic's status for a request message that does not decode: INTERNAL
+/// with its "failed to decode" message (percent-encoded in the header) and no reason of the
+/// vault's own.
+fn undecodable(headers: &http::HeaderMap) -> bool {
+    !headers.contains_key(reason::METADATA_KEY)
+        && headers.get("grpc-message").is_some_and(|m| {
+            m.as_bytes()
+                .starts_with(b"failed%20to%20decode%20Protobuf%20message")
+        })
+}
+
 fn outcome(code: Code) -> &'static str {
     match code {
         Code::Ok => "ok",
@@ -1574,6 +1592,46 @@ mod tests {
                 })
             }
         })
+    }
+
+    /// A request message that does not decode is the caller's error (INVALID_ARGUMENT, tonic's
+    /// message naming the field); a panic before the handler took its call stays INTERNAL.
+    #[tokio::test]
+    async fn only_a_message_that_does_not_decode_turns_internal_into_invalid_argument() {
+        let undecodable = tower::service_fn(|_: HttpRequest<Body>| async {
+            Ok::<_, Infallible>(
+                Status::internal(
+                    "failed to decode Protobuf message: GetRequest.path: invalid wire type",
+                )
+                .into_http(),
+            )
+        });
+        let mut service = CallLayer::new(1024, None, Limits::default()).layer(undecodable);
+        let answer = service.call(request()).await.expect("answer");
+        assert_eq!(grpc_status(&answer), Code::InvalidArgument);
+        assert_eq!(
+            answer
+                .headers()
+                .get(reason::METADATA_KEY)
+                .map(|v| v.as_bytes()),
+            Some(reason::INVALID_ARGUMENT.as_bytes())
+        );
+        let panics = tower::service_fn(|_: HttpRequest<Body>| async {
+            if std::hint::black_box(true) {
+                panic!("a handler bug before the call is taken");
+            }
+            Ok::<HttpResponse<Body>, Infallible>(Status::ok("").into_http())
+        });
+        let mut service = CallLayer::new(1024, None, Limits::default()).layer(panics);
+        let answer = service.call(request()).await.expect("answer");
+        assert_eq!(grpc_status(&answer), Code::Internal);
+        assert_eq!(
+            answer
+                .headers()
+                .get(reason::METADATA_KEY)
+                .map(|v| v.as_bytes()),
+            Some(reason::INTERNAL.as_bytes())
+        );
     }
 
     #[tokio::test]
