@@ -5,7 +5,7 @@ use std::{collections::HashMap, fs, path::Path};
 
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 use vault_proto::v1::{self, secrets_client::SecretsClient, system_client::SystemClient};
-use vault_tests::{TestServer, audit_records, init, unseal};
+use vault_tests::{TestServer, audit_records, init, request_id, unseal};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -21,15 +21,6 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
         MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
     );
     request
-}
-
-fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
-    metadata
-        .get("x-request-id")
-        .expect("x-request-id")
-        .to_str()
-        .expect("ascii")
-        .to_owned()
 }
 
 fn put(path: &str, value: &str) -> v1::PutRequest {

@@ -527,12 +527,7 @@ fn a_request_that_does_not_decode_is_an_invalid_argument_naming_the_field() {
         "the message names the field: {}",
         status.message()
     );
-    let id = status
-        .metadata()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("request id")
-        .to_owned();
+    let id = vault_tests::request_id(status.metadata());
     let records = vault_tests::audit_records(&server.audit_dir());
     assert!(
         records.iter().any(|r| r["kind"] == "outcome"

@@ -136,13 +136,7 @@ fn full_disk(audit_elsewhere: bool) {
         for i in 0..5 {
             let (path, i, request) = call(format!("before/{i}"), i);
             let answer = kv.put(request).await.expect("put before the disk fills");
-            let id = answer
-                .metadata()
-                .get("x-request-id")
-                .expect("id")
-                .to_str()
-                .expect("ascii")
-                .to_owned();
+            let id = vault_tests::request_id(answer.metadata());
             acknowledged.push((path, answer.into_inner().version, value(i), id));
         }
         let filler = disk.fill();
@@ -152,13 +146,7 @@ fn full_disk(audit_elsewhere: bool) {
             let (path, i, request) = call(format!("full/{i}"), i);
             match kv.put(request).await {
                 Ok(answer) => {
-                    let id = answer
-                        .metadata()
-                        .get("x-request-id")
-                        .expect("id")
-                        .to_str()
-                        .expect("ascii")
-                        .to_owned();
+                    let id = vault_tests::request_id(answer.metadata());
                     acknowledged.push((path, answer.into_inner().version, value(i), id));
                 }
                 Err(status) => {
@@ -192,13 +180,7 @@ fn full_disk(audit_elsewhere: bool) {
             );
             match kv.get(get).await {
                 Ok(answer) => {
-                    let id = answer
-                        .metadata()
-                        .get("x-request-id")
-                        .expect("id")
-                        .to_str()
-                        .expect("ascii")
-                        .to_owned();
+                    let id = vault_tests::request_id(answer.metadata());
                     reads.push(id);
                 }
                 Err(status) => assert_eq!(
@@ -227,13 +209,7 @@ fn full_disk(audit_elsewhere: bool) {
             let (path, i, request) = call("after/freeing".to_owned(), 1000);
             match kv.put(request).await {
                 Ok(answer) => {
-                    let id = answer
-                        .metadata()
-                        .get("x-request-id")
-                        .expect("id")
-                        .to_str()
-                        .expect("ascii")
-                        .to_owned();
+                    let id = vault_tests::request_id(answer.metadata());
                     acknowledged.push((path, answer.into_inner().version, value(i), id));
                     break;
                 }

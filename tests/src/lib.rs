@@ -497,6 +497,16 @@ pub fn init(server: &TestServer, shares: u32, threshold: u32) -> (Vec<String>, S
     (shares, token)
 }
 
+/// The `x-request-id` the server put on an answer or a status: what its audit records carry.
+pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
 /// A token of tenant acme with its policy `reader` (the caller writes the policy first).
 pub fn reader_token(server: &TestServer, root: &str) -> String {
     server

@@ -1531,6 +1531,13 @@ mod tests {
             .map_or(Code::Ok, Code::from)
     }
 
+    fn grpc_reason<B>(response: &HttpResponse<B>) -> Option<&str> {
+        response
+            .headers()
+            .get(reason::METADATA_KEY)
+            .and_then(|v| v.to_str().ok())
+    }
+
     fn request() -> HttpRequest<Body> {
         let mut request = HttpRequest::builder()
             .uri("/vault.v1.System/Status")
@@ -1609,13 +1616,7 @@ mod tests {
         let mut service = CallLayer::new(1024, None, Limits::default()).layer(undecodable);
         let answer = service.call(request()).await.expect("answer");
         assert_eq!(grpc_status(&answer), Code::InvalidArgument);
-        assert_eq!(
-            answer
-                .headers()
-                .get(reason::METADATA_KEY)
-                .map(|v| v.as_bytes()),
-            Some(reason::INVALID_ARGUMENT.as_bytes())
-        );
+        assert_eq!(grpc_reason(&answer), Some(reason::INVALID_ARGUMENT));
         let panics = tower::service_fn(|_: HttpRequest<Body>| async {
             if std::hint::black_box(true) {
                 panic!("a handler bug before the call is taken");
@@ -1625,13 +1626,7 @@ mod tests {
         let mut service = CallLayer::new(1024, None, Limits::default()).layer(panics);
         let answer = service.call(request()).await.expect("answer");
         assert_eq!(grpc_status(&answer), Code::Internal);
-        assert_eq!(
-            answer
-                .headers()
-                .get(reason::METADATA_KEY)
-                .map(|v| v.as_bytes()),
-            Some(reason::INTERNAL.as_bytes())
-        );
+        assert_eq!(grpc_reason(&answer), Some(reason::INTERNAL));
     }
 
     #[tokio::test]
