@@ -973,58 +973,194 @@ impl Call {
     /// this async worker as a no-wait attempt (`vault_storage::nowait`: memory tables, block
     /// cache and hot records only, no lock a writer holds, no round trip, no write). If it
     /// reaches anything that would wait, it runs again on the blocking pool, carrying what the
-    /// first run did (its tenant's rate-limit token). While most attempts of late had to run
-    /// again (a working set beyond the caches), only one call in [`inline::PROBE_EVERY`]
-    /// tries.
-    pub async fn now_or_blocking<R: Send + 'static>(
+    /// first run did (its tenant's rate-limit token). Once `work` has authenticated its
+    /// caller it passes [`inline::gate`], which ends the attempt there while most attempts of
+    /// late by that caller's tenant had to run again (a working set beyond the caches): then
+    /// only one of the tenant's calls in [`inline::PROBE_EVERY`] goes on.
+    pub(crate) async fn now_or_blocking<R: Send + 'static>(
         &self,
         work: Rerunnable<R>,
     ) -> Result<R, Status> {
         self.take_slot().map_err(to_status)?;
         let mut attempt = vault_core::storage::nowait::Attempt::new();
-        if inline::worth_trying() {
-            match attempt.now(|| work(self)) {
-                Err(Error::WouldWait) => inline::note(false),
-                result => {
-                    inline::note(true);
-                    if let Err(error) = &result {
-                        self.note(error.audit_detail());
-                    }
-                    return result.map_err(to_status);
+        let (result, gate) = inline::attempt(|| attempt.now(|| work(self)));
+        if let inline::Gate::Tried(scope) = gate {
+            inline::note(scope, !matches!(result, Err(Error::WouldWait)));
+        }
+        match result {
+            Err(Error::WouldWait) => self.on_pool(move |call| attempt.run(|| work(call))).await,
+            result => {
+                if let Err(error) = &result {
+                    self.note(error.audit_detail());
                 }
+                result.map_err(to_status)
             }
         }
-        self.on_pool(move |call| attempt.run(|| work(call))).await
     }
 }
 
-/// How often no-wait attempts had to run again, server-wide: a heuristic (relaxed atomics),
-/// which decides only where a call runs, never what it answers.
-mod inline {
-    use std::sync::atomic::{AtomicU32, Ordering};
+/// How often no-wait attempts had to run again, per tenant: a heuristic (relaxed atomics),
+/// which decides only where a call runs, never what it answers. The tenant is the
+/// authenticated caller's (system callers have a score of their own), never the one a request
+/// names: a caller moves only its own tenant's reads, and a call that fails authentication
+/// touches no score and learns nothing of one. Tenants are spread over [`SCOPES`] scores by a
+/// hash with this process's random keys, so which tenants share a score cannot be predicted.
+pub(crate) mod inline {
+    use std::{
+        cell::Cell,
+        hash::{BuildHasher, RandomState},
+        sync::{
+            LazyLock,
+            atomic::{AtomicU32, Ordering},
+        },
+    };
 
-    /// A decaying score of fallbacks: each attempt keeps 15/16 of it, a fallback adds 64, so
-    /// it settles near 1024 times the share of attempts that fell back.
-    static MISSES: AtomicU32 = AtomicU32::new(0);
-    static CALLS: AtomicU32 = AtomicU32::new(0);
+    use vault_core::{Error, names::TenantId, storage::nowait, vault::Caller};
 
-    /// While more than half fell back, one call in this many tries (and so keeps the score
-    /// current).
+    /// How many scores the tenants share (8 bytes each).
+    const SCOPES: usize = 1024;
+
+    /// While more than half fell back, one call in this many goes on with its attempt (and so
+    /// keeps the score current).
     pub const PROBE_EVERY: u32 = 16;
 
-    pub fn worth_trying() -> bool {
-        MISSES.load(Ordering::Relaxed) < 512
-            || CALLS
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(PROBE_EVERY)
+    /// Decaying scores of fallbacks: each attempt keeps 15/16 of its score, a fallback adds
+    /// 64, so a score settles near 1024 times the share of attempts that fell back.
+    pub struct Scores {
+        misses: [AtomicU32; SCOPES],
+        calls: [AtomicU32; SCOPES],
     }
 
-    pub fn note(served: bool) {
-        let misses = MISSES.load(Ordering::Relaxed);
-        let kept = misses - misses / 16;
-        let next = if served { kept } else { kept + 64 };
-        MISSES.store(next, Ordering::Relaxed);
+    static SCORES: Scores = Scores::new();
+    static KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+    /// The score of one tenant (and of the few that share it).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Scope(usize);
+
+    impl Scope {
+        pub fn of(tenant: Option<TenantId>) -> Scope {
+            Scope((KEYS.hash_one(tenant) % SCOPES as u64) as usize)
+        }
+    }
+
+    impl Scores {
+        pub const fn new() -> Scores {
+            Scores {
+                misses: [const { AtomicU32::new(0) }; SCOPES],
+                calls: [const { AtomicU32::new(0) }; SCOPES],
+            }
+        }
+
+        fn worth_trying(&self, scope: Scope) -> bool {
+            let at = scope.0 % SCOPES;
+            self.misses[at].load(Ordering::Relaxed) < 512
+                || self.calls[at]
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(PROBE_EVERY)
+        }
+
+        fn note(&self, scope: Scope, served: bool) {
+            let misses = &self.misses[scope.0 % SCOPES];
+            let before = misses.load(Ordering::Relaxed);
+            let kept = before - before / 16;
+            let next = if served { kept } else { kept + 64 };
+            if next != before {
+                misses.store(next, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What the work's [`gate`] decided in the attempt that just ran on this thread.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Gate {
+        /// The attempt ended before its gate (authentication failed, or would have waited).
+        NotReached,
+        /// The gate ended the attempt: the tenant's attempts mostly fall back of late.
+        Skipped,
+        /// The attempt went on, and counts for this score.
+        Tried(Scope),
+    }
+
+    thread_local! {
+        static GATE: Cell<Gate> = const { Cell::new(Gate::NotReached) };
+    }
+
+    /// Runs a no-wait attempt (synchronous, on this thread) and returns what its gate decided.
+    pub fn attempt<T>(attempt: impl FnOnce() -> T) -> (T, Gate) {
+        GATE.set(Gate::NotReached);
+        let out = attempt();
+        (out, GATE.replace(Gate::NotReached))
+    }
+
+    /// Passed by a call's work once it knows its authenticated caller. In a no-wait attempt,
+    /// ends it ([`Error::WouldWait`], so the call runs on the pool) unless the caller's tenant's
+    /// attempts are worth trying; elsewhere it does nothing.
+    pub fn gate(caller: &Caller) -> Result<(), Error> {
+        if !nowait::active() {
+            return Ok(());
+        }
+        let scope = Scope::of(caller.tenant_id());
+        if SCORES.worth_trying(scope) {
+            GATE.set(Gate::Tried(scope));
+            Ok(())
+        } else {
+            GATE.set(Gate::Skipped);
+            Err(Error::WouldWait)
+        }
+    }
+
+    pub fn note(scope: Scope, served: bool) {
+        SCORES.note(scope, served);
         crate::metrics::metrics().inline_attempt(served);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A tenant whose reads keep falling back goes on with one attempt in 16; another
+        /// tenant's reads go on every time; and the first tenant comes back once its probes
+        /// are served again.
+        #[test]
+        fn one_tenants_fallbacks_leave_another_tenants_reads_on_the_worker_until_it_recovers() {
+            let scores = Scores::new();
+            let (cold, warm) = (Scope(3), Scope(700));
+            for _ in 0..400 {
+                if scores.worth_trying(cold) {
+                    scores.note(cold, false);
+                }
+            }
+            let tries = (0..160).filter(|_| scores.worth_trying(cold)).count();
+            assert_eq!(
+                tries,
+                160 / PROBE_EVERY as usize,
+                "the tenant whose reads fall back"
+            );
+            for _ in 0..160 {
+                assert!(
+                    scores.worth_trying(warm),
+                    "another tenant's read was sent to the pool by the first tenant's fallbacks"
+                );
+                scores.note(warm, true);
+            }
+            // Its probes are served again: within 200 calls every call tries once more.
+            let mut calls = 0;
+            while !(0..PROBE_EVERY).all(|_| scores.worth_trying(cold)) {
+                calls += 1;
+                assert!(calls < 200, "the tenant never came back to the worker");
+                if scores.worth_trying(cold) {
+                    scores.note(cold, true);
+                }
+            }
+        }
+
+        #[test]
+        fn a_tenant_keeps_its_score_and_system_callers_have_their_own() {
+            let tenant = TenantId::parse_hex("00112233445566ff").expect("id");
+            assert_eq!(Scope::of(Some(tenant)), Scope::of(Some(tenant)));
+            assert_eq!(Scope::of(None), Scope::of(None));
+        }
     }
 }
 

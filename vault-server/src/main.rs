@@ -8,6 +8,11 @@
 
 use std::process::ExitCode;
 
+/// jemalloc for every allocation, Rust's and RocksDB's: after a million-secret load glibc's
+/// per-thread arenas held about 50 MB more, and gets ran slower (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // Crash points armed by FAILPOINTS (the failure-injection tests' builds only).
     #[cfg(feature = "failpoints")]

@@ -259,6 +259,7 @@ where
     target(&message).record(&call);
     let work = move |call: &Call| {
         let caller = call.authenticate_again(&vault, &presented)?;
+        crate::call::inline::gate(&caller)?;
         let parsed = parse(message.clone())?;
         act(
             Step {

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+/// The vault's allocator (see vault-server's main.rs), so the baseline differs only in work.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let mut value_size = 256usize;
     let mut rest = Vec::new();
