@@ -983,8 +983,8 @@ impl Call {
     ) -> Result<R, Status> {
         self.take_slot().map_err(to_status)?;
         let mut attempt = vault_core::storage::nowait::Attempt::new();
-        let (result, gate) = inline::attempt(|| attempt.now(|| work(self)));
-        if let inline::Gate::Tried(scope) = gate {
+        let (result, tried) = inline::attempt(|| attempt.now(|| work(self)));
+        if let Some(scope) = tried {
             inline::note(scope, !matches!(result, Err(Error::WouldWait)));
         }
         match result {
@@ -1071,26 +1071,19 @@ pub(crate) mod inline {
         }
     }
 
-    /// What the work's [`gate`] decided in the attempt that just ran on this thread.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Gate {
-        /// The attempt ended before its gate (authentication failed, or would have waited).
-        NotReached,
-        /// The gate ended the attempt: the tenant's attempts mostly fall back of late.
-        Skipped,
-        /// The attempt went on, and counts for this score.
-        Tried(Scope),
-    }
-
     thread_local! {
-        static GATE: Cell<Gate> = const { Cell::new(Gate::NotReached) };
+        /// The score the attempt running on this thread counts for, once its [`gate`] let it
+        /// go on.
+        static TRIED: Cell<Option<Scope>> = const { Cell::new(None) };
     }
 
-    /// Runs a no-wait attempt (synchronous, on this thread) and returns what its gate decided.
-    pub fn attempt<T>(attempt: impl FnOnce() -> T) -> (T, Gate) {
-        GATE.set(Gate::NotReached);
+    /// Runs a no-wait attempt (synchronous, on this thread) and returns, with its result, the
+    /// score it counts for: `None` if it ended before its [`gate`] (authentication failed or
+    /// would have waited) or at it.
+    pub fn attempt<T>(attempt: impl FnOnce() -> T) -> (T, Option<Scope>) {
+        TRIED.set(None);
         let out = attempt();
-        (out, GATE.replace(Gate::NotReached))
+        (out, TRIED.take())
     }
 
     /// Passed by a call's work once it knows its authenticated caller. In a no-wait attempt,
@@ -1101,13 +1094,11 @@ pub(crate) mod inline {
             return Ok(());
         }
         let scope = Scope::of(caller.tenant_id());
-        if SCORES.worth_trying(scope) {
-            GATE.set(Gate::Tried(scope));
-            Ok(())
-        } else {
-            GATE.set(Gate::Skipped);
-            Err(Error::WouldWait)
+        if !SCORES.worth_trying(scope) {
+            return Err(Error::WouldWait);
         }
+        TRIED.set(Some(scope));
+        Ok(())
     }
 
     pub fn note(scope: Scope, served: bool) {
