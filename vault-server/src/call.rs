@@ -1001,10 +1001,11 @@ impl Call {
 
 /// How often no-wait attempts had to run again, per tenant: a heuristic (relaxed atomics),
 /// which decides only where a call runs, never what it answers. The tenant is the
-/// authenticated caller's (system callers have a score of their own), never the one a request
-/// names: a caller moves only its own tenant's reads, and a call that fails authentication
-/// touches no score and learns nothing of one. Tenants are spread over [`SCOPES`] scores by a
-/// hash with this process's random keys, so which tenants share a score cannot be predicted.
+/// authenticated caller's (a system caller, of no tenant, counts as one more), never the one
+/// a request names: a caller moves only its own tenant's reads, and a call that fails
+/// authentication touches no score and learns nothing of one. Tenants are spread over
+/// [`SCOPES`] scores by a hash with this process's random keys, so which tenants share a
+/// score cannot be predicted.
 pub(crate) mod inline {
     use std::{
         cell::Cell,
@@ -1146,11 +1147,22 @@ pub(crate) mod inline {
             }
         }
 
+        /// A tenant's calls always count for the same score, and tenants are spread over the
+        /// scores (64 tenants on a single one of 1,024 would take odds of 1,024^-63).
         #[test]
-        fn a_tenant_keeps_its_score_and_system_callers_have_their_own() {
-            let tenant = TenantId::parse_hex("00112233445566ff").expect("id");
-            assert_eq!(Scope::of(Some(tenant)), Scope::of(Some(tenant)));
+        fn a_tenant_keeps_its_score_and_tenants_are_spread_over_the_scores() {
+            let tenants: Vec<TenantId> = (0..64u8)
+                .map(|i| TenantId::parse_hex(&format!("00112233445566{i:02x}")).expect("id"))
+                .collect();
+            for &tenant in &tenants {
+                assert_eq!(Scope::of(Some(tenant)), Scope::of(Some(tenant)));
+            }
             assert_eq!(Scope::of(None), Scope::of(None));
+            let first = Scope::of(Some(tenants[0]));
+            assert!(
+                tenants.iter().any(|&t| Scope::of(Some(t)) != first),
+                "every tenant counts for the same score"
+            );
         }
     }
 }
