@@ -354,7 +354,7 @@ fn full_disk(audit_elsewhere: bool) {
 
 use std::{path::Path, time::Duration};
 
-use vault_tests::{TestServer, audit_records, init, unseal};
+use vault_tests::{CliOutput, TestServer, audit_records, init, unseal};
 
 /// A vault on `dir/data`, initialized with one share, tenant acme and `db/a` (v=1); stopped.
 fn prepared(dir: &Path) -> (std::path::PathBuf, String, String) {
@@ -403,6 +403,18 @@ fn require_crash_points(server: &TestServer) {
 fn aborted(status: Option<std::process::ExitStatus>) -> bool {
     use std::os::unix::process::ExitStatusExt;
     status.and_then(|s| s.signal()) == Some(6)
+}
+
+/// Asserts that a call whose committed effect starts the background job armed to crash was
+/// answered, or lost its answer to that crash. The job runs on the maintenance tick, which can
+/// come between the commit and the answer's delivery; only a committed call starts the job, so
+/// a lost answer is a crash after the commit, and the checks after the restart hold either way.
+fn answered_or_lost_to_the_crash(call: &CliOutput, point: &str) {
+    assert!(
+        call.code == 0 || call.stderr.contains("transport error"),
+        "{point}: the call failed for a reason other than the crash: {}",
+        call.stderr
+    );
 }
 
 /// The restarted, unsealed server.
@@ -579,12 +591,11 @@ fn a_crash_in_the_middle_of_a_retirement_resumes_it_and_loses_no_secret() {
     }
     // The re-wrap job's first chunk is written, then the process dies.
     crash_at(&data, &share, "rewrap-after-chunk", |server| {
-        server
-            .cli(
-                Some(&root),
-                &["kek", "retire", "--tenant", "acme", "--version", "1"],
-            )
-            .ok();
+        let retired = server.cli(
+            Some(&root),
+            &["kek", "retire", "--tenant", "acme", "--version", "1"],
+        );
+        answered_or_lost_to_the_crash(&retired, "rewrap-after-chunk");
     });
     let server = restarted(&data, &share);
     vault_tests::eventually("the retirement to finish after the restart", || {
@@ -711,7 +722,8 @@ fn a_crash_around_the_key_destruction_of_a_shredding_finishes_it_after_the_resta
             .cli(Some(&root), &["put", "--tenant", "other", "db/b", "v=kept"])
             .ok();
         // The shredding runs in the background, right after the deletion.
-        server.cli(Some(&root), &["tenant", "delete", "acme"]).ok();
+        let deleted = server.cli(Some(&root), &["tenant", "delete", "acme"]);
+        answered_or_lost_to_the_crash(&deleted, point);
         let status = server.wait_exit(Duration::from_secs(60));
         assert!(
             aborted(status),
@@ -733,6 +745,11 @@ fn a_crash_around_the_key_destruction_of_a_shredding_finishes_it_after_the_resta
             server.cli(Some(&root), &["tenant", "deleted"]).ok(),
             "",
             "{point}"
+        );
+        let tenants = server.cli(Some(&root), &["tenant", "list"]).ok().to_owned();
+        assert!(
+            !tenants.lines().any(|t| t.trim() == "acme"),
+            "{point}: the deleted tenant is live: {tenants}"
         );
         let restored = server.cli(Some(&root), &["tenant", "restore", "acme"]);
         assert_ne!(restored.code, 0, "{point}: a shredded tenant was restored");
